@@ -1,0 +1,6 @@
+//! serval's BGP speaker.
+
+pub mod types;
+pub mod wire;
+
+pub use types::{Afi, AfiSafi, Asn, Family, RouterId, Safi};

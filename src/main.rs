@@ -1,0 +1,25 @@
+//! serval: a Kubernetes node networking agent.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "serval", version, about = "Kubernetes node networking: BGP, block IPAM, CNI")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the BGP speaker on its own, or query a running one.
+    Bgp(cmd::bgp::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Bgp(args) => cmd::bgp::run(args),
+    }
+}

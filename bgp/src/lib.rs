@@ -1,5 +1,6 @@
 //! serval's BGP speaker.
 
+pub mod transport;
 pub mod types;
 pub mod wire;
 

@@ -1,0 +1,289 @@
+//! TCP for BGP sessions: TCP MD5 signatures (RFC 2385), the Generalized TTL Security
+//! Mechanism (RFC 5082), multihop TTL, source address and listening sockets.
+//!
+//! This is IO at the edge of the crate: everything else in `bgp` is pure.
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The well-known BGP port (RFC 4271 §8.2.1).
+pub const BGP_PORT: u16 = 179;
+
+/// Longest key the kernel accepts (`TCP_MD5SIG_MAXKEYLEN`).
+pub const MD5_MAX_KEY_LEN: usize = 80;
+
+/// Socket options of one session, applied to the connection in either direction.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TransportOptions {
+    /// RFC 2385 shared secret.
+    pub md5_key: Option<Vec<u8>>,
+    /// TTL (hop limit) of outgoing packets. GTSM forces 255.
+    pub ttl: Option<u8>,
+    /// GTSM: the peer is at most this many hops away; packets arriving with a lower TTL
+    /// than `256 - hops` are dropped by the kernel (RFC 5082 §3).
+    pub ttl_security_hops: Option<u8>,
+    /// Local address to bind outgoing connections to.
+    pub source: Option<IpAddr>,
+}
+
+impl TransportOptions {
+    /// The TTL to send with: 255 under GTSM, else the configured one.
+    fn effective_ttl(&self) -> Option<u8> {
+        if self.ttl_security_hops.is_some() {
+            Some(255)
+        } else {
+            self.ttl
+        }
+    }
+
+    fn min_ttl(&self) -> Option<u8> {
+        self.ttl_security_hops.map(gtsm_min_ttl)
+    }
+}
+
+/// RFC 5082 §3: a peer `hops` away sends with TTL 255 and arrives with 256 - hops.
+pub fn gtsm_min_ttl(hops: u8) -> u8 {
+    (256 - u16::from(hops.max(1))) as u8
+}
+
+/// Open an outgoing connection to `peer` with the session's options set before the SYN.
+pub async fn connect(peer: SocketAddr, opts: &TransportOptions) -> io::Result<TcpStream> {
+    let domain = Domain::for_address(peer);
+    let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    socket.set_tcp_nodelay(true)?;
+    if let Some(src) = opts.source {
+        socket.bind(&SockAddr::from(SocketAddr::new(src, 0)))?;
+    }
+    if let Some(key) = &opts.md5_key {
+        set_md5_key(socket.as_raw_fd(), peer.ip(), Some(key))?;
+    }
+    apply_ttl(&socket, peer.ip(), opts)?;
+    let socket = tokio::net::TcpSocket::from_std_stream(socket.into());
+    socket.connect(peer).await
+}
+
+/// Bind a listening socket. IPv6 wildcard sockets are IPv6-only, so that IPv4 peers are
+/// seen with IPv4 addresses (MD5 keys are matched per address family).
+pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let domain = Domain::for_address(addr);
+    let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    // Our SYN-ACK must leave with TTL 255 for a peer that uses GTSM to accept it
+    // (RFC 5082 §3); per-peer TTLs are applied once the connection is accepted.
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+        socket.set_unicast_hops_v6(255)?;
+    } else {
+        socket.set_ttl_v4(255)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&SockAddr::from(addr))?;
+    socket.listen(128)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Apply the TTL options of a session to a connection the listener accepted. The MD5 key
+/// must already be on the listener (see [`set_md5_key`]), since it guards the handshake.
+pub fn apply_accepted(stream: &TcpStream, peer: IpAddr, opts: &TransportOptions) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    let sock = socket2::SockRef::from(stream);
+    apply_ttl(&sock, peer, opts)
+}
+
+fn apply_ttl(sock: &Socket, peer: IpAddr, opts: &TransportOptions) -> io::Result<()> {
+    let fd = sock.as_raw_fd();
+    match peer {
+        IpAddr::V4(_) => {
+            if let Some(ttl) = opts.effective_ttl() {
+                sock.set_ttl_v4(u32::from(ttl))?;
+            }
+            if let Some(min) = opts.min_ttl() {
+                setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_MINTTL, i32::from(min))?;
+            }
+        }
+        IpAddr::V6(_) => {
+            if let Some(ttl) = opts.effective_ttl() {
+                sock.set_unicast_hops_v6(u32::from(ttl))?;
+            }
+            if let Some(min) = opts.min_ttl() {
+                setsockopt_int(
+                    fd,
+                    libc::IPPROTO_IPV6,
+                    libc::IPV6_MINHOPCOUNT,
+                    i32::from(min),
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Kernel layout of `struct tcp_md5sig` (include/uapi/linux/tcp.h).
+#[repr(C)]
+struct TcpMd5Sig {
+    addr: libc::sockaddr_storage,
+    flags: u8,
+    prefixlen: u8,
+    keylen: u16,
+    ifindex: libc::c_int,
+    key: [u8; MD5_MAX_KEY_LEN],
+}
+
+/// Install (`Some`) or remove (`None`) the RFC 2385 key for `peer` on a socket. On a
+/// listening socket the key covers connections from that address.
+pub fn set_md5_key(fd: RawFd, peer: IpAddr, key: Option<&[u8]>) -> io::Result<()> {
+    let key = key.unwrap_or_default();
+    if key.len() > MD5_MAX_KEY_LEN {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "TCP MD5 password is {} bytes; the kernel takes at most {MD5_MAX_KEY_LEN}",
+                key.len()
+            ),
+        ));
+    }
+    let sockaddr = SockAddr::from(SocketAddr::new(peer, 0));
+    // SAFETY: zeroed is a valid bit pattern for this plain-data struct.
+    let mut sig: TcpMd5Sig = unsafe { std::mem::zeroed() };
+    // SAFETY: `sockaddr` holds `len()` valid bytes, and `len()` never exceeds
+    // `sizeof(sockaddr_storage)`.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            sockaddr.as_ptr() as *const u8,
+            &mut sig.addr as *mut libc::sockaddr_storage as *mut u8,
+            sockaddr.len() as usize,
+        );
+    }
+    sig.keylen = key.len() as u16;
+    sig.key[..key.len()].copy_from_slice(key);
+    // SAFETY: `sig` is a properly initialised tcp_md5sig and the length is its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_MD5SIG,
+            &sig as *const TcpMd5Sig as *const libc::c_void,
+            std::mem::size_of::<TcpMd5Sig>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    // Removing a key that is not there is not an error for us.
+    if key.is_empty() && err.raw_os_error() == Some(libc::ENOENT) {
+        return Ok(());
+    }
+    Err(err)
+}
+
+fn setsockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int, value: i32) -> io::Result<()> {
+    // SAFETY: passing a pointer to a live i32 and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            &value as *const i32 as *const libc::c_void,
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn gtsm_min_ttl_follows_rfc5082() {
+        assert_eq!(gtsm_min_ttl(1), 255);
+        assert_eq!(gtsm_min_ttl(2), 254);
+        assert_eq!(gtsm_min_ttl(0), 255);
+        assert_eq!(gtsm_min_ttl(255), 1);
+    }
+
+    async fn exchange(listener_key: Option<&[u8]>, client_key: Option<&[u8]>) -> io::Result<()> {
+        let listener = listen("127.0.0.1:0".parse().unwrap())?;
+        let addr = listener.local_addr()?;
+        set_md5_key(listener.as_raw_fd(), addr.ip(), listener_key)?;
+        let accept = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await?;
+            let mut buf = [0u8; 5];
+            s.read_exact(&mut buf).await?;
+            io::Result::Ok(buf)
+        });
+        let opts = TransportOptions {
+            md5_key: client_key.map(<[u8]>::to_vec),
+            ..Default::default()
+        };
+        let mut stream = tokio::time::timeout(Duration::from_secs(2), connect(addr, &opts))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+        stream.write_all(b"hello").await?;
+        let got = tokio::time::timeout(Duration::from_secs(2), accept)
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "accept timed out"))?
+            .map_err(io::Error::other)??;
+        assert_eq!(&got, b"hello");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn md5_matching_keys_connect() {
+        exchange(Some(b"s3cret"), Some(b"s3cret")).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn md5_mismatch_never_connects() {
+        let err = exchange(Some(b"s3cret"), Some(b"other")).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+        let err = exchange(Some(b"s3cret"), None).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+    }
+
+    #[test]
+    fn md5_key_too_long_is_refused() {
+        let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        let err = set_md5_key(
+            sock.as_raw_fd(),
+            "127.0.0.1".parse().unwrap(),
+            Some(&[1u8; 81]),
+        )
+        .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[tokio::test]
+    async fn gtsm_options_apply_on_both_families() {
+        for addr in ["127.0.0.1:0", "[::1]:0"] {
+            let listener = listen(addr.parse().unwrap()).unwrap();
+            let local = listener.local_addr().unwrap();
+            let opts = TransportOptions {
+                ttl_security_hops: Some(1),
+                ..Default::default()
+            };
+            let client = tokio::time::timeout(Duration::from_secs(5), connect(local, &opts))
+                .await
+                .expect("connect under GTSM timed out")
+                .unwrap();
+            let (server, peer) = listener.accept().await.unwrap();
+            apply_accepted(&server, peer.ip(), &opts).unwrap();
+            let sock = socket2::SockRef::from(&client);
+            match local {
+                SocketAddr::V4(_) => assert_eq!(sock.ttl_v4().unwrap(), 255),
+                SocketAddr::V6(_) => assert_eq!(sock.unicast_hops_v6().unwrap(), 255),
+            }
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! The serval node agent: everything the `serval` binary does apart from argument parsing.

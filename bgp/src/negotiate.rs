@@ -43,14 +43,17 @@ impl GracefulRestart {
     /// second one).
     pub fn from_capabilities(caps: &[Capability]) -> Option<Self> {
         caps.iter().find_map(|c| match c {
-            Capability::GracefulRestart { restart_state, notification, restart_time, families } => {
-                Some(GracefulRestart {
-                    restart_state: *restart_state,
-                    notification: *notification,
-                    restart_time: *restart_time,
-                    families: families.clone(),
-                })
-            }
+            Capability::GracefulRestart {
+                restart_state,
+                notification,
+                restart_time,
+                families,
+            } => Some(GracefulRestart {
+                restart_state: *restart_state,
+                notification: *notification,
+                restart_time: *restart_time,
+                families: families.clone(),
+            }),
             _ => None,
         })
     }
@@ -103,7 +106,9 @@ pub struct Negotiated {
 impl Negotiated {
     /// The families both sides announced, in `Family::ALL` order.
     pub fn families(&self) -> impl Iterator<Item = Family> + '_ {
-        Family::ALL.into_iter().filter(|f| self.codec.families[f.index()])
+        Family::ALL
+            .into_iter()
+            .filter(|f| self.codec.families[f.index()])
     }
 
     pub fn has_family(&self, family: Family) -> bool {
@@ -144,8 +149,12 @@ impl Negotiated {
     /// Families whose routes are kept stale when the peer restarts: negotiated here and
     /// listed in the peer's capability.
     pub fn stale_families(&self) -> Vec<Family> {
-        let Some(gr) = &self.peer_gr else { return Vec::new() };
-        self.families().filter(|f| gr.forwarding_preserved(*f).is_some()).collect()
+        let Some(gr) = &self.peer_gr else {
+            return Vec::new();
+        };
+        self.families()
+            .filter(|f| gr.forwarding_preserved(*f).is_some())
+            .collect()
     }
 
     /// How long the peer's stale routes are kept while it restarts; `None` when the
@@ -161,7 +170,11 @@ impl Negotiated {
 ///
 /// The checks run in the order of RFC 4271 §6.2: version, peer AS, hold time, BGP
 /// Identifier, then the capabilities (RFC 5492 §3: no family in common).
-pub fn negotiate(local: &Open, remote: &Open, policy: &NegotiationPolicy) -> Result<Negotiated, Notification> {
+pub fn negotiate(
+    local: &Open,
+    remote: &Open,
+    policy: &NegotiationPolicy,
+) -> Result<Negotiated, Notification> {
     if remote.version != BGP_VERSION {
         // RFC 4271 §6.2: the data is the largest locally supported version below the
         // one bid, or the smallest we support; either way, 4.
@@ -198,7 +211,8 @@ pub fn negotiate(local: &Open, remote: &Open, policy: &NegotiationPolicy) -> Res
     let remote_fams = mp_families(&remote.capabilities);
     let mut families = [false; 2];
     for f in Family::ALL {
-        families[f.index()] = local_fams.contains(&f.afi_safi()) && remote_fams.contains(&f.afi_safi());
+        families[f.index()] =
+            local_fams.contains(&f.afi_safi()) && remote_fams.contains(&f.afi_safi());
     }
     if !families.iter().any(|x| *x) {
         return Err(Notification {
@@ -211,9 +225,10 @@ pub fn negotiate(local: &Open, remote: &Open, policy: &NegotiationPolicy) -> Res
     let mut add_path_tx = [false; 2];
     let mut add_path_rx = [false; 2];
     for f in Family::ALL.into_iter().filter(|f| families[f.index()]) {
-        let (Some(ours), Some(theirs)) =
-            (add_path_mode(&local.capabilities, f), add_path_mode(&remote.capabilities, f))
-        else {
+        let (Some(ours), Some(theirs)) = (
+            add_path_mode(&local.capabilities, f),
+            add_path_mode(&remote.capabilities, f),
+        ) else {
             continue;
         };
         add_path_tx[f.index()] = ours.can_send() && theirs.can_receive();
@@ -253,7 +268,8 @@ pub fn negotiate(local: &Open, remote: &Open, policy: &NegotiationPolicy) -> Res
         hold_time,
         keepalive,
         route_refresh,
-        enhanced_route_refresh: route_refresh && both(|c| matches!(c, Capability::EnhancedRouteRefresh)),
+        enhanced_route_refresh: route_refresh
+            && both(|c| matches!(c, Capability::EnhancedRouteRefresh)),
         local_gr: GracefulRestart::from_capabilities(&local.capabilities),
         peer_gr: GracefulRestart::from_capabilities(&remote.capabilities),
         codec,
@@ -294,9 +310,10 @@ fn mp_families(caps: &[Capability]) -> Vec<AfiSafi> {
 /// The first add-path entry for the family (RFC 7911 does not define repeats).
 fn add_path_mode(caps: &[Capability], family: Family) -> Option<AddPathMode> {
     caps.iter().find_map(|c| match c {
-        Capability::AddPath(list) => {
-            list.iter().find(|(fam, _)| *fam == family.afi_safi()).map(|(_, mode)| *mode)
-        }
+        Capability::AddPath(list) => list
+            .iter()
+            .find(|(fam, _)| *fam == family.afi_safi())
+            .map(|(_, mode)| *mode),
         _ => None,
     })
 }
@@ -307,7 +324,14 @@ fn multiprotocol_tlvs(families: &[AfiSafi]) -> Bytes {
     let mut data = Vec::with_capacity(families.len() * 6);
     for fam in families {
         let afi = fam.afi.0.to_be_bytes();
-        data.extend_from_slice(&[crate::wire::open::cap_code::MULTIPROTOCOL, 4, afi[0], afi[1], 0, fam.safi.0]);
+        data.extend_from_slice(&[
+            crate::wire::open::cap_code::MULTIPROTOCOL,
+            4,
+            afi[0],
+            afi[1],
+            0,
+            fam.safi.0,
+        ]);
     }
     Bytes::from(data)
 }
@@ -322,7 +346,13 @@ mod tests {
     const LOCAL_AS: u32 = 64512;
 
     fn open(asn: u32, id: [u8; 4], hold: u16, capabilities: Vec<Capability>) -> Open {
-        Open { version: 4, asn: Asn(asn), hold_time: hold, router_id: RouterId(Ipv4Addr::from(id)), capabilities }
+        Open {
+            version: 4,
+            asn: Asn(asn),
+            hold_time: hold,
+            router_id: RouterId(Ipv4Addr::from(id)),
+            capabilities,
+        }
     }
 
     fn local() -> Open {
@@ -354,7 +384,10 @@ mod tests {
     }
 
     fn policy(peer_asn: Option<u32>) -> NegotiationPolicy {
-        NegotiationPolicy { peer_asn: peer_asn.map(Asn), keepalive: None }
+        NegotiationPolicy {
+            peer_asn: peer_asn.map(Asn),
+            keepalive: None,
+        }
     }
 
     fn gr(n: bool, time: u16, fams: &[AfiSafi]) -> Capability {
@@ -364,7 +397,10 @@ mod tests {
             restart_time: time,
             families: fams
                 .iter()
-                .map(|f| GracefulRestartFamily { afi_safi: *f, forwarding_preserved: true })
+                .map(|f| GracefulRestartFamily {
+                    afi_safi: *f,
+                    forwarding_preserved: true,
+                })
                 .collect(),
         }
     }
@@ -377,13 +413,19 @@ mod tests {
         let cases: &[(&str, Edit, (u8, u8))] = &[
             ("version 3", |_, r, _| r.version = 3, (2, 1)),
             ("version 5", |_, r, _| r.version = 5, (2, 1)),
-            ("configured peer AS differs", |_, r, p| p.peer_asn = Some(Asn(r.asn.0 + 1)), (2, 2)),
+            (
+                "configured peer AS differs",
+                |_, r, p| p.peer_asn = Some(Asn(r.asn.0 + 1)),
+                (2, 2),
+            ),
             (
                 "4-octet capability differs from configured AS, 2-octet field matches",
                 |_, r, p| {
                     p.peer_asn = Some(r.asn);
-                    r.capabilities.retain(|c| !matches!(c, Capability::FourOctetAsn(_)));
-                    r.capabilities.push(Capability::FourOctetAsn(Asn(4_200_000_000)));
+                    r.capabilities
+                        .retain(|c| !matches!(c, Capability::FourOctetAsn(_)));
+                    r.capabilities
+                        .push(Capability::FourOctetAsn(Asn(4_200_000_000)));
                 },
                 (2, 2),
             ),
@@ -391,14 +433,16 @@ mod tests {
                 "AS_TRANS without the 4-octet capability",
                 |_, r, _| {
                     r.asn = Asn::TRANS;
-                    r.capabilities.retain(|c| !matches!(c, Capability::FourOctetAsn(_)));
+                    r.capabilities
+                        .retain(|c| !matches!(c, Capability::FourOctetAsn(_)));
                 },
                 (2, 2),
             ),
             (
                 "AS_TRANS inside the 4-octet capability",
                 |_, r, _| {
-                    r.capabilities.retain(|c| !matches!(c, Capability::FourOctetAsn(_)));
+                    r.capabilities
+                        .retain(|c| !matches!(c, Capability::FourOctetAsn(_)));
                     r.capabilities.push(Capability::FourOctetAsn(Asn::TRANS));
                 },
                 (2, 2),
@@ -407,13 +451,18 @@ mod tests {
                 "AS 0",
                 |_, r, _| {
                     r.asn = Asn(0);
-                    r.capabilities.retain(|c| !matches!(c, Capability::FourOctetAsn(_)));
+                    r.capabilities
+                        .retain(|c| !matches!(c, Capability::FourOctetAsn(_)));
                 },
                 (2, 2),
             ),
             ("hold time 1", |_, r, _| r.hold_time = 1, (2, 6)),
             ("hold time 2", |_, r, _| r.hold_time = 2, (2, 6)),
-            ("BGP identifier 0.0.0.0", |_, r, _| r.router_id = RouterId(Ipv4Addr::UNSPECIFIED), (2, 3)),
+            (
+                "BGP identifier 0.0.0.0",
+                |_, r, _| r.router_id = RouterId(Ipv4Addr::UNSPECIFIED),
+                (2, 3),
+            ),
             (
                 "iBGP peer with our identifier",
                 |l, r, p| {
@@ -426,19 +475,24 @@ mod tests {
             (
                 "peer has no MP capability, we carry IPv6 only",
                 |l, r, _| {
-                    l.capabilities.retain(|c| *c != Capability::Multiprotocol(V4));
-                    r.capabilities.retain(|c| !matches!(c, Capability::Multiprotocol(_)));
+                    l.capabilities
+                        .retain(|c| *c != Capability::Multiprotocol(V4));
+                    r.capabilities
+                        .retain(|c| !matches!(c, Capability::Multiprotocol(_)));
                 },
                 (2, 7),
             ),
             (
                 "only families we do not carry in common",
                 |l, r, _| {
-                    l.capabilities.retain(|c| !matches!(c, Capability::Multiprotocol(_)));
+                    l.capabilities
+                        .retain(|c| !matches!(c, Capability::Multiprotocol(_)));
                     l.capabilities.push(Capability::Multiprotocol(V6));
-                    r.capabilities.retain(|c| !matches!(c, Capability::Multiprotocol(_)));
+                    r.capabilities
+                        .retain(|c| !matches!(c, Capability::Multiprotocol(_)));
                     r.capabilities.push(Capability::Multiprotocol(V4));
-                    r.capabilities.push(Capability::Multiprotocol(AfiSafi::new(25, 70)));
+                    r.capabilities
+                        .push(Capability::Multiprotocol(AfiSafi::new(25, 70)));
                 },
                 (2, 7),
             ),
@@ -464,11 +518,16 @@ mod tests {
     #[test]
     fn unsupported_capability_data_lists_our_families() {
         let mut l = local();
-        l.capabilities.retain(|c| *c != Capability::Multiprotocol(V4));
+        l.capabilities
+            .retain(|c| *c != Capability::Multiprotocol(V4));
         let mut r = remote(65001);
-        r.capabilities.retain(|c| *c != Capability::Multiprotocol(V6));
+        r.capabilities
+            .retain(|c| *c != Capability::Multiprotocol(V6));
         let n = negotiate(&l, &r, &policy(None)).err();
-        assert_eq!(n.map(|n| n.data), Some(Bytes::from_static(&[1, 4, 0, 2, 0, 1])));
+        assert_eq!(
+            n.map(|n| n.data),
+            Some(Bytes::from_static(&[1, 4, 0, 2, 0, 1]))
+        );
     }
 
     /// Cases that must be accepted, with what they must produce.
@@ -477,131 +536,308 @@ mod tests {
         type Edit = fn(&mut Open, &mut Open, &mut NegotiationPolicy);
         type Check = fn(&Negotiated) -> bool;
         let cases: &[(&str, Edit, Check)] = &[
-            ("hold 0 is acceptable and turns keepalives off", |_, r, _| r.hold_time = 0, |n| {
-                n.hold_time == 0 && n.keepalive == 0 && n.hold().is_none() && n.keepalive_interval().is_none()
-            }),
-            ("hold 3 is acceptable", |_, r, _| r.hold_time = 3, |n| n.hold_time == 3 && n.keepalive == 1),
-            ("hold is the smaller of both", |_, r, _| r.hold_time = 30, |n| {
-                n.hold_time == 30 && n.keepalive == 10 && n.peer_hold_time == 30
-            }),
-            ("peer proposes longer hold", |_, r, _| r.hold_time = 240, |n| n.hold_time == 90 && n.keepalive == 30),
-            ("configured keepalive below a third is kept", |_, _, p| p.keepalive = Some(10), |n| n.keepalive == 10),
-            ("configured keepalive above a third is capped", |_, r, p| {
-                p.keepalive = Some(60);
-                r.hold_time = 9;
-            }, |n| n.hold_time == 9 && n.keepalive == 3),
-            ("dynamic peer: any AS", |_, r, p| {
-                *r = remote(4_200_000_001);
-                p.peer_asn = None;
-            }, |n| n.peer_asn == Asn(4_200_000_001) && !n.ibgp && n.codec.ebgp),
-            ("iBGP", |_, r, p| {
-                *r = remote(LOCAL_AS);
-                p.peer_asn = Some(Asn(LOCAL_AS));
-            }, |n| n.ibgp && !n.codec.ebgp),
-            ("eBGP peer may share our identifier (RFC 6286)", |l, r, _| r.router_id = l.router_id, |n| !n.ibgp),
-            ("4-octet ASN on both sides", |_, _, _| {}, |n| n.codec.four_octet_asn),
-            ("4-octet ASN on one side only", |_, r, _| {
-                r.capabilities.retain(|c| !matches!(c, Capability::FourOctetAsn(_)));
-            }, |n| !n.codec.four_octet_asn && n.peer_asn == Asn(65001)),
-            ("the 4-octet capability names the AS", |_, r, p| {
-                r.asn = Asn::TRANS;
-                r.capabilities.retain(|c| !matches!(c, Capability::FourOctetAsn(_)));
-                r.capabilities.push(Capability::FourOctetAsn(Asn(4_200_000_000)));
-                p.peer_asn = Some(Asn(4_200_000_000));
-            }, |n| n.peer_asn == Asn(4_200_000_000)),
-            ("both families", |_, _, _| {}, |n| n.families().collect::<Vec<_>>() == Family::ALL),
-            ("no MP capability on either side: IPv4 unicast", |l, r, _| {
-                l.capabilities.retain(|c| !matches!(c, Capability::Multiprotocol(_)));
-                r.capabilities.retain(|c| !matches!(c, Capability::Multiprotocol(_)));
-            }, |n| n.families().collect::<Vec<_>>() == [Family::Ipv4Unicast]),
-            ("peer without MP capability: IPv4 unicast only", |_, r, _| {
-                r.capabilities.retain(|c| !matches!(c, Capability::Multiprotocol(_)));
-            }, |n| n.families().collect::<Vec<_>>() == [Family::Ipv4Unicast]),
-            ("peer IPv6 only", |_, r, _| {
-                r.capabilities.retain(|c| *c != Capability::Multiprotocol(V4));
-            }, |n| n.families().collect::<Vec<_>>() == [Family::Ipv6Unicast] && !n.has_family(Family::Ipv4Unicast)),
-            ("unknown families are kept for display only", |_, r, _| {
-                r.capabilities.push(Capability::Multiprotocol(AfiSafi::new(25, 70)));
-            }, |n| {
-                n.families().count() == 2
-                    && n.peer_capabilities.contains(&Capability::Multiprotocol(AfiSafi::new(25, 70)))
-            }),
-            ("route refresh on both", |_, _, _| {}, |n| n.route_refresh && !n.enhanced_route_refresh),
-            ("route refresh on one side", |l, _, _| {
-                l.capabilities.retain(|c| *c != Capability::RouteRefresh);
-            }, |n| !n.route_refresh),
-            ("enhanced route refresh on both", |l, r, _| {
-                l.capabilities.push(Capability::EnhancedRouteRefresh);
-                r.capabilities.push(Capability::EnhancedRouteRefresh);
-            }, |n| n.route_refresh && n.enhanced_route_refresh),
-            ("enhanced route refresh on one side", |l, _, _| {
-                l.capabilities.push(Capability::EnhancedRouteRefresh);
-            }, |n| !n.enhanced_route_refresh),
-            ("enhanced route refresh without route refresh", |l, r, _| {
-                l.capabilities.retain(|c| *c != Capability::RouteRefresh);
-                l.capabilities.push(Capability::EnhancedRouteRefresh);
-                r.capabilities.push(Capability::EnhancedRouteRefresh);
-            }, |n| !n.enhanced_route_refresh),
-            ("extended message on both", |l, r, _| {
-                l.capabilities.push(Capability::ExtendedMessage);
-                r.capabilities.push(Capability::ExtendedMessage);
-            }, |n| n.codec.extended_message),
-            ("extended message on one side", |_, r, _| {
-                r.capabilities.push(Capability::ExtendedMessage);
-            }, |n| !n.codec.extended_message),
-            ("extended next hop IPv4 over IPv6 on both", |l, r, _| {
-                l.capabilities.push(Capability::ExtendedNextHop(vec![(V4, Afi::IPV6)]));
-                r.capabilities.push(Capability::ExtendedNextHop(vec![(V6, Afi::IPV4), (V4, Afi::IPV6)]));
-            }, |n| n.codec.ipv4_extended_next_hop),
-            ("extended next hop on one side", |l, _, _| {
-                l.capabilities.push(Capability::ExtendedNextHop(vec![(V4, Afi::IPV6)]));
-            }, |n| !n.codec.ipv4_extended_next_hop),
-            ("extended next hop for another family only", |l, r, _| {
-                l.capabilities.push(Capability::ExtendedNextHop(vec![(V4, Afi::IPV6)]));
-                r.capabilities.push(Capability::ExtendedNextHop(vec![(AfiSafi::new(1, 128), Afi::IPV6)]));
-            }, |n| !n.codec.ipv4_extended_next_hop),
-            ("graceful restart on both", |l, r, _| {
-                l.capabilities.push(gr(true, 120, &[V4, V6]));
-                r.capabilities.push(gr(true, 90, &[V4]));
-            }, |n| {
-                n.graceful_restart_helper()
-                    && n.notification_graceful()
-                    && n.stale_families() == [Family::Ipv4Unicast]
-                    && n.restart_time() == Some(Duration::from_secs(90))
-                    && n.peer_gr.as_ref().and_then(|g| g.forwarding_preserved(Family::Ipv4Unicast)) == Some(true)
-            }),
-            ("graceful restart, N bit on one side only", |l, r, _| {
-                l.capabilities.push(gr(false, 120, &[V4]));
-                r.capabilities.push(gr(true, 90, &[V4]));
-            }, |n| n.graceful_restart_helper() && !n.notification_graceful()),
-            ("peer graceful restart without families: nothing to keep", |l, r, _| {
-                l.capabilities.push(gr(true, 120, &[V4]));
-                r.capabilities.push(gr(true, 90, &[]));
-            }, |n| !n.graceful_restart_helper() && n.peer_gr.is_some() && n.restart_time().is_none()),
-            ("peer graceful restart, we did not announce it", |_, r, _| {
-                r.capabilities.push(gr(true, 90, &[V4]));
-            }, |n| !n.graceful_restart_helper() && n.local_gr.is_none()),
-            ("peer restart time 0: no stale window", |l, r, _| {
-                l.capabilities.push(gr(false, 120, &[V4]));
-                r.capabilities.push(gr(false, 0, &[V4]));
-            }, |n| n.graceful_restart_helper() && n.restart_time().is_none()),
-            ("peer restart bit is reported", |l, r, _| {
-                l.capabilities.push(gr(false, 120, &[V4]));
-                r.capabilities.push(Capability::GracefulRestart {
-                    restart_state: true,
-                    notification: false,
-                    restart_time: 60,
-                    families: vec![GracefulRestartFamily { afi_safi: V4, forwarding_preserved: false }],
-                });
-            }, |n| {
-                let g = n.peer_gr.as_ref();
-                g.is_some_and(|g| g.restart_state)
-                    && g.and_then(|g| g.forwarding_preserved(Family::Ipv4Unicast)) == Some(false)
-                    && g.and_then(|g| g.forwarding_preserved(Family::Ipv6Unicast)).is_none()
-            }),
-            ("unknown capabilities are kept for display", |_, r, _| {
-                r.capabilities.push(Capability::Unknown { code: 73, value: Bytes::from_static(b"\x04host") });
-            }, |n| n.peer_capabilities.iter().any(|c| matches!(c, Capability::Unknown { code: 73, .. }))),
+            (
+                "hold 0 is acceptable and turns keepalives off",
+                |_, r, _| r.hold_time = 0,
+                |n| {
+                    n.hold_time == 0
+                        && n.keepalive == 0
+                        && n.hold().is_none()
+                        && n.keepalive_interval().is_none()
+                },
+            ),
+            (
+                "hold 3 is acceptable",
+                |_, r, _| r.hold_time = 3,
+                |n| n.hold_time == 3 && n.keepalive == 1,
+            ),
+            (
+                "hold is the smaller of both",
+                |_, r, _| r.hold_time = 30,
+                |n| n.hold_time == 30 && n.keepalive == 10 && n.peer_hold_time == 30,
+            ),
+            (
+                "peer proposes longer hold",
+                |_, r, _| r.hold_time = 240,
+                |n| n.hold_time == 90 && n.keepalive == 30,
+            ),
+            (
+                "configured keepalive below a third is kept",
+                |_, _, p| p.keepalive = Some(10),
+                |n| n.keepalive == 10,
+            ),
+            (
+                "configured keepalive above a third is capped",
+                |_, r, p| {
+                    p.keepalive = Some(60);
+                    r.hold_time = 9;
+                },
+                |n| n.hold_time == 9 && n.keepalive == 3,
+            ),
+            (
+                "dynamic peer: any AS",
+                |_, r, p| {
+                    *r = remote(4_200_000_001);
+                    p.peer_asn = None;
+                },
+                |n| n.peer_asn == Asn(4_200_000_001) && !n.ibgp && n.codec.ebgp,
+            ),
+            (
+                "iBGP",
+                |_, r, p| {
+                    *r = remote(LOCAL_AS);
+                    p.peer_asn = Some(Asn(LOCAL_AS));
+                },
+                |n| n.ibgp && !n.codec.ebgp,
+            ),
+            (
+                "eBGP peer may share our identifier (RFC 6286)",
+                |l, r, _| r.router_id = l.router_id,
+                |n| !n.ibgp,
+            ),
+            (
+                "4-octet ASN on both sides",
+                |_, _, _| {},
+                |n| n.codec.four_octet_asn,
+            ),
+            (
+                "4-octet ASN on one side only",
+                |_, r, _| {
+                    r.capabilities
+                        .retain(|c| !matches!(c, Capability::FourOctetAsn(_)));
+                },
+                |n| !n.codec.four_octet_asn && n.peer_asn == Asn(65001),
+            ),
+            (
+                "the 4-octet capability names the AS",
+                |_, r, p| {
+                    r.asn = Asn::TRANS;
+                    r.capabilities
+                        .retain(|c| !matches!(c, Capability::FourOctetAsn(_)));
+                    r.capabilities
+                        .push(Capability::FourOctetAsn(Asn(4_200_000_000)));
+                    p.peer_asn = Some(Asn(4_200_000_000));
+                },
+                |n| n.peer_asn == Asn(4_200_000_000),
+            ),
+            (
+                "both families",
+                |_, _, _| {},
+                |n| n.families().collect::<Vec<_>>() == Family::ALL,
+            ),
+            (
+                "no MP capability on either side: IPv4 unicast",
+                |l, r, _| {
+                    l.capabilities
+                        .retain(|c| !matches!(c, Capability::Multiprotocol(_)));
+                    r.capabilities
+                        .retain(|c| !matches!(c, Capability::Multiprotocol(_)));
+                },
+                |n| n.families().collect::<Vec<_>>() == [Family::Ipv4Unicast],
+            ),
+            (
+                "peer without MP capability: IPv4 unicast only",
+                |_, r, _| {
+                    r.capabilities
+                        .retain(|c| !matches!(c, Capability::Multiprotocol(_)));
+                },
+                |n| n.families().collect::<Vec<_>>() == [Family::Ipv4Unicast],
+            ),
+            (
+                "peer IPv6 only",
+                |_, r, _| {
+                    r.capabilities
+                        .retain(|c| *c != Capability::Multiprotocol(V4));
+                },
+                |n| {
+                    n.families().collect::<Vec<_>>() == [Family::Ipv6Unicast]
+                        && !n.has_family(Family::Ipv4Unicast)
+                },
+            ),
+            (
+                "unknown families are kept for display only",
+                |_, r, _| {
+                    r.capabilities
+                        .push(Capability::Multiprotocol(AfiSafi::new(25, 70)));
+                },
+                |n| {
+                    n.families().count() == 2
+                        && n.peer_capabilities
+                            .contains(&Capability::Multiprotocol(AfiSafi::new(25, 70)))
+                },
+            ),
+            (
+                "route refresh on both",
+                |_, _, _| {},
+                |n| n.route_refresh && !n.enhanced_route_refresh,
+            ),
+            (
+                "route refresh on one side",
+                |l, _, _| {
+                    l.capabilities.retain(|c| *c != Capability::RouteRefresh);
+                },
+                |n| !n.route_refresh,
+            ),
+            (
+                "enhanced route refresh on both",
+                |l, r, _| {
+                    l.capabilities.push(Capability::EnhancedRouteRefresh);
+                    r.capabilities.push(Capability::EnhancedRouteRefresh);
+                },
+                |n| n.route_refresh && n.enhanced_route_refresh,
+            ),
+            (
+                "enhanced route refresh on one side",
+                |l, _, _| {
+                    l.capabilities.push(Capability::EnhancedRouteRefresh);
+                },
+                |n| !n.enhanced_route_refresh,
+            ),
+            (
+                "enhanced route refresh without route refresh",
+                |l, r, _| {
+                    l.capabilities.retain(|c| *c != Capability::RouteRefresh);
+                    l.capabilities.push(Capability::EnhancedRouteRefresh);
+                    r.capabilities.push(Capability::EnhancedRouteRefresh);
+                },
+                |n| !n.enhanced_route_refresh,
+            ),
+            (
+                "extended message on both",
+                |l, r, _| {
+                    l.capabilities.push(Capability::ExtendedMessage);
+                    r.capabilities.push(Capability::ExtendedMessage);
+                },
+                |n| n.codec.extended_message,
+            ),
+            (
+                "extended message on one side",
+                |_, r, _| {
+                    r.capabilities.push(Capability::ExtendedMessage);
+                },
+                |n| !n.codec.extended_message,
+            ),
+            (
+                "extended next hop IPv4 over IPv6 on both",
+                |l, r, _| {
+                    l.capabilities
+                        .push(Capability::ExtendedNextHop(vec![(V4, Afi::IPV6)]));
+                    r.capabilities.push(Capability::ExtendedNextHop(vec![
+                        (V6, Afi::IPV4),
+                        (V4, Afi::IPV6),
+                    ]));
+                },
+                |n| n.codec.ipv4_extended_next_hop,
+            ),
+            (
+                "extended next hop on one side",
+                |l, _, _| {
+                    l.capabilities
+                        .push(Capability::ExtendedNextHop(vec![(V4, Afi::IPV6)]));
+                },
+                |n| !n.codec.ipv4_extended_next_hop,
+            ),
+            (
+                "extended next hop for another family only",
+                |l, r, _| {
+                    l.capabilities
+                        .push(Capability::ExtendedNextHop(vec![(V4, Afi::IPV6)]));
+                    r.capabilities.push(Capability::ExtendedNextHop(vec![(
+                        AfiSafi::new(1, 128),
+                        Afi::IPV6,
+                    )]));
+                },
+                |n| !n.codec.ipv4_extended_next_hop,
+            ),
+            (
+                "graceful restart on both",
+                |l, r, _| {
+                    l.capabilities.push(gr(true, 120, &[V4, V6]));
+                    r.capabilities.push(gr(true, 90, &[V4]));
+                },
+                |n| {
+                    n.graceful_restart_helper()
+                        && n.notification_graceful()
+                        && n.stale_families() == [Family::Ipv4Unicast]
+                        && n.restart_time() == Some(Duration::from_secs(90))
+                        && n.peer_gr
+                            .as_ref()
+                            .and_then(|g| g.forwarding_preserved(Family::Ipv4Unicast))
+                            == Some(true)
+                },
+            ),
+            (
+                "graceful restart, N bit on one side only",
+                |l, r, _| {
+                    l.capabilities.push(gr(false, 120, &[V4]));
+                    r.capabilities.push(gr(true, 90, &[V4]));
+                },
+                |n| n.graceful_restart_helper() && !n.notification_graceful(),
+            ),
+            (
+                "peer graceful restart without families: nothing to keep",
+                |l, r, _| {
+                    l.capabilities.push(gr(true, 120, &[V4]));
+                    r.capabilities.push(gr(true, 90, &[]));
+                },
+                |n| {
+                    !n.graceful_restart_helper()
+                        && n.peer_gr.is_some()
+                        && n.restart_time().is_none()
+                },
+            ),
+            (
+                "peer graceful restart, we did not announce it",
+                |_, r, _| {
+                    r.capabilities.push(gr(true, 90, &[V4]));
+                },
+                |n| !n.graceful_restart_helper() && n.local_gr.is_none(),
+            ),
+            (
+                "peer restart time 0: no stale window",
+                |l, r, _| {
+                    l.capabilities.push(gr(false, 120, &[V4]));
+                    r.capabilities.push(gr(false, 0, &[V4]));
+                },
+                |n| n.graceful_restart_helper() && n.restart_time().is_none(),
+            ),
+            (
+                "peer restart bit is reported",
+                |l, r, _| {
+                    l.capabilities.push(gr(false, 120, &[V4]));
+                    r.capabilities.push(Capability::GracefulRestart {
+                        restart_state: true,
+                        notification: false,
+                        restart_time: 60,
+                        families: vec![GracefulRestartFamily {
+                            afi_safi: V4,
+                            forwarding_preserved: false,
+                        }],
+                    });
+                },
+                |n| {
+                    let g = n.peer_gr.as_ref();
+                    g.is_some_and(|g| g.restart_state)
+                        && g.and_then(|g| g.forwarding_preserved(Family::Ipv4Unicast))
+                            == Some(false)
+                        && g.and_then(|g| g.forwarding_preserved(Family::Ipv6Unicast))
+                            .is_none()
+                },
+            ),
+            (
+                "unknown capabilities are kept for display",
+                |_, r, _| {
+                    r.capabilities.push(Capability::Unknown {
+                        code: 73,
+                        value: Bytes::from_static(b"\x04host"),
+                    });
+                },
+                |n| {
+                    n.peer_capabilities
+                        .iter()
+                        .any(|c| matches!(c, Capability::Unknown { code: 73, .. }))
+                },
+            ),
         ];
         for (name, edit, check) in cases {
             let (mut l, mut r, mut p) = (local(), remote(65001), policy(Some(65001)));
@@ -619,15 +855,78 @@ mod tests {
     fn add_path_directions() {
         use AddPathMode::{Both, Receive, Send};
         let cases: &[(Option<AddPathMode>, Option<AddPathMode>, AddPath)] = &[
-            (None, None, AddPath { send: false, receive: false }),
-            (Some(Both), None, AddPath { send: false, receive: false }),
-            (Some(Both), Some(Both), AddPath { send: true, receive: true }),
-            (Some(Send), Some(Receive), AddPath { send: true, receive: false }),
-            (Some(Send), Some(Send), AddPath { send: false, receive: false }),
-            (Some(Receive), Some(Send), AddPath { send: false, receive: true }),
-            (Some(Receive), Some(Receive), AddPath { send: false, receive: false }),
-            (Some(Both), Some(Receive), AddPath { send: true, receive: false }),
-            (Some(Receive), Some(Both), AddPath { send: false, receive: true }),
+            (
+                None,
+                None,
+                AddPath {
+                    send: false,
+                    receive: false,
+                },
+            ),
+            (
+                Some(Both),
+                None,
+                AddPath {
+                    send: false,
+                    receive: false,
+                },
+            ),
+            (
+                Some(Both),
+                Some(Both),
+                AddPath {
+                    send: true,
+                    receive: true,
+                },
+            ),
+            (
+                Some(Send),
+                Some(Receive),
+                AddPath {
+                    send: true,
+                    receive: false,
+                },
+            ),
+            (
+                Some(Send),
+                Some(Send),
+                AddPath {
+                    send: false,
+                    receive: false,
+                },
+            ),
+            (
+                Some(Receive),
+                Some(Send),
+                AddPath {
+                    send: false,
+                    receive: true,
+                },
+            ),
+            (
+                Some(Receive),
+                Some(Receive),
+                AddPath {
+                    send: false,
+                    receive: false,
+                },
+            ),
+            (
+                Some(Both),
+                Some(Receive),
+                AddPath {
+                    send: true,
+                    receive: false,
+                },
+            ),
+            (
+                Some(Receive),
+                Some(Both),
+                AddPath {
+                    send: false,
+                    receive: true,
+                },
+            ),
         ];
         for (ours, theirs, want) in cases {
             let mut l = local();
@@ -643,19 +942,33 @@ mod tests {
                 Ok(n) => n,
                 Err(e) => panic!("{ours:?}/{theirs:?}: rejected {e:?}"),
             };
-            assert_eq!(n.add_path(Family::Ipv6Unicast), *want, "{ours:?}/{theirs:?}");
-            assert_eq!(n.add_path(Family::Ipv4Unicast), AddPath::default(), "{ours:?}/{theirs:?}");
+            assert_eq!(
+                n.add_path(Family::Ipv6Unicast),
+                *want,
+                "{ours:?}/{theirs:?}"
+            );
+            assert_eq!(
+                n.add_path(Family::Ipv4Unicast),
+                AddPath::default(),
+                "{ours:?}/{theirs:?}"
+            );
         }
     }
 
     #[test]
     fn add_path_ignored_for_a_family_not_negotiated() {
         let mut l = local();
-        l.capabilities.retain(|c| *c != Capability::Multiprotocol(V6));
-        l.capabilities.push(Capability::AddPath(vec![(V6, AddPathMode::Both)]));
+        l.capabilities
+            .retain(|c| *c != Capability::Multiprotocol(V6));
+        l.capabilities
+            .push(Capability::AddPath(vec![(V6, AddPathMode::Both)]));
         let mut r = remote(65001);
-        r.capabilities.push(Capability::AddPath(vec![(V6, AddPathMode::Both)]));
+        r.capabilities
+            .push(Capability::AddPath(vec![(V6, AddPathMode::Both)]));
         let n = negotiate(&l, &r, &policy(None));
-        assert_eq!(n.map(|n| n.add_path(Family::Ipv6Unicast)), Ok(AddPath::default()));
+        assert_eq!(
+            n.map(|n| n.add_path(Family::Ipv6Unicast)),
+            Ok(AddPath::default())
+        );
     }
 }

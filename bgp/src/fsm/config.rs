@@ -73,7 +73,10 @@ impl FsmConfig {
         }
         if let Some(k) = self.keepalive {
             if k == 0 || (self.hold_time > 0 && k >= self.hold_time) {
-                return Err(FsmConfigError::Keepalive { keepalive: k, hold_time: self.hold_time });
+                return Err(FsmConfigError::Keepalive {
+                    keepalive: k,
+                    hold_time: self.hold_time,
+                });
             }
         }
         if self.local_id.0.is_unspecified() {
@@ -90,7 +93,10 @@ impl FsmConfig {
         });
         match four_octet {
             Some(a) if a != self.local_asn => {
-                return Err(FsmConfigError::FourOctetAsnMismatch { capability: a, local_asn: self.local_asn })
+                return Err(FsmConfigError::FourOctetAsnMismatch {
+                    capability: a,
+                    local_asn: self.local_asn,
+                })
             }
             None if !self.local_asn.is_two_octet() => {
                 return Err(FsmConfigError::FourOctetAsnMissing(self.local_asn))
@@ -101,13 +107,19 @@ impl FsmConfig {
             ("connect_retry", self.connect_retry),
             ("idle_hold", self.idle_hold),
             ("open_hold_time", self.open_hold_time),
-            ("delay_open", self.delay_open.unwrap_or(Duration::from_secs(1))),
+            (
+                "delay_open",
+                self.delay_open.unwrap_or(Duration::from_secs(1)),
+            ),
         ];
         if let Some((field, _)) = positive.iter().find(|(_, d)| d.is_zero()) {
             return Err(FsmConfigError::ZeroDuration(field));
         }
         if self.idle_hold > self.idle_hold_max {
-            return Err(FsmConfigError::IdleHold { idle_hold: self.idle_hold, max: self.idle_hold_max });
+            return Err(FsmConfigError::IdleHold {
+                idle_hold: self.idle_hold,
+                max: self.idle_hold_max,
+            });
         }
         Ok(())
     }
@@ -139,18 +151,29 @@ mod tests {
     use std::net::Ipv4Addr;
 
     fn base() -> FsmConfig {
-        FsmConfig::new(Asn(64512), RouterId(Ipv4Addr::new(10, 0, 0, 1)), Some(Asn(65001)))
+        FsmConfig::new(
+            Asn(64512),
+            RouterId(Ipv4Addr::new(10, 0, 0, 1)),
+            Some(Asn(65001)),
+        )
     }
 
     #[test]
     fn defaults_are_valid() {
-        assert_eq!(base().validate(&[Capability::FourOctetAsn(Asn(64512))]), Ok(()));
+        assert_eq!(
+            base().validate(&[Capability::FourOctetAsn(Asn(64512))]),
+            Ok(())
+        );
         assert_eq!(base().validate(&[]), Ok(()));
     }
 
     #[test]
     fn seeds_differ_between_nodes() {
-        let other = FsmConfig::new(Asn(64512), RouterId(Ipv4Addr::new(10, 0, 0, 2)), Some(Asn(65001)));
+        let other = FsmConfig::new(
+            Asn(64512),
+            RouterId(Ipv4Addr::new(10, 0, 0, 2)),
+            Some(Asn(65001)),
+        );
         assert_ne!(base().jitter_seed, other.jitter_seed);
     }
 
@@ -160,11 +183,32 @@ mod tests {
         let cases: &[(Edit, FsmConfigError)] = &[
             (|c, _| c.hold_time = 2, FsmConfigError::HoldTime(2)),
             (|c, _| c.hold_time = 1, FsmConfigError::HoldTime(1)),
-            (|c, _| c.keepalive = Some(0), FsmConfigError::Keepalive { keepalive: 0, hold_time: 90 }),
-            (|c, _| c.keepalive = Some(90), FsmConfigError::Keepalive { keepalive: 90, hold_time: 90 }),
-            (|c, _| c.local_id = RouterId(Ipv4Addr::UNSPECIFIED), FsmConfigError::RouterId),
-            (|c, _| c.local_asn = Asn(0), FsmConfigError::ReservedAsn(Asn(0))),
-            (|c, _| c.peer_asn = Some(Asn::TRANS), FsmConfigError::ReservedAsn(Asn::TRANS)),
+            (
+                |c, _| c.keepalive = Some(0),
+                FsmConfigError::Keepalive {
+                    keepalive: 0,
+                    hold_time: 90,
+                },
+            ),
+            (
+                |c, _| c.keepalive = Some(90),
+                FsmConfigError::Keepalive {
+                    keepalive: 90,
+                    hold_time: 90,
+                },
+            ),
+            (
+                |c, _| c.local_id = RouterId(Ipv4Addr::UNSPECIFIED),
+                FsmConfigError::RouterId,
+            ),
+            (
+                |c, _| c.local_asn = Asn(0),
+                FsmConfigError::ReservedAsn(Asn(0)),
+            ),
+            (
+                |c, _| c.peer_asn = Some(Asn::TRANS),
+                FsmConfigError::ReservedAsn(Asn::TRANS),
+            ),
             (
                 |c, caps| {
                     c.local_asn = Asn(4_200_000_000);
@@ -174,13 +218,25 @@ mod tests {
             ),
             (
                 |_, caps| caps.push(Capability::FourOctetAsn(Asn(1))),
-                FsmConfigError::FourOctetAsnMismatch { capability: Asn(1), local_asn: Asn(64512) },
+                FsmConfigError::FourOctetAsnMismatch {
+                    capability: Asn(1),
+                    local_asn: Asn(64512),
+                },
             ),
-            (|c, _| c.connect_retry = Duration::ZERO, FsmConfigError::ZeroDuration("connect_retry")),
-            (|c, _| c.delay_open = Some(Duration::ZERO), FsmConfigError::ZeroDuration("delay_open")),
+            (
+                |c, _| c.connect_retry = Duration::ZERO,
+                FsmConfigError::ZeroDuration("connect_retry"),
+            ),
+            (
+                |c, _| c.delay_open = Some(Duration::ZERO),
+                FsmConfigError::ZeroDuration("delay_open"),
+            ),
             (
                 |c, _| c.idle_hold = Duration::from_secs(300),
-                FsmConfigError::IdleHold { idle_hold: Duration::from_secs(300), max: Duration::from_secs(120) },
+                FsmConfigError::IdleHold {
+                    idle_hold: Duration::from_secs(300),
+                    max: Duration::from_secs(120),
+                },
             ),
         ];
         for (edit, want) in cases {

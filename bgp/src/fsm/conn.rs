@@ -51,12 +51,19 @@ impl Conn {
     }
 
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        [self.hold_at, self.keepalive_at, self.delay_open_at].into_iter().flatten().min()
+        [self.hold_at, self.keepalive_at, self.delay_open_at]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// RFC 4271 §8.2.2: the HoldTimer restarts on each KEEPALIVE or UPDATE received; a
     /// negotiated hold time of 0 means no timer.
     pub(crate) fn restart_hold(&mut self, now: Instant) {
-        self.hold_at = self.negotiated.as_ref().and_then(|n| n.hold()).map(|h| now + h);
+        self.hold_at = self
+            .negotiated
+            .as_ref()
+            .and_then(|n| n.hold())
+            .map(|h| now + h);
     }
 }

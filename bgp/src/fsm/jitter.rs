@@ -52,7 +52,10 @@ mod tests {
             let f = (d.as_secs_f64() / base.as_secs_f64() - 0.75) / 0.25;
             buckets[((f * 10.0) as usize).min(9)] += 1;
         }
-        assert!(buckets.iter().all(|b| (800..1200).contains(b)), "{buckets:?}");
+        assert!(
+            buckets.iter().all(|b| (800..1200).contains(b)),
+            "{buckets:?}"
+        );
     }
 
     #[test]

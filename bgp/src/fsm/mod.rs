@@ -115,7 +115,10 @@ pub struct ConnId {
 impl ConnId {
     /// A connection the listener accepted; `seq` must be unique among those.
     pub const fn incoming(seq: u32) -> Self {
-        ConnId { direction: Direction::Incoming, seq }
+        ConnId {
+            direction: Direction::Incoming,
+            seq,
+        }
     }
 }
 
@@ -178,6 +181,9 @@ pub enum Input<'a> {
 }
 
 /// What the FSM asks the IO task to do, in order.
+// `Send` is as large as `Message` is; boxing it here would only add an allocation per
+// KEEPALIVE, the layout of `Message` is the codec's to choose.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Open a TCP connection to the peer and report it under this id.
@@ -189,7 +195,10 @@ pub enum Action {
     /// The session is up on `conn`: switch the codec to `negotiated.codec`, start the RIB
     /// exchange. After a graceful restart the RIB compares `negotiated` (R and F bits,
     /// families) with the stale routes it kept (RFC 4724 §4.2).
-    Established { conn: ConnId, negotiated: Negotiated },
+    Established {
+        conn: ConnId,
+        negotiated: Negotiated,
+    },
     /// The session left Established. `graceful`: keep the peer's routes, marked stale, for
     /// the families in its Graceful Restart capability (RFC 4724 §4.2, RFC 8538 §4);
     /// otherwise withdraw them now.
@@ -223,18 +232,37 @@ pub enum DownReason {
 impl fmt::Display for DownReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fn notif(f: &mut fmt::Formatter<'_>, n: &Notification) -> fmt::Result {
-            write!(f, "{}/{} {}", n.code, n.subcode, notify::describe(n.code, n.subcode))?;
+            write!(
+                f,
+                "{}/{} {}",
+                n.code,
+                n.subcode,
+                notify::describe(n.code, n.subcode)
+            )?;
             let mut inner = n;
             let unwrapped;
             if notify::is_hard_reset(n) && n.data.len() >= 2 {
-                unwrapped = Notification { code: n.data[0], subcode: n.data[1], data: n.data.slice(2..) };
-                write!(f, " ({})", notify::describe(unwrapped.code, unwrapped.subcode))?;
+                unwrapped = Notification {
+                    code: n.data[0],
+                    subcode: n.data[1],
+                    data: n.data.slice(2..),
+                };
+                write!(
+                    f,
+                    " ({})",
+                    notify::describe(unwrapped.code, unwrapped.subcode)
+                )?;
                 inner = &unwrapped;
             }
             // RFC 9003: administrative shutdown and reset may carry the operator's words.
-            if inner.code == CEASE && matches!(inner.subcode, cease::ADMIN_SHUTDOWN | cease::ADMIN_RESET) {
+            if inner.code == CEASE
+                && matches!(inner.subcode, cease::ADMIN_SHUTDOWN | cease::ADMIN_RESET)
+            {
                 if let Some((&len, rest)) = inner.data.split_first() {
-                    if let Some(text) = rest.get(..usize::from(len)).and_then(|t| std::str::from_utf8(t).ok()) {
+                    if let Some(text) = rest
+                        .get(..usize::from(len))
+                        .and_then(|t| std::str::from_utf8(t).ok())
+                    {
                         write!(f, ": {text:?}")?;
                     }
                 }
@@ -256,7 +284,9 @@ impl fmt::Display for DownReason {
             }
             DownReason::HoldTimerExpired => f.write_str("hold timer expired"),
             DownReason::ConnectionClosed => f.write_str("connection closed"),
-            DownReason::PeerRestarted => f.write_str("peer restarted (new connection while established)"),
+            DownReason::PeerRestarted => {
+                f.write_str("peer restarted (new connection while established)")
+            }
         }
     }
 }
@@ -357,7 +387,10 @@ impl PeerFsm {
     /// Replaces the capabilities of the OPENs sent from now on (e.g. the Graceful Restart
     /// R bit cleared after the first session); a session already past OpenSent keeps what
     /// it negotiated.
-    pub fn set_local_capabilities(&mut self, capabilities: Vec<Capability>) -> Result<(), FsmConfigError> {
+    pub fn set_local_capabilities(
+        &mut self,
+        capabilities: Vec<Capability>,
+    ) -> Result<(), FsmConfigError> {
         self.cfg.validate(&capabilities)?;
         self.local_open.capabilities = capabilities;
         Ok(())
@@ -377,7 +410,10 @@ impl PeerFsm {
                 }
             }
             Input::UpdateSent(id) => {
-                if let Some(i) = self.find(id).filter(|&i| self.conns[i].phase == Phase::Established) {
+                if let Some(i) = self
+                    .find(id)
+                    .filter(|&i| self.conns[i].phase == Phase::Established)
+                {
                     self.stats.sent.update += 1;
                     self.restart_keepalive(now, i);
                 }
@@ -430,11 +466,15 @@ impl PeerFsm {
 
     /// When `on_timer` must next run; `None` when no timer is armed.
     pub fn next_deadline(&self) -> Option<Instant> {
-        [self.connect_retry_at, self.idle_hold_until, self.stale_until]
-            .into_iter()
-            .flatten()
-            .chain(self.conns.iter().filter_map(Conn::next_deadline))
-            .min()
+        [
+            self.connect_retry_at,
+            self.idle_hold_until,
+            self.stale_until,
+        ]
+        .into_iter()
+        .flatten()
+        .chain(self.conns.iter().filter_map(Conn::next_deadline))
+        .min()
     }
 
     pub fn state(&self) -> State {
@@ -443,12 +483,20 @@ impl PeerFsm {
 
     /// What the most advanced connection negotiated (OpenConfirm or Established).
     pub fn negotiated(&self) -> Option<&Negotiated> {
-        self.conns.iter().filter(|c| c.negotiated.is_some()).max_by_key(|c| c.phase)?.negotiated.as_ref()
+        self.conns
+            .iter()
+            .filter(|c| c.negotiated.is_some())
+            .max_by_key(|c| c.phase)?
+            .negotiated
+            .as_ref()
     }
 
     /// The connection whose UPDATEs and ROUTE-REFRESHes go to the RIB.
     pub fn established_conn(&self) -> Option<ConnId> {
-        self.conns.iter().find(|c| c.phase == Phase::Established).map(|c| c.id)
+        self.conns
+            .iter()
+            .find(|c| c.phase == Phase::Established)
+            .map(|c| c.id)
     }
 
     /// When the current session reached Established.
@@ -489,7 +537,10 @@ impl PeerFsm {
     }
 
     fn policy(&self) -> NegotiationPolicy {
-        NegotiationPolicy { peer_asn: self.cfg.peer_asn, keepalive: self.cfg.keepalive }
+        NegotiationPolicy {
+            peer_asn: self.cfg.peer_asn,
+            keepalive: self.cfg.keepalive,
+        }
     }
 
     fn send(&mut self, id: ConnId, msg: Message, out: &mut Vec<Action>) {
@@ -514,7 +565,10 @@ impl PeerFsm {
     }
 
     fn connect(&mut self, now: Instant, out: &mut Vec<Action>) {
-        let id = ConnId { direction: Direction::Outgoing, seq: self.next_seq };
+        let id = ConnId {
+            direction: Direction::Outgoing,
+            seq: self.next_seq,
+        };
         self.next_seq = self.next_seq.wrapping_add(1);
         self.conns.push(Conn::new(id, Phase::Connecting));
         out.push(Action::Connect(id));
@@ -527,7 +581,9 @@ impl PeerFsm {
             // §8.2.2: before OPEN is sent the connection is just dropped.
             if conn.phase >= Phase::OpenSent {
                 let sent = match &conn.negotiated {
-                    Some(neg) if neg.notification_graceful() && notify::needs_hard_reset(&n) => notify::hard_reset(&n),
+                    Some(neg) if neg.notification_graceful() && notify::needs_hard_reset(&n) => {
+                        notify::hard_reset(&n)
+                    }
                     _ => n.clone(),
                 };
                 self.send(conn.id, Message::Notification(sent.clone()), out);
@@ -547,7 +603,10 @@ impl PeerFsm {
     }
 
     fn tcp_connected(&mut self, now: Instant, id: ConnId, out: &mut Vec<Action>) {
-        match self.find(id).filter(|&i| self.conns[i].phase == Phase::Connecting) {
+        match self
+            .find(id)
+            .filter(|&i| self.conns[i].phase == Phase::Connecting)
+        {
             Some(i) => self.tcp_up(now, i, out),
             // An attempt we already gave up on.
             None => out.push(Action::Close(id)),
@@ -563,8 +622,15 @@ impl PeerFsm {
             self.reject(id, out);
             return;
         }
-        if let Some(e) = self.conns.iter().position(|c| c.phase == Phase::Established) {
-            let restarted = self.conns[e].negotiated.as_ref().is_some_and(|n| n.restart_time().is_some());
+        if let Some(e) = self
+            .conns
+            .iter()
+            .position(|c| c.phase == Phase::Established)
+        {
+            let restarted = self.conns[e]
+                .negotiated
+                .as_ref()
+                .is_some_and(|n| n.restart_time().is_some());
             if !restarted {
                 // §6.8: a collision with an Established session closes the new connection.
                 self.reject(id, out);
@@ -577,7 +643,11 @@ impl PeerFsm {
             self.session_down(now, &old, DownReason::PeerRestarted, out);
         }
         // A second connection from the peer means it gave up on the first.
-        if let Some(prev) = self.conns.iter().position(|c| c.id.direction == Direction::Incoming) {
+        if let Some(prev) = self
+            .conns
+            .iter()
+            .position(|c| c.id.direction == Direction::Incoming)
+        {
             let prev = self.conns.remove(prev);
             out.push(Action::Close(prev.id));
         }
@@ -587,7 +657,11 @@ impl PeerFsm {
     }
 
     fn reject(&mut self, id: ConnId, out: &mut Vec<Action>) {
-        self.send(id, Message::Notification(notify::cease(cease::CONNECTION_REJECTED)), out);
+        self.send(
+            id,
+            Message::Notification(notify::cease(cease::CONNECTION_REJECTED)),
+            out,
+        );
         out.push(Action::Close(id));
     }
 
@@ -631,11 +705,22 @@ impl PeerFsm {
             // No TCP yet, so no message: the IO task mixed up its connections.
             (Phase::Connecting, _) => {}
             (_, Message::Notification(n)) => {
-                self.fail(now, i, None, DownReason::NotificationReceived(n.clone()), out);
+                self.fail(
+                    now,
+                    i,
+                    None,
+                    DownReason::NotificationReceived(n.clone()),
+                    out,
+                );
             }
-            (Phase::DelayOpen | Phase::OpenSent, Message::Open(open)) => self.open_received(now, i, open, out),
+            (Phase::DelayOpen | Phase::OpenSent, Message::Open(open)) => {
+                self.open_received(now, i, open, out)
+            }
             (Phase::OpenConfirm, Message::Keepalive) => self.establish(now, i, out),
-            (Phase::Established, Message::Keepalive | Message::Update(_) | Message::RouteRefresh(_)) => {
+            (
+                Phase::Established,
+                Message::Keepalive | Message::Update(_) | Message::RouteRefresh(_),
+            ) => {
                 self.conns[i].restart_hold(now);
             }
             (phase, _) => {
@@ -699,7 +784,11 @@ impl PeerFsm {
     fn collision_keeps(&self, neg: &Negotiated) -> Direction {
         let local = u32::from(self.cfg.local_id.0);
         let remote = u32::from(neg.peer_id.0);
-        let local_wins = if local != remote { local > remote } else { self.cfg.local_asn.0 > neg.peer_asn.0 };
+        let local_wins = if local != remote {
+            local > remote
+        } else {
+            self.cfg.local_asn.0 > neg.peer_asn.0
+        };
         if local_wins {
             Direction::Outgoing
         } else {
@@ -709,7 +798,11 @@ impl PeerFsm {
 
     fn collide(&mut self, i: usize, out: &mut Vec<Action>) {
         let loser = self.conns.remove(i);
-        self.send(loser.id, Message::Notification(notify::cease(cease::COLLISION_RESOLUTION)), out);
+        self.send(
+            loser.id,
+            Message::Notification(notify::cease(cease::COLLISION_RESOLUTION)),
+            out,
+        );
         out.push(Action::Close(loser.id));
         self.stats.collisions += 1;
     }
@@ -730,14 +823,22 @@ impl PeerFsm {
         c.phase = Phase::Established;
         c.established_at = Some(now);
         c.restart_hold(now);
-        let Some(negotiated) = c.negotiated.clone() else { return };
+        let Some(negotiated) = c.negotiated.clone() else {
+            return;
+        };
         self.stats.established_transitions += 1;
         self.stale_until = None;
-        out.push(Action::Established { conn: id, negotiated });
+        out.push(Action::Established {
+            conn: id,
+            negotiated,
+        });
     }
 
     fn restart_keepalive(&mut self, now: Instant, i: usize) {
-        let interval = self.conns[i].negotiated.as_ref().and_then(Negotiated::keepalive_interval);
+        let interval = self.conns[i]
+            .negotiated
+            .as_ref()
+            .and_then(Negotiated::keepalive_interval);
         self.conns[i].keepalive_at = interval.map(|k| now + self.jitter.scale(k));
     }
 
@@ -757,12 +858,16 @@ impl PeerFsm {
             self.send(conn.id, Message::Notification(n), out);
         }
         out.push(Action::Close(conn.id));
-        let notified = matches!(reason, DownReason::ErrorSent(_) | DownReason::NotificationReceived(_));
+        let notified = matches!(
+            reason,
+            DownReason::ErrorSent(_) | DownReason::NotificationReceived(_)
+        );
         if conn.phase >= Phase::OpenSent || notified {
             self.last_error = Some(reason.clone());
         }
         // §8.2.2: TCP lost in OpenSent (or before) goes back to Active, not Idle.
-        let back_to_active = reason == DownReason::ConnectionClosed && conn.phase <= Phase::OpenSent;
+        let back_to_active =
+            reason == DownReason::ConnectionClosed && conn.phase <= Phase::OpenSent;
         // §8.2.2 Event 24: a version error does not count towards the back-off.
         let counted = !matches!(&reason, DownReason::NotificationReceived(n)
             if n.code == OPEN_MESSAGE_ERROR && n.subcode == notify::open::UNSUPPORTED_VERSION);
@@ -775,18 +880,34 @@ impl PeerFsm {
     }
 
     /// The Established session on `conn` ended.
-    fn session_down(&mut self, now: Instant, conn: &Conn, reason: DownReason, out: &mut Vec<Action>) {
+    fn session_down(
+        &mut self,
+        now: Instant,
+        conn: &Conn,
+        reason: DownReason,
+        out: &mut Vec<Action>,
+    ) {
         // DampPeerOscillations: a session that stayed up as long as the longest back-off
         // was no oscillation; start the back-off over.
-        if conn.established_at.is_some_and(|at| now.duration_since(at) >= self.cfg.idle_hold_max) {
+        if conn
+            .established_at
+            .is_some_and(|at| now.duration_since(at) >= self.cfg.idle_hold_max)
+        {
             self.connect_retry_counter = 0;
         }
-        let restart_time = conn.negotiated.as_ref().filter(|n| ends_gracefully(n, &reason)).and_then(Negotiated::restart_time);
+        let restart_time = conn
+            .negotiated
+            .as_ref()
+            .filter(|n| ends_gracefully(n, &reason))
+            .and_then(Negotiated::restart_time);
         if let Some(t) = restart_time {
             self.stale_until = Some(now + t);
         }
         self.stats.flaps += 1;
-        out.push(Action::Down { reason, graceful: restart_time.is_some() });
+        out.push(Action::Down {
+            reason,
+            graceful: restart_time.is_some(),
+        });
     }
 
     fn go_idle(&mut self, now: Instant, counted: bool) {
@@ -796,7 +917,11 @@ impl PeerFsm {
         self.connect_retry_at = None;
         if self.started {
             let doublings = self.connect_retry_counter.saturating_sub(1).min(24);
-            let hold = self.cfg.idle_hold.saturating_mul(1 << doublings).min(self.cfg.idle_hold_max);
+            let hold = self
+                .cfg
+                .idle_hold
+                .saturating_mul(1 << doublings)
+                .min(self.cfg.idle_hold_max);
             self.idle_hold_until = Some(now + self.jitter.scale(hold));
         }
     }
@@ -815,7 +940,10 @@ impl PeerFsm {
         }
         let state = self.derive_state();
         if state != self.state {
-            out.push(Action::StateChanged { from: self.state, to: state });
+            out.push(Action::StateChanged {
+                from: self.state,
+                to: state,
+            });
             self.state = state;
         }
     }
@@ -828,7 +956,13 @@ impl PeerFsm {
             Some(Phase::Established) => State::Established,
             Some(Phase::OpenConfirm) => State::OpenConfirm,
             Some(Phase::OpenSent) => State::OpenSent,
-            _ if self.conns.iter().any(|c| c.id.direction == Direction::Outgoing) => State::Connect,
+            _ if self
+                .conns
+                .iter()
+                .any(|c| c.id.direction == Direction::Outgoing) =>
+            {
+                State::Connect
+            }
             _ => State::Active,
         }
     }

@@ -40,7 +40,11 @@ pub(crate) mod cease {
 }
 
 pub(crate) fn notification(code: u8, subcode: u8) -> Notification {
-    Notification { code, subcode, data: Bytes::new() }
+    Notification {
+        code,
+        subcode,
+        data: Bytes::new(),
+    }
 }
 
 pub(crate) fn cease(subcode: u8) -> Notification {
@@ -60,7 +64,10 @@ pub(crate) fn needs_hard_reset(n: &Notification) -> bool {
     n.code == CEASE
         && matches!(
             n.subcode,
-            cease::MAX_PREFIXES | cease::ADMIN_SHUTDOWN | cease::PEER_DECONFIGURED | cease::ADMIN_RESET
+            cease::MAX_PREFIXES
+                | cease::ADMIN_SHUTDOWN
+                | cease::PEER_DECONFIGURED
+                | cease::ADMIN_RESET
         )
 }
 
@@ -70,7 +77,11 @@ pub(crate) fn hard_reset(inner: &Notification) -> Notification {
     data.push(inner.code);
     data.push(inner.subcode);
     data.extend_from_slice(&inner.data);
-    Notification { code: CEASE, subcode: cease::HARD_RESET, data: Bytes::from(data) }
+    Notification {
+        code: CEASE,
+        subcode: cease::HARD_RESET,
+        data: Bytes::from(data),
+    }
 }
 
 /// The RFC's name for a code and subcode, for `status` and logs.
@@ -126,7 +137,11 @@ mod tests {
 
     #[test]
     fn hard_reset_encapsulates_code_subcode_and_data() {
-        let inner = Notification { code: CEASE, subcode: cease::ADMIN_SHUTDOWN, data: Bytes::from_static(b"\x03bye") };
+        let inner = Notification {
+            code: CEASE,
+            subcode: cease::ADMIN_SHUTDOWN,
+            data: Bytes::from_static(b"\x03bye"),
+        };
         let hr = hard_reset(&inner);
         assert_eq!((hr.code, hr.subcode), (6, 9));
         assert_eq!(&hr.data[..], b"\x06\x02\x03bye");

@@ -7,34 +7,37 @@
 //! microseconds, and every decision lives here rather than in the IO task.
 //!
 //! ```text
-//!                 ManualStart, or IdleHoldTimer expired (automatic restart)
-//!   +------+ ------------------------------------------------------------+
-//!   | Idle |                                                              |
-//!   +------+ <---- ManualStop (any state)                                 |
-//!      ^     <---- error, NOTIFICATION, HoldTimer (back-off doubles)      |
-//!      |                                                  passive --------+-----+
-//!      |                                                  active          v     |
-//!      |      +--------+   ConnectRetryTimer: connect()   +---------+           |
-//!      |      | Active | -------------------------------> | Connect |           |
-//!      |      |        | <------------------------------- |         |           |
-//!      |      +--------+   connect() failed, or TCP lost  +---------+           |
-//!      |          ^  |  TcpAccepted            TcpConnected  |     <------------+
-//!      |          |  |   (DelayOpen: OPEN waits for the peer's OPEN or the timer)
-//!      |          |  +----------------------+----------------+
-//!      |          |                         v  send OPEN, HoldTimer = 4 min
-//!      |          |  TCP lost         +-----------+
-//!      |          +------------------ | OpenSent  |
-//!      |                              +-----------+
-//!      |                                    |  OPEN accepted (negotiate.rs), §6.8
-//!      |                                    v  collision check, send KEEPALIVE
-//!      |                              +-------------+
-//!      +----------------------------- | OpenConfirm |
-//!      |                              +-------------+
-//!      |                                    |  KEEPALIVE received
-//!      |                                    v
-//!      |                              +-------------+  KEEPALIVE/UPDATE in: HoldTimer
-//!      +----------------------------- | Established |  KEEPALIVE/UPDATE out: KeepaliveTimer
-//!                                     +-------------+
+//!  +------+   ManualStart, or IdleHoldTimer expired (automatic restart)
+//!  | Idle | ----------------------+-----------------------------+
+//!  +------+                       | passive                     | active: connect()
+//!    ^  ^                         v                             v
+//!    |  |                   +--------+  ConnectRetryTimer  +---------+
+//!    |  |                   | Active | ------------------> | Connect | ConnectRetryTimer:
+//!    |  |                   |        | <------------------ |         | connect() again
+//!    |  |                   +--------+  connect() failed   +---------+
+//!    |  |                       | TcpAccepted     TcpConnected |
+//!    |  |                       +---------------+--------------+
+//!    |  |     (DelayOpen: our OPEN waits for the peer's OPEN or the DelayOpenTimer)
+//!    |  |                                       v  send OPEN, HoldTimer = 4 min
+//!    |  |                                 +-----------+
+//!    |  +-------------------------------- | OpenSent  | -- TCP lost --> Active
+//!    |                                    +-----------+
+//!    |                                          |  OPEN accepted (negotiate.rs),
+//!    |                                          v  §6.8 collision check, KEEPALIVE
+//!    |                                    +-------------+
+//!    +----------------------------------- | OpenConfirm |
+//!    |                                    +-------------+
+//!    |                                          |  KEEPALIVE received
+//!    |                                          v
+//!    |                                    +-------------+  in: KEEPALIVE/UPDATE restart
+//!    +----------------------------------- | Established |      the HoldTimer
+//!                                         +-------------+  out: KEEPALIVE/UPDATE restart
+//!                                                               the KeepaliveTimer
+//!
+//!  Into Idle: ManualStop from any state (stays there until ManualStart); an error sent or
+//!  received, the HoldTimer, or TCP lost after OpenSent (restarts after the idle hold,
+//!  which doubles with each error in a row up to `idle_hold_max`). A passive peer never
+//!  connects: it waits in Active for the peer.
 //! ```
 //!
 //! A peer may hold two connections at once (§6.8): the one we opened and the one the peer

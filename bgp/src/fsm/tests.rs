@@ -1422,3 +1422,38 @@ fn message_counters_follow_both_directions() {
     assert_eq!(s.received.total(), 4);
     assert_eq!((s.established_transitions, s.flaps), (1, 1));
 }
+
+#[test]
+fn open_confirm_with_hold_zero_still_gives_up_after_four_minutes() {
+    let mut h = Harness::default();
+    let c = h.start();
+    h.input(Input::TcpConnected(c));
+    h.msg(c, open_from(PEER_AS, rid(9), 0, caps(PEER_AS)));
+    assert_eq!(h.fsm.state(), State::OpenConfirm);
+    let confirmed_at = h.elapsed();
+    let out = h.advance(secs(240));
+    let sent: Vec<_> = out
+        .iter()
+        .filter(|(_, a)| matches!(a, Action::Send(..)))
+        .collect();
+    assert_eq!(
+        sent.len(),
+        1,
+        "no KEEPALIVEs with hold 0, then one NOTIFICATION: {out:?}"
+    );
+    assert_eq!(sent[0].0 - confirmed_at, secs(240));
+    assert_eq!(
+        sent[0].1,
+        Action::Send(c, Message::Notification(notif(4, 0)))
+    );
+}
+
+#[test]
+fn dynamic_peer_accepts_any_as_and_reports_it() {
+    let mut config = cfg();
+    config.peer_asn = None;
+    let mut h = Harness::new(config, caps(LOCAL_AS));
+    h.establish_with(open_from(4_200_000_007, rid(9), 90, caps(4_200_000_007)));
+    let n = h.fsm.negotiated().map(|n| (n.peer_asn, n.ibgp));
+    assert_eq!(n, Some((Asn(4_200_000_007), false)));
+}

@@ -1,5 +1,7 @@
 //! serval's BGP speaker.
 
+pub mod fsm;
+pub mod negotiate;
 pub mod transport;
 pub mod types;
 pub mod wire;

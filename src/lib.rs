@@ -1,1 +1,2 @@
 //! The serval node agent: everything the `serval` binary does apart from argument parsing.
+pub mod control;

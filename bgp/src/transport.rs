@@ -199,11 +199,113 @@ fn setsockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int, value: i32) 
     }
 }
 
+/// The addresses of the interface that holds a local address: what next-hop-self and
+/// "is the peer on a shared subnet" need (RFC 4271 §5.1.3, RFC 2545 §3).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InterfaceInfo {
+    pub name: String,
+    /// Every subnet configured on the interface.
+    pub subnets: Vec<ipnet::IpNet>,
+    pub v4: Option<std::net::Ipv4Addr>,
+    pub global_v6: Option<std::net::Ipv6Addr>,
+    pub link_local: Option<std::net::Ipv6Addr>,
+}
+
+/// Find the interface that has `local` and read its addresses; `None` when no interface
+/// has it (or the address list cannot be read).
+pub fn interface_of(local: IpAddr) -> Option<InterfaceInfo> {
+    let addrs = interface_addresses().ok()?;
+    let name = addrs.iter().find(|(_, a, _)| *a == local)?.0.clone();
+    let mut info = InterfaceInfo {
+        name: name.clone(),
+        ..Default::default()
+    };
+    for (n, a, plen) in addrs.into_iter().filter(|(n, _, _)| *n == name) {
+        debug_assert_eq!(n, name);
+        if let Ok(net) = ipnet::IpNet::new(a, plen) {
+            info.subnets.push(net.trunc());
+        }
+        match a {
+            IpAddr::V4(v4) => {
+                info.v4.get_or_insert(v4);
+            }
+            IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80 => {
+                info.link_local.get_or_insert(v6);
+            }
+            IpAddr::V6(v6) => {
+                info.global_v6.get_or_insert(v6);
+            }
+        }
+    }
+    Some(info)
+}
+
+/// (interface, address, prefix length) of every address on the host.
+fn interface_addresses() -> io::Result<Vec<(String, IpAddr, u8)>> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list we free below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut out = Vec::new();
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned, not yet freed.
+        let ifa = unsafe { &*cur };
+        cur = ifa.ifa_next;
+        if ifa.ifa_addr.is_null() || ifa.ifa_netmask.is_null() {
+            continue;
+        }
+        // SAFETY: ifa_name is a NUL-terminated string owned by the list.
+        let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }
+            .to_string_lossy()
+            .into_owned();
+        // SAFETY: the family field says which sockaddr type the pointers hold.
+        let (addr, plen) = unsafe {
+            match i32::from((*ifa.ifa_addr).sa_family) {
+                libc::AF_INET => {
+                    let a = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                    let m = &*(ifa.ifa_netmask as *const libc::sockaddr_in);
+                    (
+                        IpAddr::V4(std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr))),
+                        u32::from_be(m.sin_addr.s_addr).count_ones() as u8,
+                    )
+                }
+                libc::AF_INET6 => {
+                    let a = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
+                    let m = &*(ifa.ifa_netmask as *const libc::sockaddr_in6);
+                    let plen: u32 = m.sin6_addr.s6_addr.iter().map(|b| b.count_ones()).sum();
+                    (
+                        IpAddr::V6(std::net::Ipv6Addr::from(a.sin6_addr.s6_addr)),
+                        plen as u8,
+                    )
+                }
+                _ => continue,
+            }
+        };
+        out.push((name, addr, plen));
+    }
+    // SAFETY: `head` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(head) };
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn loopback_interface_is_found() {
+        let lo = interface_of("127.0.0.1".parse().unwrap()).expect("lo has 127.0.0.1");
+        assert_eq!(lo.name, "lo");
+        assert!(
+            lo.subnets.contains(&"127.0.0.0/8".parse().unwrap()),
+            "{lo:?}"
+        );
+        assert!(interface_of("192.0.2.77".parse().unwrap()).is_none());
+    }
 
     #[test]
     fn gtsm_min_ttl_follows_rfc5082() {

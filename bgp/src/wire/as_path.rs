@@ -95,18 +95,22 @@ pub(crate) fn merge_as4(as_path: &mut AsPath, as4: AsPath) -> bool {
             }
         }
     }
-    for seg in as4.segments {
+    // Where the kept part ends in a sequence and AS4_PATH starts with one, they were one
+    // segment before the 2-octet speaker split them.
+    let mut as4 = as4.segments.into_iter();
+    if let Some(first) = as4.next() {
         match merged.segments.last_mut() {
             Some(last)
                 if last.kind == SegmentType::Sequence
-                    && seg.kind == SegmentType::Sequence
-                    && last.asns.len() + seg.asns.len() <= MAX_SEGMENT =>
+                    && first.kind == SegmentType::Sequence
+                    && last.asns.len() + first.asns.len() <= MAX_SEGMENT =>
             {
-                last.asns.extend(seg.asns)
+                last.asns.extend(first.asns)
             }
-            _ => merged.segments.push(seg),
+            _ => merged.segments.push(first),
         }
     }
+    merged.segments.extend(as4);
     *as_path = merged;
     true
 }

@@ -17,12 +17,20 @@ const CAPTURE: &str = include_str!("captures/bird-gobgp.hex");
 
 /// What GoBGP reads from BIRD.
 fn from_bird() -> CodecParams {
-    CodecParams { four_octet_asn: true, families: [true, true], ebgp: true, ..CodecParams::default() }
+    CodecParams {
+        four_octet_asn: true,
+        families: [true, true],
+        ebgp: true,
+        ..CodecParams::default()
+    }
 }
 
 /// What BIRD reads from GoBGP: IPv4 NLRI carry path identifiers.
 fn from_gobgp() -> CodecParams {
-    CodecParams { add_path_rx: [true, false], ..from_bird() }
+    CodecParams {
+        add_path_rx: [true, false],
+        ..from_bird()
+    }
 }
 
 fn messages(sender: &str) -> Vec<Vec<u8>> {
@@ -35,7 +43,11 @@ fn messages(sender: &str) -> Vec<Vec<u8>> {
 }
 
 fn v4_update(attrs: PathAttrs, nlri: Vec<bgp::wire::Nlri>) -> Message {
-    Message::Update(Update { attrs: Some(attrs), nlri, ..Update::default() })
+    Message::Update(Update {
+        attrs: Some(attrs),
+        nlri,
+        ..Update::default()
+    })
 }
 
 fn bird_v6_next_hop() -> NextHop {
@@ -62,15 +74,24 @@ fn bird_expected() -> Vec<Message> {
                     notification: false,
                     restart_time: 120,
                     families: vec![
-                        GracefulRestartFamily { afi_safi: AfiSafi::new(1, 1), forwarding_preserved: false },
-                        GracefulRestartFamily { afi_safi: v6, forwarding_preserved: false },
+                        GracefulRestartFamily {
+                            afi_safi: AfiSafi::new(1, 1),
+                            forwarding_preserved: false,
+                        },
+                        GracefulRestartFamily {
+                            afi_safi: v6,
+                            forwarding_preserved: false,
+                        },
                     ],
                 },
                 Capability::FourOctetAsn(Asn(65001)),
                 Capability::AddPath(vec![(AfiSafi::new(1, 1), AddPathMode::Receive)]),
                 Capability::EnhancedRouteRefresh,
                 // Long-lived graceful restart, not interpreted here.
-                Capability::Unknown { code: 71, value: Bytes::new() },
+                Capability::Unknown {
+                    code: 71,
+                    value: Bytes::new(),
+                },
             ],
         )),
         Message::Keepalive,
@@ -82,17 +103,34 @@ fn bird_expected() -> Vec<Message> {
             },
             vec![nlri("198.51.100.0/24")],
         ),
-        v4_update(attrs(&[65001], nh4("10.99.0.1")), vec![nlri("192.0.2.0/24")]),
-        v4_update(attrs(&[65001, 4_200_000_001, 64999], nh4("10.99.0.1")), vec![nlri("203.0.113.0/25")]),
+        v4_update(
+            attrs(&[65001], nh4("10.99.0.1")),
+            vec![nlri("192.0.2.0/24")],
+        ),
+        v4_update(
+            attrs(&[65001, 4_200_000_001, 64999], nh4("10.99.0.1")),
+            vec![nlri("203.0.113.0/25")],
+        ),
         Message::Update(Update::end_of_rib(bgp::Family::Ipv4Unicast)),
         Message::Update(Update {
-            attrs: Some(PathAttrs { communities: [comm(65001, 600)].into_iter().collect(), ..attrs(&[65001], None) }),
-            mp_reach: Some(MpReach { afi_safi: v6, next_hop: bird_v6_next_hop(), nlri: vec![nlri("2001:db8:100::/48")] }),
+            attrs: Some(PathAttrs {
+                communities: [comm(65001, 600)].into_iter().collect(),
+                ..attrs(&[65001], None)
+            }),
+            mp_reach: Some(MpReach {
+                afi_safi: v6,
+                next_hop: bird_v6_next_hop(),
+                nlri: vec![nlri("2001:db8:100::/48")],
+            }),
             ..Update::default()
         }),
         Message::Update(Update {
             attrs: Some(attrs(&[65001], None)),
-            mp_reach: Some(MpReach { afi_safi: v6, next_hop: bird_v6_next_hop(), nlri: vec![nlri("2001:db8:200::/64")] }),
+            mp_reach: Some(MpReach {
+                afi_safi: v6,
+                next_hop: bird_v6_next_hop(),
+                nlri: vec![nlri("2001:db8:200::/64")],
+            }),
             ..Update::default()
         }),
         Message::Update(Update::end_of_rib(bgp::Family::Ipv6Unicast)),
@@ -115,7 +153,10 @@ fn gobgp_expected() -> Vec<Message> {
             vec![
                 Capability::RouteRefresh,
                 // FQDN (hostname "vm"), kept as received.
-                Capability::Unknown { code: 73, value: Bytes::from_static(&[2, b'v', b'm', 0]) },
+                Capability::Unknown {
+                    code: 73,
+                    value: Bytes::from_static(&[2, b'v', b'm', 0]),
+                },
                 Capability::Multiprotocol(AfiSafi::new(1, 1)),
                 Capability::Multiprotocol(AfiSafi::new(2, 1)),
                 Capability::FourOctetAsn(Asn(65002)),
@@ -125,7 +166,10 @@ fn gobgp_expected() -> Vec<Message> {
         )),
         Message::Keepalive,
         v4_update(
-            PathAttrs { origin: Origin::Incomplete, ..attrs(&[65002], nh4("10.99.0.2")) },
+            PathAttrs {
+                origin: Origin::Incomplete,
+                ..attrs(&[65002], nh4("10.99.0.2"))
+            },
             vec![nlri_id("100.66.0.0/22", 1)],
         ),
         v4_update(
@@ -141,7 +185,10 @@ fn gobgp_expected() -> Vec<Message> {
         v4_update(
             PathAttrs {
                 origin: Origin::Incomplete,
-                aggregator: Some(Aggregator { asn: Asn(4_200_000_002), address: "10.0.0.9".parse().unwrap() }),
+                aggregator: Some(Aggregator {
+                    asn: Asn(4_200_000_002),
+                    address: "10.0.0.9".parse().unwrap(),
+                }),
                 ..attrs(&[65002, 65010, 4_200_000_002], nh4("10.99.0.2"))
             },
             vec![nlri_id("100.65.0.0/24", 1)],
@@ -154,12 +201,18 @@ fn gobgp_expected() -> Vec<Message> {
             }),
             mp_reach: Some(MpReach {
                 afi_safi: AfiSafi::new(2, 1),
-                next_hop: NextHop::V6 { global: "fd00:99::2".parse().unwrap(), link_local: None },
+                next_hop: NextHop::V6 {
+                    global: "fd00:99::2".parse().unwrap(),
+                    link_local: None,
+                },
                 nlri: vec![nlri("2001:db8:300::/48")],
             }),
             ..Update::default()
         }),
-        Message::Update(Update { withdrawn: vec![nlri_id("100.66.0.0/22", 1)], ..Update::default() }),
+        Message::Update(Update {
+            withdrawn: vec![nlri_id("100.66.0.0/22", 1)],
+            ..Update::default()
+        }),
     ]
 }
 
@@ -212,13 +265,20 @@ fn our_encoding_matches_theirs_octet_for_octet() {
 
 #[test]
 fn capture_negotiates_the_session_it_was_read_with() {
-    let (Message::Open(bird), Message::Open(gob)) =
-        (decode_ok(&messages("bird")[0], &CodecParams::default()), decode_ok(&messages("gobgp")[0], &CodecParams::default()))
-    else {
+    let (Message::Open(bird), Message::Open(gob)) = (
+        decode_ok(&messages("bird")[0], &CodecParams::default()),
+        decode_ok(&messages("gobgp")[0], &CodecParams::default()),
+    ) else {
         panic!("first messages are OPENs");
     };
     // GoBGP's view: it sends path identifiers, BIRD does not.
-    assert_eq!(CodecParams::negotiate(&gob, &bird, true), CodecParams { add_path_tx: [true, false], ..from_bird() });
+    assert_eq!(
+        CodecParams::negotiate(&gob, &bird, true),
+        CodecParams {
+            add_path_tx: [true, false],
+            ..from_bird()
+        }
+    );
     // BIRD's view: it receives them.
     assert_eq!(CodecParams::negotiate(&bird, &gob, true), from_gobgp());
 }

@@ -1,6 +1,8 @@
 //! Helpers shared by the byte-vector tests.
 
-use bgp::wire::attr::{AsPath, AsSegment, Community, LargeCommunity, NextHop, PathAttrs, SegmentType};
+use bgp::wire::attr::{
+    AsPath, AsSegment, Community, LargeCommunity, NextHop, PathAttrs, SegmentType,
+};
 use bgp::wire::{decode_message, encode_message, CodecParams, Decoded, Message, Nlri};
 use bgp::Asn;
 use bytes::BytesMut;
@@ -8,7 +10,10 @@ use bytes::BytesMut;
 pub fn unhex(s: &str) -> Vec<u8> {
     let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
     assert!(s.len() % 2 == 0, "odd hex length");
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
 }
 
 pub fn hex(b: &[u8]) -> String {
@@ -20,7 +25,10 @@ pub fn nlri(s: &str) -> Nlri {
 }
 
 pub fn nlri_id(s: &str, id: u32) -> Nlri {
-    Nlri { prefix: s.parse().expect("prefix"), path_id: id }
+    Nlri {
+        prefix: s.parse().expect("prefix"),
+        path_id: id,
+    }
 }
 
 pub fn path(asns: &[u32]) -> AsPath {
@@ -29,7 +37,10 @@ pub fn path(asns: &[u32]) -> AsPath {
 
 #[allow(dead_code)]
 pub fn segment(kind: SegmentType, asns: &[u32]) -> AsSegment {
-    AsSegment { kind, asns: asns.iter().map(|a| Asn(*a)).collect() }
+    AsSegment {
+        kind,
+        asns: asns.iter().map(|a| Asn(*a)).collect(),
+    }
 }
 
 pub fn comm(a: u16, v: u16) -> Community {
@@ -37,7 +48,11 @@ pub fn comm(a: u16, v: u16) -> Community {
 }
 
 pub fn large(g: u32, l1: u32, l2: u32) -> LargeCommunity {
-    LargeCommunity { global: g, local1: l1, local2: l2 }
+    LargeCommunity {
+        global: g,
+        local1: l1,
+        local2: l2,
+    }
 }
 
 pub fn nh4(s: &str) -> Option<NextHop> {
@@ -45,7 +60,11 @@ pub fn nh4(s: &str) -> Option<NextHop> {
 }
 
 pub fn attrs(as_path: &[u32], next_hop: Option<NextHop>) -> PathAttrs {
-    PathAttrs { as_path: path(as_path), next_hop, ..PathAttrs::default() }
+    PathAttrs {
+        as_path: path(as_path),
+        next_hop,
+        ..PathAttrs::default()
+    }
 }
 
 /// Decode, expecting success without RFC 7606 errors.
@@ -58,7 +77,10 @@ pub fn decode_ok(bytes: &[u8], p: &CodecParams) -> Message {
 /// Encode as the sender on the other end of a session whose receiver uses `p`: the
 /// sender's add-path transmit is the receiver's receive.
 pub fn sender(p: &CodecParams) -> CodecParams {
-    CodecParams { add_path_tx: p.add_path_rx, ..p.clone() }
+    CodecParams {
+        add_path_tx: p.add_path_rx,
+        ..p.clone()
+    }
 }
 
 pub fn encode(m: &Message, p: &CodecParams) -> Vec<u8> {

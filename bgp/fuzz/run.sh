@@ -12,13 +12,13 @@ command -v cargo-fuzz >/dev/null || { echo "run.sh: cargo-fuzz is required (carg
 rustup run nightly rustc --version >/dev/null 2>&1 || { echo "run.sh: the nightly toolchain is required" >&2; exit 1; }
 
 targets=(message open update notification route_refresh round_trip)
-cargo +nightly fuzz build -O "${targets[@]/#/}" >/dev/null 2>build.log || {
-    cat build.log >&2
+log=$(mktemp)
+cargo +nightly fuzz build -O >"$log" 2>&1 || {
+    cat "$log" >&2
     echo "run.sh: build failed" >&2
     exit 1
 }
-# The build above builds all targets when none is named; building by name is not
-# supported for several at once, so make sure each exists.
+rm -f "$log"
 status=0
 for t in "${targets[@]}"; do
     mkdir -p "corpus/$t" "artifacts/$t"

@@ -38,6 +38,9 @@ use bytes::BytesMut;
 use consts::{msg_type, HEADER_LEN};
 use error::HeaderError;
 
+/// UPDATEs are most of the traffic and carry their attributes inline; boxing them would
+/// put an allocation on the common path to shrink the rare ones.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
     Open(Open),
@@ -212,12 +215,10 @@ pub fn encode_message(
     };
     let len = out.len() - at;
     let max = params.max_len(msg.msg_type());
-    let result = result.and_then(|()| {
-        if len > max {
-            Err(EncodeError::TooLong { len, max })
-        } else {
-            Ok(())
-        }
+    let result = result.and(if len > max {
+        Err(EncodeError::TooLong { len, max })
+    } else {
+        Ok(())
     });
     match result {
         Ok(()) => {

@@ -75,7 +75,7 @@ pub(crate) fn next_hop_usable(nh: &NextHop) -> bool {
     match nh {
         NextHop::V4(a) => !(a.is_unspecified() || a.is_multicast() || a.is_broadcast()),
         NextHop::V6 { global, link_local } => {
-            !global.is_multicast() && !(global.is_unspecified() && link_local.is_none())
+            !(global.is_multicast() || (global.is_unspecified() && link_local.is_none()))
         }
     }
 }

@@ -504,7 +504,7 @@ fn cases() -> Vec<(&'static str, Vec<u8>, CodecParams, Want)> {
         ),
         (
             "unknown well-known attribute",
-            upd(&[], &[unknown_wk.clone()]),
+            upd(&[], std::slice::from_ref(&unknown_wk)),
             ibgp(),
             Reset(3, 2, Some(unknown_wk)),
         ),

@@ -30,8 +30,11 @@ pub enum NlriError {
 
 /// Decode a whole prefix field, appending to `out`. Host bits past the prefix length are
 /// cleared so that equal routes compare equal (RFC 4271 §4.3: they are irrelevant).
+///
+/// This is the hottest loop of a full-table load, so it indexes the slice directly
+/// instead of going through parser combinators; every read is bounds-checked.
 pub fn decode_prefixes(
-    mut input: &[u8],
+    input: &[u8],
     family: Family,
     add_path: bool,
     out: &mut Vec<Nlri>,
@@ -39,10 +42,53 @@ pub fn decode_prefixes(
     // Every prefix takes at least one octet (five with a path identifier): this bounds the
     // reservation by the input, never by a length the peer chose.
     out.reserve(input.len() / if add_path { 5 } else { 2 });
-    while !input.is_empty() {
-        let (rest, nlri) = decode_prefix(input, family, add_path)?;
-        out.push(nlri);
-        input = rest;
+    let mut i = 0;
+    while i < input.len() {
+        let path_id = if add_path {
+            let id = input.get(i..i + 4).ok_or(NlriError::Truncated)?;
+            i += 4;
+            u32::from_be_bytes([id[0], id[1], id[2], id[3]])
+        } else {
+            0
+        };
+        let len = *input.get(i).ok_or(NlriError::Truncated)?;
+        i += 1;
+        let octets = usize::from(len).div_ceil(8);
+        let bytes = input.get(i..i + octets).ok_or(NlriError::Truncated);
+        let prefix = match family {
+            Family::Ipv4Unicast => {
+                if len > 32 {
+                    return Err(NlriError::PrefixLength { len, max: 32 });
+                }
+                let bytes = bytes?;
+                // Four octets at once where the input has them: the mask below clears
+                // whatever follows the prefix.
+                let bits = match input.get(i..i + 4) {
+                    Some(w) => u32::from_be_bytes([w[0], w[1], w[2], w[3]]),
+                    None => bytes
+                        .iter()
+                        .enumerate()
+                        .fold(0, |acc, (k, b)| acc | u32::from(*b) << (24 - 8 * k)),
+                };
+                let net = Ipv4Net::new(Ipv4Addr::from(bits & mask32(len)), len)
+                    .map_err(|_| NlriError::PrefixLength { len, max: 32 })?;
+                IpNet::V4(net)
+            }
+            Family::Ipv6Unicast => {
+                if len > 128 {
+                    return Err(NlriError::PrefixLength { len, max: 128 });
+                }
+                let mut bits = 0u128;
+                for (k, b) in bytes?.iter().enumerate() {
+                    bits |= u128::from(*b) << (120 - 8 * k);
+                }
+                let net = Ipv6Net::new(Ipv6Addr::from(bits & mask128(len)), len)
+                    .map_err(|_| NlriError::PrefixLength { len, max: 128 })?;
+                IpNet::V6(net)
+            }
+        };
+        i += octets;
+        out.push(Nlri { prefix, path_id });
     }
     Ok(())
 }
@@ -58,46 +104,14 @@ pub fn decode_prefix(
     } else {
         (input, 0)
     };
-    let (input, len) = parse::u8(input).map_err(|_| NlriError::Truncated)?;
+    let (rest, len) = parse::u8(input).map_err(|_| NlriError::Truncated)?;
     let octets = usize::from(len).div_ceil(8);
-    match family {
-        Family::Ipv4Unicast => {
-            if len > 32 {
-                return Err(NlriError::PrefixLength { len, max: 32 });
-            }
-            let (input, bytes) = parse::take(input, octets).map_err(|_| NlriError::Truncated)?;
-            let mut buf = [0u8; 4];
-            buf[..octets].copy_from_slice(bytes);
-            let bits = u32::from_be_bytes(buf) & mask32(len);
-            let net = Ipv4Net::new(Ipv4Addr::from(bits), len)
-                .map_err(|_| NlriError::PrefixLength { len, max: 32 })?;
-            Ok((
-                input,
-                Nlri {
-                    prefix: IpNet::V4(net),
-                    path_id,
-                },
-            ))
-        }
-        Family::Ipv6Unicast => {
-            if len > 128 {
-                return Err(NlriError::PrefixLength { len, max: 128 });
-            }
-            let (input, bytes) = parse::take(input, octets).map_err(|_| NlriError::Truncated)?;
-            let mut buf = [0u8; 16];
-            buf[..octets].copy_from_slice(bytes);
-            let bits = u128::from_be_bytes(buf) & mask128(len);
-            let net = Ipv6Net::new(Ipv6Addr::from(bits), len)
-                .map_err(|_| NlriError::PrefixLength { len, max: 128 })?;
-            Ok((
-                input,
-                Nlri {
-                    prefix: IpNet::V6(net),
-                    path_id,
-                },
-            ))
-        }
-    }
+    let (_, field) =
+        parse::take(input, 1 + octets.min(rest.len())).map_err(|_| NlriError::Truncated)?;
+    let mut one = Vec::with_capacity(1);
+    decode_prefixes(field, family, false, &mut one)?;
+    let nlri = one.pop().ok_or(NlriError::Truncated)?;
+    Ok((&input[1 + octets..], Nlri { path_id, ..nlri }))
 }
 
 fn mask32(len: u8) -> u32 {

@@ -1,5 +1,7 @@
 //! serval's BGP speaker.
 
+pub mod policy;
+pub mod rib;
 pub mod types;
 pub mod wire;
 

@@ -1,0 +1,234 @@
+//! The Loc-RIB of one address family: every candidate path of every destination, post
+//! import policy. It is also the Adj-RIB-In (as in BIRD): a path carries the peer it came
+//! from, and routes the import policy rejected stay here flagged `FILTERED` (BIRD's
+//! `import keep filtered`), so the counts of received and accepted routes are exact and the
+//! status command can show them.
+//!
+//! Layout, for a small footprint per prefix: a hash index holding only dense `u32`
+//! destination ids (its hash and equality read the prefix from the destination), a `Vec`
+//! of destinations, and in each destination its paths in a `SmallVec` with room for one
+//! inline. The paths of the multipath set come first, the best path at position 0.
+
+use super::prefix::PrefixKey;
+use super::PeerId;
+use crate::wire::attr::PathAttrs;
+use hashbrown::HashTable;
+use smallvec::SmallVec;
+use std::sync::Arc;
+
+/// Path flags.
+pub(crate) mod pflag {
+    /// Rejected by the import policy: kept for the counters and the status, never a
+    /// candidate. Its attributes are those received.
+    pub const FILTERED: u8 = 1;
+    /// Kept across a graceful restart or an enhanced route refresh until swept.
+    pub const STALE: u8 = 2;
+}
+
+/// One candidate path of a destination.
+#[derive(Clone, Debug)]
+pub(crate) struct Path {
+    pub attrs: Arc<PathAttrs>,
+    pub peer: u16,
+    /// Our own identifier for the path among this destination's paths, used as the
+    /// add-path identifier when we send it (RFC 7911 §3: unique per prefix).
+    pub local_id: u16,
+    /// The identifier the peer gave it (add-path receive), 0 otherwise.
+    pub path_id: u32,
+    pub flags: u8,
+}
+
+impl Path {
+    pub fn peer(&self) -> PeerId {
+        PeerId(u32::from(self.peer))
+    }
+    pub fn filtered(&self) -> bool {
+        self.flags & pflag::FILTERED != 0
+    }
+    pub fn stale(&self) -> bool {
+        self.flags & pflag::STALE != 0
+    }
+}
+
+/// A destination's state flags.
+pub(crate) mod dflag {
+    /// The slot is on the free list.
+    pub const FREE: u8 = 1;
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Dest<K> {
+    pub prefix: K,
+    /// Size of the multipath set at the front of `paths`; 0 when there is no usable path.
+    pub best_len: u8,
+    pub flags: u8,
+    pub paths: SmallVec<[Path; 1]>,
+}
+
+impl<K> Dest<K> {
+    pub fn best(&self) -> Option<&Path> {
+        if self.best_len > 0 {
+            self.paths.first()
+        } else {
+            None
+        }
+    }
+
+    pub fn multipath(&self) -> &[Path] {
+        &self.paths[..usize::from(self.best_len)]
+    }
+
+    pub fn find(&self, peer: u16, path_id: u32) -> Option<usize> {
+        self.paths.iter().position(|p| p.peer == peer && p.path_id == path_id)
+    }
+
+    /// The smallest local path id no path of this destination uses (from 1).
+    pub fn free_local_id(&self) -> u16 {
+        let mut id = 1u16;
+        while self.paths.iter().any(|p| p.local_id == id) {
+            id = id.wrapping_add(1);
+        }
+        id
+    }
+}
+
+pub(crate) struct Table<K> {
+    index: HashTable<u32>,
+    pub dests: Vec<Dest<K>>,
+    free: Vec<u32>,
+}
+
+impl<K: PrefixKey> Default for Table<K> {
+    fn default() -> Self {
+        Table { index: HashTable::new(), dests: Vec::new(), free: Vec::new() }
+    }
+}
+
+impl<K: PrefixKey> Table<K> {
+    pub fn find(&self, prefix: K) -> Option<u32> {
+        let dests = &self.dests;
+        self.index.find(prefix.hash64(), |&id| dests[id as usize].prefix == prefix).copied()
+    }
+
+    /// The destination for `prefix`, created empty when absent.
+    pub fn get_or_insert(&mut self, prefix: K) -> u32 {
+        let dests = &mut self.dests;
+        let free = &mut self.free;
+        let entry = self.index.entry(
+            prefix.hash64(),
+            |&id| dests[id as usize].prefix == prefix,
+            |&id| dests[id as usize].prefix.hash64(),
+        );
+        match entry {
+            hashbrown::hash_table::Entry::Occupied(e) => *e.get(),
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                let fresh = Dest { prefix, best_len: 0, flags: 0, paths: SmallVec::new() };
+                let id = match free.pop() {
+                    Some(id) => {
+                        dests[id as usize] = fresh;
+                        id
+                    }
+                    None => {
+                        dests.push(fresh);
+                        (dests.len() - 1) as u32
+                    }
+                };
+                v.insert(id);
+                id
+            }
+        }
+    }
+
+    /// Forgets an empty destination; its id may be reused.
+    pub fn release(&mut self, id: u32) {
+        let Some(d) = self.dests.get(id as usize) else { return };
+        if !d.paths.is_empty() || d.flags & dflag::FREE != 0 {
+            return;
+        }
+        let prefix = d.prefix;
+        if let Ok(e) = self.index.find_entry(prefix.hash64(), |&x| x == id) {
+            e.remove();
+        }
+        let d = &mut self.dests[id as usize];
+        d.flags |= dflag::FREE;
+        d.paths = SmallVec::new();
+        self.free.push(id);
+    }
+
+    /// Destinations in use (with or without paths).
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Ids of destinations in use.
+    pub fn ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.dests.iter().enumerate().filter(|(_, d)| d.flags & dflag::FREE == 0).map(|(i, _)| i as u32)
+    }
+
+    /// The most specific destination with a usable path covering `prefix`.
+    pub fn longest_match(&self, prefix: K) -> Option<u32> {
+        (0..=prefix.len()).rev().find_map(|len| {
+            self.find(prefix.supernet(len)).filter(|&id| self.dests[id as usize].best().is_some())
+        })
+    }
+
+    /// Heap bytes of the index and the destinations (paths spilled out of line included;
+    /// attribute sets are counted by the interner).
+    pub fn heap_bytes(&self) -> usize {
+        let index = self.index.capacity() * (std::mem::size_of::<u32>() + 1);
+        let dests = self.dests.capacity() * std::mem::size_of::<Dest<K>>();
+        let spilled: usize = self
+            .dests
+            .iter()
+            .filter(|d| d.paths.spilled())
+            .map(|d| d.paths.capacity() * std::mem::size_of::<Path>())
+            .sum();
+        index + dests + spilled + self.free.capacity() * 4
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ipnet::Ipv4Net;
+
+    fn p(s: &str) -> Ipv4Net {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn footprint_is_small() {
+        // The per-prefix budget rests on these sizes.
+        assert_eq!(std::mem::size_of::<Path>(), 24);
+        assert_eq!(std::mem::size_of::<Dest<Ipv4Net>>(), 40);
+    }
+
+    #[test]
+    fn insert_find_release_reuse() {
+        let mut t: Table<Ipv4Net> = Table::default();
+        let a = t.get_or_insert(p("10.0.0.0/24"));
+        let b = t.get_or_insert(p("10.0.1.0/24"));
+        assert_ne!(a, b);
+        assert_eq!(t.get_or_insert(p("10.0.0.0/24")), a);
+        assert_eq!(t.find(p("10.0.1.0/24")), Some(b));
+        t.release(a);
+        assert_eq!(t.find(p("10.0.0.0/24")), None);
+        assert_eq!(t.len(), 1);
+        let c = t.get_or_insert(p("10.9.0.0/16"));
+        assert_eq!(c, a, "freed id reused");
+        assert_eq!(t.find(p("10.9.0.0/16")), Some(c));
+        assert_eq!(t.ids().count(), 2);
+    }
+
+    #[test]
+    fn many_prefixes_stay_findable() {
+        let mut t: Table<Ipv4Net> = Table::default();
+        for i in 0..50_000u32 {
+            let net = Ipv4Net::new((i << 8).into(), 24).unwrap();
+            assert_eq!(t.get_or_insert(net), i);
+        }
+        for i in (0..50_000u32).step_by(7) {
+            assert_eq!(t.find(Ipv4Net::new((i << 8).into(), 24).unwrap()), Some(i));
+        }
+    }
+}

@@ -34,9 +34,18 @@ use std::str::FromStr;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PolicyError {
     #[error("rule {rule}: prefix {prefix}: ge {ge} / le {le} out of range for its length")]
-    BadPrefixRange { rule: String, prefix: IpNet, ge: u8, le: u8 },
+    BadPrefixRange {
+        rule: String,
+        prefix: IpNet,
+        ge: u8,
+        le: u8,
+    },
     #[error("rule {rule}: as-path-regex {pattern:?}: {reason}")]
-    BadRegex { rule: String, pattern: String, reason: String },
+    BadRegex {
+        rule: String,
+        pattern: String,
+        reason: String,
+    },
     #[error("rule {rule}: as-path-length min {min} is greater than max {max}")]
     BadLengthRange { rule: String, min: u32, max: u32 },
     #[error("rule {rule}: replace-communities cannot be combined with add- or remove-communities")]
@@ -211,9 +220,15 @@ impl FromStr for CommunityValue {
         if let Some((_, c)) = WELL_KNOWN.iter().find(|(n, _)| *n == s) {
             return Ok(CommunityValue(*c));
         }
-        let (a, v) = s.split_once(':').ok_or_else(|| format!("community {s:?}: expected ASN:VALUE"))?;
-        let a: u16 = a.parse().map_err(|_| format!("community {s:?}: {a:?} is not a 16-bit number"))?;
-        let v: u16 = v.parse().map_err(|_| format!("community {s:?}: {v:?} is not a 16-bit number"))?;
+        let (a, v) = s
+            .split_once(':')
+            .ok_or_else(|| format!("community {s:?}: expected ASN:VALUE"))?;
+        let a: u16 = a
+            .parse()
+            .map_err(|_| format!("community {s:?}: {a:?} is not a 16-bit number"))?;
+        let v: u16 = v
+            .parse()
+            .map_err(|_| format!("community {s:?}: {v:?} is not a 16-bit number"))?;
         Ok(CommunityValue(Community::new(a, v)))
     }
 }
@@ -231,10 +246,19 @@ impl FromStr for LargeCommunityValue {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let parts: Vec<&str> = s.split(':').collect();
-        let n = |p: &str| p.parse::<u32>().map_err(|_| format!("large community {s:?}: {p:?} is not a 32-bit number"));
+        let n = |p: &str| {
+            p.parse::<u32>()
+                .map_err(|_| format!("large community {s:?}: {p:?} is not a 32-bit number"))
+        };
         match parts.as_slice() {
-            [g, l1, l2] => Ok(LargeCommunityValue(LargeCommunity { global: n(g)?, local1: n(l1)?, local2: n(l2)? })),
-            _ => Err(format!("large community {s:?}: expected GLOBAL:LOCAL1:LOCAL2")),
+            [g, l1, l2] => Ok(LargeCommunityValue(LargeCommunity {
+                global: n(g)?,
+                local1: n(l1)?,
+                local2: n(l2)?,
+            })),
+            _ => Err(format!(
+                "large community {s:?}: expected GLOBAL:LOCAL1:LOCAL2"
+            )),
         }
     }
 }
@@ -258,31 +282,47 @@ impl FromStr for ExtCommunityValue {
         let mut it = s.splitn(3, ':');
         let (kind, admin, local) = match (it.next(), it.next(), it.next()) {
             (Some(k), Some(a), Some(l)) => (k, a, l),
-            _ => return Err(format!("extended community {s:?}: expected rt:ADMIN:VALUE or soo:ADMIN:VALUE")),
+            _ => {
+                return Err(format!(
+                    "extended community {s:?}: expected rt:ADMIN:VALUE or soo:ADMIN:VALUE"
+                ))
+            }
         };
         // RFC 4360 §4 (two-octet AS specific), §4 IPv4 address specific, RFC 5668 (four-octet
         // AS specific); sub-type 0x02 route target, 0x03 route origin.
         let sub = match kind {
             "rt" => 0x02,
             "soo" => 0x03,
-            _ => return Err(format!("extended community {s:?}: kind {kind:?} is not rt or soo")),
+            _ => {
+                return Err(format!(
+                    "extended community {s:?}: kind {kind:?} is not rt or soo"
+                ))
+            }
         };
         let mut b = [0u8; 8];
         b[1] = sub;
         if let Ok(ip) = admin.parse::<std::net::Ipv4Addr>() {
-            let v: u16 = local.parse().map_err(|_| format!("extended community {s:?}: {local:?} is not a 16-bit number"))?;
+            let v: u16 = local.parse().map_err(|_| {
+                format!("extended community {s:?}: {local:?} is not a 16-bit number")
+            })?;
             b[0] = 0x01;
             b[2..6].copy_from_slice(&ip.octets());
             b[6..8].copy_from_slice(&v.to_be_bytes());
         } else {
-            let asn: u32 = admin.parse().map_err(|_| format!("extended community {s:?}: {admin:?} is not an AS or address"))?;
+            let asn: u32 = admin.parse().map_err(|_| {
+                format!("extended community {s:?}: {admin:?} is not an AS or address")
+            })?;
             if let Ok(a16) = u16::try_from(asn) {
-                let v: u32 = local.parse().map_err(|_| format!("extended community {s:?}: {local:?} is not a 32-bit number"))?;
+                let v: u32 = local.parse().map_err(|_| {
+                    format!("extended community {s:?}: {local:?} is not a 32-bit number")
+                })?;
                 b[0] = 0x00;
                 b[2..4].copy_from_slice(&a16.to_be_bytes());
                 b[4..8].copy_from_slice(&v.to_be_bytes());
             } else {
-                let v: u16 = local.parse().map_err(|_| format!("extended community {s:?}: {local:?} is not a 16-bit number"))?;
+                let v: u16 = local.parse().map_err(|_| {
+                    format!("extended community {s:?}: {local:?} is not a 16-bit number")
+                })?;
                 b[0] = 0x02;
                 b[2..6].copy_from_slice(&asn.to_be_bytes());
                 b[6..8].copy_from_slice(&v.to_be_bytes());
@@ -301,9 +341,27 @@ impl fmt::Display for ExtCommunityValue {
             _ => return write!(f, "0x{:016x}", u64::from_be_bytes(b)),
         };
         match b[0] {
-            0x00 => write!(f, "{kind}:{}:{}", u16::from_be_bytes([b[2], b[3]]), u32::from_be_bytes([b[4], b[5], b[6], b[7]])),
-            0x01 => write!(f, "{kind}:{}.{}.{}.{}:{}", b[2], b[3], b[4], b[5], u16::from_be_bytes([b[6], b[7]])),
-            0x02 => write!(f, "{kind}:{}:{}", u32::from_be_bytes([b[2], b[3], b[4], b[5]]), u16::from_be_bytes([b[6], b[7]])),
+            0x00 => write!(
+                f,
+                "{kind}:{}:{}",
+                u16::from_be_bytes([b[2], b[3]]),
+                u32::from_be_bytes([b[4], b[5], b[6], b[7]])
+            ),
+            0x01 => write!(
+                f,
+                "{kind}:{}.{}.{}.{}:{}",
+                b[2],
+                b[3],
+                b[4],
+                b[5],
+                u16::from_be_bytes([b[6], b[7]])
+            ),
+            0x02 => write!(
+                f,
+                "{kind}:{}:{}",
+                u32::from_be_bytes([b[2], b[3], b[4], b[5]]),
+                u16::from_be_bytes([b[6], b[7]])
+            ),
             _ => write!(f, "0x{:016x}", u64::from_be_bytes(b)),
         }
     }
@@ -399,7 +457,12 @@ impl PrefixSet {
                 (Some(ge), Some(le)) => (ge, le),
             };
             if ge < len || le < ge || le > max {
-                return Err(PolicyError::BadPrefixRange { rule: rule.to_string(), prefix: e.prefix, ge, le });
+                return Err(PolicyError::BadPrefixRange {
+                    rule: rule.to_string(),
+                    prefix: e.prefix,
+                    ge,
+                    le,
+                });
             }
             let list = &mut set.by_len[fam];
             let idx = match list.iter().position(|(l, _)| *l == len) {
@@ -518,7 +581,10 @@ impl Policy {
 
     /// A policy that rejects every route.
     pub fn reject_all() -> Self {
-        Policy { rules: Vec::new(), default: Verdict::Reject }
+        Policy {
+            rules: Vec::new(),
+            default: Verdict::Reject,
+        }
     }
 
     pub fn compile(&self) -> Result<CompiledPolicy, PolicyError> {
@@ -535,21 +601,29 @@ impl Policy {
             };
             let as_path_length = match m.as_path_length {
                 Some(LengthRange { min, max }) if min > max => {
-                    return Err(PolicyError::BadLengthRange { rule: name, min, max })
+                    return Err(PolicyError::BadLengthRange {
+                        rule: name,
+                        min,
+                        max,
+                    })
                 }
                 Some(r) => Some((r.min, r.max)),
                 None => None,
             };
             let as_path_regex = match &m.as_path_regex {
-                Some(p) => Some(Regex::new(&translate_as_path_regex(p)).map_err(|e| PolicyError::BadRegex {
-                    rule: name.clone(),
-                    pattern: p.clone(),
-                    reason: e.to_string(),
+                Some(p) => Some(Regex::new(&translate_as_path_regex(p)).map_err(|e| {
+                    PolicyError::BadRegex {
+                        rule: name.clone(),
+                        pattern: p.clone(),
+                        reason: e.to_string(),
+                    }
                 })?),
                 None => None,
             };
             let a = &r.then;
-            if a.replace_communities.is_some() && !(a.add_communities.is_empty() && a.remove_communities.is_empty()) {
+            if a.replace_communities.is_some()
+                && !(a.add_communities.is_empty() && a.remove_communities.is_empty())
+            {
                 return Err(PolicyError::ConflictingCommunityActions { rule: name });
             }
             let comms = |v: &[CommunityValue]| v.iter().map(|c| c.0).collect::<Vec<_>>();
@@ -585,7 +659,11 @@ impl Policy {
                 },
             });
         }
-        Ok(CompiledPolicy { rules, default: self.default, prefix_dependent })
+        Ok(CompiledPolicy {
+            rules,
+            default: self.default,
+            prefix_dependent,
+        })
     }
 }
 
@@ -604,13 +682,25 @@ impl CompiledMatch {
                 return false;
             }
         }
-        if !self.as_path_contains.is_empty() && !self.as_path_contains.iter().any(|x| a.as_path.contains(*x)) {
+        if !self.as_path_contains.is_empty()
+            && !self.as_path_contains.iter().any(|x| a.as_path.contains(*x))
+        {
             return false;
         }
-        if !self.origin_as.is_empty() && !a.as_path.origin_as().is_some_and(|o| self.origin_as.contains(&o)) {
+        if !self.origin_as.is_empty()
+            && !a
+                .as_path
+                .origin_as()
+                .is_some_and(|o| self.origin_as.contains(&o))
+        {
             return false;
         }
-        if !self.neighbor_as.is_empty() && !a.as_path.neighbor_as().is_some_and(|o| self.neighbor_as.contains(&o)) {
+        if !self.neighbor_as.is_empty()
+            && !a
+                .as_path
+                .neighbor_as()
+                .is_some_and(|o| self.neighbor_as.contains(&o))
+        {
             return false;
         }
         if let Some((min, max)) = self.as_path_length {
@@ -671,10 +761,16 @@ impl CompiledPolicy {
     pub fn evaluate(&self, ctx: &RouteCtx<'_>) -> Outcome {
         for (i, r) in self.rules.iter().enumerate() {
             if r.matches.matches(ctx) {
-                return Outcome { rule: Some(i as u32), verdict: r.actions.verdict };
+                return Outcome {
+                    rule: Some(i as u32),
+                    verdict: r.actions.verdict,
+                };
             }
         }
-        Outcome { rule: None, verdict: self.default }
+        Outcome {
+            rule: None,
+            verdict: self.default,
+        }
     }
 
     /// Performs the actions of the rule in `outcome` on `attrs`. Returns false when the
@@ -699,7 +795,9 @@ impl CompiledPolicy {
             attrs.communities.dedup();
         }
         if !a.remove_communities.is_empty() {
-            attrs.communities.retain(|c| !a.remove_communities.contains(c));
+            attrs
+                .communities
+                .retain(|c| !a.remove_communities.contains(c));
         }
         for c in &a.add_communities {
             if !attrs.communities.contains(c) {
@@ -749,7 +847,10 @@ mod tests {
     }
 
     fn env() -> ActionEnv {
-        ActionEnv { local_as: Asn(64512), self_next_hop: Some(NextHop::V4(Ipv4Addr::new(10, 0, 0, 1))) }
+        ActionEnv {
+            local_as: Asn(64512),
+            self_next_hop: Some(NextHop::V4(Ipv4Addr::new(10, 0, 0, 1))),
+        }
     }
 
     fn parse(toml_text: &str) -> CompiledPolicy {
@@ -758,7 +859,11 @@ mod tests {
     }
 
     fn verdict(p: &CompiledPolicy, prefix: &str, a: &PathAttrs) -> (Option<u32>, Verdict) {
-        let o = p.evaluate(&RouteCtx { prefix: net(prefix), attrs: a, peer_address: Some("192.0.2.1".parse().unwrap()) });
+        let o = p.evaluate(&RouteCtx {
+            prefix: net(prefix),
+            attrs: a,
+            peer_address: Some("192.0.2.1".parse().unwrap()),
+        });
         (o.rule, o.verdict)
     }
 
@@ -800,66 +905,141 @@ mod tests {
 
     #[test]
     fn bad_prefix_range_is_an_error() {
-        let p: Policy =
-            toml::from_str(r#"rules = [ { match = { prefix = [ { prefix = "10.0.0.0/16", ge = 8 } ] } } ]"#).unwrap();
-        assert!(matches!(p.compile(), Err(PolicyError::BadPrefixRange { .. })));
-        let p: Policy =
-            toml::from_str(r#"rules = [ { match = { prefix = [ { prefix = "10.0.0.0/16", le = 33 } ] } } ]"#).unwrap();
-        assert!(matches!(p.compile(), Err(PolicyError::BadPrefixRange { .. })));
+        let p: Policy = toml::from_str(
+            r#"rules = [ { match = { prefix = [ { prefix = "10.0.0.0/16", ge = 8 } ] } } ]"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            p.compile(),
+            Err(PolicyError::BadPrefixRange { .. })
+        ));
+        let p: Policy = toml::from_str(
+            r#"rules = [ { match = { prefix = [ { prefix = "10.0.0.0/16", le = 33 } ] } } ]"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            p.compile(),
+            Err(PolicyError::BadPrefixRange { .. })
+        ));
     }
 
     #[test]
     fn unknown_fields_are_rejected() {
         assert!(toml::from_str::<Policy>(r#"rules = [ { match = { prefixes = [] } } ]"#).is_err());
         assert!(toml::from_str::<Policy>(r#"defualt = "accept""#).is_err());
-        assert!(toml::from_str::<Policy>(r#"rules = [ { then = { set-localpref = 1 } } ]"#).is_err());
+        assert!(
+            toml::from_str::<Policy>(r#"rules = [ { then = { set-localpref = 1 } } ]"#).is_err()
+        );
     }
 
     #[test]
     fn as_path_matches_table() {
         let mut set_path = attrs(&[65001, 65002]);
-        set_path.as_path.segments.push(AsSegment { kind: SegmentType::Set, asns: vec![Asn(65010), Asn(65011)] });
+        set_path.as_path.segments.push(AsSegment {
+            kind: SegmentType::Set,
+            asns: vec![Asn(65010), Asn(65011)],
+        });
         let cases: &[(&str, &PathAttrs, bool)] = &[
-            (r#"as-path-contains = [65002]"#, &attrs(&[65001, 65002, 65003]), true),
-            (r#"as-path-contains = [65009]"#, &attrs(&[65001, 65002, 65003]), false),
-            (r#"origin-as = [65003]"#, &attrs(&[65001, 65002, 65003]), true),
-            (r#"origin-as = [65001]"#, &attrs(&[65001, 65002, 65003]), false),
+            (
+                r#"as-path-contains = [65002]"#,
+                &attrs(&[65001, 65002, 65003]),
+                true,
+            ),
+            (
+                r#"as-path-contains = [65009]"#,
+                &attrs(&[65001, 65002, 65003]),
+                false,
+            ),
+            (
+                r#"origin-as = [65003]"#,
+                &attrs(&[65001, 65002, 65003]),
+                true,
+            ),
+            (
+                r#"origin-as = [65001]"#,
+                &attrs(&[65001, 65002, 65003]),
+                false,
+            ),
             (r#"origin-as = [65010]"#, &set_path, false),
             (r#"neighbor-as = [65001]"#, &attrs(&[65001, 65002]), true),
             (r#"neighbor-as = [65002]"#, &attrs(&[65001, 65002]), false),
-            (r#"as-path-length = { min = 2, max = 3 }"#, &attrs(&[1, 2]), true),
-            (r#"as-path-length = { min = 2, max = 3 }"#, &attrs(&[1, 2, 3, 4]), false),
+            (
+                r#"as-path-length = { min = 2, max = 3 }"#,
+                &attrs(&[1, 2]),
+                true,
+            ),
+            (
+                r#"as-path-length = { min = 2, max = 3 }"#,
+                &attrs(&[1, 2, 3, 4]),
+                false,
+            ),
             (r#"as-path-length = { max = 0 }"#, &attrs(&[]), true),
             (r#"as-path-length = { min = 3 }"#, &set_path, true),
-            (r#"as-path-regex = "^65001_""#, &attrs(&[65001, 65002]), true),
-            (r#"as-path-regex = "^65001_""#, &attrs(&[650012, 65002]), false),
+            (
+                r#"as-path-regex = "^65001_""#,
+                &attrs(&[65001, 65002]),
+                true,
+            ),
+            (
+                r#"as-path-regex = "^65001_""#,
+                &attrs(&[650012, 65002]),
+                false,
+            ),
             (r#"as-path-regex = "^65001_""#, &attrs(&[65001]), true),
-            (r#"as-path-regex = "_65002$""#, &attrs(&[65001, 65002]), true),
-            (r#"as-path-regex = "_65002$""#, &attrs(&[65002, 65001]), false),
+            (
+                r#"as-path-regex = "_65002$""#,
+                &attrs(&[65001, 65002]),
+                true,
+            ),
+            (
+                r#"as-path-regex = "_65002$""#,
+                &attrs(&[65002, 65001]),
+                false,
+            ),
             (r#"as-path-regex = "_6501[01]_""#, &set_path, true),
             (r#"as-path-regex = "^$""#, &attrs(&[]), true),
             (r#"as-path-regex = "^$""#, &attrs(&[1]), false),
-            (r#"as-path-regex = "^(65001_)+65002$""#, &attrs(&[65001, 65001, 65002]), true),
+            (
+                r#"as-path-regex = "^(65001_)+65002$""#,
+                &attrs(&[65001, 65001, 65002]),
+                true,
+            ),
         ];
         for (cond, a, want) in cases {
-            let p = parse(&format!("default = \"reject\"\n[[rules]]\nmatch = {{ {cond} }}\n"));
+            let p = parse(&format!(
+                "default = \"reject\"\n[[rules]]\nmatch = {{ {cond} }}\n"
+            ));
             let (_, v) = verdict(&p, "10.0.0.0/24", a);
-            assert_eq!(v == Verdict::Accept, *want, "{cond} on {:?}", as_path_text(a));
+            assert_eq!(
+                v == Verdict::Accept,
+                *want,
+                "{cond} on {:?}",
+                as_path_text(a)
+            );
             assert!(!p.prefix_dependent());
         }
     }
 
     #[test]
     fn bad_regex_is_an_error() {
-        let p: Policy = toml::from_str(r#"rules = [ { match = { as-path-regex = "(65001" } } ]"#).unwrap();
+        let p: Policy =
+            toml::from_str(r#"rules = [ { match = { as-path-regex = "(65001" } } ]"#).unwrap();
         assert!(matches!(p.compile(), Err(PolicyError::BadRegex { .. })));
     }
 
     #[test]
     fn community_matches_table() {
         let mut a = attrs(&[1]);
-        a.communities = vec![Community::new(65000, 1), Community::new(65000, 2), Community::NO_EXPORT];
-        a.large_communities = vec![LargeCommunity { global: 1, local1: 2, local2: 3 }];
+        a.communities = vec![
+            Community::new(65000, 1),
+            Community::new(65000, 2),
+            Community::NO_EXPORT,
+        ];
+        a.large_communities = vec![LargeCommunity {
+            global: 1,
+            local1: 2,
+            local2: 3,
+        }];
         a.ext_communities = vec!["rt:65000:100".parse::<ExtCommunityValue>().unwrap().0];
         let cases = [
             (r#"community-any = ["65000:9", "65000:2"]"#, true),
@@ -869,15 +1049,23 @@ mod tests {
             (r#"large-community-any = ["1:2:3"]"#, true),
             (r#"large-community-all = ["1:2:3", "1:2:4"]"#, false),
             (r#"ext-community-any = ["rt:65000:100"]"#, true),
-            (r#"ext-community-all = ["rt:65000:100", "soo:65000:100"]"#, false),
+            (
+                r#"ext-community-all = ["rt:65000:100", "soo:65000:100"]"#,
+                false,
+            ),
             (r#"next-hop-in = ["192.0.2.0/24"]"#, true),
             (r#"next-hop-in = ["198.51.100.0/24"]"#, false),
             (r#"peer-address = ["192.0.2.0/30"]"#, true),
             (r#"peer-address = ["2001:db8::/32"]"#, false),
-            (r#"community-any = ["65000:1"], next-hop-in = ["198.51.100.0/24"]"#, false),
+            (
+                r#"community-any = ["65000:1"], next-hop-in = ["198.51.100.0/24"]"#,
+                false,
+            ),
         ];
         for (cond, want) in cases {
-            let p = parse(&format!("default = \"reject\"\n[[rules]]\nmatch = {{ {cond} }}\n"));
+            let p = parse(&format!(
+                "default = \"reject\"\n[[rules]]\nmatch = {{ {cond} }}\n"
+            ));
             let (_, v) = verdict(&p, "10.0.0.0/24", &a);
             assert_eq!(v == Verdict::Accept, want, "{cond}");
         }
@@ -897,9 +1085,18 @@ mod tests {
             then = { set-local-pref = 50 }
             "#,
         );
-        assert_eq!(verdict(&p, "10.1.0.0/16", &attrs(&[65001])), (Some(0), Verdict::Reject));
-        assert_eq!(verdict(&p, "11.1.0.0/16", &attrs(&[65001])), (Some(1), Verdict::Accept));
-        assert_eq!(verdict(&p, "11.1.0.0/16", &attrs(&[65002])), (None, Verdict::Accept));
+        assert_eq!(
+            verdict(&p, "10.1.0.0/16", &attrs(&[65001])),
+            (Some(0), Verdict::Reject)
+        );
+        assert_eq!(
+            verdict(&p, "11.1.0.0/16", &attrs(&[65001])),
+            (Some(1), Verdict::Accept)
+        );
+        assert_eq!(
+            verdict(&p, "11.1.0.0/16", &attrs(&[65002])),
+            (None, Verdict::Accept)
+        );
     }
 
     #[test]
@@ -908,30 +1105,68 @@ mod tests {
         base.communities = vec![Community::new(1, 1), Community::new(1, 2)];
         let run = |then: &str| {
             let p = parse(&format!("[[rules]]\nthen = {{ {then} }}\n"));
-            p.run(&RouteCtx { prefix: net("10.0.0.0/24"), attrs: &base, peer_address: None }, &env())
+            p.run(
+                &RouteCtx {
+                    prefix: net("10.0.0.0/24"),
+                    attrs: &base,
+                    peer_address: None,
+                },
+                &env(),
+            )
         };
         assert_eq!(run("set-local-pref = 300").unwrap().local_pref, Some(300));
         assert_eq!(run("set-med = 7").unwrap().med, Some(7));
         assert_eq!(
-            run(r#"add-communities = ["1:3", "1:1"]"#).unwrap().communities,
-            vec![Community::new(1, 1), Community::new(1, 2), Community::new(1, 3)]
+            run(r#"add-communities = ["1:3", "1:1"]"#)
+                .unwrap()
+                .communities,
+            vec![
+                Community::new(1, 1),
+                Community::new(1, 2),
+                Community::new(1, 3)
+            ]
         );
-        assert_eq!(run(r#"remove-communities = ["1:1"]"#).unwrap().communities, vec![Community::new(1, 2)]);
-        assert_eq!(run(r#"replace-communities = ["no-export"]"#).unwrap().communities, vec![Community::NO_EXPORT]);
-        assert_eq!(run(r#"replace-communities = []"#).unwrap().communities, vec![]);
         assert_eq!(
-            run(r#"add-large-communities = ["64512:1:2"]"#).unwrap().large_communities,
-            vec![LargeCommunity { global: 64512, local1: 1, local2: 2 }]
+            run(r#"remove-communities = ["1:1"]"#).unwrap().communities,
+            vec![Community::new(1, 2)]
+        );
+        assert_eq!(
+            run(r#"replace-communities = ["no-export"]"#)
+                .unwrap()
+                .communities,
+            vec![Community::NO_EXPORT]
+        );
+        assert_eq!(
+            run(r#"replace-communities = []"#).unwrap().communities,
+            vec![]
+        );
+        assert_eq!(
+            run(r#"add-large-communities = ["64512:1:2"]"#)
+                .unwrap()
+                .large_communities,
+            vec![LargeCommunity {
+                global: 64512,
+                local1: 1,
+                local2: 2
+            }]
         );
         assert_eq!(
             run("prepend = 2").unwrap().as_path,
             AsPath::from_sequence([Asn(64512), Asn(64512), Asn(65001)])
         );
-        assert_eq!(run("next-hop-self = true").unwrap().next_hop, Some(NextHop::V4(Ipv4Addr::new(10, 0, 0, 1))));
+        assert_eq!(
+            run("next-hop-self = true").unwrap().next_hop,
+            Some(NextHop::V4(Ipv4Addr::new(10, 0, 0, 1)))
+        );
         assert_eq!(run(r#"action = "reject", set-med = 1"#), None);
-        let p: Policy =
-            toml::from_str(r#"rules = [ { then = { replace-communities = [], add-communities = ["1:1"] } } ]"#).unwrap();
-        assert!(matches!(p.compile(), Err(PolicyError::ConflictingCommunityActions { .. })));
+        let p: Policy = toml::from_str(
+            r#"rules = [ { then = { replace-communities = [], add-communities = ["1:1"] } } ]"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            p.compile(),
+            Err(PolicyError::ConflictingCommunityActions { .. })
+        ));
     }
 
     #[test]
@@ -939,10 +1174,18 @@ mod tests {
         for s in ["65000:100", "no-export", "blackhole", "0:0"] {
             assert_eq!(s.parse::<CommunityValue>().unwrap().to_string(), s);
         }
-        for s in ["rt:65000:100", "soo:192.0.2.1:7", "rt:4200000000:5", "0x4300000000000001"] {
+        for s in [
+            "rt:65000:100",
+            "soo:192.0.2.1:7",
+            "rt:4200000000:5",
+            "0x4300000000000001",
+        ] {
             assert_eq!(s.parse::<ExtCommunityValue>().unwrap().to_string(), s);
         }
-        assert_eq!("1:2:3".parse::<LargeCommunityValue>().unwrap().to_string(), "1:2:3");
+        assert_eq!(
+            "1:2:3".parse::<LargeCommunityValue>().unwrap().to_string(),
+            "1:2:3"
+        );
         assert!("65536:1".parse::<CommunityValue>().is_err());
         assert!("1:2".parse::<LargeCommunityValue>().is_err());
         assert!("xx:1:2".parse::<ExtCommunityValue>().is_err());

@@ -20,8 +20,8 @@ use crate::types::Family;
 use crate::wire::attr::PathAttrs;
 use crate::wire::update::Nlri;
 use hashbrown::HashTable;
+use rustc_hash::FxHashMap as HashMap;
 use smallvec::SmallVec;
-use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
@@ -36,8 +36,13 @@ pub struct OutUpdate {
 pub enum OutBody {
     /// These prefixes with these attributes (`attrs.next_hop` is the next hop to encode,
     /// in NEXT_HOP or MP_REACH_NLRI as the family requires).
-    Announce { attrs: Arc<PathAttrs>, nlri: Vec<Nlri> },
-    Withdraw { nlri: Vec<Nlri> },
+    Announce {
+        attrs: Arc<PathAttrs>,
+        nlri: Vec<Nlri>,
+    },
+    Withdraw {
+        nlri: Vec<Nlri>,
+    },
     /// RFC 4724 §2: the initial table (or a refreshed one) has been sent.
     EndOfRib,
 }
@@ -67,7 +72,7 @@ impl AdjOut {
             advertised: BitSet::default(),
             pending: BitSet::default(),
             add_path: add_path.max(1),
-            sent_paths: HashMap::new(),
+            sent_paths: HashMap::default(),
             eor_pending: false,
             sent: 0,
         }
@@ -87,12 +92,12 @@ impl AdjOut {
 struct Drain {
     family: Family,
     /// (source attributes, source peer, policy outcome when it depends on the prefix) →
-    /// outgoing attributes or not exported.
-    cache: HashMap<(usize, u16, Option<Outcome>), Option<Arc<PathAttrs>>>,
+    /// index of the group of its outgoing attributes in `announce`, or not exported.
+    cache: HashMap<(usize, u16, Option<Outcome>), Option<usize>>,
     /// Outgoing attribute sets by content, so that different sources that come out equal
     /// (say, after next-hop-self) share one group.
     out_sets: HashTable<Arc<PathAttrs>>,
-    hasher: std::hash::RandomState,
+    hasher: foldhash::fast::RandomState,
     /// Outgoing attributes pointer → index in `announce`.
     groups: HashMap<usize, usize>,
     announce: Vec<(Arc<PathAttrs>, Vec<Nlri>)>,
@@ -103,10 +108,10 @@ impl Drain {
     fn new(family: Family) -> Self {
         Drain {
             family,
-            cache: HashMap::new(),
+            cache: HashMap::default(),
             out_sets: HashTable::new(),
             hasher: Default::default(),
-            groups: HashMap::new(),
+            groups: HashMap::default(),
             announce: Vec::new(),
             withdraw: Vec::new(),
         }
@@ -119,11 +124,13 @@ impl Drain {
         }
         let a = Arc::new(attrs);
         let hasher = &self.hasher;
-        self.out_sets.insert_unique(h, a.clone(), |x| hasher.hash_one(&**x));
+        self.out_sets
+            .insert_unique(h, a.clone(), |x| hasher.hash_one(&**x));
         a
     }
 
-    /// The outgoing attributes for `path` of `prefix` towards `target`, or `None`.
+    /// The group (outgoing attributes) for `path` of `prefix` towards `target`, or `None`
+    /// when it is not exported.
     fn transform(
         &mut self,
         shared: &Shared,
@@ -131,17 +138,21 @@ impl Drain {
         session: &SessionInfo,
         prefix: ipnet::IpNet,
         path: &Path,
-    ) -> Option<Arc<PathAttrs>> {
+    ) -> Option<usize> {
         let tps = shared.peer(target)?;
         let policy = &tps.export;
         let outcome = if policy.prefix_dependent() {
-            Some(policy.evaluate(&RouteCtx { prefix, attrs: &path.attrs, peer_address: Some(tps.info.address) }))
+            Some(policy.evaluate(&RouteCtx {
+                prefix,
+                attrs: &path.attrs,
+                peer_address: Some(tps.info.address),
+            }))
         } else {
             None
         };
         let key = (Arc::as_ptr(&path.attrs) as usize, path.peer, outcome);
         if let Some(r) = self.cache.get(&key) {
-            return r.clone();
+            return *r;
         }
         let result = (|| {
             let source = shared.peer(path.peer())?;
@@ -156,57 +167,94 @@ impl Drain {
             };
             let mut out = export_attrs(&ctx, &path.attrs)?;
             let outcome = outcome.unwrap_or_else(|| {
-                policy.evaluate(&RouteCtx { prefix, attrs: &path.attrs, peer_address: Some(tps.info.address) })
+                policy.evaluate(&RouteCtx {
+                    prefix,
+                    attrs: &path.attrs,
+                    peer_address: Some(tps.info.address),
+                })
             });
-            let env = ActionEnv { local_as: tps.info.local_as, self_next_hop: self_next_hop(session, self.family) };
+            let env = ActionEnv {
+                local_as: tps.info.local_as,
+                self_next_hop: self_next_hop(session, self.family),
+            };
             policy.apply(outcome, &mut out, &env).then_some(out)
         })()
-        .map(|out| self.unify(out));
-        self.cache.insert(key, result.clone());
+        .map(|out| self.group(out));
+        self.cache.insert(key, result);
         result
     }
 
-    fn add(&mut self, attrs: Arc<PathAttrs>, nlri: Nlri) {
+    fn group(&mut self, out: PathAttrs) -> usize {
+        let attrs = self.unify(out);
         let key = Arc::as_ptr(&attrs) as usize;
         match self.groups.get(&key) {
-            Some(&i) => self.announce[i].1.push(nlri),
+            Some(&i) => i,
             None => {
                 self.groups.insert(key, self.announce.len());
-                self.announce.push((attrs, vec![nlri]));
+                self.announce.push((attrs, Vec::new()));
+                self.announce.len() - 1
             }
         }
+    }
+
+    fn add(&mut self, group: usize, nlri: Nlri) {
+        self.announce[group].1.push(nlri);
     }
 
     fn finish(self, eor: bool) -> Vec<OutUpdate> {
         let family = self.family;
         let mut out = Vec::with_capacity(self.announce.len() + 2);
         if !self.withdraw.is_empty() {
-            out.push(OutUpdate { family, body: OutBody::Withdraw { nlri: self.withdraw } });
+            out.push(OutUpdate {
+                family,
+                body: OutBody::Withdraw {
+                    nlri: self.withdraw,
+                },
+            });
         }
-        out.extend(self.announce.into_iter().map(|(attrs, nlri)| OutUpdate { family, body: OutBody::Announce { attrs, nlri } }));
+        out.extend(self.announce.into_iter().map(|(attrs, nlri)| OutUpdate {
+            family,
+            body: OutBody::Announce { attrs, nlri },
+        }));
         if eor {
-            out.push(OutUpdate { family, body: OutBody::EndOfRib });
+            out.push(OutUpdate {
+                family,
+                body: OutBody::EndOfRib,
+            });
         }
         out
     }
 }
 
-fn drain_in<K: PrefixKey>(fam: &mut FamilyRib<K>, shared: &Shared, peer: PeerId, budget: usize) -> Vec<OutUpdate> {
+fn drain_in<K: PrefixKey>(
+    fam: &mut FamilyRib<K>,
+    shared: &Shared,
+    peer: PeerId,
+    budget: usize,
+) -> Vec<OutUpdate> {
     let Some(session) = shared.peer(peer).and_then(|p| p.session.clone()) else {
         return Vec::new();
     };
-    let Some(adj) = fam.adj_out.get_mut(peer.0 as usize).and_then(Option::as_mut) else {
+    let Some(adj) = fam
+        .adj_out
+        .get_mut(peer.0 as usize)
+        .and_then(Option::as_mut)
+    else {
         return Vec::new();
     };
     let mut drain = Drain::new(K::FAMILY);
     let mut touched: Vec<u32> = Vec::new();
     let mut left = budget;
     while left > 0 {
-        let Some(id) = adj.pending.pop_next() else { break };
+        let Some(id) = adj.pending.pop_next() else {
+            break;
+        };
         let d = &fam.table.dests[id as usize];
         let prefix = d.prefix.to_net();
         if adj.add_path <= 1 {
-            let out = d.best().and_then(|p| drain.transform(shared, peer, &session, prefix, p));
+            let out = d
+                .best()
+                .and_then(|p| drain.transform(shared, peer, &session, prefix, p));
             match out {
                 Some(a) => {
                     if adj.advertised.insert(id) {
@@ -224,24 +272,41 @@ fn drain_in<K: PrefixKey>(fam: &mut FamilyRib<K>, shared: &Shared, peer: PeerId,
             left -= 1;
         } else {
             // RFC 7911: the best `add_path` paths, each under our own path id.
-            let cands: decision::Cands =
-                d.paths.iter().enumerate().filter(|(_, p)| !p.filtered()).map(|(i, p)| candidate(shared, i, p)).collect();
+            let cands: decision::Cands = d
+                .paths
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| !p.filtered())
+                .map(|(i, p)| candidate(shared, i, p))
+                .collect();
             let ranked = decision::rank(&cands, &shared.cfg.decision());
             let mut now: SmallVec<[SentPath; 2]> = SmallVec::new();
             let before = adj.sent_paths.remove(&id).unwrap_or_default();
             for i in ranked.into_iter().take(usize::from(adj.add_path)) {
                 let p = &d.paths[i];
-                let Some(a) = drain.transform(shared, peer, &session, prefix, p) else { continue };
-                let unchanged =
-                    before.iter().any(|(lid, src)| *lid == p.local_id && src.as_ref().is_some_and(|s| Arc::ptr_eq(s, &p.attrs)));
+                let Some(a) = drain.transform(shared, peer, &session, prefix, p) else {
+                    continue;
+                };
+                let unchanged = before.iter().any(|(lid, src)| {
+                    *lid == p.local_id && src.as_ref().is_some_and(|s| Arc::ptr_eq(s, &p.attrs))
+                });
                 if !unchanged {
-                    drain.add(a, Nlri { prefix, path_id: u32::from(p.local_id) });
+                    drain.add(
+                        a,
+                        Nlri {
+                            prefix,
+                            path_id: u32::from(p.local_id),
+                        },
+                    );
                 }
                 now.push((p.local_id, Some(p.attrs.clone())));
             }
             for (lid, _) in &before {
                 if !now.iter().any(|(l, _)| l == lid) {
-                    drain.withdraw.push(Nlri { prefix, path_id: u32::from(*lid) });
+                    drain.withdraw.push(Nlri {
+                        prefix,
+                        path_id: u32::from(*lid),
+                    });
                 }
             }
             adj.sent = adj.sent - before.len() as u32 + now.len() as u32;
@@ -264,7 +329,9 @@ fn drain_in<K: PrefixKey>(fam: &mut FamilyRib<K>, shared: &Shared, peer: PeerId,
 /// Queues every destination for `peer` and an End-of-RIB after them.
 fn requeue_all<K: PrefixKey>(fam: &mut FamilyRib<K>, peer: PeerId) {
     let ids: Vec<u32> = fam.table.ids().collect();
-    let Some(adj) = fam.adj_out_mut(peer) else { return };
+    let Some(adj) = fam.adj_out_mut(peer) else {
+        return;
+    };
     for id in ids {
         adj.pending.insert(id);
     }
@@ -284,8 +351,17 @@ impl Rib {
         if peer == PeerId::LOCAL {
             return Err(RibError::LocalPeer(peer));
         }
-        let ps = self.shared.peer_mut(peer).ok_or(RibError::UnknownPeer(peer))?;
-        let add_path = [0, 1].map(|i| if session.add_path_tx[i] { ps.info.add_path_send[i].max(1) } else { 1 });
+        let ps = self
+            .shared
+            .peer_mut(peer)
+            .ok_or(RibError::UnknownPeer(peer))?;
+        let add_path = [0, 1].map(|i| {
+            if session.add_path_tx[i] {
+                ps.info.add_path_send[i].max(1)
+            } else {
+                1
+            }
+        });
         let families = session.families;
         ps.session = Some(session);
         ps.up = true;
@@ -310,7 +386,9 @@ impl Rib {
         if self.shared.deferring {
             return Vec::new();
         }
-        with_family!(self, family, |fam, shared| drain_in(fam, shared, peer, budget))
+        with_family!(self, family, |fam, shared| drain_in(
+            fam, shared, peer, budget
+        ))
     }
 
     /// Whether anything is queued for `peer` in `family`.
@@ -319,7 +397,8 @@ impl Rib {
             Family::Ipv4Unicast => self.v4.adj_out.get(peer.0 as usize),
             Family::Ipv6Unicast => self.v6.adj_out.get(peer.0 as usize),
         };
-        adj.and_then(Option::as_ref).is_some_and(|a| !a.pending.is_empty() || a.eor_pending)
+        adj.and_then(Option::as_ref)
+            .is_some_and(|a| !a.pending.is_empty() || a.eor_pending)
     }
 
     /// The peer asked for the table again (RFC 2918 ROUTE-REFRESH): queue all of it,

@@ -7,6 +7,7 @@ use super::prefix::PrefixKey;
 use super::{PeerId, Rib};
 use crate::wire::attr::{NextHop, PathAttrs};
 use ipnet::IpNet;
+use smallvec::SmallVec;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -24,7 +25,7 @@ pub struct SelectedPath {
 /// multipath (ECMP) set.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BestRoute {
-    pub paths: Vec<SelectedPath>,
+    pub paths: SmallVec<[SelectedPath; 1]>,
 }
 
 impl BestRoute {
@@ -55,7 +56,11 @@ pub struct BestChange {
     pub route: Option<BestRoute>,
 }
 
-fn drain_in<K: PrefixKey>(fam: &mut FamilyRib<K>, rib_peers: &super::Shared, out: &mut Vec<BestChange>) {
+fn drain_in<K: PrefixKey>(
+    fam: &mut FamilyRib<K>,
+    rib_peers: &super::Shared,
+    out: &mut Vec<BestChange>,
+) {
     let ids: Vec<u32> = fam.best_dirty.iter().collect();
     fam.best_dirty.clear();
     for id in ids {
@@ -66,13 +71,18 @@ fn drain_in<K: PrefixKey>(fam: &mut FamilyRib<K>, rib_peers: &super::Shared, out
                 .iter()
                 .map(|p| SelectedPath {
                     peer: p.peer(),
-                    peer_address: (p.peer != 0).then(|| rib_peers.peer(p.peer()).map(|s| s.info.address)).flatten(),
+                    peer_address: (p.peer != 0)
+                        .then(|| rib_peers.peer(p.peer()).map(|s| s.info.address))
+                        .flatten(),
                     path_id: p.path_id,
                     attrs: p.attrs.clone(),
                 })
                 .collect(),
         });
-        out.push(BestChange { prefix: d.prefix.to_net(), route });
+        out.push(BestChange {
+            prefix: d.prefix.to_net(),
+            route,
+        });
         if d.paths.is_empty() {
             fam.maybe_release(id);
         }

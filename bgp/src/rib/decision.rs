@@ -91,7 +91,11 @@ pub struct DecisionConfig {
 
 impl Default for DecisionConfig {
     fn default() -> Self {
-        DecisionConfig { always_compare_med: false, max_paths: 1, multipath_relax: false }
+        DecisionConfig {
+            always_compare_med: false,
+            max_paths: 1,
+            multipath_relax: false,
+        }
     }
 }
 
@@ -102,7 +106,9 @@ fn keep_min_by_key<K: Ord>(c: &mut Cands, key: impl Fn(&Candidate) -> K) {
     if c.len() < 2 {
         return;
     }
-    let Some(min) = c.iter().map(&key).min() else { return };
+    let Some(min) = c.iter().map(&key).min() else {
+        return;
+    };
     c.retain(|x| key(x) == min);
 }
 
@@ -143,7 +149,11 @@ pub fn step_med(c: &mut Cands, always_compare: bool) {
         return;
     }
     let snapshot: Cands = c.clone();
-    c.retain(|x| !snapshot.iter().any(|y| y.neighbor_as == x.neighbor_as && y.med < x.med));
+    c.retain(|x| {
+        !snapshot
+            .iter()
+            .any(|y| y.neighbor_as == x.neighbor_as && y.med < x.med)
+    });
 }
 
 /// Step 6: eBGP-learned over iBGP-learned (§9.1.2.2 d).
@@ -230,14 +240,22 @@ pub fn select(cands: &[Candidate], cfg: &DecisionConfig) -> Selection {
         .filter(|x| !best.ebgp || cfg.multipath_relax || x.neighbor_as == best.neighbor_as)
         .collect();
     others.sort_by(|a, b| {
-        (a.igp_cost, a.originator, a.cluster_len, a.peer_address, a.path_id, a.peer).cmp(&(
-            b.igp_cost,
-            b.originator,
-            b.cluster_len,
-            b.peer_address,
-            b.path_id,
-            b.peer,
-        ))
+        (
+            a.igp_cost,
+            a.originator,
+            a.cluster_len,
+            a.peer_address,
+            a.path_id,
+            a.peer,
+        )
+            .cmp(&(
+                b.igp_cost,
+                b.originator,
+                b.cluster_len,
+                b.peer_address,
+                b.path_id,
+                b.peer,
+            ))
     });
     let mut hops: SmallVec<[Option<IpAddr>; 4]> = SmallVec::new();
     hops.push(best.next_hop);
@@ -257,7 +275,10 @@ pub fn select(cands: &[Candidate], cfg: &DecisionConfig) -> Selection {
 /// All usable candidates in preference order: the best, then the best of the rest, and so
 /// on (for add-path "best N" export). Unreachable candidates are left out.
 pub fn rank(cands: &[Candidate], cfg: &DecisionConfig) -> SmallVec<[usize; 4]> {
-    let single = DecisionConfig { max_paths: 1, ..*cfg };
+    let single = DecisionConfig {
+        max_paths: 1,
+        ..*cfg
+    };
     let mut left: Cands = cands.iter().filter(|c| c.reachable).cloned().collect();
     let mut out = SmallVec::new();
     while let Some(b) = select(&left, &single).best() {
@@ -291,17 +312,59 @@ mod tests {
 
     #[test]
     fn reachable_excludes() {
-        let got = run(step_reachable, vec![Candidate { reachable: false, ..c(0) }, c(1), c(2)]);
+        let got = run(
+            step_reachable,
+            vec![
+                Candidate {
+                    reachable: false,
+                    ..c(0)
+                },
+                c(1),
+                c(2),
+            ],
+        );
         assert_eq!(got, vec![1, 2]);
-        assert_eq!(select(&[Candidate { reachable: false, ..c(0) }], &DecisionConfig::default()).best(), None);
+        assert_eq!(
+            select(
+                &[Candidate {
+                    reachable: false,
+                    ..c(0)
+                }],
+                &DecisionConfig::default()
+            )
+            .best(),
+            None
+        );
     }
 
     #[test]
     fn local_origin_wins() {
-        let got = run(step_local_origin, vec![c(0), Candidate { local: true, local_pref: 0, ..c(1) }]);
+        let got = run(
+            step_local_origin,
+            vec![
+                c(0),
+                Candidate {
+                    local: true,
+                    local_pref: 0,
+                    ..c(1)
+                },
+            ],
+        );
         assert_eq!(got, vec![1]);
         // Before LOCAL_PREF in the full process.
-        let sel = select(&[Candidate { local_pref: 500, ..c(0) }, Candidate { local: true, ..c(1) }], &Default::default());
+        let sel = select(
+            &[
+                Candidate {
+                    local_pref: 500,
+                    ..c(0)
+                },
+                Candidate {
+                    local: true,
+                    ..c(1)
+                },
+            ],
+            &Default::default(),
+        );
         assert_eq!(sel.best(), Some(1));
     }
 
@@ -309,14 +372,39 @@ mod tests {
     fn local_pref_highest() {
         let got = run(
             step_local_pref,
-            vec![Candidate { local_pref: 100, ..c(0) }, Candidate { local_pref: 200, ..c(1) }, Candidate { local_pref: 200, ..c(2) }],
+            vec![
+                Candidate {
+                    local_pref: 100,
+                    ..c(0)
+                },
+                Candidate {
+                    local_pref: 200,
+                    ..c(1)
+                },
+                Candidate {
+                    local_pref: 200,
+                    ..c(2)
+                },
+            ],
         );
         assert_eq!(got, vec![1, 2]);
     }
 
     #[test]
     fn as_path_shortest() {
-        let got = run(step_as_path_len, vec![Candidate { as_path_len: 3, ..c(0) }, Candidate { as_path_len: 2, ..c(1) }]);
+        let got = run(
+            step_as_path_len,
+            vec![
+                Candidate {
+                    as_path_len: 3,
+                    ..c(0)
+                },
+                Candidate {
+                    as_path_len: 2,
+                    ..c(1)
+                },
+            ],
+        );
         assert_eq!(got, vec![1]);
     }
 
@@ -324,7 +412,20 @@ mod tests {
     fn origin_lowest() {
         let got = run(
             step_origin,
-            vec![Candidate { origin: Origin::Incomplete, ..c(0) }, Candidate { origin: Origin::Egp, ..c(1) }, Candidate { origin: Origin::Igp, ..c(2) }],
+            vec![
+                Candidate {
+                    origin: Origin::Incomplete,
+                    ..c(0)
+                },
+                Candidate {
+                    origin: Origin::Egp,
+                    ..c(1)
+                },
+                Candidate {
+                    origin: Origin::Igp,
+                    ..c(2)
+                },
+            ],
         );
         assert_eq!(got, vec![2]);
     }
@@ -334,9 +435,21 @@ mod tests {
         let a1 = Some(Asn(1));
         let a2 = Some(Asn(2));
         let cands = vec![
-            Candidate { neighbor_as: a1, med: 10, ..c(0) },
-            Candidate { neighbor_as: a1, med: 20, ..c(1) },
-            Candidate { neighbor_as: a2, med: 50, ..c(2) },
+            Candidate {
+                neighbor_as: a1,
+                med: 10,
+                ..c(0)
+            },
+            Candidate {
+                neighbor_as: a1,
+                med: 20,
+                ..c(1)
+            },
+            Candidate {
+                neighbor_as: a2,
+                med: 50,
+                ..c(2)
+            },
         ];
         assert_eq!(run(|v| step_med(v, false), cands.clone()), vec![0, 2]);
         assert_eq!(run(|v| step_med(v, true), cands), vec![0]);
@@ -347,39 +460,116 @@ mod tests {
     /// order. Elimination removes c first and then picks b whatever the order.
     #[test]
     fn med_non_transitivity_is_order_independent() {
-        let a = Candidate { neighbor_as: Some(Asn(1)), med: 10, originator: Ipv4Addr::new(10, 0, 0, 3), ..c(0) };
-        let b = Candidate { neighbor_as: Some(Asn(2)), med: 5, originator: Ipv4Addr::new(10, 0, 0, 2), ..c(1) };
-        let cc = Candidate { neighbor_as: Some(Asn(1)), med: 20, originator: Ipv4Addr::new(10, 0, 0, 1), ..c(2) };
-        let orders = [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]];
+        let a = Candidate {
+            neighbor_as: Some(Asn(1)),
+            med: 10,
+            originator: Ipv4Addr::new(10, 0, 0, 3),
+            ..c(0)
+        };
+        let b = Candidate {
+            neighbor_as: Some(Asn(2)),
+            med: 5,
+            originator: Ipv4Addr::new(10, 0, 0, 2),
+            ..c(1)
+        };
+        let cc = Candidate {
+            neighbor_as: Some(Asn(1)),
+            med: 20,
+            originator: Ipv4Addr::new(10, 0, 0, 1),
+            ..c(2)
+        };
+        let orders = [
+            [0, 1, 2],
+            [0, 2, 1],
+            [1, 0, 2],
+            [1, 2, 0],
+            [2, 0, 1],
+            [2, 1, 0],
+        ];
         let all = [a, b, cc];
         for o in orders {
             let v: Vec<Candidate> = o.iter().map(|i| all[*i].clone()).collect();
-            assert_eq!(select(&v, &Default::default()).best(), Some(1), "order {o:?}");
+            assert_eq!(
+                select(&v, &Default::default()).best(),
+                Some(1),
+                "order {o:?}"
+            );
         }
     }
 
     #[test]
     fn ebgp_over_ibgp() {
-        assert_eq!(run(step_ebgp, vec![Candidate { ebgp: false, ..c(0) }, c(1)]), vec![1]);
+        assert_eq!(
+            run(
+                step_ebgp,
+                vec![
+                    Candidate {
+                        ebgp: false,
+                        ..c(0)
+                    },
+                    c(1)
+                ]
+            ),
+            vec![1]
+        );
     }
 
     #[test]
     fn igp_cost_lowest() {
-        assert_eq!(run(step_igp_cost, vec![Candidate { igp_cost: 5, ..c(0) }, Candidate { igp_cost: 1, ..c(1) }]), vec![1]);
+        assert_eq!(
+            run(
+                step_igp_cost,
+                vec![
+                    Candidate {
+                        igp_cost: 5,
+                        ..c(0)
+                    },
+                    Candidate {
+                        igp_cost: 1,
+                        ..c(1)
+                    }
+                ]
+            ),
+            vec![1]
+        );
     }
 
     #[test]
     fn router_id_lowest() {
         let got = run(
             step_router_id,
-            vec![Candidate { originator: Ipv4Addr::new(9, 9, 9, 9), ..c(0) }, Candidate { originator: Ipv4Addr::new(1, 1, 1, 1), ..c(1) }],
+            vec![
+                Candidate {
+                    originator: Ipv4Addr::new(9, 9, 9, 9),
+                    ..c(0)
+                },
+                Candidate {
+                    originator: Ipv4Addr::new(1, 1, 1, 1),
+                    ..c(1)
+                },
+            ],
         );
         assert_eq!(got, vec![1]);
     }
 
     #[test]
     fn cluster_list_shortest() {
-        assert_eq!(run(step_cluster_len, vec![Candidate { cluster_len: 2, ..c(0) }, Candidate { cluster_len: 1, ..c(1) }]), vec![1]);
+        assert_eq!(
+            run(
+                step_cluster_len,
+                vec![
+                    Candidate {
+                        cluster_len: 2,
+                        ..c(0)
+                    },
+                    Candidate {
+                        cluster_len: 1,
+                        ..c(1)
+                    }
+                ]
+            ),
+            vec![1]
+        );
     }
 
     #[test]
@@ -387,9 +577,18 @@ mod tests {
         let got = run(
             step_peer_address,
             vec![
-                Candidate { peer_address: "2001:db8::1".parse().unwrap(), ..c(0) },
-                Candidate { peer_address: "192.0.2.9".parse().unwrap(), ..c(1) },
-                Candidate { peer_address: "192.0.2.10".parse().unwrap(), ..c(2) },
+                Candidate {
+                    peer_address: "2001:db8::1".parse().unwrap(),
+                    ..c(0)
+                },
+                Candidate {
+                    peer_address: "192.0.2.9".parse().unwrap(),
+                    ..c(1)
+                },
+                Candidate {
+                    peer_address: "192.0.2.10".parse().unwrap(),
+                    ..c(2)
+                },
             ],
         );
         assert_eq!(got, vec![1]);
@@ -397,23 +596,55 @@ mod tests {
 
     #[test]
     fn final_tiebreak_path_id_then_peer() {
-        let same = |i: usize, path_id: u32, peer: u32| Candidate { path_id, peer, ..Candidate { index: i, ..Candidate::default() } };
-        assert_eq!(run(step_final, vec![same(0, 2, 0), same(1, 1, 5), same(2, 1, 3)]), vec![2]);
+        let same = |i: usize, path_id: u32, peer: u32| Candidate {
+            path_id,
+            peer,
+            ..Candidate {
+                index: i,
+                ..Candidate::default()
+            }
+        };
+        assert_eq!(
+            run(
+                step_final,
+                vec![same(0, 2, 0), same(1, 1, 5), same(2, 1, 3)]
+            ),
+            vec![2]
+        );
     }
 
     #[test]
     fn steps_apply_in_order() {
         // Longer AS path but higher LOCAL_PREF wins: step 2 before step 3.
         let sel = select(
-            &[Candidate { as_path_len: 1, ..c(0) }, Candidate { local_pref: 200, as_path_len: 5, ..c(1) }],
+            &[
+                Candidate {
+                    as_path_len: 1,
+                    ..c(0)
+                },
+                Candidate {
+                    local_pref: 200,
+                    as_path_len: 5,
+                    ..c(1)
+                },
+            ],
             &Default::default(),
         );
         assert_eq!(sel.best(), Some(1));
         // iBGP path with lower MED from the same AS beats eBGP: step 5 before step 6.
         let sel = select(
             &[
-                Candidate { neighbor_as: Some(Asn(1)), med: 50, ..c(0) },
-                Candidate { neighbor_as: Some(Asn(1)), med: 10, ebgp: false, ..c(1) },
+                Candidate {
+                    neighbor_as: Some(Asn(1)),
+                    med: 50,
+                    ..c(0)
+                },
+                Candidate {
+                    neighbor_as: Some(Asn(1)),
+                    med: 10,
+                    ebgp: false,
+                    ..c(1)
+                },
             ],
             &Default::default(),
         );
@@ -422,39 +653,103 @@ mod tests {
 
     #[test]
     fn multipath_set() {
-        let cfg = DecisionConfig { max_paths: 4, ..Default::default() };
+        let cfg = DecisionConfig {
+            max_paths: 4,
+            ..Default::default()
+        };
         let n1 = Some(Asn(1));
         let cands = vec![
-            Candidate { neighbor_as: n1, ..c(3) },
-            Candidate { neighbor_as: n1, ..c(1) },
-            Candidate { neighbor_as: Some(Asn(2)), ..c(2) },
-            Candidate { neighbor_as: n1, as_path_len: 2, ..c(4) },
-            Candidate { neighbor_as: n1, igp_cost: 7, ..c(5) },
+            Candidate {
+                neighbor_as: n1,
+                ..c(3)
+            },
+            Candidate {
+                neighbor_as: n1,
+                ..c(1)
+            },
+            Candidate {
+                neighbor_as: Some(Asn(2)),
+                ..c(2)
+            },
+            Candidate {
+                neighbor_as: n1,
+                as_path_len: 2,
+                ..c(4)
+            },
+            Candidate {
+                neighbor_as: n1,
+                igp_cost: 7,
+                ..c(5)
+            },
         ];
         let sel = select(&cands, &cfg);
         // 4 is out (longer path), 2 is another neighbour AS, 5 differs only in IGP cost.
         assert_eq!(sel.multipath.as_slice(), &[1, 3, 5]);
-        let relaxed = select(&cands, &DecisionConfig { multipath_relax: true, ..cfg });
+        let relaxed = select(
+            &cands,
+            &DecisionConfig {
+                multipath_relax: true,
+                ..cfg
+            },
+        );
         assert_eq!(relaxed.multipath.as_slice(), &[1, 2, 3, 5]);
-        let capped = select(&cands, &DecisionConfig { max_paths: 2, ..cfg });
+        let capped = select(
+            &cands,
+            &DecisionConfig {
+                max_paths: 2,
+                ..cfg
+            },
+        );
         assert_eq!(capped.multipath.as_slice(), &[1, 3]);
         let single = select(&cands, &DecisionConfig::default());
         assert_eq!(single.multipath.as_slice(), &[1]);
         // An iBGP best path takes iBGP peers whatever their AS.
-        let ibgp = vec![Candidate { ebgp: false, ..c(1) }, Candidate { ebgp: false, ..c(2) }, Candidate { ebgp: false, neighbor_as: n1, ..c(3) }];
+        let ibgp = vec![
+            Candidate {
+                ebgp: false,
+                ..c(1)
+            },
+            Candidate {
+                ebgp: false,
+                ..c(2)
+            },
+            Candidate {
+                ebgp: false,
+                neighbor_as: n1,
+                ..c(3)
+            },
+        ];
         assert_eq!(select(&ibgp, &cfg).multipath.len(), 3);
         // Duplicate next hops are not two paths.
-        let dup = vec![c(1), Candidate { next_hop: c(1).next_hop, ..c(2) }];
+        let dup = vec![
+            c(1),
+            Candidate {
+                next_hop: c(1).next_hop,
+                ..c(2)
+            },
+        ];
         assert_eq!(select(&dup, &cfg).multipath.as_slice(), &[1]);
     }
 
     #[test]
     fn rank_orders_all() {
         let cands = vec![
-            Candidate { local_pref: 50, ..c(0) },
-            Candidate { local_pref: 300, ..c(1) },
-            Candidate { reachable: false, ..c(2) },
-            Candidate { local_pref: 200, ..c(3) },
+            Candidate {
+                local_pref: 50,
+                ..c(0)
+            },
+            Candidate {
+                local_pref: 300,
+                ..c(1)
+            },
+            Candidate {
+                reachable: false,
+                ..c(2)
+            },
+            Candidate {
+                local_pref: 200,
+                ..c(3)
+            },
         ];
         assert_eq!(rank(&cands, &Default::default()).as_slice(), &[1, 3, 0]);
     }
@@ -473,24 +768,26 @@ mod tests {
             0u8..3,
             0u32..2,
         )
-            .prop_map(|(local, lp, len, origin, med, nas, ebgp, rid, cl, addr, pid)| Candidate {
-                index: 0,
-                reachable: true,
-                local,
-                local_pref: lp * 100,
-                as_path_len: len,
-                origin: [Origin::Igp, Origin::Egp, Origin::Incomplete][usize::from(origin)],
-                med,
-                neighbor_as: nas.map(Asn),
-                ebgp,
-                igp_cost: 0,
-                originator: Ipv4Addr::new(10, 0, 0, rid),
-                cluster_len: cl,
-                peer_address: IpAddr::V4(Ipv4Addr::new(192, 0, 2, addr)),
-                path_id: pid,
-                peer: 0,
-                next_hop: Some(IpAddr::V4(Ipv4Addr::new(198, 51, 100, addr))),
-            })
+            .prop_map(
+                |(local, lp, len, origin, med, nas, ebgp, rid, cl, addr, pid)| Candidate {
+                    index: 0,
+                    reachable: true,
+                    local,
+                    local_pref: lp * 100,
+                    as_path_len: len,
+                    origin: [Origin::Igp, Origin::Egp, Origin::Incomplete][usize::from(origin)],
+                    med,
+                    neighbor_as: nas.map(Asn),
+                    ebgp,
+                    igp_cost: 0,
+                    originator: Ipv4Addr::new(10, 0, 0, rid),
+                    cluster_len: cl,
+                    peer_address: IpAddr::V4(Ipv4Addr::new(192, 0, 2, addr)),
+                    path_id: pid,
+                    peer: 0,
+                    next_hop: Some(IpAddr::V4(Ipv4Addr::new(198, 51, 100, addr))),
+                },
+            )
     }
 
     proptest! {

@@ -40,14 +40,23 @@ pub fn self_next_hop(session: &SessionInfo, family: Family) -> Option<NextHop> {
         Family::Ipv4Unicast => match (session.local_v4, session.local_v6) {
             (Some(a), _) => Some(NextHop::V4(a)),
             // RFC 8950.
-            (None, Some(g)) if session.ipv4_extended_next_hop => {
-                Some(NextHop::V6 { global: g, link_local: on_link(session).then_some(session.local_link_local).flatten() })
-            }
+            (None, Some(g)) if session.ipv4_extended_next_hop => Some(NextHop::V6 {
+                global: g,
+                link_local: on_link(session)
+                    .then_some(session.local_link_local)
+                    .flatten(),
+            }),
             _ => None,
         },
         Family::Ipv6Unicast => {
-            let global = session.local_v6.or_else(|| session.local_v4.map(|a| a.to_ipv6_mapped()))?;
-            let link_local = if on_link(session) { session.local_link_local } else { None };
+            let global = session
+                .local_v6
+                .or_else(|| session.local_v4.map(|a| a.to_ipv6_mapped()))?;
+            let link_local = if on_link(session) {
+                session.local_link_local
+            } else {
+                None
+            };
             Some(NextHop::V6 { global, link_local })
         }
     }
@@ -75,7 +84,8 @@ pub(crate) fn export_attrs(ctx: &ExportCtx<'_>, attrs: &PathAttrs) -> Option<Pat
         return None;
     }
     if target_ebgp
-        && (attrs.communities.contains(&Community::NO_EXPORT) || attrs.communities.contains(&Community::NO_EXPORT_SUBCONFED))
+        && (attrs.communities.contains(&Community::NO_EXPORT)
+            || attrs.communities.contains(&Community::NO_EXPORT_SUBCONFED))
     {
         return None;
     }
@@ -103,7 +113,8 @@ pub(crate) fn export_attrs(ctx: &ExportCtx<'_>, attrs: &PathAttrs) -> Option<Pat
         out.local_pref = None;
         out.originator_id = None;
         out.cluster_list.clear();
-        let foreign_med = !local && (ctx.source.info.is_ebgp() || attrs.as_path.neighbor_as().is_some());
+        let foreign_med =
+            !local && (ctx.source.info.is_ebgp() || attrs.as_path.neighbor_as().is_some());
         if foreign_med && !ctx.target.info.send_foreign_med {
             out.med = None;
         }
@@ -152,7 +163,10 @@ mod tests {
             info,
             import: CompiledPolicy::default(),
             export: CompiledPolicy::default(),
-            session: Some(SessionInfo::ipv4(RouterId(Ipv4Addr::new(10, 9, 9, last)), Ipv4Addr::new(192, 0, 2, 254))),
+            session: Some(SessionInfo::ipv4(
+                RouterId(Ipv4Addr::new(10, 9, 9, last)),
+                Ipv4Addr::new(192, 0, 2, 254),
+            )),
             up: true,
             counts: Default::default(),
             max_prefix_signalled: [false; 2],
@@ -230,7 +244,10 @@ mod tests {
         a.cluster_list = vec![Ipv4Addr::new(2, 2, 2, 2)];
         let out = run((1, &client_a), (3, &non_a), &a).unwrap();
         assert_eq!(out.originator_id, Some(Ipv4Addr::new(1, 1, 1, 1)));
-        assert_eq!(out.cluster_list, vec![Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(2, 2, 2, 2)]);
+        assert_eq!(
+            out.cluster_list,
+            vec![Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(2, 2, 2, 2)]
+        );
     }
 
     #[test]
@@ -241,8 +258,14 @@ mod tests {
         a.originator_id = Some(Ipv4Addr::new(1, 1, 1, 1));
         a.cluster_list = vec![Ipv4Addr::new(2, 2, 2, 2)];
         let out = run((1, &src), (2, &dst), &a).unwrap();
-        assert_eq!(out.as_path, AsPath::from_sequence([US, Asn(65001), Asn(65002)]));
-        assert_eq!(out.next_hop, Some(NextHop::V4(Ipv4Addr::new(192, 0, 2, 254))));
+        assert_eq!(
+            out.as_path,
+            AsPath::from_sequence([US, Asn(65001), Asn(65002)])
+        );
+        assert_eq!(
+            out.next_hop,
+            Some(NextHop::V4(Ipv4Addr::new(192, 0, 2, 254)))
+        );
         assert_eq!(out.local_pref, None);
         assert_eq!(out.med, None, "MED from another AS is not passed on");
         assert_eq!(out.originator_id, None);
@@ -263,12 +286,22 @@ mod tests {
         let src = peer(65001, false, 1);
         let mut dst = peer(65100, false, 2);
         dst.info.next_hop = NextHopMode::KeepOriginal;
-        assert_eq!(run((1, &src), (2, &dst), &route()).unwrap().next_hop, route().next_hop);
+        assert_eq!(
+            run((1, &src), (2, &dst), &route()).unwrap().next_hop,
+            route().next_hop
+        );
         let mut dst = peer(65100, false, 2);
         dst.session.as_mut().unwrap().shared_subnets = vec!["198.51.100.0/24".parse().unwrap()];
-        assert_eq!(run((1, &src), (2, &dst), &route()).unwrap().next_hop, route().next_hop, "third-party next hop");
+        assert_eq!(
+            run((1, &src), (2, &dst), &route()).unwrap().next_hop,
+            route().next_hop,
+            "third-party next hop"
+        );
         dst.info.next_hop = NextHopMode::SelfAlways;
-        assert_eq!(run((1, &src), (2, &dst), &route()).unwrap().next_hop, Some(NextHop::V4(Ipv4Addr::new(192, 0, 2, 254))));
+        assert_eq!(
+            run((1, &src), (2, &dst), &route()).unwrap().next_hop,
+            Some(NextHop::V4(Ipv4Addr::new(192, 0, 2, 254)))
+        );
     }
 
     #[test]
@@ -282,12 +315,21 @@ mod tests {
         assert_eq!(out.next_hop, route().next_hop);
         assert_eq!(out.as_path, route().as_path);
         assert_eq!(out.med, Some(50));
-        assert_eq!(run((1, &src), (2, &dst), &route()).unwrap().local_pref, Some(120));
+        assert_eq!(
+            run((1, &src), (2, &dst), &route()).unwrap().local_pref,
+            Some(120)
+        );
         dst.info.next_hop = NextHopMode::SelfAlways;
-        assert_eq!(run((1, &src), (2, &dst), &a).unwrap().next_hop, Some(NextHop::V4(Ipv4Addr::new(192, 0, 2, 254))));
+        assert_eq!(
+            run((1, &src), (2, &dst), &a).unwrap().next_hop,
+            Some(NextHop::V4(Ipv4Addr::new(192, 0, 2, 254)))
+        );
         // Reflected routes keep their next hop even with next-hop-self.
         let client = peer(64512, true, 3);
-        assert_eq!(run((3, &client), (2, &dst), &a).unwrap().next_hop, route().next_hop);
+        assert_eq!(
+            run((3, &client), (2, &dst), &a).unwrap().next_hop,
+            route().next_hop
+        );
     }
 
     #[test]
@@ -295,7 +337,10 @@ mod tests {
         let src = peer(65001, false, 1);
         let ibgp = peer(64512, false, 2);
         let ebgp = peer(65100, false, 3);
-        let with = |c: Community| PathAttrs { communities: vec![c], ..route() };
+        let with = |c: Community| PathAttrs {
+            communities: vec![c],
+            ..route()
+        };
         assert!(run((1, &src), (2, &ibgp), &with(Community::NO_EXPORT)).is_some());
         assert!(run((1, &src), (3, &ebgp), &with(Community::NO_EXPORT)).is_none());
         assert!(run((1, &src), (3, &ebgp), &with(Community::NO_EXPORT_SUBCONFED)).is_none());
@@ -307,31 +352,61 @@ mod tests {
     fn local_routes_get_our_next_hop() {
         let local = peer(64512, false, 0);
         let ibgp = peer(64512, false, 2);
-        let a = PathAttrs { next_hop: None, ..PathAttrs::default() };
+        let a = PathAttrs {
+            next_hop: None,
+            ..PathAttrs::default()
+        };
         let out = run((0, &local), (2, &ibgp), &a).unwrap();
-        assert_eq!(out.next_hop, Some(NextHop::V4(Ipv4Addr::new(192, 0, 2, 254))));
+        assert_eq!(
+            out.next_hop,
+            Some(NextHop::V4(Ipv4Addr::new(192, 0, 2, 254)))
+        );
         assert_eq!(out.local_pref, Some(100));
         assert!(out.as_path.is_empty());
     }
 
     #[test]
     fn ipv6_next_hops() {
-        let mut s = SessionInfo::ipv4(RouterId(Ipv4Addr::new(1, 1, 1, 1)), Ipv4Addr::new(192, 0, 2, 254));
+        let mut s = SessionInfo::ipv4(
+            RouterId(Ipv4Addr::new(1, 1, 1, 1)),
+            Ipv4Addr::new(192, 0, 2, 254),
+        );
         assert_eq!(
             self_next_hop(&s, Family::Ipv6Unicast),
-            Some(NextHop::V6 { global: Ipv4Addr::new(192, 0, 2, 254).to_ipv6_mapped(), link_local: None })
+            Some(NextHop::V6 {
+                global: Ipv4Addr::new(192, 0, 2, 254).to_ipv6_mapped(),
+                link_local: None
+            })
         );
         let g: Ipv6Addr = "2001:db8::1".parse().unwrap();
         let ll: Ipv6Addr = "fe80::1".parse().unwrap();
         s.local_v6 = Some(g);
         s.local_link_local = Some(ll);
-        assert_eq!(self_next_hop(&s, Family::Ipv6Unicast), Some(NextHop::V6 { global: g, link_local: None }));
+        assert_eq!(
+            self_next_hop(&s, Family::Ipv6Unicast),
+            Some(NextHop::V6 {
+                global: g,
+                link_local: None
+            })
+        );
         s.shared_subnets = vec!["2001:db8::/64".parse().unwrap()];
-        assert_eq!(self_next_hop(&s, Family::Ipv6Unicast), Some(NextHop::V6 { global: g, link_local: Some(ll) }));
+        assert_eq!(
+            self_next_hop(&s, Family::Ipv6Unicast),
+            Some(NextHop::V6 {
+                global: g,
+                link_local: Some(ll)
+            })
+        );
         // IPv4 routes over an IPv6-only session need RFC 8950.
         s.local_v4 = None;
         assert_eq!(self_next_hop(&s, Family::Ipv4Unicast), None);
         s.ipv4_extended_next_hop = true;
-        assert_eq!(self_next_hop(&s, Family::Ipv4Unicast), Some(NextHop::V6 { global: g, link_local: Some(ll) }));
+        assert_eq!(
+            self_next_hop(&s, Family::Ipv4Unicast),
+            Some(NextHop::V6 {
+                global: g,
+                link_local: Some(ll)
+            })
+        );
     }
 }

@@ -24,13 +24,20 @@ pub(crate) struct FamilyRib<K> {
 
 impl<K: PrefixKey> Default for FamilyRib<K> {
     fn default() -> Self {
-        FamilyRib { table: Table::default(), adj_out: Vec::new(), best_dirty: BitSet::default() }
+        FamilyRib {
+            table: Table::default(),
+            adj_out: Vec::new(),
+            best_dirty: BitSet::default(),
+        }
     }
 }
 
 /// What a path change does.
 pub(crate) enum PathOp {
-    Set { attrs: Arc<PathAttrs>, filtered: bool },
+    Set {
+        attrs: Arc<PathAttrs>,
+        filtered: bool,
+    },
     Remove,
 }
 
@@ -38,7 +45,10 @@ pub(crate) enum PathOp {
 type PathKey = (u16, u32, *const PathAttrs);
 
 fn selection_keys<K>(d: &Dest<K>) -> SmallVec<[PathKey; 2]> {
-    d.multipath().iter().map(|p| (p.peer, p.path_id, Arc::as_ptr(&p.attrs))).collect()
+    d.multipath()
+        .iter()
+        .map(|p| (p.peer, p.path_id, Arc::as_ptr(&p.attrs)))
+        .collect()
 }
 
 pub(crate) fn next_hop_ip(nh: &NextHop) -> IpAddr {
@@ -62,7 +72,11 @@ pub(crate) fn candidate(shared: &Shared, index: usize, p: &Path) -> Candidate {
         Some(nh) if !local => (shared.resolver.reachable(nh), shared.resolver.igp_cost(nh)),
         _ => (true, 0),
     };
-    let missing_med = if cfg.med_missing_as_worst { u32::MAX } else { 0 };
+    let missing_med = if cfg.med_missing_as_worst {
+        u32::MAX
+    } else {
+        0
+    };
     Candidate {
         index,
         reachable,
@@ -91,17 +105,30 @@ pub(crate) fn decide<K>(d: &mut Dest<K>, shared: &Shared) {
         return;
     }
     if d.paths.len() == 1 {
-        d.best_len = u8::from(candidate(shared, 0, &d.paths[0]).reachable);
+        // Alone: the best if its next hop resolves (the same test as `candidate`).
+        let p = &d.paths[0];
+        let reachable = p.peer == 0
+            || p.attrs
+                .next_hop
+                .as_ref()
+                .is_none_or(|nh| shared.resolver.reachable(nh));
+        d.best_len = u8::from(reachable);
         return;
     }
-    let cands: decision::Cands =
-        d.paths.iter().enumerate().filter(|(_, p)| !p.filtered()).map(|(i, p)| candidate(shared, i, p)).collect();
+    let cands: decision::Cands = d
+        .paths
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| !p.filtered())
+        .map(|(i, p)| candidate(shared, i, p))
+        .collect();
     let sel = decision::select(&cands, &shared.cfg.decision());
     d.best_len = sel.multipath.len() as u8;
     if sel.multipath.iter().enumerate().all(|(pos, &i)| pos == i) {
         return;
     }
-    let mut old: SmallVec<[Option<Path>; 4]> = std::mem::take(&mut d.paths).into_iter().map(Some).collect();
+    let mut old: SmallVec<[Option<Path>; 4]> =
+        std::mem::take(&mut d.paths).into_iter().map(Some).collect();
     for &i in &sel.multipath {
         if let Some(p) = old[i].take() {
             d.paths.push(p);
@@ -112,14 +139,57 @@ pub(crate) fn decide<K>(d: &mut Dest<K>, shared: &Shared) {
 
 impl<K: PrefixKey> FamilyRib<K> {
     pub fn adj_out_mut(&mut self, peer: PeerId) -> Option<&mut AdjOut> {
-        self.adj_out.get_mut(peer.0 as usize).and_then(Option::as_mut)
+        self.adj_out
+            .get_mut(peer.0 as usize)
+            .and_then(Option::as_mut)
     }
 
     /// Sets or removes the path `(peer, path_id)` of destination `id`, keeping the peer's
     /// counters, and re-runs the decision. Returns false when nothing changed.
-    pub fn set_path(&mut self, shared: &mut Shared, id: u32, peer: PeerId, path_id: u32, op: PathOp) -> bool {
+    pub fn set_path(
+        &mut self,
+        shared: &mut Shared,
+        id: u32,
+        peer: PeerId,
+        path_id: u32,
+        op: PathOp,
+    ) -> bool {
         let fam = K::FAMILY.index();
         let d = &mut self.table.dests[id as usize];
+        if d.paths.is_empty() {
+            // The common case of a table load: the first path of a new destination.
+            let PathOp::Set { attrs, filtered } = op else {
+                return false;
+            };
+            let flags = if filtered { pflag::FILTERED } else { 0 };
+            d.paths.push(Path {
+                attrs,
+                peer: peer.0 as u16,
+                local_id: 1,
+                path_id,
+                flags,
+            });
+            if let Some(ps) = shared.peer_mut(peer) {
+                let c = &mut ps.counts[fam];
+                c.received += 1;
+                if filtered {
+                    c.filtered += 1;
+                } else {
+                    c.accepted += 1;
+                }
+            }
+            let d = &mut self.table.dests[id as usize];
+            decide(d, shared);
+            if d.best_len > 0 {
+                self.best_dirty.insert(id);
+            }
+            for adj in self.adj_out.iter_mut().flatten() {
+                if d.best_len > 0 || adj.add_path > 1 {
+                    adj.pending.insert(id);
+                }
+            }
+            return true;
+        }
         let before = selection_keys(d);
         let peer16 = peer.0 as u16;
         let pos = d.find(peer16, path_id);
@@ -140,7 +210,13 @@ impl<K: PrefixKey> FamilyRib<K> {
                     }
                     None => {
                         let local_id = d.free_local_id();
-                        d.paths.push(Path { attrs, peer: peer16, local_id, path_id, flags });
+                        d.paths.push(Path {
+                            attrs,
+                            peer: peer16,
+                            local_id,
+                            path_id,
+                            flags,
+                        });
                     }
                 }
                 if let Some(ps) = shared.peer_mut(peer) {
@@ -196,7 +272,13 @@ impl<K: PrefixKey> FamilyRib<K> {
 
     /// Re-runs the decision for `id` and queues the consequences, given the selection
     /// before the change.
-    pub fn after_change(&mut self, shared: &Shared, id: u32, before: &[PathKey], paths_changed: bool) {
+    pub fn after_change(
+        &mut self,
+        shared: &Shared,
+        id: u32,
+        before: &[PathKey],
+        paths_changed: bool,
+    ) {
         let d = &mut self.table.dests[id as usize];
         decide(d, shared);
         let after = selection_keys(d);
@@ -231,14 +313,24 @@ impl<K: PrefixKey> FamilyRib<K> {
         if !d.paths.is_empty() || self.best_dirty.contains(id) {
             return;
         }
-        if self.adj_out.iter().flatten().any(|a| a.pending.contains(id) || a.has_sent(id)) {
+        if self
+            .adj_out
+            .iter()
+            .flatten()
+            .any(|a| a.pending.contains(id) || a.has_sent(id))
+        {
             return;
         }
         self.table.release(id);
     }
 
     /// Removes every path of `peer` for which `pred` holds; returns how many.
-    pub fn remove_paths_where(&mut self, shared: &mut Shared, peer: PeerId, pred: impl Fn(&Path) -> bool) -> usize {
+    pub fn remove_paths_where(
+        &mut self,
+        shared: &mut Shared,
+        peer: PeerId,
+        pred: impl Fn(&Path) -> bool,
+    ) -> usize {
         let peer16 = peer.0 as u16;
         let mut victims: Vec<(u32, u32)> = Vec::new();
         for id in self.table.ids() {
@@ -257,6 +349,11 @@ impl<K: PrefixKey> FamilyRib<K> {
     pub fn heap_bytes(&self) -> usize {
         self.table.heap_bytes()
             + self.best_dirty.heap_bytes()
-            + self.adj_out.iter().flatten().map(AdjOut::heap_bytes).sum::<usize>()
+            + self
+                .adj_out
+                .iter()
+                .flatten()
+                .map(AdjOut::heap_bytes)
+                .sum::<usize>()
     }
 }

@@ -16,7 +16,9 @@ use std::sync::Arc;
 #[derive(Default)]
 pub(crate) struct Interner {
     table: HashTable<Arc<PathAttrs>>,
-    hasher: std::hash::RandomState,
+    /// Seeded per process: attribute sets come from peers (foldhash resists the collisions
+    /// they could craft against a fixed-key hash, at a fraction of SipHash's cost).
+    hasher: foldhash::fast::RandomState,
     sweep_at: usize,
 }
 
@@ -36,7 +38,8 @@ impl Interner {
         }
         let arc = Arc::new(attrs);
         let hasher = &self.hasher;
-        self.table.insert_unique(h, arc.clone(), |x| hasher.hash_one(&**x));
+        self.table
+            .insert_unique(h, arc.clone(), |x| hasher.hash_one(&**x));
         arc
     }
 
@@ -66,7 +69,12 @@ impl Interner {
     /// capacity).
     pub fn heap_bytes(&self) -> usize {
         let table = self.table.capacity() * (std::mem::size_of::<Arc<PathAttrs>>() + 1);
-        table + self.table.iter().map(|a| attrs_heap_bytes(a)).sum::<usize>()
+        table
+            + self
+                .table
+                .iter()
+                .map(|a| attrs_heap_bytes(a))
+                .sum::<usize>()
     }
 }
 
@@ -74,7 +82,11 @@ impl Interner {
 pub(crate) fn attrs_heap_bytes(a: &PathAttrs) -> usize {
     16 + std::mem::size_of::<PathAttrs>()
         + a.as_path.segments.capacity() * std::mem::size_of::<crate::wire::attr::AsSegment>()
-        + a.as_path.segments.iter().map(|s| s.asns.capacity() * 4).sum::<usize>()
+        + a.as_path
+            .segments
+            .iter()
+            .map(|s| s.asns.capacity() * 4)
+            .sum::<usize>()
         + a.communities.capacity() * 4
         + a.ext_communities.capacity() * 8
         + a.large_communities.capacity() * 12
@@ -87,7 +99,10 @@ mod tests {
     use super::*;
 
     fn attrs(med: u32) -> PathAttrs {
-        PathAttrs { med: Some(med), ..PathAttrs::default() }
+        PathAttrs {
+            med: Some(med),
+            ..PathAttrs::default()
+        }
     }
 
     #[test]

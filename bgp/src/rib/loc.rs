@@ -4,15 +4,15 @@
 //! `import keep filtered`), so the counts of received and accepted routes are exact and the
 //! status command can show them.
 //!
-//! Layout, for a small footprint per prefix: a hash index holding only dense `u32`
-//! destination ids (its hash and equality read the prefix from the destination), a `Vec`
-//! of destinations, and in each destination its paths in a `SmallVec` with room for one
+//! Layout, for a small footprint per prefix: a hash index holding only dense destination
+//! ids ([`super::index`]; its equality reads the prefix from the destination), a `Vec` of
+//! destinations, and in each destination its paths in a `SmallVec` with room for one
 //! inline. The paths of the multipath set come first, the best path at position 0.
 
+use super::index::{self, DestIndex};
 use super::prefix::PrefixKey;
 use super::PeerId;
 use crate::wire::attr::PathAttrs;
-use hashbrown::HashTable;
 use smallvec::SmallVec;
 use std::sync::Arc;
 
@@ -79,7 +79,9 @@ impl<K> Dest<K> {
     }
 
     pub fn find(&self, peer: u16, path_id: u32) -> Option<usize> {
-        self.paths.iter().position(|p| p.peer == peer && p.path_id == path_id)
+        self.paths
+            .iter()
+            .position(|p| p.peer == peer && p.path_id == path_id)
     }
 
     /// The smallest local path id no path of this destination uses (from 1).
@@ -93,62 +95,103 @@ impl<K> Dest<K> {
 }
 
 pub(crate) struct Table<K> {
-    index: HashTable<u32>,
+    index: DestIndex,
+    /// Keys the prefix hash so that peers cannot choose colliding prefixes.
+    seed: u64,
     pub dests: Vec<Dest<K>>,
     free: Vec<u32>,
 }
 
 impl<K: PrefixKey> Default for Table<K> {
     fn default() -> Self {
-        Table { index: HashTable::new(), dests: Vec::new(), free: Vec::new() }
+        use std::hash::BuildHasher;
+        let seed = std::hash::RandomState::new().hash_one(0x5eed_u64);
+        Table {
+            index: DestIndex::default(),
+            seed,
+            dests: Vec::new(),
+            free: Vec::new(),
+        }
     }
 }
 
 impl<K: PrefixKey> Table<K> {
     pub fn find(&self, prefix: K) -> Option<u32> {
         let dests = &self.dests;
-        self.index.find(prefix.hash64(), |&id| dests[id as usize].prefix == prefix).copied()
+        self.index.find(prefix.hash64(self.seed), |id| {
+            dests[id as usize].prefix == prefix
+        })
     }
 
-    /// The destination for `prefix`, created empty when absent.
-    pub fn get_or_insert(&mut self, prefix: K) -> u32 {
-        let dests = &mut self.dests;
-        let free = &mut self.free;
-        let entry = self.index.entry(
-            prefix.hash64(),
-            |&id| dests[id as usize].prefix == prefix,
-            |&id| dests[id as usize].prefix.hash64(),
-        );
-        match entry {
-            hashbrown::hash_table::Entry::Occupied(e) => *e.get(),
-            hashbrown::hash_table::Entry::Vacant(v) => {
-                let fresh = Dest { prefix, best_len: 0, flags: 0, paths: SmallVec::new() };
-                let id = match free.pop() {
-                    Some(id) => {
-                        dests[id as usize] = fresh;
-                        id
-                    }
-                    None => {
-                        dests.push(fresh);
-                        (dests.len() - 1) as u32
-                    }
-                };
-                v.insert(id);
-                id
+    /// Brings the index slots for `prefixes` into the cache (see [`DestIndex::touch`]).
+    pub fn touch(&self, prefixes: &[K]) {
+        for p in prefixes {
+            self.index.touch(p.hash64(self.seed));
+        }
+    }
+
+    /// Doubles the index and re-inserts the destinations in id order, reading the keys
+    /// sequentially.
+    fn grow(&mut self) {
+        self.index.reset_grown();
+        for (i, d) in self.dests.iter().enumerate() {
+            if d.flags & dflag::FREE == 0 {
+                self.index.insert(d.prefix.hash64(self.seed), i as u32);
             }
         }
     }
 
+    /// The destination for `prefix`, created empty when absent; `None` when the table
+    /// holds the most destinations an index can ([`index::MAX_ID`]).
+    pub fn get_or_insert(&mut self, prefix: K) -> Option<u32> {
+        let hash = prefix.hash64(self.seed);
+        let dests = &self.dests;
+        if let Some(id) = self
+            .index
+            .find(hash, |id| dests[id as usize].prefix == prefix)
+        {
+            return Some(id);
+        }
+        let fresh = Dest {
+            prefix,
+            best_len: 0,
+            flags: 0,
+            paths: SmallVec::new(),
+        };
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.dests[id as usize] = fresh;
+                id
+            }
+            None => {
+                let id = u32::try_from(self.dests.len())
+                    .ok()
+                    .filter(|id| *id <= index::MAX_ID)?;
+                self.dests.push(fresh);
+                id
+            }
+        };
+        if self.index.needs_growth() {
+            // Re-inserts `id` too: it is not free.
+            self.grow();
+        } else {
+            self.index.insert(hash, id);
+        }
+        Some(id)
+    }
+
     /// Forgets an empty destination; its id may be reused.
     pub fn release(&mut self, id: u32) {
-        let Some(d) = self.dests.get(id as usize) else { return };
+        let Some(d) = self.dests.get(id as usize) else {
+            return;
+        };
         if !d.paths.is_empty() || d.flags & dflag::FREE != 0 {
             return;
         }
-        let prefix = d.prefix;
-        if let Ok(e) = self.index.find_entry(prefix.hash64(), |&x| x == id) {
-            e.remove();
-        }
+        let hash = d.prefix.hash64(self.seed);
+        let (dests, seed) = (&self.dests, self.seed);
+        self.index
+            .remove(hash, id, |other| dests[other as usize].prefix.hash64(seed));
         let d = &mut self.dests[id as usize];
         d.flags |= dflag::FREE;
         d.paths = SmallVec::new();
@@ -162,20 +205,25 @@ impl<K: PrefixKey> Table<K> {
 
     /// Ids of destinations in use.
     pub fn ids(&self) -> impl Iterator<Item = u32> + '_ {
-        self.dests.iter().enumerate().filter(|(_, d)| d.flags & dflag::FREE == 0).map(|(i, _)| i as u32)
+        self.dests
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.flags & dflag::FREE == 0)
+            .map(|(i, _)| i as u32)
     }
 
     /// The most specific destination with a usable path covering `prefix`.
     pub fn longest_match(&self, prefix: K) -> Option<u32> {
         (0..=prefix.len()).rev().find_map(|len| {
-            self.find(prefix.supernet(len)).filter(|&id| self.dests[id as usize].best().is_some())
+            self.find(prefix.supernet(len))
+                .filter(|&id| self.dests[id as usize].best().is_some())
         })
     }
 
     /// Heap bytes of the index and the destinations (paths spilled out of line included;
     /// attribute sets are counted by the interner).
     pub fn heap_bytes(&self) -> usize {
-        let index = self.index.capacity() * (std::mem::size_of::<u32>() + 1);
+        let index = self.index.heap_bytes();
         let dests = self.dests.capacity() * std::mem::size_of::<Dest<K>>();
         let spilled: usize = self
             .dests
@@ -206,15 +254,15 @@ mod tests {
     #[test]
     fn insert_find_release_reuse() {
         let mut t: Table<Ipv4Net> = Table::default();
-        let a = t.get_or_insert(p("10.0.0.0/24"));
-        let b = t.get_or_insert(p("10.0.1.0/24"));
+        let a = t.get_or_insert(p("10.0.0.0/24")).unwrap();
+        let b = t.get_or_insert(p("10.0.1.0/24")).unwrap();
         assert_ne!(a, b);
-        assert_eq!(t.get_or_insert(p("10.0.0.0/24")), a);
+        assert_eq!(t.get_or_insert(p("10.0.0.0/24")), Some(a));
         assert_eq!(t.find(p("10.0.1.0/24")), Some(b));
         t.release(a);
         assert_eq!(t.find(p("10.0.0.0/24")), None);
         assert_eq!(t.len(), 1);
-        let c = t.get_or_insert(p("10.9.0.0/16"));
+        let c = t.get_or_insert(p("10.9.0.0/16")).unwrap();
         assert_eq!(c, a, "freed id reused");
         assert_eq!(t.find(p("10.9.0.0/16")), Some(c));
         assert_eq!(t.ids().count(), 2);
@@ -225,7 +273,7 @@ mod tests {
         let mut t: Table<Ipv4Net> = Table::default();
         for i in 0..50_000u32 {
             let net = Ipv4Net::new((i << 8).into(), 24).unwrap();
-            assert_eq!(t.get_or_insert(net), i);
+            assert_eq!(t.get_or_insert(net), Some(i));
         }
         for i in (0..50_000u32).step_by(7) {
             assert_eq!(t.find(Ipv4Net::new((i << 8).into(), 24).unwrap()), Some(i));

@@ -17,10 +17,23 @@ impl Rib {
     pub fn originate(&mut self, prefix: IpNet, attrs: PathAttrs) -> Result<(), RibError> {
         let family = Family::of_prefix(&prefix);
         with_family!(self, family, |fam, shared| {
-            let key = PrefixKey::from_net(&prefix).ok_or(RibError::WrongFamily { prefix, family })?;
-            let id = fam.table.get_or_insert(key);
+            let key =
+                PrefixKey::from_net(&prefix).ok_or(RibError::WrongFamily { prefix, family })?;
+            let id = fam
+                .table
+                .get_or_insert(key)
+                .ok_or(RibError::TableFull(family))?;
             let attrs = shared.interner.intern(attrs);
-            fam.set_path(shared, id, PeerId::LOCAL, 0, PathOp::Set { attrs, filtered: false });
+            fam.set_path(
+                shared,
+                id,
+                PeerId::LOCAL,
+                0,
+                PathOp::Set {
+                    attrs,
+                    filtered: false,
+                },
+            );
             Ok(())
         })
     }
@@ -29,8 +42,11 @@ impl Rib {
     pub fn withdraw_local(&mut self, prefix: IpNet) -> Result<bool, RibError> {
         let family = Family::of_prefix(&prefix);
         with_family!(self, family, |fam, shared| {
-            let key = PrefixKey::from_net(&prefix).ok_or(RibError::WrongFamily { prefix, family })?;
-            let Some(id) = fam.table.find(key) else { return Ok(false) };
+            let key =
+                PrefixKey::from_net(&prefix).ok_or(RibError::WrongFamily { prefix, family })?;
+            let Some(id) = fam.table.find(key) else {
+                return Ok(false);
+            };
             Ok(fam.set_path(shared, id, PeerId::LOCAL, 0, PathOp::Remove))
         })
     }

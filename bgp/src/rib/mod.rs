@@ -48,6 +48,7 @@ pub mod decision;
 pub mod export;
 mod family;
 pub mod import;
+mod index;
 mod intern;
 pub mod loc;
 mod local;
@@ -274,11 +275,16 @@ pub enum RibError {
     #[error("{peer} has no established session for {family}")]
     NotUp { peer: PeerId, family: Family },
     #[error("peer {address}: {source}")]
-    Policy { address: IpAddr, source: PolicyError },
+    Policy {
+        address: IpAddr,
+        source: PolicyError,
+    },
     #[error("prefix {prefix} is not {family}")]
     WrongFamily { prefix: IpNet, family: Family },
     #[error("the peer table is full ({0} peers)")]
     TooManyPeers(usize),
+    #[error("the {0} table holds the most destinations it can")]
+    TableFull(Family),
     #[error("{0} cannot be changed through this call")]
     LocalPeer(PeerId),
 }
@@ -306,7 +312,10 @@ pub(crate) struct PeerState {
 
 impl PeerState {
     pub fn router_id(&self) -> Ipv4Addr {
-        self.session.as_ref().map(|s| s.router_id.0).unwrap_or(Ipv4Addr::UNSPECIFIED)
+        self.session
+            .as_ref()
+            .map(|s| s.router_id.0)
+            .unwrap_or(Ipv4Addr::UNSPECIFIED)
     }
 }
 
@@ -362,7 +371,11 @@ impl Rib {
     pub fn new(cfg: RibConfig) -> Self {
         let deferring = cfg.defer_until_released;
         let local = PeerState {
-            info: PeerInfo::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), cfg.local_as, cfg.local_as),
+            info: PeerInfo::new(
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                cfg.local_as,
+                cfg.local_as,
+            ),
             import: CompiledPolicy::default(),
             export: CompiledPolicy::default(),
             session: Some(SessionInfo::ipv4(cfg.router_id, Ipv4Addr::UNSPECIFIED)),
@@ -389,8 +402,14 @@ impl Rib {
 
     /// Registers a peer; its routes are accepted once [`Rib::peer_up`] is called.
     pub fn add_peer(&mut self, info: PeerInfo) -> Result<PeerId, RibError> {
-        let import = info.import.compile().map_err(|source| RibError::Policy { address: info.address, source })?;
-        let export = info.export.compile().map_err(|source| RibError::Policy { address: info.address, source })?;
+        let import = info.import.compile().map_err(|source| RibError::Policy {
+            address: info.address,
+            source,
+        })?;
+        let export = info.export.compile().map_err(|source| RibError::Policy {
+            address: info.address,
+            source,
+        })?;
         let state = PeerState {
             info,
             import,
@@ -400,7 +419,13 @@ impl Rib {
             counts: Default::default(),
             max_prefix_signalled: [false; 2],
         };
-        let slot = self.shared.peers.iter().skip(1).position(Option::is_none).map(|i| i + 1);
+        let slot = self
+            .shared
+            .peers
+            .iter()
+            .skip(1)
+            .position(Option::is_none)
+            .map(|i| i + 1);
         let id = match slot {
             Some(i) => i,
             None if self.shared.peers.len() < MAX_PEERS => {
@@ -420,9 +445,18 @@ impl Rib {
         if peer == PeerId::LOCAL {
             return Err(RibError::LocalPeer(peer));
         }
-        let import = info.import.compile().map_err(|source| RibError::Policy { address: info.address, source })?;
-        let export = info.export.compile().map_err(|source| RibError::Policy { address: info.address, source })?;
-        let p = self.shared.peer_mut(peer).ok_or(RibError::UnknownPeer(peer))?;
+        let import = info.import.compile().map_err(|source| RibError::Policy {
+            address: info.address,
+            source,
+        })?;
+        let export = info.export.compile().map_err(|source| RibError::Policy {
+            address: info.address,
+            source,
+        })?;
+        let p = self
+            .shared
+            .peer_mut(peer)
+            .ok_or(RibError::UnknownPeer(peer))?;
         p.info = info;
         p.import = import;
         p.export = export;
@@ -488,6 +522,9 @@ impl Rib {
     /// Approximate heap bytes held by the RIB, split into (tables and queues, attribute
     /// sets).
     pub fn heap_bytes(&self) -> (usize, usize) {
-        (self.v4.heap_bytes() + self.v6.heap_bytes(), self.shared.interner.heap_bytes())
+        (
+            self.v4.heap_bytes() + self.v6.heap_bytes(),
+            self.shared.interner.heap_bytes(),
+        )
     }
 }

@@ -12,15 +12,20 @@ pub(crate) trait PrefixKey: Copy + Eq + Debug + 'static {
     fn len(self) -> u8;
     /// The same prefix shortened to `len` bits.
     fn supernet(self, len: u8) -> Self;
-    /// A well-mixed hash for the destination index.
-    fn hash64(self) -> u64;
+    /// A well-mixed hash for the destination index, keyed by a per-table random `seed` so
+    /// that peers cannot choose prefixes that collide.
+    fn hash64(self, seed: u64) -> u64;
 }
 
-/// One 64×64→128-bit multiply folded: enough mixing for hashbrown's control bytes (top
-/// bits) and bucket index (low bits) from keys that differ only in a few bits.
-fn mix(x: u64) -> u64 {
-    let m = u128::from(x) * 0x9E37_79B9_7F4A_7C15;
-    (m as u64) ^ ((m >> 64) as u64)
+/// The MurmurHash3 finaliser: every input bit affects every output bit, which hashbrown
+/// needs both in the low bits (bucket) and the top seven (control byte). Prefixes of one
+/// table differ in few bits, in the middle of the word; a weaker mix clusters them.
+fn mix(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^ (x >> 33)
 }
 
 impl PrefixKey for Ipv4Net {
@@ -38,10 +43,12 @@ impl PrefixKey for Ipv4Net {
         self.prefix_len()
     }
     fn supernet(self, len: u8) -> Self {
-        Ipv4Net::new(self.addr(), len.min(32)).map(|n| n.trunc()).unwrap_or(self)
+        Ipv4Net::new(self.addr(), len.min(32))
+            .map(|n| n.trunc())
+            .unwrap_or(self)
     }
-    fn hash64(self) -> u64 {
-        mix((u64::from(u32::from(self.addr())) << 8) | u64::from(self.prefix_len()))
+    fn hash64(self, seed: u64) -> u64 {
+        mix(((u64::from(u32::from(self.addr())) << 8) | u64::from(self.prefix_len())) ^ seed)
     }
 }
 
@@ -60,10 +67,12 @@ impl PrefixKey for Ipv6Net {
         self.prefix_len()
     }
     fn supernet(self, len: u8) -> Self {
-        Ipv6Net::new(self.addr(), len.min(128)).map(|n| n.trunc()).unwrap_or(self)
+        Ipv6Net::new(self.addr(), len.min(128))
+            .map(|n| n.trunc())
+            .unwrap_or(self)
     }
-    fn hash64(self) -> u64 {
+    fn hash64(self, seed: u64) -> u64 {
         let a = u128::from(self.addr());
-        mix(mix((a >> 64) as u64) ^ (a as u64) ^ (u64::from(self.prefix_len()) << 56))
+        mix(mix(((a >> 64) as u64) ^ seed) ^ (a as u64) ^ u64::from(self.prefix_len()))
     }
 }

@@ -64,12 +64,20 @@ fn view<K: PrefixKey>(d: &Dest<K>) -> RouteView {
 }
 
 fn routes_in<K: PrefixKey>(fam: &FamilyRib<K>) -> impl Iterator<Item = RouteView> + '_ {
-    fam.table.ids().map(|id| &fam.table.dests[id as usize]).filter(|d| !d.paths.is_empty()).map(view)
+    fam.table
+        .ids()
+        .map(|id| &fam.table.dests[id as usize])
+        .filter(|d| !d.paths.is_empty())
+        .map(view)
 }
 
 fn lookup_in<K: PrefixKey>(fam: &FamilyRib<K>, prefix: &IpNet, longest: bool) -> Option<RouteView> {
     let key = K::from_net(prefix)?;
-    let id = if longest { fam.table.longest_match(key)? } else { fam.table.find(key)? };
+    let id = if longest {
+        fam.table.longest_match(key)?
+    } else {
+        fam.table.find(key)?
+    };
     let d = &fam.table.dests[id as usize];
     (!d.paths.is_empty()).then(|| view(d))
 }
@@ -84,7 +92,13 @@ impl Rib {
         }
         .and_then(Option::as_ref)
         .map_or(0, |a| a.sent);
-        Some(PeerCounters { received: c.received, accepted: c.accepted, filtered: c.filtered, stale: c.stale, sent })
+        Some(PeerCounters {
+            received: c.received,
+            accepted: c.accepted,
+            filtered: c.filtered,
+            stale: c.stale,
+            sent,
+        })
     }
 
     /// Every destination of `family` that has at least one path.
@@ -119,8 +133,18 @@ impl Rib {
 
     fn routes_count(&self, family: Family) -> usize {
         match family {
-            Family::Ipv4Unicast => self.v4.table.ids().filter(|&id| !self.v4.table.dests[id as usize].paths.is_empty()).count(),
-            Family::Ipv6Unicast => self.v6.table.ids().filter(|&id| !self.v6.table.dests[id as usize].paths.is_empty()).count(),
+            Family::Ipv4Unicast => self
+                .v4
+                .table
+                .ids()
+                .filter(|&id| !self.v4.table.dests[id as usize].paths.is_empty())
+                .count(),
+            Family::Ipv6Unicast => self
+                .v6
+                .table
+                .ids()
+                .filter(|&id| !self.v6.table.dests[id as usize].paths.is_empty())
+                .count(),
         }
     }
 

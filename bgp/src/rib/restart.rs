@@ -35,11 +35,19 @@ impl Rib {
     /// gracefully, RFC 4724 §4.2), its routes in `families` (those it preserved forwarding
     /// for) are kept and marked stale; all its other routes are removed at once. Withdrawals
     /// and new best paths are queued for the other peers.
-    pub fn peer_down(&mut self, peer: PeerId, graceful: bool, families: &[Family]) -> Result<(), RibError> {
+    pub fn peer_down(
+        &mut self,
+        peer: PeerId,
+        graceful: bool,
+        families: &[Family],
+    ) -> Result<(), RibError> {
         if peer == PeerId::LOCAL {
             return Err(RibError::LocalPeer(peer));
         }
-        let ps = self.shared.peer_mut(peer).ok_or(RibError::UnknownPeer(peer))?;
+        let ps = self
+            .shared
+            .peer_mut(peer)
+            .ok_or(RibError::UnknownPeer(peer))?;
         ps.up = false;
         for family in Family::ALL {
             let keep = graceful && families.contains(&family);
@@ -63,7 +71,11 @@ impl Rib {
 
     /// Removes `peer`'s routes in `family` still marked stale; returns how many.
     pub fn sweep_stale(&mut self, peer: PeerId, family: Family) -> usize {
-        with_family!(self, family, |fam, shared| fam.remove_paths_where(shared, peer, |p| p.stale()))
+        with_family!(self, family, |fam, shared| fam.remove_paths_where(
+            shared,
+            peer,
+            |p| p.stale()
+        ))
     }
 
     /// `peer` sent End-of-RIB for `family` (RFC 4724 §4.2): its routes not re-announced
@@ -77,14 +89,19 @@ impl Rib {
     /// of it goes.
     pub fn stale_expired(&mut self, peer: PeerId) -> Result<usize, RibError> {
         self.shared.peer(peer).ok_or(RibError::UnknownPeer(peer))?;
-        Ok(Family::ALL.into_iter().map(|f| self.sweep_stale(peer, f)).sum())
+        Ok(Family::ALL
+            .into_iter()
+            .map(|f| self.sweep_stale(peer, f))
+            .sum())
     }
 
     /// `peer` announced the start of a refresh (RFC 7313 BoRR): its routes in `family`
     /// are stale until [`Rib::end_refresh`].
     pub fn begin_refresh(&mut self, peer: PeerId, family: Family) -> Result<usize, RibError> {
         self.shared.peer(peer).ok_or(RibError::UnknownPeer(peer))?;
-        Ok(with_family!(self, family, |fam, shared| mark_stale(fam, shared, peer)))
+        Ok(with_family!(self, family, |fam, shared| mark_stale(
+            fam, shared, peer
+        )))
     }
 
     /// `peer` ended the refresh (RFC 7313 EoRR): routes it did not re-send are removed.

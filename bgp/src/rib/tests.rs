@@ -52,11 +52,13 @@ fn nlri(prefixes: &[&str]) -> Vec<Nlri> {
 }
 
 fn announce(rib: &mut Rib, p: PeerId, prefixes: &[&str], a: PathAttrs) -> ImportReport {
-    rib.announce(p, Family::Ipv4Unicast, a, &nlri(prefixes)).unwrap()
+    rib.announce(p, Family::Ipv4Unicast, a, &nlri(prefixes))
+        .unwrap()
 }
 
 fn withdraw(rib: &mut Rib, p: PeerId, prefixes: &[&str]) {
-    rib.withdraw(p, Family::Ipv4Unicast, &nlri(prefixes)).unwrap();
+    rib.withdraw(p, Family::Ipv4Unicast, &nlri(prefixes))
+        .unwrap();
 }
 
 /// What a peer was sent, folded: prefix → attributes for announcements, withdrawn
@@ -89,7 +91,9 @@ fn drain_family(rib: &mut Rib, p: PeerId, family: Family) -> Sent {
                         s.announced.insert((n.prefix, n.path_id), attrs.clone());
                     }
                 }
-                OutBody::Withdraw { nlri } => s.withdrawn.extend(nlri.iter().map(|n| (n.prefix, n.path_id))),
+                OutBody::Withdraw { nlri } => s
+                    .withdrawn
+                    .extend(nlri.iter().map(|n| (n.prefix, n.path_id))),
                 OutBody::EndOfRib => s.eor += 1,
             }
         }
@@ -98,7 +102,8 @@ fn drain_family(rib: &mut Rib, p: PeerId, family: Family) -> Sent {
 }
 
 fn best_peer(rib: &Rib, prefix: &str) -> Option<PeerId> {
-    rib.route(&net(prefix)).and_then(|r| r.paths.iter().find(|p| p.best).map(|p| p.peer))
+    rib.route(&net(prefix))
+        .and_then(|r| r.paths.iter().find(|p| p.best).map(|p| p.peer))
 }
 
 #[test]
@@ -106,14 +111,22 @@ fn best_path_and_best_change_stream() {
     let mut rib = new_rib();
     let a = peer(&mut rib, 1, 65001);
     let b = peer(&mut rib, 2, 65002);
-    announce(&mut rib, a, &["10.0.0.0/24"], attrs(&[65001, 65010, 65020], 1));
+    announce(
+        &mut rib,
+        a,
+        &["10.0.0.0/24"],
+        attrs(&[65001, 65010, 65020], 1),
+    );
     announce(&mut rib, b, &["10.0.0.0/24"], attrs(&[65002, 65020], 2));
     assert_eq!(best_peer(&rib, "10.0.0.0/24"), Some(b));
     let changes = rib.drain_best_changes();
     assert_eq!(changes.len(), 1, "coalesced: {changes:?}");
     let route = changes[0].route.as_ref().unwrap();
     assert_eq!(route.best().peer, b);
-    assert_eq!(route.next_hops(), vec![NextHop::V4(Ipv4Addr::new(198, 51, 100, 2))]);
+    assert_eq!(
+        route.next_hops(),
+        vec![NextHop::V4(Ipv4Addr::new(198, 51, 100, 2))]
+    );
     // A worse path arriving changes nothing for the kernel.
     let c = peer(&mut rib, 3, 65003);
     announce(&mut rib, c, &["10.0.0.0/24"], attrs(&[65003, 1, 2, 3], 3));
@@ -123,7 +136,13 @@ fn best_path_and_best_change_stream() {
     assert_eq!(changes[0].route.as_ref().unwrap().best().peer, a);
     withdraw(&mut rib, a, &["10.0.0.0/24"]);
     withdraw(&mut rib, c, &["10.0.0.0/24"]);
-    assert_eq!(rib.drain_best_changes(), vec![BestChange { prefix: net("10.0.0.0/24"), route: None }]);
+    assert_eq!(
+        rib.drain_best_changes(),
+        vec![BestChange {
+            prefix: net("10.0.0.0/24"),
+            route: None
+        }]
+    );
 }
 
 #[test]
@@ -133,17 +152,36 @@ fn export_to_ebgp_and_never_back() {
     let b = peer(&mut rib, 2, 65002);
     let initial = drain(&mut rib, b);
     assert_eq!(initial.eor, 1, "End-of-RIB after the (empty) initial table");
-    announce(&mut rib, a, &["10.0.0.0/24", "10.0.1.0/24"], attrs(&[65001], 1));
+    announce(
+        &mut rib,
+        a,
+        &["10.0.0.0/24", "10.0.1.0/24"],
+        attrs(&[65001], 1),
+    );
     let to_b = drain(&mut rib, b);
     assert_eq!(to_b.announced.len(), 2);
     assert_eq!(to_b.groups, 1, "both prefixes in one group");
     let sent = to_b.announced.values().next().unwrap();
     assert_eq!(sent.as_path, AsPath::from_sequence([US, Asn(65001)]));
-    assert_eq!(sent.next_hop, Some(NextHop::V4(Ipv4Addr::new(192, 0, 2, 254))));
+    assert_eq!(
+        sent.next_hop,
+        Some(NextHop::V4(Ipv4Addr::new(192, 0, 2, 254)))
+    );
     let to_a = drain(&mut rib, a);
-    assert!(to_a.announced.is_empty(), "not back to the source: {to_a:?}");
+    assert!(
+        to_a.announced.is_empty(),
+        "not back to the source: {to_a:?}"
+    );
     // b's better path becomes best: a now hears it, and b hears a withdrawal.
-    announce(&mut rib, b, &["10.0.0.0/24"], PathAttrs { local_pref: Some(200), ..attrs(&[65002], 2) });
+    announce(
+        &mut rib,
+        b,
+        &["10.0.0.0/24"],
+        PathAttrs {
+            local_pref: Some(200),
+            ..attrs(&[65002], 2)
+        },
+    );
     let to_a = drain(&mut rib, a);
     assert_eq!(to_a.announced.len(), 1);
     let to_b = drain(&mut rib, b);
@@ -159,16 +197,44 @@ fn pending_changes_coalesce() {
     let b = peer(&mut rib, 2, 65002);
     drain(&mut rib, b);
     for med in 0..10 {
-        announce(&mut rib, a, &["10.0.0.0/24"], PathAttrs { med: Some(med), ..attrs(&[65001], 1) });
+        announce(
+            &mut rib,
+            a,
+            &["10.0.0.0/24"],
+            PathAttrs {
+                med: Some(med),
+                ..attrs(&[65001], 1)
+            },
+        );
     }
     // An iBGP peer, which sees the MED.
     let c = peer(&mut rib, 4, 64512);
     drain(&mut rib, c);
-    announce(&mut rib, a, &["10.0.0.0/24"], PathAttrs { med: Some(42), ..attrs(&[65001], 1) });
-    announce(&mut rib, a, &["10.0.0.0/24"], PathAttrs { med: Some(43), ..attrs(&[65001], 1) });
+    announce(
+        &mut rib,
+        a,
+        &["10.0.0.0/24"],
+        PathAttrs {
+            med: Some(42),
+            ..attrs(&[65001], 1)
+        },
+    );
+    announce(
+        &mut rib,
+        a,
+        &["10.0.0.0/24"],
+        PathAttrs {
+            med: Some(43),
+            ..attrs(&[65001], 1)
+        },
+    );
     let to_c = drain(&mut rib, c);
     assert_eq!(to_c.announced.len(), 1);
-    assert_eq!(to_c.announced.values().next().unwrap().med, Some(43), "the latest state only");
+    assert_eq!(
+        to_c.announced.values().next().unwrap().med,
+        Some(43),
+        "the latest state only"
+    );
     let to_b = drain(&mut rib, b);
     assert_eq!(to_b.groups, 1);
     assert_eq!(to_b.announced.len(), 1);
@@ -176,7 +242,10 @@ fn pending_changes_coalesce() {
     announce(&mut rib, a, &["10.0.9.0/24"], attrs(&[65001], 1));
     withdraw(&mut rib, a, &["10.0.9.0/24"]);
     let to_b = drain(&mut rib, b);
-    assert!(to_b.announced.is_empty() && to_b.withdrawn.is_empty(), "{to_b:?}");
+    assert!(
+        to_b.announced.is_empty() && to_b.withdrawn.is_empty(),
+        "{to_b:?}"
+    );
 }
 
 #[test]
@@ -188,9 +257,21 @@ fn budget_splits_a_drain() {
     let refs: Vec<&str> = prefixes.iter().map(String::as_str).collect();
     announce(&mut rib, a, &refs, attrs(&[65001], 1));
     let first = rib.drain_export(b, Family::Ipv4Unicast, 4);
-    let n: usize = first.iter().map(|u| if let OutBody::Announce { nlri, .. } = &u.body { nlri.len() } else { 0 }).sum();
+    let n: usize = first
+        .iter()
+        .map(|u| {
+            if let OutBody::Announce { nlri, .. } = &u.body {
+                nlri.len()
+            } else {
+                0
+            }
+        })
+        .sum();
     assert_eq!(n, 4);
-    assert!(!first.iter().any(|u| u.body == OutBody::EndOfRib), "End-of-RIB waits for the end");
+    assert!(
+        !first.iter().any(|u| u.body == OutBody::EndOfRib),
+        "End-of-RIB waits for the end"
+    );
     assert!(rib.export_pending(b, Family::Ipv4Unicast));
     let rest = drain(&mut rib, b);
     assert_eq!(rest.announced.len(), 6);
@@ -203,7 +284,12 @@ fn refresh_out_resends_the_table_and_end_of_rib() {
     let mut rib = new_rib();
     let a = peer(&mut rib, 1, 65001);
     let b = peer(&mut rib, 2, 65002);
-    announce(&mut rib, a, &["10.0.0.0/24", "10.0.1.0/24"], attrs(&[65001], 1));
+    announce(
+        &mut rib,
+        a,
+        &["10.0.0.0/24", "10.0.1.0/24"],
+        attrs(&[65001], 1),
+    );
     drain(&mut rib, b);
     assert!(drain(&mut rib, b).announced.is_empty());
     rib.refresh_out(b, Family::Ipv4Unicast).unwrap();
@@ -220,14 +306,27 @@ fn ebgp_loop_detection_and_allowas_in() {
     let a = peer(&mut rib, 1, 65001);
     announce(&mut rib, a, &["10.0.0.0/24"], attrs(&[65001], 1));
     // Same prefix again with our AS in the path: an implicit withdrawal.
-    let r = announce(&mut rib, a, &["10.0.0.0/24"], attrs(&[65001, 64512, 65009], 1));
+    let r = announce(
+        &mut rib,
+        a,
+        &["10.0.0.0/24"],
+        attrs(&[65001, 64512, 65009], 1),
+    );
     assert_eq!(r.looped, 1);
     assert!(rib.route(&net("10.0.0.0/24")).is_none());
-    assert_eq!(rib.peer_counters(a, Family::Ipv4Unicast).unwrap().received, 0);
+    assert_eq!(
+        rib.peer_counters(a, Family::Ipv4Unicast).unwrap().received,
+        0
+    );
     let b = add(&mut rib, 2, 65002, |i| i.allowas_in = 1);
     let r = announce(&mut rib, b, &["10.0.0.0/24"], attrs(&[65002, 64512], 2));
     assert_eq!((r.looped, r.accepted), (0, 1));
-    let r = announce(&mut rib, b, &["10.0.1.0/24"], attrs(&[65002, 64512, 64512], 2));
+    let r = announce(
+        &mut rib,
+        b,
+        &["10.0.1.0/24"],
+        attrs(&[65002, 64512, 64512], 2),
+    );
     assert_eq!(r.looped, 1);
 }
 
@@ -235,11 +334,20 @@ fn ebgp_loop_detection_and_allowas_in() {
 fn ibgp_reflection_loop_detection() {
     let mut rib = new_rib();
     let a = add(&mut rib, 1, 64512, |i| i.rr_client = true);
-    let ours = PathAttrs { originator_id: Some(Ipv4Addr::new(10, 0, 0, 1)), ..attrs(&[], 1) };
+    let ours = PathAttrs {
+        originator_id: Some(Ipv4Addr::new(10, 0, 0, 1)),
+        ..attrs(&[], 1)
+    };
     assert_eq!(announce(&mut rib, a, &["10.0.0.0/24"], ours).looped, 1);
-    let cluster = PathAttrs { cluster_list: vec![Ipv4Addr::new(9, 9, 9, 9), Ipv4Addr::new(10, 0, 0, 1)], ..attrs(&[], 1) };
+    let cluster = PathAttrs {
+        cluster_list: vec![Ipv4Addr::new(9, 9, 9, 9), Ipv4Addr::new(10, 0, 0, 1)],
+        ..attrs(&[], 1)
+    };
     assert_eq!(announce(&mut rib, a, &["10.0.0.0/24"], cluster).looped, 1);
-    let fine = PathAttrs { cluster_list: vec![Ipv4Addr::new(9, 9, 9, 9)], ..attrs(&[], 1) };
+    let fine = PathAttrs {
+        cluster_list: vec![Ipv4Addr::new(9, 9, 9, 9)],
+        ..attrs(&[], 1)
+    };
     assert_eq!(announce(&mut rib, a, &["10.0.0.0/24"], fine).accepted, 1);
 }
 
@@ -252,13 +360,24 @@ fn route_reflection_end_to_end() {
     announce(&mut rib, client, &["10.0.0.0/24"], attrs(&[65100], 1));
     announce(&mut rib, non_client_a, &["10.0.1.0/24"], attrs(&[65100], 2));
     let to_b = drain(&mut rib, non_client_b);
-    assert_eq!(to_b.announced.len(), 1, "only the client's route reaches a non-client: {to_b:?}");
+    assert_eq!(
+        to_b.announced.len(),
+        1,
+        "only the client's route reaches a non-client: {to_b:?}"
+    );
     let a = &to_b.announced[&(net("10.0.0.0/24"), 0)];
     assert_eq!(a.originator_id, Some(rid(1).0));
     assert_eq!(a.cluster_list, vec![Ipv4Addr::new(10, 0, 0, 1)]);
-    assert_eq!(a.next_hop, Some(NextHop::V4(Ipv4Addr::new(198, 51, 100, 1))));
+    assert_eq!(
+        a.next_hop,
+        Some(NextHop::V4(Ipv4Addr::new(198, 51, 100, 1)))
+    );
     let to_client = drain(&mut rib, client);
-    assert_eq!(to_client.announced.len(), 1, "the non-client's route reaches the client");
+    assert_eq!(
+        to_client.announced.len(),
+        1,
+        "the non-client's route reaches the client"
+    );
 }
 
 #[test]
@@ -278,41 +397,93 @@ fn import_policy_keeps_filtered_routes() {
     .unwrap();
     let a = add(&mut rib, 1, 65001, |i| i.import = policy);
     let b = peer(&mut rib, 2, 65002);
-    let tagged = PathAttrs { communities: vec![Community::new(65001, 7)], ..attrs(&[65001], 1) };
-    let r = announce(&mut rib, a, &["10.0.0.0/24", "10.0.0.0/25", "10.0.0.128/25"], tagged);
+    let tagged = PathAttrs {
+        communities: vec![Community::new(65001, 7)],
+        ..attrs(&[65001], 1)
+    };
+    let r = announce(
+        &mut rib,
+        a,
+        &["10.0.0.0/24", "10.0.0.0/25", "10.0.0.128/25"],
+        tagged,
+    );
     assert_eq!((r.accepted, r.filtered), (1, 2));
     let c = rib.peer_counters(a, Family::Ipv4Unicast).unwrap();
     assert_eq!((c.received, c.accepted, c.filtered), (3, 1, 2));
     let view = rib.route(&net("10.0.0.0/25")).unwrap();
     assert!(view.paths[0].filtered && !view.paths[0].best);
-    assert_eq!(rib.route(&net("10.0.0.0/24")).unwrap().paths[0].attrs.local_pref, Some(300));
+    assert_eq!(
+        rib.route(&net("10.0.0.0/24")).unwrap().paths[0]
+            .attrs
+            .local_pref,
+        Some(300)
+    );
     let to_b = drain(&mut rib, b);
-    assert_eq!(to_b.announced.keys().map(|k| k.0).collect::<Vec<_>>(), vec![net("10.0.0.0/24")]);
+    assert_eq!(
+        to_b.announced.keys().map(|k| k.0).collect::<Vec<_>>(),
+        vec![net("10.0.0.0/24")]
+    );
     // A filtered route becoming acceptable (re-sent differently) counts over.
     let r = announce(&mut rib, a, &["10.0.0.0/25"], attrs(&[65001], 9));
     assert_eq!(r.filtered, 1);
-    withdraw(&mut rib, a, &["10.0.0.0/25", "10.0.0.128/25", "10.0.0.0/24"]);
-    assert_eq!(rib.peer_counters(a, Family::Ipv4Unicast).unwrap(), PeerCounters::default());
+    withdraw(
+        &mut rib,
+        a,
+        &["10.0.0.0/25", "10.0.0.128/25", "10.0.0.0/24"],
+    );
+    assert_eq!(
+        rib.peer_counters(a, Family::Ipv4Unicast).unwrap(),
+        PeerCounters::default()
+    );
 }
 
 #[test]
 fn max_prefix_signals_once() {
     let mut rib = new_rib();
     let a = add(&mut rib, 1, 65001, |i| {
-        i.max_prefix[0] = Some(MaxPrefix { limit: 2, count_received: false, warn_only: false });
+        i.max_prefix[0] = Some(MaxPrefix {
+            limit: 2,
+            count_received: false,
+            warn_only: false,
+        });
     });
-    assert_eq!(announce(&mut rib, a, &["10.0.0.0/24", "10.0.1.0/24"], attrs(&[65001], 1)).max_prefix, None);
+    assert_eq!(
+        announce(
+            &mut rib,
+            a,
+            &["10.0.0.0/24", "10.0.1.0/24"],
+            attrs(&[65001], 1)
+        )
+        .max_prefix,
+        None
+    );
     let r = announce(&mut rib, a, &["10.0.2.0/24"], attrs(&[65001], 1));
     let m = r.max_prefix.unwrap();
-    assert_eq!((m.limit, m.count, m.warn_only, m.family), (2, 3, false, Family::Ipv4Unicast));
+    assert_eq!(
+        (m.limit, m.count, m.warn_only, m.family),
+        (2, 3, false, Family::Ipv4Unicast)
+    );
     assert_eq!(m.notification_data(), [0, 1, 1, 0, 0, 0, 2]);
-    assert_eq!(announce(&mut rib, a, &["10.0.3.0/24"], attrs(&[65001], 1)).max_prefix, None, "once per session");
+    assert_eq!(
+        announce(&mut rib, a, &["10.0.3.0/24"], attrs(&[65001], 1)).max_prefix,
+        None,
+        "once per session"
+    );
     // Counting received routes includes filtered ones.
     let b = add(&mut rib, 2, 65002, |i| {
         i.import = Policy::reject_all();
-        i.max_prefix[0] = Some(MaxPrefix { limit: 1, count_received: true, warn_only: true });
+        i.max_prefix[0] = Some(MaxPrefix {
+            limit: 1,
+            count_received: true,
+            warn_only: true,
+        });
     });
-    let r = announce(&mut rib, b, &["10.0.0.0/24", "10.0.1.0/24"], attrs(&[65002], 1));
+    let r = announce(
+        &mut rib,
+        b,
+        &["10.0.0.0/24", "10.0.1.0/24"],
+        attrs(&[65002], 1),
+    );
     assert!(r.max_prefix.unwrap().warn_only);
 }
 
@@ -321,13 +492,22 @@ fn graceful_restart_keeps_then_sweeps() {
     let mut rib = new_rib();
     let a = peer(&mut rib, 1, 65001);
     let b = peer(&mut rib, 2, 65002);
-    announce(&mut rib, a, &["10.0.0.0/24", "10.0.1.0/24"], attrs(&[65001], 1));
+    announce(
+        &mut rib,
+        a,
+        &["10.0.0.0/24", "10.0.1.0/24"],
+        attrs(&[65001], 1),
+    );
     drain(&mut rib, b);
     rib.drain_best_changes();
     rib.peer_down(a, true, &[Family::Ipv4Unicast]).unwrap();
     let c = rib.peer_counters(a, Family::Ipv4Unicast).unwrap();
     assert_eq!((c.received, c.stale), (2, 2));
-    assert_eq!(best_peer(&rib, "10.0.0.0/24"), Some(a), "stale routes stay in use");
+    assert_eq!(
+        best_peer(&rib, "10.0.0.0/24"),
+        Some(a),
+        "stale routes stay in use"
+    );
     assert!(drain(&mut rib, b).withdrawn.is_empty());
     assert!(rib.drain_best_changes().is_empty(), "forwarding preserved");
     // The peer is back and re-sends one of the two.
@@ -342,7 +522,10 @@ fn graceful_restart_keeps_then_sweeps() {
     // Not graceful: gone at once.
     rib.peer_down(a, false, &[]).unwrap();
     assert!(rib.route(&net("10.0.0.0/24")).is_none());
-    assert_eq!(rib.peer_counters(a, Family::Ipv4Unicast).unwrap(), PeerCounters::default());
+    assert_eq!(
+        rib.peer_counters(a, Family::Ipv4Unicast).unwrap(),
+        PeerCounters::default()
+    );
 }
 
 #[test]
@@ -352,13 +535,27 @@ fn stale_timer_expiry_and_families_not_preserved() {
     announce(&mut rib, a, &["10.0.0.0/24"], attrs(&[65001], 1));
     let v6 = MpReach {
         afi_safi: Family::Ipv6Unicast.afi_safi(),
-        next_hop: NextHop::V6 { global: "2001:db8::1".parse().unwrap(), link_local: None },
+        next_hop: NextHop::V6 {
+            global: "2001:db8::1".parse().unwrap(),
+            link_local: None,
+        },
         nlri: vec![Nlri::new(net("2001:db8:1::/48"))],
     };
-    rib.apply_update(a, &Update { attrs: Some(attrs(&[65001], 1)), mp_reach: Some(v6), ..Update::default() }).unwrap();
+    rib.apply_update(
+        a,
+        &Update {
+            attrs: Some(attrs(&[65001], 1)),
+            mp_reach: Some(v6),
+            ..Update::default()
+        },
+    )
+    .unwrap();
     assert!(rib.route(&net("2001:db8:1::/48")).is_some());
     rib.peer_down(a, true, &[Family::Ipv4Unicast]).unwrap();
-    assert!(rib.route(&net("2001:db8:1::/48")).is_none(), "IPv6 forwarding not preserved");
+    assert!(
+        rib.route(&net("2001:db8:1::/48")).is_none(),
+        "IPv6 forwarding not preserved"
+    );
     assert!(rib.route(&net("10.0.0.0/24")).is_some());
     assert_eq!(rib.stale_expired(a).unwrap(), 1);
     assert!(rib.is_empty());
@@ -368,7 +565,12 @@ fn stale_timer_expiry_and_families_not_preserved() {
 fn enhanced_route_refresh_sweeps_what_was_not_resent() {
     let mut rib = new_rib();
     let a = peer(&mut rib, 1, 65001);
-    announce(&mut rib, a, &["10.0.0.0/24", "10.0.1.0/24"], attrs(&[65001], 1));
+    announce(
+        &mut rib,
+        a,
+        &["10.0.0.0/24", "10.0.1.0/24"],
+        attrs(&[65001], 1),
+    );
     assert_eq!(rib.begin_refresh(a, Family::Ipv4Unicast).unwrap(), 2);
     announce(&mut rib, a, &["10.0.1.0/24"], attrs(&[65001], 1));
     assert_eq!(rib.end_refresh(a, Family::Ipv4Unicast).unwrap(), 1);
@@ -398,19 +600,36 @@ fn local_routes_win_and_are_exported() {
     let mut rib = new_rib();
     let a = peer(&mut rib, 1, 65001);
     let ibgp = peer(&mut rib, 2, 64512);
-    announce(&mut rib, a, &["10.244.1.0/26"], PathAttrs { local_pref: Some(500), ..attrs(&[65001], 1) });
-    let block = PathAttrs { communities: vec![Community::new(64512, 100)], ..PathAttrs::default() };
+    announce(
+        &mut rib,
+        a,
+        &["10.244.1.0/26"],
+        PathAttrs {
+            local_pref: Some(500),
+            ..attrs(&[65001], 1)
+        },
+    );
+    let block = PathAttrs {
+        communities: vec![Community::new(64512, 100)],
+        ..PathAttrs::default()
+    };
     rib.originate(net("10.244.1.0/26"), block).unwrap();
     assert_eq!(best_peer(&rib, "10.244.1.0/26"), Some(PeerId::LOCAL));
     let changes = rib.drain_best_changes();
     assert!(changes[0].route.as_ref().unwrap().is_local());
     let to_ibgp = drain(&mut rib, ibgp);
     let sent = &to_ibgp.announced[&(net("10.244.1.0/26"), 0)];
-    assert_eq!(sent.next_hop, Some(NextHop::V4(Ipv4Addr::new(192, 0, 2, 254))));
+    assert_eq!(
+        sent.next_hop,
+        Some(NextHop::V4(Ipv4Addr::new(192, 0, 2, 254)))
+    );
     assert_eq!(sent.local_pref, Some(100));
     assert_eq!(sent.communities, vec![Community::new(64512, 100)]);
     let to_a = drain(&mut rib, a);
-    assert_eq!(to_a.announced[&(net("10.244.1.0/26"), 0)].as_path, AsPath::from_sequence([US]));
+    assert_eq!(
+        to_a.announced[&(net("10.244.1.0/26"), 0)].as_path,
+        AsPath::from_sequence([US])
+    );
     assert!(rib.withdraw_local(net("10.244.1.0/26")).unwrap());
     assert!(!rib.withdraw_local(net("10.244.1.0/26")).unwrap());
     // The learned route is best again: a gets a withdrawal, ibgp the learned route.
@@ -439,12 +658,25 @@ fn add_path_sends_several_paths_with_ids() {
     // Nothing changed: nothing re-sent.
     let c = peer(&mut rib, 4, 65004);
     announce(&mut rib, c, &["10.0.0.0/24"], attrs(&[65004, 1, 2, 3], 4));
-    assert!(drain(&mut rib, m).announced.is_empty(), "third-best path is not sent");
+    assert!(
+        drain(&mut rib, m).announced.is_empty(),
+        "third-best path is not sent"
+    );
     withdraw(&mut rib, a, &["10.0.0.0/24"]);
     let after = drain(&mut rib, m);
-    let a_id = sent.announced.iter().find(|(_, v)| v.next_hop == attrs(&[], 1).next_hop).unwrap().0 .1;
+    let a_id = sent
+        .announced
+        .iter()
+        .find(|(_, v)| v.next_hop == attrs(&[], 1).next_hop)
+        .unwrap()
+        .0
+         .1;
     assert_eq!(after.withdrawn, vec![(net("10.0.0.0/24"), a_id)]);
-    assert_eq!(after.announced.len(), 1, "c's path moves up into the best two");
+    assert_eq!(
+        after.announced.len(),
+        1,
+        "c's path moves up into the best two"
+    );
 }
 
 #[test]
@@ -487,12 +719,20 @@ fn export_policy_filters_and_modifies() {
     )
     .unwrap();
     let b = add(&mut rib, 2, 65002, |i| i.export = policy);
-    announce(&mut rib, a, &["10.0.0.0/24", "10.0.1.0/24"], attrs(&[65001], 1));
+    announce(
+        &mut rib,
+        a,
+        &["10.0.0.0/24", "10.0.1.0/24"],
+        attrs(&[65001], 1),
+    );
     let to_b = drain(&mut rib, b);
     assert_eq!(to_b.announced.len(), 1);
     let sent = &to_b.announced[&(net("10.0.0.0/24"), 0)];
     assert_eq!(sent.med, Some(5));
-    assert_eq!(sent.as_path, AsPath::from_sequence([US, US, US, Asn(65001)]));
+    assert_eq!(
+        sent.as_path,
+        AsPath::from_sequence([US, US, US, Asn(65001)])
+    );
 }
 
 #[test]
@@ -540,30 +780,75 @@ fn ipv6_updates_and_end_of_rib_markers() {
     let mut rib = new_rib();
     let a = peer(&mut rib, 1, 65001);
     let b = peer(&mut rib, 2, 65002);
-    let nh = NextHop::V6 { global: "2001:db8::1".parse().unwrap(), link_local: Some("fe80::1".parse().unwrap()) };
-    let reach = MpReach { afi_safi: Family::Ipv6Unicast.afi_safi(), next_hop: nh, nlri: vec![Nlri::new(net("2001:db8:1::/48"))] };
+    let nh = NextHop::V6 {
+        global: "2001:db8::1".parse().unwrap(),
+        link_local: Some("fe80::1".parse().unwrap()),
+    };
+    let reach = MpReach {
+        afi_safi: Family::Ipv6Unicast.afi_safi(),
+        next_hop: nh,
+        nlri: vec![Nlri::new(net("2001:db8:1::/48"))],
+    };
     let r = rib
         .apply_update(
             a,
-            &Update { attrs: Some(attrs(&[65001], 1)), nlri: nlri(&["10.0.0.0/24"]), mp_reach: Some(reach), ..Default::default() },
+            &Update {
+                attrs: Some(attrs(&[65001], 1)),
+                nlri: nlri(&["10.0.0.0/24"]),
+                mp_reach: Some(reach),
+                ..Default::default()
+            },
         )
         .unwrap();
     assert_eq!(r.accepted, 2);
-    assert_eq!(rib.route(&net("2001:db8:1::/48")).unwrap().paths[0].attrs.next_hop, Some(nh));
+    assert_eq!(
+        rib.route(&net("2001:db8:1::/48")).unwrap().paths[0]
+            .attrs
+            .next_hop,
+        Some(nh)
+    );
     let to_b = drain_family(&mut rib, b, Family::Ipv6Unicast);
     let sent = &to_b.announced[&(net("2001:db8:1::/48"), 0)];
     assert_eq!(
         sent.next_hop,
-        Some(NextHop::V6 { global: Ipv4Addr::new(192, 0, 2, 254).to_ipv6_mapped(), link_local: None }),
+        Some(NextHop::V6 {
+            global: Ipv4Addr::new(192, 0, 2, 254).to_ipv6_mapped(),
+            link_local: None
+        }),
         "IPv4 session without an IPv6 address: IPv4-mapped next hop"
     );
-    let unreach = MpUnreach { afi_safi: Family::Ipv6Unicast.afi_safi(), withdrawn: vec![Nlri::new(net("2001:db8:1::/48"))] };
-    let r = rib.apply_update(a, &Update { mp_unreach: Some(unreach), ..Default::default() }).unwrap();
+    let unreach = MpUnreach {
+        afi_safi: Family::Ipv6Unicast.afi_safi(),
+        withdrawn: vec![Nlri::new(net("2001:db8:1::/48"))],
+    };
+    let r = rib
+        .apply_update(
+            a,
+            &Update {
+                mp_unreach: Some(unreach),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     assert_eq!(r.withdrawn, 1);
-    let eor6 = MpUnreach { afi_safi: Family::Ipv6Unicast.afi_safi(), withdrawn: vec![] };
-    let r = rib.apply_update(a, &Update { mp_unreach: Some(eor6), ..Default::default() }).unwrap();
+    let eor6 = MpUnreach {
+        afi_safi: Family::Ipv6Unicast.afi_safi(),
+        withdrawn: vec![],
+    };
+    let r = rib
+        .apply_update(
+            a,
+            &Update {
+                mp_unreach: Some(eor6),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     assert_eq!(r.end_of_rib, vec![Family::Ipv6Unicast]);
-    assert_eq!(rib.longest_match(&net("10.0.0.77/32")).unwrap().prefix, net("10.0.0.0/24"));
+    assert_eq!(
+        rib.longest_match(&net("10.0.0.77/32")).unwrap().prefix,
+        net("10.0.0.0/24")
+    );
 }
 
 #[test]
@@ -571,14 +856,35 @@ fn updates_from_a_peer_that_is_not_up_are_refused() {
     let mut rib = new_rib();
     let info = PeerInfo::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), Asn(65001), US);
     let a = rib.add_peer(info).unwrap();
-    let err = rib.announce(a, Family::Ipv4Unicast, attrs(&[65001], 1), &nlri(&["10.0.0.0/24"])).unwrap_err();
-    assert_eq!(err, RibError::NotUp { peer: a, family: Family::Ipv4Unicast });
+    let err = rib
+        .announce(
+            a,
+            Family::Ipv4Unicast,
+            attrs(&[65001], 1),
+            &nlri(&["10.0.0.0/24"]),
+        )
+        .unwrap_err();
     assert_eq!(
-        rib.announce(PeerId(99), Family::Ipv4Unicast, attrs(&[1], 1), &[]).unwrap_err(),
+        err,
+        RibError::NotUp {
+            peer: a,
+            family: Family::Ipv4Unicast
+        }
+    );
+    assert_eq!(
+        rib.announce(PeerId(99), Family::Ipv4Unicast, attrs(&[1], 1), &[])
+            .unwrap_err(),
         RibError::UnknownPeer(PeerId(99))
     );
     let b = peer(&mut rib, 2, 65002);
-    let wrong = rib.announce(b, Family::Ipv4Unicast, attrs(&[65002], 1), &nlri(&["2001:db8::/32"])).unwrap_err();
+    let wrong = rib
+        .announce(
+            b,
+            Family::Ipv4Unicast,
+            attrs(&[65002], 1),
+            &nlri(&["2001:db8::/32"]),
+        )
+        .unwrap_err();
     assert!(matches!(wrong, RibError::WrongFamily { .. }));
 }
 
@@ -587,7 +893,12 @@ fn everything_withdrawn_leaves_nothing_behind() {
     let mut rib = new_rib();
     let a = peer(&mut rib, 1, 65001);
     let b = peer(&mut rib, 2, 65002);
-    announce(&mut rib, a, &["10.0.0.0/24", "10.0.1.0/24"], attrs(&[65001], 1));
+    announce(
+        &mut rib,
+        a,
+        &["10.0.0.0/24", "10.0.1.0/24"],
+        attrs(&[65001], 1),
+    );
     announce(&mut rib, b, &["10.0.0.0/24"], attrs(&[65002], 2));
     drain(&mut rib, a);
     drain(&mut rib, b);
@@ -600,7 +911,10 @@ fn everything_withdrawn_leaves_nothing_behind() {
     assert_eq!(rib.destinations(Family::Ipv4Unicast), 0);
     assert_eq!(rib.attribute_sets(), 0);
     for p in [a, b] {
-        assert_eq!(rib.peer_counters(p, Family::Ipv4Unicast).unwrap(), PeerCounters::default());
+        assert_eq!(
+            rib.peer_counters(p, Family::Ipv4Unicast).unwrap(),
+            PeerCounters::default()
+        );
     }
 }
 
@@ -618,14 +932,31 @@ mod props {
     }
 
     fn arb_ann() -> impl Strategy<Value = Ann> {
-        (0usize..4, 0u8..6, 1u8..4, proptest::option::of(0u32..3), proptest::option::of(prop_oneof![Just(100u32), Just(200)]))
-            .prop_map(|(peer, prefix, path_len, med, lp)| Ann { peer, prefix, path_len, med, lp })
+        (
+            0usize..4,
+            0u8..6,
+            1u8..4,
+            proptest::option::of(0u32..3),
+            proptest::option::of(prop_oneof![Just(100u32), Just(200)]),
+        )
+            .prop_map(|(peer, prefix, path_len, med, lp)| Ann {
+                peer,
+                prefix,
+                path_len,
+                med,
+                lp,
+            })
     }
 
     /// Peers: two eBGP from AS 65001, one eBGP from 65002, one iBGP.
     fn setup() -> (Rib, Vec<PeerId>) {
         let mut rib = new_rib();
-        let peers = vec![peer(&mut rib, 1, 65001), peer(&mut rib, 2, 65001), peer(&mut rib, 3, 65002), peer(&mut rib, 4, 64512)];
+        let peers = vec![
+            peer(&mut rib, 1, 65001),
+            peer(&mut rib, 2, 65001),
+            peer(&mut rib, 3, 65002),
+            peer(&mut rib, 4, 64512),
+        ];
         (rib, peers)
     }
 
@@ -635,7 +966,11 @@ mod props {
         if peers_as == 64512 {
             path = vec![65001];
         }
-        PathAttrs { med: a.med, local_pref: a.lp, ..attrs(&path, a.peer as u8 + 1) }
+        PathAttrs {
+            med: a.med,
+            local_pref: a.lp,
+            ..attrs(&path, a.peer as u8 + 1)
+        }
     }
 
     const AS_OF: [u32; 4] = [65001, 65001, 65002, 64512];
@@ -645,13 +980,28 @@ mod props {
     }
 
     fn apply(rib: &mut Rib, peers: &[PeerId], a: &Ann) {
-        rib.announce(peers[a.peer], Family::Ipv4Unicast, ann_attrs(a, AS_OF[a.peer]), &[Nlri::new(prefix_of(a.prefix))]).unwrap();
+        rib.announce(
+            peers[a.peer],
+            Family::Ipv4Unicast,
+            ann_attrs(a, AS_OF[a.peer]),
+            &[Nlri::new(prefix_of(a.prefix))],
+        )
+        .unwrap();
     }
 
     fn bests(rib: &Rib) -> Vec<(IpNet, Vec<(PeerId, bool)>)> {
         let mut v: Vec<_> = rib
             .routes(Family::Ipv4Unicast)
-            .map(|r| (r.prefix, r.paths.iter().filter(|p| p.multipath).map(|p| (p.peer, p.best)).collect()))
+            .map(|r| {
+                (
+                    r.prefix,
+                    r.paths
+                        .iter()
+                        .filter(|p| p.multipath)
+                        .map(|p| (p.peer, p.best))
+                        .collect(),
+                )
+            })
             .collect();
         v.sort();
         v

@@ -272,7 +272,7 @@ fn drain_in<K: PrefixKey>(
             left -= 1;
         } else {
             // RFC 7911: the best `add_path` paths, each under our own path id.
-            let cands: decision::Cands = d
+            let cands: decision::CandStore = d
                 .paths
                 .iter()
                 .enumerate()

@@ -56,14 +56,9 @@ pub struct BestChange {
     pub route: Option<BestRoute>,
 }
 
-fn drain_in<K: PrefixKey>(
-    fam: &mut FamilyRib<K>,
-    rib_peers: &super::Shared,
-    out: &mut Vec<BestChange>,
-) {
-    let ids: Vec<u32> = fam.best_dirty.iter().collect();
-    fam.best_dirty.clear();
-    for id in ids {
+fn drain_in<K: PrefixKey>(fam: &mut FamilyRib<K>, shared: &super::Shared, max: usize, out: &mut Vec<BestChange>) {
+    while out.len() < max {
+        let Some(id) = fam.best_dirty.pop_next() else { break };
         let d = &fam.table.dests[id as usize];
         let route = (d.best_len > 0).then(|| BestRoute {
             paths: d
@@ -71,18 +66,13 @@ fn drain_in<K: PrefixKey>(
                 .iter()
                 .map(|p| SelectedPath {
                     peer: p.peer(),
-                    peer_address: (p.peer != 0)
-                        .then(|| rib_peers.peer(p.peer()).map(|s| s.info.address))
-                        .flatten(),
+                    peer_address: (p.peer != 0).then(|| shared.peer(p.peer()).map(|s| s.info.address)).flatten(),
                     path_id: p.path_id,
                     attrs: p.attrs.clone(),
                 })
                 .collect(),
         });
-        out.push(BestChange {
-            prefix: d.prefix.to_net(),
-            route,
-        });
+        out.push(BestChange { prefix: d.prefix.to_net(), route });
         if d.paths.is_empty() {
             fam.maybe_release(id);
         }
@@ -90,15 +80,27 @@ fn drain_in<K: PrefixKey>(
 }
 
 impl Rib {
-    /// Every destination whose best path or multipath set changed since the last call,
-    /// both families. Empty while deferring.
+    /// Every destination whose best path or multipath set changed since it was last
+    /// reported, both families. Empty while deferring.
     pub fn drain_best_changes(&mut self) -> Vec<BestChange> {
+        self.drain_best_changes_upto(usize::MAX)
+    }
+
+    /// As [`Rib::drain_best_changes`], at most `max` at a time: after a table load the
+    /// node agent takes the changes in slices instead of one vector of a million.
+    pub fn drain_best_changes_upto(&mut self, max: usize) -> Vec<BestChange> {
         let mut out = Vec::new();
         if self.shared.deferring {
             return out;
         }
-        drain_in(&mut self.v4, &self.shared, &mut out);
-        drain_in(&mut self.v6, &self.shared, &mut out);
+        out.reserve(max.min(self.v4.best_dirty.len() + self.v6.best_dirty.len()));
+        drain_in(&mut self.v4, &self.shared, max, &mut out);
+        drain_in(&mut self.v6, &self.shared, max, &mut out);
         out
+    }
+
+    /// Whether best-path changes are waiting to be drained.
+    pub fn best_changes_pending(&self) -> bool {
+        !self.v4.best_dirty.is_empty() || !self.v6.best_dirty.is_empty()
     }
 }

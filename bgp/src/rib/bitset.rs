@@ -44,19 +44,12 @@ impl BitSet {
         }
     }
 
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.count
     }
 
     pub fn is_empty(&self) -> bool {
         self.count == 0
-    }
-
-    pub fn clear(&mut self) {
-        self.words.clear();
-        self.count = 0;
-        self.cursor = 0;
     }
 
     /// Removes and returns some set bit, scanning onwards from where the last call stopped.
@@ -79,6 +72,7 @@ impl BitSet {
         None
     }
 
+    #[cfg(test)]
     pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
         self.words.iter().enumerate().flat_map(|(w, &x)| {
             let mut x = x;

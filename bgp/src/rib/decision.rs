@@ -99,48 +99,53 @@ impl Default for DecisionConfig {
     }
 }
 
-pub type Cands = SmallVec<[Candidate; 4]>;
+/// The candidates still in the running: references, so that steps and the copies the
+/// multipath computation keeps cost no copying of candidates.
+pub type Cands<'a> = SmallVec<[&'a Candidate; 16]>;
+
+/// Storage for the candidates of one destination.
+pub type CandStore = SmallVec<[Candidate; 8]>;
 
 /// Keeps the candidates with the smallest key.
-fn keep_min_by_key<K: Ord>(c: &mut Cands, key: impl Fn(&Candidate) -> K) {
+fn keep_min_by_key<K: Ord>(c: &mut Cands<'_>, key: impl Fn(&Candidate) -> K) {
     if c.len() < 2 {
         return;
     }
-    let Some(min) = c.iter().map(&key).min() else {
+    let Some(min) = c.iter().map(|x| key(x)).min() else {
         return;
     };
     c.retain(|x| key(x) == min);
 }
 
 /// Step 0: a path whose next hop does not resolve is not a candidate (RFC 4271 §9.1.2.1).
-pub fn step_reachable(c: &mut Cands) {
+pub fn step_reachable(c: &mut Cands<'_>) {
     c.retain(|x| x.reachable);
 }
 
 /// Step 1: a locally originated route beats any learned one.
-pub fn step_local_origin(c: &mut Cands) {
+pub fn step_local_origin(c: &mut Cands<'_>) {
     keep_min_by_key(c, |x| !x.local);
 }
 
 /// Step 2: highest degree of preference, LOCAL_PREF (RFC 4271 §9.1.1).
-pub fn step_local_pref(c: &mut Cands) {
+pub fn step_local_pref(c: &mut Cands<'_>) {
     keep_min_by_key(c, |x| std::cmp::Reverse(x.local_pref));
 }
 
 /// Step 3: fewest ASes in AS_PATH (§9.1.2.2 a).
-pub fn step_as_path_len(c: &mut Cands) {
+pub fn step_as_path_len(c: &mut Cands<'_>) {
     keep_min_by_key(c, |x| x.as_path_len);
 }
 
 /// Step 4: lowest ORIGIN (§9.1.2.2 b).
-pub fn step_origin(c: &mut Cands) {
+pub fn step_origin(c: &mut Cands<'_>) {
     keep_min_by_key(c, |x| x.origin);
 }
 
 /// Step 5 (§9.1.2.2 c): remove every path for which another remaining path from the same
 /// neighbouring AS has a lower MED. Paths without a neighbouring AS (originated inside our
 /// AS) form one group.
-pub fn step_med(c: &mut Cands, always_compare: bool) {
+pub fn step_med(c: &mut Cands<'_>, always_compare: bool) {
     if c.len() < 2 {
         return;
     }
@@ -148,7 +153,7 @@ pub fn step_med(c: &mut Cands, always_compare: bool) {
         keep_min_by_key(c, |x| x.med);
         return;
     }
-    let snapshot: Cands = c.clone();
+    let snapshot: Cands<'_> = c.clone();
     c.retain(|x| {
         !snapshot
             .iter()
@@ -157,34 +162,44 @@ pub fn step_med(c: &mut Cands, always_compare: bool) {
 }
 
 /// Step 6: eBGP-learned over iBGP-learned (§9.1.2.2 d).
-pub fn step_ebgp(c: &mut Cands) {
+pub fn step_ebgp(c: &mut Cands<'_>) {
     keep_min_by_key(c, |x| !x.ebgp);
 }
 
 /// Step 7: lowest interior cost to the next hop (§9.1.2.2 e).
-pub fn step_igp_cost(c: &mut Cands) {
+pub fn step_igp_cost(c: &mut Cands<'_>) {
     keep_min_by_key(c, |x| x.igp_cost);
 }
 
 /// Step 8: lowest BGP Identifier, the ORIGINATOR_ID standing in for it (§9.1.2.2 f,
 /// RFC 4456 §9).
-pub fn step_router_id(c: &mut Cands) {
+pub fn step_router_id(c: &mut Cands<'_>) {
     keep_min_by_key(c, |x| x.originator);
 }
 
 /// Step 9: shortest CLUSTER_LIST (RFC 4456 §9).
-pub fn step_cluster_len(c: &mut Cands) {
+pub fn step_cluster_len(c: &mut Cands<'_>) {
     keep_min_by_key(c, |x| x.cluster_len);
 }
 
 /// Step 10: lowest peer address (§9.1.2.2 g). IPv4 addresses sort before IPv6.
-pub fn step_peer_address(c: &mut Cands) {
+pub fn step_peer_address(c: &mut Cands<'_>) {
     keep_min_by_key(c, |x| x.peer_address);
 }
 
 /// Step 11: make the result total over any set.
-pub fn step_final(c: &mut Cands) {
+pub fn step_final(c: &mut Cands<'_>) {
     keep_min_by_key(c, |x| (x.path_id, x.peer));
+}
+
+/// True when `p` is eliminated by `best` in one of the steps 0–4, which are total orders:
+/// in any set where `best` wins, `p` then never reaches the MED step, so adding or removing
+/// `p` leaves the selection as it is. The RIB uses this to skip the decision process for
+/// a path that arrives (or leaves) behind the best one, which in a route server holding
+/// many paths per prefix is most of them.
+pub fn loses_before_med(p: &Candidate, best: &Candidate) -> bool {
+    let key = |c: &Candidate| (!c.reachable, !c.local, std::cmp::Reverse(c.local_pref), c.as_path_len, c.origin);
+    key(p) > key(best)
 }
 
 /// The outcome for one destination: positions (`Candidate::index`) of the best path and of
@@ -201,7 +216,7 @@ impl Selection {
 }
 
 /// Steps 0–6; what survives is the multipath candidate set.
-fn through_ebgp(c: &mut Cands, cfg: &DecisionConfig) {
+fn through_ebgp(c: &mut Cands<'_>, cfg: &DecisionConfig) {
     step_reachable(c);
     step_local_origin(c);
     step_local_pref(c);
@@ -212,7 +227,7 @@ fn through_ebgp(c: &mut Cands, cfg: &DecisionConfig) {
 }
 
 /// Steps 7–11.
-fn tie_breaks(c: &mut Cands) {
+fn tie_breaks(c: &mut Cands<'_>) {
     step_igp_cost(c);
     step_router_id(c);
     step_cluster_len(c);
@@ -222,11 +237,11 @@ fn tie_breaks(c: &mut Cands) {
 
 /// Runs the whole process.
 pub fn select(cands: &[Candidate], cfg: &DecisionConfig) -> Selection {
-    let mut survivors: Cands = cands.iter().cloned().collect();
+    let mut survivors: Cands<'_> = cands.iter().collect();
     through_ebgp(&mut survivors, cfg);
     let mut rest = survivors.clone();
     tie_breaks(&mut rest);
-    let Some(best) = rest.first().cloned() else {
+    let Some(best) = rest.first().copied() else {
         return Selection::default();
     };
     let mut sel = Selection::default();
@@ -234,7 +249,7 @@ pub fn select(cands: &[Candidate], cfg: &DecisionConfig) -> Selection {
     if cfg.max_paths <= 1 || survivors.len() < 2 {
         return sel;
     }
-    let mut others: Cands = survivors
+    let mut others: Cands<'_> = survivors
         .into_iter()
         .filter(|x| x.index != best.index)
         .filter(|x| !best.ebgp || cfg.multipath_relax || x.neighbor_as == best.neighbor_as)
@@ -279,7 +294,7 @@ pub fn rank(cands: &[Candidate], cfg: &DecisionConfig) -> SmallVec<[usize; 4]> {
         max_paths: 1,
         ..*cfg
     };
-    let mut left: Cands = cands.iter().filter(|c| c.reachable).cloned().collect();
+    let mut left: CandStore = cands.iter().filter(|c| c.reachable).cloned().collect();
     let mut out = SmallVec::new();
     while let Some(b) = select(&left, &single).best() {
         out.push(b);
@@ -304,8 +319,8 @@ mod tests {
         }
     }
 
-    fn run(step: fn(&mut Cands), cands: Vec<Candidate>) -> Vec<usize> {
-        let mut v: Cands = cands.into_iter().collect();
+    fn run(step: fn(&mut Cands<'_>), cands: Vec<Candidate>) -> Vec<usize> {
+        let mut v: Cands<'_> = cands.iter().collect();
         step(&mut v);
         v.iter().map(|x| x.index).collect()
     }
@@ -729,6 +744,17 @@ mod tests {
             },
         ];
         assert_eq!(select(&dup, &cfg).multipath.as_slice(), &[1]);
+    }
+
+    #[test]
+    fn losing_before_med() {
+        let best = Candidate { local_pref: 200, as_path_len: 2, ..c(0) };
+        assert!(loses_before_med(&Candidate { local_pref: 100, as_path_len: 1, ..c(1) }, &best));
+        assert!(loses_before_med(&Candidate { local_pref: 200, as_path_len: 3, ..c(1) }, &best));
+        assert!(loses_before_med(&Candidate { reachable: false, local_pref: 900, ..c(1) }, &best));
+        // Equal up to MED: it may matter.
+        assert!(!loses_before_med(&Candidate { local_pref: 200, as_path_len: 2, med: 99, ..c(1) }, &best));
+        assert!(!loses_before_med(&Candidate { local: true, ..c(1) }, &best));
     }
 
     #[test]

@@ -115,7 +115,7 @@ pub(crate) fn decide<K>(d: &mut Dest<K>, shared: &Shared) {
         d.best_len = u8::from(reachable);
         return;
     }
-    let cands: decision::Cands = d
+    let cands: decision::CandStore = d
         .paths
         .iter()
         .enumerate()
@@ -127,14 +127,15 @@ pub(crate) fn decide<K>(d: &mut Dest<K>, shared: &Shared) {
     if sel.multipath.iter().enumerate().all(|(pos, &i)| pos == i) {
         return;
     }
-    let mut old: SmallVec<[Option<Path>; 4]> =
-        std::mem::take(&mut d.paths).into_iter().map(Some).collect();
-    for &i in &sel.multipath {
-        if let Some(p) = old[i].take() {
-            d.paths.push(p);
+    // Swap the selected paths to the front in place; `at[pos]` is the original index of
+    // the path now at `pos`.
+    let mut at: SmallVec<[usize; 16]> = (0..d.paths.len()).collect();
+    for (target, &orig) in sel.multipath.iter().enumerate() {
+        if let Some(cur) = at.iter().position(|&o| o == orig) {
+            d.paths.swap(target, cur);
+            at.swap(target, cur);
         }
     }
-    d.paths.extend(old.into_iter().flatten());
 }
 
 impl<K: PrefixKey> FamilyRib<K> {
@@ -194,9 +195,24 @@ impl<K: PrefixKey> FamilyRib<K> {
         let peer16 = peer.0 as u16;
         let pos = d.find(peer16, path_id);
         let old_flags = pos.map(|i| d.paths[i].flags);
+        // Whether the change provably leaves the selection alone (see
+        // `decision::loses_before_med`): the old and the new path both lose to the best
+        // before the MED step.
+        let best_c = (d.best_len > 0).then(|| candidate(shared, 0, &d.paths[0]));
+        let old_harmless = match (&best_c, pos) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(b), Some(i)) => {
+                i >= usize::from(d.best_len)
+                    && (d.paths[i].filtered() || decision::loses_before_med(&candidate(shared, i, &d.paths[i]), b))
+            }
+        };
+        // Where the new path is after the change (`None`: removed).
+        let mut new_at: Option<usize> = None;
         match op {
             PathOp::Set { attrs, filtered } => {
                 let flags = if filtered { pflag::FILTERED } else { 0 };
+                new_at = Some(pos.unwrap_or(d.paths.len()));
                 match pos {
                     Some(i) => {
                         let p = &mut d.paths[i];
@@ -266,8 +282,31 @@ impl<K: PrefixKey> FamilyRib<K> {
                 }
             }
         }
-        self.after_change(shared, id, &before, true);
+        let unaffected = match (&best_c, &new_at) {
+            (Some(b), Some(j)) => {
+                let d = &self.table.dests[id as usize];
+                old_harmless
+                    && (d.paths[*j].filtered() || decision::loses_before_med(&candidate(shared, *j, &d.paths[*j]), b))
+            }
+            (Some(_), None) => old_harmless,
+            (None, _) => false,
+        };
+        if unaffected {
+            self.queue_add_path(id);
+        } else {
+            self.after_change(shared, id, &before, true);
+        }
         true
+    }
+
+    /// A path changed without changing the selection: only add-path peers, which may be
+    /// sent more than the best path, need to look again.
+    fn queue_add_path(&mut self, id: u32) {
+        for adj in self.adj_out.iter_mut().flatten() {
+            if adj.add_path > 1 {
+                adj.pending.insert(id);
+            }
+        }
     }
 
     /// Re-runs the decision for `id` and queues the consequences, given the selection

@@ -149,9 +149,10 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::HashMap;
 
-    /// A deliberately poor hash so that probe runs, wrap-around and shifts happen.
+    /// A deliberately poor hash so that long probe runs and shifts happen, wrapping
+    /// around the end of the 1024 slots.
     fn h(key: u32) -> u64 {
-        (u64::from(key % 13) << 56) | u64::from(key % 7)
+        (u64::from(key % 13) << 56) | u64::from(1020 + key % 7)
     }
 
     proptest! {

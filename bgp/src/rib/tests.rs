@@ -1034,6 +1034,32 @@ mod props {
             prop_assert_eq!(bests(&r1), bests(&r2));
         }
 
+        /// The selection kept up incrementally (the decision process is skipped for paths
+        /// that lose before MED) is the one a full run of the decision process gives.
+        #[test]
+        fn incremental_selection_matches_full_recompute(
+            ops in proptest::collection::vec((any::<bool>(), arb_ann()), 1..60),
+            max_paths in 1u8..3,
+        ) {
+            let mut cfg = RibConfig::new(US, RouterId(Ipv4Addr::new(10, 0, 0, 1)));
+            cfg.max_paths = max_paths;
+            let mut rib = Rib::new(cfg);
+            let peers: Vec<PeerId> = [(1, 65001), (2, 65001), (3, 65002), (4, 64512)]
+                .iter()
+                .map(|(l, a)| peer(&mut rib, *l, *a))
+                .collect();
+            for (announce, a) in &ops {
+                if *announce {
+                    apply(&mut rib, &peers, a);
+                } else {
+                    rib.withdraw(peers[a.peer], Family::Ipv4Unicast, &[Nlri::new(prefix_of(a.prefix))]).unwrap();
+                }
+            }
+            let incremental = bests(&rib);
+            rib.reresolve();
+            prop_assert_eq!(bests(&rib), incremental);
+        }
+
         /// Announce anything, withdraw everything: empty table, zero counters, no attribute
         /// sets, nothing left queued once drained.
         #[test]

@@ -425,9 +425,12 @@ impl Outcome {
 /// prefix of length L costs one look-up per distinct entry length ≤ L.
 #[derive(Clone, Debug, Default)]
 struct PrefixSet {
-    /// Per family (0 IPv4, 1 IPv6): (entry length, network bits → allowed (ge, le) ranges).
-    by_len: [Vec<(u8, HashMap<u128, Vec<(u8, u8)>>)>; 2],
+    /// Per family (0 IPv4, 1 IPv6), sorted by entry length.
+    by_len: [Vec<EntriesOfLen>; 2],
 }
+
+/// The entries of one prefix length: network bits → allowed (ge, le) ranges.
+type EntriesOfLen = (u8, HashMap<u128, Vec<(u8, u8)>>);
 
 fn net_bits(p: &IpNet) -> (usize, u128, u8) {
     match p {

@@ -56,9 +56,16 @@ pub struct BestChange {
     pub route: Option<BestRoute>,
 }
 
-fn drain_in<K: PrefixKey>(fam: &mut FamilyRib<K>, shared: &super::Shared, max: usize, out: &mut Vec<BestChange>) {
+fn drain_in<K: PrefixKey>(
+    fam: &mut FamilyRib<K>,
+    shared: &super::Shared,
+    max: usize,
+    out: &mut Vec<BestChange>,
+) {
     while out.len() < max {
-        let Some(id) = fam.best_dirty.pop_next() else { break };
+        let Some(id) = fam.best_dirty.pop_next() else {
+            break;
+        };
         let d = &fam.table.dests[id as usize];
         let route = (d.best_len > 0).then(|| BestRoute {
             paths: d
@@ -66,13 +73,18 @@ fn drain_in<K: PrefixKey>(fam: &mut FamilyRib<K>, shared: &super::Shared, max: u
                 .iter()
                 .map(|p| SelectedPath {
                     peer: p.peer(),
-                    peer_address: (p.peer != 0).then(|| shared.peer(p.peer()).map(|s| s.info.address)).flatten(),
+                    peer_address: (p.peer != 0)
+                        .then(|| shared.peer(p.peer()).map(|s| s.info.address))
+                        .flatten(),
                     path_id: p.path_id,
                     attrs: p.attrs.clone(),
                 })
                 .collect(),
         });
-        out.push(BestChange { prefix: d.prefix.to_net(), route });
+        out.push(BestChange {
+            prefix: d.prefix.to_net(),
+            route,
+        });
         if d.paths.is_empty() {
             fam.maybe_release(id);
         }

@@ -198,7 +198,15 @@ pub fn step_final(c: &mut Cands<'_>) {
 /// a path that arrives (or leaves) behind the best one, which in a route server holding
 /// many paths per prefix is most of them.
 pub fn loses_before_med(p: &Candidate, best: &Candidate) -> bool {
-    let key = |c: &Candidate| (!c.reachable, !c.local, std::cmp::Reverse(c.local_pref), c.as_path_len, c.origin);
+    let key = |c: &Candidate| {
+        (
+            !c.reachable,
+            !c.local,
+            std::cmp::Reverse(c.local_pref),
+            c.as_path_len,
+            c.origin,
+        )
+    };
     key(p) > key(best)
 }
 
@@ -748,13 +756,52 @@ mod tests {
 
     #[test]
     fn losing_before_med() {
-        let best = Candidate { local_pref: 200, as_path_len: 2, ..c(0) };
-        assert!(loses_before_med(&Candidate { local_pref: 100, as_path_len: 1, ..c(1) }, &best));
-        assert!(loses_before_med(&Candidate { local_pref: 200, as_path_len: 3, ..c(1) }, &best));
-        assert!(loses_before_med(&Candidate { reachable: false, local_pref: 900, ..c(1) }, &best));
+        let best = Candidate {
+            local_pref: 200,
+            as_path_len: 2,
+            ..c(0)
+        };
+        assert!(loses_before_med(
+            &Candidate {
+                local_pref: 100,
+                as_path_len: 1,
+                ..c(1)
+            },
+            &best
+        ));
+        assert!(loses_before_med(
+            &Candidate {
+                local_pref: 200,
+                as_path_len: 3,
+                ..c(1)
+            },
+            &best
+        ));
+        assert!(loses_before_med(
+            &Candidate {
+                reachable: false,
+                local_pref: 900,
+                ..c(1)
+            },
+            &best
+        ));
         // Equal up to MED: it may matter.
-        assert!(!loses_before_med(&Candidate { local_pref: 200, as_path_len: 2, med: 99, ..c(1) }, &best));
-        assert!(!loses_before_med(&Candidate { local: true, ..c(1) }, &best));
+        assert!(!loses_before_med(
+            &Candidate {
+                local_pref: 200,
+                as_path_len: 2,
+                med: 99,
+                ..c(1)
+            },
+            &best
+        ));
+        assert!(!loses_before_med(
+            &Candidate {
+                local: true,
+                ..c(1)
+            },
+            &best
+        ));
     }
 
     #[test]

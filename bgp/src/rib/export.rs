@@ -214,7 +214,8 @@ mod tests {
         let non_b = peer(64512, false, 4);
         let ebgp = peer(65001, false, 5);
         // (source, target, exported)
-        let cases: [((u32, &PeerState), (u32, &PeerState), bool); 7] = [
+        type Case<'a> = ((u32, &'a PeerState), (u32, &'a PeerState), bool);
+        let cases: [Case<'_>; 7] = [
             ((1, &client_a), (2, &client_b), true),
             ((1, &client_a), (3, &non_a), true),
             ((3, &non_a), (1, &client_a), true),

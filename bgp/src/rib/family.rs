@@ -204,7 +204,8 @@ impl<K: PrefixKey> FamilyRib<K> {
             (Some(_), None) => true,
             (Some(b), Some(i)) => {
                 i >= usize::from(d.best_len)
-                    && (d.paths[i].filtered() || decision::loses_before_med(&candidate(shared, i, &d.paths[i]), b))
+                    && (d.paths[i].filtered()
+                        || decision::loses_before_med(&candidate(shared, i, &d.paths[i]), b))
             }
         };
         // Where the new path is after the change (`None`: removed).
@@ -286,7 +287,8 @@ impl<K: PrefixKey> FamilyRib<K> {
             (Some(b), Some(j)) => {
                 let d = &self.table.dests[id as usize];
                 old_harmless
-                    && (d.paths[*j].filtered() || decision::loses_before_med(&candidate(shared, *j, &d.paths[*j]), b))
+                    && (d.paths[*j].filtered()
+                        || decision::loses_before_med(&candidate(shared, *j, &d.paths[*j]), b))
             }
             (Some(_), None) => old_harmless,
             (None, _) => false,

@@ -106,7 +106,7 @@ pub(crate) fn export_attrs(ctx: &ExportCtx<'_>, attrs: &PathAttrs) -> Option<Pat
         if out.local_pref.is_none() {
             out.local_pref = Some(ctx.cfg.default_local_pref);
         }
-        return Some(out);
+        return encodable_next_hop(ctx, out, own_nh);
     }
     if target_ebgp {
         out.as_path.prepend(ctx.target.info.local_as, 1);
@@ -135,7 +135,20 @@ pub(crate) fn export_attrs(ctx: &ExportCtx<'_>, attrs: &PathAttrs) -> Option<Pat
             out.next_hop = Some(own_nh?);
         }
     }
-    if out.next_hop.is_none() {
+    encodable_next_hop(ctx, out, own_nh)
+}
+
+/// Gives `out` a next hop the session can carry: ours when it has none, or when it is an
+/// IPv6 next hop of an IPv4 route (RFC 8950) and the peer lacks the extended next hop
+/// capability.
+fn encodable_next_hop(
+    ctx: &ExportCtx<'_>,
+    mut out: PathAttrs,
+    own_nh: Option<NextHop>,
+) -> Option<PathAttrs> {
+    let v6_hop_on_v4 =
+        ctx.family == Family::Ipv4Unicast && matches!(out.next_hop, Some(NextHop::V6 { .. }));
+    if out.next_hop.is_none() || (v6_hop_on_v4 && !ctx.session.ipv4_extended_next_hop) {
         out.next_hop = Some(own_nh?);
     }
     Some(out)
@@ -364,6 +377,25 @@ mod tests {
         );
         assert_eq!(out.local_pref, Some(100));
         assert!(out.as_path.is_empty());
+    }
+
+    #[test]
+    fn ipv6_next_hop_of_an_ipv4_route_needs_the_capability() {
+        let src = peer(64512, true, 1);
+        let dst = peer(64512, true, 2);
+        let v6 = NextHop::V6 {
+            global: "2001:db8::1".parse().unwrap(),
+            link_local: None,
+        };
+        let a = PathAttrs {
+            next_hop: Some(v6),
+            ..route()
+        };
+        let out = run((1, &src), (2, &dst), &a).unwrap();
+        assert_eq!(
+            out.next_hop,
+            Some(NextHop::V4(Ipv4Addr::new(192, 0, 2, 254)))
+        );
     }
 
     #[test]

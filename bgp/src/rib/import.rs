@@ -148,6 +148,14 @@ fn announce_in<K: PrefixKey>(
         local_as: ps.info.local_as,
         self_next_hop: Some(peer_next_hop(ps)),
     };
+    let mut attrs = attrs;
+    if ps.info.is_ebgp() {
+        // RFC 4271 §5.1.5 and RFC 4456 §8: not to be taken from an external peer (the
+        // codec discards them too, RFC 7606 §7.5, §7.9, §7.10).
+        attrs.local_pref = None;
+        attrs.originator_id = None;
+        attrs.cluster_list.clear();
+    }
     let received = shared.interner.intern(attrs);
     // Per policy outcome, the attributes it produces (accepted) or `None` (filtered).
     let mut by_outcome: HashMap<Outcome, Option<Arc<PathAttrs>>> = HashMap::new();

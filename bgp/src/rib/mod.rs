@@ -24,13 +24,18 @@
 //! * **Attributes** are interned ([`intern`]): identical `PathAttrs` are one `Arc`, so a
 //!   table of a million prefixes announced in fifty thousand UPDATEs holds fifty thousand
 //!   attribute sets, and export groups prefixes by pointer.
-//! * **Loc-RIB** ([`loc`]): one table per family, a hash index of prefix → dense `u32`
-//!   destination id into a `Vec` of destinations; each destination holds every candidate
-//!   path (peer, path id, attributes, flags) with the multipath set first. It is the
-//!   post-policy Adj-RIB-In as well, not a second copy; routes the import policy rejects
-//!   stay flagged "filtered". About 51 bytes per single-path IPv4 prefix, attributes apart.
+//! * **Loc-RIB** ([`loc`]): one table per family, a hash index of prefix → dense
+//!   destination id (`index`: 4-byte slots, open addressing, one cache line per look-up)
+//!   into a `Vec` of destinations; each destination holds every candidate path (peer, path
+//!   id, attributes, flags) with the multipath set first. It is the post-policy Adj-RIB-In
+//!   as well, not a second copy; routes the import policy rejects stay flagged "filtered".
+//!   About 51 bytes per single-path IPv4 prefix, attributes apart (40 the destination, 8.4
+//!   the index, bits for the queues). UPDATEs are worked on in batches whose index slots
+//!   are fetched together, so the cache misses of a table load overlap.
 //! * **Decision** ([`decision`]): RFC 4271 §9.1.2.2 by elimination (the MED step is not a
-//!   total order), RFC 4456 tie-breaks, ECMP set.
+//!   total order), RFC 4456 tie-breaks, ECMP set. A path that arrives or leaves behind the
+//!   best one and loses to it before the MED step cannot change the selection, and skips
+//!   the process (most paths, in a route server).
 //! * **Adj-RIB-Out** ([`adj_out`]): per peer and family, a bitset of destinations advertised
 //!   and a deduplicated bitset of destinations to reconsider; a prefix that changes ten
 //!   times while the peer's socket is busy is sent once with its latest state. Add-path

@@ -152,12 +152,11 @@ fn export_to_ebgp_and_never_back() {
     let b = peer(&mut rib, 2, 65002);
     let initial = drain(&mut rib, b);
     assert_eq!(initial.eor, 1, "End-of-RIB after the (empty) initial table");
-    announce(
-        &mut rib,
-        a,
-        &["10.0.0.0/24", "10.0.1.0/24"],
-        attrs(&[65001], 1),
-    );
+    let incomplete = PathAttrs {
+        origin: crate::wire::attr::Origin::Incomplete,
+        ..attrs(&[65001], 1)
+    };
+    announce(&mut rib, a, &["10.0.0.0/24", "10.0.1.0/24"], incomplete);
     let to_b = drain(&mut rib, b);
     assert_eq!(to_b.announced.len(), 2);
     assert_eq!(to_b.groups, 1, "both prefixes in one group");
@@ -172,16 +171,8 @@ fn export_to_ebgp_and_never_back() {
         to_a.announced.is_empty(),
         "not back to the source: {to_a:?}"
     );
-    // b's better path becomes best: a now hears it, and b hears a withdrawal.
-    announce(
-        &mut rib,
-        b,
-        &["10.0.0.0/24"],
-        PathAttrs {
-            local_pref: Some(200),
-            ..attrs(&[65002], 2)
-        },
-    );
+    // b's better path (ORIGIN IGP) becomes best: a now hears it, and b a withdrawal.
+    announce(&mut rib, b, &["10.0.0.0/24"], attrs(&[65002], 2));
     let to_a = drain(&mut rib, a);
     assert_eq!(to_a.announced.len(), 1);
     let to_b = drain(&mut rib, b);
@@ -298,6 +289,48 @@ fn refresh_out_resends_the_table_and_end_of_rib() {
     assert_eq!(again.eor, 1);
     assert!(rib.refresh_out(b, Family::Ipv6Unicast).is_ok());
     assert_eq!(drain_family(&mut rib, b, Family::Ipv6Unicast).eor, 1);
+}
+
+#[test]
+fn ibgp_only_attributes_from_ebgp_are_ignored() {
+    let mut rib = new_rib();
+    let a = peer(&mut rib, 1, 65001);
+    let sneaky = PathAttrs {
+        local_pref: Some(1000),
+        originator_id: Some(Ipv4Addr::new(1, 1, 1, 1)),
+        cluster_list: vec![Ipv4Addr::new(2, 2, 2, 2)],
+        ..attrs(&[65001], 1)
+    };
+    announce(&mut rib, a, &["10.0.0.0/24"], sneaky);
+    let held = rib.route(&net("10.0.0.0/24")).unwrap().paths[0]
+        .attrs
+        .clone();
+    assert_eq!(
+        (held.local_pref, held.originator_id, held.cluster_list.len()),
+        (None, None, 0)
+    );
+}
+
+#[test]
+fn best_changes_in_slices() {
+    let mut rib = new_rib();
+    let a = peer(&mut rib, 1, 65001);
+    let prefixes: Vec<String> = (0..10).map(|i| format!("10.0.{i}.0/24")).collect();
+    let refs: Vec<&str> = prefixes.iter().map(String::as_str).collect();
+    announce(&mut rib, a, &refs, attrs(&[65001], 1));
+    assert!(rib.best_changes_pending());
+    assert_eq!(rib.drain_best_changes_upto(4).len(), 4);
+    assert_eq!(rib.drain_best_changes_upto(4).len(), 4);
+    assert_eq!(rib.drain_best_changes_upto(4).len(), 2);
+    assert!(!rib.best_changes_pending());
+}
+
+#[test]
+fn the_rib_can_move_to_the_speaker_task() {
+    fn send<T: Send>() {}
+    send::<Rib>();
+    send::<OutUpdate>();
+    send::<BestChange>();
 }
 
 #[test]

@@ -5,7 +5,7 @@
 //! status command can show them.
 //!
 //! Layout, for a small footprint per prefix: a hash index holding only dense destination
-//! ids ([`super::index`]; its equality reads the prefix from the destination), a `Vec` of
+//! ids (`index`; its equality reads the prefix from the destination), a `Vec` of
 //! destinations, and in each destination its paths in a `SmallVec` with room for one
 //! inline. The paths of the multipath set come first, the best path at position 0.
 

@@ -21,7 +21,7 @@
 //!
 //! * **Peers** are dense [`PeerId`]s chosen by the RIB; id 0 ([`PeerId::LOCAL`]) stands for
 //!   routes the node originates itself ([`Rib::originate`]).
-//! * **Attributes** are interned ([`intern`]): identical `PathAttrs` are one `Arc`, so a
+//! * **Attributes** are interned (`intern`): identical `PathAttrs` are one `Arc`, so a
 //!   table of a million prefixes announced in fifty thousand UPDATEs holds fifty thousand
 //!   attribute sets, and export groups prefixes by pointer.
 //! * **Loc-RIB** ([`loc`]): one table per family, a hash index of prefix → dense

@@ -288,18 +288,18 @@ fn drain_in<K: PrefixKey>(
                     continue;
                 };
                 let unchanged = before.iter().any(|(lid, src)| {
-                    *lid == p.local_id && src.as_ref().is_some_and(|s| Arc::ptr_eq(s, &p.attrs))
+                    *lid == p.local_id() && src.as_ref().is_some_and(|s| Arc::ptr_eq(s, &p.attrs))
                 });
                 if !unchanged {
                     drain.add(
                         a,
                         Nlri {
                             prefix,
-                            path_id: u32::from(p.local_id),
+                            path_id: u32::from(p.local_id()),
                         },
                     );
                 }
-                now.push((p.local_id, Some(p.attrs.clone())));
+                now.push((p.local_id(), Some(p.attrs.clone())));
             }
             for (lid, _) in &before {
                 if !now.iter().any(|(l, _)| l == lid) {

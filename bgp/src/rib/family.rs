@@ -163,13 +163,8 @@ impl<K: PrefixKey> FamilyRib<K> {
                 return false;
             };
             let flags = if filtered { pflag::FILTERED } else { 0 };
-            d.paths.push(Path {
-                attrs,
-                peer: peer.0 as u16,
-                local_id: 1,
-                path_id,
-                flags,
-            });
+            d.paths
+                .push(Path::new(attrs, peer.0 as u16, 1, path_id, flags));
             if let Some(ps) = shared.peer_mut(peer) {
                 let c = &mut ps.counts[fam];
                 c.received += 1;
@@ -194,7 +189,7 @@ impl<K: PrefixKey> FamilyRib<K> {
         let before = selection_keys(d);
         let peer16 = peer.0 as u16;
         let pos = d.find(peer16, path_id);
-        let old_flags = pos.map(|i| d.paths[i].flags);
+        let old_flags = pos.map(|i| d.paths[i].flags());
         // Whether the change provably leaves the selection alone (see
         // `decision::loses_before_med`): the old and the new path both lose to the best
         // before the MED step.
@@ -217,23 +212,18 @@ impl<K: PrefixKey> FamilyRib<K> {
                 match pos {
                     Some(i) => {
                         let p = &mut d.paths[i];
-                        if Arc::ptr_eq(&p.attrs, &attrs) && p.flags == flags {
+                        if Arc::ptr_eq(&p.attrs, &attrs) && p.flags() == flags {
                             shared.interner.release(attrs);
                             return false;
                         }
                         let old = std::mem::replace(&mut p.attrs, attrs);
-                        p.flags = flags;
+                        p.set_flags(flags);
                         shared.interner.release(old);
                     }
                     None => {
                         let local_id = d.free_local_id();
-                        d.paths.push(Path {
-                            attrs,
-                            peer: peer16,
-                            local_id,
-                            path_id,
-                            flags,
-                        });
+                        d.paths
+                            .push(Path::new(attrs, peer16, local_id, path_id, flags));
                     }
                 }
                 if let Some(ps) = shared.peer_mut(peer) {

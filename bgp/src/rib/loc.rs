@@ -25,28 +25,49 @@ pub(crate) mod pflag {
     pub const STALE: u8 = 2;
 }
 
-/// One candidate path of a destination.
+/// One candidate path of a destination: 16 bytes, so that a destination with one path
+/// is 32.
 #[derive(Clone, Debug)]
 pub(crate) struct Path {
     pub attrs: Arc<PathAttrs>,
-    pub peer: u16,
-    /// Our own identifier for the path among this destination's paths, used as the
-    /// add-path identifier when we send it (RFC 7911 §3: unique per prefix).
-    pub local_id: u16,
     /// The identifier the peer gave it (add-path receive), 0 otherwise.
     pub path_id: u32,
-    pub flags: u8,
+    pub peer: u16,
+    /// Low 14 bits: our own identifier for the path among this destination's paths, used
+    /// as the add-path identifier when we send it (RFC 7911 §3: unique per prefix). Top 2
+    /// bits: `pflag` flags.
+    tagged: u16,
 }
 
+const LOCAL_ID_BITS: u32 = 14;
+const LOCAL_ID_MASK: u16 = (1 << LOCAL_ID_BITS) - 1;
+
 impl Path {
+    pub fn new(attrs: Arc<PathAttrs>, peer: u16, local_id: u16, path_id: u32, flags: u8) -> Self {
+        Path {
+            attrs,
+            path_id,
+            peer,
+            tagged: (local_id & LOCAL_ID_MASK) | (u16::from(flags) << LOCAL_ID_BITS),
+        }
+    }
     pub fn peer(&self) -> PeerId {
         PeerId(u32::from(self.peer))
     }
+    pub fn local_id(&self) -> u16 {
+        self.tagged & LOCAL_ID_MASK
+    }
+    pub fn flags(&self) -> u8 {
+        (self.tagged >> LOCAL_ID_BITS) as u8
+    }
+    pub fn set_flags(&mut self, flags: u8) {
+        self.tagged = self.local_id() | (u16::from(flags) << LOCAL_ID_BITS);
+    }
     pub fn filtered(&self) -> bool {
-        self.flags & pflag::FILTERED != 0
+        self.flags() & pflag::FILTERED != 0
     }
     pub fn stale(&self) -> bool {
-        self.flags & pflag::STALE != 0
+        self.flags() & pflag::STALE != 0
     }
 }
 
@@ -87,8 +108,8 @@ impl<K> Dest<K> {
     /// The smallest local path id no path of this destination uses (from 1).
     pub fn free_local_id(&self) -> u16 {
         let mut id = 1u16;
-        while self.paths.iter().any(|p| p.local_id == id) {
-            id = id.wrapping_add(1);
+        while id < LOCAL_ID_MASK && self.paths.iter().any(|p| p.local_id() == id) {
+            id += 1;
         }
         id
     }
@@ -247,8 +268,22 @@ mod tests {
     #[test]
     fn footprint_is_small() {
         // The per-prefix budget rests on these sizes.
-        assert_eq!(std::mem::size_of::<Path>(), 24);
-        assert_eq!(std::mem::size_of::<Dest<Ipv4Net>>(), 40);
+        assert_eq!(std::mem::size_of::<Path>(), 16);
+        assert_eq!(std::mem::size_of::<Dest<Ipv4Net>>(), 32);
+    }
+
+    #[test]
+    fn path_packs_local_id_and_flags() {
+        let mut p = Path::new(Arc::new(PathAttrs::default()), 7, 300, 9, pflag::FILTERED);
+        assert_eq!(
+            (p.local_id(), p.flags(), p.peer, p.path_id),
+            (300, pflag::FILTERED, 7, 9)
+        );
+        p.set_flags(pflag::STALE | pflag::FILTERED);
+        assert!(p.stale() && p.filtered());
+        assert_eq!(p.local_id(), 300);
+        p.set_flags(0);
+        assert!(!p.stale() && !p.filtered());
     }
 
     #[test]

@@ -29,7 +29,7 @@
 //!   into a `Vec` of destinations; each destination holds every candidate path (peer, path
 //!   id, attributes, flags) with the multipath set first. It is the post-policy Adj-RIB-In
 //!   as well, not a second copy; routes the import policy rejects stay flagged "filtered".
-//!   About 51 bytes per single-path IPv4 prefix, attributes apart (40 the destination, 8.4
+//!   About 42 bytes per single-path IPv4 prefix, attributes apart (32 the destination, 8.4
 //!   the index, bits for the queues). UPDATEs are worked on in batches whose index slots
 //!   are fetched together, so the cache misses of a table load overlap.
 //! * **Decision** ([`decision`]): RFC 4271 §9.1.2.2 by elimination (the MED step is not a

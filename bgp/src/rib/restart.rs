@@ -19,7 +19,7 @@ fn mark_stale<K: PrefixKey>(fam: &mut FamilyRib<K>, shared: &mut Shared, peer: P
     for id in fam.table.ids().collect::<Vec<_>>() {
         for p in fam.table.dests[id as usize].paths.iter_mut() {
             if p.peer == peer16 && !p.stale() {
-                p.flags |= pflag::STALE;
+                p.set_flags(p.flags() | pflag::STALE);
                 n += 1;
             }
         }

@@ -43,8 +43,12 @@ pub enum OutBody {
     Withdraw {
         nlri: Vec<Nlri>,
     },
-    /// RFC 4724 §2: the initial table (or a refreshed one) has been sent.
+    /// RFC 4724 §2: the initial table has been sent.
     EndOfRib,
+    /// The table asked for by a ROUTE-REFRESH has been sent: End-of-Route-Refresh
+    /// (RFC 7313 §4) when enhanced route refresh was negotiated, else End-of-RIB or
+    /// nothing, as the speaker prefers.
+    EndOfRefresh,
 }
 
 /// A path sent to an add-path peer: our path id and the Loc-RIB attributes it was made
@@ -61,7 +65,7 @@ pub(crate) struct AdjOut {
     /// Add-path peers: what was sent, per destination.
     pub sent_paths: HashMap<u32, SmallVec<[SentPath; 2]>>,
     /// Send End-of-RIB once `pending` is empty.
-    pub eor_pending: bool,
+    pub eor_pending: Option<EndMarker>,
     /// Prefixes (paths, for add-path) currently advertised.
     pub sent: u32,
 }
@@ -73,7 +77,7 @@ impl AdjOut {
             pending: BitSet::default(),
             add_path: add_path.max(1),
             sent_paths: HashMap::default(),
-            eor_pending: false,
+            eor_pending: None,
             sent: 0,
         }
     }
@@ -85,6 +89,13 @@ impl AdjOut {
     pub fn heap_bytes(&self) -> usize {
         self.advertised.heap_bytes() + self.pending.heap_bytes() + self.sent_paths.capacity() * 48
     }
+}
+
+/// Which marker ends the current dump.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum EndMarker {
+    EndOfRib,
+    EndOfRefresh,
 }
 
 /// Per-drain state: the transform cache and the grouping of prefixes by outgoing
@@ -201,7 +212,7 @@ impl Drain {
         self.announce[group].1.push(nlri);
     }
 
-    fn finish(self, eor: bool) -> Vec<OutUpdate> {
+    fn finish(self, eor: Option<EndMarker>) -> Vec<OutUpdate> {
         let family = self.family;
         let mut out = Vec::with_capacity(self.announce.len() + 2);
         if !self.withdraw.is_empty() {
@@ -216,11 +227,12 @@ impl Drain {
             family,
             body: OutBody::Announce { attrs, nlri },
         }));
-        if eor {
-            out.push(OutUpdate {
-                family,
-                body: OutBody::EndOfRib,
-            });
+        if let Some(m) = eor {
+            let body = match m {
+                EndMarker::EndOfRib => OutBody::EndOfRib,
+                EndMarker::EndOfRefresh => OutBody::EndOfRefresh,
+            };
+            out.push(OutUpdate { family, body });
         }
         out
     }
@@ -319,15 +331,20 @@ fn drain_in<K: PrefixKey>(
             touched.push(id);
         }
     }
-    let eor = adj.pending.is_empty() && std::mem::take(&mut adj.eor_pending);
+    let eor = if adj.pending.is_empty() {
+        adj.eor_pending.take()
+    } else {
+        None
+    };
     for id in touched {
         fam.maybe_release(id);
     }
     drain.finish(eor)
 }
 
-/// Queues every destination for `peer` and an End-of-RIB after them.
-fn requeue_all<K: PrefixKey>(fam: &mut FamilyRib<K>, peer: PeerId) {
+/// Queues every destination for `peer` and `marker` after them (an initial dump still
+/// under way keeps its End-of-RIB).
+fn requeue_all<K: PrefixKey>(fam: &mut FamilyRib<K>, peer: PeerId, marker: EndMarker) {
     let ids: Vec<u32> = fam.table.ids().collect();
     let Some(adj) = fam.adj_out_mut(peer) else {
         return;
@@ -340,7 +357,9 @@ fn requeue_all<K: PrefixKey>(fam: &mut FamilyRib<K>, peer: PeerId) {
             *src = None;
         }
     }
-    adj.eor_pending = true;
+    if adj.eor_pending != Some(EndMarker::EndOfRib) {
+        adj.eor_pending = Some(marker);
+    }
 }
 
 impl Rib {
@@ -373,7 +392,7 @@ impl Rib {
                     fam.adj_out.resize_with(peer.0 as usize + 1, || None);
                 }
                 fam.adj_out[peer.0 as usize] = families[i].then(|| AdjOut::new(add_path[i]));
-                requeue_all(fam, peer);
+                requeue_all(fam, peer, EndMarker::EndOfRib);
             });
         }
         Ok(())
@@ -398,17 +417,18 @@ impl Rib {
             Family::Ipv6Unicast => self.v6.adj_out.get(peer.0 as usize),
         };
         adj.and_then(Option::as_ref)
-            .is_some_and(|a| !a.pending.is_empty() || a.eor_pending)
+            .is_some_and(|a| !a.pending.is_empty() || a.eor_pending.is_some())
     }
 
     /// The peer asked for the table again (RFC 2918 ROUTE-REFRESH): queue all of it,
-    /// followed by End-of-RIB (RFC 7313 uses that as the end of the refresh too).
+    /// followed by [`OutBody::EndOfRefresh`]. With enhanced route refresh (RFC 7313 §4)
+    /// the speaker sends BoRR when it calls this and EoRR at the marker.
     pub fn refresh_out(&mut self, peer: PeerId, family: Family) -> Result<(), RibError> {
         with_family!(self, family, |fam, _shared| {
             if fam.adj_out_mut(peer).is_none() {
                 return Err(RibError::NotUp { peer, family });
             }
-            requeue_all(fam, peer);
+            requeue_all(fam, peer, EndMarker::EndOfRefresh);
             Ok(())
         })
     }

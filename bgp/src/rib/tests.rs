@@ -68,6 +68,8 @@ struct Sent {
     announced: BTreeMap<(IpNet, u32), Arc<PathAttrs>>,
     withdrawn: Vec<(IpNet, u32)>,
     eor: usize,
+    /// End-of-route-refresh markers.
+    eorr: usize,
     groups: usize,
 }
 
@@ -95,6 +97,7 @@ fn drain_family(rib: &mut Rib, p: PeerId, family: Family) -> Sent {
                     .withdrawn
                     .extend(nlri.iter().map(|n| (n.prefix, n.path_id))),
                 OutBody::EndOfRib => s.eor += 1,
+                OutBody::EndOfRefresh => s.eorr += 1,
             }
         }
     }
@@ -271,7 +274,7 @@ fn budget_splits_a_drain() {
 }
 
 #[test]
-fn refresh_out_resends_the_table_and_end_of_rib() {
+fn refresh_out_resends_the_table_and_an_end_marker() {
     let mut rib = new_rib();
     let a = peer(&mut rib, 1, 65001);
     let b = peer(&mut rib, 2, 65002);
@@ -286,9 +289,11 @@ fn refresh_out_resends_the_table_and_end_of_rib() {
     rib.refresh_out(b, Family::Ipv4Unicast).unwrap();
     let again = drain(&mut rib, b);
     assert_eq!(again.announced.len(), 2);
-    assert_eq!(again.eor, 1);
+    assert_eq!((again.eor, again.eorr), (0, 1));
+    // IPv6: the initial table was never drained, so its End-of-RIB stays.
     assert!(rib.refresh_out(b, Family::Ipv6Unicast).is_ok());
-    assert_eq!(drain_family(&mut rib, b, Family::Ipv6Unicast).eor, 1);
+    let v6 = drain_family(&mut rib, b, Family::Ipv6Unicast);
+    assert_eq!((v6.eor, v6.eorr), (1, 0));
 }
 
 #[test]

@@ -152,11 +152,20 @@ fn drain_all(rib: &mut Rib, peer: PeerId) -> (usize, usize) {
     }
 }
 
-fn single_feeder() {
+/// `shuffled`: the prefixes of one UPDATE are scattered over the address space instead
+/// of adjacent (no locality at all, the worst case for the index).
+fn single_feeder(shuffled: bool) {
     const SETS: usize = 50_000;
     const PER_SET: usize = 20;
+    let total = SETS * PER_SET;
     let mut rng = Rng(0x5eed);
     let sets = attribute_sets(SETS, 65001, Ipv4Addr::new(192, 0, 2, 1), &mut rng);
+    let mut order: Vec<u32> = (0..total as u32).collect();
+    if shuffled {
+        for i in (1..order.len()).rev() {
+            order.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+    }
     let updates: Vec<(PathAttrs, Vec<Nlri>)> = sets
         .into_iter()
         .enumerate()
@@ -164,12 +173,11 @@ fn single_feeder() {
             (
                 a,
                 (0..PER_SET)
-                    .map(|j| Nlri::new(prefix((s * PER_SET + j) as u32)))
+                    .map(|j| Nlri::new(prefix(order[s * PER_SET + j])))
                     .collect(),
             )
         })
         .collect();
-    let total = SETS * PER_SET;
 
     let before = allocated();
     let mut rib = Rib::new(RibConfig::new(US, RouterId(Ipv4Addr::new(10, 0, 0, 1))));
@@ -181,8 +189,9 @@ fn single_feeder() {
             .expect("peer is up");
     }
     let import = t.show();
-    if std::env::args().nth(1).as_deref() == Some("import") {
-        println!("import only: {import}");
+    if shuffled || std::env::args().nth(1).as_deref() == Some("import") {
+        let order = if shuffled { "scattered" } else { "adjacent" };
+        println!("import of {total} prefixes, {order} within each UPDATE: {import}");
         return;
     }
     let t = Timer::start();
@@ -332,7 +341,10 @@ fn main() {
     baseline();
     let only = std::env::args().nth(1).unwrap_or_default();
     if only.is_empty() || only == "single" || only == "import" {
-        single_feeder();
+        single_feeder(false);
+    }
+    if only.is_empty() || only == "import" {
+        single_feeder(true);
     }
     if only.is_empty() || only == "rs" {
         route_server(true);

@@ -283,7 +283,8 @@ fn drain_in<K: PrefixKey>(
             }
             left -= 1;
         } else {
-            // RFC 7911: the best `add_path` paths, each under our own path id.
+            // RFC 7911: the best `add_path` paths that may go to this peer, each under our
+            // own path id.
             let cands: decision::CandStore = d
                 .paths
                 .iter()
@@ -294,7 +295,10 @@ fn drain_in<K: PrefixKey>(
             let ranked = decision::rank(&cands, &shared.cfg.decision());
             let mut now: SmallVec<[SentPath; 2]> = SmallVec::new();
             let before = adj.sent_paths.remove(&id).unwrap_or_default();
-            for i in ranked.into_iter().take(usize::from(adj.add_path)) {
+            for i in ranked {
+                if now.len() >= usize::from(adj.add_path) {
+                    break;
+                }
                 let p = &d.paths[i];
                 let Some(a) = drain.transform(shared, peer, &session, prefix, p) else {
                     continue;

@@ -676,6 +676,35 @@ fn local_routes_win_and_are_exported() {
 }
 
 #[test]
+fn add_path_fills_up_with_paths_the_peer_may_get() {
+    let mut rib = new_rib();
+    let a = peer(&mut rib, 1, 65001);
+    let b = peer(&mut rib, 2, 65002);
+    let m = add(&mut rib, 3, 64512, |i| {
+        i.add_path_send = [2, 0];
+        i.rr_client = true;
+    });
+    rib.peer_down(m, false, &[]).unwrap();
+    let mut s = session(3);
+    s.add_path_tx = [true, false];
+    rib.peer_up(m, s).unwrap();
+    announce(&mut rib, a, &["10.0.0.0/24"], attrs(&[65001], 1));
+    announce(&mut rib, b, &["10.0.0.0/24"], attrs(&[65002, 1], 2));
+    // m's own path is the best, but never goes back to m: it gets the next two.
+    let own = PathAttrs {
+        local_pref: Some(500),
+        ..attrs(&[65003], 3)
+    };
+    announce(&mut rib, m, &["10.0.0.0/24"], own);
+    let sent = drain(&mut rib, m);
+    assert_eq!(sent.announced.len(), 2, "{sent:?}");
+    assert!(sent
+        .announced
+        .values()
+        .all(|a| a.next_hop != attrs(&[], 3).next_hop));
+}
+
+#[test]
 fn add_path_sends_several_paths_with_ids() {
     let mut rib = new_rib();
     let a = peer(&mut rib, 1, 65001);

@@ -2,6 +2,8 @@
 
 pub mod fsm;
 pub mod negotiate;
+pub mod policy;
+pub mod rib;
 pub mod transport;
 pub mod types;
 pub mod wire;

@@ -1,9 +1,17 @@
-//! serval's BGP speaker.
+//! serval's BGP speaker: a library the node agent embeds, and that `serval bgp` runs on
+//! its own. `wire` is the codec, `fsm` and `negotiate` the session state machine, `rib`
+//! and `policy` the routing decisions; all of them are pure. `session`, `core` and
+//! `transport` are the IO around them, `speaker` the handle to drive it all.
 
+pub mod config;
+mod core;
 pub mod fsm;
 pub mod negotiate;
 pub mod policy;
 pub mod rib;
+mod session;
+pub mod speaker;
+pub mod status;
 pub mod transport;
 pub mod types;
 pub mod wire;

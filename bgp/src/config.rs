@@ -1,0 +1,645 @@
+//! The speaker's configuration: what `serval bgp --config FILE` reads (TOML) and what the
+//! node agent builds in code. Parsed into typed values at the edge; an error names the
+//! field and the bad value.
+//!
+//! ```toml
+//! asn = 65001
+//! router-id = "10.0.0.1"
+//! listen = ["0.0.0.0:179", "[::]:179"]
+//!
+//! [graceful-restart]
+//! restart-time = 120
+//!
+//! [policy.from-tor]
+//! default = "reject"
+//! [[policy.from-tor.rules]]
+//! match = { prefix = [{ prefix = "0.0.0.0/0" }] }
+//! then = { action = "accept" }
+//!
+//! [[peer]]
+//! address = "10.0.0.254"
+//! asn = 65000
+//! password = "s3cret"
+//! import = "from-tor"
+//!
+//! [[announce]]
+//! prefix = "10.244.1.0/26"
+//! communities = ["65001:100"]
+//! ```
+
+use crate::policy::{CommunityValue, LargeCommunityValue, Policy};
+use crate::rib::{MaxPrefix, NextHopMode};
+use crate::types::{Asn, Family, RouterId};
+use crate::wire::attr::Origin;
+use crate::wire::open::AddPathMode;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Syntax(String),
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// The whole speaker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SpeakerConfig {
+    pub asn: Asn,
+    pub router_id: RouterId,
+    /// Addresses to accept sessions on; empty: only connect out.
+    #[serde(default = "default_listen")]
+    pub listen: Vec<SocketAddr>,
+    /// Defaults for every peer.
+    #[serde(default = "default_hold_time")]
+    pub hold_time: u16,
+    #[serde(default = "default_connect_retry")]
+    pub connect_retry: u16,
+    /// RFC 4456 cluster id when reflecting routes; defaults to the router id.
+    #[serde(default)]
+    pub cluster_id: Option<Ipv4Addr>,
+    /// ECMP: install up to this many equal paths per prefix (1: best only).
+    #[serde(default = "one")]
+    pub max_paths: u8,
+    /// Accept multipath across different neighbour ASes.
+    #[serde(default)]
+    pub multipath_relax: bool,
+    #[serde(default)]
+    pub always_compare_med: bool,
+    #[serde(default)]
+    pub graceful_restart: GracefulRestartConfig,
+    /// Where the speaker remembers that it stopped for a graceful restart.
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+    /// Named policies that peers refer to by name.
+    #[serde(default, rename = "policy")]
+    pub policies: BTreeMap<String, Policy>,
+    #[serde(default, rename = "peer")]
+    pub peers: Vec<PeerConfig>,
+    /// Prefixes this speaker originates.
+    #[serde(default, rename = "announce")]
+    pub announce: Vec<Announcement>,
+}
+
+fn default_listen() -> Vec<SocketAddr> {
+    vec![
+        SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            crate::transport::BGP_PORT,
+        ),
+        SocketAddr::new(
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            crate::transport::BGP_PORT,
+        ),
+    ]
+}
+fn default_hold_time() -> u16 {
+    90
+}
+fn default_connect_retry() -> u16 {
+    5
+}
+fn one() -> u8 {
+    1
+}
+fn yes() -> bool {
+    true
+}
+fn bgp_port() -> u16 {
+    crate::transport::BGP_PORT
+}
+
+/// RFC 4724 graceful restart, both as restarting speaker and as helper.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct GracefulRestartConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Seconds peers keep our routes while we restart (the capability's Restart Time).
+    #[serde(default = "default_restart_time")]
+    pub restart_time: u16,
+    /// Seconds we keep a restarted peer's stale routes once its session is back, waiting
+    /// for its End-of-RIB.
+    #[serde(default = "default_stale_time")]
+    pub stale_time: u32,
+    /// Seconds a restarting speaker waits for its peers' End-of-RIB before it selects
+    /// and advertises routes (RFC 4724 §4.1 selection deferral).
+    #[serde(default = "default_deferral")]
+    pub selection_deferral: u32,
+    /// RFC 8538: NOTIFICATIONs other than Hard Reset also end sessions gracefully.
+    #[serde(default = "yes")]
+    pub notification: bool,
+}
+
+fn default_restart_time() -> u16 {
+    120
+}
+fn default_stale_time() -> u32 {
+    360
+}
+fn default_deferral() -> u32 {
+    60
+}
+
+impl Default for GracefulRestartConfig {
+    fn default() -> Self {
+        GracefulRestartConfig {
+            enabled: true,
+            restart_time: default_restart_time(),
+            stale_time: default_stale_time(),
+            selection_deferral: default_deferral(),
+            notification: true,
+        }
+    }
+}
+
+/// A policy given inline or by the name of a `[policy.NAME]` table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PolicyRef {
+    Named(String),
+    Inline(Policy),
+}
+
+/// What happens when a peer sends more prefixes than `limit`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MaxPrefixAction {
+    /// Cease / Maximum Number of Prefixes Reached; the session stays down until
+    /// `restart-after` seconds passed (if given) or an operator restarts it.
+    #[default]
+    Shutdown,
+    /// Log and count only.
+    Warn,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MaxPrefixConfig {
+    pub limit: u32,
+    #[serde(default)]
+    pub action: MaxPrefixAction,
+    /// Count every prefix received, also those the import policy rejects.
+    #[serde(default)]
+    pub count_filtered: bool,
+    #[serde(default)]
+    pub restart_after: Option<u32>,
+}
+
+impl MaxPrefixConfig {
+    pub fn to_rib(self) -> MaxPrefix {
+        MaxPrefix {
+            limit: self.limit,
+            count_received: self.count_filtered,
+            warn_only: self.action == MaxPrefixAction::Warn,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AddPathConfig {
+    Receive,
+    Send,
+    Both,
+}
+
+impl AddPathConfig {
+    pub fn mode(self) -> AddPathMode {
+        match self {
+            AddPathConfig::Receive => AddPathMode::Receive,
+            AddPathConfig::Send => AddPathMode::Send,
+            AddPathConfig::Both => AddPathMode::Both,
+        }
+    }
+}
+
+/// One neighbour.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PeerConfig {
+    pub address: IpAddr,
+    pub asn: Asn,
+    #[serde(default = "bgp_port")]
+    pub port: u16,
+    /// Shown by the status command.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Only accept the peer's connection, never connect out.
+    #[serde(default)]
+    pub passive: bool,
+    /// RFC 2385 TCP MD5 password.
+    #[serde(default, skip_serializing)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub hold_time: Option<u16>,
+    #[serde(default)]
+    pub keepalive: Option<u16>,
+    #[serde(default)]
+    pub connect_retry: Option<u16>,
+    /// eBGP multihop: the TTL of our packets.
+    #[serde(default)]
+    pub multihop: Option<u8>,
+    /// RFC 5082 GTSM: the peer is at most this many hops away.
+    #[serde(default)]
+    pub ttl_security: Option<u8>,
+    #[serde(default)]
+    pub source_address: Option<IpAddr>,
+    /// Our AS on this session when it differs from the speaker's.
+    #[serde(default)]
+    pub local_asn: Option<Asn>,
+    #[serde(default)]
+    pub route_reflector_client: bool,
+    #[serde(default)]
+    pub next_hop: NextHopMode,
+    #[serde(default)]
+    pub allowas_in: u8,
+    #[serde(default = "default_families")]
+    pub families: Vec<Family>,
+    #[serde(default)]
+    pub add_path: Option<AddPathConfig>,
+    /// With add-path send, how many paths per prefix to advertise.
+    #[serde(default)]
+    pub add_path_send_max: Option<u8>,
+    #[serde(default)]
+    pub max_prefix: Option<MaxPrefixConfig>,
+    #[serde(default)]
+    pub import: Option<PolicyRef>,
+    #[serde(default)]
+    pub export: Option<PolicyRef>,
+    /// Take part in graceful restart with this peer.
+    #[serde(default = "yes")]
+    pub graceful_restart: bool,
+    /// Our IPv6 address for the next hop of IPv6 routes sent over an IPv4 session.
+    #[serde(default)]
+    pub local_ipv6: Option<Ipv6Addr>,
+    /// Configured but administratively down.
+    #[serde(default)]
+    pub shutdown: bool,
+}
+
+fn default_families() -> Vec<Family> {
+    vec![Family::Ipv4Unicast, Family::Ipv6Unicast]
+}
+
+impl PeerConfig {
+    /// A peer with every default: active, both families, accept everything.
+    pub fn new(address: IpAddr, asn: Asn) -> Self {
+        PeerConfig {
+            address,
+            asn,
+            port: bgp_port(),
+            name: None,
+            passive: false,
+            password: None,
+            hold_time: None,
+            keepalive: None,
+            connect_retry: None,
+            multihop: None,
+            ttl_security: None,
+            source_address: None,
+            local_asn: None,
+            route_reflector_client: false,
+            next_hop: NextHopMode::Auto,
+            allowas_in: 0,
+            families: default_families(),
+            add_path: None,
+            add_path_send_max: None,
+            max_prefix: None,
+            import: None,
+            export: None,
+            graceful_restart: true,
+            local_ipv6: None,
+            shutdown: false,
+        }
+    }
+
+    /// What the status command calls this peer.
+    pub fn label(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| self.address.to_string())
+    }
+}
+
+/// A prefix the speaker originates, with the attributes it carries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Announcement {
+    pub prefix: IpNet,
+    #[serde(default = "igp")]
+    pub origin: Origin,
+    #[serde(default)]
+    pub med: Option<u32>,
+    #[serde(default)]
+    pub local_pref: Option<u32>,
+    #[serde(default)]
+    pub communities: Vec<CommunityValue>,
+    #[serde(default)]
+    pub large_communities: Vec<LargeCommunityValue>,
+    /// Next hop to announce instead of ourselves.
+    #[serde(default)]
+    pub next_hop: Option<IpAddr>,
+}
+
+fn igp() -> Origin {
+    Origin::Igp
+}
+
+impl Announcement {
+    pub fn new(prefix: IpNet) -> Self {
+        Announcement {
+            prefix,
+            origin: Origin::Igp,
+            med: None,
+            local_pref: None,
+            communities: Vec::new(),
+            large_communities: Vec::new(),
+            next_hop: None,
+        }
+    }
+}
+
+impl SpeakerConfig {
+    /// A speaker with defaults and no peers.
+    pub fn new(asn: Asn, router_id: RouterId) -> Self {
+        SpeakerConfig {
+            asn,
+            router_id,
+            listen: default_listen(),
+            hold_time: default_hold_time(),
+            connect_retry: default_connect_retry(),
+            cluster_id: None,
+            max_paths: 1,
+            multipath_relax: false,
+            always_compare_med: false,
+            graceful_restart: GracefulRestartConfig::default(),
+            state_dir: None,
+            policies: BTreeMap::new(),
+            peers: Vec::new(),
+            announce: Vec::new(),
+        }
+    }
+
+    /// Parse a TOML file's text and check it.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let cfg: SpeakerConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The checks serde cannot make: every error names the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.router_id.0.is_unspecified() {
+            return Err(invalid(
+                "router-id",
+                "0.0.0.0 is not a valid BGP identifier",
+            ));
+        }
+        if self.asn.0 == 0 || self.asn == Asn::TRANS {
+            return Err(invalid(
+                "asn",
+                format!("{} cannot be used as a local AS", self.asn),
+            ));
+        }
+        check_hold("hold-time", self.hold_time)?;
+        if self.max_paths == 0 {
+            return Err(invalid("max-paths", "must be at least 1"));
+        }
+        for (name, policy) in &self.policies {
+            policy
+                .compile()
+                .map_err(|e| invalid(format!("policy.{name}"), e.to_string()))?;
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, p) in self.peers.iter().enumerate() {
+            let field = |f: &str| format!("peer[{i}] ({}).{f}", p.address);
+            if !seen.insert(p.address) {
+                return Err(invalid(field("address"), "configured twice"));
+            }
+            if p.address.is_unspecified() || p.address.is_multicast() {
+                return Err(invalid(field("address"), "not a unicast address"));
+            }
+            if p.asn.0 == 0 {
+                return Err(invalid(field("asn"), "AS 0 is reserved (RFC 7607)"));
+            }
+            if let Some(h) = p.hold_time {
+                check_hold(&field("hold-time"), h)?;
+            }
+            if let (Some(k), hold) = (p.keepalive, p.hold_time.unwrap_or(self.hold_time)) {
+                if k == 0 || (hold > 0 && k >= hold) {
+                    return Err(invalid(
+                        field("keepalive"),
+                        format!("{k} must be between 1 and the hold time {hold}"),
+                    ));
+                }
+            }
+            if let Some(pw) = &p.password {
+                if pw.is_empty() || pw.len() > crate::transport::MD5_MAX_KEY_LEN {
+                    return Err(invalid(
+                        field("password"),
+                        "must be 1 to 80 bytes (TCP MD5 key)",
+                    ));
+                }
+            }
+            if p.multihop.is_some() && p.ttl_security.is_some() {
+                return Err(invalid(
+                    field("ttl-security"),
+                    "cannot be combined with multihop (GTSM sends TTL 255)",
+                ));
+            }
+            if p.multihop == Some(0) || p.ttl_security == Some(0) {
+                return Err(invalid(field("multihop"), "hop counts start at 1"));
+            }
+            if let Some(src) = p.source_address {
+                if src.is_ipv4() != p.address.is_ipv4() {
+                    return Err(invalid(
+                        field("source-address"),
+                        "must be of the peer address's family",
+                    ));
+                }
+            }
+            if p.families.is_empty() {
+                return Err(invalid(field("families"), "at least one family"));
+            }
+            if p.max_prefix.is_some_and(|m| m.limit == 0) {
+                return Err(invalid(field("max-prefix.limit"), "must be at least 1"));
+            }
+            for (which, r) in [("import", &p.import), ("export", &p.export)] {
+                match r {
+                    Some(PolicyRef::Named(n)) if !self.policies.contains_key(n) => {
+                        return Err(invalid(field(which), format!("no [policy.{n}] is defined")));
+                    }
+                    Some(PolicyRef::Inline(policy)) => {
+                        policy
+                            .compile()
+                            .map_err(|e| invalid(field(which), e.to_string()))?;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, a) in self.announce.iter().enumerate() {
+            if a.prefix != a.prefix.trunc() {
+                return Err(invalid(
+                    format!("announce[{i}].prefix"),
+                    format!(
+                        "{} has host bits set; did you mean {}?",
+                        a.prefix,
+                        a.prefix.trunc()
+                    ),
+                ));
+            }
+            if !seen.insert(a.prefix) {
+                return Err(invalid(
+                    format!("announce[{i}].prefix"),
+                    format!("{} announced twice", a.prefix),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The policy a peer's `import`/`export` names, accept-all when absent.
+    pub fn resolve(&self, r: &Option<PolicyRef>) -> Policy {
+        match r {
+            None => Policy::accept_all(),
+            Some(PolicyRef::Inline(p)) => p.clone(),
+            Some(PolicyRef::Named(n)) => self
+                .policies
+                .get(n)
+                .cloned()
+                .unwrap_or_else(Policy::accept_all),
+        }
+    }
+}
+
+fn check_hold(field: &str, h: u16) -> Result<(), ConfigError> {
+    if matches!(h, 1 | 2) {
+        return Err(invalid(
+            field,
+            format!("{h} s: a hold time is 0 or at least 3 (RFC 4271 §4.2)"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"
+        asn = 65001
+        router-id = "10.0.0.1"
+        listen = ["127.0.0.1:1179"]
+        cluster-id = "10.0.0.100"
+        max-paths = 4
+        [graceful-restart]
+        restart-time = 60
+        [policy.tor-in]
+        default = "reject"
+        [[policy.tor-in.rules]]
+        match = { prefix = [{ prefix = "10.0.0.0/8", le = 26 }] }
+        then = { action = "accept", set-local-pref = 200 }
+        [[peer]]
+        address = "10.0.0.254"
+        asn = 65000
+        name = "tor1"
+        password = "s3cret"
+        ttl-security = 1
+        import = "tor-in"
+        export = { default = "accept", rules = [] }
+        max-prefix = { limit = 1000, restart-after = 30 }
+        families = ["ipv4-unicast"]
+        [[peer]]
+        address = "fd00::2"
+        asn = 65001
+        route-reflector-client = true
+        next-hop = "self-always"
+        add-path = "both"
+        [[announce]]
+        prefix = "10.244.1.0/26"
+        communities = ["65001:100", "no-export"]
+        large-communities = ["65001:1:2"]
+        med = 5
+    "#;
+
+    #[test]
+    fn full_file_parses() {
+        let c = SpeakerConfig::from_toml(FULL).unwrap();
+        assert_eq!(c.asn, Asn(65001));
+        assert_eq!(c.peers.len(), 2);
+        assert_eq!(c.peers[0].label(), "tor1");
+        assert_eq!(c.peers[0].ttl_security, Some(1));
+        assert_eq!(c.peers[0].max_prefix.unwrap().restart_after, Some(30));
+        assert_eq!(c.peers[1].next_hop, NextHopMode::SelfAlways);
+        assert_eq!(c.peers[1].families.len(), 2, "both families by default");
+        assert_eq!(c.graceful_restart.restart_time, 60);
+        assert!(c.graceful_restart.enabled);
+        assert_eq!(c.announce[0].communities.len(), 2);
+        assert_eq!(
+            c.resolve(&c.peers[0].import).default,
+            crate::policy::Verdict::Reject
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases: &[(&str, &str)] = &[
+            ("asn = 65001\nrouter-id = \"0.0.0.0\"", "router-id"),
+            ("asn = 65001\nrouter-id = \"10.0.0.1\"\nhold-time = 2", "hold-time"),
+            ("asn = 65001\nrouter-id = \"10.0.0.1\"\nbogus = 1", "bogus"),
+            ("asn = 65001\nrouter-id = \"10.0.0.300\"", "router-id"),
+            (
+                "asn = 65001\nrouter-id = \"10.0.0.1\"\n[[peer]]\naddress = \"10.0.0.2\"\nasn = 1\n[[peer]]\naddress = \"10.0.0.2\"\nasn = 2",
+                "peer[1] (10.0.0.2).address",
+            ),
+            (
+                "asn = 65001\nrouter-id = \"10.0.0.1\"\n[[peer]]\naddress = \"10.0.0.2\"\nasn = 1\nimport = \"nope\"",
+                "peer[0] (10.0.0.2).import",
+            ),
+            (
+                "asn = 65001\nrouter-id = \"10.0.0.1\"\n[[peer]]\naddress = \"10.0.0.2\"\nasn = 1\nmultihop = 2\nttl-security = 1",
+                "ttl-security",
+            ),
+            (
+                "asn = 65001\nrouter-id = \"10.0.0.1\"\n[[peer]]\naddress = \"10.0.0.2\"\nasn = 1\npassword = \"\"",
+                "password",
+            ),
+            (
+                "asn = 65001\nrouter-id = \"10.0.0.1\"\n[[peer]]\naddress = \"10.0.0.2\"\nasn = 1\nsource-address = \"fd00::1\"",
+                "source-address",
+            ),
+            ("asn = 65001\nrouter-id = \"10.0.0.1\"\n[[announce]]\nprefix = \"10.0.0.1/24\"", "announce[0].prefix"),
+            (
+                "asn = 65001\nrouter-id = \"10.0.0.1\"\n[[announce]]\nprefix = \"10.0.0.0/24\"\ncommunities = [\"65536:1\"]",
+                "65536",
+            ),
+            (
+                "asn = 65001\nrouter-id = \"10.0.0.1\"\n[[peer]]\naddress = \"10.0.0.2\"\nasn = 1\nkeepalive = 90",
+                "keepalive",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = SpeakerConfig::from_toml(text).unwrap_err().to_string();
+            assert!(
+                err.contains(want),
+                "config {text:?}: error {err:?} does not mention {want:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,659 @@
+//! The IO task of one peer: owns its `PeerFsm` and its TCP connections, turns socket
+//! events into FSM inputs and FSM actions into socket writes, and passes UPDATEs of the
+//! established connection to the speaker's core.
+//!
+//! ```text
+//!                 SessionCmd                          SessionEvent
+//!   core ---------------------------> session ---------------------------> core
+//!   (start, stop, accepted stream,     |  ^       (state, established + the writer's
+//!    refresh, query, shutdown)          |  |        data queue, UPDATE batches, down)
+//!                                       |  | ConnEvent (frames, connected, closed)
+//!                     WriterMsg (ctl)   v  |
+//!                  +--------------> writer task ----> socket <---- reader task
+//!   core --------- data queue (encoded UPDATEs) --^        (frames the stream, no decode)
+//! ```
+//!
+//! The reader only cuts the byte stream into frames; this task decodes them with the
+//! parameters of the connection they arrived on, so that the switch to the negotiated
+//! parameters (4-octet AS, add-path…) happens exactly between the KEEPALIVE that
+//! establishes the session and the first UPDATE, whatever the reads looked like.
+
+use crate::fsm::{Action, ConnId, DownReason, FsmStats, Input, PeerFsm, State};
+use crate::negotiate::Negotiated;
+use crate::transport::{self, TransportOptions};
+use crate::types::Family;
+use crate::wire::header::{self, Frame};
+use crate::wire::route_refresh::{RefreshSubtype, RouteRefresh};
+use crate::wire::{self, CodecParams, Message, Notification, Update};
+use bytes::{Bytes, BytesMut};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::task::{AbortHandle, JoinHandle};
+use tracing::{debug, info, warn};
+
+/// How many encoded chunks the core may queue for one peer's socket.
+pub(crate) const DATA_QUEUE: usize = 32;
+/// Control messages (OPEN, KEEPALIVE, NOTIFICATION, ROUTE-REFRESH) waiting to be written;
+/// a peer that lets this many pile up is not reading and its hold timer will say so.
+const CTL_QUEUE: usize = 64;
+/// Frames cut from one read are handed over together.
+const READ_BUF: usize = 256 * 1024;
+/// UPDATEs handed to the core in one event.
+const UPDATE_BATCH: usize = 1024;
+
+/// What the core asks of a session.
+#[derive(Debug)]
+pub(crate) enum SessionCmd {
+    Start,
+    /// Stop with this NOTIFICATION (Cease/Administrative Shutdown when `None`).
+    Stop(Option<Notification>),
+    /// The listener accepted a connection from this peer's address.
+    Accepted(TcpStream),
+    /// Send a ROUTE-REFRESH for a family (RFC 2918 / RFC 7313).
+    SendRefresh(Family, RefreshSubtype),
+    /// Capabilities for the OPENs sent from now on (the restart bit cleared once the
+    /// speaker's own graceful restart is over).
+    SetCapabilities(Vec<crate::wire::open::Capability>),
+    /// Report the session's state for `status`.
+    Query(oneshot::Sender<SessionStatus>),
+    /// End the task. `silent`: close the connections without a NOTIFICATION so that
+    /// peers keep our routes as stale (graceful restart of this speaker, RFC 4724 §4.1).
+    Shutdown {
+        silent: bool,
+    },
+}
+
+/// What a session tells the core, in the order it happened.
+#[derive(Debug)]
+pub(crate) enum SessionEvent {
+    State {
+        peer: IpAddr,
+        state: State,
+    },
+    Established {
+        peer: IpAddr,
+        negotiated: Box<Negotiated>,
+        local: SocketAddr,
+        remote: SocketAddr,
+        /// Encoded UPDATEs for the peer go here.
+        data: mpsc::Sender<Bytes>,
+    },
+    Updates {
+        peer: IpAddr,
+        updates: Vec<Update>,
+    },
+    RouteRefresh {
+        peer: IpAddr,
+        refresh: RouteRefresh,
+    },
+    Down {
+        peer: IpAddr,
+        reason: DownReason,
+        graceful: bool,
+    },
+    StaleRoutesExpired {
+        peer: IpAddr,
+    },
+}
+
+/// A snapshot of one session for the status command.
+#[derive(Clone, Debug)]
+pub(crate) struct SessionStatus {
+    pub state: State,
+    pub established_since: Option<Instant>,
+    pub last_error: Option<String>,
+    pub stats: FsmStats,
+    pub negotiated: Option<Negotiated>,
+    pub local: Option<SocketAddr>,
+    pub remote: Option<SocketAddr>,
+    pub idle_hold_until: Option<Instant>,
+}
+
+/// How to reach the peer.
+#[derive(Clone, Debug)]
+pub(crate) struct SessionConfig {
+    pub remote: SocketAddr,
+    pub transport: TransportOptions,
+}
+
+/// The handle the core keeps.
+pub(crate) struct SessionHandle {
+    pub cmd: mpsc::Sender<SessionCmd>,
+    pub task: JoinHandle<()>,
+}
+
+/// Start a peer's task. It stays Idle until `SessionCmd::Start`.
+pub(crate) fn spawn(
+    config: SessionConfig,
+    fsm: PeerFsm,
+    events: mpsc::Sender<SessionEvent>,
+    drained: Arc<Notify>,
+) -> SessionHandle {
+    let (cmd_tx, cmd_rx) = mpsc::channel(16);
+    let (conn_tx, conn_rx) = mpsc::channel(64);
+    let session = Session {
+        peer: config.remote.ip(),
+        config,
+        fsm,
+        cmd_rx,
+        events,
+        conn_tx,
+        conn_rx,
+        conns: HashMap::new(),
+        next_incoming: 0,
+        established: None,
+        drained,
+        actions: Vec::new(),
+        batch: Vec::new(),
+    };
+    let task = tokio::spawn(session.run());
+    SessionHandle { cmd: cmd_tx, task }
+}
+
+/// Events from a connection's tasks.
+enum ConnEvent {
+    Connected(ConnId, TcpStream),
+    ConnectFailed(ConnId, std::io::Error),
+    Frames(ConnId, Vec<Bytes>),
+    /// The reader hit an error or the end of the stream, or framing failed.
+    Closed(ConnId, Option<Notification>),
+}
+
+enum WriterMsg {
+    Bytes(Bytes),
+    /// Write what is queued on the control channel, then shut the socket down.
+    Close,
+}
+
+enum ConnIo {
+    Connecting(AbortHandle),
+    Open {
+        ctl: mpsc::Sender<WriterMsg>,
+        data_tx: mpsc::Sender<Bytes>,
+        reader: AbortHandle,
+        local: SocketAddr,
+        remote: SocketAddr,
+    },
+}
+
+struct Session {
+    peer: IpAddr,
+    config: SessionConfig,
+    fsm: PeerFsm,
+    cmd_rx: mpsc::Receiver<SessionCmd>,
+    events: mpsc::Sender<SessionEvent>,
+    conn_tx: mpsc::Sender<ConnEvent>,
+    conn_rx: mpsc::Receiver<ConnEvent>,
+    conns: HashMap<ConnId, ConnIo>,
+    next_incoming: u32,
+    /// The established connection and the parameters its messages are read with.
+    established: Option<(ConnId, CodecParams)>,
+    drained: Arc<Notify>,
+    actions: Vec<Action>,
+    batch: Vec<Update>,
+}
+
+impl Session {
+    async fn run(mut self) {
+        loop {
+            let deadline = self.fsm.next_deadline();
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                cmd = self.cmd_rx.recv() => match cmd {
+                    None => { self.close_all(); return; }
+                    Some(SessionCmd::Shutdown { silent }) => { self.shutdown(silent).await; return; }
+                    Some(cmd) => self.command(cmd),
+                },
+                Some(ev) = self.conn_rx.recv() => self.conn_event(ev).await,
+                () = sleep => {
+                    self.fsm.on_timer(Instant::now(), &mut self.actions);
+                }
+            }
+            self.perform().await;
+        }
+    }
+
+    fn command(&mut self, cmd: SessionCmd) {
+        let now = Instant::now();
+        match cmd {
+            SessionCmd::Start => self.fsm.handle(now, Input::ManualStart, &mut self.actions),
+            SessionCmd::Stop(n) => self
+                .fsm
+                .handle(now, Input::ManualStop(n), &mut self.actions),
+            SessionCmd::Accepted(stream) => {
+                self.next_incoming = self.next_incoming.wrapping_add(1);
+                let id = ConnId::incoming(self.next_incoming);
+                if let Err(e) =
+                    transport::apply_accepted(&stream, self.peer, &self.config.transport)
+                {
+                    warn!(peer = %self.peer, error = %e, "cannot set socket options on accepted connection");
+                    return;
+                }
+                self.open_conn(id, stream);
+                self.fsm
+                    .handle(now, Input::TcpAccepted(id), &mut self.actions);
+            }
+            SessionCmd::SendRefresh(family, subtype) => {
+                if let Some((id, _)) = self.established {
+                    let msg = Message::RouteRefresh(RouteRefresh {
+                        afi_safi: family.afi_safi(),
+                        subtype,
+                    });
+                    if self.write(id, &msg) {
+                        self.fsm
+                            .handle(now, Input::RouteRefreshSent(id), &mut self.actions);
+                    }
+                }
+            }
+            SessionCmd::SetCapabilities(caps) => {
+                if let Err(e) = self.fsm.set_local_capabilities(caps) {
+                    warn!(peer = %self.peer, error = %e, "capabilities not changed");
+                }
+            }
+            SessionCmd::Query(reply) => {
+                let (local, remote) = match self
+                    .established
+                    .as_ref()
+                    .and_then(|(id, _)| self.conns.get(id))
+                {
+                    Some(ConnIo::Open { local, remote, .. }) => (Some(*local), Some(*remote)),
+                    _ => (None, None),
+                };
+                let _ = reply.send(SessionStatus {
+                    state: self.fsm.state(),
+                    established_since: self.fsm.established_since(),
+                    last_error: self.fsm.last_error().map(ToString::to_string),
+                    stats: *self.fsm.stats(),
+                    negotiated: self.fsm.negotiated().cloned(),
+                    local,
+                    remote,
+                    idle_hold_until: self.fsm.idle_hold_until(),
+                });
+            }
+            SessionCmd::Shutdown { .. } => unreachable!("handled in run"),
+        }
+    }
+
+    async fn conn_event(&mut self, ev: ConnEvent) {
+        let now = Instant::now();
+        match ev {
+            ConnEvent::Connected(id, stream) => {
+                if matches!(self.conns.get(&id), Some(ConnIo::Connecting(_))) {
+                    self.open_conn(id, stream);
+                    self.fsm
+                        .handle(now, Input::TcpConnected(id), &mut self.actions);
+                }
+            }
+            ConnEvent::ConnectFailed(id, e) => {
+                if self.conns.remove(&id).is_some() {
+                    debug!(peer = %self.peer, error = %e, "connect failed");
+                    self.fsm
+                        .handle(now, Input::TcpFailed(id), &mut self.actions);
+                }
+            }
+            ConnEvent::Closed(id, notification) => {
+                if !self.conns.contains_key(&id) {
+                    return;
+                }
+                match notification {
+                    Some(n) => self
+                        .fsm
+                        .handle(now, Input::DecodeError(id, n), &mut self.actions),
+                    None => {
+                        self.drop_conn(id);
+                        self.fsm
+                            .handle(now, Input::TcpFailed(id), &mut self.actions);
+                    }
+                }
+            }
+            ConnEvent::Frames(id, frames) => {
+                for frame in frames {
+                    if !self.conns.contains_key(&id) {
+                        break;
+                    }
+                    self.frame(id, &frame).await;
+                }
+                self.flush_batch().await;
+            }
+        }
+    }
+
+    /// Decode one frame of connection `id`, feed the FSM, pass UPDATEs on.
+    async fn frame(&mut self, id: ConnId, frame: &[u8]) {
+        let now = Instant::now();
+        let params = match self.established {
+            Some((est, ref p)) if est == id => p.clone(),
+            _ => CodecParams::default(),
+        };
+        let decoded = match wire::decode_message(frame, &params) {
+            Ok(d) => d,
+            Err(e) => {
+                warn!(peer = %self.peer, error = %e, "malformed message, closing the session");
+                self.fsm.handle(
+                    now,
+                    Input::DecodeError(id, e.notification()),
+                    &mut self.actions,
+                );
+                self.perform().await;
+                return;
+            }
+        };
+        for e in &decoded.attr_errors {
+            warn!(peer = %self.peer, error = %e, "UPDATE error handled per RFC 7606");
+        }
+        let Some(msg) = decoded.message else {
+            return;
+        };
+        self.fsm
+            .handle(now, Input::Message(id, &msg), &mut self.actions);
+        let to_rib = self.fsm.established_conn() == Some(id);
+        match msg {
+            Message::Update(u) if to_rib => {
+                self.batch.push(u);
+                if self.batch.len() >= UPDATE_BATCH {
+                    self.flush_batch().await;
+                }
+            }
+            Message::RouteRefresh(refresh) if to_rib => {
+                self.flush_batch().await;
+                let _ = self
+                    .events
+                    .send(SessionEvent::RouteRefresh {
+                        peer: self.peer,
+                        refresh,
+                    })
+                    .await;
+            }
+            _ => {}
+        }
+        // OPEN and KEEPALIVE move the FSM; act before the next frame so that the
+        // negotiated parameters apply from the first UPDATE on.
+        if !self.actions.is_empty() {
+            self.perform().await;
+        }
+    }
+
+    async fn flush_batch(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let updates = std::mem::take(&mut self.batch);
+        let _ = self
+            .events
+            .send(SessionEvent::Updates {
+                peer: self.peer,
+                updates,
+            })
+            .await;
+    }
+
+    async fn perform(&mut self) {
+        let actions = std::mem::take(&mut self.actions);
+        for action in actions {
+            match action {
+                Action::Connect(id) => self.connect(id),
+                Action::Send(id, msg) => {
+                    self.write(id, &msg);
+                }
+                Action::Close(id) => self.close(id),
+                Action::Established { conn, negotiated } => {
+                    let Some(ConnIo::Open {
+                        data_tx,
+                        local,
+                        remote,
+                        ..
+                    }) = self.conns.get(&conn)
+                    else {
+                        continue;
+                    };
+                    let (data, local, remote) = (data_tx.clone(), *local, *remote);
+                    self.established = Some((conn, negotiated.codec.clone()));
+                    info!(peer = %self.peer, asn = %negotiated.peer_asn, id = %negotiated.peer_id, "session established");
+                    let _ = self
+                        .events
+                        .send(SessionEvent::Established {
+                            peer: self.peer,
+                            negotiated: Box::new(negotiated),
+                            local,
+                            remote,
+                            data,
+                        })
+                        .await;
+                }
+                Action::Down { reason, graceful } => {
+                    self.flush_batch().await;
+                    self.established = None;
+                    info!(peer = %self.peer, %reason, graceful, "session down");
+                    let _ = self
+                        .events
+                        .send(SessionEvent::Down {
+                            peer: self.peer,
+                            reason,
+                            graceful,
+                        })
+                        .await;
+                }
+                Action::StaleRoutesExpired => {
+                    let _ = self
+                        .events
+                        .send(SessionEvent::StaleRoutesExpired { peer: self.peer })
+                        .await;
+                }
+                Action::StateChanged { from, to } => {
+                    debug!(peer = %self.peer, %from, %to, "state");
+                    let _ = self
+                        .events
+                        .send(SessionEvent::State {
+                            peer: self.peer,
+                            state: to,
+                        })
+                        .await;
+                }
+            }
+        }
+    }
+
+    fn connect(&mut self, id: ConnId) {
+        let remote = self.config.remote;
+        let opts = self.config.transport.clone();
+        let tx = self.conn_tx.clone();
+        let task = tokio::spawn(async move {
+            // A SYN that gets no answer is retried by the kernel for minutes; the FSM's
+            // ConnectRetryTimer decides when to try again instead.
+            let res =
+                tokio::time::timeout(Duration::from_secs(30), transport::connect(remote, &opts))
+                    .await;
+            let ev = match res {
+                Ok(Ok(stream)) => ConnEvent::Connected(id, stream),
+                Ok(Err(e)) => ConnEvent::ConnectFailed(id, e),
+                Err(_) => ConnEvent::ConnectFailed(
+                    id,
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),
+                ),
+            };
+            let _ = tx.send(ev).await;
+        });
+        self.conns
+            .insert(id, ConnIo::Connecting(task.abort_handle()));
+    }
+
+    fn open_conn(&mut self, id: ConnId, stream: TcpStream) {
+        let (local, remote) = match (stream.local_addr(), stream.peer_addr()) {
+            (Ok(l), Ok(r)) => (l, r),
+            _ => {
+                let _ = self.conn_tx.try_send(ConnEvent::Closed(id, None));
+                return;
+            }
+        };
+        let (rd, wr) = stream.into_split();
+        let (ctl_tx, ctl_rx) = mpsc::channel(CTL_QUEUE);
+        let (data_tx, data_rx) = mpsc::channel(DATA_QUEUE);
+        let reader = tokio::spawn(read_frames(id, rd, self.conn_tx.clone()));
+        tokio::spawn(write_loop(
+            id,
+            wr,
+            ctl_rx,
+            data_rx,
+            self.conn_tx.clone(),
+            self.drained.clone(),
+        ));
+        self.conns.insert(
+            id,
+            ConnIo::Open {
+                ctl: ctl_tx,
+                data_tx,
+                reader: reader.abort_handle(),
+                local,
+                remote,
+            },
+        );
+    }
+
+    /// Queue a control message on a connection; false when it could not be queued.
+    fn write(&mut self, id: ConnId, msg: &Message) -> bool {
+        let Some(ConnIo::Open { ctl, .. }) = self.conns.get(&id) else {
+            return false;
+        };
+        let params = match self.established {
+            Some((est, ref p)) if est == id => p.clone(),
+            _ => CodecParams::default(),
+        };
+        let mut buf = BytesMut::with_capacity(64);
+        if let Err(e) = wire::encode_message(msg, &params, &mut buf) {
+            warn!(peer = %self.peer, error = %e, "cannot encode message");
+            return false;
+        }
+        if ctl.try_send(WriterMsg::Bytes(buf.freeze())).is_err() {
+            warn!(peer = %self.peer, "peer is not reading; closing the connection");
+            let _ = self.conn_tx.try_send(ConnEvent::Closed(id, None));
+            return false;
+        }
+        true
+    }
+
+    fn close(&mut self, id: ConnId) {
+        if self.established.as_ref().is_some_and(|(e, _)| *e == id) {
+            self.established = None;
+        }
+        match self.conns.remove(&id) {
+            Some(ConnIo::Connecting(task)) => task.abort(),
+            Some(ConnIo::Open { ctl, reader, .. }) => {
+                reader.abort();
+                // After what is queued (the NOTIFICATION that ends the session).
+                let _ = ctl.try_send(WriterMsg::Close);
+            }
+            None => {}
+        }
+    }
+
+    /// Forget a connection that is already gone.
+    fn drop_conn(&mut self, id: ConnId) {
+        self.close(id);
+    }
+
+    fn close_all(&mut self) {
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for id in ids {
+            self.close(id);
+        }
+    }
+
+    async fn shutdown(&mut self, silent: bool) {
+        if !silent {
+            self.fsm
+                .handle(Instant::now(), Input::ManualStop(None), &mut self.actions);
+            self.perform().await;
+        }
+        self.close_all();
+    }
+}
+
+/// Cut the stream into frames; the session decodes them.
+async fn read_frames(id: ConnId, mut rd: OwnedReadHalf, tx: mpsc::Sender<ConnEvent>) {
+    // Frames are cut with the largest length any session may negotiate (RFC 8654); the
+    // session's decode checks each against what this one negotiated.
+    let framing = CodecParams {
+        extended_message: true,
+        ..CodecParams::default()
+    };
+    let mut buf = BytesMut::with_capacity(READ_BUF);
+    loop {
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(READ_BUF);
+        }
+        match rd.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => {
+                let _ = tx.send(ConnEvent::Closed(id, None)).await;
+                return;
+            }
+            Ok(_) => {}
+        }
+        let mut frames = Vec::new();
+        loop {
+            match header::frame(&buf, &framing) {
+                Ok(Frame::Complete { len, .. }) => frames.push(buf.split_to(len).freeze()),
+                Ok(Frame::Incomplete { needed }) => {
+                    if needed > buf.capacity() {
+                        buf.reserve(needed - buf.len());
+                    }
+                    break;
+                }
+                Err(e) => {
+                    if !frames.is_empty() {
+                        let _ = tx.send(ConnEvent::Frames(id, frames)).await;
+                    }
+                    let n = wire::error::DecodeError::from(e).notification();
+                    let _ = tx.send(ConnEvent::Closed(id, Some(n))).await;
+                    return;
+                }
+            }
+        }
+        if !frames.is_empty() && tx.send(ConnEvent::Frames(id, frames)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Write control messages first, then the core's encoded UPDATEs.
+async fn write_loop(
+    id: ConnId,
+    mut wr: OwnedWriteHalf,
+    mut ctl: mpsc::Receiver<WriterMsg>,
+    mut data: mpsc::Receiver<Bytes>,
+    events: mpsc::Sender<ConnEvent>,
+    drained: Arc<Notify>,
+) {
+    loop {
+        let msg = tokio::select! {
+            biased;
+            m = ctl.recv() => m,
+            Some(b) = data.recv() => Some(WriterMsg::Bytes(b)),
+        };
+        match msg {
+            Some(WriterMsg::Bytes(b)) => {
+                if wr.write_all(&b).await.is_err() {
+                    let _ = events.send(ConnEvent::Closed(id, None)).await;
+                    return;
+                }
+                if data.len() < DATA_QUEUE / 2 {
+                    drained.notify_one();
+                }
+            }
+            Some(WriterMsg::Close) | None => {
+                let _ = wr.shutdown().await;
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! What the speaker reports about itself: peers with their session state and counters,
+//! and the Loc-RIB with each path's attributes. Serializable, so the status commands
+//! print the same data as text for people and as JSON for scripts.
+
+use crate::policy::{CommunityValue, ExtCommunityValue, LargeCommunityValue};
+use crate::rib::PathView;
+use crate::types::{Asn, Family, RouterId};
+use crate::wire::attr::{NextHop, Origin, PathAttrs, SegmentType};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, SocketAddr};
+
+/// One peer, as `serval bgp status` shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct PeerStatus {
+    pub address: IpAddr,
+    pub name: Option<String>,
+    pub asn: Asn,
+    /// "ibgp", "ebgp", "ibgp rr-client".
+    pub kind: String,
+    /// RFC 4271 state name, or "Shutdown" when administratively down.
+    pub state: String,
+    /// Seconds in Established; `None` when not established.
+    pub uptime_secs: Option<u64>,
+    /// What ended the last session (or attempt), as an operator reads it.
+    pub last_error: Option<String>,
+    pub router_id: Option<RouterId>,
+    pub local_address: Option<SocketAddr>,
+    pub remote_address: Option<SocketAddr>,
+    pub hold_time: Option<u16>,
+    pub keepalive: Option<u16>,
+    /// Negotiated capabilities, by name.
+    pub capabilities: Vec<String>,
+    pub families: Vec<FamilyStatus>,
+    pub messages_received: u64,
+    pub messages_sent: u64,
+    pub updates_received: u64,
+    pub updates_sent: u64,
+    /// Times the session reached Established, and left it.
+    pub established_count: u64,
+    pub flaps: u64,
+    /// Seconds until an automatic restart after an error, while idle.
+    pub idle_hold_secs: Option<u64>,
+}
+
+/// Prefix counters of one peer in one family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct FamilyStatus {
+    pub family: Family,
+    /// Prefixes the peer sent us and we hold (accepted + filtered).
+    pub received: u32,
+    /// Prefixes the import policy accepted.
+    pub accepted: u32,
+    /// Prefixes the import policy rejected.
+    pub filtered: u32,
+    /// Prefixes kept as stale during a graceful restart or refresh.
+    pub stale: u32,
+    /// Prefixes we advertise to the peer.
+    pub sent: u32,
+}
+
+/// One destination of the Loc-RIB with every path.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct RouteEntry {
+    pub prefix: IpNet,
+    pub paths: Vec<PathEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct PathEntry {
+    /// The peer it came from; `None` for routes this speaker originates.
+    pub peer: Option<IpAddr>,
+    pub path_id: u32,
+    pub best: bool,
+    /// In the ECMP set installed with the best path.
+    pub multipath: bool,
+    pub stale: bool,
+    /// Rejected by the import policy (kept for counting, not used).
+    pub filtered: bool,
+    pub next_hop: Option<String>,
+    pub as_path: String,
+    pub origin: Origin,
+    pub med: Option<u32>,
+    pub local_pref: Option<u32>,
+    pub communities: Vec<CommunityValue>,
+    pub large_communities: Vec<LargeCommunityValue>,
+    pub ext_communities: Vec<ExtCommunityValue>,
+    pub atomic_aggregate: bool,
+    pub aggregator: Option<String>,
+    pub originator_id: Option<String>,
+    pub cluster_list: Vec<String>,
+    /// Attributes passed on without being understood, as `code:flags`.
+    pub unknown_attributes: Vec<String>,
+}
+
+/// AS_PATH as routers print it: sequences space-separated, sets in braces, confederation
+/// segments in parentheses.
+pub fn as_path_text(attrs: &PathAttrs) -> String {
+    let mut parts = Vec::new();
+    for seg in &attrs.as_path.segments {
+        let asns: Vec<String> = seg.asns.iter().map(|a| a.0.to_string()).collect();
+        parts.push(match seg.kind {
+            SegmentType::Sequence => asns.join(" "),
+            SegmentType::Set => format!("{{{}}}", asns.join(",")),
+            SegmentType::ConfedSequence => format!("({})", asns.join(" ")),
+            SegmentType::ConfedSet => format!("[{}]", asns.join(",")),
+        });
+    }
+    parts.join(" ")
+}
+
+pub fn next_hop_text(nh: &NextHop) -> String {
+    match nh {
+        NextHop::V4(a) => a.to_string(),
+        NextHop::V6 {
+            global,
+            link_local: Some(ll),
+        } => format!("{global} ({ll})"),
+        NextHop::V6 {
+            global,
+            link_local: None,
+        } => global.to_string(),
+    }
+}
+
+impl PathEntry {
+    pub fn from_view(p: &PathView, peer: Option<IpAddr>) -> Self {
+        let a = &*p.attrs;
+        PathEntry {
+            peer,
+            path_id: p.path_id,
+            best: p.best,
+            multipath: p.multipath,
+            stale: p.stale,
+            filtered: p.filtered,
+            next_hop: a.next_hop.as_ref().map(next_hop_text),
+            as_path: as_path_text(a),
+            origin: a.origin,
+            med: a.med,
+            local_pref: a.local_pref,
+            communities: a.communities.iter().map(|c| CommunityValue(*c)).collect(),
+            large_communities: a
+                .large_communities
+                .iter()
+                .map(|c| LargeCommunityValue(*c))
+                .collect(),
+            ext_communities: a
+                .ext_communities
+                .iter()
+                .map(|c| ExtCommunityValue(*c))
+                .collect(),
+            atomic_aggregate: a.atomic_aggregate,
+            aggregator: a.aggregator.map(|g| format!("{} {}", g.asn, g.address)),
+            originator_id: a.originator_id.map(|o| o.to_string()),
+            cluster_list: a.cluster_list.iter().map(ToString::to_string).collect(),
+            unknown_attributes: a
+                .unknown
+                .iter()
+                .map(|u| format!("{}:{:#04x}", u.code, u.flags))
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::attr::{AsPath, AsSegment};
+
+    #[test]
+    fn as_path_prints_like_routers() {
+        let mut a = PathAttrs::default();
+        a.as_path = AsPath {
+            segments: vec![
+                AsSegment {
+                    kind: SegmentType::ConfedSequence,
+                    asns: vec![Asn(65010)],
+                },
+                AsSegment {
+                    kind: SegmentType::Sequence,
+                    asns: vec![Asn(65001), Asn(65002)],
+                },
+                AsSegment {
+                    kind: SegmentType::Set,
+                    asns: vec![Asn(1), Asn(2)],
+                },
+            ],
+        };
+        assert_eq!(as_path_text(&a), "(65010) 65001 65002 {1,2}");
+    }
+}

@@ -19,13 +19,13 @@ use std::sync::Arc;
 /// `Hash`'s one per field and AS number. Equal sets give equal values, which is all a
 /// hash needs.
 #[derive(Hash)]
-struct Flat<'a> {
+pub(crate) struct Flat<'a> {
     words: SmallVec<[u32; 48]>,
     unknown: &'a [crate::wire::attr::RawAttr],
 }
 
 impl<'a> Flat<'a> {
-    fn of(a: &'a PathAttrs) -> Self {
+    pub fn of(a: &'a PathAttrs) -> Self {
         use crate::wire::attr::NextHop;
         let mut w: SmallVec<[u32; 48]> = SmallVec::new();
         w.push(a.origin as u32 | (u32::from(a.atomic_aggregate) << 8));

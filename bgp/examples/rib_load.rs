@@ -129,9 +129,11 @@ fn session(last: u8) -> SessionInfo {
     )
 }
 
+/// `mode` `KeepOriginal` stands for a route-server client (RFC 7947).
 fn add_peer(rib: &mut Rib, last: u8, asn: u32, mode: NextHopMode) -> PeerId {
     let mut info = PeerInfo::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, last)), Asn(asn), US);
     info.next_hop = mode;
+    info.route_server_client = mode == NextHopMode::KeepOriginal;
     rib.add_peer(info).expect("peer table has room")
 }
 
@@ -265,7 +267,7 @@ fn route_server(overlapping: bool) {
     drain_all(&mut rib, monitor);
     let mut feeds = Vec::new();
     for f in 0..FEEDERS {
-        let id = add_peer(&mut rib, f as u8 + 1, 65001 + f, NextHopMode::Auto);
+        let id = add_peer(&mut rib, f as u8 + 1, 65001 + f, NextHopMode::KeepOriginal);
         rib.peer_up(id, session(f as u8 + 1)).expect("peer exists");
         let sets = attribute_sets(
             PER_FEEDER / PER_SET,

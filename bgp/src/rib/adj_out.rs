@@ -12,6 +12,7 @@ use super::bitset::BitSet;
 use super::decision;
 use super::export::{export_attrs, self_next_hop, ExportCtx};
 use super::family::{candidate, FamilyRib};
+use super::intern::Flat;
 use super::loc::Path;
 use super::prefix::PrefixKey;
 use super::{with_family, PeerId, Rib, RibError, SessionInfo, Shared};
@@ -107,7 +108,7 @@ struct Drain {
     cache: HashMap<(usize, u16, Option<Outcome>), Option<usize>>,
     /// Outgoing attribute sets by content, so that different sources that come out equal
     /// (say, after next-hop-self) share one group.
-    out_sets: HashTable<Arc<PathAttrs>>,
+    out_sets: HashTable<(u64, Arc<PathAttrs>)>,
     hasher: foldhash::fast::RandomState,
     /// Outgoing attributes pointer → index in `announce`.
     groups: HashMap<usize, usize>,
@@ -129,14 +130,12 @@ impl Drain {
     }
 
     fn unify(&mut self, attrs: PathAttrs) -> Arc<PathAttrs> {
-        let h = self.hasher.hash_one(&attrs);
-        if let Some(a) = self.out_sets.find(h, |x| **x == attrs) {
+        let h = self.hasher.hash_one(Flat::of(&attrs));
+        if let Some((_, a)) = self.out_sets.find(h, |(_, x)| **x == attrs) {
             return a.clone();
         }
         let a = Arc::new(attrs);
-        let hasher = &self.hasher;
-        self.out_sets
-            .insert_unique(h, a.clone(), |x| hasher.hash_one(&**x));
+        self.out_sets.insert_unique(h, (h, a.clone()), |(h, _)| *h);
         a
     }
 

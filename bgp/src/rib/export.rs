@@ -7,6 +7,8 @@
 //! * iBGP split horizon, unless we reflect (RFC 4456 §6): a client's route goes to every
 //!   iBGP peer, a non-client's only to clients; reflecting sets ORIGINATOR_ID when absent
 //!   and prepends our cluster id to CLUSTER_LIST, and changes nothing else (§10);
+//! * towards a route-server client (RFC 7947 §2.2): our AS not prepended, next hop and
+//!   MED passed unchanged;
 //! * towards eBGP: prepend our AS, next hop ourselves (unless keep-original, or the
 //!   original next hop is on the peer's subnet, RFC 4271 §5.1.3), no LOCAL_PREF, no MED
 //!   that came from another AS (§5.1.4), no ORIGINATOR_ID or CLUSTER_LIST (RFC 4456 §8);
@@ -109,16 +111,24 @@ pub(crate) fn export_attrs(ctx: &ExportCtx<'_>, attrs: &PathAttrs) -> Option<Pat
         return encodable_next_hop(ctx, out, own_nh);
     }
     if target_ebgp {
-        out.as_path.prepend(ctx.target.info.local_as, 1);
+        let rs = ctx.target.info.route_server_client;
+        if !rs {
+            out.as_path.prepend(ctx.target.info.local_as, 1);
+        }
         out.local_pref = None;
         out.originator_id = None;
         out.cluster_list.clear();
         let foreign_med =
             !local && (ctx.source.info.is_ebgp() || attrs.as_path.neighbor_as().is_some());
-        if foreign_med && !ctx.target.info.send_foreign_med {
+        if foreign_med && !ctx.target.info.send_foreign_med && !rs {
             out.med = None;
         }
-        let keep = match (ctx.target.info.next_hop, &attrs.next_hop) {
+        let mode = if rs {
+            NextHopMode::KeepOriginal
+        } else {
+            ctx.target.info.next_hop
+        };
+        let keep = match (mode, &attrs.next_hop) {
             (_, None) => false,
             (NextHopMode::KeepOriginal, Some(_)) => true,
             (NextHopMode::SelfAlways, Some(_)) => false,
@@ -316,6 +326,18 @@ mod tests {
             run((1, &src), (2, &dst), &route()).unwrap().next_hop,
             Some(NextHop::V4(Ipv4Addr::new(192, 0, 2, 254)))
         );
+    }
+
+    #[test]
+    fn route_server_clients_get_the_route_unchanged() {
+        let src = peer(65001, false, 1);
+        let mut dst = peer(65100, false, 2);
+        dst.info.route_server_client = true;
+        let out = run((1, &src), (2, &dst), &route()).unwrap();
+        assert_eq!(out.as_path, route().as_path, "RFC 7947: no AS of ours");
+        assert_eq!(out.next_hop, route().next_hop);
+        assert_eq!(out.med, Some(50));
+        assert_eq!(out.local_pref, None);
     }
 
     #[test]

@@ -10,12 +10,80 @@
 
 use crate::wire::attr::PathAttrs;
 use hashbrown::HashTable;
+use smallvec::SmallVec;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
+/// The attributes as one run of words (lengths included, so distinct sets give distinct
+/// runs) plus the uninterpreted ones: hashed in a few calls instead of the derived
+/// `Hash`'s one per field and AS number. Equal sets give equal values, which is all a
+/// hash needs.
+#[derive(Hash)]
+pub(crate) struct Flat<'a> {
+    words: SmallVec<[u32; 48]>,
+    unknown: &'a [crate::wire::attr::RawAttr],
+}
+
+impl<'a> Flat<'a> {
+    pub fn of(a: &'a PathAttrs) -> Self {
+        use crate::wire::attr::NextHop;
+        let mut w: SmallVec<[u32; 48]> = SmallVec::new();
+        w.push(a.origin as u32 | (u32::from(a.atomic_aggregate) << 8));
+        w.push(a.as_path.segments.len() as u32);
+        for s in &a.as_path.segments {
+            w.push(s.kind as u32 | ((s.asns.len() as u32) << 8));
+            w.extend(s.asns.iter().map(|x| x.0));
+        }
+        match a.next_hop {
+            None => w.push(0),
+            Some(NextHop::V4(v)) => w.extend([1, u32::from(v)]),
+            Some(NextHop::V6 { global, link_local }) => {
+                w.push(2);
+                w.extend(
+                    u128::from(global)
+                        .to_be_bytes()
+                        .chunks(4)
+                        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]])),
+                );
+                w.push(link_local.map_or(0, |l| u128::from(l) as u32));
+            }
+        }
+        w.extend([
+            a.med.map_or(0, |m| m ^ 0x5a5a_5a5a),
+            u32::from(a.med.is_some()),
+        ]);
+        w.extend([a.local_pref.unwrap_or(0), u32::from(a.local_pref.is_some())]);
+        match a.aggregator {
+            None => w.push(0),
+            Some(g) => w.extend([1, g.asn.0, u32::from(g.address)]),
+        }
+        w.push(a.communities.len() as u32);
+        w.extend(a.communities.iter().map(|c| c.0));
+        w.push(a.ext_communities.len() as u32);
+        for e in &a.ext_communities {
+            w.extend([
+                u32::from_be_bytes([e.0[0], e.0[1], e.0[2], e.0[3]]),
+                u32::from_be_bytes([e.0[4], e.0[5], e.0[6], e.0[7]]),
+            ]);
+        }
+        w.push(a.large_communities.len() as u32);
+        for l in &a.large_communities {
+            w.extend([l.global, l.local1, l.local2]);
+        }
+        w.push(a.originator_id.map_or(0, u32::from));
+        w.push(a.cluster_list.len() as u32);
+        w.extend(a.cluster_list.iter().map(|c| u32::from(*c)));
+        Flat {
+            words: w,
+            unknown: &a.unknown,
+        }
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct Interner {
-    table: HashTable<Arc<PathAttrs>>,
+    /// Each set with its hash, so that growing the table does not hash them again.
+    table: HashTable<(u64, Arc<PathAttrs>)>,
     /// Seeded per process: attribute sets come from peers (foldhash resists the collisions
     /// they could craft against a fixed-key hash, at a fraction of SipHash's cost).
     hasher: foldhash::fast::RandomState,
@@ -24,22 +92,20 @@ pub(crate) struct Interner {
 
 impl Interner {
     fn hash(&self, a: &PathAttrs) -> u64 {
-        self.hasher.hash_one(a)
+        self.hasher.hash_one(Flat::of(a))
     }
 
     /// The shared copy of `attrs`.
     pub fn intern(&mut self, attrs: PathAttrs) -> Arc<PathAttrs> {
         let h = self.hash(&attrs);
-        if let Some(a) = self.table.find(h, |x| **x == attrs) {
+        if let Some((_, a)) = self.table.find(h, |(_, x)| **x == attrs) {
             return a.clone();
         }
         if self.table.len() >= self.sweep_at {
             self.sweep();
         }
         let arc = Arc::new(attrs);
-        let hasher = &self.hasher;
-        self.table
-            .insert_unique(h, arc.clone(), |x| hasher.hash_one(&**x));
+        self.table.insert_unique(h, (h, arc.clone()), |(h, _)| *h);
         arc
     }
 
@@ -49,7 +115,7 @@ impl Interner {
         // Ours plus the interner's.
         if Arc::strong_count(&attrs) == 2 {
             let h = self.hash(&attrs);
-            if let Ok(e) = self.table.find_entry(h, |x| Arc::ptr_eq(x, &attrs)) {
+            if let Ok(e) = self.table.find_entry(h, |(_, x)| Arc::ptr_eq(x, &attrs)) {
                 e.remove();
             }
         }
@@ -57,7 +123,7 @@ impl Interner {
 
     /// Forgets every set nobody else holds.
     pub fn sweep(&mut self) {
-        self.table.retain(|a| Arc::strong_count(a) > 1);
+        self.table.retain(|(_, a)| Arc::strong_count(a) > 1);
         self.sweep_at = (self.table.len() * 2).max(1024);
     }
 
@@ -68,12 +134,12 @@ impl Interner {
     /// Heap bytes held: the table plus each set's own allocations (approximate: vectors by
     /// capacity).
     pub fn heap_bytes(&self) -> usize {
-        let table = self.table.capacity() * (std::mem::size_of::<Arc<PathAttrs>>() + 1);
+        let table = self.table.capacity() * (std::mem::size_of::<(u64, Arc<PathAttrs>)>() + 1);
         table
             + self
                 .table
                 .iter()
-                .map(|a| attrs_heap_bytes(a))
+                .map(|(_, a)| attrs_heap_bytes(a))
                 .sum::<usize>()
     }
 }

@@ -146,6 +146,9 @@ pub struct PeerInfo {
     /// Towards this eBGP peer, pass on a MED that was received from another AS (RFC 4271
     /// §5.1.4 says not to; some route servers want it).
     pub send_foreign_med: bool,
+    /// We are this eBGP peer's route server (RFC 7947): routes go to it without our AS
+    /// in the path and with next hop and MED unchanged.
+    pub route_server_client: bool,
 }
 
 impl PeerInfo {
@@ -163,6 +166,7 @@ impl PeerInfo {
             max_prefix: [None, None],
             add_path_send: [0, 0],
             send_foreign_med: false,
+            route_server_client: false,
         }
     }
 

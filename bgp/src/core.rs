@@ -649,7 +649,7 @@ impl Core {
             .filter(|f| q.family.is_none_or(|x| x == *f))
         {
             let mut routes: Vec<RouteEntry> = self.rib.routes(f).map(to_entry).collect();
-            routes.sort_by(|a, b| a.prefix.cmp(&b.prefix));
+            routes.sort_by_key(|r| r.prefix);
             out.extend(routes);
         }
         out.truncate(limit);
@@ -697,7 +697,7 @@ impl Core {
                     .and_then(Result::ok);
                 out.push(status_of(&cfg, families, note, local_as, s, now));
             }
-            out.sort_by(|a, b| a.address.cmp(&b.address));
+            out.sort_by_key(|p| p.address);
             let _ = reply.send(out);
         });
     }

@@ -173,22 +173,27 @@ mod tests {
 
     #[test]
     fn as_path_prints_like_routers() {
-        let mut a = PathAttrs::default();
-        a.as_path = AsPath {
-            segments: vec![
+        let as_path = AsPath {
+            segments: [
                 AsSegment {
                     kind: SegmentType::ConfedSequence,
-                    asns: vec![Asn(65010)],
+                    asns: [Asn(65010)].into_iter().collect(),
                 },
                 AsSegment {
                     kind: SegmentType::Sequence,
-                    asns: vec![Asn(65001), Asn(65002)],
+                    asns: [Asn(65001), Asn(65002)].into_iter().collect(),
                 },
                 AsSegment {
                     kind: SegmentType::Set,
-                    asns: vec![Asn(1), Asn(2)],
+                    asns: [Asn(1), Asn(2)].into_iter().collect(),
                 },
-            ],
+            ]
+            .into_iter()
+            .collect(),
+        };
+        let a = PathAttrs {
+            as_path,
+            ..PathAttrs::default()
         };
         assert_eq!(as_path_text(&a), "(65010) 65001 65002 {1,2}");
     }

@@ -83,6 +83,14 @@ pub fn peers(peers: &[PeerStatus]) -> String {
     )
 }
 
+fn origin(o: bgp::wire::attr::Origin) -> &'static str {
+    match o {
+        bgp::wire::attr::Origin::Igp => "igp",
+        bgp::wire::attr::Origin::Egp => "egp",
+        bgp::wire::attr::Origin::Incomplete => "incomplete",
+    }
+}
+
 pub fn routes(routes: &[RouteEntry]) -> String {
     let mut out = String::new();
     for r in routes {
@@ -107,10 +115,10 @@ pub fn routes(routes: &[RouteEntry]) -> String {
             }
             let _ = write!(
                 out,
-                "{prefix:<20} via {:<16} from {from:<16} [{}] {:?}",
+                "{prefix:<20} via {:<16} from {from:<16} [{}] {}",
                 p.next_hop.as_deref().unwrap_or("-"),
                 p.as_path,
-                p.origin
+                origin(p.origin)
             );
             if let Some(lp) = p.local_pref {
                 let _ = write!(out, " lp {lp}");

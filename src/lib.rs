@@ -1,1 +1,3 @@
 //! The serval node agent: everything the `serval` binary does apart from argument parsing.
+
+pub mod dataplane;

@@ -78,6 +78,8 @@ impl Netlink {
         // netlink-proto drops plain ACKs by default and ends the answer stream instead;
         // forwarding them lets a dead connection be told from success.
         conn.set_forward_ack(true);
+        // Likewise the NLMSG_DONE closing a dump, which carries the dump's error code.
+        conn.set_forward_done(true);
         tokio::spawn(conn);
         Ok(Netlink { handle })
     }
@@ -120,6 +122,12 @@ impl Netlink {
                 NetlinkPayload::InnerMessage(inner) => out.push(inner),
                 NetlinkPayload::Error(e) if e.code.is_some() => {
                     return Err(kernel_error(&e));
+                }
+                NetlinkPayload::Done(done) if done.code != 0 => {
+                    return Err(NetlinkError::Kernel {
+                        errno: done.code.abs(),
+                        message: ext_ack_text(&done.extended_ack),
+                    });
                 }
                 NetlinkPayload::Overrun(_) => {
                     return Err(NetlinkError::Transport("receive buffer overrun during dump".into()));
@@ -220,14 +228,17 @@ fn ack_outcome(payload: NetlinkPayload<RouteNetlinkMessage>) -> Result<(), Netli
 fn kernel_error(e: &netlink_packet_core::ErrorMessage) -> NetlinkError {
     NetlinkError::Kernel {
         errno: e.raw_code().abs(),
-        message: ext_ack_message(&e.header),
+        message: e.header.get(NLMSGHDR_LEN..).and_then(ext_ack_text),
     }
 }
 
-fn ext_ack_message(payload: &[u8]) -> Option<String> {
-    const NLMSGHDR: usize = 16;
+const NLMSGHDR_LEN: usize = 16;
+
+/// The `NLMSGERR_ATTR_MSG` text among extended-ACK attributes (after an error's
+/// request header, or the whole tail of an `NLMSG_DONE`).
+fn ext_ack_text(attributes: &[u8]) -> Option<String> {
     const NLMSGERR_ATTR_MSG: u16 = 1;
-    let mut rest = payload.get(NLMSGHDR..)?;
+    let mut rest = attributes;
     while rest.len() >= 4 {
         let len = u16::from_ne_bytes([rest[0], rest[1]]) as usize;
         let kind = u16::from_ne_bytes([rest[2], rest[3]]) & 0x3fff;
@@ -286,18 +297,16 @@ mod tests {
         payload.extend(attr(2, &7u32.to_ne_bytes()));
         payload.extend(attr(1, b"Nexthop has invalid gateway\0"));
         assert_eq!(
-            ext_ack_message(&payload).as_deref(),
+            ext_ack_text(&payload[16..]).as_deref(),
             Some("Nexthop has invalid gateway")
         );
     }
 
     #[test]
     fn ext_ack_message_absent_or_truncated() {
-        assert_eq!(ext_ack_message(&[0u8; 16]), None);
-        assert_eq!(ext_ack_message(&[0u8; 3]), None);
-        let mut payload = vec![0u8; 16];
-        payload.extend_from_slice(&[40, 0, 1, 0, b'x']);
-        assert_eq!(ext_ack_message(&payload), None);
+        assert_eq!(ext_ack_text(&[]), None);
+        assert_eq!(ext_ack_text(&[0u8; 3]), None);
+        assert_eq!(ext_ack_text(&[40, 0, 1, 0, b'x']), None);
     }
 
     #[test]

@@ -138,13 +138,17 @@ impl RouteProgrammer {
             let mut request = RouteMessage::default();
             request.header.address_family = family;
             set_table(&mut request, self.config.table);
-            let answers = self
-                .nl
-                .dump(RouteNetlinkMessage::GetRoute(request))
-                .await
-                .map_err(|e| {
-                    Error::netlink(format!("dumping {family:?} routes of table {}", self.config.table), e)
-                })?;
+            let answers = match self.nl.dump(RouteNetlinkMessage::GetRoute(request)).await {
+                Ok(answers) => answers,
+                // The family has no such table yet: no routes in it.
+                Err(e) if e.errno() == Some(libc::ENOENT) => Vec::new(),
+                Err(e) => {
+                    return Err(Error::netlink(
+                        format!("dumping {family:?} routes of table {}", self.config.table),
+                        e,
+                    ))
+                }
+            };
             for answer in answers {
                 let RouteNetlinkMessage::NewRoute(route) = answer else { continue };
                 let Some((prefix, table, protocol)) = identity(&route) else { continue };

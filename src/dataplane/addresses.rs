@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_REPLACE};
-use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage, AddressScope};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use super::netlink::Netlink;
@@ -83,6 +83,11 @@ fn message(index: u32, net: IpNet) -> AddressMessage {
         m.attributes.push(AddressAttribute::Local(net.addr()));
     }
     m.attributes.push(AddressAttribute::Address(net.addr()));
+    if net.addr().is_ipv6() {
+        // The pool's IPAM made it unique; duplicate address detection would only keep
+        // it tentative (unusable as a source) for a second or more.
+        m.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+    }
     m
 }
 
@@ -122,7 +127,8 @@ mod tests {
         assert_eq!(address_of(&m), Some("10.0.0.1".parse().unwrap()));
         assert_eq!(m.attributes.len(), 2);
         let m = message(3, "fd00::1/128".parse().unwrap());
-        assert_eq!(m.attributes.len(), 1);
+        assert_eq!(m.attributes.len(), 2);
+        assert!(m.attributes.contains(&AddressAttribute::Flags(AddressFlags::Nodad)));
         assert_eq!(m.header.family, AddressFamily::Inet6);
     }
 }

@@ -264,7 +264,13 @@ struct Entry {
 async fn neighbours(nl: &Netlink, family: AddressFamily, index: u32, device: &str) -> Result<Vec<Entry>, Error> {
     let mut request = NeighbourMessage::default();
     request.header.family = family;
-    request.header.ifindex = index;
+    // With strict checking, an FDB dump filters on the header's ifindex (the bridge
+    // port) while a neighbour dump wants it zero and the filter in NDA_IFINDEX.
+    if family == AddressFamily::Bridge {
+        request.header.ifindex = index;
+    } else {
+        request.attributes.push(NeighbourAttribute::IfIndex(index));
+    }
     let answers = nl
         .dump(RouteNetlinkMessage::GetNeighbour(request))
         .await
@@ -280,6 +286,8 @@ async fn neighbours(nl: &Netlink, family: AddressFamily, index: u32, device: &st
                 dst: n.attributes.iter().find_map(|a| match a {
                     NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(IpAddr::V4(*ip)),
                     NeighbourAttribute::Destination(NeighbourAddress::Inet6(ip)) => Some(IpAddr::V6(*ip)),
+                    // FDB entries (AF_BRIDGE) come back with the address undecoded.
+                    NeighbourAttribute::Destination(NeighbourAddress::Other(bytes)) => ip_from_bytes(bytes),
                     _ => None,
                 }),
                 permanent: n.header.state == NeighbourState::Permanent,
@@ -312,6 +320,13 @@ fn neighbour_message(index: u32, dst: IpAddr, mac: Mac) -> NeighbourMessage {
     m.attributes.push(NeighbourAttribute::Destination(neighbour_address(dst)));
     m.attributes.push(NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()));
     m
+}
+
+fn ip_from_bytes(bytes: &[u8]) -> Option<IpAddr> {
+    if let Ok(v4) = <[u8; 4]>::try_from(bytes) {
+        return Some(IpAddr::from(v4));
+    }
+    <[u8; 16]>::try_from(bytes).ok().map(IpAddr::from)
 }
 
 fn neighbour_address(ip: IpAddr) -> NeighbourAddress {

@@ -12,6 +12,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashSet;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
@@ -58,11 +59,15 @@ impl NatProgrammer {
 
     /// Uses the `nft` at `path`, or the one in `PATH` when `path` does not exist.
     pub fn with_binary(path: &Path) -> Result<Self, Error> {
+        Self::locate(path, std::env::var_os("PATH").as_deref())
+    }
+
+    fn locate(path: &Path, search: Option<&OsStr>) -> Result<Self, Error> {
         if path.is_file() {
             return Ok(NatProgrammer { nft: path.to_owned() });
         }
-        let in_path = std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths)
+        let in_path = search.and_then(|paths| {
+            std::env::split_paths(paths)
                 .map(|dir| dir.join("nft"))
                 .find(|candidate| candidate.is_file())
         });
@@ -252,10 +257,11 @@ mod tests {
 
     #[test]
     fn missing_nft_names_the_package() {
-        let err = NatProgrammer::with_binary(Path::new("/nonexistent/nft"));
-        // PATH may hold nft; only when it does not is the error reachable.
-        if let Err(e) = err {
-            assert!(e.to_string().contains("nftables"), "{e}");
-        }
+        let err = NatProgrammer::locate(Path::new("/nonexistent/nft"), None).unwrap_err();
+        assert!(matches!(err, Error::NftMissing(_)));
+        let text = err.to_string();
+        assert!(text.contains("nftables") && text.contains("/nonexistent/nft"), "{text}");
+        let err = NatProgrammer::locate(Path::new("/nonexistent/nft"), Some(OsStr::new("/nonexistent"))).unwrap_err();
+        assert!(matches!(err, Error::NftMissing(_)));
     }
 }

@@ -237,13 +237,14 @@ impl RouteProgrammer {
         resolved: &BTreeMap<IpNet, Installed>,
         report: &mut SyncReport,
     ) -> Result<(), Error> {
-        let mut messages = Vec::with_capacity(writes.len());
-        for (op, prefix) in &writes {
-            messages.push(match (op, resolved.get(prefix)) {
-                (Op::Delete, _) | (_, None) => (
-                    RouteNetlinkMessage::DelRoute(delete_message(&self.config, *prefix)),
-                    0,
-                ),
+        // Adds and replaces are planned from `resolved`, so each has its route there.
+        let writes: Vec<(Op, IpNet)> = writes
+            .into_iter()
+            .filter(|(op, prefix)| *op == Op::Delete || resolved.contains_key(prefix))
+            .collect();
+        let messages = writes
+            .iter()
+            .map(|(op, prefix)| match (op, resolved.get(prefix)) {
                 (Op::Add, Some(r)) => (
                     RouteNetlinkMessage::NewRoute(route_message(&self.config, *prefix, r)),
                     NLM_F_CREATE | NLM_F_EXCL,
@@ -252,11 +253,13 @@ impl RouteProgrammer {
                     RouteNetlinkMessage::NewRoute(route_message(&self.config, *prefix, r)),
                     NLM_F_CREATE | NLM_F_REPLACE,
                 ),
-            });
-        }
+                _ => (RouteNetlinkMessage::DelRoute(delete_message(&self.config, *prefix)), 0),
+            })
+            .collect();
         let outcomes = self.nl.ack_many(messages).await.map_err(|e| {
             Error::netlink(format!("writing {} routes", writes.len()), e)
         })?;
+        let mut raced = Vec::new();
         for ((op, prefix), outcome) in writes.into_iter().zip(outcomes) {
             match (op, outcome) {
                 (Op::Add, Ok(())) => {
@@ -277,17 +280,20 @@ impl RouteProgrammer {
                 }
                 // Someone else's route appeared at the prefix since the dump (or, for an
                 // incremental add, was there all along): leave it.
-                (Op::Add, Err(e)) if e.errno() == Some(libc::EEXIST) => {
-                    report.conflicts.push(Conflict {
-                        prefix,
-                        protocol: self.protocol_at(prefix).await.unwrap_or(0),
-                    });
-                }
+                (Op::Add, Err(e)) if e.errno() == Some(libc::EEXIST) => raced.push(prefix),
                 (op, Err(e)) => report.failures.push(RouteFailure {
                     prefix,
                     error: Error::netlink(self.describe(op, prefix, resolved.get(&prefix)), e),
                 }),
             }
+        }
+        if !raced.is_empty() {
+            // One dump names the protocols of every route found in the way.
+            let others = self.snapshot().await.map(|s| s.others).unwrap_or_default();
+            report.conflicts.extend(raced.into_iter().map(|prefix| Conflict {
+                prefix,
+                protocol: others.get(&prefix).copied().unwrap_or(0),
+            }));
         }
         Ok(())
     }
@@ -296,12 +302,6 @@ impl RouteProgrammer {
         if let Some(r) = resolved.get(&prefix) {
             self.installed.insert(prefix, r.clone());
         }
-    }
-
-    /// The protocol of the route holding `prefix`, for a conflict report.
-    async fn protocol_at(&self, prefix: IpNet) -> Option<u8> {
-        let snap = self.snapshot().await.ok()?;
-        snap.others.get(&prefix).copied()
     }
 
     fn describe(&self, op: Op, prefix: IpNet, route: Option<&Installed>) -> String {

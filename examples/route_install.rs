@@ -20,7 +20,9 @@ fn main() -> anyhow::Result<()> {
     let mut gateway: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        let value = args.next().with_context(|| format!("{arg} needs a value"))?;
+        let value = args
+            .next()
+            .with_context(|| format!("{arg} needs a value"))?;
         match arg.as_str() {
             "--count" => count = value.parse().context("--count")?,
             "--prefix-len" => prefix_len = value.parse().context("--prefix-len")?,
@@ -29,7 +31,9 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let desired = routes(count, prefix_len, gateway)?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         let mut dataplane = Dataplane::connect(RouteConfig::default())?;
         let start = Instant::now();
@@ -49,8 +53,16 @@ fn main() -> anyhow::Result<()> {
             bail!("removed {} of {count} routes", report.routes.deleted.len());
         }
         let rate = |d: std::time::Duration| f64::from(count) / d.as_secs_f64();
-        println!("install {count} routes: {:.3} s, {:.0} routes/s", install.as_secs_f64(), rate(install));
-        println!("remove {count} routes: {:.3} s, {:.0} routes/s", remove.as_secs_f64(), rate(remove));
+        println!(
+            "install {count} routes: {:.3} s, {:.0} routes/s",
+            install.as_secs_f64(),
+            rate(install)
+        );
+        println!(
+            "remove {count} routes: {:.3} s, {:.0} routes/s",
+            remove.as_secs_f64(),
+            rate(remove)
+        );
         Ok(())
     })
 }
@@ -62,7 +74,9 @@ fn routes(count: u32, prefix_len: u8, gateway: Ipv4Addr) -> anyhow::Result<Desir
     for i in 0..count {
         let addr = Ipv4Addr::from(base + i * step);
         let net = Ipv4Net::new(addr, prefix_len).context("prefix length")?;
-        desired.routes.insert(IpNet::V4(net), RouteTarget::direct(IpAddr::V4(gateway)));
+        desired
+            .routes
+            .insert(IpNet::V4(net), RouteTarget::direct(IpAddr::V4(gateway)));
     }
     Ok(desired)
 }

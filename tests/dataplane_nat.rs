@@ -8,7 +8,10 @@ use dataplane_support::{ping, require_tool, veth, NetNs};
 use serval::dataplane::{NatPool, NatProgrammer, NatReport};
 
 fn pool(cidr: &str, nat_outgoing: bool) -> NatPool {
-    NatPool { cidr: cidr.parse().unwrap(), nat_outgoing }
+    NatPool {
+        cidr: cidr.parse().unwrap(),
+        nat_outgoing,
+    }
 }
 
 /// A table in `ns` counting echo requests by source, one counter per `(name, saddr)`.
@@ -77,12 +80,38 @@ fn lab() -> Lab {
     let pod = NetNs::new("natpod");
     let pod2 = NetNs::new("natpod2");
     node.sysctl("net.ipv4.ip_forward", "1");
-    veth(&node, "ext0", &["198.51.100.1/24"], &outside, "eth0", &["198.51.100.2/24"]);
-    veth(&node, "pod0", &["10.70.0.1/24"], &pod, "eth0", &["10.70.0.5/24"]);
-    veth(&node, "pod1", &["10.71.0.1/24"], &pod2, "eth0", &["10.71.0.5/24"]);
+    veth(
+        &node,
+        "ext0",
+        &["198.51.100.1/24"],
+        &outside,
+        "eth0",
+        &["198.51.100.2/24"],
+    );
+    veth(
+        &node,
+        "pod0",
+        &["10.70.0.1/24"],
+        &pod,
+        "eth0",
+        &["10.70.0.5/24"],
+    );
+    veth(
+        &node,
+        "pod1",
+        &["10.71.0.1/24"],
+        &pod2,
+        "eth0",
+        &["10.71.0.5/24"],
+    );
     pod.ip(&["route", "add", "default", "via", "10.70.0.1"]);
     pod2.ip(&["route", "add", "default", "via", "10.71.0.1"]);
-    Lab { node, outside, pod, pod2 }
+    Lab {
+        node,
+        outside,
+        pod,
+        pod2,
+    }
 }
 
 fn sync(ns: &NetNs, pools: &[NatPool]) -> NatReport {
@@ -92,18 +121,40 @@ fn sync(ns: &NetNs, pools: &[NatPool]) -> NatReport {
 #[test]
 fn nat_outgoing_pool_is_masqueraded_and_other_pools_are_not() {
     let lab = lab();
-    watch(&lab.outside, &[("from_node", "198.51.100.1"), ("from_pod2", "10.71.0.0/16"), ("from_pod", "10.70.0.0/16")]);
-    watch(&lab.pod2, &[("from_pod", "10.70.0.5"), ("from_node", "10.71.0.1")]);
+    watch(
+        &lab.outside,
+        &[
+            ("from_node", "198.51.100.1"),
+            ("from_pod2", "10.71.0.0/16"),
+            ("from_pod", "10.70.0.0/16"),
+        ],
+    );
+    watch(
+        &lab.pod2,
+        &[("from_pod", "10.70.0.5"), ("from_node", "10.71.0.1")],
+    );
 
     // Before serval's rule, pod's pings leave with the pod address and get no answer.
     assert!(!ping(&lab.pod, None, "198.51.100.2", 1));
     assert!(counted(&lab.outside, "from_pod") >= 1);
 
-    let report = sync(&lab.node, &[pool("10.70.0.0/16", true), pool("10.71.0.0/16", false)]);
-    assert_eq!(report, NatReport { ipv4_table: true, ipv6_table: false });
+    let report = sync(
+        &lab.node,
+        &[pool("10.70.0.0/16", true), pool("10.71.0.0/16", false)],
+    );
+    assert_eq!(
+        report,
+        NatReport {
+            ipv4_table: true,
+            ipv6_table: false
+        }
+    );
 
     // natOutgoing: the outside host sees the node's address and answers it.
-    assert!(ping(&lab.pod, None, "198.51.100.2", 3), "masqueraded ping from pod failed");
+    assert!(
+        ping(&lab.pod, None, "198.51.100.2", 3),
+        "masqueraded ping from pod failed"
+    );
     assert!(counted(&lab.outside, "from_node") >= 3);
 
     // No natOutgoing on 10.71.0.0/16: its source is kept, so no answer comes back.
@@ -120,24 +171,74 @@ fn nat_outgoing_pool_is_masqueraded_and_other_pools_are_not() {
 fn nat_sync_is_idempotent_touches_nothing_else_and_removes_its_tables() {
     let lab = lab();
     lab.node.exec_ok("nft", &["add", "table", "inet", "other"]);
-    lab.node.exec_ok("nft", &["add", "chain", "inet", "other", "c", "{ type nat hook postrouting priority 50; }"]);
-    lab.node.exec_ok("nft", &["add", "rule", "inet", "other", "c", "ip saddr 10.99.0.0/16 masquerade"]);
-    let other = || lab.node.exec_ok("nft", &["-j", "list", "table", "inet", "other"]);
+    lab.node.exec_ok(
+        "nft",
+        &[
+            "add",
+            "chain",
+            "inet",
+            "other",
+            "c",
+            "{ type nat hook postrouting priority 50; }",
+        ],
+    );
+    lab.node.exec_ok(
+        "nft",
+        &[
+            "add",
+            "rule",
+            "inet",
+            "other",
+            "c",
+            "ip saddr 10.99.0.0/16 masquerade",
+        ],
+    );
+    let other = || {
+        lab.node
+            .exec_ok("nft", &["-j", "list", "table", "inet", "other"])
+    };
     let other_before = other();
 
-    let pools = [pool("10.70.0.0/16", true), pool("10.71.0.0/16", false), pool("fd70::/48", true)];
+    let pools = [
+        pool("10.70.0.0/16", true),
+        pool("10.71.0.0/16", false),
+        pool("fd70::/48", true),
+    ];
     let report = sync(&lab.node, &pools);
-    assert_eq!(report, NatReport { ipv4_table: true, ipv6_table: true });
+    assert_eq!(
+        report,
+        NatReport {
+            ipv4_table: true,
+            ipv6_table: true
+        }
+    );
     let v4 = serval_table(&lab.node, "ip").expect("ip serval");
     let text = v4.to_string();
     assert!(text.contains(r#""masquerade""#), "{text}");
-    assert!(text.contains(r#""hook":"postrouting""#) && text.contains(r#""type":"nat""#), "{text}");
-    assert!(text.contains(r#""@masq-pools""#) && text.contains(r#""@pools""#), "{text}");
+    assert!(
+        text.contains(r#""hook":"postrouting""#) && text.contains(r#""type":"nat""#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#""@masq-pools""#) && text.contains(r#""@pools""#),
+        "{text}"
+    );
     // The two adjacent /16 pools are one /15 in the all-pools set.
-    assert!(text.contains(r#"{"prefix":{"addr":"10.70.0.0","len":15}}"#), "{text}");
-    assert!(text.contains(r#"{"prefix":{"addr":"10.70.0.0","len":16}}"#), "{text}");
-    let v6 = serval_table(&lab.node, "ip6").expect("ip6 serval").to_string();
-    assert!(v6.contains("fd70::") && v6.contains(r#""masquerade""#), "{v6}");
+    assert!(
+        text.contains(r#"{"prefix":{"addr":"10.70.0.0","len":15}}"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"{"prefix":{"addr":"10.70.0.0","len":16}}"#),
+        "{text}"
+    );
+    let v6 = serval_table(&lab.node, "ip6")
+        .expect("ip6 serval")
+        .to_string();
+    assert!(
+        v6.contains("fd70::") && v6.contains(r#""masquerade""#),
+        "{v6}"
+    );
 
     // The same pools again: the same tables.
     sync(&lab.node, &pools);

@@ -27,8 +27,16 @@ fn node() -> NetNs {
 fn example() -> PathBuf {
     // target/<profile>/deps/dataplane_perf-… → target/<profile>/examples/route_install
     let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().and_then(|d| d.parent()).unwrap().join("examples/route_install");
-    assert!(path.is_file(), "build the example first (cargo test builds it): {}", path.display());
+    let path = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .unwrap()
+        .join("examples/route_install");
+    assert!(
+        path.is_file(),
+        "build the example first (cargo test builds it): {}",
+        path.display()
+    );
     path
 }
 
@@ -47,10 +55,22 @@ fn serval_run(count: u32) -> (f64, f64) {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "route_install: {text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "route_install: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let seconds = |verb: &str| -> f64 {
-        let line = text.lines().find(|l| l.starts_with(verb)).unwrap_or_else(|| panic!("no {verb} line: {text}"));
-        line.split(": ").nth(1).and_then(|r| r.split(' ').next()).unwrap().parse().unwrap()
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(verb))
+            .unwrap_or_else(|| panic!("no {verb} line: {text}"));
+        line.split(": ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .unwrap()
+            .parse()
+            .unwrap()
     };
     (seconds("install"), seconds("remove"))
 }
@@ -72,7 +92,11 @@ fn ip_batch_run(count: u32) -> (f64, f64) {
     std::fs::write(&del, del_text).unwrap();
     let time = |file: &PathBuf| {
         let start = Instant::now();
-        let status = Command::new("ip").args(["-n", ns.name(), "-batch"]).arg(file).status().unwrap();
+        let status = Command::new("ip")
+            .args(["-n", ns.name(), "-batch"])
+            .arg(file)
+            .status()
+            .unwrap();
         assert!(status.success());
         start.elapsed().as_secs_f64()
     };
@@ -85,7 +109,10 @@ fn ip_batch_run(count: u32) -> (f64, f64) {
 #[test]
 #[ignore = "a measurement: run with --release --ignored --nocapture"]
 fn route_install_is_at_least_as_fast_as_ip_batch() {
-    let count: u32 = std::env::var("SERVAL_PERF_ROUTES").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let count: u32 = std::env::var("SERVAL_PERF_ROUTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
     let mut serval = (Vec::new(), Vec::new());
     let mut ip = (Vec::new(), Vec::new());
     for _ in 0..RUNS {
@@ -97,10 +124,30 @@ fn route_install_is_at_least_as_fast_as_ip_batch() {
         ip.1.push(r);
     }
     let rate = |s: f64| f64::from(count) / s;
-    let (si, sr, ii, ir) = (median(serval.0), median(serval.1), median(ip.0), median(ip.1));
+    let (si, sr, ii, ir) = (
+        median(serval.0),
+        median(serval.1),
+        median(ip.0),
+        median(ip.1),
+    );
     println!("{count} routes, median of {RUNS} runs each:");
-    println!("  serval   install {si:.3} s ({:.0}/s)  remove {sr:.3} s ({:.0}/s)", rate(si), rate(sr));
-    println!("  ip -batch install {ii:.3} s ({:.0}/s)  remove {ir:.3} s ({:.0}/s)", rate(ii), rate(ir));
-    println!("  ratio (serval rate / ip -batch rate): install {:.2}x  remove {:.2}x", ii / si, ir / sr);
-    assert!(ii / si >= 1.0, "serval installs slower than ip -batch: {si:.3} s vs {ii:.3} s");
+    println!(
+        "  serval   install {si:.3} s ({:.0}/s)  remove {sr:.3} s ({:.0}/s)",
+        rate(si),
+        rate(sr)
+    );
+    println!(
+        "  ip -batch install {ii:.3} s ({:.0}/s)  remove {ir:.3} s ({:.0}/s)",
+        rate(ii),
+        rate(ir)
+    );
+    println!(
+        "  ratio (serval rate / ip -batch rate): install {:.2}x  remove {:.2}x",
+        ii / si,
+        ir / sr
+    );
+    assert!(
+        ii / si >= 1.0,
+        "serval installs slower than ip -batch: {si:.3} s vs {ii:.3} s"
+    );
 }

@@ -11,7 +11,8 @@ use ipnet::IpNet;
 use netlink_packet_core::NetlinkPayload;
 use netlink_packet_route::RouteNetlinkMessage;
 use serval::dataplane::{
-    Conflict, Dataplane, DesiredRoutes, NextHop, RouteConfig, RouteDiff, RouteTarget, SERVAL_PROTOCOL,
+    Conflict, Dataplane, DesiredRoutes, NextHop, RouteConfig, RouteDiff, RouteTarget,
+    SERVAL_PROTOCOL,
 };
 
 fn net(s: &str) -> IpNet {
@@ -26,7 +27,14 @@ fn gw(s: &str) -> RouteTarget {
 /// 192.0.2.2–.9 and 2001:db8::2–9 are usable gateways.
 fn node(tag: &str) -> NetNs {
     let ns = NetNs::new(tag);
-    veth(&ns, "eth0", &["192.0.2.1/24", "2001:db8::1/64"], &ns, "peer0", &[]);
+    veth(
+        &ns,
+        "eth0",
+        &["192.0.2.1/24", "2001:db8::1/64"],
+        &ns,
+        "peer0",
+        &[],
+    );
     ns
 }
 
@@ -50,7 +58,11 @@ fn dsts(routes: &[(String, serde_json::Value)]) -> Vec<&str> {
 }
 
 fn route<'a>(routes: &'a [(String, serde_json::Value)], dst: &str) -> &'a serde_json::Value {
-    &routes.iter().find(|(d, _)| d == dst).unwrap_or_else(|| panic!("no route {dst} in {routes:?}")).1
+    &routes
+        .iter()
+        .find(|(d, _)| d == dst)
+        .unwrap_or_else(|| panic!("no route {dst} in {routes:?}"))
+        .1
 }
 
 #[test]
@@ -59,17 +71,32 @@ fn sync_adds_replaces_and_deletes_ipv4_and_ipv6() {
     ns.run(|| async {
         let mut dp = Dataplane::connect(RouteConfig::default()).unwrap();
         let mut desired = DesiredRoutes::default();
-        desired.routes.insert(net("10.10.0.0/26"), RouteTarget::Blackhole);
+        desired
+            .routes
+            .insert(net("10.10.0.0/26"), RouteTarget::Blackhole);
         desired.routes.insert(net("10.10.1.0/26"), gw("192.0.2.2"));
         desired.routes.insert(net("10.10.2.0/26"), gw("192.0.2.3"));
-        desired.routes.insert(net("fd10::/122"), RouteTarget::Blackhole);
-        desired.routes.insert(net("fd10::40/122"), gw("2001:db8::2"));
+        desired
+            .routes
+            .insert(net("fd10::/122"), RouteTarget::Blackhole);
+        desired
+            .routes
+            .insert(net("fd10::40/122"), gw("2001:db8::2"));
         let report = dp.sync(&desired).await.unwrap();
         assert!(report.routes.is_clean(), "{report:?}");
         assert_eq!(report.routes.added.len(), 5);
 
         let routes = serval_routes(&ns, "main");
-        assert_eq!(dsts(&routes), ["10.10.0.0/26", "10.10.1.0/26", "10.10.2.0/26", "fd10::/122", "fd10::40/122"]);
+        assert_eq!(
+            dsts(&routes),
+            [
+                "10.10.0.0/26",
+                "10.10.1.0/26",
+                "10.10.2.0/26",
+                "fd10::/122",
+                "fd10::40/122"
+            ]
+        );
         assert_eq!(route(&routes, "10.10.0.0/26")["type"], "blackhole");
         assert_eq!(route(&routes, "10.10.1.0/26")["gateway"], "192.0.2.2");
         assert_eq!(route(&routes, "10.10.1.0/26")["dev"], "eth0");
@@ -80,15 +107,28 @@ fn sync_adds_replaces_and_deletes_ipv4_and_ipv6() {
         desired.routes.insert(net("10.10.1.0/26"), gw("192.0.2.4"));
         desired.routes.remove(&net("10.10.2.0/26"));
         desired.routes.remove(&net("fd10::/122"));
-        desired.routes.insert(net("10.10.3.0/26"), RouteTarget::Blackhole);
+        desired
+            .routes
+            .insert(net("10.10.3.0/26"), RouteTarget::Blackhole);
         let report = dp.sync(&desired).await.unwrap();
         assert_eq!(report.routes.replaced, vec![net("10.10.1.0/26")]);
-        assert_eq!(report.routes.deleted, vec![net("10.10.2.0/26"), net("fd10::/122")]);
+        assert_eq!(
+            report.routes.deleted,
+            vec![net("10.10.2.0/26"), net("fd10::/122")]
+        );
         assert_eq!(report.routes.added, vec![net("10.10.3.0/26")]);
         assert_eq!(report.routes.unchanged, 2);
 
         let routes = serval_routes(&ns, "main");
-        assert_eq!(dsts(&routes), ["10.10.0.0/26", "10.10.1.0/26", "10.10.3.0/26", "fd10::40/122"]);
+        assert_eq!(
+            dsts(&routes),
+            [
+                "10.10.0.0/26",
+                "10.10.1.0/26",
+                "10.10.3.0/26",
+                "fd10::40/122"
+            ]
+        );
         assert_eq!(route(&routes, "10.10.1.0/26")["gateway"], "192.0.2.4");
 
         // Nothing desired: all of serval's routes go.
@@ -102,9 +142,33 @@ fn sync_adds_replaces_and_deletes_ipv4_and_ipv6() {
 fn other_protocols_are_never_touched_and_conflicts_are_reported() {
     let ns = node("others");
     // A static route at a prefix serval will want, and one serval never mentions.
-    ns.ip(&["route", "add", "10.20.1.0/26", "via", "192.0.2.9", "proto", "static"]);
-    ns.ip(&["route", "add", "10.20.9.0/26", "via", "192.0.2.9", "proto", "bird"]);
-    ns.ip(&["route", "add", "fd20::/122", "via", "2001:db8::9", "proto", "static"]);
+    ns.ip(&[
+        "route",
+        "add",
+        "10.20.1.0/26",
+        "via",
+        "192.0.2.9",
+        "proto",
+        "static",
+    ]);
+    ns.ip(&[
+        "route",
+        "add",
+        "10.20.9.0/26",
+        "via",
+        "192.0.2.9",
+        "proto",
+        "bird",
+    ]);
+    ns.ip(&[
+        "route",
+        "add",
+        "fd20::/122",
+        "via",
+        "2001:db8::9",
+        "proto",
+        "static",
+    ]);
     ns.run(|| async {
         let mut dp = Dataplane::connect(RouteConfig::default()).unwrap();
         let mut desired = DesiredRoutes::default();
@@ -116,8 +180,14 @@ fn other_protocols_are_never_touched_and_conflicts_are_reported() {
         assert_eq!(
             report.routes.conflicts,
             vec![
-                Conflict { prefix: net("10.20.1.0/26"), protocol: 4 },
-                Conflict { prefix: net("fd20::/122"), protocol: 4 },
+                Conflict {
+                    prefix: net("10.20.1.0/26"),
+                    protocol: 4
+                },
+                Conflict {
+                    prefix: net("fd20::/122"),
+                    protocol: 4
+                },
             ]
         );
 
@@ -127,18 +197,33 @@ fn other_protocols_are_never_touched_and_conflicts_are_reported() {
             withdraw: [net("10.20.9.0/26")].into(),
         };
         let report = dp.apply_changes(&diff).await.unwrap();
-        assert_eq!(report.routes.conflicts, vec![Conflict { prefix: net("10.20.1.0/26"), protocol: 4 }]);
+        assert_eq!(
+            report.routes.conflicts,
+            vec![Conflict {
+                prefix: net("10.20.1.0/26"),
+                protocol: 4
+            }]
+        );
         assert!(report.routes.deleted.is_empty(), "{report:?}");
 
         dp.sync(&DesiredRoutes::default()).await.unwrap();
     });
     // Every foreign route is as it was.
     let all = ns.ip_json(&["-4", "route", "show"]);
-    let find = |dst: &str| all.as_array().unwrap().iter().find(|r| r["dst"] == dst).cloned();
+    let find = |dst: &str| {
+        all.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["dst"] == dst)
+            .cloned()
+    };
     let static_route = find("10.20.1.0/26").expect("static route still there");
     assert_eq!(static_route["gateway"], "192.0.2.9");
     assert_eq!(static_route["protocol"], "static");
-    assert_eq!(find("10.20.9.0/26").expect("bird route still there")["protocol"], "bird");
+    assert_eq!(
+        find("10.20.9.0/26").expect("bird route still there")["protocol"],
+        "bird"
+    );
     let v6 = ns.ip_json(&["-6", "route", "show", "fd20::/122"]);
     assert_eq!(v6[0]["gateway"], "2001:db8::9");
     assert!(serval_routes(&ns, "main").is_empty());
@@ -152,7 +237,9 @@ fn restart_keeps_unchanged_routes_in_place() {
     let ns = node("restart");
     ns.run(|| async {
         let mut desired = DesiredRoutes::default();
-        desired.routes.insert(net("10.30.0.0/26"), RouteTarget::Blackhole);
+        desired
+            .routes
+            .insert(net("10.30.0.0/26"), RouteTarget::Blackhole);
         desired.routes.insert(net("10.30.1.0/26"), gw("192.0.2.2"));
         desired.routes.insert(net("10.30.2.0/26"), gw("192.0.2.3"));
         desired.routes.insert(net("fd30::/122"), gw("2001:db8::2"));
@@ -169,7 +256,9 @@ fn restart_keeps_unchanged_routes_in_place() {
         tokio::spawn(conn);
 
         desired.routes.remove(&net("10.30.2.0/26"));
-        desired.routes.insert(net("10.30.3.0/26"), RouteTarget::Blackhole);
+        desired
+            .routes
+            .insert(net("10.30.3.0/26"), RouteTarget::Blackhole);
         let mut second = Dataplane::connect(RouteConfig::default()).unwrap();
         let report = second.sync(&desired).await.unwrap();
         assert_eq!(report.routes.unchanged, 3);
@@ -177,24 +266,40 @@ fn restart_keeps_unchanged_routes_in_place() {
         assert_eq!(report.routes.added, vec![net("10.30.3.0/26")]);
 
         let sentinel = std::process::Command::new("ip")
-            .args(["route", "add", "10.39.0.0/24", "via", "192.0.2.9", "proto", "static"])
+            .args([
+                "route",
+                "add",
+                "10.39.0.0/24",
+                "via",
+                "192.0.2.9",
+                "proto",
+                "static",
+            ])
             .status()
             .unwrap();
         assert!(sentinel.success());
         let mut seen = BTreeSet::new();
         tokio::time::timeout(Duration::from_secs(10), async {
             while let Some((message, _)) = events.next().await {
-                let NetlinkPayload::InnerMessage(inner) = message.payload else { continue };
+                let NetlinkPayload::InnerMessage(inner) = message.payload else {
+                    continue;
+                };
                 let (kind, route) = match inner {
                     RouteNetlinkMessage::NewRoute(r) => ("new", r),
                     RouteNetlinkMessage::DelRoute(r) => ("del", r),
                     _ => continue,
                 };
                 let dst = route.attributes.iter().find_map(|a| match a {
-                    netlink_packet_route::route::RouteAttribute::Destination(d) => Some(format!("{d:?}")),
+                    netlink_packet_route::route::RouteAttribute::Destination(d) => {
+                        Some(format!("{d:?}"))
+                    }
                     _ => None,
                 });
-                let dst = format!("{kind} {}/{}", dst.unwrap_or_default(), route.header.destination_prefix_length);
+                let dst = format!(
+                    "{kind} {}/{}",
+                    dst.unwrap_or_default(),
+                    route.header.destination_prefix_length
+                );
                 if dst.contains("10.39.0.0") {
                     break;
                 }
@@ -205,7 +310,11 @@ fn restart_keeps_unchanged_routes_in_place() {
         .expect("the sentinel route's event");
         assert_eq!(
             seen,
-            ["del Inet(10.30.2.0)/26".to_owned(), "new Inet(10.30.3.0)/26".to_owned()].into(),
+            [
+                "del Inet(10.30.2.0)/26".to_owned(),
+                "new Inet(10.30.3.0)/26".to_owned()
+            ]
+            .into(),
             "kept routes must not be rewritten"
         );
     });
@@ -216,9 +325,14 @@ fn blackholes_and_ecmp_multipath_ipv4_and_ipv6() {
     let ns = node("ecmp");
     ns.run(|| async {
         let mut dp = Dataplane::connect(RouteConfig::default()).unwrap();
-        let hop = |s: &str| NextHop::Direct { gateway: s.parse().unwrap(), dev: Some("eth0".into()) };
+        let hop = |s: &str| NextHop::Direct {
+            gateway: s.parse().unwrap(),
+            dev: Some("eth0".into()),
+        };
         let mut desired = DesiredRoutes::default();
-        desired.routes.insert(net("10.40.0.0/26"), RouteTarget::Blackhole);
+        desired
+            .routes
+            .insert(net("10.40.0.0/26"), RouteTarget::Blackhole);
         desired.routes.insert(
             net("10.40.1.0/26"),
             RouteTarget::Multipath([hop("192.0.2.2"), hop("192.0.2.3")].into()),
@@ -239,8 +353,14 @@ fn blackholes_and_ecmp_multipath_ipv4_and_ipv6() {
                 .map(|nh| nh["gateway"].as_str().unwrap().to_owned())
                 .collect()
         };
-        assert_eq!(gateways("10.40.1.0/26"), ["192.0.2.2".to_owned(), "192.0.2.3".to_owned()].into());
-        assert_eq!(gateways("fd40::/122"), ["2001:db8::2".to_owned(), "2001:db8::3".to_owned()].into());
+        assert_eq!(
+            gateways("10.40.1.0/26"),
+            ["192.0.2.2".to_owned(), "192.0.2.3".to_owned()].into()
+        );
+        assert_eq!(
+            gateways("fd40::/122"),
+            ["2001:db8::2".to_owned(), "2001:db8::3".to_owned()].into()
+        );
         assert_eq!(route(&routes, "10.40.0.0/26")["type"], "blackhole");
 
         // The same state again changes nothing (multipath compares as a set).
@@ -249,7 +369,9 @@ fn blackholes_and_ecmp_multipath_ipv4_and_ipv6() {
         assert!(again.routes.added.is_empty() && again.routes.replaced.is_empty());
 
         // One path less: replaced by a single-path route.
-        desired.routes.insert(net("10.40.1.0/26"), RouteTarget::Unicast(hop("192.0.2.3")));
+        desired
+            .routes
+            .insert(net("10.40.1.0/26"), RouteTarget::Unicast(hop("192.0.2.3")));
         let report = dp.sync(&desired).await.unwrap();
         assert_eq!(report.routes.replaced, vec![net("10.40.1.0/26")]);
         let routes = serval_routes(&ns, "main");
@@ -263,7 +385,11 @@ fn apply_changes_adds_replaces_and_withdraws() {
     ns.run(|| async {
         let mut dp = Dataplane::connect(RouteConfig::default()).unwrap();
         let diff = RouteDiff {
-            upsert: [(net("10.50.0.0/26"), gw("192.0.2.2")), (net("fd50::/122"), gw("2001:db8::2"))].into(),
+            upsert: [
+                (net("10.50.0.0/26"), gw("192.0.2.2")),
+                (net("fd50::/122"), gw("2001:db8::2")),
+            ]
+            .into(),
             withdraw: BTreeSet::new(),
         };
         let report = dp.apply_changes(&diff).await.unwrap();
@@ -289,7 +415,9 @@ fn refused_route_is_reported_with_its_prefix_and_the_rest_goes_in() {
         let mut dp = Dataplane::connect(RouteConfig::default()).unwrap();
         let mut desired = DesiredRoutes::default();
         // 198.51.100.1 is on no connected subnet: the kernel refuses the route.
-        desired.routes.insert(net("10.60.0.0/26"), gw("198.51.100.1"));
+        desired
+            .routes
+            .insert(net("10.60.0.0/26"), gw("198.51.100.1"));
         desired.routes.insert(net("10.60.1.0/26"), gw("192.0.2.2"));
         let report = dp.sync(&desired).await.unwrap();
         assert_eq!(report.routes.added, vec![net("10.60.1.0/26")]);
@@ -306,14 +434,25 @@ fn refused_route_is_reported_with_its_prefix_and_the_rest_goes_in() {
 fn custom_table_above_255() {
     let ns = node("table");
     ns.run(|| async {
-        let config = RouteConfig { table: 1000, ..RouteConfig::default() };
+        let config = RouteConfig {
+            table: 1000,
+            ..RouteConfig::default()
+        };
         let mut dp = Dataplane::connect(config).unwrap();
         let mut desired = DesiredRoutes::default();
         desired.routes.insert(net("10.70.0.0/26"), gw("192.0.2.2"));
         assert_eq!(dp.sync(&desired).await.unwrap().routes.added.len(), 1);
         assert_eq!(dp.sync(&desired).await.unwrap().routes.unchanged, 1);
     });
-    let in_1000 = ns.ip_json(&["-4", "route", "show", "table", "1000", "proto", &SERVAL_PROTOCOL.to_string()]);
+    let in_1000 = ns.ip_json(&[
+        "-4",
+        "route",
+        "show",
+        "table",
+        "1000",
+        "proto",
+        &SERVAL_PROTOCOL.to_string(),
+    ]);
     assert_eq!(in_1000.as_array().unwrap().len(), 1, "{in_1000}");
     assert_eq!(in_1000[0]["dst"], "10.70.0.0/26");
     assert!(serval_routes(&ns, "main").is_empty());

@@ -55,7 +55,9 @@ pub async fn ensure_sole(nl: &Netlink, index: u32, device: &str, ip: IpAddr) -> 
         }
         nl.ack(RouteNetlinkMessage::DelAddress(message(index, *net)), 0)
             .await
-            .map_err(|e| Error::netlink(format!("removing stale address {net} from {device}"), e))?;
+            .map_err(|e| {
+                Error::netlink(format!("removing stale address {net} from {device}"), e)
+            })?;
     }
     if !has {
         nl.ack(
@@ -86,7 +88,8 @@ fn message(index: u32, net: IpNet) -> AddressMessage {
     if net.addr().is_ipv6() {
         // The pool's IPAM made it unique; duplicate address detection would only keep
         // it tentative (unusable as a source) for a second or more.
-        m.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+        m.attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
     }
     m
 }
@@ -128,7 +131,9 @@ mod tests {
         assert_eq!(m.attributes.len(), 2);
         let m = message(3, "fd00::1/128".parse().unwrap());
         assert_eq!(m.attributes.len(), 2);
-        assert!(m.attributes.contains(&AddressAttribute::Flags(AddressFlags::Nodad)));
+        assert!(m
+            .attributes
+            .contains(&AddressAttribute::Flags(AddressFlags::Nodad)));
         assert_eq!(m.header.family, AddressFamily::Inet6);
     }
 }

@@ -22,7 +22,10 @@ pub struct DesiredRoutes {
 impl DesiredRoutes {
     /// The remote VTEPs the routes go through, which need FDB and neighbour entries.
     pub fn vxlan_peers(&self) -> BTreeSet<VxlanPeer> {
-        self.routes.values().flat_map(RouteTarget::vxlan_peers).collect()
+        self.routes
+            .values()
+            .flat_map(RouteTarget::vxlan_peers)
+            .collect()
     }
 
     /// Applies an incremental change to this state.
@@ -194,12 +197,16 @@ mod tests {
             node_addr: IpAddr::from([192, 0, 2, n]),
         };
         let mut desired = DesiredRoutes::default();
-        desired.routes.insert("10.0.1.0/26".parse().unwrap(), RouteTarget::vxlan(peer(1)));
+        desired
+            .routes
+            .insert("10.0.1.0/26".parse().unwrap(), RouteTarget::vxlan(peer(1)));
         desired.routes.insert(
             "10.0.9.0/26".parse().unwrap(),
             RouteTarget::Multipath([NextHop::Vxlan(peer(2)), NextHop::Vxlan(peer(1))].into()),
         );
-        desired.routes.insert("10.0.0.0/26".parse().unwrap(), RouteTarget::Blackhole);
+        desired
+            .routes
+            .insert("10.0.0.0/26".parse().unwrap(), RouteTarget::Blackhole);
         assert_eq!(desired.vxlan_peers(), [peer(1), peer(2)].into());
     }
 

@@ -56,7 +56,9 @@ pub enum Error {
         purpose: String,
     },
     /// No interface carries the node's address.
-    #[error("no interface carries the node address {0}: cannot tell the underlay MTU or VXLAN parent")]
+    #[error(
+        "no interface carries the node address {0}: cannot tell the underlay MTU or VXLAN parent"
+    )]
     NoInterfaceWithAddress(IpAddr),
     /// An address of the wrong family was given.
     #[error("{what}: {addr} is not an {expected} address")]
@@ -69,7 +71,9 @@ pub enum Error {
         expected: &'static str,
     },
     /// The `nft` binary (Debian package nftables) is missing.
-    #[error("natOutgoing needs the nft binary (Debian package nftables), not found at {0} or in PATH")]
+    #[error(
+        "natOutgoing needs the nft binary (Debian package nftables), not found at {0} or in PATH"
+    )]
     NftMissing(String),
     /// `nft` rejected serval's ruleset or could not be run.
     #[error("{doing}: {detail}")]

@@ -33,7 +33,9 @@ pub use mtu::Encapsulation;
 pub use nat::{NatProgrammer, NatReport};
 pub use netlink::{Netlink, NetlinkError};
 pub use plan::Conflict;
-pub use routes::{RouteConfig, RouteFailure, RouteProgrammer, SyncReport, MAIN_TABLE, SERVAL_PROTOCOL};
+pub use routes::{
+    RouteConfig, RouteFailure, RouteProgrammer, SyncReport, MAIN_TABLE, SERVAL_PROTOCOL,
+};
 pub use tunnel::{IpipTunnel, PeerReport, VxlanTunnel, IPIP_DEVICE, VXLAN_DEVICE, VXLAN_V6_DEVICE};
 
 /// What a route sync or apply did, VXLAN peers included.
@@ -98,7 +100,11 @@ impl Dataplane {
     }
 
     /// See [`mtu::tunnel_mtu`].
-    pub async fn tunnel_mtu(&self, node_addr: IpAddr, encapsulation: Encapsulation) -> Result<u32, Error> {
+    pub async fn tunnel_mtu(
+        &self,
+        node_addr: IpAddr,
+        encapsulation: Encapsulation,
+    ) -> Result<u32, Error> {
         mtu::tunnel_mtu(&self.nl, node_addr, encapsulation).await
     }
 
@@ -136,7 +142,10 @@ impl Dataplane {
         let mut out = Vec::new();
         for device in [VXLAN_DEVICE, VXLAN_V6_DEVICE] {
             if links::by_name(&self.nl, device).await?.is_some() {
-                out.push((device, tunnel::sync_vxlan_peers(&self.nl, device, &peers).await?));
+                out.push((
+                    device,
+                    tunnel::sync_vxlan_peers(&self.nl, device, &peers).await?,
+                ));
             }
         }
         Ok(out)

@@ -53,7 +53,11 @@ pub async fn underlay(nl: &Netlink, node_addr: IpAddr) -> Result<(u32, String, u
 }
 
 /// The MTU for a tunnel of `encapsulation` over the interface carrying `node_addr`.
-pub async fn tunnel_mtu(nl: &Netlink, node_addr: IpAddr, encapsulation: Encapsulation) -> Result<u32, Error> {
+pub async fn tunnel_mtu(
+    nl: &Netlink,
+    node_addr: IpAddr,
+    encapsulation: Encapsulation,
+) -> Result<u32, Error> {
     let (_, _, mtu) = underlay(nl, node_addr).await?;
     Ok(encapsulation.inner_mtu(mtu))
 }
@@ -73,7 +77,11 @@ mod tests {
             (Encapsulation::VxlanV6, 40, 0),
         ];
         for (encap, underlay, inner) in cases {
-            assert_eq!(encap.inner_mtu(underlay), inner, "{encap:?} over {underlay}");
+            assert_eq!(
+                encap.inner_mtu(underlay),
+                inner,
+                "{encap:?} over {underlay}"
+            );
         }
     }
 }

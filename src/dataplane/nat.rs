@@ -18,7 +18,9 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 use nftables::batch::Batch;
 use nftables::expr::{Expression, NamedExpression, Payload, PayloadField, Prefix};
-use nftables::schema::{Chain, Element, NfListObject, Rule, Set, SetFlag, SetType, SetTypeValue, Table};
+use nftables::schema::{
+    Chain, Element, NfListObject, Rule, Set, SetFlag, SetType, SetTypeValue, Table,
+};
 use nftables::stmt::{Match, Operator, Statement};
 use nftables::types::{NfChainType, NfFamily, NfHook};
 
@@ -64,7 +66,9 @@ impl NatProgrammer {
 
     fn locate(path: &Path, search: Option<&OsStr>) -> Result<Self, Error> {
         if path.is_file() {
-            return Ok(NatProgrammer { nft: path.to_owned() });
+            return Ok(NatProgrammer {
+                nft: path.to_owned(),
+            });
         }
         let in_path = search.and_then(|paths| {
             std::env::split_paths(paths)
@@ -84,23 +88,29 @@ impl NatProgrammer {
             ipv6_table: masq_cidrs(pools, false).next().is_some(),
         };
         let nftables = batch.to_nftables();
-        nftables::helper::apply_ruleset_with_args_async(&nftables, Some(&self.nft), std::iter::empty::<&str>())
-            .await
-            .map_err(|e| Error::Nft {
-                doing: format!(
-                    "applying serval's NAT tables for {} pool(s) with {}",
-                    pools.len(),
-                    self.nft.display()
-                ),
-                detail: describe(&e),
-            })?;
+        nftables::helper::apply_ruleset_with_args_async(
+            &nftables,
+            Some(&self.nft),
+            std::iter::empty::<&str>(),
+        )
+        .await
+        .map_err(|e| Error::Nft {
+            doing: format!(
+                "applying serval's NAT tables for {} pool(s) with {}",
+                pools.len(),
+                self.nft.display()
+            ),
+            detail: describe(&e),
+        })?;
         Ok(report)
     }
 }
 
 fn describe(e: &nftables::helper::NftablesError) -> String {
     match e {
-        nftables::helper::NftablesError::NftFailed { stderr, .. } => format!("{e}: {}", stderr.trim()),
+        nftables::helper::NftablesError::NftFailed { stderr, .. } => {
+            format!("{e}: {}", stderr.trim())
+        }
         other => other.to_string(),
     }
 }
@@ -116,7 +126,11 @@ fn masq_cidrs(pools: &[NatPool], ipv4: bool) -> impl Iterator<Item = IpNet> + '_
 pub fn ruleset(pools: &[NatPool]) -> Batch<'static> {
     let mut batch = Batch::new();
     for (family, ipv4) in [(NfFamily::IP, true), (NfFamily::IP6, false)] {
-        let table = Table { family, name: TABLE.into(), handle: None };
+        let table = Table {
+            family,
+            name: TABLE.into(),
+            handle: None,
+        };
         // add + delete: removes the table whether or not it existed, inside the
         // transaction.
         batch.add(NfListObject::Table(table.clone()));
@@ -143,7 +157,11 @@ pub fn ruleset(pools: &[NatPool]) -> Batch<'static> {
             prio: Some(100),
             ..Chain::default()
         }));
-        let set_type = if ipv4 { SetType::Ipv4Addr } else { SetType::Ipv6Addr };
+        let set_type = if ipv4 {
+            SetType::Ipv4Addr
+        } else {
+            SetType::Ipv6Addr
+        };
         for (name, cidrs) in [(ALL_POOLS, &all), (MASQ_POOLS, &masq)] {
             batch.add(NfListObject::Set(Box::new(Set {
                 family,
@@ -168,10 +186,12 @@ pub fn ruleset(pools: &[NatPool]) -> Batch<'static> {
         }
         let proto = if ipv4 { "ip" } else { "ip6" };
         let field = |f: &'static str| {
-            Expression::Named(NamedExpression::Payload(Payload::PayloadField(PayloadField {
-                protocol: proto.into(),
-                field: f.into(),
-            })))
+            Expression::Named(NamedExpression::Payload(Payload::PayloadField(
+                PayloadField {
+                    protocol: proto.into(),
+                    field: f.into(),
+                },
+            )))
         };
         batch.add(NfListObject::Rule(Rule {
             family,
@@ -209,7 +229,10 @@ mod tests {
     use super::*;
 
     fn pool(cidr: &str, nat_outgoing: bool) -> NatPool {
-        NatPool { cidr: cidr.parse().unwrap(), nat_outgoing }
+        NatPool {
+            cidr: cidr.parse().unwrap(),
+            nat_outgoing,
+        }
     }
 
     fn json(pools: &[NatPool]) -> serde_json::Value {
@@ -221,15 +244,27 @@ mod tests {
         let v = json(&[pool("10.0.0.0/16", false)]);
         let cmds = v["nftables"].as_array().unwrap();
         assert_eq!(cmds.len(), 4, "{v}");
-        assert!(cmds.iter().all(|c| c.get("add").or(c.get("delete")).unwrap().get("table").is_some()));
+        assert!(cmds.iter().all(|c| c
+            .get("add")
+            .or(c.get("delete"))
+            .unwrap()
+            .get("table")
+            .is_some()));
     }
 
     #[test]
     fn masq_pool_builds_sets_and_rule_per_family() {
-        let v = json(&[pool("10.0.0.0/16", true), pool("10.1.0.0/16", false), pool("fd00::/48", false)]);
+        let v = json(&[
+            pool("10.0.0.0/16", true),
+            pool("10.1.0.0/16", false),
+            pool("fd00::/48", false),
+        ]);
         let text = v.to_string();
         assert!(text.contains(r#""masquerade""#), "{text}");
-        assert!(text.contains(r#""@masq-pools""#) && text.contains(r#""@pools""#), "{text}");
+        assert!(
+            text.contains(r#""@masq-pools""#) && text.contains(r#""@pools""#),
+            "{text}"
+        );
         // IPv6 has no natOutgoing pool: only add + delete of its table.
         let ip6_objects = v["nftables"]
             .as_array()
@@ -242,7 +277,11 @@ mod tests {
 
     #[test]
     fn overlapping_pools_are_aggregated() {
-        let v = json(&[pool("10.0.0.0/16", true), pool("10.0.1.0/24", true), pool("10.0.0.5/16", false)]);
+        let v = json(&[
+            pool("10.0.0.0/16", true),
+            pool("10.0.1.0/24", true),
+            pool("10.0.0.5/16", false),
+        ]);
         let elements: Vec<_> = v["nftables"]
             .as_array()
             .unwrap()
@@ -260,8 +299,15 @@ mod tests {
         let err = NatProgrammer::locate(Path::new("/nonexistent/nft"), None).unwrap_err();
         assert!(matches!(err, Error::NftMissing(_)));
         let text = err.to_string();
-        assert!(text.contains("nftables") && text.contains("/nonexistent/nft"), "{text}");
-        let err = NatProgrammer::locate(Path::new("/nonexistent/nft"), Some(OsStr::new("/nonexistent"))).unwrap_err();
+        assert!(
+            text.contains("nftables") && text.contains("/nonexistent/nft"),
+            "{text}"
+        );
+        let err = NatProgrammer::locate(
+            Path::new("/nonexistent/nft"),
+            Some(OsStr::new("/nonexistent")),
+        )
+        .unwrap_err();
         assert!(matches!(err, Error::NftMissing(_)));
     }
 }

@@ -11,9 +11,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 
 use futures_util::stream::{FuturesOrdered, StreamExt};
-use netlink_packet_core::{
-    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
-};
+use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_packet_route::RouteNetlinkMessage;
 use rtnetlink::proto::{self, ConnectionHandle};
 use rtnetlink::sys::{protocols::NETLINK_ROUTE, AsyncSocket as _, SocketAddr};
@@ -130,7 +128,9 @@ impl Netlink {
                     });
                 }
                 NetlinkPayload::Overrun(_) => {
-                    return Err(NetlinkError::Transport("receive buffer overrun during dump".into()));
+                    return Err(NetlinkError::Transport(
+                        "receive buffer overrun during dump".into(),
+                    ));
                 }
                 _ => {}
             }
@@ -176,8 +176,10 @@ impl Netlink {
     fn request(
         &self,
         batch: Vec<NetlinkMessage<RouteNetlinkMessage>>,
-    ) -> Result<impl futures_util::Stream<Item = NetlinkMessage<RouteNetlinkMessage>> + use<>, NetlinkError>
-    {
+    ) -> Result<
+        impl futures_util::Stream<Item = NetlinkMessage<RouteNetlinkMessage>> + use<>,
+        NetlinkError,
+    > {
         self.handle
             .request_batch(batch, SocketAddr::new(0, 0))
             .map_err(|e| NetlinkError::Transport(e.to_string()))
@@ -205,10 +207,7 @@ async fn collect_acks(
     outcomes
 }
 
-fn request(
-    message: RouteNetlinkMessage,
-    flags: u16,
-) -> NetlinkMessage<RouteNetlinkMessage> {
+fn request(message: RouteNetlinkMessage, flags: u16) -> NetlinkMessage<RouteNetlinkMessage> {
     let mut req = NetlinkMessage::from(message);
     req.header.flags = NLM_F_REQUEST | flags;
     req
@@ -219,7 +218,9 @@ fn ack_outcome(payload: NetlinkPayload<RouteNetlinkMessage>) -> Result<(), Netli
         NetlinkPayload::Error(e) if e.code.is_some() => Err(kernel_error(&e)),
         NetlinkPayload::Error(_) => Ok(()),
         NetlinkPayload::Overrun(_) => Err(NetlinkError::Transport("receive buffer overrun".into())),
-        other => Err(NetlinkError::Transport(format!("unexpected answer {other:?}"))),
+        other => Err(NetlinkError::Transport(format!(
+            "unexpected answer {other:?}"
+        ))),
     }
 }
 
@@ -311,8 +312,17 @@ mod tests {
 
     #[test]
     fn kernel_error_says_errno_and_text() {
-        let e = NetlinkError::Kernel { errno: libc::EEXIST, message: Some("already there".into()) };
-        assert_eq!(e.to_string(), format!("{} (already there)", io::Error::from_raw_os_error(libc::EEXIST)));
+        let e = NetlinkError::Kernel {
+            errno: libc::EEXIST,
+            message: Some("already there".into()),
+        };
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{} (already there)",
+                io::Error::from_raw_os_error(libc::EEXIST)
+            )
+        );
         assert_eq!(e.errno(), Some(libc::EEXIST));
     }
 }

@@ -128,11 +128,31 @@ mod tests {
     fn satisfied_by_table() {
         let cases = [
             (Installed::Blackhole, Installed::Blackhole, true),
-            (Installed::Blackhole, via(&[("192.0.2.1", Some(2), false)]), false),
-            (via(&[("192.0.2.1", None, false)]), via(&[("192.0.2.1", Some(2), false)]), true),
-            (via(&[("192.0.2.1", Some(3), false)]), via(&[("192.0.2.1", Some(2), false)]), false),
-            (via(&[("192.0.2.1", Some(2), true)]), via(&[("192.0.2.1", Some(2), false)]), false),
-            (via(&[("192.0.2.1", None, false)]), via(&[("192.0.2.9", Some(2), false)]), false),
+            (
+                Installed::Blackhole,
+                via(&[("192.0.2.1", Some(2), false)]),
+                false,
+            ),
+            (
+                via(&[("192.0.2.1", None, false)]),
+                via(&[("192.0.2.1", Some(2), false)]),
+                true,
+            ),
+            (
+                via(&[("192.0.2.1", Some(3), false)]),
+                via(&[("192.0.2.1", Some(2), false)]),
+                false,
+            ),
+            (
+                via(&[("192.0.2.1", Some(2), true)]),
+                via(&[("192.0.2.1", Some(2), false)]),
+                false,
+            ),
+            (
+                via(&[("192.0.2.1", None, false)]),
+                via(&[("192.0.2.9", Some(2), false)]),
+                false,
+            ),
             (
                 via(&[("192.0.2.1", None, false), ("192.0.2.2", None, false)]),
                 via(&[("192.0.2.2", Some(2), false), ("192.0.2.1", Some(2), false)]),
@@ -143,11 +163,19 @@ mod tests {
                 via(&[("192.0.2.1", Some(2), false)]),
                 false,
             ),
-            (via(&[("192.0.2.1", None, false)]), Installed::Foreign, false),
+            (
+                via(&[("192.0.2.1", None, false)]),
+                Installed::Foreign,
+                false,
+            ),
             (Installed::Blackhole, Installed::Foreign, false),
         ];
         for (i, (want, have, expected)) in cases.iter().enumerate() {
-            assert_eq!(want.satisfied_by(have), *expected, "case {i}: {want:?} by {have:?}");
+            assert_eq!(
+                want.satisfied_by(have),
+                *expected,
+                "case {i}: {want:?} by {have:?}"
+            );
         }
     }
 
@@ -174,7 +202,10 @@ mod tests {
         assert_eq!(p.delete, vec![net("10.0.9.0/26")]);
         assert_eq!(
             p.conflicts,
-            vec![Conflict { prefix: net("10.0.3.0/26"), protocol: 4 }]
+            vec![Conflict {
+                prefix: net("10.0.3.0/26"),
+                protocol: 4
+            }]
         );
     }
 
@@ -190,7 +221,8 @@ mod tests {
     #[test]
     fn ours_beside_another_protocol_at_the_same_prefix_is_still_managed() {
         let desired: BTreeMap<_, _> = [(net("10.0.0.0/26"), Installed::Blackhole)].into();
-        let ours: BTreeMap<_, _> = [(net("10.0.0.0/26"), via(&[("192.0.2.1", Some(2), false)]))].into();
+        let ours: BTreeMap<_, _> =
+            [(net("10.0.0.0/26"), via(&[("192.0.2.1", Some(2), false)]))].into();
         let others: BTreeMap<_, _> = [(net("10.0.0.0/26"), 4u8)].into();
         let p = plan(&desired, &ours, &others);
         assert_eq!(p.replace, vec![net("10.0.0.0/26")]);

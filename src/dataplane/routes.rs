@@ -150,13 +150,19 @@ impl RouteProgrammer {
                 }
             };
             for answer in answers {
-                let RouteNetlinkMessage::NewRoute(route) = answer else { continue };
-                let Some((prefix, table, protocol)) = identity(&route) else { continue };
+                let RouteNetlinkMessage::NewRoute(route) = answer else {
+                    continue;
+                };
+                let Some((prefix, table, protocol)) = identity(&route) else {
+                    continue;
+                };
                 if table != self.config.table || route.header.flags.contains(RouteFlags::Cloned) {
                     continue;
                 }
                 if protocol == self.config.protocol {
-                    snap.ours.entry(prefix).or_insert_with(|| installed_form(&route));
+                    snap.ours
+                        .entry(prefix)
+                        .or_insert_with(|| installed_form(&route));
                 } else {
                     snap.others.entry(prefix).or_insert(protocol);
                 }
@@ -177,7 +183,8 @@ impl RouteProgrammer {
         report.unchanged = plan.unchanged;
         report.conflicts = plan.conflicts;
         self.installed = snap.ours;
-        let mut writes = Vec::with_capacity(plan.add.len() + plan.replace.len() + plan.delete.len());
+        let mut writes =
+            Vec::with_capacity(plan.add.len() + plan.replace.len() + plan.delete.len());
         writes.extend(plan.delete.into_iter().map(|p| (Op::Delete, p)));
         writes.extend(plan.replace.into_iter().map(|p| (Op::Replace, p)));
         writes.extend(plan.add.into_iter().map(|p| (Op::Add, p)));
@@ -253,12 +260,17 @@ impl RouteProgrammer {
                     RouteNetlinkMessage::NewRoute(route_message(&self.config, *prefix, r)),
                     NLM_F_CREATE | NLM_F_REPLACE,
                 ),
-                _ => (RouteNetlinkMessage::DelRoute(delete_message(&self.config, *prefix)), 0),
+                _ => (
+                    RouteNetlinkMessage::DelRoute(delete_message(&self.config, *prefix)),
+                    0,
+                ),
             })
             .collect();
-        let outcomes = self.nl.ack_many(messages).await.map_err(|e| {
-            Error::netlink(format!("writing {} routes", writes.len()), e)
-        })?;
+        let outcomes = self
+            .nl
+            .ack_many(messages)
+            .await
+            .map_err(|e| Error::netlink(format!("writing {} routes", writes.len()), e))?;
         let mut raced = Vec::new();
         for ((op, prefix), outcome) in writes.into_iter().zip(outcomes) {
             match (op, outcome) {
@@ -275,7 +287,9 @@ impl RouteProgrammer {
                     self.installed.remove(&prefix);
                 }
                 // Gone already: that is what a delete wants.
-                (Op::Delete, Err(e)) if e.errno() == Some(libc::ESRCH) || e.errno() == Some(libc::ENOENT) => {
+                (Op::Delete, Err(e))
+                    if e.errno() == Some(libc::ESRCH) || e.errno() == Some(libc::ENOENT) =>
+                {
                     self.installed.remove(&prefix);
                 }
                 // Someone else's route appeared at the prefix since the dump (or, for an
@@ -290,10 +304,12 @@ impl RouteProgrammer {
         if !raced.is_empty() {
             // One dump names the protocols of every route found in the way.
             let others = self.snapshot().await.map(|s| s.others).unwrap_or_default();
-            report.conflicts.extend(raced.into_iter().map(|prefix| Conflict {
-                prefix,
-                protocol: others.get(&prefix).copied().unwrap_or(0),
-            }));
+            report
+                .conflicts
+                .extend(raced.into_iter().map(|prefix| Conflict {
+                    prefix,
+                    protocol: others.get(&prefix).copied().unwrap_or(0),
+                }));
         }
         Ok(())
     }
@@ -319,65 +335,70 @@ impl RouteProgrammer {
             self.config.protocol, self.config.table
         )
     }
-
 }
 
 fn header(config: &RouteConfig, prefix: IpNet) -> RouteMessage {
-        let mut message = RouteMessage::default();
-        message.header.address_family = family_of(prefix.addr());
-        message.header.destination_prefix_length = prefix.prefix_len();
-        message.header.protocol = RouteProtocol::from(config.protocol);
-        set_table(&mut message, config.table);
-        message
-            .attributes
-            .push(RouteAttribute::Destination(route_address(prefix.network())));
-        message
-    }
+    let mut message = RouteMessage::default();
+    message.header.address_family = family_of(prefix.addr());
+    message.header.destination_prefix_length = prefix.prefix_len();
+    message.header.protocol = RouteProtocol::from(config.protocol);
+    set_table(&mut message, config.table);
+    message
+        .attributes
+        .push(RouteAttribute::Destination(route_address(prefix.network())));
+    message
+}
 
 fn route_message(config: &RouteConfig, prefix: IpNet, route: &Installed) -> RouteMessage {
-        let mut message = header(config, prefix);
-        message.header.scope = RouteScope::Universe;
-        match route {
-            Installed::Blackhole | Installed::Foreign => {
-                message.header.kind = RouteType::BlackHole;
-            }
-            Installed::Via(hops) => {
-                message.header.kind = RouteType::Unicast;
-                if let [hop] = hops.iter().collect::<Vec<_>>()[..] {
-                    message.attributes.push(RouteAttribute::Gateway(route_address(hop.gateway)));
-                    if let Some(index) = hop.ifindex {
-                        message.attributes.push(RouteAttribute::Oif(index));
-                    }
-                    if hop.onlink {
-                        message.header.flags.insert(RouteFlags::Onlink);
-                    }
-                } else {
-                    let next_hops = hops
-                        .iter()
-                        .map(|hop| {
-                            let mut nh = RouteNextHop::default();
-                            nh.interface_index = hop.ifindex.unwrap_or(0);
-                            if hop.onlink {
-                                nh.flags.insert(RouteNextHopFlags::Onlink);
-                            }
-                            nh.attributes.push(RouteAttribute::Gateway(route_address(hop.gateway)));
-                            nh
-                        })
-                        .collect();
-                    message.attributes.push(RouteAttribute::MultiPath(next_hops));
+    let mut message = header(config, prefix);
+    message.header.scope = RouteScope::Universe;
+    match route {
+        // `resolve` never yields `Foreign`; were it asked to, dropping is the safe side.
+        Installed::Blackhole | Installed::Foreign => {
+            message.header.kind = RouteType::BlackHole;
+        }
+        Installed::Via(hops) => {
+            message.header.kind = RouteType::Unicast;
+            if let [hop] = hops.iter().collect::<Vec<_>>()[..] {
+                message
+                    .attributes
+                    .push(RouteAttribute::Gateway(route_address(hop.gateway)));
+                if let Some(index) = hop.ifindex {
+                    message.attributes.push(RouteAttribute::Oif(index));
                 }
+                if hop.onlink {
+                    message.header.flags.insert(RouteFlags::Onlink);
+                }
+            } else {
+                let next_hops = hops
+                    .iter()
+                    .map(|hop| {
+                        let mut nh = RouteNextHop::default();
+                        nh.interface_index = hop.ifindex.unwrap_or(0);
+                        if hop.onlink {
+                            nh.flags.insert(RouteNextHopFlags::Onlink);
+                        }
+                        nh.attributes
+                            .push(RouteAttribute::Gateway(route_address(hop.gateway)));
+                        nh
+                    })
+                    .collect();
+                message
+                    .attributes
+                    .push(RouteAttribute::MultiPath(next_hops));
             }
         }
-        message
     }
+    message
+}
 
 fn delete_message(config: &RouteConfig, prefix: IpNet) -> RouteMessage {
-        let mut message = header(config, prefix);
-        // As `ip route del`: any scope, any type; the protocol in the header makes the
-        // kernel delete only a route of serval's protocol.
-        message.header.scope = RouteScope::NoWhere;
-        message.header.kind = RouteType::Unspec;
-        message
+    let mut message = header(config, prefix);
+    // As `ip route del`: any scope, any type; the protocol in the header makes the
+    // kernel delete only a route of serval's protocol.
+    message.header.scope = RouteScope::NoWhere;
+    message.header.kind = RouteType::Unspec;
+    message
 }
 
 /// Resolves a desired target to the form the kernel will report, with device indices.
@@ -392,10 +413,13 @@ fn resolve(
         RouteTarget::Multipath(hops) => hops.iter().collect(),
     };
     let device = |name: &str, purpose: &str| {
-        devices.get(name).copied().ok_or_else(|| Error::NoSuchDevice {
-            name: name.to_owned(),
-            purpose: format!("{purpose} of the route to {prefix}"),
-        })
+        devices
+            .get(name)
+            .copied()
+            .ok_or_else(|| Error::NoSuchDevice {
+                name: name.to_owned(),
+                purpose: format!("{purpose} of the route to {prefix}"),
+            })
     };
     let mut out = std::collections::BTreeSet::new();
     for hop in hops {
@@ -426,7 +450,11 @@ fn resolve(
             return Err(Error::WrongFamily {
                 what: format!("gateway of the route to {prefix}"),
                 addr: hop.gateway,
-                expected: if prefix.addr().is_ipv4() { "IPv4" } else { "IPv6" },
+                expected: if prefix.addr().is_ipv4() {
+                    "IPv4"
+                } else {
+                    "IPv6"
+                },
             });
         }
         out.insert(hop);
@@ -588,7 +616,12 @@ mod tests {
     }
 
     fn devices() -> BTreeMap<String, u32> {
-        [("eth0".to_owned(), 2), (IPIP_DEVICE.to_owned(), 5), (VXLAN_DEVICE.to_owned(), 6)].into()
+        [
+            ("eth0".to_owned(), 2),
+            (IPIP_DEVICE.to_owned(), 5),
+            (VXLAN_DEVICE.to_owned(), 6),
+        ]
+        .into()
     }
 
     #[test]
@@ -598,54 +631,98 @@ mod tests {
             vtep_mac: Mac([2, 0, 0, 0, 0, 1]),
             node_addr: "192.0.2.2".parse().unwrap(),
         };
-        let hop = |gw: &str, ifindex, onlink| Hop { gateway: gw.parse().unwrap(), ifindex, onlink };
+        let hop = |gw: &str, ifindex, onlink| Hop {
+            gateway: gw.parse().unwrap(),
+            ifindex,
+            onlink,
+        };
         let cases = [
             (RouteTarget::Blackhole, Installed::Blackhole),
-            (RouteTarget::direct("192.0.2.2".parse().unwrap()), Installed::Via([hop("192.0.2.2", None, false)].into())),
             (
-                RouteTarget::Unicast(NextHop::Direct { gateway: "192.0.2.2".parse().unwrap(), dev: Some("eth0".into()) }),
+                RouteTarget::direct("192.0.2.2".parse().unwrap()),
+                Installed::Via([hop("192.0.2.2", None, false)].into()),
+            ),
+            (
+                RouteTarget::Unicast(NextHop::Direct {
+                    gateway: "192.0.2.2".parse().unwrap(),
+                    dev: Some("eth0".into()),
+                }),
                 Installed::Via([hop("192.0.2.2", Some(2), false)].into()),
             ),
-            (RouteTarget::ipip("192.0.2.2".parse().unwrap()), Installed::Via([hop("192.0.2.2", Some(5), true)].into())),
-            (RouteTarget::vxlan(peer), Installed::Via([hop("10.0.1.0", Some(6), true)].into())),
+            (
+                RouteTarget::ipip("192.0.2.2".parse().unwrap()),
+                Installed::Via([hop("192.0.2.2", Some(5), true)].into()),
+            ),
+            (
+                RouteTarget::vxlan(peer),
+                Installed::Via([hop("10.0.1.0", Some(6), true)].into()),
+            ),
         ];
         for (target, expected) in cases {
-            assert_eq!(resolve(net("10.0.1.0/26"), &target, &devices()).unwrap(), expected, "{target:?}");
+            assert_eq!(
+                resolve(net("10.0.1.0/26"), &target, &devices()).unwrap(),
+                expected,
+                "{target:?}"
+            );
         }
     }
 
     #[test]
     fn resolve_names_missing_device_and_route() {
-        let target = RouteTarget::Unicast(NextHop::Direct { gateway: "192.0.2.2".parse().unwrap(), dev: Some("eth9".into()) });
-        let err = resolve(net("10.0.1.0/26"), &target, &devices()).unwrap_err().to_string();
+        let target = RouteTarget::Unicast(NextHop::Direct {
+            gateway: "192.0.2.2".parse().unwrap(),
+            dev: Some("eth9".into()),
+        });
+        let err = resolve(net("10.0.1.0/26"), &target, &devices())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("eth9") && err.contains("10.0.1.0/26"), "{err}");
         let v6 = RouteTarget::Unicast(NextHop::Vxlan(VxlanPeer {
             vtep_addr: "fd00::1".parse().unwrap(),
             vtep_mac: Mac([2, 0, 0, 0, 0, 1]),
             node_addr: "fd01::2".parse().unwrap(),
         }));
-        let err = resolve(net("fd10::/122"), &v6, &devices()).unwrap_err().to_string();
+        let err = resolve(net("fd10::/122"), &v6, &devices())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(VXLAN_V6_DEVICE), "{err}");
     }
 
     #[test]
     fn resolve_rejects_mixed_families() {
-        let err = resolve(net("fd10::/122"), &RouteTarget::direct("192.0.2.2".parse().unwrap()), &devices())
-            .unwrap_err()
-            .to_string();
+        let err = resolve(
+            net("fd10::/122"),
+            &RouteTarget::direct("192.0.2.2".parse().unwrap()),
+            &devices(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("not an IPv6 address"), "{err}");
     }
 
     #[test]
     fn messages_round_trip_through_the_dumped_form() {
-        let hop = |gw: &str, ifindex, onlink| Hop { gateway: gw.parse().unwrap(), ifindex, onlink };
+        let hop = |gw: &str, ifindex, onlink| Hop {
+            gateway: gw.parse().unwrap(),
+            ifindex,
+            onlink,
+        };
         for route in [
             Installed::Blackhole,
             Installed::Via([hop("192.0.2.2", Some(5), true)].into()),
-            Installed::Via([hop("192.0.2.2", Some(2), false), hop("192.0.2.3", Some(2), false)].into()),
+            Installed::Via(
+                [
+                    hop("192.0.2.2", Some(2), false),
+                    hop("192.0.2.3", Some(2), false),
+                ]
+                .into(),
+            ),
         ] {
             let message = route_message(&RouteConfig::default(), net("10.0.1.0/26"), &route);
-            assert_eq!(identity(&message), Some((net("10.0.1.0/26"), MAIN_TABLE, SERVAL_PROTOCOL)));
+            assert_eq!(
+                identity(&message),
+                Some((net("10.0.1.0/26"), MAIN_TABLE, SERVAL_PROTOCOL))
+            );
             assert_eq!(installed_form(&message), route);
         }
     }

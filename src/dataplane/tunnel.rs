@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
@@ -51,7 +51,13 @@ pub struct IpipTunnel {
 pub async fn ensure_ipip(nl: &Netlink, tunnel: &IpipTunnel) -> Result<u32, Error> {
     if links::by_name(nl, IPIP_DEVICE).await?.is_none() {
         let create = LinkIpIp::new(IPIP_DEVICE).build();
-        match nl.ack(RouteNetlinkMessage::NewLink(create), NLM_F_CREATE | NLM_F_EXCL).await {
+        match nl
+            .ack(
+                RouteNetlinkMessage::NewLink(create),
+                NLM_F_CREATE | NLM_F_EXCL,
+            )
+            .await
+        {
             // The module loaded and brought its own tunl0 first.
             Ok(()) => {}
             Err(e) if e.errno() == Some(libc::EEXIST) => {}
@@ -125,7 +131,11 @@ pub async fn ensure_vxlan(nl: &Netlink, tunnel: &VxlanTunnel) -> Result<u32, Err
         return Err(Error::WrongFamily {
             what: format!("VTEP address of {device}"),
             addr: tunnel.vtep_addr,
-            expected: if tunnel.node_addr.is_ipv4() { "IPv4" } else { "IPv6" },
+            expected: if tunnel.node_addr.is_ipv4() {
+                "IPv4"
+            } else {
+                "IPv6"
+            },
         });
     }
     if let Some(link) = links::by_name(nl, device).await? {
@@ -144,8 +154,17 @@ pub async fn ensure_vxlan(nl: &Netlink, tunnel: &VxlanTunnel) -> Result<u32, Err
         if let Some(parent) = tunnel.parent {
             builder = builder.dev(parent);
         }
-        let create = builder.mtu(tunnel.mtu).address(tunnel.vtep_mac.0.to_vec()).build();
-        match nl.ack(RouteNetlinkMessage::NewLink(create), NLM_F_CREATE | NLM_F_EXCL).await {
+        let create = builder
+            .mtu(tunnel.mtu)
+            .address(tunnel.vtep_mac.0.to_vec())
+            .build();
+        match nl
+            .ack(
+                RouteNetlinkMessage::NewLink(create),
+                NLM_F_CREATE | NLM_F_EXCL,
+            )
+            .await
+        {
             Ok(()) => {}
             Err(e) if is_unsupported(&e) => {
                 return Err(Error::VxlanUnsupported {
@@ -154,7 +173,15 @@ pub async fn ensure_vxlan(nl: &Netlink, tunnel: &VxlanTunnel) -> Result<u32, Err
                     source: e,
                 })
             }
-            Err(e) => return Err(Error::netlink(format!("creating {device} (VNI {VXLAN_VNI}, local {})", tunnel.node_addr), e)),
+            Err(e) => {
+                return Err(Error::netlink(
+                    format!(
+                        "creating {device} (VNI {VXLAN_VNI}, local {})",
+                        tunnel.node_addr
+                    ),
+                    e,
+                ))
+            }
         }
     }
     let index = existing(nl, device).await?;
@@ -166,7 +193,9 @@ pub async fn ensure_vxlan(nl: &Netlink, tunnel: &VxlanTunnel) -> Result<u32, Err
 /// Removes a serval tunnel device if it exists (no pool uses that encapsulation any
 /// more). `tunl0` is the kernel's and cannot be deleted: it is brought down instead.
 pub async fn remove(nl: &Netlink, device: &str) -> Result<(), Error> {
-    let Some(link) = links::by_name(nl, device).await? else { return Ok(()) };
+    let Some(link) = links::by_name(nl, device).await? else {
+        return Ok(());
+    };
     if device == IPIP_DEVICE {
         let down = LinkUnspec::new_with_index(link.header.index).down().build();
         return nl
@@ -206,31 +235,59 @@ pub async fn sync_vxlan_peers(
 
     let fdb = neighbours(nl, AddressFamily::Bridge, index, device).await?;
     for entry in &fdb {
-        let (Some(mac), Some(dst)) = (entry.mac, entry.dst) else { continue };
-        if entry.permanent && !peers.iter().any(|p| p.vtep_mac == mac && p.node_addr == dst) {
+        let (Some(mac), Some(dst)) = (entry.mac, entry.dst) else {
+            continue;
+        };
+        if entry.permanent
+            && !peers
+                .iter()
+                .any(|p| p.vtep_mac == mac && p.node_addr == dst)
+        {
             let message = fdb_message(index, mac, dst);
             match nl.ack(RouteNetlinkMessage::DelNeighbour(message), 0).await {
                 Ok(()) => report.removed_fdb.push((mac, dst)),
                 Err(e) if e.errno() == Some(libc::ENOENT) => {}
-                Err(e) => return Err(Error::netlink(format!("removing FDB entry {mac} dst {dst} from {device}"), e)),
+                Err(e) => {
+                    return Err(Error::netlink(
+                        format!("removing FDB entry {mac} dst {dst} from {device}"),
+                        e,
+                    ))
+                }
             }
         }
     }
-    let family = if ipv6 { AddressFamily::Inet6 } else { AddressFamily::Inet };
+    let family = if ipv6 {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    };
     let neighbours_now = neighbours(nl, family, index, device).await?;
     for entry in &neighbours_now {
-        let (Some(mac), Some(dst)) = (entry.mac, entry.dst) else { continue };
-        if entry.permanent && !peers.iter().any(|p| p.vtep_addr == dst && p.vtep_mac == mac) {
+        let (Some(mac), Some(dst)) = (entry.mac, entry.dst) else {
+            continue;
+        };
+        if entry.permanent
+            && !peers
+                .iter()
+                .any(|p| p.vtep_addr == dst && p.vtep_mac == mac)
+        {
             let message = neighbour_message(index, dst, mac);
             match nl.ack(RouteNetlinkMessage::DelNeighbour(message), 0).await {
                 Ok(()) => report.removed_neighbours.push((dst, mac)),
                 Err(e) if e.errno() == Some(libc::ENOENT) => {}
-                Err(e) => return Err(Error::netlink(format!("removing neighbour {dst} lladdr {mac} from {device}"), e)),
+                Err(e) => {
+                    return Err(Error::netlink(
+                        format!("removing neighbour {dst} lladdr {mac} from {device}"),
+                        e,
+                    ))
+                }
             }
         }
     }
     for peer in peers {
-        let has_fdb = fdb.iter().any(|e| e.permanent && e.mac == Some(peer.vtep_mac) && e.dst == Some(peer.node_addr));
+        let has_fdb = fdb
+            .iter()
+            .any(|e| e.permanent && e.mac == Some(peer.vtep_mac) && e.dst == Some(peer.node_addr));
         let has_neighbour = neighbours_now
             .iter()
             .any(|e| e.permanent && e.dst == Some(peer.vtep_addr) && e.mac == Some(peer.vtep_mac));
@@ -242,13 +299,33 @@ pub async fn sync_vxlan_peers(
             NLM_F_CREATE | NLM_F_REPLACE,
         )
         .await
-        .map_err(|e| Error::netlink(format!("adding FDB entry {} dst {} to {device}", peer.vtep_mac, peer.node_addr), e))?;
+        .map_err(|e| {
+            Error::netlink(
+                format!(
+                    "adding FDB entry {} dst {} to {device}",
+                    peer.vtep_mac, peer.node_addr
+                ),
+                e,
+            )
+        })?;
         nl.ack(
-            RouteNetlinkMessage::NewNeighbour(neighbour_message(index, peer.vtep_addr, peer.vtep_mac)),
+            RouteNetlinkMessage::NewNeighbour(neighbour_message(
+                index,
+                peer.vtep_addr,
+                peer.vtep_mac,
+            )),
             NLM_F_CREATE | NLM_F_REPLACE,
         )
         .await
-        .map_err(|e| Error::netlink(format!("adding neighbour {} lladdr {} to {device}", peer.vtep_addr, peer.vtep_mac), e))?;
+        .map_err(|e| {
+            Error::netlink(
+                format!(
+                    "adding neighbour {} lladdr {} to {device}",
+                    peer.vtep_addr, peer.vtep_mac
+                ),
+                e,
+            )
+        })?;
         report.written.push(*peer);
     }
     Ok(report)
@@ -261,7 +338,12 @@ struct Entry {
     permanent: bool,
 }
 
-async fn neighbours(nl: &Netlink, family: AddressFamily, index: u32, device: &str) -> Result<Vec<Entry>, Error> {
+async fn neighbours(
+    nl: &Netlink,
+    family: AddressFamily,
+    index: u32,
+    device: &str,
+) -> Result<Vec<Entry>, Error> {
     let mut request = NeighbourMessage::default();
     request.header.family = family;
     // With strict checking, an FDB dump filters on the header's ifindex (the bridge
@@ -280,14 +362,22 @@ async fn neighbours(nl: &Netlink, family: AddressFamily, index: u32, device: &st
         .filter_map(|answer| match answer {
             RouteNetlinkMessage::NewNeighbour(n) if n.header.ifindex == index => Some(Entry {
                 mac: n.attributes.iter().find_map(|a| match a {
-                    NeighbourAttribute::LinkLayerAddress(b) => <[u8; 6]>::try_from(b.as_slice()).ok().map(Mac),
+                    NeighbourAttribute::LinkLayerAddress(b) => {
+                        <[u8; 6]>::try_from(b.as_slice()).ok().map(Mac)
+                    }
                     _ => None,
                 }),
                 dst: n.attributes.iter().find_map(|a| match a {
-                    NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(IpAddr::V4(*ip)),
-                    NeighbourAttribute::Destination(NeighbourAddress::Inet6(ip)) => Some(IpAddr::V6(*ip)),
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => {
+                        Some(IpAddr::V4(*ip))
+                    }
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet6(ip)) => {
+                        Some(IpAddr::V6(*ip))
+                    }
                     // FDB entries (AF_BRIDGE) come back with the address undecoded.
-                    NeighbourAttribute::Destination(NeighbourAddress::Other(bytes)) => ip_from_bytes(bytes),
+                    NeighbourAttribute::Destination(NeighbourAddress::Other(bytes)) => {
+                        ip_from_bytes(bytes)
+                    }
                     _ => None,
                 }),
                 permanent: n.header.state == NeighbourState::Permanent,
@@ -305,20 +395,28 @@ fn fdb_message(index: u32, mac: Mac, dst: IpAddr) -> NeighbourMessage {
     m.header.state = NeighbourState::Permanent;
     m.header.flags = NeighbourFlags::Own;
     m.header.kind = RouteType::Unspec;
-    m.attributes.push(NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()));
-    m.attributes.push(NeighbourAttribute::Destination(neighbour_address(dst)));
+    m.attributes
+        .push(NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()));
+    m.attributes
+        .push(NeighbourAttribute::Destination(neighbour_address(dst)));
     m
 }
 
 /// `ip neigh replace VTEP lladdr MAC dev DEVICE nud permanent`.
 fn neighbour_message(index: u32, dst: IpAddr, mac: Mac) -> NeighbourMessage {
     let mut m = NeighbourMessage::default();
-    m.header.family = if dst.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+    m.header.family = if dst.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
     m.header.ifindex = index;
     m.header.state = NeighbourState::Permanent;
     m.header.kind = RouteType::Unspec;
-    m.attributes.push(NeighbourAttribute::Destination(neighbour_address(dst)));
-    m.attributes.push(NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()));
+    m.attributes
+        .push(NeighbourAttribute::Destination(neighbour_address(dst)));
+    m.attributes
+        .push(NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()));
     m
 }
 
@@ -374,7 +472,13 @@ async fn existing(nl: &Netlink, device: &str) -> Result<u32, Error> {
         })
 }
 
-async fn set_up(nl: &Netlink, index: u32, device: &str, mtu: u32, mac: Option<Mac>) -> Result<(), Error> {
+async fn set_up(
+    nl: &Netlink,
+    index: u32,
+    device: &str,
+    mtu: u32,
+    mac: Option<Mac>,
+) -> Result<(), Error> {
     let mut builder = LinkUnspec::new_with_index(index).mtu(mtu).up();
     if let Some(mac) = mac {
         builder = builder.address(mac.0.to_vec());
@@ -396,11 +500,6 @@ async fn delete_link(nl: &Netlink, index: u32, device: &str) -> Result<(), Error
 /// for the `rtnl-link-KIND` module.
 fn is_unsupported(e: &NetlinkError) -> bool {
     e.errno() == Some(libc::EOPNOTSUPP)
-}
-
-/// Whether a device is administratively up (used by tests and status).
-pub fn is_up(link: &LinkMessage) -> bool {
-    link.header.flags.contains(LinkFlags::Up)
 }
 
 #[cfg(test)]
@@ -433,7 +532,10 @@ mod tests {
             assert!(name.len() <= 15, "{name}");
         }
         assert_eq!(tunnel("192.0.2.1").device(), VXLAN_DEVICE);
-        assert_eq!(vxlan_device("2001:db8::1".parse().unwrap()), VXLAN_V6_DEVICE);
+        assert_eq!(
+            vxlan_device("2001:db8::1".parse().unwrap()),
+            VXLAN_V6_DEVICE
+        );
     }
 
     #[test]
@@ -444,15 +546,24 @@ mod tests {
             InfoVxlan::Learning(false),
             InfoVxlan::Local("192.0.2.1".parse().unwrap()),
         ];
-        assert!(vxlan_matches(&vxlan_link(good.clone()), &tunnel("192.0.2.1")));
-        assert!(!vxlan_matches(&vxlan_link(good.clone()), &tunnel("192.0.2.9")));
+        assert!(vxlan_matches(
+            &vxlan_link(good.clone()),
+            &tunnel("192.0.2.1")
+        ));
+        assert!(!vxlan_matches(
+            &vxlan_link(good.clone()),
+            &tunnel("192.0.2.9")
+        ));
         let mut learning = good.clone();
         learning[2] = InfoVxlan::Learning(true);
         assert!(!vxlan_matches(&vxlan_link(learning), &tunnel("192.0.2.1")));
         let mut vni = good;
         vni[0] = InfoVxlan::Id(1);
         assert!(!vxlan_matches(&vxlan_link(vni), &tunnel("192.0.2.1")));
-        assert!(!vxlan_matches(&LinkMessage::default(), &tunnel("192.0.2.1")));
+        assert!(!vxlan_matches(
+            &LinkMessage::default(),
+            &tunnel("192.0.2.1")
+        ));
     }
 
     #[test]

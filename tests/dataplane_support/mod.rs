@@ -107,7 +107,9 @@ impl NetNs {
 
 impl Drop for NetNs {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }
 
@@ -124,7 +126,18 @@ fn enter(path: &str) {
 /// up, each with its addresses (`nodad` for IPv6, so they are usable at once).
 pub fn veth(a: &NetNs, a_if: &str, a_addrs: &[&str], b: &NetNs, b_if: &str, b_addrs: &[&str]) {
     run_ok(Command::new("ip").args([
-        "-n", a.name(), "link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", b.name(),
+        "-n",
+        a.name(),
+        "link",
+        "add",
+        a_if,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b_if,
+        "netns",
+        b.name(),
     ]));
     for (ns, ifname, addrs) in [(a, a_if, a_addrs), (b, b_if, b_addrs)] {
         for addr in addrs {
@@ -143,7 +156,9 @@ pub fn require_tool(tool: &str) {
     let found = std::env::var_os("PATH")
         .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
         .unwrap_or(false)
-        || ["/usr/sbin", "/sbin", "/usr/bin"].iter().any(|d| std::path::Path::new(d).join(tool).is_file());
+        || ["/usr/sbin", "/sbin", "/usr/bin"]
+            .iter()
+            .any(|d| std::path::Path::new(d).join(tool).is_file());
     assert!(found, "this test needs `{tool}`, which is not installed");
 }
 
@@ -164,7 +179,10 @@ pub fn wait_for<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Op
         if let Some(value) = check() {
             return value;
         }
-        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -457,3 +457,58 @@ fn custom_table_above_255() {
     assert_eq!(in_1000[0]["dst"], "10.70.0.0/26");
     assert!(serval_routes(&ns, "main").is_empty());
 }
+
+/// Thousands of requests, some of them large ECMP routes, go out in many datagrams; every
+/// outcome is matched to its route.
+#[test]
+fn many_routes_and_large_ecmp_requests_span_several_datagrams() {
+    let ns = node("many");
+    ns.run(|| async {
+        let mut dp = Dataplane::connect(RouteConfig::default()).unwrap();
+        let mut desired = DesiredRoutes::default();
+        for i in 0..3000u32 {
+            let addr =
+                std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(10, 80, 0, 0)) + i);
+            desired
+                .routes
+                .insert(IpNet::from(std::net::IpAddr::V4(addr)), gw("192.0.2.2"));
+        }
+        let hops: BTreeSet<NextHop> = (2..10)
+            .map(|h| NextHop::Direct {
+                gateway: format!("192.0.2.{h}").parse().unwrap(),
+                dev: None,
+            })
+            .collect();
+        for i in 0..300u32 {
+            let addr =
+                std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(10, 90, 0, 0)) + i * 64);
+            desired.routes.insert(
+                IpNet::new(std::net::IpAddr::V4(addr), 26).unwrap(),
+                RouteTarget::Multipath(hops.clone()),
+            );
+        }
+        // One route the kernel refuses, in the middle of it all.
+        desired
+            .routes
+            .insert(net("10.85.0.0/26"), gw("198.51.100.1"));
+        let report = dp.sync(&desired).await.unwrap();
+        assert_eq!(report.routes.added.len(), 3300);
+        assert_eq!(report.routes.failures.len(), 1);
+        assert_eq!(report.routes.failures[0].prefix, net("10.85.0.0/26"));
+        assert!(!report.routes.added.contains(&net("10.85.0.0/26")));
+
+        let again = dp.sync(&desired).await.unwrap();
+        assert_eq!(again.routes.unchanged, 3300);
+        assert!(again.routes.added.is_empty() && again.routes.replaced.is_empty());
+        assert_eq!(again.routes.failures.len(), 1);
+    });
+    let routes = serval_routes(&ns, "main");
+    assert_eq!(routes.len(), 3300);
+    assert_eq!(
+        route(&routes, "10.90.0.0/26")["nexthops"]
+            .as_array()
+            .unwrap()
+            .len(),
+        8
+    );
+}

@@ -16,14 +16,19 @@ use netlink_packet_route::RouteNetlinkMessage;
 use rtnetlink::proto::{self, ConnectionHandle};
 use rtnetlink::sys::{protocols::NETLINK_ROUTE, AsyncSocket as _, SocketAddr};
 
-/// Requests per datagram. A route request is ~60–120 bytes, so a batch stays well
-/// below the socket's default send buffer (212,992 bytes).
-const BATCH: usize = 256;
-/// Datagrams in flight at once. Their ACKs must all fit in the receive buffer: an ACK
-/// skb costs under 1 KiB of buffer, so 8 × 256 ACKs need about 2 MiB.
+/// Requests per datagram, at most: a /32 route request is ~60 bytes.
+const BATCH: usize = 1024;
+/// Bytes per datagram, at most: well below the socket's default send buffer (212,992
+/// bytes), whose size bounds one `sendmsg`, also for large ECMP requests.
+const BATCH_BYTES: usize = 64 << 10;
+/// Datagrams in flight at once, at most; fewer when the receive buffer is small.
 const WINDOW: usize = 8;
 /// Receive buffer asked for (`SO_RCVBUFFORCE`, root only; plain `SO_RCVBUF` otherwise).
 const RCVBUF: usize = 8 << 20;
+/// Receive-buffer cost of one ACK (its skb's truesize), with margin. Every ACK of the
+/// datagrams in flight must fit: one that does not is dropped by the kernel, and its
+/// request would never complete.
+const ACK_COST: usize = 1024;
 
 /// What the kernel answered to one request that did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -57,6 +62,10 @@ impl NetlinkError {
 #[derive(Clone, Debug)]
 pub struct Netlink {
     handle: ConnectionHandle<RouteNetlinkMessage>,
+    /// Requests per datagram and datagrams in flight whose ACKs fit in the receive
+    /// buffer together.
+    batch: usize,
+    window: usize,
 }
 
 impl Netlink {
@@ -73,13 +82,20 @@ impl Netlink {
         socket.set_cap_ack(true)?;
         socket.set_ext_ack(true)?;
         set_rcvbuf(socket.as_raw_fd(), RCVBUF)?;
+        let acks = socket.get_rx_buf_sz()? / ACK_COST;
+        let batch = acks.clamp(1, BATCH);
+        let window = (acks / batch).clamp(1, WINDOW);
         // netlink-proto drops plain ACKs by default and ends the answer stream instead;
         // forwarding them lets a dead connection be told from success.
         conn.set_forward_ack(true);
         // Likewise the NLMSG_DONE closing a dump, which carries the dump's error code.
         conn.set_forward_done(true);
         tokio::spawn(conn);
-        Ok(Netlink { handle })
+        Ok(Netlink {
+            handle,
+            batch,
+            window,
+        })
     }
 
     /// Sends one request with `NLM_F_ACK` and waits for its acknowledgement.
@@ -138,28 +154,35 @@ impl Netlink {
         Ok(out)
     }
 
-    /// Sends every request with `NLM_F_ACK`, [`BATCH`] to a datagram and [`WINDOW`]
-    /// datagrams in flight, and returns one outcome per request, in order.
+    /// Sends every request with `NLM_F_ACK`, up to [`BATCH`] requests or
+    /// [`BATCH_BYTES`] to a datagram and up to [`WINDOW`] datagrams in flight, and
+    /// returns one outcome per request, in order.
     pub async fn ack_many(
         &self,
         messages: Vec<(RouteNetlinkMessage, u16)>,
     ) -> Result<Vec<Result<(), NetlinkError>>, NetlinkError> {
         let total = messages.len();
-        let mut batches = Vec::with_capacity(total.div_ceil(BATCH));
-        let mut iter = messages.into_iter().peekable();
-        while iter.peek().is_some() {
-            let batch: Vec<_> = iter
-                .by_ref()
-                .take(BATCH)
-                .map(|(m, flags)| request(m, flags | NLM_F_ACK))
-                .collect();
+        let mut batches = Vec::with_capacity(total.div_ceil(self.batch));
+        let mut batch = Vec::with_capacity(self.batch.min(total));
+        let mut bytes = 0;
+        for (message, flags) in messages {
+            let req = request(message, flags | NLM_F_ACK);
+            let len = req.buffer_len();
+            if !batch.is_empty() && (batch.len() == self.batch || bytes + len > BATCH_BYTES) {
+                batches.push(std::mem::take(&mut batch));
+                bytes = 0;
+            }
+            bytes += len;
+            batch.push(req);
+        }
+        if !batch.is_empty() {
             batches.push(batch);
         }
         let mut pending = batches.into_iter();
         let mut in_flight = FuturesOrdered::new();
         let mut outcomes = Vec::with_capacity(total);
         loop {
-            while in_flight.len() < WINDOW {
+            while in_flight.len() < self.window {
                 let Some(batch) = pending.next() else { break };
                 let len = batch.len();
                 let responses = self.request(batch)?;

@@ -1,2 +1,4 @@
 //! The serval node agent: everything the `serval` binary does apart from argument parsing.
+
 pub mod control;
+pub mod dataplane;

@@ -8,8 +8,10 @@
 //! Links are veth pairs created directly inside their namespaces, so interface names
 //! only need to be unique per namespace and parallel tests never collide on the host.
 //! Links get no automatic IPv6 link-local address: every address on a test link is one
-//! the test chose, and next hops stay deterministic (FRR's bgpd without zebra rejects a
-//! link-local next hop it cannot tie to an interface).
+//! the test chose, and next hops stay deterministic (BIRD adds a link-local next hop
+//! when it has one, and FRR's bgpd without zebra rejects such a next hop as it cannot
+//! tie it to an interface). A namespace that forwards IPv6 needs one to solicit
+//! neighbours from; [`crate::topology`] gives its routers fixed ones.
 
 use crate::error::{Error, Result};
 use crate::tools;
@@ -163,6 +165,29 @@ impl Netns {
     pub fn pids(&self) -> Result<Vec<u32>> {
         pids_in(self.name())
     }
+
+    /// A kernel TCP counter of this namespace from /proc/net/netstat (`TcpExt:`
+    /// names such as `TCPMD5Failure`): evidence of what the kernel dropped.
+    pub fn tcp_ext_counter(&self, counter: &str) -> Result<u64> {
+        let text = self.exec(&["cat", "/proc/net/netstat"])?;
+        parse_netstat(&text, "TcpExt:", counter).ok_or_else(|| Error::Parse {
+            daemon: "kernel",
+            what: format!("TcpExt counter {counter}"),
+            detail: "not in /proc/net/netstat".into(),
+            output: text,
+        })
+    }
+}
+
+/// /proc/net/netstat pairs a header line of names with a line of values per group.
+fn parse_netstat(text: &str, group: &str, counter: &str) -> Option<u64> {
+    let mut lines = text.lines().filter(|l| l.starts_with(group));
+    let names = lines.next()?.split_whitespace().skip(1);
+    let values = lines.next()?.split_whitespace().skip(1);
+    names
+        .zip(values)
+        .find(|(n, _)| *n == counter)
+        .and_then(|(_, v)| v.parse().ok())
 }
 
 impl Drop for Netns {
@@ -465,6 +490,15 @@ mod tests {
         assert_eq!(owner_pid("sv-x-1"), None);
         assert_eq!(owner_pid("other-1234-0"), None);
         assert_eq!(owner_pid("cni-1234"), None);
+    }
+
+    #[test]
+    fn netstat_counters_pair_names_with_values() {
+        let text =
+            "TcpExt: SyncookiesSent TCPMD5Failure\nTcpExt: 0 7\nIpExt: InNoRoutes\nIpExt: 3\n";
+        assert_eq!(parse_netstat(text, "TcpExt:", "TCPMD5Failure"), Some(7));
+        assert_eq!(parse_netstat(text, "IpExt:", "InNoRoutes"), Some(3));
+        assert_eq!(parse_netstat(text, "TcpExt:", "Nope"), None);
     }
 
     #[test]

@@ -146,9 +146,15 @@ pub fn routed_through(routers: u8) -> Result<Routed> {
         None => (&a.ns, a.ifname.as_str()),
     };
     last_ns.veth(last_if, &b.ns, &b.ifname)?;
-    for router in &chain {
+    for (k, router) in chain.iter().enumerate() {
         router.ns.add_addr("eth1", net(router.right.0.into(), 24))?;
         router.ns.add_addr("eth1", net(router.right.1.into(), 64))?;
+        // A forwarding node solicits neighbours from a link-local address and sends
+        // none without one; links have none by default (see `netns`).
+        for (side, ifname) in [(1, "eth0"), (2, "eth1")] {
+            let ll = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0xff, k as u16 + 1, side);
+            router.ns.add_addr(ifname, net(ll.into(), 64))?;
+        }
     }
     a.address(24, 64)?;
     b.address(24, 64)?;

@@ -3,9 +3,11 @@
 //! `received.jsonl`, and forwards lines written to the FIFO `commands` to ExaBGP as
 //! API commands. Received routes are rebuilt by replaying that file.
 //!
-//! ExaBGP connects out only; it listens (`exabgp.tcp.bind`) when a neighbour is passive
-//! or the spec names listen addresses. Its `incoming-ttl` (IP_MINTTL) applies to
-//! connections it accepts, so a GTSM neighbour is checked only in that direction.
+//! ExaBGP connects out to active neighbours and listens for passive ones. Its
+//! `incoming-ttl` (IP_MINTTL) applies only to connections it accepts, and it also sets
+//! the TTL of those connections to the same value: so GTSM is enforced for passive
+//! neighbours only, and with more than one hop only ExaBGP's outgoing connections are
+//! usable (the peer would see TTL 255 - hops - 1 on the accepted ones).
 
 use super::{numbers, BgpDaemon, Instance};
 use crate::error::{Error, Result};
@@ -46,6 +48,16 @@ with open(received, "a", buffering=1) as out:
         out.write(line)
 "#;
 
+/// Starts ExaBGP (the script given as first argument) with `socket.IP_MINTTL` defined:
+/// Python before 3.12 lacks the constant and ExaBGP then skips IP_MINTTL without a
+/// word, so `incoming-ttl` would do nothing. 21 is IP_MINTTL in <linux/in.h>.
+const LAUNCHER: &str = r#"import runpy, socket, sys
+if not hasattr(socket, "IP_MINTTL"):
+    socket.IP_MINTTL = 21
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"#;
+
 #[derive(Debug)]
 pub struct ExaBgp {
     spec: RouterSpec,
@@ -55,6 +67,8 @@ pub struct ExaBgp {
 impl ExaBgp {
     fn launch(&mut self) -> Result<()> {
         let helper = self.inst.write("helper.py", HELPER)?;
+        let launcher = self.inst.write("launch.py", LAUNCHER)?;
+        let exabgp = tools::require("exabgp")?;
         let received = self.inst.path(RECEIVED);
         let commands = self.inst.path(COMMANDS);
         // A restart starts from an empty history, as ExaBGP itself does.
@@ -62,7 +76,8 @@ impl ExaBgp {
         if !commands.exists() {
             mkfifo(&commands)?;
         }
-        let config = render(&self.spec, &helper, &received, &commands)?;
+        let python = interpreter(&exabgp);
+        let config = render(&self.spec, &python, &helper, &received, &commands)?;
         let conf = self
             .inst
             .write("exabgp.conf", &config)?
@@ -79,7 +94,12 @@ impl ExaBgp {
             argv.push(format!("exabgp.tcp.bind={}", bind.join(" ")));
             argv.push("exabgp.tcp.port=179".into());
         }
-        argv.extend(["exabgp".into(), conf]);
+        argv.extend([
+            python,
+            launcher.to_string_lossy().into_owned(),
+            exabgp.to_string_lossy().into_owned(),
+            conf,
+        ]);
         let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
         self.inst.spawn(&refs)?;
         // Ready when the helper holds the FIFO open.
@@ -121,7 +141,7 @@ impl BgpDaemon for ExaBgp {
     }
 
     fn start(ns: &Netns, dir: &TestDir, spec: RouterSpec) -> Result<Self> {
-        tools::require_all(&["exabgp", "python3"])?;
+        tools::require("exabgp")?;
         let inst = Instance::new(KIND, ns, dir, &spec)?;
         let mut e = ExaBgp { spec, inst };
         e.launch()?;
@@ -220,20 +240,11 @@ impl BgpDaemon for ExaBgp {
     }
 }
 
+/// Addresses ExaBGP listens on for every neighbour (`exabgp.tcp.bind`). Passive
+/// neighbours get a listener of their own instead (`listen 179;`): only that one
+/// carries the neighbour's MD5 key and minimum TTL.
 fn listen_addresses(spec: &RouterSpec) -> Vec<String> {
-    let mut addrs: Vec<String> = spec.listen.iter().map(|a| a.to_string()).collect();
-    if addrs.is_empty() {
-        addrs = spec
-            .neighbors
-            .iter()
-            .filter(|n| n.passive || matches!(n.ttl, TtlMode::Gtsm { .. }))
-            .filter_map(|n| n.local_address)
-            .map(|a| a.to_string())
-            .collect();
-        addrs.sort();
-        addrs.dedup();
-    }
-    addrs
+    spec.listen.iter().map(|a| a.to_string()).collect()
 }
 
 /// `route P next-hop self community [..] …`, as in the static block and the API.
@@ -259,6 +270,7 @@ fn route_words(a: &Announcement) -> String {
 /// The whole `exabgp.conf`.
 pub fn render(
     spec: &RouterSpec,
+    python: &str,
     helper: &Path,
     received: &Path,
     commands: &Path,
@@ -266,7 +278,7 @@ pub fn render(
     let mut c = String::new();
     let _ = writeln!(
         c,
-        "process sv-helper {{\n  run /usr/bin/python3 {} {} {};\n  encoder json;\n}}",
+        "process sv-helper {{\n  run {python} {} {} {};\n  encoder json;\n}}",
         helper.display(),
         received.display(),
         commands.display()
@@ -287,7 +299,7 @@ pub fn render(
         let _ = writeln!(c, "  local-address {local};");
         let _ = writeln!(c, "  local-as {};\n  peer-as {};", spec.asn, n.asn);
         if n.passive {
-            c.push_str("  passive true;\n");
+            c.push_str("  passive true;\n  listen 179;\n");
         }
         if let Some(pw) = &n.password {
             let _ = writeln!(c, "  md5-password \"{}\";", pw.as_str());
@@ -457,6 +469,24 @@ fn fill_attributes(r: &mut Route, a: &Value) {
         .map(|n| n as u32);
 }
 
+/// The Python that ExaBGP's script names in its `#!` line: the one its modules are
+/// installed for, which need not be the first `python3` on `PATH`.
+fn interpreter(script: &Path) -> String {
+    std::fs::read_to_string(script)
+        .ok()
+        .and_then(|text| {
+            let first = text.lines().next()?.strip_prefix("#!")?.trim().to_string();
+            // `#!/usr/bin/env python3` names the program after env.
+            let mut words = first.split_whitespace();
+            let program = words.next()?;
+            match program.ends_with("/env") {
+                true => words.next().map(str::to_string),
+                false => Some(program.to_string()),
+            }
+        })
+        .unwrap_or_else(|| "/usr/bin/python3".into())
+}
+
 fn mkfifo(path: &Path) -> Result<()> {
     let c = CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| Error::InvalidSpec(format!("NUL in path {}", path.display())))?;
@@ -542,6 +572,7 @@ done
             .announce(Announcement::new("2001:db8:f::/48".parse().unwrap()));
         let c = render(
             &spec,
+            "/usr/bin/python3",
             Path::new("/d/h.py"),
             Path::new("/d/r.jsonl"),
             Path::new("/d/c"),
@@ -561,14 +592,42 @@ done
             !c.contains("2001:db8:f::/48"),
             "IPv6 prefix on an IPv4-only session:\n{c}"
         );
-        assert_eq!(listen_addresses(&spec), vec!["192.0.2.2".to_string()]);
+        assert!(
+            !c.contains("listen 179;"),
+            "an active neighbour got a listener:\n{c}"
+        );
+        let passive = RouterSpec {
+            neighbors: vec![spec.neighbors[0].clone().passive()],
+            ..spec.clone()
+        };
+        let c = render(
+            &passive,
+            "py",
+            Path::new("h"),
+            Path::new("r"),
+            Path::new("c"),
+        )
+        .unwrap();
+        assert!(c.contains("  passive true;\n  listen 179;"), "{c}");
+    }
+
+    #[test]
+    fn interpreter_comes_from_the_shebang() {
+        let dir = crate::workdir::TestDir::new("shebang").unwrap();
+        let direct = dir.path().join("a");
+        std::fs::write(&direct, "#!/usr/bin/python3\nprint()\n").unwrap();
+        assert_eq!(interpreter(&direct), "/usr/bin/python3");
+        let env = dir.path().join("b");
+        std::fs::write(&env, "#!/usr/bin/env python3.11\n").unwrap();
+        assert_eq!(interpreter(&env), "python3.11");
+        assert_eq!(interpreter(Path::new("/nonexistent")), "/usr/bin/python3");
     }
 
     #[test]
     fn neighbour_without_local_address_is_unsupported() {
         let spec = RouterSpec::new(Asn(1), Ipv4Addr::new(1, 1, 1, 1))
             .neighbor(NeighborSpec::new("192.0.2.1".parse().unwrap(), Asn(2)));
-        let err = render(&spec, Path::new("h"), Path::new("r"), Path::new("c"));
+        let err = render(&spec, "py", Path::new("h"), Path::new("r"), Path::new("c"));
         assert!(matches!(err, Err(Error::Unsupported { .. })));
     }
 }

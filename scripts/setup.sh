@@ -90,4 +90,20 @@ if ! cargo clippy --version >/dev/null 2>&1; then
   say "adding the clippy component"
   rustup component add clippy
 fi
+# The speaker's fuzz run (bgp/fuzz/run.sh) needs cargo-fuzz and a nightly toolchain.
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+if [ -d "$REPO/bgp/fuzz" ]; then
+  if rustup run nightly rustc --version >/dev/null 2>&1; then
+    say "nightly toolchain present"
+  else
+    say "installing the nightly toolchain for fuzzing"
+    rustup toolchain install nightly --profile minimal
+  fi
+  if command -v cargo-fuzz >/dev/null 2>&1; then
+    say "cargo-fuzz present"
+  else
+    say "installing cargo-fuzz"
+    cargo install cargo-fuzz --locked
+  fi
+fi
 say "done"

@@ -45,7 +45,10 @@ leaked_namespaces() {
       sv-*)
         pid=${name#sv-}
         pid=${pid%%-*}
-        [ -d "/proc/$pid" ] || echo "$name"
+        case "$pid" in
+          ''|*[!0-9]*) ;; # not a test bed name (sv-<pid>-<n>)
+          *) [ -d "/proc/$pid" ] || echo "$name" ;;
+        esac
         ;;
     esac
   done | sort
@@ -62,12 +65,9 @@ no_new_leaks() {
   echo "no namespace left behind ($(ip netns list | wc -l) namespaces exist, as before: $NETNS_BEFORE)"
 }
 
+# bgp/fuzz/run.sh SECONDS runs every fuzz target of the codec for that long.
 fuzz() {
-  if [ -x bgp/fuzz/run.sh ]; then
-    bgp/fuzz/run.sh "$FUZZ_SECONDS"
-  elif [ -f bgp/fuzz/run.sh ]; then
-    sh bgp/fuzz/run.sh "$FUZZ_SECONDS"
-  fi
+  bash bgp/fuzz/run.sh "$FUZZ_SECONDS"
 }
 
 echo "serval test run in $ROOT, CARGO_TARGET_DIR=$CARGO_TARGET_DIR, CI=${CI:-}"

@@ -569,3 +569,109 @@ fn ipip_needs_the_uml_runner() -> Result<()> {
     );
     Ok(())
 }
+
+/// Graceful restart (RFC 4724) with `D` as the helper: BIRD is killed hard, `D` keeps
+/// BIRD's route marked stale; BIRD comes back with the same config and the route is
+/// fresh again. Then `D` is killed and restarted, and BIRD gets `D`'s routes again,
+/// including one `D` announced at run time before the crash.
+fn graceful_restart_and_restart<D: BgpDaemon>(name: &str, shows_stale: bool) {
+    scenario(name, |dir: &TestDir| {
+        let link = topology::link()?;
+        let (a, b) = (&link.a, &link.b);
+        let (bp, pp) = (bird_plan(), peer_plan());
+        let gr = Duration::from_secs(120);
+        let bird_spec = RouterSpec::new(BIRD_AS, a.v4)
+            .neighbor(
+                NeighborSpec::new(b.v4.into(), PEER_AS)
+                    .local(a.v4.into())
+                    .graceful_restart(gr),
+            )
+            .announce(bp.start[0].clone());
+        let peer_spec = RouterSpec::new(PEER_AS, b.v4)
+            .neighbor(
+                NeighborSpec::new(a.v4.into(), BIRD_AS)
+                    .local(b.v4.into())
+                    .graceful_restart(gr),
+            )
+            .announce(pp.start[0].clone());
+        let (a_addr, b_addr): (IpAddr, IpAddr) = (a.v4.into(), b.v4.into());
+        let mut bird = Bird::start(&a.ns, dir, bird_spec)?;
+        let mut peer = D::start(&b.ns, dir, peer_spec)?;
+        peer.wait_established(a_addr, SESSION_TIMEOUT)?;
+        let fresh = peer.wait_route(a_addr, bp.start[0].prefix, ROUTE_TIMEOUT)?;
+        if shows_stale {
+            assert_eq!(
+                fresh.stale,
+                Some(false),
+                "{} before the restart: {fresh:?}",
+                peer.kind()
+            );
+        }
+
+        bird.kill()?;
+        if shows_stale {
+            let prefix = bp.start[0].prefix;
+            wait_for(
+                ROUTE_TIMEOUT,
+                &format!(
+                    "{} to keep {prefix} as stale while BIRD restarts",
+                    peer.kind()
+                ),
+                || peer.received_routes(a_addr),
+                |routes| {
+                    routes
+                        .iter()
+                        .any(|r| r.prefix == prefix && r.stale == Some(true))
+                },
+            )?;
+        }
+        bird.restart()?;
+        bird.wait_established(b_addr, SESSION_TIMEOUT)?;
+        let prefix = bp.start[0].prefix;
+        wait_for(
+            ROUTE_TIMEOUT,
+            &format!(
+                "{} to hold {prefix} fresh after BIRD's restart",
+                peer.kind()
+            ),
+            || peer.received_routes(a_addr),
+            |routes| {
+                routes
+                    .iter()
+                    .any(|r| r.prefix == prefix && r.stale != Some(true))
+            },
+        )?;
+
+        peer.announce(pp.later[0].clone())?;
+        bird.wait_route(b_addr, pp.later[0].prefix, ROUTE_TIMEOUT)?;
+        peer.kill()?;
+        peer.restart()?;
+        peer.wait_established(a_addr, SESSION_TIMEOUT)?;
+        for sent in [&pp.start[0], &pp.later[0]] {
+            let got = bird.wait_route(b_addr, sent.prefix, ROUTE_TIMEOUT)?;
+            check_arrived(&got, sent, PEER_AS, b_addr, "bird");
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn frr_with_bird_graceful_restart_and_restart() {
+    graceful_restart_and_restart::<Frr>("frr_gr", true);
+}
+
+#[test]
+fn gobgp_with_bird_graceful_restart_and_restart() {
+    graceful_restart_and_restart::<GoBgp>("gobgp_gr", true);
+}
+
+#[test]
+fn openbgpd_with_bird_graceful_restart_and_restart() {
+    graceful_restart_and_restart::<OpenBgpd>("openbgpd_gr", true);
+}
+
+/// ExaBGP keeps no routes across a session loss, so only the restarts are checked.
+#[test]
+fn exabgp_with_bird_restart() {
+    graceful_restart_and_restart::<ExaBgp>("exabgp_gr", false);
+}

@@ -388,8 +388,11 @@ fn attribute(route: &mut Route, line: &str) -> std::result::Result<(), String> {
                 .chunks(2)
                 .map(|p| Community::new(p[0] as u16, p[1] as u16))
                 .collect();
-            // RFC 9494 LLGR_STALE is how BIRD shows a route kept past a restart.
-            route.stale = Some(route.has_community(Community::new(0xffff, 6)));
+            // BIRD does not show graceful-restart staleness; the RFC 9494 LLGR_STALE
+            // community is the one sign of a route kept past a restart.
+            if route.has_community(Community::new(0xffff, 6)) {
+                route.stale = Some(true);
+            }
         }
         "BGP.large_community" => {
             let n = numbers(value);
@@ -506,7 +509,7 @@ Table master6:\n\
             vec![Community::new(65002, 20), Community::new(65002, 21)]
         );
         assert_eq!(r.large_communities, vec![LargeCommunity::new(65002, 5, 6)]);
-        assert_eq!(r.stale, Some(false));
+        assert_eq!(r.stale, None);
         assert_eq!(routes[1].prefix.to_string(), "198.18.2.0/24");
         assert_eq!(routes[1].from, Some("2001:db8::2".parse().unwrap()));
         assert_eq!(routes[1].next_hop, Some("2001:db8::2".parse().unwrap()));

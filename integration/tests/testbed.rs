@@ -675,3 +675,89 @@ fn openbgpd_with_bird_graceful_restart_and_restart() {
 fn exabgp_with_bird_restart() {
     graceful_restart_and_restart::<ExaBgp>("exabgp_gr", false);
 }
+
+/// `D` as an iBGP route reflector (RFC 4456) for two BIRD clients on one L2 segment,
+/// with ADD-PATH (RFC 7911) negotiated on every session: a prefix from one client
+/// reaches the other through `D` with its next hop and communities untouched.
+fn route_reflector<D: BgpDaemon>(name: &str) {
+    scenario(name, |dir: &TestDir| {
+        let seg = topology::segment(3)?;
+        let (rr, c1, c2) = (&seg.hosts[0], &seg.hosts[1], &seg.hosts[2]);
+        let asn = Asn(65000);
+        let client = |me: &Host| {
+            RouterSpec::new(asn, me.v4).neighbor(
+                NeighborSpec::new(rr.v4.into(), asn)
+                    .local(me.v4.into())
+                    .add_path(),
+            )
+        };
+        let sent = bird_plan().start[0].clone().local_pref(300);
+        let rr_spec = RouterSpec::new(asn, rr.v4)
+            .neighbor(
+                NeighborSpec::new(c1.v4.into(), asn)
+                    .local(rr.v4.into())
+                    .rr_client()
+                    .add_path(),
+            )
+            .neighbor(
+                NeighborSpec::new(c2.v4.into(), asn)
+                    .local(rr.v4.into())
+                    .rr_client()
+                    .add_path(),
+            );
+        let reflector = D::start(&rr.ns, dir, rr_spec)?;
+        let bird1 = Bird::start(&c1.ns, dir, client(c1).announce(sent.clone()))?;
+        let bird2 = Bird::start(&c2.ns, dir, client(c2))?;
+        for c in [c1, c2] {
+            reflector.wait_established(c.v4.into(), SESSION_TIMEOUT)?;
+        }
+        bird1.wait_established(rr.v4.into(), SESSION_TIMEOUT)?;
+        for bird in [&bird1, &bird2] {
+            let caps = bird.birdc(&["show", "protocols", "all", "sv_n0"])?;
+            let theirs = caps
+                .split("Neighbor capabilities")
+                .nth(1)
+                .unwrap_or_default();
+            let add_path = theirs.split("ADD-PATH").nth(1).unwrap_or_default();
+            assert!(
+                add_path.contains("RX: ipv4") && add_path.contains("TX: ipv4"),
+                "{} did not offer ADD-PATH both ways:\n{caps}",
+                reflector.kind()
+            );
+        }
+        let got = bird2.wait_route(rr.v4.into(), sent.prefix, ROUTE_TIMEOUT)?;
+        assert_eq!(got.as_path, Vec::<Asn>::new(), "iBGP adds no AS: {got:?}");
+        assert_eq!(
+            got.next_hop,
+            Some(c1.v4.into()),
+            "a reflector keeps the next hop: {got:?}"
+        );
+        assert_eq!(
+            got.local_pref,
+            Some(300),
+            "local preference crosses iBGP: {got:?}"
+        );
+        for c in &sent.communities {
+            assert!(
+                got.has_community(*c),
+                "community {c} lost in reflection: {got:?}"
+            );
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn frr_route_reflector_for_bird_clients() {
+    route_reflector::<Frr>("frr_rr");
+}
+
+#[test]
+fn gobgp_route_reflector_for_bird_clients() {
+    route_reflector::<GoBgp>("gobgp_rr");
+}
+
+#[test]
+fn openbgpd_route_reflector_for_bird_clients() {
+    route_reflector::<OpenBgpd>("openbgpd_rr");
+}

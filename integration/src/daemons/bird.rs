@@ -31,7 +31,8 @@ impl Bird {
         self.inst.path_str("bird.ctl")
     }
 
-    fn birdc(&self, args: &[&str]) -> Result<String> {
+    /// Runs `birdc` against this instance: for what the uniform API does not cover.
+    pub fn birdc(&self, args: &[&str]) -> Result<String> {
         let sock = self.socket();
         let mut argv = vec!["birdc", "-s", sock.as_str()];
         argv.extend_from_slice(args);

@@ -36,8 +36,8 @@ impl Frr {
         self.inst.dir.to_string_lossy().into_owned()
     }
 
-    /// Runs vtysh commands in order; any `%` error line fails the call.
-    fn vtysh(&self, commands: &[&str]) -> Result<String> {
+    /// Runs vtysh commands in order against this instance; any `%` error line fails.
+    pub fn vtysh(&self, commands: &[&str]) -> Result<String> {
         let dir = self.vty_dir();
         let mut argv = vec!["vtysh", "--vty_socket", dir.as_str()];
         for c in commands {

@@ -28,7 +28,8 @@ pub struct GoBgp {
 }
 
 impl GoBgp {
-    fn gobgp(&self, args: &[&str]) -> Result<String> {
+    /// Runs the `gobgp` client against this instance.
+    pub fn gobgp(&self, args: &[&str]) -> Result<String> {
         let mut argv = vec!["gobgp", "-p", API_PORT];
         argv.extend_from_slice(args);
         self.inst.exec(&argv)

@@ -29,7 +29,8 @@ impl OpenBgpd {
         self.inst.path_str("bgpd.sock")
     }
 
-    fn bgpctl(&self, args: &[&str]) -> Result<String> {
+    /// Runs `bgpctl` against this instance.
+    pub fn bgpctl(&self, args: &[&str]) -> Result<String> {
         let sock = self.socket();
         let mut argv = vec!["bgpctl", "-s", sock.as_str()];
         argv.extend_from_slice(args);

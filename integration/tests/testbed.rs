@@ -711,8 +711,8 @@ fn route_reflector<D: BgpDaemon>(name: &str) {
         for c in [c1, c2] {
             reflector.wait_established(c.v4.into(), SESSION_TIMEOUT)?;
         }
-        bird1.wait_established(rr.v4.into(), SESSION_TIMEOUT)?;
         for bird in [&bird1, &bird2] {
+            bird.wait_established(rr.v4.into(), SESSION_TIMEOUT)?;
             let caps = bird.birdc(&["show", "protocols", "all", "sv_n0"])?;
             let theirs = caps
                 .split("Neighbor capabilities")

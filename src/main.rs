@@ -5,7 +5,11 @@ mod cmd;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "serval", version, about = "Kubernetes node networking: BGP, block IPAM, CNI")]
+#[command(
+    name = "serval",
+    version,
+    about = "Kubernetes node networking: BGP, block IPAM, CNI"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -63,7 +63,10 @@ pub struct AfiSafi {
 
 impl AfiSafi {
     pub const fn new(afi: u16, safi: u8) -> Self {
-        AfiSafi { afi: Afi(afi), safi: Safi(safi) }
+        AfiSafi {
+            afi: Afi(afi),
+            safi: Safi(safi),
+        }
     }
 
     /// The supported family this pair names, if any.
@@ -99,8 +102,14 @@ impl Family {
 
     pub fn afi_safi(self) -> AfiSafi {
         match self {
-            Family::Ipv4Unicast => AfiSafi { afi: Afi::IPV4, safi: Safi::UNICAST },
-            Family::Ipv6Unicast => AfiSafi { afi: Afi::IPV6, safi: Safi::UNICAST },
+            Family::Ipv4Unicast => AfiSafi {
+                afi: Afi::IPV4,
+                safi: Safi::UNICAST,
+            },
+            Family::Ipv6Unicast => AfiSafi {
+                afi: Afi::IPV6,
+                safi: Safi::UNICAST,
+            },
         }
     }
 

@@ -74,7 +74,12 @@ impl AsPath {
         if asns.is_empty() {
             return AsPath::default();
         }
-        AsPath { segments: vec![AsSegment { kind: SegmentType::Sequence, asns }] }
+        AsPath {
+            segments: vec![AsSegment {
+                kind: SegmentType::Sequence,
+                asns,
+            }],
+        }
     }
 
     /// Path length for the decision process (RFC 4271 §9.1.2.2 a): an AS_SET counts
@@ -105,7 +110,10 @@ impl AsPath {
     /// The AS that originated the route: the last AS of the last AS_SEQUENCE.
     pub fn origin_as(&self) -> Option<Asn> {
         match self.segments.last() {
-            Some(AsSegment { kind: SegmentType::Sequence, asns }) => asns.last().copied(),
+            Some(AsSegment {
+                kind: SegmentType::Sequence,
+                asns,
+            }) => asns.last().copied(),
             _ => None,
         }
     }
@@ -122,7 +130,13 @@ impl AsPath {
                 Some(seg) if seg.kind == SegmentType::Sequence && seg.asns.len() < 255 => {
                     seg.asns.insert(0, asn)
                 }
-                _ => self.segments.insert(0, AsSegment { kind: SegmentType::Sequence, asns: vec![asn] }),
+                _ => self.segments.insert(
+                    0,
+                    AsSegment {
+                        kind: SegmentType::Sequence,
+                        asns: vec![asn],
+                    },
+                ),
             }
         }
     }
@@ -173,7 +187,10 @@ pub struct Aggregator {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum NextHop {
     V4(Ipv4Addr),
-    V6 { global: Ipv6Addr, link_local: Option<Ipv6Addr> },
+    V6 {
+        global: Ipv6Addr,
+        link_local: Option<Ipv6Addr>,
+    },
 }
 
 /// An attribute the codec does not interpret, kept as received so that an optional

@@ -13,9 +13,21 @@
 //! - Revisions are a generation counter kept in the file: each write batch bumps it and
 //!   stamps the objects it writes.
 //!
-//! Layout: `{"format": "serval-ipam/1", "generation": N, "pools": {NAME: ENTRY},
-//! "blocks": {CIDR: ENTRY}, "affinities": {"NODE/CIDR": ENTRY}, "handles": {ID: ENTRY},
-//! "config": {"config": ENTRY}}` with `ENTRY = {"revision": N, "value": OBJECT}`.
+//! Layout: text, one object per line, so that reading the file costs a scan rather than a
+//! JSON parse of everything (objects are decoded only when asked for):
+//!
+//! ```text
+//! serval-ipam/1 generation=42
+//! pool<TAB>default<TAB>3<TAB>{"name":"default","cidr":"10.65.0.0/16",…}
+//! block<TAB>10.65.0.0/26<TAB>41<TAB>{"cidr":"10.65.0.0/26","affinity":"node-1",…}
+//! affinity<TAB>node-1/10.65.0.0/26<TAB>7<TAB>{…}
+//! handle<TAB>k8s-pod-network.ab12<TAB>42<TAB>{…}
+//! config<TAB>config<TAB>2<TAB>{…}
+//! end 5
+//! ```
+//!
+//! Each line is `KIND NAME REVISION JSON`; the trailer counts the objects, so that a
+//! truncated or hand-damaged file is reported as corrupt rather than read short.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -26,7 +38,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 
 use super::{
     Expect, Key, Kind, ListFilter, Object, Op, Revision, Store, Versioned, WatchEvent, WatchStream,
@@ -39,28 +50,41 @@ const FORMAT: &str = "serval-ipam/1";
 /// How often [`FileStore::watch`] looks at the file.
 const WATCH_POLL: Duration = Duration::from_millis(250);
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The file's contents, with objects still as JSON text.
+#[derive(Clone, Debug, Default)]
 struct Doc {
-    format: String,
     generation: u64,
-    #[serde(default)]
-    pools: BTreeMap<String, Entry>,
-    #[serde(default)]
-    blocks: BTreeMap<String, Entry>,
-    #[serde(default)]
-    affinities: BTreeMap<String, Entry>,
-    #[serde(default)]
-    handles: BTreeMap<String, Entry>,
-    #[serde(default)]
-    config: BTreeMap<String, Entry>,
+    tables: [BTreeMap<String, Entry>; 5],
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, PartialEq)]
 struct Entry {
     revision: u64,
-    value: serde_json::Value,
+    json: String,
+}
+
+fn kind_index(kind: Kind) -> usize {
+    match kind {
+        Kind::Pool => 0,
+        Kind::Block => 1,
+        Kind::Affinity => 2,
+        Kind::Handle => 3,
+        Kind::Config => 4,
+    }
+}
+
+fn kind_tag(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Pool => "pool",
+        Kind::Block => "block",
+        Kind::Affinity => "affinity",
+        Kind::Handle => "handle",
+        Kind::Config => "config",
+    }
+}
+
+fn kind_of_tag(tag: &str) -> Option<Kind> {
+    Kind::ALL.into_iter().find(|k| kind_tag(*k) == tag)
 }
 
 fn kind_key(key: &Key) -> (Kind, String) {
@@ -75,31 +99,103 @@ fn kind_key(key: &Key) -> (Kind, String) {
 }
 
 impl Doc {
-    fn empty() -> Doc {
-        Doc {
-            format: FORMAT.to_owned(),
-            ..Doc::default()
-        }
-    }
-
     fn table(&self, kind: Kind) -> &BTreeMap<String, Entry> {
-        match kind {
-            Kind::Pool => &self.pools,
-            Kind::Block => &self.blocks,
-            Kind::Affinity => &self.affinities,
-            Kind::Handle => &self.handles,
-            Kind::Config => &self.config,
-        }
+        &self.tables[kind_index(kind)]
     }
 
     fn table_mut(&mut self, kind: Kind) -> &mut BTreeMap<String, Entry> {
-        match kind {
-            Kind::Pool => &mut self.pools,
-            Kind::Block => &mut self.blocks,
-            Kind::Affinity => &mut self.affinities,
-            Kind::Handle => &mut self.handles,
-            Kind::Config => &mut self.config,
+        &mut self.tables[kind_index(kind)]
+    }
+
+    /// Parses the text format; the error says which line is wrong and how.
+    fn parse(text: &str) -> Result<Doc, String> {
+        let mut lines = text.split('\n');
+        let header = lines.next().unwrap_or_default();
+        let generation = header
+            .strip_prefix(FORMAT)
+            .and_then(|r| r.strip_prefix(" generation="))
+            .and_then(|g| g.parse::<u64>().ok())
+            .ok_or_else(|| {
+                format!(
+                    "line 1: expected \"{FORMAT} generation=N\", found {:?}",
+                    truncate(header)
+                )
+            })?;
+        let mut doc = Doc {
+            generation,
+            ..Doc::default()
+        };
+        let mut count = 0usize;
+        let mut numbered = lines.enumerate();
+        while let Some((i, line)) = numbered.next() {
+            let n = i + 2;
+            if let Some(end) = line.strip_prefix("end ") {
+                let want: usize = end
+                    .parse()
+                    .map_err(|_| format!("line {n}: bad trailer {:?}", truncate(line)))?;
+                if want != count {
+                    return Err(format!(
+                        "trailer counts {want} objects, the file holds {count}"
+                    ));
+                }
+                if let Some((j, _)) = numbered.find(|(_, l)| !l.is_empty()) {
+                    return Err(format!("text after the trailer on line {}", j + 2));
+                }
+                return Ok(doc);
+            }
+            let mut f = line.splitn(4, '\t');
+            let (Some(tag), Some(name), Some(rev), Some(json)) =
+                (f.next(), f.next(), f.next(), f.next())
+            else {
+                return Err(format!(
+                    "line {n}: expected KIND NAME REVISION JSON, found {:?}",
+                    truncate(line)
+                ));
+            };
+            let kind = kind_of_tag(tag).ok_or_else(|| format!("line {n}: unknown kind {tag:?}"))?;
+            let revision = rev
+                .parse()
+                .map_err(|_| format!("line {n}: bad revision {rev:?}"))?;
+            let prev = doc.table_mut(kind).insert(
+                name.to_owned(),
+                Entry {
+                    revision,
+                    json: json.to_owned(),
+                },
+            );
+            if prev.is_some() {
+                return Err(format!("line {n}: {tag} {name} appears twice"));
+            }
+            count += 1;
         }
+        Err("no \"end N\" trailer: the file is truncated".into())
+    }
+
+    fn render(&self) -> String {
+        let mut out = format!("{FORMAT} generation={}\n", self.generation);
+        let mut count = 0;
+        for kind in Kind::ALL {
+            for (name, e) in self.table(kind) {
+                out.push_str(kind_tag(kind));
+                out.push('\t');
+                out.push_str(name);
+                out.push('\t');
+                out.push_str(&e.revision.to_string());
+                out.push('\t');
+                out.push_str(&e.json);
+                out.push('\n');
+                count += 1;
+            }
+        }
+        out.push_str(&format!("end {count}\n"));
+        out
+    }
+}
+
+fn truncate(s: &str) -> &str {
+    match s.char_indices().nth(60) {
+        Some((i, _)) => &s[..i],
+        None => s,
     }
 }
 
@@ -110,6 +206,15 @@ struct FileId {
     ino: u64,
     len: u64,
     mtime_ns: i128,
+}
+
+fn file_id(meta: &fs::Metadata) -> FileId {
+    FileId {
+        dev: meta.dev(),
+        ino: meta.ino(),
+        len: meta.len(),
+        mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+    }
 }
 
 /// The embedded single-file store.
@@ -156,12 +261,7 @@ impl FileStore {
             Err(e) => return Err(self.io_err(&self.path, e)),
         };
         let meta = file.metadata().map_err(|e| self.io_err(&self.path, e))?;
-        let id = FileId {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            len: meta.len(),
-            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-        };
+        let id = file_id(&meta);
         let bytes = std::io::read_to_string(file).map_err(|e| match e.kind() {
             ErrorKind::InvalidData => StoreError::Corrupt {
                 location: self.path.display().to_string(),
@@ -169,16 +269,10 @@ impl FileStore {
             },
             _ => self.io_err(&self.path, e),
         })?;
-        let doc: Doc = serde_json::from_str(&bytes).map_err(|e| StoreError::Corrupt {
+        let doc = Doc::parse(&bytes).map_err(|detail| StoreError::Corrupt {
             location: self.path.display().to_string(),
-            detail: e.to_string(),
+            detail,
         })?;
-        if doc.format != FORMAT {
-            return Err(StoreError::Corrupt {
-                location: self.path.display().to_string(),
-                detail: format!("format is {:?}, expected {FORMAT:?}", doc.format),
-            });
-        }
         Ok(Some((id, doc)))
     }
 
@@ -190,14 +284,9 @@ impl FileStore {
             Err(e) => return Err(self.io_err(&self.path, e)),
         };
         let Some(meta) = meta else {
-            return Ok(Arc::new(Doc::empty()));
+            return Ok(Arc::new(Doc::default()));
         };
-        let id = FileId {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            len: meta.len(),
-            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-        };
+        let id = file_id(&meta);
         if let Ok(cache) = self.cache.lock() {
             if let Some((cid, doc)) = cache.as_ref() {
                 if *cid == id {
@@ -206,7 +295,7 @@ impl FileStore {
             }
         }
         let Some((id, doc)) = self.read_doc()? else {
-            return Ok(Arc::new(Doc::empty()));
+            return Ok(Arc::new(Doc::default()));
         };
         let doc = Arc::new(doc);
         if let Ok(mut cache) = self.cache.lock() {
@@ -216,8 +305,13 @@ impl FileStore {
     }
 
     fn decode(&self, kind: Kind, name: &str, e: &Entry) -> Result<Versioned<Object>, StoreError> {
-        let location = format!("{} ({kind:?} {name})", self.path.display());
-        let obj = Object::from_json(kind, e.value.clone(), &location)?;
+        let location = format!("{} ({} {name})", self.path.display(), kind_tag(kind));
+        let value: serde_json::Value =
+            serde_json::from_str(&e.json).map_err(|err| StoreError::Corrupt {
+                location: location.clone(),
+                detail: err.to_string(),
+            })?;
+        let obj = Object::from_json(kind, value, &location)?;
         Ok(Versioned::new(obj, Revision(e.revision.to_string())))
     }
 
@@ -255,7 +349,7 @@ impl FileStore {
             .open(&lock_path)
             .map_err(|e| self.io_err(&lock_path, e))?;
         lock.lock().map_err(|e| self.io_err(&lock_path, e))?;
-        let mut doc = self.read_doc()?.map(|(_, d)| d).unwrap_or_else(Doc::empty);
+        let mut doc = self.read_doc()?.map(|(_, d)| d).unwrap_or_default();
         let generation = doc.generation + 1;
         let mut revs = Vec::with_capacity(writes.len());
         for w in writes {
@@ -278,7 +372,7 @@ impl FileStore {
                         name,
                         Entry {
                             revision: generation,
-                            value: obj.to_json(),
+                            json: obj.to_json().to_string(),
                         },
                     );
                     revs.push(Some(Revision(generation.to_string())));
@@ -291,6 +385,10 @@ impl FileStore {
         }
         doc.generation = generation;
         self.replace(&doc)?;
+        // Our own write need not be read back: cache it under the new file's identity.
+        if let (Ok(meta), Ok(mut cache)) = (fs::metadata(&self.path), self.cache.lock()) {
+            *cache = Some((file_id(&meta), Arc::new(doc)));
+        }
         drop(lock);
         Ok(revs)
     }
@@ -300,10 +398,7 @@ impl FileStore {
         let mut tmp = self.path.clone().into_os_string();
         tmp.push(format!(".tmp.{}", std::process::id()));
         let tmp = PathBuf::from(tmp);
-        let bytes = serde_json::to_vec(doc).map_err(|e| StoreError::Io {
-            path: tmp.display().to_string(),
-            source: std::io::Error::other(e),
-        })?;
+        let bytes = doc.render().into_bytes();
         let result = (|| {
             let mut f = File::create(&tmp)?;
             f.write_all(&bytes)?;
@@ -449,7 +544,8 @@ mod tests {
     async fn corrupt_file_is_reported_and_left_alone() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ipam.json");
-        fs::write(&path, b"{\"format\": \"serval-ipam/1\", \"generation\": ").unwrap();
+        let damaged = "serval-ipam/1 generation=3\npool\ta\t3\t{}\n";
+        fs::write(&path, damaged).unwrap();
         let store = FileStore::new(&path);
         let err = store.list(&ListFilter::Kind(Kind::Pool)).await.unwrap_err();
         assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
@@ -459,10 +555,43 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
-        assert_eq!(
-            fs::read(&path).unwrap(),
-            b"{\"format\": \"serval-ipam/1\", \"generation\": "
+        assert_eq!(fs::read_to_string(&path).unwrap(), damaged);
+    }
+
+    #[test]
+    fn format_round_trip_and_damage() {
+        let mut doc = Doc {
+            generation: 7,
+            ..Doc::default()
+        };
+        doc.table_mut(Kind::Pool).insert(
+            "a".into(),
+            Entry {
+                revision: 7,
+                json: "{\"x\":1}".into(),
+            },
         );
+        let text = doc.render();
+        assert_eq!(
+            text,
+            "serval-ipam/1 generation=7\npool\ta\t7\t{\"x\":1}\nend 1\n"
+        );
+        assert_eq!(
+            Doc::parse(&text).unwrap().table(Kind::Pool),
+            doc.table(Kind::Pool)
+        );
+        for bad in [
+            "",
+            "serval-ipam/2 generation=1\nend 0\n",
+            "serval-ipam/1 generation=1\n",
+            "serval-ipam/1 generation=1\nend 1\n",
+            "serval-ipam/1 generation=1\nthing\ta\t1\t{}\nend 1\n",
+            "serval-ipam/1 generation=1\npool\ta\tx\t{}\nend 1\n",
+            "serval-ipam/1 generation=1\npool\ta\t1\t{}\npool\ta\t1\t{}\nend 2\n",
+            "serval-ipam/1 generation=1\nend 0\ngarbage\n",
+        ] {
+            assert!(Doc::parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[tokio::test]

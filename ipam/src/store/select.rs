@@ -248,7 +248,7 @@ pub async fn open(ds: &Datastore) -> Result<Arc<dyn Store>, StoreError> {
             "this build has no etcd support (feature `etcd`)".into(),
         )),
         #[cfg(feature = "kubernetes")]
-        Datastore::Kubernetes => super::kube::KubeStore::from_environment().await,
+        Datastore::Kubernetes => Ok(Arc::new(super::kube::KubeStore::from_environment().await?)),
         #[cfg(not(feature = "kubernetes"))]
         Datastore::Kubernetes => Err(StoreError::Config(
             "this build has no Kubernetes support (feature `kubernetes`)".into(),

@@ -1289,3 +1289,199 @@ impl Plan for SetConfig {
         )]))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{IpPool, PoolName};
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    fn node(s: &str) -> NodeName {
+        NodeName::new(s).unwrap()
+    }
+
+    fn rev(n: u64) -> Revision {
+        Revision(n.to_string())
+    }
+
+    fn snap_with(block: Option<Block>) -> Snapshot {
+        let mut s = Snapshot::default();
+        let mut p = IpPool::new(PoolName::new("p").unwrap(), net("10.0.0.0/24"));
+        p.block_size = 26;
+        s.pools.push(Versioned::new(p, rev(1)));
+        s.blocks
+            .insert(net("10.0.0.0/26"), block.map(|b| Versioned::new(b, rev(2))));
+        s
+    }
+
+    fn aff(state: AffinityState) -> Versioned<BlockAffinity> {
+        Versioned::new(
+            BlockAffinity {
+                node: node("a"),
+                cidr: net("10.0.0.0/26"),
+                state,
+            },
+            rev(3),
+        )
+    }
+
+    /// What a healing step does, in words, for the table.
+    fn describe(w: Option<Vec<Write>>) -> String {
+        let Some(w) = w else { return "nothing".into() };
+        w.iter()
+            .map(|w| match (&w.op, &w.key) {
+                (Op::Delete, k) => format!("delete {k}"),
+                (Op::Put(Object::Affinity(a)), _) => format!("affinity {:?}", a.state),
+                (Op::Put(Object::Block(b)), _) if w.expect == crate::store::Expect::Absent => {
+                    format!(
+                        "create block for {:?}",
+                        b.affinity.as_ref().map(|n| n.to_string())
+                    )
+                }
+                (Op::Put(Object::Block(b)), _) => format!("block deleted={}", b.deleted),
+                (Op::Put(o), _) => format!("put {:?}", o.kind()),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    #[test]
+    fn healing_table() {
+        use AffinityState::*;
+        let ours = Block::new(net("10.0.0.0/26"), Some(node("a")));
+        let theirs = Block::new(net("10.0.0.0/26"), Some(node("b")));
+        let mut ours_used = ours.clone();
+        ours_used.allocate(
+            1,
+            &AllocationAttribute::for_handle(HandleId::new("h").unwrap()),
+        );
+        let mut ours_deleted = ours.clone();
+        ours_deleted.deleted = true;
+        let cases: Vec<(AffinityState, Option<Block>, bool, &str)> = vec![
+            // Claim crashed after the pending affinity: the owner finishes, others wait.
+            (Pending, None, false, "create block for Some(\"a\")"),
+            (Pending, None, true, "nothing"),
+            // Claim crashed after the block: anyone confirms.
+            (Pending, Some(ours.clone()), true, "affinity Confirmed"),
+            // Another node won the block: roll back.
+            (
+                Pending,
+                Some(theirs.clone()),
+                true,
+                "delete affinity a/10.0.0.0/26",
+            ),
+            (Confirmed, Some(ours.clone()), false, "nothing"),
+            (Confirmed, None, false, "delete affinity a/10.0.0.0/26"),
+            (
+                Confirmed,
+                Some(ours_deleted.clone()),
+                false,
+                "block deleted=false",
+            ),
+            // Release crashed: finish it step by step, or revert if the block is in use.
+            (
+                PendingDeletion,
+                Some(ours.clone()),
+                false,
+                "block deleted=true",
+            ),
+            (
+                PendingDeletion,
+                Some(ours_deleted.clone()),
+                false,
+                "delete block 10.0.0.0/26, delete affinity a/10.0.0.0/26",
+            ),
+            (
+                PendingDeletion,
+                Some(ours_used.clone()),
+                false,
+                "affinity Confirmed",
+            ),
+            (
+                PendingDeletion,
+                None,
+                false,
+                "delete affinity a/10.0.0.0/26",
+            ),
+        ];
+        for (state, block, others, want) in cases {
+            let s = snap_with(block.clone());
+            let got = describe(heal_affinity(&s, &aff(state), others).unwrap());
+            assert_eq!(
+                got,
+                want,
+                "{state:?} with block {:?} (others_in_flight={others})",
+                block.map(|b| b.affinity)
+            );
+        }
+    }
+
+    #[test]
+    fn plans_ask_for_what_they_lack() {
+        let mut s = Snapshot::default();
+        let mut p = IpPool::new(PoolName::new("p").unwrap(), net("10.0.0.0/24"));
+        p.block_size = 26;
+        s.pools.push(Versioned::new(p, rev(1)));
+        let mut req =
+            AutoAssignRequest::new(HandleId::new("h").unwrap(), NodeInfo::new(node("a")), 1, 0);
+        assert_eq!(
+            req.step(&s).unwrap(),
+            Step::Need(Need::Handles(vec![HandleId::new("h").unwrap()]))
+        );
+        s.handles.insert(HandleId::new("h").unwrap(), None);
+        assert_eq!(
+            req.step(&s).unwrap(),
+            Step::Need(Need::AffinitiesOf(node("a")))
+        );
+        s.affinities_of.insert(node("a"));
+        assert_eq!(req.step(&s).unwrap(), Step::Need(Need::AllBlocks));
+        s.all_blocks = true;
+        assert_eq!(req.step(&s).unwrap(), Step::Need(Need::AllAffinities));
+        s.all_affinities = true;
+        // Everything known and nothing claimed: the first write is a pending affinity.
+        match req.step(&s).unwrap() {
+            Step::Write(w) => assert!(
+                matches!(&w[..], [Write { op: Op::Put(Object::Affinity(a)), expect: crate::store::Expect::Absent, .. }] if a.state == AffinityState::Pending)
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn allocation_writes_the_handle_before_the_block() {
+        let mut s = snap_with(Some(Block::new(net("10.0.0.0/26"), Some(node("a")))));
+        s.handles.insert(HandleId::new("h").unwrap(), None);
+        s.affinities_of.insert(node("a"));
+        let a = aff(AffinityState::Confirmed);
+        s.affinities.insert((node("a"), net("10.0.0.0/26")), a);
+        let mut req =
+            AutoAssignRequest::new(HandleId::new("h").unwrap(), NodeInfo::new(node("a")), 2, 0);
+        let Step::Write(w) = req.step(&s).unwrap() else {
+            panic!("expected writes")
+        };
+        assert_eq!(w.len(), 2);
+        assert!(
+            matches!(&w[0].op, Op::Put(Object::Handle(h)) if h.block[&net("10.0.0.0/26")] == 2)
+        );
+        assert!(matches!(&w[1].op, Op::Put(Object::Block(b)) if b.in_use() == 2));
+        s.apply(&w, &[Some(rev(10)), Some(rev(11))]);
+        match req.step(&s).unwrap() {
+            Step::Done(got) => assert_eq!(got.v4.len(), 2),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn backoff_is_bounded_and_jittered() {
+        let p = crate::ops::RetryPolicy::default();
+        let mut rng = rand::rng();
+        for attempt in 0..40 {
+            let b = p.backoff(attempt, &mut rng);
+            assert!(b <= p.max_backoff, "{attempt}: {b:?}");
+            assert!(b >= p.initial_backoff / 2, "{attempt}: {b:?}");
+        }
+    }
+}

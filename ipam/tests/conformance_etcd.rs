@@ -202,3 +202,107 @@ async fn watch_resyncs_after_restart() {
         }
     }
 }
+
+fn etcdctl(etcd: &Etcd, args: &[&str]) -> String {
+    let out = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg("--endpoints")
+        .arg(etcd.endpoint())
+        .args(args)
+        .output()
+        .expect("etcdctl is missing: install Debian's `etcd-client` package");
+    assert!(
+        out.status.success(),
+        "etcdctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_authentication() {
+    let etcd = Etcd::start();
+    etcdctl(
+        &etcd,
+        &["user", "add", "root:rootpw", "--interactive=false"],
+    );
+    etcdctl(&etcd, &["user", "grant-role", "root", "root"]);
+    etcdctl(
+        &etcd,
+        &["user", "add", "serval:s3cret", "--interactive=false"],
+    );
+    etcdctl(&etcd, &["role", "add", "ipam"]);
+    etcdctl(
+        &etcd,
+        &[
+            "role",
+            "grant-permission",
+            "ipam",
+            "--prefix=true",
+            "readwrite",
+            "/serval/",
+        ],
+    );
+    etcdctl(&etcd, &["user", "grant-role", "serval", "ipam"]);
+    etcdctl(&etcd, &["auth", "enable"]);
+
+    let mut c = config(&etcd, "/serval/ipam/v1");
+    c.username = Some("serval".into());
+    c.password = Some("wrong".into());
+    let err = EtcdStore::connect(c.clone())
+        .await
+        .expect_err("a wrong password is refused");
+    assert!(matches!(err, StoreError::Rejected { .. }), "{err}");
+
+    c.password = Some("s3cret".into());
+    let store = Arc::new(
+        EtcdStore::connect(c.clone())
+            .await
+            .expect("connect with the right password"),
+    );
+    let ipam = Ipam::new(store);
+    ipam.add_pool(IpPool::new(
+        PoolName::new("p").unwrap(),
+        "10.1.0.0/16".parse().unwrap(),
+    ))
+    .await
+    .expect("write with permission");
+
+    // Outside the granted prefix the role has no permission.
+    c.prefix = "/elsewhere/ipam/v1".into();
+    let other = Ipam::new(Arc::new(EtcdStore::connect(c).await.expect("connect")));
+    let err = other
+        .add_pool(IpPool::new(
+            PoolName::new("p").unwrap(),
+            "10.1.0.0/16".parse().unwrap(),
+        ))
+        .await
+        .expect_err("no permission");
+    assert!(err.to_string().contains("refused"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_over_tls_with_client_certificates() {
+    let etcd = Etcd::start_tls();
+    let tls = etcd.tls().expect("tls files").clone();
+    let mut c = config(&etcd, "/serval/ipam/v1");
+    c.tls.ca_file = Some(tls.ca.clone());
+    // Without a client certificate the server refuses the handshake.
+    let refused = async {
+        let store = EtcdStore::connect(c.clone()).await?;
+        store.list(&ipam::store::ListFilter::Kind(Kind::Pool)).await
+    };
+    assert!(refused.await.is_err(), "etcd requires a client certificate");
+    c.tls.cert_file = Some(tls.client_cert.clone());
+    c.tls.key_file = Some(tls.client_key.clone());
+    let ipam = Ipam::new(Arc::new(
+        EtcdStore::connect(c).await.expect("connect over TLS"),
+    ));
+    ipam.add_pool(IpPool::new(
+        PoolName::new("p").unwrap(),
+        "10.1.0.0/16".parse().unwrap(),
+    ))
+    .await
+    .expect("write over TLS");
+    assert_eq!(ipam.pools().await.expect("read over TLS").len(), 1);
+}

@@ -8,14 +8,103 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Certificates for a TLS etcd: a CA, the server's and a client's (PEM files).
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl TlsFiles {
+    /// Makes a throwaway CA and certificates for 127.0.0.1 with `openssl`.
+    pub fn generate(dir: &Path) -> TlsFiles {
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("openssl is missing: install Debian's `openssl` package");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("ext");
+        std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").expect("ext");
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=serval-test-ca",
+        ]);
+        for who in ["server", "client"] {
+            run(&[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &format!("{who}.key"),
+                "-out",
+                &format!("{who}.csr"),
+                "-subj",
+                &format!("/CN={who}"),
+            ]);
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{who}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &format!("{who}.pem"),
+                "-days",
+                "2",
+                "-extfile",
+                &format!("{who}.ext"),
+            ]);
+        }
+        TlsFiles {
+            ca: dir.join("ca.pem"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server.key"),
+            client_cert: dir.join("client.pem"),
+            client_key: dir.join("client.key"),
+        }
+    }
+}
+
 /// A running (or stopped) etcd member.
 pub struct Etcd {
+    tls: Option<TlsFiles>,
     bin: PathBuf,
     dir: tempfile::TempDir,
     client_port: u16,
     peer_port: u16,
     child: Option<Child>,
     paused: bool,
+    cert_dir: Option<tempfile::TempDir>,
 }
 
 fn free_port() -> u16 {
@@ -41,7 +130,22 @@ pub fn etcd_binary() -> PathBuf {
 impl Etcd {
     /// Starts etcd and waits until it reports healthy.
     pub fn start() -> Etcd {
+        Etcd::start_with(None)
+    }
+
+    /// Starts etcd serving clients over TLS and requiring client certificates.
+    pub fn start_tls() -> Etcd {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let tls = TlsFiles::generate(dir.path());
+        let mut e = Etcd::start_with(Some(tls));
+        e.cert_dir = Some(dir);
+        e
+    }
+
+    fn start_with(tls: Option<TlsFiles>) -> Etcd {
         let mut e = Etcd {
+            tls,
+            cert_dir: None,
             bin: etcd_binary(),
             dir: tempfile::tempdir().expect("temp dir"),
             client_port: free_port(),
@@ -54,7 +158,12 @@ impl Etcd {
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn tls(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
     }
 
     /// The datastore string for this member.
@@ -74,7 +183,14 @@ impl Etcd {
             .append(true)
             .open(self.dir.path().join("etcd.log"))
             .expect("etcd log file");
-        let child = Command::new(&self.bin)
+        let mut cmd = Command::new(&self.bin);
+        if let Some(t) = &self.tls {
+            cmd.arg(format!("--cert-file={}", t.server_cert.display()))
+                .arg(format!("--key-file={}", t.server_key.display()))
+                .arg(format!("--trusted-ca-file={}", t.ca.display()))
+                .arg("--client-cert-auth");
+        }
+        let child = cmd
             .arg("--name=test")
             .arg(format!("--data-dir={}", self.data_dir().display()))
             .arg(format!("--listen-client-urls={client}"))
@@ -113,6 +229,19 @@ impl Etcd {
     }
 
     fn healthy(&self) -> bool {
+        if let Some(t) = &self.tls {
+            // Over TLS, ask etcdctl (Debian's `etcd-client`), which speaks it.
+            return Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .arg(format!("--endpoints={}", self.endpoint()))
+                .arg(format!("--cacert={}", t.ca.display()))
+                .arg(format!("--cert={}", t.client_cert.display()))
+                .arg(format!("--key={}", t.client_key.display()))
+                .args(["endpoint", "health"])
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false);
+        }
         let Ok(mut s) = TcpStream::connect_timeout(
             &([127, 0, 0, 1], self.client_port).into(),
             Duration::from_millis(200),

@@ -8,6 +8,8 @@
 //! cargo run --release -p ipam --example alloc_rate -- [--per-node N] [--store file|etcd|all]
 //! ```
 
+// Shared with the tests; the example uses only part of it.
+#[allow(dead_code)]
 #[path = "../tests/support/etcd.rs"]
 mod etcd_support;
 

@@ -198,7 +198,7 @@ impl Snapshot {
             Object::Pool(p) => {
                 self.pools.retain(|q| q.value.name != p.name);
                 self.pools.push(Versioned::new(p, rev));
-                self.pools.sort_by(|a, b| a.value.cidr.cmp(&b.value.cidr));
+                self.pools.sort_by_key(|a| a.value.cidr);
             }
             Object::Block(b) => {
                 self.blocks.insert(b.cidr, Some(Versioned::new(b, rev)));
@@ -1018,7 +1018,7 @@ impl Plan for ReleaseNode {
             node: self.node.clone(),
             cidr,
         };
-        for a in &affs {
+        if let Some(a) = affs.first() {
             let block = blocks.iter().find(|b| {
                 b.value.cidr == a.value.cidr && b.value.affinity.as_ref() == Some(&self.node)
             });

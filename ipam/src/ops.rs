@@ -298,7 +298,7 @@ async fn base(store: &dyn Store) -> Result<Snapshot, StoreError> {
         snap.put(Object::Config(c.value), c.revision);
     }
     let mut pools = store.list_pools().await?;
-    pools.sort_by(|a, b| a.value.cidr.cmp(&b.value.cidr));
+    pools.sort_by_key(|a| a.value.cidr);
     snap.pools = pools;
     Ok(snap)
 }

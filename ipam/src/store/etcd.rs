@@ -333,11 +333,10 @@ impl Store for EtcdStore {
             }
             let mut from = rev + 1;
             loop {
-                match store.watch_from(&kinds, from, &tx).await {
-                    // The receiver is gone.
-                    Ok(None) => return,
-                    // Compaction or a lost stream: list again.
-                    Ok(Some(())) | Err(_) => {}
+                // Ok(None): the receiver is gone. Otherwise (compaction, a lost stream)
+                // list again.
+                if let Ok(None) = store.watch_from(&kinds, from, &tx).await {
+                    return;
                 }
                 loop {
                     tokio::time::sleep(Duration::from_millis(200)).await;

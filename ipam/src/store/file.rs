@@ -217,11 +217,14 @@ fn file_id(meta: &fs::Metadata) -> FileId {
     }
 }
 
+/// The parsed file, by the identity of the version it was parsed from.
+type Cache = Arc<Mutex<Option<(FileId, Arc<Doc>)>>>;
+
 /// The embedded single-file store.
 #[derive(Clone, Debug)]
 pub struct FileStore {
     path: PathBuf,
-    cache: Arc<Mutex<Option<(FileId, Arc<Doc>)>>>,
+    cache: Cache,
 }
 
 /// Where the embedded store lives unless told otherwise.

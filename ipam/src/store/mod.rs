@@ -290,28 +290,28 @@ pub trait Store: Send + Sync {
     async fn watch(&self, kinds: &[Kind]) -> Result<WatchStream, StoreError>;
 }
 
-fn wrong_kind(key: &Key, got: &Object) -> StoreError {
+fn wrong_kind(key: &Key, got: Kind) -> StoreError {
     StoreError::Corrupt {
         location: key.to_string(),
-        detail: format!("holds a {:?}, not a {:?}", got.kind(), key.kind()),
+        detail: format!("holds a {got:?}, not a {:?}", key.kind()),
     }
 }
 
 /// The object types, to read them typed.
 pub trait FromObject: Sized + Send {
     const KIND: Kind;
-    /// The value if `o` is of this type, else `o` back.
-    fn from_object(o: Object) -> Result<Self, Object>;
+    /// The value if `o` is of this type, else the kind it is.
+    fn from_object(o: Object) -> Result<Self, Kind>;
 }
 
 macro_rules! from_object {
     ($ty:ty, $variant:ident) => {
         impl FromObject for $ty {
             const KIND: Kind = Kind::$variant;
-            fn from_object(o: Object) -> Result<Self, Object> {
+            fn from_object(o: Object) -> Result<Self, Kind> {
                 match o {
                     Object::$variant(v) => Ok(v),
-                    other => Err(other),
+                    other => Err(other.kind()),
                 }
             }
         }
@@ -327,7 +327,7 @@ from_object!(IpamConfig, Config);
 fn typed<T: FromObject>(key: &Key, v: Versioned<Object>) -> Result<Versioned<T>, StoreError> {
     match T::from_object(v.value) {
         Ok(t) => Ok(Versioned::new(t, v.revision)),
-        Err(other) => Err(wrong_kind(key, &other)),
+        Err(other) => Err(wrong_kind(key, other)),
     }
 }
 

@@ -24,7 +24,7 @@ use crate::allocator::{
 use crate::check::{Check, CheckReport};
 use crate::error::{IpamError, StoreError};
 use crate::model::{HandleId, IpPool, IpamConfig, NodeName, PoolName};
-use crate::store::{Object, Store, StoreExt};
+use crate::store::{Key, Object, Store, StoreExt, Versioned};
 use crate::usage::Usage;
 
 /// How long and how often an operation retries.
@@ -306,8 +306,21 @@ async fn base(store: &dyn Store) -> Result<Snapshot, StoreError> {
 async fn fulfill(store: &dyn Store, snap: &mut Snapshot, need: Need) -> Result<(), StoreError> {
     match need {
         Need::Blocks(cidrs) => {
-            for c in cidrs {
-                let b = store.get_block(&c).await?;
+            let keys: Vec<Key> = cidrs.iter().map(|c| Key::Block(*c)).collect();
+            for (c, got) in cidrs.into_iter().zip(store.get_many(&keys).await?) {
+                let b = match got {
+                    Some(Versioned {
+                        value: Object::Block(b),
+                        revision,
+                    }) => Some(Versioned::new(b, revision)),
+                    Some(other) => {
+                        return Err(StoreError::Corrupt {
+                            location: Key::Block(c).to_string(),
+                            detail: format!("holds a {:?}", other.value.kind()),
+                        })
+                    }
+                    None => None,
+                };
                 snap.blocks.insert(c, b);
             }
         }

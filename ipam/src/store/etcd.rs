@@ -264,6 +264,49 @@ impl Store for EtcdStore {
             .transpose()
     }
 
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Versioned<Object>>>, StoreError> {
+        if keys.len() <= 1 {
+            let mut out = Vec::new();
+            for k in keys {
+                out.push(self.get(k).await?);
+            }
+            return Ok(out);
+        }
+        let mut out = Vec::with_capacity(keys.len());
+        // One transaction of range requests per chunk: one round trip, one consistent view.
+        for chunk in keys.chunks(64) {
+            let ops: Vec<TxnOp> = chunk
+                .iter()
+                .map(|k| TxnOp::get(self.key(k), None))
+                .collect();
+            let mut kv = self.client.kv_client();
+            let resp = self.deadline(kv.txn(Txn::new().and_then(ops))).await?;
+            let responses = resp.op_responses();
+            if responses.len() != chunk.len() {
+                return Err(StoreError::Unavailable {
+                    store: self.describe(),
+                    detail: format!(
+                        "asked for {} keys, got {} answers",
+                        chunk.len(),
+                        responses.len()
+                    ),
+                });
+            }
+            for (k, r) in chunk.iter().zip(responses) {
+                let got = match r {
+                    etcd_client::TxnOpResponse::Get(g) => g
+                        .kvs()
+                        .first()
+                        .map(|v| self.decode(k.kind(), v))
+                        .transpose()?,
+                    _ => None,
+                };
+                out.push(got);
+            }
+        }
+        Ok(out)
+    }
+
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Versioned<Object>>, StoreError> {
         let (kind, prefix) = match filter {
             ListFilter::Kind(k) => (*k, self.kind_prefix(*k)),

@@ -443,6 +443,14 @@ impl Store for FileStore {
         blocking(self, move |s| s.get_blocking(&key)).await
     }
 
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Versioned<Object>>>, StoreError> {
+        let keys = keys.to_vec();
+        blocking(self, move |s| {
+            keys.iter().map(|k| s.get_blocking(k)).collect()
+        })
+        .await
+    }
+
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Versioned<Object>>, StoreError> {
         let filter = filter.clone();
         blocking(self, move |s| s.list_blocking(&filter)).await

@@ -271,6 +271,16 @@ pub trait Store: Send + Sync {
     /// Reads one object.
     async fn get(&self, key: &Key) -> Result<Option<Versioned<Object>>, StoreError>;
 
+    /// Reads several objects, in the order of `keys`. Stores that can read them in one
+    /// round trip (etcd: one transaction) override this.
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Versioned<Object>>>, StoreError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            out.push(self.get(k).await?);
+        }
+        Ok(out)
+    }
+
     /// Lists objects.
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Versioned<Object>>, StoreError>;
 

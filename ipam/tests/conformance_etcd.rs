@@ -189,7 +189,12 @@ async fn watch_resyncs_after_restart() {
     .await
     .expect("pool after restart");
     // Either the watch carried on (a Put for b) or it listed again (a Resync holding b).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the watch never reported pool b"
+        );
         match next(&mut w).await {
             Ok(WatchEvent::Put(v)) if v.value.key().to_string() == "pool b" => break,
             Ok(WatchEvent::Resync(objs))

@@ -437,6 +437,9 @@ impl NodeInfo {
 /// Idempotent per handle: the handle ends up holding at least the requested number of
 /// each family, and the result lists every address it holds. A retry after a crash or an
 /// unknown outcome therefore returns what the earlier attempt got instead of more.
+///
+/// When the pools run out part-way ([`IpamError::NoAddresses`]) the addresses already taken
+/// stay with the handle; the caller releases the handle (the CNI plugin's DEL does).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AutoAssignRequest {
     pub handle: HandleId,

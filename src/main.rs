@@ -19,11 +19,17 @@ struct Cli {
 enum Command {
     /// Run the BGP speaker on its own, or query a running one.
     Bgp(cmd::bgp::Args),
+    /// Block IPAM: show usage, check, assign and release addresses.
+    Ipam(cmd::ipam::Args),
+    /// IP pools: add, list, delete.
+    Pool(cmd::pool::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Bgp(args) => cmd::bgp::run(args),
+        Command::Ipam(args) => cmd::ipam::run(args),
+        Command::Pool(args) => cmd::pool::run(args),
     }
 }

@@ -2,6 +2,8 @@
 //! and the tables printed for people.
 
 pub mod bgp;
+pub mod ipam;
+pub mod pool;
 pub mod table;
 
 /// How the daemons log: structured, to stderr, as text for people or JSON for collectors.

@@ -428,8 +428,10 @@ pub(crate) fn decode_attributes(
                     AttrError::new(attr_code, AttrFault::UnrecognizedWellKnown, raw),
                 )?;
             } else if flags & flag::TRANSITIVE != 0 {
+                // RFC 4271 §4.3: the low four flag bits are unused, ignored when
+                // received and zero when sent; the length form is the encoder's choice.
                 out.attrs.unknown.push(RawAttr {
-                    flags: flags & !flag::EXTENDED_LENGTH,
+                    flags: flags & (flag::OPTIONAL | flag::TRANSITIVE | flag::PARTIAL),
                     code: attr_code,
                     value: Bytes::copy_from_slice(value),
                 });

@@ -174,6 +174,22 @@ fn vectors() -> Vec<Vector> {
             value: Message::RouteRefresh(RouteRefresh { afi_safi: AfiSafi::new(2, 1), subtype: RefreshSubtype::Begin }),
             exact: true,
         },
+        Vector {
+            name: "unknown transitive attribute: unused flag bits ignored (RFC 4271 §4.3)",
+            // Flags 0xff: optional, transitive, partial, extended length and the four unused
+            // bits; type 99, one octet of value.
+            hex: "ffffffffffffffffffffffffffffffff 001c 02 0000 0005 ff63 0001 2a",
+            params: CodecParams::default(),
+            value: Message::Update(Update {
+                attrs: Some(PathAttrs {
+                    unknown: vec![RawAttr { flags: 0xe0, code: 99, value: Bytes::from_static(&[0x2a]) }],
+                    ..PathAttrs::default()
+                }),
+                ..Update::default()
+            }),
+            // Written back with the one-octet length form.
+            exact: false,
+        },
     ]
 }
 

@@ -258,6 +258,13 @@ pub fn render(spec: &RouterSpec) -> Result<String> {
         }
         // Quick retries, also after a reset (GoBGP waits 30 s by default).
         c.push_str("  [neighbors.timers.config]\n    connect-retry = 2\n    idle-hold-time-after-reset = 1\n");
+        if let Some(h) = n.hold_time {
+            let _ = writeln!(
+                c,
+                "    hold-time = {h}\n    keepalive-interval = {}",
+                (h / 3).max(1)
+            );
+        }
         match n.ttl {
             TtlMode::Direct => {}
             TtlMode::Multihop { ttl } => {

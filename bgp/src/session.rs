@@ -151,6 +151,7 @@ pub(crate) fn spawn(
         drained,
         actions: Vec::new(),
         batch: Vec::new(),
+        connect_error: None,
     };
     let task = tokio::spawn(session.run());
     SessionHandle { cmd: cmd_tx, task }
@@ -163,6 +164,35 @@ enum ConnEvent {
     Frames(ConnId, Vec<Bytes>),
     /// The reader hit an error or the end of the stream, or framing failed.
     Closed(ConnId, Option<Notification>),
+    /// The writer put this many UPDATEs and ROUTE-REFRESHes of the core's data queue on
+    /// the wire (they bypass the FSM, which counts them for the status).
+    Written(ConnId, MessageTally),
+}
+
+/// UPDATEs and ROUTE-REFRESHes in a chunk of encoded messages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct MessageTally {
+    pub updates: u64,
+    pub route_refreshes: u64,
+}
+
+/// Counts the messages of a chunk the core encoded: whole messages back to back, each
+/// with its length at octets 16–17 and its type at octet 18 (RFC 4271 §4.1).
+pub(crate) fn tally(mut chunk: &[u8]) -> MessageTally {
+    let mut t = MessageTally::default();
+    while chunk.len() >= 19 {
+        let len = usize::from(u16::from_be_bytes([chunk[16], chunk[17]]));
+        match chunk[18] {
+            2 => t.updates += 1,
+            5 => t.route_refreshes += 1,
+            _ => {}
+        }
+        if len < 19 || len > chunk.len() {
+            break;
+        }
+        chunk = &chunk[len..];
+    }
+    t
 }
 
 enum WriterMsg {
@@ -197,6 +227,9 @@ struct Session {
     drained: Arc<Notify>,
     actions: Vec<Action>,
     batch: Vec<Update>,
+    /// Why the last outgoing connection attempt failed, until a session is established:
+    /// the FSM only knows that it failed, and an operator needs to know why.
+    connect_error: Option<String>,
 }
 
 impl Session {
@@ -273,7 +306,10 @@ impl Session {
                 let _ = reply.send(SessionStatus {
                     state: self.fsm.state(),
                     established_since: self.fsm.established_since(),
-                    last_error: self.fsm.last_error().map(ToString::to_string),
+                    last_error: self
+                        .connect_error
+                        .clone()
+                        .or_else(|| self.fsm.last_error().map(ToString::to_string)),
                     stats: *self.fsm.stats(),
                     negotiated: self.fsm.negotiated().cloned(),
                     local,
@@ -298,6 +334,7 @@ impl Session {
             ConnEvent::ConnectFailed(id, e) => {
                 if self.conns.remove(&id).is_some() {
                     debug!(peer = %self.peer, error = %e, "connect failed");
+                    self.connect_error = Some(self.connect_failure(&e.to_string()));
                     self.fsm
                         .handle(now, Input::TcpFailed(id), &mut self.actions);
                 }
@@ -315,6 +352,16 @@ impl Session {
                         self.fsm
                             .handle(now, Input::TcpFailed(id), &mut self.actions);
                     }
+                }
+            }
+            ConnEvent::Written(id, t) => {
+                for _ in 0..t.updates {
+                    self.fsm
+                        .handle(now, Input::UpdateSent(id), &mut self.actions);
+                }
+                for _ in 0..t.route_refreshes {
+                    self.fsm
+                        .handle(now, Input::RouteRefreshSent(id), &mut self.actions);
                 }
             }
             ConnEvent::Frames(id, frames) => {
@@ -419,6 +466,7 @@ impl Session {
                     };
                     let (data, local, remote) = (data_tx.clone(), *local, *remote);
                     self.established = Some((conn, negotiated.codec.clone()));
+                    self.connect_error = None;
                     info!(peer = %self.peer, asn = %negotiated.peer_asn, id = %negotiated.peer_id, "session established");
                     let _ = self
                         .events
@@ -547,7 +595,13 @@ impl Session {
             self.established = None;
         }
         match self.conns.remove(&id) {
-            Some(ConnIo::Connecting(task)) => task.abort(),
+            Some(ConnIo::Connecting(task)) => {
+                task.abort();
+                // The FSM gave up on an attempt nobody answered (§8.2.2 ConnectRetryTimer).
+                self.connect_error = Some(self.connect_failure(
+                    "no answer to the connection attempt within the connect-retry time",
+                ));
+            }
             Some(ConnIo::Open { ctl, reader, .. }) => {
                 reader.abort();
                 // After what is queued (the NOTIFICATION that ends the session).
@@ -555,6 +609,18 @@ impl Session {
             }
             None => {}
         }
+    }
+
+    /// What the status shows for a failed connection attempt. A TCP MD5 mismatch is
+    /// invisible to both ends (RFC 2385 §2.0: the kernel drops unsigned or wrongly
+    /// signed segments without an answer), so when a key is configured it is named as
+    /// the likely cause of an unanswered attempt.
+    fn connect_failure(&self, what: &str) -> String {
+        connect_failure_text(
+            self.config.remote,
+            what,
+            self.config.transport.md5_key.is_some(),
+        )
     }
 
     /// Forget a connection that is already gone.
@@ -576,6 +642,18 @@ impl Session {
             self.perform().await;
         }
         self.close_all();
+    }
+}
+
+fn connect_failure_text(remote: SocketAddr, what: &str, md5: bool) -> String {
+    let unanswered = what.contains("no answer") || what.contains("timed out");
+    if md5 && unanswered {
+        format!(
+            "connecting to {remote}: {what}; TCP MD5 is configured, and a missing or different \
+             password on the peer drops our segments without an answer"
+        )
+    } else {
+        format!("connecting to {remote}: {what}")
     }
 }
 
@@ -635,16 +713,22 @@ async fn write_loop(
     drained: Arc<Notify>,
 ) {
     loop {
-        let msg = tokio::select! {
+        let (msg, from_core) = tokio::select! {
             biased;
-            m = ctl.recv() => m,
-            Some(b) = data.recv() => Some(WriterMsg::Bytes(b)),
+            m = ctl.recv() => (m, false),
+            Some(b) = data.recv() => (Some(WriterMsg::Bytes(b)), true),
         };
         match msg {
             Some(WriterMsg::Bytes(b)) => {
                 if wr.write_all(&b).await.is_err() {
                     let _ = events.send(ConnEvent::Closed(id, None)).await;
                     return;
+                }
+                if from_core {
+                    let t = tally(&b);
+                    if t != MessageTally::default() {
+                        let _ = events.send(ConnEvent::Written(id, t)).await;
+                    }
                 }
                 if data.len() < DATA_QUEUE / 2 {
                     drained.notify_one();
@@ -655,5 +739,48 @@ async fn write_loop(
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(kind: u8, body_len: usize) -> Vec<u8> {
+        let mut m = vec![0xff; 16];
+        m.extend_from_slice(&((19 + body_len) as u16).to_be_bytes());
+        m.push(kind);
+        m.extend(std::iter::repeat_n(0, body_len));
+        m
+    }
+
+    #[test]
+    fn tally_counts_updates_and_route_refreshes_of_a_chunk() {
+        let chunk = [msg(2, 4), msg(2, 30), msg(5, 4), msg(2, 0), msg(4, 0)].concat();
+        assert_eq!(
+            tally(&chunk),
+            MessageTally {
+                updates: 3,
+                route_refreshes: 1
+            }
+        );
+        assert_eq!(tally(&[]), MessageTally::default());
+        // A cut-off tail is not counted twice nor read past.
+        let mut cut = msg(2, 10);
+        cut.truncate(25);
+        assert_eq!(tally(&cut).updates, 1);
+    }
+
+    #[test]
+    fn unanswered_attempts_with_md5_name_the_password() {
+        let remote: SocketAddr = "192.0.2.2:179".parse().unwrap();
+        let t = connect_failure_text(remote, "connect timed out", true);
+        assert!(t.contains("192.0.2.2:179") && t.contains("MD5"), "{t}");
+        let t = connect_failure_text(remote, "no answer to the connection attempt", true);
+        assert!(t.contains("MD5"), "{t}");
+        let t = connect_failure_text(remote, "Connection refused (os error 111)", true);
+        assert!(!t.contains("MD5"), "a refusal is an answer: {t}");
+        let t = connect_failure_text(remote, "connect timed out", false);
+        assert!(!t.contains("MD5"), "{t}");
     }
 }

@@ -90,6 +90,13 @@ pub trait InteropPeer: BgpDaemon + Sized + 'static {
     /// Whether the daemon marks routes kept over a graceful restart as stale in what it
     /// shows (otherwise the scenario checks that they outlive the hold time).
     const SHOWS_STALE: bool;
+
+    /// Begin- and End-of-Route-Refresh messages (RFC 7313) received from `neighbor`, for
+    /// daemons that count them.
+    fn refresh_markers_received(&self, neighbor: IpAddr) -> Result<Option<(u64, u64)>> {
+        let _ = neighbor;
+        Ok(None)
+    }
 }
 
 fn families_of<D: BgpDaemon>(d: &D, neighbor: IpAddr) -> Result<Vec<Family>> {
@@ -264,6 +271,17 @@ impl InteropPeer for GoBgp {
     const ENHANCED_ROUTE_REFRESH: bool = false;
     const SHOWS_STALE: bool = true;
 
+    fn cannot(feature: Feature) -> Option<&'static str> {
+        match feature {
+            Feature::RefreshPeerAsks => Some(
+                "GoBGP 3.10 has no command that sends ROUTE-REFRESH: `neighbor … softresetin` \
+                 re-applies import policy to its own Adj-RIB-In (its sent-message counters \
+                 show no refresh)",
+            ),
+            _ => None,
+        }
+    }
+
     fn seen_capabilities(&self, neighbor: IpAddr) -> Result<Vec<String>> {
         let addr = neighbor.to_string();
         let out = self.gobgp(&["neighbor", &addr, "-j"])?;
@@ -330,6 +348,29 @@ impl InteropPeer for OpenBgpd {
     const NAME: &'static str = "openbgpd";
     const ENHANCED_ROUTE_REFRESH: bool = true;
     const SHOWS_STALE: bool = true;
+
+    fn cannot(feature: Feature) -> Option<&'static str> {
+        match feature {
+            Feature::RefreshServalAsks => Some(
+                "OpenBGPD 7.7 counts but ignores every ROUTE-REFRESH it receives \
+                 (`route refresh: AID IPv4 unicast not negotiated`, BIRD's request too)",
+            ),
+            Feature::GrPeerRestarts => Some(
+                "OpenBGPD 7.7 announces graceful restart for End-of-RIB only, with no address \
+                 family preserved, so a helper keeps none of its routes (RFC 4724 §4.2)",
+            ),
+            _ => None,
+        }
+    }
+
+    fn refresh_markers_received(&self, neighbor: IpAddr) -> Result<Option<(u64, u64)>> {
+        let v = self.neighbor_json(neighbor)?;
+        let count = |k: &str| {
+            v.pointer(&format!("/stats/route-refresh/received/{k}"))
+                .and_then(Value::as_u64)
+        };
+        Ok(count("borr").zip(count("eorr")))
+    }
 
     fn seen_capabilities(&self, neighbor: IpAddr) -> Result<Vec<String>> {
         let v = self.neighbor_json(neighbor)?;
@@ -406,7 +447,7 @@ pub fn openbgpd_caps(caps: &Value) -> Vec<String> {
 
 impl InteropPeer for ExaBgp {
     const NAME: &'static str = "exabgp";
-    const ENHANCED_ROUTE_REFRESH: bool = false;
+    const ENHANCED_ROUTE_REFRESH: bool = true;
     const SHOWS_STALE: bool = false;
 
     fn cannot(feature: Feature) -> Option<&'static str> {

@@ -709,13 +709,24 @@ pub fn refresh_peer_asks<P: InteropPeer>(dir: &TestDir) -> Result<Verdict> {
         )
     })?;
     let before = st.updates_sent;
+    let markers = peer.refresh_markers_received(s)?;
     peer.request_refresh(s)?;
     let after = wait_for(
         ROUTE_TIMEOUT,
         "serval to send its table again",
         || serval.peer_status(p),
-        |st| st.updates_sent >= before + 3,
+        |st| st.updates_sent > before,
     )?;
+    let mut bracket = String::new();
+    if let Some((borr, eorr)) = markers {
+        let now = wait_for(
+            ROUTE_TIMEOUT,
+            &format!("{} to receive Begin and End of Route Refresh", P::NAME),
+            || peer.refresh_markers_received(s),
+            |m| m.is_some_and(|(b, e)| b > borr && e > eorr),
+        )?;
+        bracket = format!(" (BoRR/EoRR counted by the peer: {now:?})");
+    }
     let routes = peer.received_routes(s)?;
     for prefix in ["203.0.113.0/24", "203.0.113.0/25", "203.0.113.128/25"] {
         check(
@@ -726,7 +737,7 @@ pub fn refresh_peer_asks<P: InteropPeer>(dir: &TestDir) -> Result<Verdict> {
         )?;
     }
     Ok(Verdict::Pass(format!(
-        "{} UPDATEs sent again{}",
+        "{} UPDATEs sent again{}{bracket}",
         after.updates_sent - before,
         if enhanced {
             ", enhanced route refresh"
@@ -781,10 +792,16 @@ pub fn max_prefix<P: InteropPeer>(dir: &TestDir) -> Result<Verdict> {
         &format!("{} to show the Cease it received", P::NAME),
         || peer.last_error(addr4(s)),
         |e| {
-            let e = e.to_ascii_lowercase();
-            e.contains("prefix") || e.contains("\"code\": 6") || e.contains("6/1")
+            let e = e.to_ascii_lowercase().replace(' ', "");
+            e.contains("prefix")
+                || (e.contains("\"code\":6") && e.contains("\"subcode\":1"))
+                || (e.contains("code=6") && e.contains("subcode=1"))
         },
     )?;
+    // AFI 1, SAFI 1, limit 3 (RFC 4486 §4), where the peer shows the data.
+    let data_shown = ["0x00010100000003", "[0 1 1 0 0 0 3]"]
+        .iter()
+        .any(|d| theirs.contains(d));
     wait_for(
         SESSION_TIMEOUT,
         "the session to come back after restart-after",
@@ -792,8 +809,13 @@ pub fn max_prefix<P: InteropPeer>(dir: &TestDir) -> Result<Verdict> {
         |st| st.established_count >= 2,
     )?;
     Ok(Verdict::Pass(format!(
-        "peer says: {}",
-        theirs.lines().next().unwrap_or_default()
+        "peer says: {}{}",
+        theirs.lines().next().unwrap_or_default(),
+        if data_shown {
+            " (AFI/SAFI/limit data checked)"
+        } else {
+            ""
+        }
     )))
 }
 

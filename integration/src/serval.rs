@@ -330,6 +330,16 @@ impl Serval {
         self.cli(&["reset", &peer.to_string()]).map(drop)
     }
 
+    /// Waits until the session with `peer` is no longer established.
+    pub fn wait_until_down(&self, peer: IpAddr) -> Result<PeerStatus> {
+        wait_for(
+            READY_TIMEOUT,
+            &format!("serval's session with {peer} to go down"),
+            || self.peer_status(peer),
+            |p| p.state != "Established",
+        )
+    }
+
     /// The configuration serval runs with (as last written).
     pub fn config(&self) -> &SpeakerConfig {
         &self.config

@@ -16,11 +16,14 @@ use std::time::Instant;
 
 const PEERS: [&str; 5] = ["bird", "frr", "gobgp", "openbgpd", "exabgp"];
 const SINGLE: &str = "scenario";
-const SINGLE_ROWS: [&str; 4] = [
+const SINGLE_ROWS: [&str; 7] = [
     "route reflector (2 BIRD clients)",
     "dynamic reconfiguration (2 BIRD peers)",
     "malformed: bad ORIGIN (raw client)",
     "malformed: duplicate MP_REACH (raw client)",
+    "GR helper: stale until End-of-RIB (raw client)",
+    "GR restarting: R bit, deferral, End-of-RIB (raw client)",
+    "enhanced refresh: purge at EoRR (raw client)",
 ];
 const SINGLE_COLUMN: &str = "result";
 
@@ -50,11 +53,14 @@ fn all_cases() -> Vec<Case> {
     let mut cases = Vec::new();
     // The single-peer scenarios first, then peer by peer; slow graceful-restart cases
     // end up spread over the run.
-    let singles: [Scenario; 4] = [
+    let singles: [Scenario; 7] = [
         scenarios::route_reflector,
         scenarios::reconfigure,
         scenarios::malformed_origin,
         scenarios::malformed_duplicate_mp_reach,
+        scenarios::gr_helper_stale_until_end_of_rib,
+        scenarios::gr_restarting_speaker,
+        scenarios::enhanced_refresh_purges,
     ];
     for (row, body) in SINGLE_ROWS.iter().zip(singles) {
         cases.push(Case::new(row, SINGLE_COLUMN, body));

@@ -14,6 +14,7 @@ pub const OPEN: u8 = 1;
 pub const UPDATE: u8 = 2;
 pub const NOTIFICATION: u8 = 3;
 pub const KEEPALIVE: u8 = 4;
+pub const ROUTE_REFRESH: u8 = 5;
 
 /// A message as read: its type and body (after the 19-octet header).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,9 +73,14 @@ impl RawPeer {
     /// Sends an OPEN (4-octet AS, IPv4 unicast), then waits for the speaker's OPEN and
     /// KEEPALIVE and confirms with a KEEPALIVE: the session is Established on both ends.
     pub fn establish(&mut self, asn: u32, id: Ipv4Addr, hold: u16) -> Result<()> {
-        self.send(&open(asn, id, hold))?;
+        self.establish_with(&open(asn, id, hold)).map(drop)
+    }
+
+    /// Like [`RawPeer::establish`] with the OPEN given; returns the speaker's OPEN body.
+    pub fn establish_with(&mut self, our_open: &[u8]) -> Result<Vec<u8>> {
+        self.send(our_open)?;
         let deadline = Instant::now() + Duration::from_secs(30);
-        let mut got_open = false;
+        let mut got_open: Option<Vec<u8>> = None;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let Some(m) = self.recv(left)? else {
@@ -84,10 +90,10 @@ impl RawPeer {
             };
             match m.kind {
                 OPEN => {
-                    got_open = true;
+                    got_open = Some(m.body);
                     self.send(&message(KEEPALIVE, &[]))?;
                 }
-                KEEPALIVE if got_open => return Ok(()),
+                KEEPALIVE if got_open.is_some() => return Ok(got_open.unwrap_or_default()),
                 NOTIFICATION => {
                     return Err(Error::Check(format!(
                         "the speaker refused the session: {:?}",
@@ -260,10 +266,121 @@ pub fn message(kind: u8, body: &[u8]) -> Vec<u8> {
 
 /// OPEN with the Multiprotocol (IPv4 unicast) and 4-octet AS capabilities.
 pub fn open(asn: u32, id: Ipv4Addr, hold: u16) -> Vec<u8> {
+    open_with(asn, id, hold, &[])
+}
+
+/// Graceful restart as the raw speaker announces it (RFC 4724 §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GracefulRestart {
+    /// The Restart State bit: "I have just restarted".
+    pub restarting: bool,
+    pub restart_time: u16,
+    /// The Forwarding State bit for IPv4 unicast; `None` leaves the family out.
+    pub ipv4_forwarding: Option<bool>,
+}
+
+impl GracefulRestart {
+    /// The capability (code 64) as bytes.
+    pub fn capability(self) -> Vec<u8> {
+        let head = (u16::from(self.restarting) << 15) | (self.restart_time & 0x0fff);
+        let mut v = head.to_be_bytes().to_vec();
+        if let Some(f) = self.ipv4_forwarding {
+            v.extend_from_slice(&[0, 1, 1, if f { 0x80 } else { 0 }]);
+        }
+        [vec![64, v.len() as u8], v].concat()
+    }
+
+    /// The graceful-restart capability of an OPEN body, if any.
+    pub fn of_open(body: &[u8]) -> Option<GracefulRestart> {
+        let value = capabilities(body)
+            .into_iter()
+            .find(|(code, _)| *code == 64)?
+            .1;
+        let head = u16::from_be_bytes([*value.first()?, *value.get(1)?]);
+        let ipv4_forwarding = value[2..]
+            .chunks_exact(4)
+            .find(|c| c[..3] == [0, 1, 1])
+            .map(|c| c[3] & 0x80 != 0);
+        Some(GracefulRestart {
+            restarting: head & 0x8000 != 0,
+            restart_time: head & 0x0fff,
+            ipv4_forwarding,
+        })
+    }
+}
+
+/// `(code, value)` of every capability in an OPEN body (RFC 5492).
+pub fn capabilities(body: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    let Some(&len) = body.get(9) else {
+        return out;
+    };
+    let params = body.get(10..10 + usize::from(len)).unwrap_or_default();
+    let mut p = params;
+    while p.len() >= 2 {
+        let (kind, plen) = (p[0], usize::from(p[1]));
+        let Some(value) = p.get(2..2 + plen) else {
+            break;
+        };
+        if kind == 2 {
+            let mut c = value;
+            while c.len() >= 2 {
+                let clen = usize::from(c[1]);
+                let Some(cv) = c.get(2..2 + clen) else {
+                    break;
+                };
+                out.push((c[0], cv.to_vec()));
+                c = &c[2 + clen..];
+            }
+        }
+        p = &p[2 + plen..];
+    }
+    out
+}
+
+/// An UPDATE with nothing in it: End-of-RIB for IPv4 unicast (RFC 4724 §2).
+pub fn end_of_rib() -> Vec<u8> {
+    update(&[], &[], &[])
+}
+
+/// Whether an UPDATE body is the IPv4 unicast End-of-RIB.
+pub fn is_end_of_rib(body: &[u8]) -> bool {
+    body == [0, 0, 0, 0]
+}
+
+/// Whether an UPDATE body announces `nlri` in its IPv4 NLRI field.
+pub fn announces(body: &[u8], nlri: &[u8]) -> bool {
+    let Some(wlen) = body.get(..2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]]))) else {
+        return false;
+    };
+    let Some(alen) = body
+        .get(2 + wlen..4 + wlen)
+        .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+    else {
+        return false;
+    };
+    let mut rest = body.get(4 + wlen + alen..).unwrap_or_default();
+    while let Some(&len) = rest.first() {
+        let n = 1 + usize::from(len).div_ceil(8);
+        let Some(one) = rest.get(..n) else {
+            return false;
+        };
+        if one == nlri {
+            return true;
+        }
+        rest = &rest[n..];
+    }
+    false
+}
+
+/// OPEN with Multiprotocol (IPv4 unicast), 4-octet AS and `extra` capabilities (each
+/// code, length, value).
+pub fn open_with(asn: u32, id: Ipv4Addr, hold: u16, extra: &[u8]) -> Vec<u8> {
     let my_as = u16::try_from(asn).unwrap_or(23456);
     let caps: Vec<u8> = [
         vec![1, 4, 0, 1, 0, 1],
         [vec![65, 4], asn.to_be_bytes().to_vec()].concat(),
+        extra.to_vec(),
     ]
     .concat();
     let mut body = vec![4];
@@ -361,6 +478,33 @@ mod tests {
         assert_eq!(&o[31..37], &[1, 4, 0, 1, 0, 1]);
         assert_eq!(&o[37..43], &[65, 4, 0, 0, 0xfd, 0xea]);
         assert_eq!(o.len(), 43);
+    }
+
+    #[test]
+    fn graceful_restart_capability_round_trip() {
+        let gr = GracefulRestart {
+            restarting: true,
+            restart_time: 30,
+            ipv4_forwarding: Some(true),
+        };
+        assert_eq!(gr.capability(), vec![64, 6, 0x80, 30, 0, 1, 1, 0x80]);
+        let o = open_with(65002, Ipv4Addr::new(192, 0, 2, 2), 9, &gr.capability());
+        assert_eq!(GracefulRestart::of_open(&o[19..]), Some(gr));
+        assert_eq!(GracefulRestart::of_open(&open(1, Ipv4Addr::new(1, 1, 1, 1), 9)[19..]), None);
+        let caps = capabilities(&o[19..]);
+        assert_eq!(caps.iter().map(|c| c.0).collect::<Vec<_>>(), vec![1, 65, 64]);
+    }
+
+    #[test]
+    fn end_of_rib_and_announced_prefixes_are_recognised() {
+        let eor = end_of_rib();
+        assert!(is_end_of_rib(&eor[19..]));
+        let n = nlri("198.51.100.0/24".parse().unwrap());
+        let other = nlri("198.51.101.0/24".parse().unwrap());
+        let u = update(&[], &origin(0), &[other.clone(), n.clone()].concat());
+        assert!(announces(&u[19..], &n));
+        assert!(!announces(&u[19..], &nlri("10.0.0.0/8".parse().unwrap())));
+        assert!(!is_end_of_rib(&u[19..]));
     }
 
     #[test]

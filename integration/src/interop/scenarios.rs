@@ -362,6 +362,29 @@ pub fn routes<P: InteropPeer>(dir: &TestDir) -> Result<Verdict> {
         },
     )?;
 
+    // Transit: what serval learned over iBGP goes to the eBGP peer with serval's AS
+    // prepended (next hop serval, or the originator when it shares the peer's subnet,
+    // RFC 4271 §5.1.3), and what it learned over eBGP goes to the iBGP peer with the AS
+    // path and next hop unchanged and serval's LOCAL_PREF (default 100).
+    let got = ebgp.wait_route(addr4(s), ibgp_route.prefix, ROUTE_TIMEOUT)?;
+    check(got.as_path == vec![SERVAL_AS], || {
+        format!("AS path of the transit route at {}: {got:?}", P::NAME)
+    })?;
+    check(
+        got.next_hop == Some(addr4(s)) || got.next_hop == Some(addr4(i)),
+        || format!("next hop of the transit route at {}: {got:?}", P::NAME),
+    )?;
+    let got = ibgp.wait_route(addr4(s), theirs[0].prefix, ROUTE_TIMEOUT)?;
+    check(got.as_path == vec![PEER_AS], || {
+        format!("AS path of the eBGP route at the iBGP peer: {got:?}")
+    })?;
+    check(got.next_hop == Some(addr4(e)), || {
+        format!("next hop of the eBGP route should reach the iBGP peer unchanged: {got:?}")
+    })?;
+    check(got.local_pref == Some(100), || {
+        format!("LOCAL_PREF of the eBGP route at the iBGP peer: {got:?}")
+    })?;
+
     // Withdrawals, one side at a time, each family.
     for (k, (peer_addr, serval_addr)) in [(addr4(e), addr4(s)), (addr6(e), addr6(s))]
         .into_iter()
@@ -822,8 +845,10 @@ pub fn max_prefix<P: InteropPeer>(dir: &TestDir) -> Result<Verdict> {
 // ---- 8. multihop + GTSM ----
 
 /// serval and the peer two hops apart through a router, GTSM on both sides allowing two
-/// hops: the session forms and routes pass. Then serval allows one hop only: the peer's
-/// segments arrive with TTL 254, the kernel drops them and the session never forms.
+/// hops, serval only listening (so the accepted connection must send with TTL 255 for
+/// the peer to take it): the session forms and routes pass. Then serval allows one hop
+/// only: the peer's segments arrive with TTL 254, the kernel drops them and the session
+/// never forms.
 pub fn gtsm<P: InteropPeer>(dir: &TestDir) -> Result<Verdict> {
     if let Some(v) = unless_cannot::<P>(Feature::Gtsm) {
         return Ok(v);
@@ -835,7 +860,7 @@ pub fn gtsm<P: InteropPeer>(dir: &TestDir) -> Result<Verdict> {
         &s.ns,
         dir,
         RouterSpec::new(SERVAL_AS, s.v4)
-            .neighbor(neighbor(addr4(p), PEER_AS, addr4(s)).ttl(gtsm))
+            .neighbor(neighbor(addr4(p), PEER_AS, addr4(s)).ttl(gtsm).passive())
             .announce(Announcement::new(net("203.0.113.0/24"))),
     )?;
     let peer = P::start(
@@ -850,7 +875,10 @@ pub fn gtsm<P: InteropPeer>(dir: &TestDir) -> Result<Verdict> {
     serval.wait_route(addr4(p), net("198.51.100.0/24"), ROUTE_TIMEOUT)?;
 
     let drops_before = s.ns.tcp_ext_counter("TCPMinTTLDrop")?;
-    serval.reconfigure(|cfg| cfg.peers[0].ttl_security = Some(1))?;
+    serval.reconfigure(|cfg| {
+        cfg.peers[0].ttl_security = Some(1);
+        cfg.peers[0].passive = false;
+    })?;
     wait_for(
         SESSION_TIMEOUT,
         "serval's namespace to drop segments below the minimum TTL",
@@ -1103,4 +1131,274 @@ pub fn malformed_duplicate_mp_reach(dir: &TestDir) -> Result<Verdict> {
         "NOTIFICATION 3/1; serval says: {}",
         st.last_error.unwrap_or_default()
     )))
+}
+
+// ---- graceful restart, byte by byte ----
+
+fn v4net(s: &str) -> Result<ipnet::Ipv4Net> {
+    s.parse()
+        .map_err(|_| Error::Check(format!("bad literal {s}")))
+}
+
+/// serval and a raw speaker on one link; serval only listens.
+fn raw_gr_pair(dir: &TestDir, announce: &[&str]) -> Result<(topology::Link, Serval)> {
+    let link = topology::link()?;
+    let mut spec = RouterSpec::new(SERVAL_AS, link.a.v4)
+        .neighbor(neighbor(addr4(&link.b), PEER_AS, addr4(&link.a)).passive());
+    for p in announce {
+        spec = spec.announce(Announcement::new(net(p)));
+    }
+    let serval = Serval::start(&link.a.ns, dir, spec)?;
+    Ok((link, serval))
+}
+
+fn raw_connect(link: &topology::Link) -> Result<RawPeer> {
+    RawPeer::connect(
+        &link.b.ns.handle(),
+        addr4(&link.b),
+        SocketAddr::new(addr4(&link.a), 179),
+    )
+}
+
+/// Connects and establishes with `open`, again while serval refuses (it holds a peer
+/// Idle for a moment after a session ends, RFC 4271 §8.1.1 IdleHoldTimer); returns
+/// serval's OPEN body.
+fn raw_establish(link: &topology::Link, open: &[u8]) -> Result<(RawPeer, Vec<u8>)> {
+    let mut last = None;
+    let deadline = std::time::Instant::now() + SESSION_TIMEOUT;
+    while std::time::Instant::now() < deadline {
+        let attempt = raw_connect(link).and_then(|mut raw| {
+            let theirs = raw.establish_with(open)?;
+            Ok((raw, theirs))
+        });
+        match attempt {
+            Ok(done) => return Ok(done),
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    Err(last.unwrap_or_else(|| Error::Check("no attempt to connect".into())))
+}
+
+fn raw_gr_open(link: &topology::Link, restarting: bool) -> Vec<u8> {
+    let gr = raw::GracefulRestart {
+        restarting,
+        restart_time: RESTART.as_secs() as u16,
+        ipv4_forwarding: Some(true),
+    };
+    raw::open_with(PEER_AS.0, link.b.v4, HOLD, &gr.capability())
+}
+
+/// serval as the helper of a peer that restarts with its forwarding state preserved
+/// (RFC 4724 §4.2): the peer's routes stay, stale, after its connection drops; when it
+/// is back, a route it sends again is fresh at once while the others stay stale until
+/// its End-of-RIB, which removes them.
+pub fn gr_helper_stale_until_end_of_rib(dir: &TestDir) -> Result<Verdict> {
+    let (link, serval) = raw_gr_pair(dir, &[])?;
+    let peer_addr = addr4(&link.b);
+    let (x, y) = (v4net("198.51.100.0/24")?, v4net("198.51.101.0/24")?);
+    let (mut raw, _) = raw_establish(&link, &raw_gr_open(&link, false))?;
+    raw.send(&good_update(x, link.b.v4))?;
+    raw.send(&good_update(y, link.b.v4))?;
+    raw.send(&raw::end_of_rib())?;
+    serval.wait_route(peer_addr, x.into(), ROUTE_TIMEOUT)?;
+    serval.wait_route(peer_addr, y.into(), ROUTE_TIMEOUT)?;
+    drop(raw);
+
+    let stale = |rs: &Vec<Route>, p: ipnet::Ipv4Net, want: bool| {
+        rs.iter()
+            .any(|r| r.prefix == IpNet::from(p) && r.stale == Some(want))
+    };
+    wait_for(
+        SESSION_TIMEOUT,
+        "serval to keep both routes, stale, after the connection dropped",
+        || serval.received_routes(peer_addr),
+        |rs| stale(rs, x, true) && stale(rs, y, true),
+    )?;
+    let (mut raw, _) = raw_establish(&link, &raw_gr_open(&link, true))?;
+    serval.wait_established(peer_addr, SESSION_TIMEOUT)?;
+    raw.send(&good_update(x, link.b.v4))?;
+    wait_for(
+        ROUTE_TIMEOUT,
+        "the route sent again to be fresh",
+        || serval.received_routes(peer_addr),
+        |rs| stale(rs, x, false),
+    )?;
+    holds_for(
+        Duration::from_secs(3),
+        "the route not sent again to stay, stale, until End-of-RIB",
+        || serval.received_routes(peer_addr),
+        |rs| stale(rs, y, true) && stale(rs, x, false),
+    )?;
+    raw.send(&raw::end_of_rib())?;
+    serval.wait_route_gone(peer_addr, y.into(), ROUTE_TIMEOUT)?;
+    let left = serval.received_routes(peer_addr)?;
+    check(stale(&left, x, false), || {
+        format!("{x} should stay, fresh: {left:?}")
+    })?;
+    let n = raw.notification_within(Duration::from_millis(500))?;
+    check(n.is_none(), || format!("serval closed the session: {n:?}"))?;
+
+    // Back once more, but without the forwarding state: the stale route goes at once
+    // (RFC 4724 §4.2), before anything else arrives.
+    drop(raw);
+    wait_for(
+        SESSION_TIMEOUT,
+        "serval to keep the route, stale, after the second drop",
+        || serval.received_routes(peer_addr),
+        |rs| stale(rs, x, true),
+    )?;
+    let lost_forwarding = raw::GracefulRestart {
+        restarting: true,
+        restart_time: RESTART.as_secs() as u16,
+        ipv4_forwarding: Some(false),
+    };
+    let (_raw, _) = raw_establish(
+        &link,
+        &raw::open_with(PEER_AS.0, link.b.v4, HOLD, &lost_forwarding.capability()),
+    )?;
+    serval.wait_route_gone(peer_addr, x.into(), ROUTE_TIMEOUT)?;
+    Ok(Verdict::pass())
+}
+
+/// serval restarts (SIGTERM, then start): the connection closes without a NOTIFICATION,
+/// serval's new OPEN carries the Restart State bit, serval advertises nothing until the
+/// peer's End-of-RIB (RFC 4724 §4.1 selection deferral), then its routes and its own
+/// End-of-RIB after them; the next OPEN (after a reset) no longer says it restarted.
+pub fn gr_restarting_speaker(dir: &TestDir) -> Result<Verdict> {
+    let p = v4net("203.0.113.0/24")?;
+    let (link, mut serval) = raw_gr_pair(dir, &["203.0.113.0/24"])?;
+    let (mut raw, first) = raw_establish(&link, &raw_gr_open(&link, false))?;
+    let gr = raw::GracefulRestart::of_open(&first);
+    check(gr.is_some_and(|g| !g.restarting), || {
+        format!("first OPEN: graceful restart {gr:?}, expected it without the Restart State bit")
+    })?;
+    raw.send(&raw::end_of_rib())?;
+    expect_routes_then_eor(&mut raw, &raw::nlri(p), "at start")?;
+
+    serval.stop_graceful()?;
+    let n = raw.notification_within(Duration::from_secs(5))?;
+    check(n.is_none(), || {
+        format!("a graceful stop sent a NOTIFICATION: {n:?}")
+    })?;
+    drop(raw);
+    serval.launch()?;
+    let (mut raw, open) = raw_establish(&link, &raw_gr_open(&link, false))?;
+    let gr = raw::GracefulRestart::of_open(&open);
+    check(
+        gr.is_some_and(|g| g.restarting && g.ipv4_forwarding.is_some()),
+        || format!("OPEN after the restart: {gr:?}, expected the Restart State bit and IPv4"),
+    )?;
+    // Nothing before our End-of-RIB.
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match raw.recv(left)? {
+            Some(m) if m.kind == raw::UPDATE => {
+                return Err(Error::Check(format!(
+                    "serval sent an UPDATE before the peer's End-of-RIB: {:?}",
+                    m.body
+                )))
+            }
+            Some(m) if m.kind == raw::NOTIFICATION => {
+                return Err(Error::Check(format!("NOTIFICATION: {:?}", m.body)))
+            }
+            Some(m) if m.kind == raw::KEEPALIVE => raw.send(&raw::message(raw::KEEPALIVE, &[]))?,
+            Some(_) => {}
+            None => break,
+        }
+    }
+    raw.send(&raw::end_of_rib())?;
+    expect_routes_then_eor(&mut raw, &raw::nlri(p), "after the restart")?;
+
+    // The restart is over: a new session is an ordinary one.
+    drop(raw);
+    serval.wait_until_down(addr4(&link.b))?;
+    let (_raw, open) = raw_establish(&link, &raw_gr_open(&link, false))?;
+    let gr = raw::GracefulRestart::of_open(&open);
+    check(gr.is_some_and(|g| !g.restarting), || {
+        format!("OPEN once the restart is over: {gr:?}, expected no Restart State bit")
+    })?;
+    Ok(Verdict::pass())
+}
+
+/// Reads UPDATEs until End-of-RIB; `nlri` must have been announced before it.
+fn expect_routes_then_eor(raw: &mut RawPeer, nlri: &[u8], when: &str) -> Result<()> {
+    let mut seen = false;
+    let deadline = std::time::Instant::now() + ROUTE_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let Some(m) = raw.recv(left)? else {
+            return Err(Error::Check(format!(
+                "{when}: no End-of-RIB from serval (route seen: {seen})"
+            )));
+        };
+        match m.kind {
+            raw::UPDATE if raw::is_end_of_rib(&m.body) => {
+                return check(seen, || {
+                    format!("{when}: End-of-RIB came before the route")
+                })
+            }
+            raw::UPDATE => seen |= raw::announces(&m.body, nlri),
+            raw::KEEPALIVE => raw.send(&raw::message(raw::KEEPALIVE, &[]))?,
+            raw::NOTIFICATION => {
+                return Err(Error::Check(format!("{when}: NOTIFICATION {:?}", m.body)))
+            }
+            _ => {}
+        }
+    }
+}
+
+/// serval asks a peer with enhanced route refresh (RFC 7313) for its routes: the peer
+/// brackets its answer with Begin and End of Route Refresh, and a route it does not send
+/// again in between is gone at the End (§4), while the ones it sends stay.
+pub fn enhanced_refresh_purges(dir: &TestDir) -> Result<Verdict> {
+    let (link, serval) = raw_gr_pair(dir, &[])?;
+    let peer_addr = addr4(&link.b);
+    let (x, y) = (v4net("198.51.100.0/24")?, v4net("198.51.101.0/24")?);
+    // Route refresh (2) and enhanced route refresh (70).
+    let open = raw::open_with(PEER_AS.0, link.b.v4, HOLD, &[2, 0, 70, 0]);
+    let (mut raw, theirs) = raw_establish(&link, &open)?;
+    let caps = raw::capabilities(&theirs);
+    check(caps.iter().any(|c| c.0 == 70), || {
+        format!("serval does not announce enhanced route refresh: {caps:?}")
+    })?;
+    raw.send(&good_update(x, link.b.v4))?;
+    raw.send(&good_update(y, link.b.v4))?;
+    raw.send(&raw::end_of_rib())?;
+    serval.wait_route(peer_addr, x.into(), ROUTE_TIMEOUT)?;
+    serval.wait_route(peer_addr, y.into(), ROUTE_TIMEOUT)?;
+
+    serval.refresh(peer_addr)?;
+    let deadline = std::time::Instant::now() + ROUTE_TIMEOUT;
+    let request = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match raw.recv(left)? {
+            Some(m) if m.kind == raw::ROUTE_REFRESH => break m.body,
+            Some(m) if m.kind == raw::KEEPALIVE => raw.send(&raw::message(raw::KEEPALIVE, &[]))?,
+            Some(_) => {}
+            None => return Err(Error::Check("no ROUTE-REFRESH from serval".into())),
+        }
+    };
+    check(request == [0, 1, 0, 1], || {
+        format!("ROUTE-REFRESH request for IPv4 unicast expected: {request:?}")
+    })?;
+    raw.send(&raw::message(raw::ROUTE_REFRESH, &[0, 1, 1, 1]))?;
+    raw.send(&good_update(x, link.b.v4))?;
+    holds_for(
+        Duration::from_secs(2),
+        "both routes to stay while the refresh is under way",
+        || serval.received_routes(peer_addr),
+        |rs| rs.len() == 2,
+    )?;
+    raw.send(&raw::message(raw::ROUTE_REFRESH, &[0, 1, 2, 1]))?;
+    serval.wait_route_gone(peer_addr, y.into(), ROUTE_TIMEOUT)?;
+    let left = serval.received_routes(peer_addr)?;
+    check(
+        left.iter()
+            .any(|r| r.prefix == IpNet::from(x) && r.stale != Some(true)),
+        || format!("{x} should stay, fresh: {left:?}"),
+    )?;
+    let n = raw.notification_within(Duration::from_millis(500))?;
+    check(n.is_none(), || format!("serval closed the session: {n:?}"))?;
+    Ok(Verdict::pass())
 }

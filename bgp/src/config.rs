@@ -738,7 +738,8 @@ mod tests {
         let mut new = old.clone();
         new.peers.remove(1);
         new.peers[0].hold_time = Some(9);
-        new.peers.push(PeerConfig::new("10.0.0.4".parse().unwrap(), Asn(65004)));
+        new.peers
+            .push(PeerConfig::new("10.0.0.4".parse().unwrap(), Asn(65004)));
         new.announce[0].med = Some(5);
         new.announce
             .push(Announcement::new("10.244.1.0/24".parse().unwrap()));
@@ -746,14 +747,20 @@ mod tests {
         assert_eq!(plan.update_peers.len(), 1);
         assert_eq!(plan.update_peers[0].hold_time, Some(9));
         assert_eq!(plan.add_peers.len(), 1);
-        assert_eq!(plan.remove_peers, vec!["10.0.0.3".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            plan.remove_peers,
+            vec!["10.0.0.3".parse::<IpAddr>().unwrap()]
+        );
         assert_eq!(plan.announce.len(), 2, "changed and new: {plan:?}");
         assert!(plan.withdraw.is_empty());
 
         let mut gone = old.clone();
         gone.announce.clear();
         let plan = old.reload_plan(&gone).unwrap();
-        assert_eq!(plan.withdraw, vec!["10.244.0.0/24".parse::<IpNet>().unwrap()]);
+        assert_eq!(
+            plan.withdraw,
+            vec!["10.244.0.0/24".parse::<IpNet>().unwrap()]
+        );
     }
 
     #[test]

@@ -221,12 +221,15 @@ mod tests {
         let b = Speaker::start(b_cfg).await.unwrap();
         let a = Speaker::start(a_cfg).await.unwrap();
 
-        let (sent, received) = eventually("B to hold both prefixes and both counts to agree", async || {
-            let routes = b.routes(RouteQuery::default()).await.ok()?;
-            let sent = a.peers().await.ok()?.first()?.updates_sent;
-            let received = b.peers().await.ok()?.first()?.updates_received;
-            (routes.len() == 2 && sent == received).then_some((sent, received))
-        })
+        let (sent, received) = eventually(
+            "B to hold both prefixes and both counts to agree",
+            async || {
+                let routes = b.routes(RouteQuery::default()).await.ok()?;
+                let sent = a.peers().await.ok()?.first()?.updates_sent;
+                let received = b.peers().await.ok()?.first()?.updates_received;
+                (routes.len() == 2 && sent == received).then_some((sent, received))
+            },
+        )
         .await;
         assert!(sent >= 1, "A sent {sent} UPDATEs, B received {received}");
         a.shutdown(false).await.unwrap();
@@ -240,8 +243,7 @@ mod tests {
         let (a_ip, b_ip) = (Ipv4Addr::new(127, 0, 0, 31), Ipv4Addr::new(127, 0, 0, 32));
         let b_port = free_port(b_ip);
         let listener = crate::transport::listen(SocketAddr::new(b_ip.into(), b_port)).unwrap();
-        crate::transport::set_md5_key(listener.as_raw_fd(), a_ip.into(), Some(b"theirs"))
-            .unwrap();
+        crate::transport::set_md5_key(listener.as_raw_fd(), a_ip.into(), Some(b"theirs")).unwrap();
         let mut a_cfg = config(a_ip, 65001, None);
         let mut to_b = PeerConfig::new(b_ip.into(), Asn(65002));
         to_b.port = b_port;
@@ -249,9 +251,10 @@ mod tests {
         to_b.password = Some("ours".into());
         a_cfg.peers.push(to_b);
         let a = Speaker::start(a_cfg).await.unwrap();
-        let err = eventually("the status to explain the unanswered connection", async || {
-            a.peers().await.ok()?.first()?.last_error.clone()
-        })
+        let err = eventually(
+            "the status to explain the unanswered connection",
+            async || a.peers().await.ok()?.first()?.last_error.clone(),
+        )
         .await;
         assert!(err.contains("MD5"), "{err}");
         a.shutdown(false).await.unwrap();

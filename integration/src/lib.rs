@@ -54,8 +54,8 @@ pub mod workdir;
 pub use daemons::{BgpDaemon, Bird, ExaBgp, Frr, GoBgp, OpenBgpd};
 pub use error::{Error, Result};
 pub use netns::{Bridge, Netns, NsChild, NsHandle};
-pub use serval::Serval;
 pub use observed::{Route, SessionStatus};
+pub use serval::Serval;
 pub use spec::{
     Announcement, Asn, Community, Family, LargeCommunity, NeighborSpec, Password, RouterSpec,
     TtlMode,

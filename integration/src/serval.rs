@@ -263,7 +263,10 @@ impl Serval {
             READY_TIMEOUT,
             "serval to answer on its control socket",
             || {
-                if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+                if let Some(status) = self
+                    .child
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok().flatten())
                 {
                     died = Some(status);
                     return Ok(());
@@ -676,6 +679,9 @@ mod tests {
         assert_eq!(r.med, Some(7));
         assert_eq!(r.stale, Some(true));
         assert_eq!(r.originator_id, Some("192.0.2.9".parse().unwrap()));
-        assert_eq!(r.cluster_list, vec!["192.0.2.1".parse::<Ipv4Addr>().unwrap()]);
+        assert_eq!(
+            r.cluster_list,
+            vec!["192.0.2.1".parse::<Ipv4Addr>().unwrap()]
+        );
     }
 }

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 const PEERS: [&str; 5] = ["bird", "frr", "gobgp", "openbgpd", "exabgp"];
 const SINGLE: &str = "scenario";
-const SINGLE_ROWS: [&str; 7] = [
+const SINGLE_ROWS: [&str; 9] = [
     "route reflector (2 BIRD clients)",
     "dynamic reconfiguration (2 BIRD peers)",
     "malformed: bad ORIGIN (raw client)",
@@ -24,6 +24,8 @@ const SINGLE_ROWS: [&str; 7] = [
     "GR helper: stale until End-of-RIB (raw client)",
     "GR restarting: R bit, deferral, End-of-RIB (raw client)",
     "enhanced refresh: purge at EoRR (raw client)",
+    "2-octet AS peer, serval with a 4-octet AS (raw client)",
+    "hold timer expiry (raw client)",
 ];
 const SINGLE_COLUMN: &str = "result";
 
@@ -53,7 +55,7 @@ fn all_cases() -> Vec<Case> {
     let mut cases = Vec::new();
     // The single-peer scenarios first, then peer by peer; slow graceful-restart cases
     // end up spread over the run.
-    let singles: [Scenario; 7] = [
+    let singles: [Scenario; 9] = [
         scenarios::route_reflector,
         scenarios::reconfigure,
         scenarios::malformed_origin,
@@ -61,6 +63,8 @@ fn all_cases() -> Vec<Case> {
         scenarios::gr_helper_stale_until_end_of_rib,
         scenarios::gr_restarting_speaker,
         scenarios::enhanced_refresh_purges,
+        scenarios::two_octet_peer,
+        scenarios::hold_timer_expiry,
     ];
     for (row, body) in SINGLE_ROWS.iter().zip(singles) {
         cases.push(Case::new(row, SINGLE_COLUMN, body));
@@ -91,7 +95,13 @@ fn main() {
         .collect();
     if let Err(e) = tools::require_root() {
         eprintln!("interop: {e}");
-        println!("{}", matrix::summary_line(matrix::Totals { failed: 1, ..Default::default() }));
+        println!(
+            "{}",
+            matrix::summary_line(matrix::Totals {
+                failed: 1,
+                ..Default::default()
+            })
+        );
         std::process::exit(1);
     }
     let cases: Vec<Case> = all_cases()

@@ -528,7 +528,10 @@ mod tests {
     fn requests_round_trip_as_json() {
         let mut a = Announcement::new("10.1.0.0/24".parse().unwrap());
         a.med = Some(5);
-        let text = serde_json::to_string(&Request::Announce { announcement: a.clone() }).unwrap();
+        let text = serde_json::to_string(&Request::Announce {
+            announcement: a.clone(),
+        })
+        .unwrap();
         match serde_json::from_str::<Request>(&text).unwrap() {
             Request::Announce { announcement } => assert_eq!(announcement, a),
             _ => panic!("{text}"),

@@ -165,11 +165,7 @@ mod tests {
             "| peer | session | md5 |\n|---|---|---|\n| bird | pass | FAIL: a\\|b |\n| exabgp | n/a: x | not run |\n"
         );
         let t = totals(&entries);
-        assert_eq!(
-            (t.passed, t.failed, t.not_applicable),
-            (1, 1, 1),
-            "{t:?}"
-        );
+        assert_eq!((t.passed, t.failed, t.not_applicable), (1, 1, 1), "{t:?}");
         assert_eq!(summary_line(t), "interop: 1 passed, 1 failed, 1 skipped");
     }
 

@@ -200,7 +200,8 @@ impl InteropPeer for Frr {
     fn seen_capabilities(&self, neighbor: IpAddr) -> Result<Vec<String>> {
         let cmd = format!("show bgp neighbors {neighbor} json");
         let out = self.vtysh(&[&cmd])?;
-        let v: Value = serde_json::from_str(&out).map_err(|e| Error::parse("frr", &cmd, e, &out))?;
+        let v: Value =
+            serde_json::from_str(&out).map_err(|e| Error::parse("frr", &cmd, e, &out))?;
         let caps = v
             .pointer(&format!("/{neighbor}/neighborCapabilities"))
             .ok_or_else(|| Error::parse("frr", &cmd, "no neighborCapabilities", &out))?;
@@ -217,7 +218,8 @@ impl InteropPeer for Frr {
     fn last_error(&self, neighbor: IpAddr) -> Result<String> {
         let cmd = format!("show bgp neighbors {neighbor} json");
         let out = self.vtysh(&[&cmd])?;
-        let v: Value = serde_json::from_str(&out).map_err(|e| Error::parse("frr", &cmd, e, &out))?;
+        let v: Value =
+            serde_json::from_str(&out).map_err(|e| Error::parse("frr", &cmd, e, &out))?;
         let p = v.get(neighbor.to_string()).cloned().unwrap_or(Value::Null);
         let mut parts = Vec::new();
         for key in [
@@ -253,7 +255,10 @@ pub fn frr_caps(caps: &Value) -> Vec<String> {
             out.push(name.to_string());
         }
     }
-    for (key, name) in [("ipv4Unicast", "ipv4-unicast"), ("ipv6Unicast", "ipv6-unicast")] {
+    for (key, name) in [
+        ("ipv4Unicast", "ipv4-unicast"),
+        ("ipv6Unicast", "ipv6-unicast"),
+    ] {
         if caps
             .pointer(&format!("/multiprotocolExtensions/{key}"))
             .is_some_and(received)
@@ -290,10 +295,17 @@ impl InteropPeer for GoBgp {
         let caps = v
             .pointer("/state/remote_cap")
             .and_then(Value::as_array)
-            .ok_or_else(|| Error::parse("gobgp", "gobgp neighbor -j", "no state.remote_cap", &out))?;
+            .ok_or_else(|| {
+                Error::parse("gobgp", "gobgp neighbor -j", "no state.remote_cap", &out)
+            })?;
         let names = gobgp_caps(caps);
         if names.is_empty() {
-            return Err(Error::parse("gobgp", "state.remote_cap", "nothing understood", &out));
+            return Err(Error::parse(
+                "gobgp",
+                "state.remote_cap",
+                "nothing understood",
+                &out,
+            ));
         }
         Ok(names)
     }
@@ -374,11 +386,14 @@ impl InteropPeer for OpenBgpd {
 
     fn seen_capabilities(&self, neighbor: IpAddr) -> Result<Vec<String>> {
         let v = self.neighbor_json(neighbor)?;
-        let caps = v
-            .pointer("/session/remote/capabilities")
-            .ok_or_else(|| {
-                Error::parse("openbgpd", "show neighbor", "no capabilities", &v.to_string())
-            })?;
+        let caps = v.pointer("/session/remote/capabilities").ok_or_else(|| {
+            Error::parse(
+                "openbgpd",
+                "show neighbor",
+                "no capabilities",
+                &v.to_string(),
+            )
+        })?;
         Ok(openbgpd_caps(caps))
     }
 
@@ -486,7 +501,12 @@ impl InteropPeer for ExaBgp {
     fn request_refresh(&self, neighbor: IpAddr) -> Result<()> {
         let lines: Vec<String> = families_of(self, neighbor)?
             .into_iter()
-            .map(|f| format!("neighbor {neighbor} announce route-refresh {} unicast", afi(f)))
+            .map(|f| {
+                format!(
+                    "neighbor {neighbor} announce route-refresh {} unicast",
+                    afi(f)
+                )
+            })
             .collect();
         self.api(&lines)
     }
@@ -495,11 +515,10 @@ impl InteropPeer for ExaBgp {
         Ok(self
             .messages("notification")?
             .iter()
-            .filter(|v| {
+            .rfind(|v| {
                 v.pointer("/neighbor/address/peer").and_then(Value::as_str)
                     == Some(neighbor.to_string().as_str())
             })
-            .next_back()
             .and_then(|v| v.pointer("/neighbor/notification"))
             .map(Value::to_string)
             .unwrap_or_default())

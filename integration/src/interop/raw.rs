@@ -338,6 +338,51 @@ pub fn capabilities(body: &[u8]) -> Vec<(u8, Vec<u8>)> {
     out
 }
 
+/// OPEN of a speaker without the 4-octet AS capability (RFC 6793 §4.2.1 "OLD speaker"):
+/// only Multiprotocol for IPv4 unicast.
+pub fn open_two_octet(asn: u16, id: Ipv4Addr, hold: u16) -> Vec<u8> {
+    let caps = [1u8, 4, 0, 1, 0, 1];
+    let mut body = vec![4];
+    body.extend_from_slice(&asn.to_be_bytes());
+    body.extend_from_slice(&hold.to_be_bytes());
+    body.extend_from_slice(&id.octets());
+    body.extend_from_slice(&[caps.len() as u8 + 2, 2, caps.len() as u8]);
+    body.extend_from_slice(&caps);
+    message(OPEN, &body)
+}
+
+/// `(code, value)` of every path attribute of an UPDATE body.
+pub fn attributes(body: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    let Some(w) = body.get(..2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]]))) else {
+        return out;
+    };
+    let Some(a) = body
+        .get(2 + w..4 + w)
+        .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+    else {
+        return out;
+    };
+    let mut rest = body.get(4 + w..4 + w + a).unwrap_or_default();
+    while rest.len() >= 3 {
+        let (flags, code) = (rest[0], rest[1]);
+        let (len, head) = if flags & 0x10 != 0 {
+            match rest.get(2..4) {
+                Some(l) => (usize::from(u16::from_be_bytes([l[0], l[1]])), 4),
+                None => break,
+            }
+        } else {
+            (usize::from(rest[2]), 3)
+        };
+        let Some(value) = rest.get(head..head + len) else {
+            break;
+        };
+        out.push((code, value.to_vec()));
+        rest = &rest[head + len..];
+    }
+    out
+}
+
 /// An UPDATE with nothing in it: End-of-RIB for IPv4 unicast (RFC 4724 §2).
 pub fn end_of_rib() -> Vec<u8> {
     update(&[], &[], &[])
@@ -350,7 +395,10 @@ pub fn is_end_of_rib(body: &[u8]) -> bool {
 
 /// Whether an UPDATE body announces `nlri` in its IPv4 NLRI field.
 pub fn announces(body: &[u8], nlri: &[u8]) -> bool {
-    let Some(wlen) = body.get(..2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]]))) else {
+    let Some(wlen) = body
+        .get(..2)
+        .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+    else {
         return false;
     };
     let Some(alen) = body
@@ -490,9 +538,15 @@ mod tests {
         assert_eq!(gr.capability(), vec![64, 6, 0x80, 30, 0, 1, 1, 0x80]);
         let o = open_with(65002, Ipv4Addr::new(192, 0, 2, 2), 9, &gr.capability());
         assert_eq!(GracefulRestart::of_open(&o[19..]), Some(gr));
-        assert_eq!(GracefulRestart::of_open(&open(1, Ipv4Addr::new(1, 1, 1, 1), 9)[19..]), None);
+        assert_eq!(
+            GracefulRestart::of_open(&open(1, Ipv4Addr::new(1, 1, 1, 1), 9)[19..]),
+            None
+        );
         let caps = capabilities(&o[19..]);
-        assert_eq!(caps.iter().map(|c| c.0).collect::<Vec<_>>(), vec![1, 65, 64]);
+        assert_eq!(
+            caps.iter().map(|c| c.0).collect::<Vec<_>>(),
+            vec![1, 65, 64]
+        );
     }
 
     #[test]
@@ -505,6 +559,19 @@ mod tests {
         assert!(announces(&u[19..], &n));
         assert!(!announces(&u[19..], &nlri("10.0.0.0/8".parse().unwrap())));
         assert!(!is_end_of_rib(&u[19..]));
+    }
+
+    #[test]
+    fn attributes_are_split_by_code() {
+        let attrs = [origin(0), as_path(&[65002]), attr(0xc0, 17, &[0; 300])].concat();
+        let u = update(&[], &attrs, &[]);
+        let got = attributes(&u[19..]);
+        assert_eq!(
+            got.iter().map(|(c, v)| (*c, v.len())).collect::<Vec<_>>(),
+            vec![(1, 1), (2, 6), (17, 300)]
+        );
+        let o = open_two_octet(65002, Ipv4Addr::new(192, 0, 2, 2), 9);
+        assert_eq!(capabilities(&o[19..]), vec![(1, vec![0, 1, 0, 1])]);
     }
 
     #[test]

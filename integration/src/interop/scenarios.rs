@@ -36,7 +36,8 @@ const ROUTE_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn net(s: &str) -> IpNet {
     // Literals of this file only.
-    s.parse().unwrap_or_else(|_| IpNet::from(IpAddr::from([0, 0, 0, 0])))
+    s.parse()
+        .unwrap_or_else(|_| IpNet::from(IpAddr::from([0, 0, 0, 0])))
 }
 
 /// A neighbour with the suite's timers: hold time 9 s and graceful restart.
@@ -73,10 +74,7 @@ fn addr6(h: &Host) -> IpAddr {
 }
 
 /// Both ends of every session established.
-fn established_both<P: InteropPeer>(
-    serval: &Serval,
-    pairs: &[(&P, IpAddr, IpAddr)],
-) -> Result<()> {
+fn established_both<P: InteropPeer>(serval: &Serval, pairs: &[(&P, IpAddr, IpAddr)]) -> Result<()> {
     for (peer, peer_addr, serval_addr) in pairs {
         serval.wait_established(*peer_addr, SESSION_TIMEOUT)?;
         peer.wait_established(*serval_addr, SESSION_TIMEOUT)?;
@@ -167,10 +165,7 @@ pub fn session<P: InteropPeer>(dir: &TestDir) -> Result<Verdict> {
         (&ebgp, addr6(e), addr6(s), "ebgp", Family::Ipv6Unicast),
         (&ibgp, addr4(i), addr4(s), "ibgp", Family::Ipv4Unicast),
     ];
-    established_both(
-        &serval,
-        &sessions.map(|(p, pa, sa, _, _)| (p, pa, sa)),
-    )?;
+    established_both(&serval, &sessions.map(|(p, pa, sa, _, _)| (p, pa, sa)))?;
     for (peer, peer_addr, serval_addr, kind, family) in sessions {
         let st = serval.peer_status(peer_addr)?;
         check(st.kind == kind, || {
@@ -201,12 +196,15 @@ pub fn session<P: InteropPeer>(dir: &TestDir) -> Result<Verdict> {
                 format!("{} did not see {cap} in serval's OPEN: {seen:?}", P::NAME)
             })?;
         }
-        check(!seen.iter().any(|c| c.ends_with("-unicast") && c != fam), || {
-            format!(
-                "{} saw a family serval does not carry on {serval_addr}: {seen:?}",
-                P::NAME
-            )
-        })?;
+        check(
+            !seen.iter().any(|c| c.ends_with("-unicast") && c != fam),
+            || {
+                format!(
+                    "{} saw a family serval does not carry on {serval_addr}: {seen:?}",
+                    P::NAME
+                )
+            },
+        )?;
     }
     Ok(Verdict::pass())
 }
@@ -251,7 +249,10 @@ pub fn routes<P: InteropPeer>(dir: &TestDir) -> Result<Verdict> {
     let ll = |h: u16| Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, h);
     if P::LINK_LOCAL_NEXT_HOP {
         for (k, h) in [s, e, i].into_iter().enumerate() {
-            h.ns.add_addr(&h.ifname, IpNet::new(ll(k as u16 + 1).into(), 64).unwrap_or_default())?;
+            h.ns.add_addr(
+                &h.ifname,
+                IpNet::new(ll(k as u16 + 1).into(), 64).unwrap_or_default(),
+            )?;
         }
     }
     let mine = serval_routes();
@@ -267,9 +268,7 @@ pub fn routes<P: InteropPeer>(dir: &TestDir) -> Result<Verdict> {
         dir,
         RouterSpec::new(SERVAL_AS, s.v4)
             .neighbor(neighbor(addr4(e), PEER_AS, addr4(s)))
-            .neighbor(
-                neighbor(addr6(e), PEER_AS, addr6(s)).families(&[Family::Ipv6Unicast]),
-            )
+            .neighbor(neighbor(addr6(e), PEER_AS, addr6(s)).families(&[Family::Ipv6Unicast]))
             .neighbor(neighbor(addr4(i), SERVAL_AS, addr4(s)))
             .announce(mine[0].clone())
             .announce(mine[1].clone()),
@@ -444,7 +443,10 @@ pub fn md5<P: InteropPeer>(dir: &TestDir) -> Result<Verdict> {
     )?;
     established_both(
         &serval,
-        &[(&peer, addr4(good), addr4(s)), (&peer, addr6(good), addr6(s))],
+        &[
+            (&peer, addr4(good), addr4(s)),
+            (&peer, addr6(good), addr6(s)),
+        ],
     )?;
     wait_for(
         SESSION_TIMEOUT,
@@ -566,7 +568,10 @@ pub fn gr_serval_restarts<P: InteropPeer>(dir: &TestDir) -> Result<Verdict> {
     )?;
     if let Some(r) = routes.iter().find(|r| r.prefix == keep.prefix) {
         check(r.has_community(Community::new(65001, 1)), || {
-            format!("{} lost its attributes over the restart: {r:?}", keep.prefix)
+            format!(
+                "{} lost its attributes over the restart: {r:?}",
+                keep.prefix
+            )
         })?;
     }
     Ok(Verdict::Pass(how))
@@ -589,8 +594,7 @@ pub fn gr_peer_restarts<P: InteropPeer>(dir: &TestDir) -> Result<Verdict> {
             .neighbor(neighbor(addr4(p), PEER_AS, addr4(s)))
             .announce(Announcement::new(net("203.0.113.0/24"))),
     )?;
-    let mut spec =
-        RouterSpec::new(PEER_AS, p.v4).neighbor(neighbor(addr4(s), SERVAL_AS, addr4(p)));
+    let mut spec = RouterSpec::new(PEER_AS, p.v4).neighbor(neighbor(addr4(s), SERVAL_AS, addr4(p)));
     for a in &routes {
         spec = spec.announce(a.clone());
     }
@@ -666,8 +670,7 @@ fn refresh_pair<P: InteropPeer>(
             .announce(Announcement::new(net("203.0.113.0/25")))
             .announce(Announcement::new(net("203.0.113.128/25"))),
     )?;
-    let mut spec =
-        RouterSpec::new(PEER_AS, p.v4).neighbor(neighbor(addr4(s), SERVAL_AS, addr4(p)));
+    let mut spec = RouterSpec::new(PEER_AS, p.v4).neighbor(neighbor(addr4(s), SERVAL_AS, addr4(p)));
     for a in &theirs {
         spec = spec.announce(a.clone());
     }
@@ -703,7 +706,12 @@ pub fn refresh_serval_asks<P: InteropPeer>(dir: &TestDir) -> Result<Verdict> {
             routes
                 .iter()
                 .any(|r| r.prefix == a.prefix && r.stale != Some(true)),
-            || format!("{} missing or stale after the refresh: {routes:?}", a.prefix),
+            || {
+                format!(
+                    "{} missing or stale after the refresh: {routes:?}",
+                    a.prefix
+                )
+            },
         )?;
     }
     Ok(Verdict::Pass(format!(
@@ -723,7 +731,10 @@ pub fn refresh_peer_asks<P: InteropPeer>(dir: &TestDir) -> Result<Verdict> {
     let (serval, peer, _) = refresh_pair::<P>(dir, &link)?;
     let (s, p) = (addr4(&link.a), addr4(&link.b));
     let st = serval.peer_status(p)?;
-    let enhanced = st.capabilities.iter().any(|c| c == "enhanced-route-refresh");
+    let enhanced = st
+        .capabilities
+        .iter()
+        .any(|c| c == "enhanced-route-refresh");
     check(enhanced == P::ENHANCED_ROUTE_REFRESH, || {
         format!(
             "enhanced route refresh negotiated: {enhanced}, expected {}: {}",
@@ -794,8 +805,7 @@ pub fn max_prefix<P: InteropPeer>(dir: &TestDir) -> Result<Verdict> {
             });
         },
     )?;
-    let mut spec =
-        RouterSpec::new(PEER_AS, p.v4).neighbor(neighbor(addr4(s), SERVAL_AS, addr4(p)));
+    let mut spec = RouterSpec::new(PEER_AS, p.v4).neighbor(neighbor(addr4(s), SERVAL_AS, addr4(p)));
     for a in feed(100, 5) {
         spec = spec.announce(a);
     }
@@ -804,7 +814,13 @@ pub fn max_prefix<P: InteropPeer>(dir: &TestDir) -> Result<Verdict> {
         SESSION_TIMEOUT,
         "serval to close the session over the prefix limit",
         || serval.peer_status(addr4(p)),
-        |st| st.flaps >= 1 && st.last_error.as_deref().is_some_and(|e| e.contains("maximum")),
+        |st| {
+            st.flaps >= 1
+                && st
+                    .last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("maximum"))
+        },
     )?;
     let said = st.last_error.clone().unwrap_or_default();
     check(said.contains('3'), || {
@@ -940,7 +956,9 @@ pub fn route_reflector(dir: &TestDir) -> Result<Verdict> {
         check(r.next_hop == Some(addr4(originator)), || {
             format!("next hop should stay {}: {r:?}", originator.v4)
         })?;
-        check(r.as_path.is_empty(), || format!("AS path should stay empty: {r:?}"))?;
+        check(r.as_path.is_empty(), || {
+            format!("AS path should stay empty: {r:?}")
+        })?;
         check(r.has_community(prefix.communities[0]), || {
             format!("community lost in reflection: {r:?}")
         })?;
@@ -1004,7 +1022,10 @@ pub fn reconfigure(dir: &TestDir) -> Result<Verdict> {
         ROUTE_TIMEOUT,
         "the first peer to receive the prefix with the new community",
         || bird1.received_routes(addr4(s)),
-        |rs| rs.iter().any(|r| r.prefix == prefix && r.has_community(tag)),
+        |rs| {
+            rs.iter()
+                .any(|r| r.prefix == prefix && r.has_community(tag))
+        },
     )?;
     let st1 = serval.peer_status(addr4(b1))?;
     check(st1.established_count == count1, || {
@@ -1057,7 +1078,12 @@ fn raw_session(dir: &TestDir) -> Result<(topology::Link, Serval, RawPeer)> {
 fn good_update(prefix: ipnet::Ipv4Net, nh: Ipv4Addr) -> Vec<u8> {
     raw::update(
         &[],
-        &[raw::origin(0), raw::as_path(&[PEER_AS.0]), raw::next_hop(nh)].concat(),
+        &[
+            raw::origin(0),
+            raw::as_path(&[PEER_AS.0]),
+            raw::next_hop(nh),
+        ]
+        .concat(),
         &raw::nlri(prefix),
     )
 }
@@ -1066,15 +1092,24 @@ fn good_update(prefix: ipnet::Ipv4Net, nh: Ipv4Addr) -> Vec<u8> {
 /// The prefix it re-announces is withdrawn, the session stays up, serval runs on.
 pub fn malformed_origin(dir: &TestDir) -> Result<Verdict> {
     let (link, mut serval, mut peer) = raw_session(dir)?;
-    let prefix: ipnet::Ipv4Net = "198.51.100.0/24".parse().map_err(|_| Error::Check("literal".into()))?;
-    let other: ipnet::Ipv4Net = "198.51.101.0/24".parse().map_err(|_| Error::Check("literal".into()))?;
+    let prefix: ipnet::Ipv4Net = "198.51.100.0/24"
+        .parse()
+        .map_err(|_| Error::Check("literal".into()))?;
+    let other: ipnet::Ipv4Net = "198.51.101.0/24"
+        .parse()
+        .map_err(|_| Error::Check("literal".into()))?;
     peer.send(&good_update(prefix, link.b.v4))?;
     peer.send(&good_update(other, link.b.v4))?;
     serval.wait_route(addr4(&link.b), prefix.into(), ROUTE_TIMEOUT)?;
     serval.wait_route(addr4(&link.b), other.into(), ROUTE_TIMEOUT)?;
     let bad = raw::update(
         &[],
-        &[raw::origin(5), raw::as_path(&[PEER_AS.0]), raw::next_hop(link.b.v4)].concat(),
+        &[
+            raw::origin(5),
+            raw::as_path(&[PEER_AS.0]),
+            raw::next_hop(link.b.v4),
+        ]
+        .concat(),
         &raw::nlri(prefix),
     );
     peer.send(&bad)?;
@@ -1097,7 +1132,9 @@ pub fn malformed_origin(dir: &TestDir) -> Result<Verdict> {
 /// Error / Malformed Attribute List, the session is reset, serval runs on.
 pub fn malformed_duplicate_mp_reach(dir: &TestDir) -> Result<Verdict> {
     let (link, mut serval, mut peer) = raw_session(dir)?;
-    let prefix: ipnet::Ipv4Net = "198.51.100.0/24".parse().map_err(|_| Error::Check("literal".into()))?;
+    let prefix: ipnet::Ipv4Net = "198.51.100.0/24"
+        .parse()
+        .map_err(|_| Error::Check("literal".into()))?;
     let reach = raw::mp_reach_v4(link.b.v4, &raw::nlri(prefix));
     let bad = raw::update(
         &[],
@@ -1114,7 +1151,9 @@ pub fn malformed_duplicate_mp_reach(dir: &TestDir) -> Result<Verdict> {
     let n = peer.notification_within(Duration::from_secs(10))?;
     check(
         matches!(&n, Some(n) if n.code == 3 && n.subcode == 1),
-        || format!("expected NOTIFICATION 3/1 (UPDATE Message Error / Malformed Attribute List), got {n:?}"),
+        || {
+            format!("expected NOTIFICATION 3/1 (UPDATE Message Error / Malformed Attribute List), got {n:?}")
+        },
     )?;
     check(serval.running(), || "serval exited".into())?;
     let st = wait_for(
@@ -1334,9 +1373,7 @@ fn expect_routes_then_eor(raw: &mut RawPeer, nlri: &[u8], when: &str) -> Result<
         };
         match m.kind {
             raw::UPDATE if raw::is_end_of_rib(&m.body) => {
-                return check(seen, || {
-                    format!("{when}: End-of-RIB came before the route")
-                })
+                return check(seen, || format!("{when}: End-of-RIB came before the route"))
             }
             raw::UPDATE => seen |= raw::announces(&m.body, nlri),
             raw::KEEPALIVE => raw.send(&raw::message(raw::KEEPALIVE, &[]))?,
@@ -1401,4 +1438,114 @@ pub fn enhanced_refresh_purges(dir: &TestDir) -> Result<Verdict> {
     let n = raw.notification_within(Duration::from_millis(500))?;
     check(n.is_none(), || format!("serval closed the session: {n:?}"))?;
     Ok(Verdict::pass())
+}
+
+/// A peer without the 4-octet AS capability, and serval with a 4-octet AS (RFC 6793):
+/// serval's OPEN says AS_TRANS, its UPDATEs carry AS_PATH with 2-octet ASes (AS_TRANS
+/// for its own) and the real path in AS4_PATH; the peer's 2-octet AS_PATH is read right.
+pub fn two_octet_peer(dir: &TestDir) -> Result<Verdict> {
+    const BIG_AS: u32 = 4_200_000_001;
+    const AS_TRANS: u16 = 23456;
+    let link = topology::link()?;
+    let p = v4net("203.0.113.0/24")?;
+    let serval = Serval::start(
+        &link.a.ns,
+        dir,
+        RouterSpec::new(Asn(BIG_AS), link.a.v4)
+            .neighbor(neighbor(addr4(&link.b), PEER_AS, addr4(&link.a)).passive())
+            .announce(Announcement::new(p.into())),
+    )?;
+    let open = raw::open_two_octet(PEER_AS.0 as u16, link.b.v4, HOLD);
+    let (mut raw, theirs) = raw_establish(&link, &open)?;
+    let my_as = u16::from_be_bytes([theirs[1], theirs[2]]);
+    check(my_as == AS_TRANS, || {
+        format!("serval's OPEN says AS {my_as}, expected AS_TRANS")
+    })?;
+    // Our route, with a 2-octet AS_PATH.
+    // One AS_SEQUENCE holding AS 65002 in two octets.
+    let two_octet_path = [2u8, 1, 0xfd, 0xea];
+    raw.send(&raw::update(
+        &[],
+        &[
+            raw::origin(0),
+            raw::attr(0x40, 2, &two_octet_path),
+            raw::next_hop(link.b.v4),
+        ]
+        .concat(),
+        &raw::nlri(v4net("198.51.100.0/24")?),
+    ))?;
+    raw.send(&raw::end_of_rib())?;
+    let got = serval.wait_route(addr4(&link.b), net("198.51.100.0/24"), ROUTE_TIMEOUT)?;
+    check(got.as_path == vec![PEER_AS], || {
+        format!("2-octet AS_PATH read wrong: {got:?}")
+    })?;
+    // serval's route.
+    let deadline = std::time::Instant::now() + ROUTE_TIMEOUT;
+    let body = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match raw.recv(left)? {
+            Some(m) if m.kind == raw::UPDATE && raw::announces(&m.body, &raw::nlri(p)) => {
+                break m.body
+            }
+            Some(m) if m.kind == raw::KEEPALIVE => raw.send(&raw::message(raw::KEEPALIVE, &[]))?,
+            Some(m) if m.kind == raw::NOTIFICATION => {
+                return Err(Error::Check(format!("NOTIFICATION {:?}", m.body)))
+            }
+            Some(_) => {}
+            None => return Err(Error::Check(format!("serval did not announce {p}"))),
+        }
+    };
+    let attrs = raw::attributes(&body);
+    let as_path = attrs.iter().find(|(c, _)| *c == 2).map(|(_, v)| v.clone());
+    let as4_path = attrs.iter().find(|(c, _)| *c == 17).map(|(_, v)| v.clone());
+    let trans = AS_TRANS.to_be_bytes();
+    check(as_path == Some(vec![2, 1, trans[0], trans[1]]), || {
+        format!("AS_PATH to a 2-octet peer: {as_path:?}, expected [AS_TRANS]")
+    })?;
+    let big = BIG_AS.to_be_bytes();
+    check(
+        as4_path == Some(vec![2, 1, big[0], big[1], big[2], big[3]]),
+        || format!("AS4_PATH: {as4_path:?}, expected [{BIG_AS}]"),
+    )?;
+    Ok(Verdict::pass())
+}
+
+/// A peer that stops talking: after the hold time serval sends Hold Timer Expired,
+/// drops the peer's routes and its status says why.
+pub fn hold_timer_expiry(dir: &TestDir) -> Result<Verdict> {
+    let (link, serval) = raw_gr_pair(dir, &[])?;
+    let peer_addr = addr4(&link.b);
+    let x = v4net("198.51.100.0/24")?;
+    let (mut raw, _) = raw_establish(&link, &raw::open(PEER_AS.0, link.b.v4, HOLD))?;
+    raw.send(&good_update(x, link.b.v4))?;
+    serval.wait_route(peer_addr, x.into(), ROUTE_TIMEOUT)?;
+    let started = std::time::Instant::now();
+    // Read without answering: serval's KEEPALIVEs go unanswered.
+    let deadline = started + Duration::from_secs(u64::from(HOLD) + 10);
+    let n = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match raw.recv(left)? {
+            Some(m) if m.kind == raw::NOTIFICATION => break Some(m.body),
+            Some(_) => {}
+            None => break None,
+        }
+    };
+    let waited = started.elapsed();
+    check(matches!(&n, Some(b) if b.first() == Some(&4)), || {
+        format!("expected NOTIFICATION 4 (Hold Timer Expired), got {n:?}")
+    })?;
+    check(
+        waited >= Duration::from_secs(u64::from(HOLD) - 1),
+        || format!("Hold Timer Expired after {waited:?}, before the {HOLD} s hold time"),
+    )?;
+    serval.wait_route_gone(peer_addr, x.into(), ROUTE_TIMEOUT)?;
+    let st = serval.peer_status(peer_addr)?;
+    let said = st.last_error.clone().unwrap_or_default();
+    check(said.to_ascii_lowercase().contains("hold"), || {
+        format!("serval's status does not say the hold timer expired: {st:?}")
+    })?;
+    Ok(Verdict::Pass(format!(
+        "after {:.1} s; serval says: {said}",
+        waited.as_secs_f64()
+    )))
 }

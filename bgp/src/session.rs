@@ -164,6 +164,9 @@ enum ConnEvent {
     Frames(ConnId, Vec<Bytes>),
     /// The reader hit an error or the end of the stream, or framing failed.
     Closed(ConnId, Option<Notification>),
+    /// The kernel ended the connection because what we sent stayed unacknowledged
+    /// (`TransportOptions::unacked_timeout`).
+    TimedOut(ConnId),
     /// The writer put this many UPDATEs and ROUTE-REFRESHes of the core's data queue on
     /// the wire (they bypass the FSM, which counts them for the status).
     Written(ConnId, MessageTally),
@@ -352,6 +355,21 @@ impl Session {
                         self.fsm
                             .handle(now, Input::TcpFailed(id), &mut self.actions);
                     }
+                }
+            }
+            ConnEvent::TimedOut(id) => {
+                if !self.conns.contains_key(&id) {
+                    return;
+                }
+                let established = self.fsm.established_conn() == Some(id);
+                self.drop_conn(id);
+                self.fsm
+                    .handle(now, Input::TcpFailed(id), &mut self.actions);
+                if !established {
+                    self.connect_error = Some(unacked_text(
+                        self.config.remote,
+                        self.config.transport.ttl_security_hops,
+                    ));
                 }
             }
             ConnEvent::Written(id, t) => {
@@ -620,6 +638,7 @@ impl Session {
             self.config.remote,
             what,
             self.config.transport.md5_key.is_some(),
+            self.config.transport.ttl_security_hops,
         )
     }
 
@@ -645,15 +664,36 @@ impl Session {
     }
 }
 
-fn connect_failure_text(remote: SocketAddr, what: &str, md5: bool) -> String {
+fn connect_failure_text(remote: SocketAddr, what: &str, md5: bool, gtsm: Option<u8>) -> String {
     let unanswered = what.contains("no answer") || what.contains("timed out");
-    if md5 && unanswered {
-        format!(
-            "connecting to {remote}: {what}; TCP MD5 is configured, and a missing or different \
-             password on the peer drops our segments without an answer"
-        )
-    } else {
-        format!("connecting to {remote}: {what}")
+    let mut text = format!("connecting to {remote}: {what}");
+    if unanswered && md5 {
+        text.push_str(
+            "; TCP MD5 is configured, and a missing or different password on the peer drops \
+             our segments without an answer",
+        );
+    }
+    if let (true, Some(hops)) = (unanswered, gtsm) {
+        text.push_str(&format!(
+            "; GTSM allows {hops} hop(s), and the kernel drops the answer of a peer further \
+             away (RFC 5082)"
+        ));
+    }
+    text
+}
+
+/// What the status shows when a connection that never got established timed out.
+fn unacked_text(remote: SocketAddr, gtsm_hops: Option<u8>) -> String {
+    match gtsm_hops {
+        Some(hops) => format!(
+            "connection with {remote} timed out before the session was up: nothing we sent \
+             was acknowledged; GTSM allows {hops} hop(s), and the kernel drops everything \
+             from a peer further away (RFC 5082)"
+        ),
+        None => format!(
+            "connection with {remote} timed out before the session was up: nothing we sent \
+             was acknowledged"
+        ),
     }
 }
 
@@ -671,6 +711,10 @@ async fn read_frames(id: ConnId, mut rd: OwnedReadHalf, tx: mpsc::Sender<ConnEve
             buf.reserve(READ_BUF);
         }
         match rd.read_buf(&mut buf).await {
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                let _ = tx.send(ConnEvent::TimedOut(id)).await;
+                return;
+            }
             Ok(0) | Err(_) => {
                 let _ = tx.send(ConnEvent::Closed(id, None)).await;
                 return;
@@ -772,15 +816,39 @@ mod tests {
     }
 
     #[test]
+    fn timed_out_connections_under_gtsm_name_the_hop_limit() {
+        let remote: SocketAddr = "198.18.1.2:179".parse().unwrap();
+        let t = unacked_text(remote, Some(1));
+        assert!(
+            t.contains("GTSM allows 1 hop") && t.contains("198.18.1.2"),
+            "{t}"
+        );
+        assert!(!unacked_text(remote, None).contains("GTSM"));
+    }
+
+    #[test]
     fn unanswered_attempts_with_md5_name_the_password() {
         let remote: SocketAddr = "192.0.2.2:179".parse().unwrap();
-        let t = connect_failure_text(remote, "connect timed out", true);
+        let t = connect_failure_text(remote, "connect timed out", true, None);
         assert!(t.contains("192.0.2.2:179") && t.contains("MD5"), "{t}");
-        let t = connect_failure_text(remote, "no answer to the connection attempt", true);
-        assert!(t.contains("MD5"), "{t}");
-        let t = connect_failure_text(remote, "Connection refused (os error 111)", true);
-        assert!(!t.contains("MD5"), "a refusal is an answer: {t}");
-        let t = connect_failure_text(remote, "connect timed out", false);
+        let t = connect_failure_text(remote, "no answer to the connection attempt", true, None);
+        assert!(t.contains("MD5") && !t.contains("GTSM"), "{t}");
+        let t = connect_failure_text(remote, "Connection refused (os error 111)", true, Some(1));
+        assert!(
+            !t.contains("MD5") && !t.contains("GTSM"),
+            "a refusal is an answer: {t}"
+        );
+        let t = connect_failure_text(remote, "connect timed out", false, None);
         assert!(!t.contains("MD5"), "{t}");
+        let t = connect_failure_text(
+            remote,
+            "Connection timed out (os error 110)",
+            false,
+            Some(2),
+        );
+        assert!(
+            t.contains("GTSM allows 2 hop(s)") && !t.contains("MD5"),
+            "{t}"
+        );
     }
 }

@@ -354,7 +354,10 @@ pub fn open_two_octet(asn: u16, id: Ipv4Addr, hold: u16) -> Vec<u8> {
 /// `(code, value)` of every path attribute of an UPDATE body.
 pub fn attributes(body: &[u8]) -> Vec<(u8, Vec<u8>)> {
     let mut out = Vec::new();
-    let Some(w) = body.get(..2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]]))) else {
+    let Some(w) = body
+        .get(..2)
+        .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+    else {
         return out;
     };
     let Some(a) = body

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 const PEERS: [&str; 5] = ["bird", "frr", "gobgp", "openbgpd", "exabgp"];
 const SINGLE: &str = "scenario";
-const SINGLE_ROWS: [&str; 9] = [
+const SINGLE_ROWS: [&str; 10] = [
     "route reflector (2 BIRD clients)",
     "dynamic reconfiguration (2 BIRD peers)",
     "malformed: bad ORIGIN (raw client)",
@@ -26,6 +26,7 @@ const SINGLE_ROWS: [&str; 9] = [
     "enhanced refresh: purge at EoRR (raw client)",
     "2-octet AS peer, serval with a 4-octet AS (raw client)",
     "hold timer expiry (raw client)",
+    "RFC 8538 graceful NOTIFICATION and Hard Reset (FRR)",
 ];
 const SINGLE_COLUMN: &str = "result";
 
@@ -55,7 +56,7 @@ fn all_cases() -> Vec<Case> {
     let mut cases = Vec::new();
     // The single-peer scenarios first, then peer by peer; slow graceful-restart cases
     // end up spread over the run.
-    let singles: [Scenario; 9] = [
+    let singles: [Scenario; 10] = [
         scenarios::route_reflector,
         scenarios::reconfigure,
         scenarios::malformed_origin,
@@ -65,6 +66,7 @@ fn all_cases() -> Vec<Case> {
         scenarios::enhanced_refresh_purges,
         scenarios::two_octet_peer,
         scenarios::hold_timer_expiry,
+        scenarios::graceful_notification_frr,
     ];
     for (row, body) in SINGLE_ROWS.iter().zip(singles) {
         cases.push(Case::new(row, SINGLE_COLUMN, body));

@@ -262,6 +262,9 @@ pub fn routes<P: InteropPeer>(dir: &TestDir) -> Result<Verdict> {
         .large_community(LargeCommunity::new(65001, 3, 4))
         .med(11)
         .local_pref(250);
+    // RFC 1997 NO_EXPORT: serval keeps it inside its AS.
+    let no_export =
+        Announcement::new(net("192.0.2.64/26")).community(Community::new(0xffff, 0xff01));
 
     let mut serval = Serval::start(
         &s.ns,
@@ -287,7 +290,8 @@ pub fn routes<P: InteropPeer>(dir: &TestDir) -> Result<Verdict> {
         dir,
         RouterSpec::new(SERVAL_AS, i.v4)
             .neighbor(neighbor(addr4(s), SERVAL_AS, addr4(i)))
-            .announce(ibgp_route.clone()),
+            .announce(ibgp_route.clone())
+            .announce(no_export.clone()),
     )?;
     established_both(
         &serval,
@@ -366,6 +370,13 @@ pub fn routes<P: InteropPeer>(dir: &TestDir) -> Result<Verdict> {
     // RFC 4271 §5.1.3), and what it learned over eBGP goes to the iBGP peer with the AS
     // path and next hop unchanged and serval's LOCAL_PREF (default 100).
     let got = ebgp.wait_route(addr4(s), ibgp_route.prefix, ROUTE_TIMEOUT)?;
+    serval.wait_route(addr4(i), no_export.prefix, ROUTE_TIMEOUT)?;
+    holds_for(
+        Duration::from_secs(2),
+        "a NO_EXPORT route to stay away from the eBGP peer",
+        || ebgp.received_routes(addr4(s)),
+        |rs| !rs.iter().any(|r| r.prefix == no_export.prefix),
+    )?;
     check(got.as_path == vec![SERVAL_AS], || {
         format!("AS path of the transit route at {}: {got:?}", P::NAME)
     })?;
@@ -1558,5 +1569,91 @@ pub fn hold_timer_expiry(dir: &TestDir) -> Result<Verdict> {
     Ok(Verdict::Pass(format!(
         "after {:.1} s; serval says: {said}",
         waited.as_secs_f64()
+    )))
+}
+
+/// RFC 8538 with FRR: once the N bit is negotiated, a NOTIFICATION other than Hard
+/// Reset ends the session gracefully: FRR resets the session (Cease / Administrative
+/// Reset, sent as is with `no bgp hard-administrative-reset`) and serval keeps its
+/// routes, stale, until FRR is back and has sent them again. FRR's Administrative
+/// Shutdown is a Hard Reset, and serval drops the routes at once.
+pub fn graceful_notification_frr(dir: &TestDir) -> Result<Verdict> {
+    use crate::daemons::Frr;
+    let link = topology::link()?;
+    let (s, p) = (&link.a, &link.b);
+    let routes = feed(100, 2);
+    let serval = Serval::start(
+        &s.ns,
+        dir,
+        RouterSpec::new(SERVAL_AS, s.v4).neighbor(neighbor(addr4(p), PEER_AS, addr4(s))),
+    )?;
+    let mut spec = RouterSpec::new(PEER_AS, p.v4).neighbor(neighbor(addr4(s), SERVAL_AS, addr4(p)));
+    for a in &routes {
+        spec = spec.announce(a.clone());
+    }
+    let frr = Frr::start(&p.ns, dir, spec)?;
+    established_both(&serval, &[(&frr, addr4(p), addr4(s))])?;
+    for a in &routes {
+        serval.wait_route(addr4(p), a.prefix, ROUTE_TIMEOUT)?;
+    }
+    let st = serval.peer_status(addr4(p))?;
+    check(
+        st.capabilities.iter().any(|c| c == "graceful-notification"),
+        || {
+            format!(
+                "the N bit was not negotiated with FRR: {}",
+                capability_names(&st)
+            )
+        },
+    )?;
+    let router = format!("router bgp {}", PEER_AS);
+    let shutdown = format!("neighbor {} shutdown", s.v4);
+    let all = |rs: &Vec<Route>, stale: bool| {
+        routes.iter().all(|a| {
+            rs.iter()
+                .any(|r| r.prefix == a.prefix && r.stale == Some(stale))
+        })
+    };
+
+    // Administrative Reset is graceful unless FRR is told to make it hard (RFC 8538
+    // §5.1 leaves that choice; Administrative Shutdown is always a Hard Reset).
+    frr.vtysh(&[
+        "configure terminal",
+        &router,
+        "no bgp hard-administrative-reset",
+    ])?;
+    frr.vtysh(&[&format!("clear bgp {}", s.v4)])?;
+    let down = wait_for(
+        SESSION_TIMEOUT,
+        "serval to keep FRR's routes stale after a Cease with the N bit",
+        || {
+            Ok((
+                serval.received_routes(addr4(p))?,
+                serval.peer_status(addr4(p))?,
+            ))
+        },
+        |(rs, st)| all(rs, true) && st.state != "Established",
+    )?
+    .1;
+    established_both(&serval, &[(&frr, addr4(p), addr4(s))])?;
+    wait_for(
+        ROUTE_TIMEOUT,
+        "FRR's routes to be fresh again",
+        || serval.received_routes(addr4(p)),
+        |rs| all(rs, false),
+    )?;
+
+    frr.vtysh(&["configure terminal", &router, &shutdown])?;
+    wait_for(
+        SESSION_TIMEOUT,
+        "serval to drop FRR's routes at once after a Hard Reset",
+        || serval.received_routes(addr4(p)),
+        |rs| rs.is_empty(),
+    )?;
+    let hard = serval.peer_status(addr4(p))?;
+    Ok(Verdict::Pass(format!(
+        "graceful: {}; hard: {}",
+        down.last_error.unwrap_or_default(),
+        hard.last_error.unwrap_or_default()
     )))
 }

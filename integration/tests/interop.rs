@@ -16,13 +16,14 @@ use std::time::Instant;
 
 const PEERS: [&str; 5] = ["bird", "frr", "gobgp", "openbgpd", "exabgp"];
 const SINGLE: &str = "scenario";
-const SINGLE_ROWS: [&str; 10] = [
+const SINGLE_ROWS: [&str; 11] = [
     "route reflector (2 BIRD clients)",
     "dynamic reconfiguration (2 BIRD peers)",
     "malformed: bad ORIGIN (raw client)",
     "malformed: duplicate MP_REACH (raw client)",
     "GR helper: stale until End-of-RIB (raw client)",
     "GR restarting: R bit, deferral, End-of-RIB (raw client)",
+    "GR helper: peer gone past its restart time (raw client)",
     "enhanced refresh: purge at EoRR (raw client)",
     "2-octet AS peer, serval with a 4-octet AS (raw client)",
     "hold timer expiry (raw client)",
@@ -56,13 +57,14 @@ fn all_cases() -> Vec<Case> {
     let mut cases = Vec::new();
     // The single-peer scenarios first, then peer by peer; slow graceful-restart cases
     // end up spread over the run.
-    let singles: [Scenario; 10] = [
+    let singles: [Scenario; 11] = [
         scenarios::route_reflector,
         scenarios::reconfigure,
         scenarios::malformed_origin,
         scenarios::malformed_duplicate_mp_reach,
         scenarios::gr_helper_stale_until_end_of_rib,
         scenarios::gr_restarting_speaker,
+        scenarios::gr_helper_restart_time_expires,
         scenarios::enhanced_refresh_purges,
         scenarios::two_octet_peer,
         scenarios::hold_timer_expiry,

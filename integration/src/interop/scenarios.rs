@@ -1657,3 +1657,47 @@ pub fn graceful_notification_frr(dir: &TestDir) -> Result<Verdict> {
         hard.last_error.unwrap_or_default()
     )))
 }
+
+/// serval as the helper of a peer that does not come back: its stale routes go when
+/// the restart time it announced has passed (RFC 4724 §4.2), not before.
+pub fn gr_helper_restart_time_expires(dir: &TestDir) -> Result<Verdict> {
+    const RESTART_SECS: u16 = 5;
+    let (link, serval) = raw_gr_pair(dir, &[])?;
+    let peer_addr = addr4(&link.b);
+    let x = v4net("198.51.100.0/24")?;
+    let gr = raw::GracefulRestart {
+        restarting: false,
+        restart_time: RESTART_SECS,
+        ipv4_forwarding: Some(true),
+    };
+    let (mut raw, _) = raw_establish(
+        &link,
+        &raw::open_with(PEER_AS.0, link.b.v4, HOLD, &gr.capability()),
+    )?;
+    raw.send(&good_update(x, link.b.v4))?;
+    raw.send(&raw::end_of_rib())?;
+    serval.wait_route(peer_addr, x.into(), ROUTE_TIMEOUT)?;
+    drop(raw);
+    let gone_at = std::time::Instant::now() + Duration::from_secs(u64::from(RESTART_SECS));
+    wait_for(
+        ROUTE_TIMEOUT,
+        "serval to mark the route stale",
+        || serval.received_routes(peer_addr),
+        |rs| rs.iter().any(|r| r.stale == Some(true)),
+    )?;
+    holds_for(
+        Duration::from_secs(u64::from(RESTART_SECS) - 2),
+        "the stale route to stay within the restart time",
+        || serval.received_routes(peer_addr),
+        |rs| !rs.is_empty(),
+    )?;
+    serval.wait_route_gone(peer_addr, x.into(), ROUTE_TIMEOUT)?;
+    let late = std::time::Instant::now().saturating_duration_since(gone_at);
+    check(late < Duration::from_secs(10), || {
+        format!("the stale route outlived the restart time by {late:?}")
+    })?;
+    Ok(Verdict::Pass(format!(
+        "gone {:.1} s after the {RESTART_SECS} s restart time",
+        late.as_secs_f64()
+    )))
+}

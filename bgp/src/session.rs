@@ -425,7 +425,16 @@ impl Session {
         let to_rib = self.fsm.established_conn() == Some(id);
         match msg {
             Message::Update(u) if to_rib => {
+                let local = match self.conns.get(&id) {
+                    Some(ConnIo::Open { local, .. }) => Some(local.ip()),
+                    _ => None,
+                };
+                let (u, extra, unusable) = withdraw_unusable_next_hops(u, local);
+                for nh in unusable {
+                    warn!(peer = %self.peer, next_hop = %nh, "next hop no router can use (RFC 4271 §6.3); its routes are treated as withdrawn");
+                }
                 self.batch.push(u);
+                self.batch.extend(extra);
                 if self.batch.len() >= UPDATE_BATCH {
                     self.flush_batch().await;
                 }
@@ -682,6 +691,110 @@ fn connect_failure_text(remote: SocketAddr, what: &str, md5: bool, gtsm: Option<
     text
 }
 
+/// Whether a next hop is one no router can forward to: unspecified, loopback, multicast,
+/// broadcast or reserved (IPv4 0/8 and 240/4), an IPv6 link-local address where a
+/// global one belongs, an IPv4-mapped IPv6 address of any of those, or the receiving
+/// speaker's own address (RFC 4271 §6.3).
+fn unusable_next_hop(nh: IpAddr, local: Option<IpAddr>) -> bool {
+    if Some(nh) == local {
+        return true;
+    }
+    match nh {
+        IpAddr::V4(a) => {
+            let first = a.octets()[0];
+            a.is_unspecified()
+                || a.is_loopback()
+                || a.is_multicast()
+                || a.is_broadcast()
+                || first == 0
+                || first >= 240
+        }
+        IpAddr::V6(a) => match a.to_ipv4_mapped() {
+            Some(v4) => unusable_next_hop(IpAddr::V4(v4), local),
+            None => {
+                a.is_unspecified()
+                    || a.is_loopback()
+                    || a.is_multicast()
+                    || (a.segments()[0] & 0xffc0) == 0xfe80
+            }
+        },
+    }
+}
+
+/// RFC 4271 §6.3: routes whose NEXT_HOP is semantically incorrect are not used, and no
+/// NOTIFICATION is sent. They are turned into withdrawals (the treat-as-withdraw of
+/// RFC 7606 §2), so that an earlier path of the peer for the same prefix goes too
+/// instead of lingering. Returns the update, any extra update needed for withdrawals of
+/// another family than the message's own MP_UNREACH_NLRI, and the next hops refused.
+fn withdraw_unusable_next_hops(
+    mut u: Update,
+    local: Option<IpAddr>,
+) -> (Update, Option<Update>, Vec<IpAddr>) {
+    use crate::wire::attr::NextHop;
+    use crate::wire::update::MpUnreach;
+    let global = |nh: &NextHop| match nh {
+        NextHop::V4(a) => IpAddr::V4(*a),
+        NextHop::V6 { global, .. } => IpAddr::V6(*global),
+    };
+    // A peer reached over link-local addresses only (BGP unnumbered) may send `::` or
+    // its link-local address as the global one, with the link-local beside it: usable.
+    let link_local_only = |nh: &NextHop| match nh {
+        NextHop::V6 {
+            global,
+            link_local: Some(ll),
+        } => {
+            (global.is_unspecified() || (global.segments()[0] & 0xffc0) == 0xfe80)
+                && (ll.segments()[0] & 0xffc0) == 0xfe80
+        }
+        _ => false,
+    };
+    let mut refused = Vec::new();
+    let mut extra = None;
+    if !u.nlri.is_empty() {
+        if let Some(nh) = u
+            .attrs
+            .as_ref()
+            .and_then(|a| a.next_hop.as_ref())
+            .map(global)
+        {
+            if unusable_next_hop(nh, local) {
+                refused.push(nh);
+                let nlri = std::mem::take(&mut u.nlri);
+                u.withdrawn.extend(nlri);
+            }
+        }
+    }
+    let bad_mp = u
+        .mp_reach
+        .as_ref()
+        .filter(|r| !link_local_only(&r.next_hop))
+        .map(|r| global(&r.next_hop))
+        .filter(|nh| unusable_next_hop(*nh, local));
+    if let Some((nh, reach)) = bad_mp.and_then(|nh| Some((nh, u.mp_reach.take()?))) {
+        refused.push(nh);
+        match &mut u.mp_unreach {
+            Some(un) if un.afi_safi == reach.afi_safi => un.withdrawn.extend(reach.nlri),
+            Some(_) => {
+                extra = Some(Update {
+                    mp_unreach: Some(MpUnreach {
+                        afi_safi: reach.afi_safi,
+                        withdrawn: reach.nlri,
+                    }),
+                    ..Update::default()
+                })
+            }
+            None if reach.nlri.is_empty() => {}
+            None => {
+                u.mp_unreach = Some(MpUnreach {
+                    afi_safi: reach.afi_safi,
+                    withdrawn: reach.nlri,
+                })
+            }
+        }
+    }
+    (u, extra, refused)
+}
+
 /// What the status shows when a connection that never got established timed out.
 fn unacked_text(remote: SocketAddr, gtsm_hops: Option<u8>) -> String {
     match gtsm_hops {
@@ -813,6 +926,131 @@ mod tests {
         let mut cut = msg(2, 10);
         cut.truncate(25);
         assert_eq!(tally(&cut).updates, 1);
+    }
+
+    use crate::types::Family;
+    use crate::wire::attr::{NextHop, PathAttrs};
+    use crate::wire::update::{MpReach, MpUnreach, Nlri};
+
+    fn nlri(p: &str) -> Nlri {
+        Nlri::new(p.parse().unwrap())
+    }
+
+    fn v4_update(nh: &str) -> Update {
+        Update {
+            attrs: Some(PathAttrs {
+                next_hop: Some(NextHop::V4(nh.parse().unwrap())),
+                ..PathAttrs::default()
+            }),
+            nlri: vec![nlri("198.51.100.0/24")],
+            ..Update::default()
+        }
+    }
+
+    fn v6_reach(global: &str) -> MpReach {
+        MpReach {
+            afi_safi: Family::Ipv6Unicast.afi_safi(),
+            next_hop: NextHop::V6 {
+                global: global.parse().unwrap(),
+                link_local: None,
+            },
+            nlri: vec![nlri("2001:db8:f2::/48")],
+        }
+    }
+
+    #[test]
+    fn martian_next_hops_are_refused() {
+        let local: IpAddr = "192.0.2.1".parse().unwrap();
+        for bad in [
+            "127.0.0.1",
+            "0.0.0.0",
+            "0.1.2.3",
+            "224.0.0.5",
+            "255.255.255.255",
+            "240.0.0.1",
+            "192.0.2.1",
+            "::",
+            "::1",
+            "ff02::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(
+                unusable_next_hop(bad.parse().unwrap(), Some(local)),
+                "{bad} accepted"
+            );
+        }
+        for good in ["192.0.2.2", "10.0.0.1", "2001:db8::2", "::ffff:192.0.2.2"] {
+            assert!(
+                !unusable_next_hop(good.parse().unwrap(), Some(local)),
+                "{good} refused"
+            );
+        }
+    }
+
+    #[test]
+    fn routes_with_an_unusable_next_hop_become_withdrawals() {
+        let (u, extra, refused) = withdraw_unusable_next_hops(v4_update("127.0.0.1"), None);
+        assert!(u.nlri.is_empty());
+        assert_eq!(u.withdrawn, vec![nlri("198.51.100.0/24")]);
+        assert!(extra.is_none());
+        assert_eq!(refused, vec!["127.0.0.1".parse::<IpAddr>().unwrap()]);
+
+        let good = v4_update("192.0.2.2");
+        let (u, _, refused) = withdraw_unusable_next_hops(good.clone(), None);
+        assert_eq!(u, good);
+        assert!(refused.is_empty());
+
+        let mp = Update {
+            mp_reach: Some(v6_reach("::1")),
+            ..v4_update("192.0.2.2")
+        };
+        let (u, extra, _) = withdraw_unusable_next_hops(mp, None);
+        assert!(u.mp_reach.is_none() && extra.is_none());
+        assert_eq!(u.nlri, vec![nlri("198.51.100.0/24")], "the IPv4 part stays");
+        assert_eq!(
+            u.mp_unreach.map(|w| w.withdrawn),
+            Some(vec![nlri("2001:db8:f2::/48")])
+        );
+
+        // Unnumbered: `::` with a link-local beside it is a usable next hop.
+        let mut unnumbered = v6_reach("::");
+        unnumbered.next_hop = NextHop::V6 {
+            global: "::".parse().unwrap(),
+            link_local: Some("fe80::2".parse().unwrap()),
+        };
+        let u = Update {
+            mp_reach: Some(unnumbered),
+            ..Update::default()
+        };
+        let (out, _, refused) = withdraw_unusable_next_hops(u.clone(), None);
+        assert_eq!(out, u);
+        assert!(refused.is_empty());
+        // And a plain good IPv6 route is left alone.
+        let u = Update {
+            mp_reach: Some(v6_reach("2001:db8::2")),
+            ..Update::default()
+        };
+        assert_eq!(withdraw_unusable_next_hops(u.clone(), None).0, u);
+
+        // Another family already withdrawn in the same message: a second update.
+        let both = Update {
+            mp_reach: Some(v6_reach("fe80::1")),
+            mp_unreach: Some(MpUnreach {
+                afi_safi: Family::Ipv4Unicast.afi_safi(),
+                withdrawn: vec![nlri("203.0.113.0/24")],
+            }),
+            ..Update::default()
+        };
+        let (u, extra, _) = withdraw_unusable_next_hops(both, None);
+        assert_eq!(
+            u.mp_unreach.map(|w| w.withdrawn),
+            Some(vec![nlri("203.0.113.0/24")])
+        );
+        assert_eq!(
+            extra.and_then(|e| e.mp_unreach).map(|w| w.withdrawn),
+            Some(vec![nlri("2001:db8:f2::/48")])
+        );
     }
 
     #[test]

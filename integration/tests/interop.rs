@@ -16,11 +16,12 @@ use std::time::Instant;
 
 const PEERS: [&str; 5] = ["bird", "frr", "gobgp", "openbgpd", "exabgp"];
 const SINGLE: &str = "scenario";
-const SINGLE_ROWS: [&str; 11] = [
+const SINGLE_ROWS: [&str; 12] = [
     "route reflector (2 BIRD clients)",
     "dynamic reconfiguration (2 BIRD peers)",
     "malformed: bad ORIGIN (raw client)",
     "malformed: duplicate MP_REACH (raw client)",
+    "martian NEXT_HOP 127.0.0.1 (raw client)",
     "GR helper: stale until End-of-RIB (raw client)",
     "GR restarting: R bit, deferral, End-of-RIB (raw client)",
     "GR helper: peer gone past its restart time (raw client)",
@@ -44,6 +45,7 @@ fn scenario_of<P: InteropPeer>(f: Feature) -> Scenario {
         Feature::RefreshPeerAsks => scenarios::refresh_peer_asks::<P>,
         Feature::MaxPrefix => scenarios::max_prefix::<P>,
         Feature::Gtsm => scenarios::gtsm::<P>,
+        Feature::DualStack => scenarios::dual_stack_one_session::<P>,
     }
 }
 
@@ -57,11 +59,12 @@ fn all_cases() -> Vec<Case> {
     let mut cases = Vec::new();
     // The single-peer scenarios first, then peer by peer; slow graceful-restart cases
     // end up spread over the run.
-    let singles: [Scenario; 11] = [
+    let singles: [Scenario; 12] = [
         scenarios::route_reflector,
         scenarios::reconfigure,
         scenarios::malformed_origin,
         scenarios::malformed_duplicate_mp_reach,
+        scenarios::martian_next_hop,
         scenarios::gr_helper_stale_until_end_of_rib,
         scenarios::gr_restarting_speaker,
         scenarios::gr_helper_restart_time_expires,

@@ -28,10 +28,12 @@ pub enum Feature {
     RefreshPeerAsks,
     MaxPrefix,
     Gtsm,
+    /// IPv4 and IPv6 unicast over one IPv4 session.
+    DualStack,
 }
 
 impl Feature {
-    pub const ALL: [Feature; 9] = [
+    pub const ALL: [Feature; 10] = [
         Feature::Session,
         Feature::Routes,
         Feature::Md5,
@@ -41,6 +43,7 @@ impl Feature {
         Feature::RefreshPeerAsks,
         Feature::MaxPrefix,
         Feature::Gtsm,
+        Feature::DualStack,
     ];
 
     /// The column heading.
@@ -55,6 +58,7 @@ impl Feature {
             Feature::RefreshPeerAsks => "refresh: peer asks",
             Feature::MaxPrefix => "max-prefix",
             Feature::Gtsm => "multihop + GTSM",
+            Feature::DualStack => "IPv6 over an IPv4 session",
         }
     }
 }
@@ -371,6 +375,10 @@ impl InteropPeer for OpenBgpd {
                 "OpenBGPD 7.7 announces graceful restart for End-of-RIB only, with no address \
                  family preserved, so a helper keeps none of its routes (RFC 4724 §4.2)",
             ),
+            Feature::DualStack => Some(
+                "OpenBGPD 7.7 with an IPv4 local-address sends IPv6 routes with next hop ::1, \
+                 which serval refuses as RFC 4271 §6.3 asks (see the martian NEXT_HOP case)",
+            ),
             _ => None,
         }
     }
@@ -469,6 +477,11 @@ impl InteropPeer for ExaBgp {
         match feature {
             Feature::GrServalRestarts => Some(
                 "ExaBGP keeps no RIB and has no graceful-restart helper mode: nothing to keep stale",
+            ),
+            Feature::DualStack => Some(
+                "ExaBGP's `next-hop self` on an IPv4 session puts its IPv4 address in the \
+                 MP_REACH_NLRI of IPv6 routes (a 4-octet next hop for AFI 2: RFC 7606 §7.11 \
+                 session reset, which serval does with 3/9)",
             ),
             _ => None,
         }

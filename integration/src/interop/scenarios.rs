@@ -1701,3 +1701,91 @@ pub fn gr_helper_restart_time_expires(dir: &TestDir) -> Result<Verdict> {
         late.as_secs_f64()
     )))
 }
+
+// ---- dual stack over one IPv4 session ----
+
+/// One IPv4 session carrying IPv4 and IPv6 unicast (how Calico-style nodes peer): IPv6
+/// routes from serval carry serval's global IPv6 address of the shared link as next hop
+/// (never an IPv4-mapped one), and the peer's IPv6 routes arrive at serval.
+pub fn dual_stack_one_session<P: InteropPeer>(dir: &TestDir) -> Result<Verdict> {
+    if let Some(v) = unless_cannot::<P>(Feature::DualStack) {
+        return Ok(v);
+    }
+    let link = topology::link()?;
+    let (s, p) = (&link.a, &link.b);
+    let both = [Family::Ipv4Unicast, Family::Ipv6Unicast];
+    let mine = serval_routes();
+    let theirs = peer_routes();
+    let serval = Serval::start(
+        &s.ns,
+        dir,
+        RouterSpec::new(SERVAL_AS, s.v4)
+            .neighbor(neighbor(addr4(p), PEER_AS, addr4(s)).families(&both))
+            .announce(mine[0].clone())
+            .announce(mine[1].clone()),
+    )?;
+    let peer = P::start(
+        &p.ns,
+        dir,
+        RouterSpec::new(PEER_AS, p.v4)
+            .neighbor(neighbor(addr4(s), SERVAL_AS, addr4(p)).families(&both))
+            .announce(theirs[0].clone())
+            .announce(theirs[1].clone()),
+    )?;
+    established_both(&serval, &[(&peer, addr4(p), addr4(s))])?;
+    let st = serval.peer_status(addr4(p))?;
+    for fam in ["ipv4-unicast", "ipv6-unicast"] {
+        check(st.capabilities.iter().any(|c| c == fam), || {
+            format!("{fam} not negotiated: {}", capability_names(&st))
+        })?;
+    }
+    let got = peer.wait_route(addr4(s), mine[1].prefix, ROUTE_TIMEOUT)?;
+    check_route(
+        &got,
+        &Expect {
+            sent: &mine[1],
+            as_path: vec![SERVAL_AS],
+            next_hop: addr6(s),
+            link_local: None,
+            local_pref: None,
+            receiver: P::NAME,
+        },
+    )?;
+    let got4 = peer.wait_route(addr4(s), mine[0].prefix, ROUTE_TIMEOUT)?;
+    check(got4.next_hop == Some(addr4(s)), || {
+        format!("IPv4 next hop at {}: {got4:?}", P::NAME)
+    })?;
+    let back = serval.wait_route(addr4(p), theirs[1].prefix, ROUTE_TIMEOUT)?;
+    serval.wait_route(addr4(p), theirs[0].prefix, ROUTE_TIMEOUT)?;
+    let nh = back.next_hop;
+    let usable = matches!(nh, Some(IpAddr::V6(a)) if a.to_ipv4_mapped().is_none());
+    Ok(Verdict::Pass(if usable {
+        format!(
+            "the peer's IPv6 next hop: {}",
+            nh.map(|a| a.to_string()).unwrap_or_default()
+        )
+    } else {
+        format!(
+            "the peer sends IPv6 routes with next hop {nh:?} over an IPv4 session (not a global IPv6 address)"
+        )
+    }))
+}
+
+/// A route whose NEXT_HOP is a martian (loopback 127.0.0.1, RFC 4271 §6.3: semantically
+/// incorrect) is ignored without closing the session; a good one beside it is kept.
+pub fn martian_next_hop(dir: &TestDir) -> Result<Verdict> {
+    let (link, mut serval, mut peer) = raw_session(dir)?;
+    let good = v4net("198.51.100.0/24")?;
+    let bad = v4net("198.51.101.0/24")?;
+    peer.send(&good_update(bad, Ipv4Addr::LOCALHOST))?;
+    peer.send(&good_update(good, link.b.v4))?;
+    serval.wait_route(addr4(&link.b), good.into(), ROUTE_TIMEOUT)?;
+    let n = peer.notification_within(Duration::from_secs(2))?;
+    check(n.is_none(), || format!("serval reset the session: {n:?}"))?;
+    check(serval.running(), || "serval exited".into())?;
+    let routes = serval.received_routes(addr4(&link.b))?;
+    check(!routes.iter().any(|r| r.prefix == IpNet::from(bad)), || {
+        format!("a route with next hop 127.0.0.1 was accepted: {routes:?}")
+    })?;
+    Ok(Verdict::pass())
+}

@@ -363,6 +363,30 @@ impl Serval {
         }
     }
 
+    /// Like [`Serval::reconfigure`], but applied with SIGHUP (the daemon's reload signal)
+    /// instead of the control socket.
+    pub fn reconfigure_by_signal(&mut self, change: impl FnOnce(&mut SpeakerConfig)) -> Result<()> {
+        change(&mut self.config);
+        self.config
+            .validate()
+            .map_err(|e| Error::InvalidSpec(format!("serval config: {e}")))?;
+        self.write_config()?;
+        let Some(child) = &self.child else {
+            return Ok(());
+        };
+        let pid = i32::try_from(child.pid())
+            .map_err(|_| Error::InvalidSpec(format!("pid {} out of range", child.pid())))?;
+        // SAFETY: kill(2) on the pid of a child we started and have not reaped.
+        if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
+            return Err(Error::io(
+                "signalling",
+                "serval",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(())
+    }
+
     /// SIGTERM: a stop for a graceful restart. Peers get no NOTIFICATION and keep our
     /// routes; the state directory remembers it for the next start.
     pub fn stop_graceful(&mut self) -> Result<()> {

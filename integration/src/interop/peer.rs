@@ -322,15 +322,41 @@ impl InteropPeer for GoBgp {
         Ok(())
     }
 
-    fn last_error(&self, _neighbor: IpAddr) -> Result<String> {
+    fn last_error(&self, neighbor: IpAddr) -> Result<String> {
         // GoBGP's API keeps no last error; its log names every NOTIFICATION.
+        let key = format!("Key={neighbor}");
         Ok(self
             .log()
             .lines()
-            .filter(|l| l.to_ascii_lowercase().contains("notification"))
-            .collect::<Vec<_>>()
-            .join("\n"))
+            .rfind(|l| l.contains("received notification") && l.contains(&key))
+            .map(gobgp_notification)
+            .unwrap_or_default())
     }
+}
+
+/// `received notification Code=6 Subcode=1 Data="[0 1 1 0 0 0 3]"` out of a GoBGP log
+/// line (without its timestamp).
+pub fn gobgp_notification(line: &str) -> String {
+    let field = |name: &str| {
+        line.split_once(&format!(" {name}="))
+            .map(|(_, rest)| {
+                if let Some(quoted) = rest.strip_prefix('"') {
+                    format!("\"{}\"", quoted.split('"').next().unwrap_or_default())
+                } else {
+                    rest.split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string()
+                }
+            })
+            .unwrap_or_default()
+    };
+    format!(
+        "received notification Code={} Subcode={} Data={}",
+        field("Code"),
+        field("Subcode"),
+        field("Data")
+    )
 }
 
 /// GoBGP's `remote_cap` list: protobuf `Any` values named by their type. The family
@@ -611,6 +637,15 @@ mod tests {
         assert_eq!(
             frr_caps(&v),
             vec!["4-octet-as", "graceful-restart", "ipv4-unicast"]
+        );
+    }
+
+    #[test]
+    fn gobgp_notification_without_timestamp() {
+        let line = r#"time="2026-11-25T17:39:50Z" level=warning msg="received notification" Code=6 Data="[0 1 1 0 0 0 3]" Key=192.0.2.1 Subcode=1 Topic=Peer"#;
+        assert_eq!(
+            gobgp_notification(line),
+            r#"received notification Code=6 Subcode=1 Data="[0 1 1 0 0 0 3]""#
         );
     }
 

@@ -149,6 +149,8 @@ impl RawPeer {
                     return Ok(None)
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(None),
+                // A signal for another thread of the test landed here: read again.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(Error::io("reading", "the raw BGP socket", e)),
             }
         }

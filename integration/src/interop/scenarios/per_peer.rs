@@ -588,7 +588,7 @@ pub fn refresh_serval_asks<P: InteropPeer>(dir: &TestDir) -> Result<Verdict> {
         )?;
     }
     Ok(Verdict::Pass(format!(
-        "{} UPDATEs received again",
+        "table received again in {} UPDATE(s)",
         after.updates_received - before
     )))
 }
@@ -632,7 +632,9 @@ pub fn refresh_peer_asks<P: InteropPeer>(dir: &TestDir) -> Result<Verdict> {
             || peer.refresh_markers_received(s),
             |m| m.is_some_and(|(b, e)| b > borr && e > eorr),
         )?;
-        bracket = format!(" (BoRR/EoRR counted by the peer: {now:?})");
+        if let Some((b, e)) = now {
+            bracket = format!("; the peer counted BoRR {b}, EoRR {e}");
+        }
     }
     let routes = peer.received_routes(s)?;
     for prefix in ["203.0.113.0/24", "203.0.113.0/25", "203.0.113.128/25"] {
@@ -644,7 +646,7 @@ pub fn refresh_peer_asks<P: InteropPeer>(dir: &TestDir) -> Result<Verdict> {
         )?;
     }
     Ok(Verdict::Pass(format!(
-        "{} UPDATEs sent again{}{bracket}",
+        "table sent again in {} UPDATE(s){}{bracket}",
         after.updates_sent - before,
         if enhanced {
             ", enhanced route refresh"

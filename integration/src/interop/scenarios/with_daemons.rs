@@ -57,9 +57,10 @@ pub fn route_reflector(dir: &TestDir) -> Result<Verdict> {
     Ok(Verdict::pass())
 }
 
-/// Two BIRD peers. Reloading serval's configuration with a new export policy for one
-/// (adding a community) changes what that one receives; then a new hold time restarts
-/// that session alone. The other session stays up throughout (uptime never resets).
+/// Two BIRD peers. Reloading serval's configuration (`serval bgp reload`) with a new
+/// export policy for one (adding a community) changes what that one receives without
+/// restarting its session; then a new hold time (reloaded with SIGHUP) restarts that
+/// session alone. The other session stays up throughout (uptime never resets).
 pub fn reconfigure(dir: &TestDir) -> Result<Verdict> {
     let seg = topology::segment(3)?;
     let (s, b1, b2) = (&seg.hosts[0], &seg.hosts[1], &seg.hosts[2]);
@@ -125,7 +126,8 @@ pub fn reconfigure(dir: &TestDir) -> Result<Verdict> {
         format!("the other peer got the community too: {r2:?}")
     })?;
 
-    serval.reconfigure(|cfg| cfg.peers[0].hold_time = Some(6))?;
+    // This time through SIGHUP, the daemon's reload signal.
+    serval.reconfigure_by_signal(|cfg| cfg.peers[0].hold_time = Some(6))?;
     wait_for(
         SESSION_TIMEOUT,
         "the first session to come back with hold time 6",

@@ -155,7 +155,14 @@ impl BgpDaemon for GoBgp {
         let addr = neighbor.to_string();
         let mut routes = Vec::new();
         for family in &n.families {
-            let v = self.json(&["neighbor", &addr, "adj-in", "-a", afi(*family), "-j"])?;
+            let v = match self.json(&["neighbor", &addr, "adj-in", "-a", afi(*family), "-j"]) {
+                // GoBGP refuses to list the Adj-RIB-In of a session that is down (and
+                // holds nothing for it, unless graceful restart keeps it, which it lists).
+                Err(Error::Command { stdout, .. }) if stdout.contains("is not established") => {
+                    continue
+                }
+                other => other?,
+            };
             routes.extend(parse_table(&v)?);
         }
         Ok(routes)

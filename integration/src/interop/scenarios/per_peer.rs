@@ -274,6 +274,16 @@ pub fn routes<P: InteropPeer>(dir: &TestDir) -> Result<Verdict> {
         serval.wait_route_gone(peer_addr, theirs[k].prefix, ROUTE_TIMEOUT)?;
     }
     ibgp.wait_route_gone(addr4(s), mine[0].prefix, ROUTE_TIMEOUT)?;
+
+    // `serval bgp shutdown` withdraws everything at once: a Cease (a Hard Reset where
+    // the N bit was negotiated) leaves the peer nothing to keep stale, so the transit
+    // route goes well within a hold time.
+    serval.stop()?;
+    ebgp.wait_route_gone(
+        addr4(s),
+        ibgp_route.prefix,
+        Duration::from_secs(u64::from(HOLD) - 2),
+    )?;
     let note = if P::LINK_LOCAL_NEXT_HOP {
         "link-local next hops checked both ways"
     } else {

@@ -694,16 +694,21 @@ fn connect_failure_text(remote: SocketAddr, what: &str, md5: bool, gtsm: Option<
 /// Whether a next hop is one no router can forward to: unspecified, loopback, multicast,
 /// broadcast or reserved (IPv4 0/8 and 240/4), an IPv6 link-local address where a
 /// global one belongs, an IPv4-mapped IPv6 address of any of those, or the receiving
-/// speaker's own address (RFC 4271 §6.3).
+/// speaker's own address (RFC 4271 §6.3). Loopback next hops are fine on a session that
+/// itself runs over loopback addresses (speakers on one host, as in tests and labs).
 fn unusable_next_hop(nh: IpAddr, local: Option<IpAddr>) -> bool {
     if Some(nh) == local {
         return true;
     }
+    let on_loopback = local.is_some_and(|l| match l {
+        IpAddr::V4(a) => a.is_loopback(),
+        IpAddr::V6(a) => a.is_loopback() || a.to_ipv4_mapped().is_some_and(|m| m.is_loopback()),
+    });
     match nh {
         IpAddr::V4(a) => {
             let first = a.octets()[0];
             a.is_unspecified()
-                || a.is_loopback()
+                || (a.is_loopback() && !on_loopback)
                 || a.is_multicast()
                 || a.is_broadcast()
                 || first == 0
@@ -713,7 +718,7 @@ fn unusable_next_hop(nh: IpAddr, local: Option<IpAddr>) -> bool {
             Some(v4) => unusable_next_hop(IpAddr::V4(v4), local),
             None => {
                 a.is_unspecified()
-                    || a.is_loopback()
+                    || (a.is_loopback() && !on_loopback)
                     || a.is_multicast()
                     || (a.segments()[0] & 0xffc0) == 0xfe80
             }
@@ -986,6 +991,13 @@ mod tests {
                 "{good} refused"
             );
         }
+        // Speakers on one host: loopback is where the other one is.
+        let lo: IpAddr = "127.0.0.2".parse().unwrap();
+        assert!(!unusable_next_hop("127.0.0.1".parse().unwrap(), Some(lo)));
+        assert!(
+            unusable_next_hop("127.0.0.2".parse().unwrap(), Some(lo)),
+            "our own"
+        );
     }
 
     #[test]

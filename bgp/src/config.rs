@@ -528,6 +528,100 @@ impl SpeakerConfig {
     }
 }
 
+/// What a reload of the configuration file changes in a running speaker: the peers to
+/// add, change and remove, and the prefixes to originate and to stop originating. Peers
+/// carry their policies inline, so a change to a named `[policy.NAME]` reaches every
+/// peer that uses it (and only those).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ReloadPlan {
+    pub add_peers: Vec<PeerConfig>,
+    pub update_peers: Vec<PeerConfig>,
+    pub remove_peers: Vec<IpAddr>,
+    pub announce: Vec<Announcement>,
+    pub withdraw: Vec<IpNet>,
+}
+
+impl ReloadPlan {
+    pub fn is_empty(&self) -> bool {
+        *self == ReloadPlan::default()
+    }
+}
+
+impl SpeakerConfig {
+    /// A peer as the running speaker is given it: named policies replaced by their
+    /// text, so that the speaker sees a changed policy as a changed peer.
+    pub fn peer_with_inline_policies(&self, p: &PeerConfig) -> PeerConfig {
+        let mut p = p.clone();
+        for r in [&mut p.import, &mut p.export] {
+            if let Some(PolicyRef::Named(_)) = r {
+                *r = Some(PolicyRef::Inline(self.resolve(r)));
+            }
+        }
+        p
+    }
+
+    /// How to go from this (running) configuration to `new` without a restart. Settings
+    /// of the whole speaker (AS, router id, listen addresses, graceful restart…) cannot
+    /// change at run time: the error names the first that did.
+    pub fn reload_plan(&self, new: &SpeakerConfig) -> Result<ReloadPlan, ConfigError> {
+        new.validate()?;
+        let fixed: [(&str, bool); 10] = [
+            ("asn", self.asn != new.asn),
+            ("router-id", self.router_id != new.router_id),
+            ("listen", self.listen != new.listen),
+            ("hold-time", self.hold_time != new.hold_time),
+            ("connect-retry", self.connect_retry != new.connect_retry),
+            ("cluster-id", self.cluster_id != new.cluster_id),
+            ("max-paths", self.max_paths != new.max_paths),
+            (
+                "multipath-relax",
+                self.multipath_relax != new.multipath_relax,
+            ),
+            (
+                "always-compare-med",
+                self.always_compare_med != new.always_compare_med,
+            ),
+            (
+                "graceful-restart",
+                self.graceful_restart != new.graceful_restart,
+            ),
+        ];
+        if let Some((field, _)) = fixed.iter().find(|(_, changed)| *changed) {
+            return Err(invalid(
+                *field,
+                "cannot change while the speaker runs; restart it",
+            ));
+        }
+        let mut plan = ReloadPlan::default();
+        for p in &new.peers {
+            let want = new.peer_with_inline_policies(p);
+            match self.peers.iter().find(|o| o.address == p.address) {
+                None => plan.add_peers.push(want),
+                Some(old) if self.peer_with_inline_policies(old) != want => {
+                    plan.update_peers.push(want)
+                }
+                Some(_) => {}
+            }
+        }
+        for old in &self.peers {
+            if !new.peers.iter().any(|p| p.address == old.address) {
+                plan.remove_peers.push(old.address);
+            }
+        }
+        for a in &new.announce {
+            if !self.announce.contains(a) {
+                plan.announce.push(a.clone());
+            }
+        }
+        for old in &self.announce {
+            if !new.announce.iter().any(|a| a.prefix == old.prefix) {
+                plan.withdraw.push(old.prefix);
+            }
+        }
+        Ok(plan)
+    }
+}
+
 fn check_hold(field: &str, h: u16) -> Result<(), ConfigError> {
     if matches!(h, 1 | 2) {
         return Err(invalid(
@@ -595,6 +689,91 @@ mod tests {
             c.resolve(&c.peers[0].import).default,
             crate::policy::Verdict::Reject
         );
+    }
+
+    const TWO_PEERS: &str = r#"
+        asn = 65001
+        router-id = "10.0.0.1"
+        [policy.out]
+        default = "accept"
+        [[peer]]
+        address = "10.0.0.2"
+        asn = 65002
+        export = "out"
+        [[peer]]
+        address = "10.0.0.3"
+        asn = 65003
+        [[announce]]
+        prefix = "10.244.0.0/24"
+    "#;
+
+    #[test]
+    fn reload_of_the_same_file_changes_nothing() {
+        let c = SpeakerConfig::from_toml(TWO_PEERS).unwrap();
+        assert!(c.reload_plan(&c.clone()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn reload_touches_only_the_peer_whose_named_policy_changed() {
+        let old = SpeakerConfig::from_toml(TWO_PEERS).unwrap();
+        let text = TWO_PEERS.replace(
+            "default = \"accept\"",
+            "default = \"accept\"\n        rules = [{ then = { action = \"accept\", add-communities = [\"65001:7\"] } }]",
+        );
+        let new = SpeakerConfig::from_toml(&text).unwrap();
+        let plan = old.reload_plan(&new).unwrap();
+        assert_eq!(plan.update_peers.len(), 1, "{plan:?}");
+        let p = &plan.update_peers[0];
+        assert_eq!(p.address, "10.0.0.2".parse::<IpAddr>().unwrap());
+        assert!(
+            matches!(&p.export, Some(PolicyRef::Inline(pol)) if pol.rules.len() == 1),
+            "the policy goes to the speaker inline: {p:?}"
+        );
+        assert!(plan.add_peers.is_empty() && plan.remove_peers.is_empty());
+    }
+
+    #[test]
+    fn reload_adds_removes_and_reannounces() {
+        let old = SpeakerConfig::from_toml(TWO_PEERS).unwrap();
+        let mut new = old.clone();
+        new.peers.remove(1);
+        new.peers[0].hold_time = Some(9);
+        new.peers
+            .push(PeerConfig::new("10.0.0.4".parse().unwrap(), Asn(65004)));
+        new.announce[0].med = Some(5);
+        new.announce
+            .push(Announcement::new("10.244.1.0/24".parse().unwrap()));
+        let plan = old.reload_plan(&new).unwrap();
+        assert_eq!(plan.update_peers.len(), 1);
+        assert_eq!(plan.update_peers[0].hold_time, Some(9));
+        assert_eq!(plan.add_peers.len(), 1);
+        assert_eq!(
+            plan.remove_peers,
+            vec!["10.0.0.3".parse::<IpAddr>().unwrap()]
+        );
+        assert_eq!(plan.announce.len(), 2, "changed and new: {plan:?}");
+        assert!(plan.withdraw.is_empty());
+
+        let mut gone = old.clone();
+        gone.announce.clear();
+        let plan = old.reload_plan(&gone).unwrap();
+        assert_eq!(
+            plan.withdraw,
+            vec!["10.244.0.0/24".parse::<IpNet>().unwrap()]
+        );
+    }
+
+    #[test]
+    fn reload_refuses_speaker_wide_changes() {
+        let old = SpeakerConfig::from_toml(TWO_PEERS).unwrap();
+        let mut new = old.clone();
+        new.asn = Asn(65009);
+        let err = old.reload_plan(&new).unwrap_err().to_string();
+        assert!(err.contains("asn"), "{err}");
+        let mut new = old.clone();
+        new.graceful_restart.restart_time = 5;
+        let err = old.reload_plan(&new).unwrap_err().to_string();
+        assert!(err.contains("graceful-restart"), "{err}");
     }
 
     #[test]

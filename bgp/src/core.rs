@@ -249,6 +249,14 @@ impl Core {
             },
             ttl_security_hops: p.ttl_security,
             source: p.source_address,
+            // Under GTSM a connection the listener accepted from a peer that is too far
+            // away would sit in OpenSent while the kernel drops everything the peer sends
+            // (see `TransportOptions::unacked_timeout`); nothing acknowledged for a hold
+            // time means the peer could not hear our KEEPALIVEs either.
+            unacked_timeout: p.ttl_security.and_then(|_| {
+                let hold = p.hold_time.unwrap_or(self.cfg.hold_time);
+                (hold > 0).then(|| Duration::from_secs(u64::from(hold)))
+            }),
         }
     }
 

@@ -151,6 +151,7 @@ pub(crate) fn spawn(
         drained,
         actions: Vec::new(),
         batch: Vec::new(),
+        connect_error: None,
     };
     let task = tokio::spawn(session.run());
     SessionHandle { cmd: cmd_tx, task }
@@ -163,6 +164,38 @@ enum ConnEvent {
     Frames(ConnId, Vec<Bytes>),
     /// The reader hit an error or the end of the stream, or framing failed.
     Closed(ConnId, Option<Notification>),
+    /// The kernel ended the connection because what we sent stayed unacknowledged
+    /// (`TransportOptions::unacked_timeout`).
+    TimedOut(ConnId),
+    /// The writer put this many UPDATEs and ROUTE-REFRESHes of the core's data queue on
+    /// the wire (they bypass the FSM, which counts them for the status).
+    Written(ConnId, MessageTally),
+}
+
+/// UPDATEs and ROUTE-REFRESHes in a chunk of encoded messages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct MessageTally {
+    pub updates: u64,
+    pub route_refreshes: u64,
+}
+
+/// Counts the messages of a chunk the core encoded: whole messages back to back, each
+/// with its length at octets 16–17 and its type at octet 18 (RFC 4271 §4.1).
+pub(crate) fn tally(mut chunk: &[u8]) -> MessageTally {
+    let mut t = MessageTally::default();
+    while chunk.len() >= 19 {
+        let len = usize::from(u16::from_be_bytes([chunk[16], chunk[17]]));
+        match chunk[18] {
+            2 => t.updates += 1,
+            5 => t.route_refreshes += 1,
+            _ => {}
+        }
+        if len < 19 || len > chunk.len() {
+            break;
+        }
+        chunk = &chunk[len..];
+    }
+    t
 }
 
 enum WriterMsg {
@@ -197,6 +230,9 @@ struct Session {
     drained: Arc<Notify>,
     actions: Vec<Action>,
     batch: Vec<Update>,
+    /// Why the last outgoing connection attempt failed, until a session is established:
+    /// the FSM only knows that it failed, and an operator needs to know why.
+    connect_error: Option<String>,
 }
 
 impl Session {
@@ -273,7 +309,10 @@ impl Session {
                 let _ = reply.send(SessionStatus {
                     state: self.fsm.state(),
                     established_since: self.fsm.established_since(),
-                    last_error: self.fsm.last_error().map(ToString::to_string),
+                    last_error: self
+                        .connect_error
+                        .clone()
+                        .or_else(|| self.fsm.last_error().map(ToString::to_string)),
                     stats: *self.fsm.stats(),
                     negotiated: self.fsm.negotiated().cloned(),
                     local,
@@ -298,6 +337,7 @@ impl Session {
             ConnEvent::ConnectFailed(id, e) => {
                 if self.conns.remove(&id).is_some() {
                     debug!(peer = %self.peer, error = %e, "connect failed");
+                    self.connect_error = Some(self.connect_failure(&e.to_string()));
                     self.fsm
                         .handle(now, Input::TcpFailed(id), &mut self.actions);
                 }
@@ -315,6 +355,31 @@ impl Session {
                         self.fsm
                             .handle(now, Input::TcpFailed(id), &mut self.actions);
                     }
+                }
+            }
+            ConnEvent::TimedOut(id) => {
+                if !self.conns.contains_key(&id) {
+                    return;
+                }
+                let established = self.fsm.established_conn() == Some(id);
+                self.drop_conn(id);
+                self.fsm
+                    .handle(now, Input::TcpFailed(id), &mut self.actions);
+                if !established {
+                    self.connect_error = Some(unacked_text(
+                        self.config.remote,
+                        self.config.transport.ttl_security_hops,
+                    ));
+                }
+            }
+            ConnEvent::Written(id, t) => {
+                for _ in 0..t.updates {
+                    self.fsm
+                        .handle(now, Input::UpdateSent(id), &mut self.actions);
+                }
+                for _ in 0..t.route_refreshes {
+                    self.fsm
+                        .handle(now, Input::RouteRefreshSent(id), &mut self.actions);
                 }
             }
             ConnEvent::Frames(id, frames) => {
@@ -360,7 +425,16 @@ impl Session {
         let to_rib = self.fsm.established_conn() == Some(id);
         match msg {
             Message::Update(u) if to_rib => {
+                let local = match self.conns.get(&id) {
+                    Some(ConnIo::Open { local, .. }) => Some(local.ip()),
+                    _ => None,
+                };
+                let (u, extra, unusable) = withdraw_unusable_next_hops(u, local);
+                for nh in unusable {
+                    warn!(peer = %self.peer, next_hop = %nh, "next hop no router can use (RFC 4271 §6.3); its routes are treated as withdrawn");
+                }
                 self.batch.push(u);
+                self.batch.extend(extra);
                 if self.batch.len() >= UPDATE_BATCH {
                     self.flush_batch().await;
                 }
@@ -419,6 +493,7 @@ impl Session {
                     };
                     let (data, local, remote) = (data_tx.clone(), *local, *remote);
                     self.established = Some((conn, negotiated.codec.clone()));
+                    self.connect_error = None;
                     info!(peer = %self.peer, asn = %negotiated.peer_asn, id = %negotiated.peer_id, "session established");
                     let _ = self
                         .events
@@ -547,7 +622,13 @@ impl Session {
             self.established = None;
         }
         match self.conns.remove(&id) {
-            Some(ConnIo::Connecting(task)) => task.abort(),
+            Some(ConnIo::Connecting(task)) => {
+                task.abort();
+                // The FSM gave up on an attempt nobody answered (§8.2.2 ConnectRetryTimer).
+                self.connect_error = Some(self.connect_failure(
+                    "no answer to the connection attempt within the connect-retry time",
+                ));
+            }
             Some(ConnIo::Open { ctl, reader, .. }) => {
                 reader.abort();
                 // After what is queued (the NOTIFICATION that ends the session).
@@ -555,6 +636,19 @@ impl Session {
             }
             None => {}
         }
+    }
+
+    /// What the status shows for a failed connection attempt. A TCP MD5 mismatch is
+    /// invisible to both ends (RFC 2385 §2.0: the kernel drops unsigned or wrongly
+    /// signed segments without an answer), so when a key is configured it is named as
+    /// the likely cause of an unanswered attempt.
+    fn connect_failure(&self, what: &str) -> String {
+        connect_failure_text(
+            self.config.remote,
+            what,
+            self.config.transport.md5_key.is_some(),
+            self.config.transport.ttl_security_hops,
+        )
     }
 
     /// Forget a connection that is already gone.
@@ -579,6 +673,148 @@ impl Session {
     }
 }
 
+fn connect_failure_text(remote: SocketAddr, what: &str, md5: bool, gtsm: Option<u8>) -> String {
+    let unanswered = what.contains("no answer") || what.contains("timed out");
+    let mut text = format!("connecting to {remote}: {what}");
+    if unanswered && md5 {
+        text.push_str(
+            "; TCP MD5 is configured, and a missing or different password on the peer drops \
+             our segments without an answer",
+        );
+    }
+    if let (true, Some(hops)) = (unanswered, gtsm) {
+        text.push_str(&format!(
+            "; GTSM allows {hops} hop(s), and the kernel drops the answer of a peer further \
+             away (RFC 5082)"
+        ));
+    }
+    text
+}
+
+/// Whether a next hop is one no router can forward to: unspecified, loopback, multicast,
+/// broadcast or reserved (IPv4 0/8 and 240/4), an IPv6 link-local address where a
+/// global one belongs, an IPv4-mapped IPv6 address of any of those, or the receiving
+/// speaker's own address (RFC 4271 §6.3). Loopback next hops are fine on a session that
+/// itself runs over loopback addresses (speakers on one host, as in tests and labs).
+fn unusable_next_hop(nh: IpAddr, local: Option<IpAddr>) -> bool {
+    if Some(nh) == local {
+        return true;
+    }
+    let on_loopback = local.is_some_and(|l| match l {
+        IpAddr::V4(a) => a.is_loopback(),
+        IpAddr::V6(a) => a.is_loopback() || a.to_ipv4_mapped().is_some_and(|m| m.is_loopback()),
+    });
+    match nh {
+        IpAddr::V4(a) => {
+            let first = a.octets()[0];
+            a.is_unspecified()
+                || (a.is_loopback() && !on_loopback)
+                || a.is_multicast()
+                || a.is_broadcast()
+                || first == 0
+                || first >= 240
+        }
+        IpAddr::V6(a) => match a.to_ipv4_mapped() {
+            Some(v4) => unusable_next_hop(IpAddr::V4(v4), local),
+            None => {
+                a.is_unspecified()
+                    || (a.is_loopback() && !on_loopback)
+                    || a.is_multicast()
+                    || (a.segments()[0] & 0xffc0) == 0xfe80
+            }
+        },
+    }
+}
+
+/// RFC 4271 §6.3: routes whose NEXT_HOP is semantically incorrect are not used, and no
+/// NOTIFICATION is sent. They are turned into withdrawals (the treat-as-withdraw of
+/// RFC 7606 §2), so that an earlier path of the peer for the same prefix goes too
+/// instead of lingering. Returns the update, any extra update needed for withdrawals of
+/// another family than the message's own MP_UNREACH_NLRI, and the next hops refused.
+fn withdraw_unusable_next_hops(
+    mut u: Update,
+    local: Option<IpAddr>,
+) -> (Update, Option<Update>, Vec<IpAddr>) {
+    use crate::wire::attr::NextHop;
+    use crate::wire::update::MpUnreach;
+    let global = |nh: &NextHop| match nh {
+        NextHop::V4(a) => IpAddr::V4(*a),
+        NextHop::V6 { global, .. } => IpAddr::V6(*global),
+    };
+    // A peer reached over link-local addresses only (BGP unnumbered) may send `::` or
+    // its link-local address as the global one, with the link-local beside it: usable.
+    let link_local_only = |nh: &NextHop| match nh {
+        NextHop::V6 {
+            global,
+            link_local: Some(ll),
+        } => {
+            (global.is_unspecified() || (global.segments()[0] & 0xffc0) == 0xfe80)
+                && (ll.segments()[0] & 0xffc0) == 0xfe80
+        }
+        _ => false,
+    };
+    let mut refused = Vec::new();
+    let mut extra = None;
+    if !u.nlri.is_empty() {
+        if let Some(nh) = u
+            .attrs
+            .as_ref()
+            .and_then(|a| a.next_hop.as_ref())
+            .map(global)
+        {
+            if unusable_next_hop(nh, local) {
+                refused.push(nh);
+                let nlri = std::mem::take(&mut u.nlri);
+                u.withdrawn.extend(nlri);
+            }
+        }
+    }
+    let bad_mp = u
+        .mp_reach
+        .as_ref()
+        .filter(|r| !link_local_only(&r.next_hop))
+        .map(|r| global(&r.next_hop))
+        .filter(|nh| unusable_next_hop(*nh, local));
+    if let Some((nh, reach)) = bad_mp.and_then(|nh| Some((nh, u.mp_reach.take()?))) {
+        refused.push(nh);
+        match &mut u.mp_unreach {
+            Some(un) if un.afi_safi == reach.afi_safi => un.withdrawn.extend(reach.nlri),
+            Some(_) => {
+                extra = Some(Update {
+                    mp_unreach: Some(MpUnreach {
+                        afi_safi: reach.afi_safi,
+                        withdrawn: reach.nlri,
+                    }),
+                    ..Update::default()
+                })
+            }
+            None if reach.nlri.is_empty() => {}
+            None => {
+                u.mp_unreach = Some(MpUnreach {
+                    afi_safi: reach.afi_safi,
+                    withdrawn: reach.nlri,
+                })
+            }
+        }
+    }
+    (u, extra, refused)
+}
+
+/// What the status shows when a connection that never got established timed out.
+fn unacked_text(remote: SocketAddr, gtsm_hops: Option<u8>) -> String {
+    match gtsm_hops {
+        Some(hops) => format!(
+            "connection with {remote} timed out before the session was up: nothing we sent \
+             was acknowledged; GTSM allows {hops} hop(s), and the kernel drops everything \
+             from a peer further away (RFC 5082)"
+        ),
+        None => format!(
+            "connection with {remote} timed out before the session was up: nothing we sent \
+             was acknowledged"
+        ),
+    }
+}
+
 /// Cut the stream into frames; the session decodes them.
 async fn read_frames(id: ConnId, mut rd: OwnedReadHalf, tx: mpsc::Sender<ConnEvent>) {
     // Frames are cut with the largest length any session may negotiate (RFC 8654); the
@@ -593,6 +829,10 @@ async fn read_frames(id: ConnId, mut rd: OwnedReadHalf, tx: mpsc::Sender<ConnEve
             buf.reserve(READ_BUF);
         }
         match rd.read_buf(&mut buf).await {
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                let _ = tx.send(ConnEvent::TimedOut(id)).await;
+                return;
+            }
             Ok(0) | Err(_) => {
                 let _ = tx.send(ConnEvent::Closed(id, None)).await;
                 return;
@@ -635,16 +875,22 @@ async fn write_loop(
     drained: Arc<Notify>,
 ) {
     loop {
-        let msg = tokio::select! {
+        let (msg, from_core) = tokio::select! {
             biased;
-            m = ctl.recv() => m,
-            Some(b) = data.recv() => Some(WriterMsg::Bytes(b)),
+            m = ctl.recv() => (m, false),
+            Some(b) = data.recv() => (Some(WriterMsg::Bytes(b)), true),
         };
         match msg {
             Some(WriterMsg::Bytes(b)) => {
                 if wr.write_all(&b).await.is_err() {
                     let _ = events.send(ConnEvent::Closed(id, None)).await;
                     return;
+                }
+                if from_core {
+                    let t = tally(&b);
+                    if t != MessageTally::default() {
+                        let _ = events.send(ConnEvent::Written(id, t)).await;
+                    }
                 }
                 if data.len() < DATA_QUEUE / 2 {
                     drained.notify_one();
@@ -655,5 +901,204 @@ async fn write_loop(
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(kind: u8, body_len: usize) -> Vec<u8> {
+        let mut m = vec![0xff; 16];
+        m.extend_from_slice(&((19 + body_len) as u16).to_be_bytes());
+        m.push(kind);
+        m.extend(std::iter::repeat_n(0, body_len));
+        m
+    }
+
+    #[test]
+    fn tally_counts_updates_and_route_refreshes_of_a_chunk() {
+        let chunk = [msg(2, 4), msg(2, 30), msg(5, 4), msg(2, 0), msg(4, 0)].concat();
+        assert_eq!(
+            tally(&chunk),
+            MessageTally {
+                updates: 3,
+                route_refreshes: 1
+            }
+        );
+        assert_eq!(tally(&[]), MessageTally::default());
+        // A cut-off tail is not counted twice nor read past.
+        let mut cut = msg(2, 10);
+        cut.truncate(25);
+        assert_eq!(tally(&cut).updates, 1);
+    }
+
+    use crate::types::Family;
+    use crate::wire::attr::{NextHop, PathAttrs};
+    use crate::wire::update::{MpReach, MpUnreach, Nlri};
+
+    fn nlri(p: &str) -> Nlri {
+        Nlri::new(p.parse().unwrap())
+    }
+
+    fn v4_update(nh: &str) -> Update {
+        Update {
+            attrs: Some(PathAttrs {
+                next_hop: Some(NextHop::V4(nh.parse().unwrap())),
+                ..PathAttrs::default()
+            }),
+            nlri: vec![nlri("198.51.100.0/24")],
+            ..Update::default()
+        }
+    }
+
+    fn v6_reach(global: &str) -> MpReach {
+        MpReach {
+            afi_safi: Family::Ipv6Unicast.afi_safi(),
+            next_hop: NextHop::V6 {
+                global: global.parse().unwrap(),
+                link_local: None,
+            },
+            nlri: vec![nlri("2001:db8:f2::/48")],
+        }
+    }
+
+    #[test]
+    fn martian_next_hops_are_refused() {
+        let local: IpAddr = "192.0.2.1".parse().unwrap();
+        for bad in [
+            "127.0.0.1",
+            "0.0.0.0",
+            "0.1.2.3",
+            "224.0.0.5",
+            "255.255.255.255",
+            "240.0.0.1",
+            "192.0.2.1",
+            "::",
+            "::1",
+            "ff02::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(
+                unusable_next_hop(bad.parse().unwrap(), Some(local)),
+                "{bad} accepted"
+            );
+        }
+        for good in ["192.0.2.2", "10.0.0.1", "2001:db8::2", "::ffff:192.0.2.2"] {
+            assert!(
+                !unusable_next_hop(good.parse().unwrap(), Some(local)),
+                "{good} refused"
+            );
+        }
+        // Speakers on one host: loopback is where the other one is.
+        let lo: IpAddr = "127.0.0.2".parse().unwrap();
+        assert!(!unusable_next_hop("127.0.0.1".parse().unwrap(), Some(lo)));
+        assert!(
+            unusable_next_hop("127.0.0.2".parse().unwrap(), Some(lo)),
+            "our own"
+        );
+    }
+
+    #[test]
+    fn routes_with_an_unusable_next_hop_become_withdrawals() {
+        let (u, extra, refused) = withdraw_unusable_next_hops(v4_update("127.0.0.1"), None);
+        assert!(u.nlri.is_empty());
+        assert_eq!(u.withdrawn, vec![nlri("198.51.100.0/24")]);
+        assert!(extra.is_none());
+        assert_eq!(refused, vec!["127.0.0.1".parse::<IpAddr>().unwrap()]);
+
+        let good = v4_update("192.0.2.2");
+        let (u, _, refused) = withdraw_unusable_next_hops(good.clone(), None);
+        assert_eq!(u, good);
+        assert!(refused.is_empty());
+
+        let mp = Update {
+            mp_reach: Some(v6_reach("::1")),
+            ..v4_update("192.0.2.2")
+        };
+        let (u, extra, _) = withdraw_unusable_next_hops(mp, None);
+        assert!(u.mp_reach.is_none() && extra.is_none());
+        assert_eq!(u.nlri, vec![nlri("198.51.100.0/24")], "the IPv4 part stays");
+        assert_eq!(
+            u.mp_unreach.map(|w| w.withdrawn),
+            Some(vec![nlri("2001:db8:f2::/48")])
+        );
+
+        // Unnumbered: `::` with a link-local beside it is a usable next hop.
+        let mut unnumbered = v6_reach("::");
+        unnumbered.next_hop = NextHop::V6 {
+            global: "::".parse().unwrap(),
+            link_local: Some("fe80::2".parse().unwrap()),
+        };
+        let u = Update {
+            mp_reach: Some(unnumbered),
+            ..Update::default()
+        };
+        let (out, _, refused) = withdraw_unusable_next_hops(u.clone(), None);
+        assert_eq!(out, u);
+        assert!(refused.is_empty());
+        // And a plain good IPv6 route is left alone.
+        let u = Update {
+            mp_reach: Some(v6_reach("2001:db8::2")),
+            ..Update::default()
+        };
+        assert_eq!(withdraw_unusable_next_hops(u.clone(), None).0, u);
+
+        // Another family already withdrawn in the same message: a second update.
+        let both = Update {
+            mp_reach: Some(v6_reach("fe80::1")),
+            mp_unreach: Some(MpUnreach {
+                afi_safi: Family::Ipv4Unicast.afi_safi(),
+                withdrawn: vec![nlri("203.0.113.0/24")],
+            }),
+            ..Update::default()
+        };
+        let (u, extra, _) = withdraw_unusable_next_hops(both, None);
+        assert_eq!(
+            u.mp_unreach.map(|w| w.withdrawn),
+            Some(vec![nlri("203.0.113.0/24")])
+        );
+        assert_eq!(
+            extra.and_then(|e| e.mp_unreach).map(|w| w.withdrawn),
+            Some(vec![nlri("2001:db8:f2::/48")])
+        );
+    }
+
+    #[test]
+    fn timed_out_connections_under_gtsm_name_the_hop_limit() {
+        let remote: SocketAddr = "198.18.1.2:179".parse().unwrap();
+        let t = unacked_text(remote, Some(1));
+        assert!(
+            t.contains("GTSM allows 1 hop") && t.contains("198.18.1.2"),
+            "{t}"
+        );
+        assert!(!unacked_text(remote, None).contains("GTSM"));
+    }
+
+    #[test]
+    fn unanswered_attempts_with_md5_name_the_password() {
+        let remote: SocketAddr = "192.0.2.2:179".parse().unwrap();
+        let t = connect_failure_text(remote, "connect timed out", true, None);
+        assert!(t.contains("192.0.2.2:179") && t.contains("MD5"), "{t}");
+        let t = connect_failure_text(remote, "no answer to the connection attempt", true, None);
+        assert!(t.contains("MD5") && !t.contains("GTSM"), "{t}");
+        let t = connect_failure_text(remote, "Connection refused (os error 111)", true, Some(1));
+        assert!(
+            !t.contains("MD5") && !t.contains("GTSM"),
+            "a refusal is an answer: {t}"
+        );
+        let t = connect_failure_text(remote, "connect timed out", false, None);
+        assert!(!t.contains("MD5"), "{t}");
+        let t = connect_failure_text(
+            remote,
+            "Connection timed out (os error 110)",
+            false,
+            Some(2),
+        );
+        assert!(
+            t.contains("GTSM allows 2 hop(s)") && !t.contains("MD5"),
+            "{t}"
+        );
     }
 }

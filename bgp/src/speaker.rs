@@ -162,3 +162,102 @@ impl Speaker {
         r
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Whole speakers on loopback addresses: what the status reports about real sessions.
+
+    use super::*;
+    use crate::types::{Asn, RouterId};
+    use std::net::{Ipv4Addr, SocketAddr};
+    use std::os::fd::AsRawFd;
+    use std::time::Duration;
+
+    fn free_port(ip: Ipv4Addr) -> u16 {
+        std::net::TcpListener::bind((ip, 0))
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port on loopback")
+    }
+
+    fn config(ip: Ipv4Addr, asn: u32, listen: Option<u16>) -> SpeakerConfig {
+        let mut c = SpeakerConfig::new(Asn(asn), RouterId(ip));
+        c.listen = listen
+            .map(|port| vec![SocketAddr::new(ip.into(), port)])
+            .unwrap_or_default();
+        c.connect_retry = 1;
+        c.graceful_restart.enabled = false;
+        c
+    }
+
+    async fn eventually<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+        for _ in 0..400 {
+            if let Some(v) = probe().await {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    /// UPDATEs leave through the core's data queue, not the FSM: the status must count
+    /// them all the same (it showed 0 sent while the peer counted every one).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn status_counts_the_updates_sent() {
+        let (a_ip, b_ip) = (Ipv4Addr::new(127, 0, 0, 21), Ipv4Addr::new(127, 0, 0, 22));
+        let b_port = free_port(b_ip);
+        let mut a_cfg = config(a_ip, 65001, None);
+        let mut to_b = PeerConfig::new(b_ip.into(), Asn(65002));
+        to_b.port = b_port;
+        to_b.source_address = Some(a_ip.into());
+        a_cfg.peers.push(to_b);
+        for p in ["10.0.0.0/24", "10.0.1.0/24"] {
+            a_cfg.announce.push(Announcement::new(p.parse().unwrap()));
+        }
+        let mut b_cfg = config(b_ip, 65002, Some(b_port));
+        let mut to_a = PeerConfig::new(a_ip.into(), Asn(65001));
+        to_a.passive = true;
+        b_cfg.peers.push(to_a);
+        let b = Speaker::start(b_cfg).await.unwrap();
+        let a = Speaker::start(a_cfg).await.unwrap();
+
+        let (sent, received) = eventually(
+            "B to hold both prefixes and both counts to agree",
+            async || {
+                let routes = b.routes(RouteQuery::default()).await.ok()?;
+                let sent = a.peers().await.ok()?.first()?.updates_sent;
+                let received = b.peers().await.ok()?.first()?.updates_received;
+                (routes.len() == 2 && sent == received).then_some((sent, received))
+            },
+        )
+        .await;
+        assert!(sent >= 1, "A sent {sent} UPDATEs, B received {received}");
+        a.shutdown(false).await.unwrap();
+        b.shutdown(false).await.unwrap();
+    }
+
+    /// A peer whose kernel drops our SYNs for a wrong TCP MD5 password never answers;
+    /// the status says so instead of showing no error at all.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unanswered_connections_with_md5_say_so() {
+        let (a_ip, b_ip) = (Ipv4Addr::new(127, 0, 0, 31), Ipv4Addr::new(127, 0, 0, 32));
+        let b_port = free_port(b_ip);
+        let listener = crate::transport::listen(SocketAddr::new(b_ip.into(), b_port)).unwrap();
+        crate::transport::set_md5_key(listener.as_raw_fd(), a_ip.into(), Some(b"theirs")).unwrap();
+        let mut a_cfg = config(a_ip, 65001, None);
+        let mut to_b = PeerConfig::new(b_ip.into(), Asn(65002));
+        to_b.port = b_port;
+        to_b.source_address = Some(a_ip.into());
+        to_b.password = Some("ours".into());
+        a_cfg.peers.push(to_b);
+        let a = Speaker::start(a_cfg).await.unwrap();
+        let err = eventually(
+            "the status to explain the unanswered connection",
+            async || a.peers().await.ok()?.first()?.last_error.clone(),
+        )
+        .await;
+        assert!(err.contains("MD5"), "{err}");
+        a.shutdown(false).await.unwrap();
+        drop(listener);
+    }
+}

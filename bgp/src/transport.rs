@@ -27,6 +27,12 @@ pub struct TransportOptions {
     pub ttl_security_hops: Option<u8>,
     /// Local address to bind outgoing connections to.
     pub source: Option<IpAddr>,
+    /// Abort the connection when data we sent stays unacknowledged this long
+    /// (`TCP_USER_TIMEOUT`). Under GTSM this is what ends a connection the listener
+    /// accepted from a peer that is too far away: the listener cannot filter SYNs per
+    /// peer, so the handshake completes, and only then does the minimum TTL drop every
+    /// segment of the peer, its ACKs included (RFC 5082 §3).
+    pub unacked_timeout: Option<std::time::Duration>,
 }
 
 impl TransportOptions {
@@ -96,6 +102,10 @@ pub fn apply_accepted(stream: &TcpStream, peer: IpAddr, opts: &TransportOptions)
 
 fn apply_ttl(sock: &Socket, peer: IpAddr, opts: &TransportOptions) -> io::Result<()> {
     let fd = sock.as_raw_fd();
+    if let Some(t) = opts.unacked_timeout {
+        let ms = i32::try_from(t.as_millis()).unwrap_or(i32::MAX);
+        setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, ms)?;
+    }
     match peer {
         IpAddr::V4(_) => {
             if let Some(ttl) = opts.effective_ttl() {
@@ -364,6 +374,32 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    /// A connection accepted from a peer whose packets arrive below the GTSM minimum TTL
+    /// (here: loopback with the default TTL 64) cannot stay open forever: nothing it sends,
+    /// ACKs included, gets through, so with an unacked timeout the kernel ends it.
+    #[tokio::test]
+    async fn accepted_connection_below_the_minimum_ttl_is_ended() {
+        let listener = listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let local = listener.local_addr().unwrap();
+        let _client = tokio::net::TcpStream::connect(local).await.unwrap();
+        let (mut server, peer) = listener.accept().await.unwrap();
+        let opts = TransportOptions {
+            ttl_security_hops: Some(1),
+            unacked_timeout: Some(Duration::from_millis(1500)),
+            ..Default::default()
+        };
+        apply_accepted(&server, peer.ip(), &opts).unwrap();
+        server.write_all(b"OPEN").await.unwrap();
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(Duration::from_secs(20), server.read(&mut buf))
+            .await
+            .expect("the connection stayed open although the peer's ACKs are dropped");
+        assert!(
+            matches!(read, Err(_) | Ok(0)),
+            "the read should end the connection: {read:?}"
+        );
     }
 
     #[tokio::test]

@@ -75,6 +75,10 @@ pub enum Error {
     #[error("{daemon} is not running")]
     NotRunning { daemon: String },
 
+    /// A scenario checked something and it did not hold.
+    #[error("check failed: {0}")]
+    Check(String),
+
     /// The User-Mode Linux runner could not be used.
     #[error("User-Mode Linux: {0}")]
     Uml(String),

@@ -7,7 +7,9 @@
 //!   configured from one [`RouterSpec`] and answering in one typed form.
 //! - [`wait`]: waiting on a condition with a deadline.
 //! - [`uml`]: running a command or test binary under User-Mode Linux.
-//! - [`serval`]: finding and starting the `serval` binary.
+//! - [`serval`]: serval's own speaker behind the same [`BgpDaemon`] trait.
+//! - [`interop`]: the interop scenarios serval runs against every daemon, and the
+//!   matrix of their outcomes.
 //! - [`tools`]: failing (never skipping) when a tool or root is missing.
 //!
 //! Everything needs root; a test checks [`tools::require_root`] first or gets the same
@@ -38,6 +40,7 @@
 
 pub mod daemons;
 pub mod error;
+pub mod interop;
 pub mod netns;
 pub mod observed;
 pub mod serval;
@@ -52,6 +55,7 @@ pub use daemons::{BgpDaemon, Bird, ExaBgp, Frr, GoBgp, OpenBgpd};
 pub use error::{Error, Result};
 pub use netns::{Bridge, Netns, NsChild, NsHandle};
 pub use observed::{Route, SessionStatus};
+pub use serval::Serval;
 pub use spec::{
     Announcement, Asn, Community, Family, LargeCommunity, NeighborSpec, Password, RouterSpec,
     TtlMode,

@@ -3,7 +3,7 @@
 
 use crate::spec::{Asn, Community, LargeCommunity};
 use ipnet::IpNet;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// The state of the session with one neighbour.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +19,8 @@ pub struct SessionStatus {
 pub struct Route {
     pub prefix: IpNet,
     pub next_hop: Option<IpAddr>,
+    /// The link-local half of an IPv6 next hop (RFC 2545 §3), when the daemon shows it.
+    pub link_local_next_hop: Option<Ipv6Addr>,
     /// AS_PATH flattened in order (sets included as they appear).
     pub as_path: Vec<Asn>,
     pub communities: Vec<Community>,
@@ -29,6 +31,10 @@ pub struct Route {
     pub stale: Option<bool>,
     /// The neighbour it was learned from, when the daemon says.
     pub from: Option<IpAddr>,
+    /// RFC 4456 ORIGINATOR_ID, when present and shown.
+    pub originator_id: Option<Ipv4Addr>,
+    /// RFC 4456 CLUSTER_LIST in order, when shown.
+    pub cluster_list: Vec<Ipv4Addr>,
 }
 
 impl Route {
@@ -37,6 +43,7 @@ impl Route {
         Route {
             prefix,
             next_hop: None,
+            link_local_next_hop: None,
             as_path: Vec::new(),
             communities: Vec::new(),
             large_communities: Vec::new(),
@@ -44,6 +51,8 @@ impl Route {
             local_pref: None,
             stale: None,
             from: None,
+            originator_id: None,
+            cluster_list: Vec::new(),
         }
     }
 

@@ -185,6 +185,9 @@ pub struct NeighborSpec {
     pub rr_client: bool,
     /// Families carried on the session; by default the family of `address`.
     pub families: Vec<Family>,
+    /// Proposed hold time in seconds (keepalives every third of it); the daemon's
+    /// default when `None`.
+    pub hold_time: Option<u16>,
 }
 
 impl NeighborSpec {
@@ -201,7 +204,14 @@ impl NeighborSpec {
             add_path: false,
             rr_client: false,
             families: vec![Family::of_addr(address)],
+            hold_time: None,
         }
+    }
+
+    /// Proposes this hold time (seconds, 3 or more).
+    pub fn hold_time(mut self, secs: u16) -> Self {
+        self.hold_time = Some(secs);
+        self
     }
 
     pub fn local(mut self, addr: IpAddr) -> Self {
@@ -376,6 +386,12 @@ impl RouterSpec {
                 return Err(Error::InvalidSpec(format!(
                     "neighbor {} is a route-reflector client but not iBGP (AS {} vs {})",
                     n.address, n.asn, self.asn
+                )));
+            }
+            if n.hold_time.is_some_and(|h| h < 3) {
+                return Err(Error::InvalidSpec(format!(
+                    "neighbor {}: a hold time is at least 3 s",
+                    n.address
                 )));
             }
             if let TtlMode::Gtsm { hops: 0 } | TtlMode::Multihop { ttl: 0 } = n.ttl {

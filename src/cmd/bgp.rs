@@ -3,7 +3,8 @@
 
 use crate::cmd::runtime;
 use anyhow::{bail, Context};
-use bgp::config::{Announcement, PeerConfig, SpeakerConfig};
+use bgp::config::{Announcement, PeerConfig, ReloadPlan, SpeakerConfig};
+use bgp::policy::{CommunityValue, LargeCommunityValue};
 use bgp::speaker::{RouteQuery, Speaker};
 use bgp::status::{PeerStatus, RouteEntry};
 use bgp::{Asn, RouterId};
@@ -15,7 +16,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 pub const DEFAULT_SOCKET: &str = "/run/serval/bgp.sock";
 
@@ -65,6 +66,38 @@ enum BgpCommand {
     },
     /// Stop the speaker and withdraw its routes from every peer (no graceful restart).
     Shutdown {
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Originate a prefix now (or change the attributes of one originated already).
+    Announce {
+        prefix: IpNet,
+        /// A community ASN:VALUE or well-known name (repeatable).
+        #[arg(long = "community")]
+        communities: Vec<CommunityValue>,
+        /// A large community GLOBAL:LOCAL1:LOCAL2 (repeatable).
+        #[arg(long = "large-community")]
+        large_communities: Vec<LargeCommunityValue>,
+        #[arg(long)]
+        med: Option<u32>,
+        #[arg(long)]
+        local_pref: Option<u32>,
+        /// Next hop to announce instead of ourselves.
+        #[arg(long)]
+        next_hop: Option<IpAddr>,
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Stop originating a prefix.
+    Withdraw {
+        prefix: IpNet,
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Read the configuration file again and apply what changed: peers added, changed
+    /// (only their sessions restart, and only when the session itself changed) and
+    /// removed, prefixes announced and withdrawn. SIGHUP does the same.
+    Reload {
         #[arg(long, default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
     },
@@ -133,6 +166,13 @@ pub enum Request {
         peer: IpAddr,
     },
     Shutdown,
+    Announce {
+        announcement: Announcement,
+    },
+    Withdraw {
+        prefix: IpNet,
+    },
+    Reload,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -181,24 +221,42 @@ fn run_speaker(a: RunArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         let listener = control::bind(&a.socket).await?;
         let graceful = cfg.graceful_restart.enabled;
-        let speaker = Speaker::start(cfg).await?;
+        let mut start_cfg = cfg.clone();
+        // Peers get their policies inline, as a reload gives them (see `reload`).
+        start_cfg.peers = cfg
+            .peers
+            .iter()
+            .map(|p| cfg.peer_with_inline_policies(p))
+            .collect();
+        let speaker = Speaker::start(start_cfg).await?;
         info!(socket = %a.socket.display(), "BGP speaker running");
         let stop = CancellationToken::new();
         let handler = Arc::new(Control {
             speaker: speaker.clone(),
             stop: stop.clone(),
+            config_file: a.config.clone(),
+            state_dir: cfg.state_dir.clone(),
+            running: tokio::sync::Mutex::new(cfg),
         });
         let server = tokio::spawn(control::serve::<Request, _>(
             listener,
             a.socket.clone(),
-            handler,
+            handler.clone(),
             stop.clone(),
         ));
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        let hard = tokio::select! {
-            _ = term.recv() => false,
-            _ = tokio::signal::ctrl_c() => false,
-            () = stop.cancelled() => true,
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        let hard = loop {
+            tokio::select! {
+                _ = term.recv() => break false,
+                _ = tokio::signal::ctrl_c() => break false,
+                () = stop.cancelled() => break true,
+                _ = hup.recv() => match handler.reload().await {
+                    Ok(plan) => info!(?plan, "configuration reloaded"),
+                    Err(e) => warn!(error = %format!("{e:#}"), "configuration not reloaded"),
+                },
+            }
         };
         // A signal is a stop for a restart: with graceful restart, peers keep our routes
         // until we are back. `serval bgp shutdown` withdraws them.
@@ -213,6 +271,49 @@ fn run_speaker(a: RunArgs) -> anyhow::Result<()> {
 struct Control {
     speaker: Speaker,
     stop: CancellationToken,
+    /// The file to read again on reload; `None` when configured by flags.
+    config_file: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    /// The configuration the speaker runs with: what a reload compares against, and
+    /// what run-time announcements update.
+    running: tokio::sync::Mutex<SpeakerConfig>,
+}
+
+impl Control {
+    /// Read the configuration file again and apply the difference. Applied in an order
+    /// that never leaves a peer without the routes it should have: new peers and
+    /// announcements first, removals last.
+    async fn reload(&self) -> anyhow::Result<ReloadPlan> {
+        let Some(path) = &self.config_file else {
+            bail!("the speaker was configured by flags: there is no file to reload");
+        };
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut new =
+            SpeakerConfig::from_toml(&text).with_context(|| format!("in {}", path.display()))?;
+        let mut running = self.running.lock().await;
+        if new.state_dir.is_none() {
+            new.state_dir = self.state_dir.clone();
+        }
+        let plan = running.reload_plan(&new)?;
+        for p in &plan.add_peers {
+            self.speaker.add_peer(p.clone()).await?;
+        }
+        for p in &plan.update_peers {
+            self.speaker.update_peer(p.clone()).await?;
+        }
+        for a in &plan.announce {
+            self.speaker.announce(a.clone()).await?;
+        }
+        for prefix in &plan.withdraw {
+            self.speaker.withdraw(*prefix).await?;
+        }
+        for addr in &plan.remove_peers {
+            self.speaker.remove_peer(*addr).await?;
+        }
+        *running = new;
+        Ok(plan)
+    }
 }
 
 impl control::Handler<Request> for Control {
@@ -244,8 +345,48 @@ impl control::Handler<Request> for Control {
                 self.stop.cancel();
                 serde_json::Value::Null
             }
+            Request::Announce { announcement } => {
+                if announcement.prefix != announcement.prefix.trunc() {
+                    bail!(
+                        "{} has host bits set; did you mean {}?",
+                        announcement.prefix,
+                        announcement.prefix.trunc()
+                    );
+                }
+                self.speaker.announce(announcement.clone()).await?;
+                // Remembered as running, so a reload compares against it: the file stays
+                // authoritative and withdraws a run-time prefix it does not list.
+                let mut running = self.running.lock().await;
+                running.announce.retain(|a| a.prefix != announcement.prefix);
+                running.announce.push(announcement);
+                serde_json::Value::Null
+            }
+            Request::Withdraw { prefix } => {
+                let was = self.speaker.withdraw(prefix).await?;
+                if !was {
+                    bail!("{prefix} is not announced");
+                }
+                self.running
+                    .lock()
+                    .await
+                    .announce
+                    .retain(|a| a.prefix != prefix);
+                serde_json::Value::Null
+            }
+            Request::Reload => serde_json::to_value(summary(&self.reload().await?))?,
         })
     }
+}
+
+/// What a reload did, for the person who asked.
+fn summary(plan: &ReloadPlan) -> serde_json::Value {
+    serde_json::json!({
+        "added-peers": plan.add_peers.iter().map(|p| p.address).collect::<Vec<_>>(),
+        "changed-peers": plan.update_peers.iter().map(|p| p.address).collect::<Vec<_>>(),
+        "removed-peers": plan.remove_peers,
+        "announced": plan.announce.iter().map(|a| a.prefix).collect::<Vec<_>>(),
+        "withdrawn": plan.withdraw,
+    })
 }
 
 async fn query(cmd: BgpCommand) -> anyhow::Result<()> {
@@ -289,6 +430,32 @@ async fn query(cmd: BgpCommand) -> anyhow::Result<()> {
         BgpCommand::Shutdown { socket } => {
             control::request::<_, serde_json::Value>(&socket, &Request::Shutdown).await?;
         }
+        BgpCommand::Announce {
+            prefix,
+            communities,
+            large_communities,
+            med,
+            local_pref,
+            next_hop,
+            socket,
+        } => {
+            let mut announcement = Announcement::new(prefix);
+            announcement.communities = communities;
+            announcement.large_communities = large_communities;
+            announcement.med = med;
+            announcement.local_pref = local_pref;
+            announcement.next_hop = next_hop;
+            control::request::<_, serde_json::Value>(&socket, &Request::Announce { announcement })
+                .await?;
+        }
+        BgpCommand::Withdraw { prefix, socket } => {
+            control::request::<_, serde_json::Value>(&socket, &Request::Withdraw { prefix })
+                .await?;
+        }
+        BgpCommand::Reload { socket } => {
+            let done: serde_json::Value = control::request(&socket, &Request::Reload).await?;
+            println!("{}", serde_json::to_string_pretty(&done)?);
+        }
     }
     Ok(())
 }
@@ -296,6 +463,80 @@ async fn query(cmd: BgpCommand) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        bgp: Top,
+    }
+    #[derive(Subcommand)]
+    enum Top {
+        Bgp(Args),
+    }
+
+    fn parse(argv: &[&str]) -> Option<BgpCommand> {
+        let cli = Cli::try_parse_from(["serval"].iter().chain(argv)).ok()?;
+        let Top::Bgp(args) = cli.bgp;
+        args.command
+    }
+
+    #[test]
+    fn announce_takes_attributes() {
+        let cmd = parse(&[
+            "bgp",
+            "announce",
+            "10.1.0.0/24",
+            "--community",
+            "65001:7",
+            "--community",
+            "no-export",
+            "--large-community",
+            "65001:1:2",
+            "--med",
+            "5",
+            "--socket",
+            "/tmp/s",
+        ]);
+        let Some(BgpCommand::Announce {
+            prefix,
+            communities,
+            large_communities,
+            med,
+            socket,
+            ..
+        }) = cmd
+        else {
+            panic!("not an announce command");
+        };
+        assert_eq!(prefix, "10.1.0.0/24".parse::<IpNet>().unwrap());
+        assert_eq!(communities.len(), 2);
+        assert_eq!(large_communities.len(), 1);
+        assert_eq!(med, Some(5));
+        assert_eq!(socket, PathBuf::from("/tmp/s"));
+        assert!(parse(&["bgp", "announce", "10.1.0.0/24", "--community", "x"]).is_none());
+        assert!(matches!(
+            parse(&["bgp", "withdraw", "10.1.0.0/24"]),
+            Some(BgpCommand::Withdraw { .. })
+        ));
+        assert!(matches!(
+            parse(&["bgp", "reload"]),
+            Some(BgpCommand::Reload { .. })
+        ));
+    }
+
+    #[test]
+    fn requests_round_trip_as_json() {
+        let mut a = Announcement::new("10.1.0.0/24".parse().unwrap());
+        a.med = Some(5);
+        let text = serde_json::to_string(&Request::Announce {
+            announcement: a.clone(),
+        })
+        .unwrap();
+        match serde_json::from_str::<Request>(&text).unwrap() {
+            Request::Announce { announcement } => assert_eq!(announcement, a),
+            _ => panic!("{text}"),
+        }
+    }
 
     #[test]
     fn peers_from_flags() {

@@ -39,6 +39,16 @@ impl Bird {
         self.inst.exec(&argv)
     }
 
+    /// The name of the BGP protocol that talks to `neighbor` (for `birdc` commands).
+    pub fn protocol(&self, neighbor: IpAddr) -> Result<String> {
+        self.spec
+            .neighbors
+            .iter()
+            .position(|n| n.address == neighbor)
+            .map(proto_name)
+            .ok_or_else(|| Error::InvalidSpec(format!("bird has no neighbor {neighbor}")))
+    }
+
     fn launch(&mut self) -> Result<()> {
         let config = render(&self.spec)?;
         let conf = self.inst.write("bird.conf", &config)?;
@@ -286,6 +296,9 @@ pub fn render(spec: &RouterSpec) -> Result<String> {
         if !n.route_refresh {
             c.push_str("  enable route refresh off;\n");
         }
+        if let Some(h) = n.hold_time {
+            let _ = writeln!(c, "  hold time {h};\n  keepalive time {};", (h / 3).max(1));
+        }
         if n.rr_client {
             c.push_str("  rr client;\n");
         }
@@ -376,7 +389,16 @@ fn attribute(route: &mut Route, line: &str) -> std::result::Result<(), String> {
             route.as_path = numbers(value).into_iter().map(|n| Asn(n as u32)).collect();
         }
         "BGP.next_hop" => {
-            route.next_hop = value.split_whitespace().next().and_then(|a| a.parse().ok());
+            let mut words = value.split_whitespace();
+            route.next_hop = words.next().and_then(|a| a.parse().ok());
+            route.link_local_next_hop = words.next().and_then(|a| a.parse().ok());
+        }
+        "BGP.originator_id" => route.originator_id = value.parse().ok(),
+        "BGP.cluster_list" => {
+            route.cluster_list = value
+                .split_whitespace()
+                .filter_map(|a| a.parse().ok())
+                .collect();
         }
         "BGP.med" => route.med = value.parse().ok(),
         "BGP.local_pref" => route.local_pref = value.parse().ok(),
@@ -493,6 +515,8 @@ Table master4:\n\
 \tBGP.large_community: (65002, 5, 6)\n\
 \x20                    unicast [sv_n1 15:59:37.000] (100) [AS65002i]\n\
 \tBGP.next_hop: 2001:db8::2 fe80::1\n\
+\tBGP.originator_id: 192.0.2.9\n\
+\tBGP.cluster_list: 192.0.2.1 10.0.0.1\n\
 Table master6:\n\
 2001:db8:200::/48    blackhole [sv_static6 15:59:19.990] * (200)\n\
 \tType: static univ\n";
@@ -514,6 +538,19 @@ Table master6:\n\
         assert_eq!(routes[1].prefix.to_string(), "198.18.2.0/24");
         assert_eq!(routes[1].from, Some("2001:db8::2".parse().unwrap()));
         assert_eq!(routes[1].next_hop, Some("2001:db8::2".parse().unwrap()));
+        assert_eq!(
+            routes[1].link_local_next_hop,
+            Some("fe80::1".parse().unwrap())
+        );
+        assert_eq!(routes[1].originator_id, Some("192.0.2.9".parse().unwrap()));
+        assert_eq!(
+            routes[1].cluster_list,
+            vec![
+                "192.0.2.1".parse::<std::net::Ipv4Addr>().unwrap(),
+                "10.0.0.1".parse().unwrap()
+            ]
+        );
+        assert_eq!(r.link_local_next_hop, None);
         assert_eq!(routes[2].prefix.to_string(), "2001:db8:200::/48");
         assert_eq!(routes[2].from, None);
     }

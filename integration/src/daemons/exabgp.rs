@@ -108,6 +108,23 @@ impl ExaBgp {
         })
     }
 
+    /// Every JSON message of `kind` ("open", "notification", "update", "state"…) the
+    /// helper recorded, oldest first: what ExaBGP received, since it has no RIB to ask.
+    pub fn messages(&self, kind: &str) -> Result<Vec<Value>> {
+        let path = self.inst.path(RECEIVED);
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io("reading", &path, e))?;
+        Ok(text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v.get("type").and_then(Value::as_str) == Some(kind))
+            .collect())
+    }
+
+    /// Sends API commands (`neighbor 192.0.2.1 announce route-refresh ipv4 unicast`…).
+    pub fn api(&self, lines: &[String]) -> Result<()> {
+        self.command(lines)
+    }
+
     /// Sends API command lines through the helper.
     fn command(&self, lines: &[String]) -> Result<()> {
         let path = self.inst.path(COMMANDS);
@@ -301,6 +318,9 @@ pub fn render(
         if n.passive {
             c.push_str("  passive true;\n  listen 179;\n");
         }
+        if let Some(h) = n.hold_time {
+            let _ = writeln!(c, "  hold-time {h};");
+        }
         if let Some(pw) = &n.password {
             let _ = writeln!(c, "  md5-password \"{}\";", pw.as_str());
         }
@@ -335,7 +355,7 @@ pub fn render(
             });
         }
         c.push_str("  }\n");
-        c.push_str("  api {\n    processes [ sv-helper ];\n    neighbor-changes;\n    receive { parsed; update; }\n  }\n");
+        c.push_str("  api {\n    processes [ sv-helper ];\n    neighbor-changes;\n    receive { parsed; update; open; notification; }\n  }\n");
         let statics: Vec<&Announcement> = spec
             .announce
             .iter()

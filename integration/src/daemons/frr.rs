@@ -330,6 +330,9 @@ pub fn render(spec: &RouterSpec) -> Result<(String, usize)> {
                 feature: "turning route refresh off".into(),
             });
         }
+        if let Some(h) = n.hold_time {
+            let _ = writeln!(c, " neighbor {a} timers {} {h}", (h / 3).max(1));
+        }
         // Retry a refused connection quickly: tests wait on sessions.
         let _ = writeln!(c, " neighbor {a} timers connect 2");
     }

@@ -155,7 +155,14 @@ impl BgpDaemon for GoBgp {
         let addr = neighbor.to_string();
         let mut routes = Vec::new();
         for family in &n.families {
-            let v = self.json(&["neighbor", &addr, "adj-in", "-a", afi(*family), "-j"])?;
+            let v = match self.json(&["neighbor", &addr, "adj-in", "-a", afi(*family), "-j"]) {
+                // GoBGP refuses to list the Adj-RIB-In of a session that is down (and
+                // holds nothing for it, unless graceful restart keeps it, which it lists).
+                Err(Error::Command { stdout, .. }) if stdout.contains("is not established") => {
+                    continue
+                }
+                other => other?,
+            };
             routes.extend(parse_table(&v)?);
         }
         Ok(routes)
@@ -258,6 +265,13 @@ pub fn render(spec: &RouterSpec) -> Result<String> {
         }
         // Quick retries, also after a reset (GoBGP waits 30 s by default).
         c.push_str("  [neighbors.timers.config]\n    connect-retry = 2\n    idle-hold-time-after-reset = 1\n");
+        if let Some(h) = n.hold_time {
+            let _ = writeln!(
+                c,
+                "    hold-time = {h}\n    keepalive-interval = {}",
+                (h / 3).max(1)
+            );
+        }
         match n.ttl {
             TtlMode::Direct => {}
             TtlMode::Multihop { ttl } => {

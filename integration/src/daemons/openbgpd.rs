@@ -238,6 +238,9 @@ pub fn render(spec: &RouterSpec, socket: &str) -> Result<String> {
         if n.passive {
             c.push_str("  passive\n");
         }
+        if let Some(h) = n.hold_time {
+            let _ = writeln!(c, "  holdtime {h}");
+        }
         if let Some(pw) = &n.password {
             let _ = writeln!(c, "  tcp md5sig password {}", pw.as_str());
         }
@@ -266,7 +269,9 @@ pub fn render(spec: &RouterSpec, socket: &str) -> Result<String> {
             "no"
         };
         let _ = writeln!(c, "  announce restart {restart}");
-        if !n.route_refresh {
+        if n.route_refresh {
+            c.push_str("  announce enhanced refresh yes\n");
+        } else {
             c.push_str("  announce refresh no\n");
         }
         if n.add_path {

@@ -197,14 +197,36 @@ pub fn feed_session(
     Ok(report)
 }
 
-/// The feeder: connect to `target`, establish, feed.
+/// Waits until `path` exists: the race starts every feeder at once this way, after all
+/// of them have encoded their feed (which would otherwise compete with the daemon for
+/// the CPU).
+pub fn wait_for_file(path: &std::path::Path, timeout: Duration) -> Result<(), FeederError> {
+    Event::new("ready").with("mono_ns", mono_ns()).emit();
+    let deadline = Instant::now() + timeout;
+    while !path.exists() {
+        if Instant::now() >= deadline {
+            return Err(FeederError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("{} did not appear", path.display()),
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok(())
+}
+
+/// The feeder: encode, wait for `go` (if given), connect to `target`, establish, feed.
 pub fn feed(
     target: SocketAddr,
     opts: &SessionOpts,
     spec: &FeedSpec,
+    go: Option<&std::path::Path>,
     linger: Option<Duration>,
 ) -> Result<FeedReport, FeederError> {
     let stream = prepare(spec)?;
+    if let Some(go) = go {
+        wait_for_file(go, Duration::from_secs(300))?;
+    }
     let sock = peer::connect(target, Duration::from_secs(60))?;
     let ours = peer::open(opts.local_as, opts.hold_time, opts.router_id);
     Event::new("connected").with("mono_ns", mono_ns()).emit();
@@ -340,7 +362,7 @@ pub fn selftest(spec: &FeedSpec) -> Result<(FeedReport, f64), FeederError> {
         router_id: RouterId("127.0.0.1".parse().expect("literal")),
         hold_time: 90,
     };
-    let report = feed(addr, &opts, spec, Some(Duration::from_millis(200)))?;
+    let report = feed(addr, &opts, spec, None, Some(Duration::from_millis(200)))?;
     let delivered_ns = match sink.join() {
         Ok(r) => r?,
         Err(_) => {

@@ -15,3 +15,4 @@ pub mod feed;
 pub mod feeder;
 pub mod monitor;
 pub mod peer;
+pub mod race;

@@ -71,6 +71,9 @@ enum Cmd {
         /// Stop this many seconds after the feed is written (default: stay up).
         #[arg(long)]
         linger: Option<u64>,
+        /// After encoding, wait until this file exists before connecting.
+        #[arg(long)]
+        go_file: Option<std::path::PathBuf>,
     },
     /// Connect (or accept), establish, count the distinct prefixes received.
     Monitor {
@@ -106,6 +109,7 @@ fn main() -> anyhow::Result<()> {
             base,
             avoid_as,
             linger,
+            go_file,
         } => {
             let mut spec = FeedSpec::new(prefixes, base, Asn(session.local_as), next_hop);
             spec.per_update = per_update;
@@ -114,6 +118,7 @@ fn main() -> anyhow::Result<()> {
                 connect,
                 &session.opts(),
                 &spec,
+                go_file.as_deref(),
                 linger.map(Duration::from_secs),
             )
             .map(drop)

@@ -44,8 +44,8 @@ pub(crate) const DATA_QUEUE: usize = 32;
 const CTL_QUEUE: usize = 64;
 /// Frames cut from one read are handed over together.
 const READ_BUF: usize = 256 * 1024;
-/// UPDATEs handed to the core in one event.
-const UPDATE_BATCH: usize = 1024;
+/// UPDATEs handed to the core in one event (~5,000 prefixes of a table load).
+const UPDATE_BATCH: usize = 256;
 
 /// What the core asks of a session.
 #[derive(Debug)]

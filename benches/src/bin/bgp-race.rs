@@ -40,7 +40,7 @@ struct Cli {
     #[arg(long, default_value_t = 50)]
     poll_ms: u64,
     /// Give up on a run after this many seconds.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 600)]
     timeout: u64,
     /// serval's binary; default: `serval` beside this program.
     #[arg(long)]

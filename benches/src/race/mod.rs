@@ -127,10 +127,25 @@ pub struct Sample {
     pub idle_rss_kib: u64,
     /// Seconds from t0 until the slowest feeder's last octet was taken by the kernel.
     pub feeder_written_secs: f64,
+    /// CPU seconds the daemon used from before the feed until done.
+    pub cpu_secs: f64,
     /// Median duration of one count query (ms); 0 when nothing was polled.
     pub poll_ms: f64,
     pub polls: usize,
     pub prefixes: u64,
+}
+
+/// CPU seconds (user + system, all threads) a process has used so far.
+pub fn cpu_secs(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces; the fields after it are space separated.
+    let rest = &s[s.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime: fields 14 and 15 of stat(5), 12 and 13 after the name and state.
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then(|| ticks as f64 / hz as f64)
 }
 
 /// VmHWM (peak resident set) of a process, in KiB.
@@ -288,6 +303,7 @@ pub fn run_once(daemon: Daemon, shape: Shape, opts: &RaceOpts) -> Result<Sample,
     )?;
     let pid = running.child.pid();
     let idle_rss_kib = vm_hwm_kib(pid).unwrap_or(0);
+    let idle_cpu = cpu_secs(pid).unwrap_or(0.0);
     let total = u64::from(n_feeders) * u64::from(per_feeder);
     let target = format!("{}:179", topo.daemon_addr);
     let feeder_bin = opts.feeder_bin.to_string_lossy().into_owned();
@@ -432,6 +448,7 @@ pub fn run_once(daemon: Daemon, shape: Shape, opts: &RaceOpts) -> Result<Sample,
         }
     };
     let peak_rss_kib = vm_hwm_kib(pid).unwrap_or(0);
+    let cpu = cpu_secs(pid).map_or(0.0, |c| c - idle_cpu);
 
     let opens: Vec<u64> = feeders
         .iter()
@@ -466,6 +483,7 @@ pub fn run_once(daemon: Daemon, shape: Shape, opts: &RaceOpts) -> Result<Sample,
         peak_rss_kib,
         idle_rss_kib,
         feeder_written_secs: secs(written),
+        cpu_secs: cpu,
         poll_ms: poll_times
             .get(poll_times.len() / 2)
             .map_or(0.0, |d| d.as_secs_f64() * 1e3),

@@ -27,8 +27,8 @@ pub fn table(shape: Shape, header: &str, results: &[(Daemon, Vec<Sample>)]) -> S
     let _ = writeln!(out, "== {header} ==");
     let _ = writeln!(
         out,
-        "{:<7} {:>6} {:>17} {:>9} {:>15} {:>8} {:>10} {:>8}",
-        "daemon", "time s", "[min-max] spread", "RSS MiB", "[min-max]", "B/prefix", "fed by s", "poll ms"
+        "{:<7} {:>7} {:>22} {:>7} {:>11} {:>8} {:>7} {:>8} {:>7}",
+        "daemon", "time s", "[min-max] spread", "RSS MiB", "[min-max]", "B/prefix", "CPU s", "fed by s", "poll ms"
     );
     let mut medians: Vec<(Daemon, Summary, Summary, u64)> = Vec::new();
     for (d, samples) in results {
@@ -36,6 +36,7 @@ pub fn table(shape: Shape, header: &str, results: &[(Daemon, Vec<Sample>)]) -> S
         let rss: Vec<f64> = samples.iter().map(|s| s.peak_rss_kib as f64).collect();
         let fed: Vec<f64> = samples.iter().map(|s| s.feeder_written_secs).collect();
         let poll: Vec<f64> = samples.iter().map(|s| s.poll_ms).collect();
+        let cpu: Vec<f64> = samples.iter().map(|s| s.cpu_secs).collect();
         let prefixes = samples.first().map_or(0, |s| s.prefixes);
         let (Some(t), Some(r)) = (Summary::of(&secs), Summary::of(&rss)) else {
             let _ = writeln!(out, "{:<7} no successful run", d.name());
@@ -43,16 +44,18 @@ pub fn table(shape: Shape, header: &str, results: &[(Daemon, Vec<Sample>)]) -> S
         };
         let fed = Summary::of(&fed).map_or(0.0, |s| s.median);
         let poll = Summary::of(&poll).map_or(0.0, |s| s.median);
+        let cpu = Summary::of(&cpu).map_or(0.0, |s| s.median);
         let per_prefix = r.median * 1024.0 / prefixes.max(1) as f64;
         let _ = writeln!(
             out,
-            "{:<7} {:>6.3} {:>17} {:>9.0} {:>15} {:>8.0} {:>10.3} {:>8}",
+            "{:<7} {:>7.3} {:>22} {:>7.0} {:>11} {:>8.0} {:>7.2} {:>8.3} {:>7}",
             d.name(),
             t.median,
             format!("[{:.3}-{:.3}] {:.0}%", t.min, t.max, t.spread() * 100.0),
             mib(r.median),
             format!("[{:.0}-{:.0}]", mib(r.min), mib(r.max)),
             per_prefix,
+            cpu,
             fed,
             if poll > 0.0 {
                 format!("{poll:.1}")
@@ -105,6 +108,7 @@ mod tests {
             peak_rss_kib: rss,
             idle_rss_kib: 1000,
             feeder_written_secs: secs / 2.0,
+            cpu_secs: secs,
             poll_ms: 3.0,
             polls: 10,
             prefixes: 1_000_000,
@@ -119,7 +123,7 @@ mod tests {
             (Daemon::Gobgp, vec![sample(18.0, 1168 * 1024)]),
         ];
         let t = table(Shape::Single, "single", &results);
-        assert!(t.contains("serval   0.450"), "{t}");
+        assert!(t.contains("serval    0.450"), "{t}");
         assert!(t.contains("serval/bird   time 0.75x (target <= 0.8x: met), peak RSS 0.86x (target <= 1x: met)"), "{t}");
         assert!(t.contains("serval/gobgp  time 0.03x (target <= 0.2x: met)"), "{t}");
     }

@@ -388,7 +388,9 @@ impl Session {
         if self.batch.is_empty() {
             return;
         }
-        let updates = std::mem::take(&mut self.batch);
+        // Sized for a whole batch: growing it push by push would copy every UPDATE
+        // (several hundred octets each) eight more times.
+        let updates = std::mem::replace(&mut self.batch, Vec::with_capacity(UPDATE_BATCH));
         let _ = self
             .events
             .send(SessionEvent::Updates {

@@ -70,7 +70,9 @@ mod tests {
 
     #[test]
     fn lines_round_trip() {
-        let e = Event::new("open-sent").with("mono_ns", 42).with("peer", "192.0.2.1:179");
+        let e = Event::new("open-sent")
+            .with("mono_ns", 42)
+            .with("peer", "192.0.2.1:179");
         let line = e.line();
         assert_eq!(line, "event=open-sent mono_ns=42 peer=192.0.2.1:179");
         assert_eq!(Event::parse(&line), Some(e.clone()));
@@ -87,6 +89,9 @@ mod tests {
     #[test]
     fn spaces_in_values_do_not_break_the_line() {
         let e = Event::new("error").with("message", "peer closed the connection");
-        assert_eq!(Event::parse(&e.line()).unwrap().get("message"), Some("peer_closed_the_connection"));
+        assert_eq!(
+            Event::parse(&e.line()).unwrap().get("message"),
+            Some("peer_closed_the_connection")
+        );
     }
 }

@@ -182,7 +182,8 @@ pub fn encode(spec: &FeedSpec, params: &CodecParams) -> Result<Stream, FeedError
     let mut rng = Rng::new(spec.seed);
     let per = spec.per_update.max(1);
     // ~4 octets a prefix and ~60 of header and attributes an UPDATE.
-    let mut out = BytesMut::with_capacity(spec.prefixes as usize * 4 + spec.updates() as usize * 80);
+    let mut out =
+        BytesMut::with_capacity(spec.prefixes as usize * 4 + spec.updates() as usize * 80);
     let mut ends = Vec::with_capacity(spec.updates() as usize);
     let mut i = 0u32;
     let mut index = 0u32;
@@ -261,14 +262,20 @@ mod tests {
     #[test]
     fn prefixes_have_clear_host_bits_and_mixed_lengths() {
         let base = Ipv4Addr::new(16, 0, 0, 0);
-        let lens: Vec<u8> = (0..8).map(|i| prefix(base, i).unwrap().prefix_len()).collect();
+        let lens: Vec<u8> = (0..8)
+            .map(|i| prefix(base, i).unwrap().prefix_len())
+            .collect();
         assert_eq!(lens, vec![21, 24, 23, 24, 22, 24, 23, 24]);
         for i in 0..10_000 {
             let p = prefix(base, i).unwrap();
             assert_eq!(p, p.trunc(), "{p}");
         }
         assert_eq!(prefix(Ipv4Addr::new(255, 255, 0, 0), 1000), None);
-        assert_eq!(prefix(Ipv4Addr::new(16, 0, 1, 0), 0), None, "misaligned base");
+        assert_eq!(
+            prefix(Ipv4Addr::new(16, 0, 1, 0), 0),
+            None,
+            "misaligned base"
+        );
     }
 
     #[test]
@@ -293,8 +300,12 @@ mod tests {
         }
         assert_eq!(seen.len(), 1000);
         // Attributes vary: MED present on some, absent on others.
-        assert!(updates.iter().any(|u| u.attrs.as_ref().unwrap().med.is_some()));
-        assert!(updates.iter().any(|u| u.attrs.as_ref().unwrap().med.is_none()));
+        assert!(updates
+            .iter()
+            .any(|u| u.attrs.as_ref().unwrap().med.is_some()));
+        assert!(updates
+            .iter()
+            .any(|u| u.attrs.as_ref().unwrap().med.is_none()));
     }
 
     #[test]

@@ -161,10 +161,7 @@ pub fn feed_session(
         stream = feed::encode(spec, &e.params)?;
     }
     let done = Arc::new(AtomicBool::new(false));
-    let reader = std::mem::replace(
-        &mut e.reader,
-        peer::FrameReader::new(e.writer.try_clone()?),
-    );
+    let reader = std::mem::replace(&mut e.reader, peer::FrameReader::new(e.writer.try_clone()?));
     spawn_drain(reader, e.params.clone(), done.clone());
     let write_secs = write_stream(&mut e, &stream)?;
     let report = FeedReport {
@@ -181,7 +178,10 @@ pub fn feed_session(
         .with("bytes", report.bytes)
         .with("updates", report.updates)
         .with("prefixes", report.prefixes)
-        .with("prefixes_per_sec", format!("{:.0}", report.prefixes_per_sec()))
+        .with(
+            "prefixes_per_sec",
+            format!("{:.0}", report.prefixes_per_sec()),
+        )
         .emit();
     match linger {
         None => {
@@ -344,7 +344,11 @@ pub fn selftest(spec: &FeedSpec) -> Result<(FeedReport, f64), FeederError> {
     // The sink only frames what arrives (no decoding), so the rate is the feeder's.
     let sink = std::thread::spawn(move || -> Result<u64, FeederError> {
         let s = peer::accept(&listener)?;
-        let ours = peer::open(Asn(64512), 90, RouterId("127.0.0.2".parse().expect("literal")));
+        let ours = peer::open(
+            Asn(64512),
+            90,
+            RouterId("127.0.0.2".parse().expect("literal")),
+        );
         let mut e = peer::handshake(s, &ours, true)?;
         let mut seen = 0;
         while seen < updates {

@@ -177,7 +177,11 @@ pub fn handshake(stream: TcpStream, ours: &Open, ebgp: bool) -> Result<Establish
     let mut writer = stream.try_clone()?;
     let mut reader = FrameReader::new(stream);
     let mut out = BytesMut::new();
-    encode_message(&Message::Open(ours.clone()), &CodecParams::default(), &mut out)?;
+    encode_message(
+        &Message::Open(ours.clone()),
+        &CodecParams::default(),
+        &mut out,
+    )?;
     let open_sent_ns = mono_ns();
     writer.write_all(&out)?;
     let remote = loop {

@@ -118,7 +118,14 @@ pub fn launch(daemon: Daemon, t: &Topology, dir: &Path, serval_bin: &Path) -> La
                 ],
                 // A per-protocol counter: `show route count` walks the table inside BIRD's
                 // one thread (~0.4 s per query at a million routes) and slows the load.
-                count_argv: vec![s("birdc"), s("-s"), sock, s("show"), s("protocols"), s("all")],
+                count_argv: vec![
+                    s("birdc"),
+                    s("-s"),
+                    sock,
+                    s("show"),
+                    s("protocols"),
+                    s("all"),
+                ],
             }
         }
         Daemon::Gobgp => {
@@ -349,7 +356,10 @@ pub fn parse_count(daemon: Daemon, out: &str, t: &Topology) -> Option<u64> {
             let mut total = 0;
             for (addr, p) in peers {
                 if t.feeders.iter().any(|(a, _)| a.to_string() == *addr) {
-                    total += p.get("pfxRcd").and_then(serde_json::Value::as_u64).unwrap_or(0);
+                    total += p
+                        .get("pfxRcd")
+                        .and_then(serde_json::Value::as_u64)
+                        .unwrap_or(0);
                 }
             }
             Some(total)
@@ -375,7 +385,10 @@ mod tests {
         Topology {
             daemon_addr: Ipv4Addr::new(192, 0, 2, 1),
             daemon_as: 64512,
-            feeders: vec![(Ipv4Addr::new(192, 0, 2, 2), 65001), (Ipv4Addr::new(192, 0, 2, 3), 65002)],
+            feeders: vec![
+                (Ipv4Addr::new(192, 0, 2, 2), 65001),
+                (Ipv4Addr::new(192, 0, 2, 3), 65002),
+            ],
             monitor: Some((Ipv4Addr::new(192, 0, 2, 4), 65100)),
             hold_time: 90,
             keepalive: 30,

@@ -454,10 +454,14 @@ pub fn run_once(daemon: Daemon, shape: Shape, opts: &RaceOpts) -> Result<Sample,
         .iter()
         .filter_map(|f| f.find("open-sent").and_then(|e| e.get_u64("mono_ns")))
         .collect();
-    let t0 = opens.iter().copied().min().ok_or_else(|| RaceError::Failed {
-        who: "feeders".into(),
-        detail: "no open-sent event".into(),
-    })?;
+    let t0 = opens
+        .iter()
+        .copied()
+        .min()
+        .ok_or_else(|| RaceError::Failed {
+            who: "feeders".into(),
+            detail: "no open-sent event".into(),
+        })?;
     // The feeders may still be writing when the daemon is polled: wait for their reports.
     let written = wait(
         "the feeders' reports",
@@ -500,7 +504,10 @@ pub fn run_once(daemon: Daemon, shape: Shape, opts: &RaceOpts) -> Result<Sample,
 
 impl Peer {
     fn find_last(&self, event: &str) -> Option<Event> {
-        events(&self.log).into_iter().rev().find(|e| e.name == event)
+        events(&self.log)
+            .into_iter()
+            .rev()
+            .find(|e| e.name == event)
     }
 }
 

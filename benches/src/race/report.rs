@@ -28,7 +28,15 @@ pub fn table(shape: Shape, header: &str, results: &[(Daemon, Vec<Sample>)]) -> S
     let _ = writeln!(
         out,
         "{:<7} {:>7} {:>22} {:>7} {:>11} {:>8} {:>7} {:>8} {:>7}",
-        "daemon", "time s", "[min-max] spread", "RSS MiB", "[min-max]", "B/prefix", "CPU s", "fed by s", "poll ms"
+        "daemon",
+        "time s",
+        "[min-max] spread",
+        "RSS MiB",
+        "[min-max]",
+        "B/prefix",
+        "CPU s",
+        "fed by s",
+        "poll ms"
     );
     let mut medians: Vec<(Daemon, Summary, Summary, u64)> = Vec::new();
     for (d, samples) in results {
@@ -118,14 +126,24 @@ mod tests {
     #[test]
     fn ratios_and_verdicts() {
         let results = vec![
-            (Daemon::Serval, vec![sample(0.4, 90 * 1024), sample(0.5, 92 * 1024), sample(0.45, 91 * 1024)]),
+            (
+                Daemon::Serval,
+                vec![
+                    sample(0.4, 90 * 1024),
+                    sample(0.5, 92 * 1024),
+                    sample(0.45, 91 * 1024),
+                ],
+            ),
             (Daemon::Bird, vec![sample(0.6, 106 * 1024)]),
             (Daemon::Gobgp, vec![sample(18.0, 1168 * 1024)]),
         ];
         let t = table(Shape::Single, "single", &results);
         assert!(t.contains("serval    0.450"), "{t}");
         assert!(t.contains("serval/bird   time 0.75x (target <= 0.8x: met), peak RSS 0.86x (target <= 1x: met)"), "{t}");
-        assert!(t.contains("serval/gobgp  time 0.03x (target <= 0.2x: met)"), "{t}");
+        assert!(
+            t.contains("serval/gobgp  time 0.03x (target <= 0.2x: met)"),
+            "{t}"
+        );
     }
 
     #[test]

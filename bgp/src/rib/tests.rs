@@ -1165,7 +1165,12 @@ fn a_peers_own_routes_are_never_queued_back_to_it() {
     let mut rib = new_rib();
     let a = peer(&mut rib, 1, 65001);
     drain(&mut rib, a);
-    announce(&mut rib, a, &["10.0.0.0/24", "10.0.1.0/24"], attrs(&[65001], 1));
+    announce(
+        &mut rib,
+        a,
+        &["10.0.0.0/24", "10.0.1.0/24"],
+        attrs(&[65001], 1),
+    );
     assert!(!rib.export_pending(a, Family::Ipv4Unicast));
     // Its prefix now best through another peer: it is told, and told again when the
     // best path comes back to its own (a withdrawal).
@@ -1188,7 +1193,12 @@ fn a_peer_whose_export_rejects_everything_is_queued_nothing() {
     let a = peer(&mut rib, 1, 65001);
     let quiet = add(&mut rib, 2, 65002, |i| i.export = Policy::reject_all());
     drain(&mut rib, quiet);
-    announce(&mut rib, a, &["10.0.0.0/24", "10.0.1.0/24"], attrs(&[65001], 1));
+    announce(
+        &mut rib,
+        a,
+        &["10.0.0.0/24", "10.0.1.0/24"],
+        attrs(&[65001], 1),
+    );
     assert!(!rib.export_pending(quiet, Family::Ipv4Unicast));
     // Export opened: a refresh sends the table.
     let mut info = rib.peer_info(quiet).unwrap().clone();

@@ -83,21 +83,43 @@ pub fn prepare(spec: &FeedSpec) -> Result<Stream, FeederError> {
 
 /// Drains what the peer sends until the connection ends; a NOTIFICATION or a close
 /// before `done` is set is reported and ends the process with failure, so that the race
-/// never mistakes a dead session for a slow one.
+/// never mistakes a dead session for a slow one. Prefixes the daemon announces to a
+/// feeder are counted and reported (`event=received`, at most five times a second): a
+/// feeder is expected to get none.
 fn spawn_drain(mut e: peer::FrameReader, params: CodecParams, done: Arc<AtomicBool>) {
-    std::thread::spawn(move || loop {
-        let r = e
-            .next_frame()
-            .and_then(|f| peer::decode(&f, &params).map(drop));
-        if let Err(err) = r {
-            if !done.load(Ordering::Relaxed) {
-                Event::new("session-lost")
-                    .with("mono_ns", mono_ns())
-                    .with("reason", err)
-                    .emit();
-                std::process::exit(2);
+    std::thread::spawn(move || {
+        let mut received = 0usize;
+        let mut reported = 0usize;
+        // The first UPDATE is reported at once: any at all is news.
+        let mut last = Instant::now()
+            .checked_sub(Duration::from_secs(1))
+            .unwrap_or_else(Instant::now);
+        loop {
+            let r = e.next_frame().and_then(|f| peer::decode(&f, &params));
+            match r {
+                Ok(Some(Message::Update(u))) => {
+                    received += u.nlri.len() + u.mp_reach.as_ref().map_or(0, |m| m.nlri.len());
+                    if received != reported && last.elapsed() >= Duration::from_millis(200) {
+                        Event::new("received").with("prefixes", received).emit();
+                        reported = received;
+                        last = Instant::now();
+                    }
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    if received != reported {
+                        Event::new("received").with("prefixes", received).emit();
+                    }
+                    if !done.load(Ordering::Relaxed) {
+                        Event::new("session-lost")
+                            .with("mono_ns", mono_ns())
+                            .with("reason", err)
+                            .emit();
+                        std::process::exit(2);
+                    }
+                    return;
+                }
             }
-            return;
         }
     });
 }
@@ -215,9 +237,25 @@ pub fn wait_for_file(path: &std::path::Path, timeout: Duration) -> Result<(), Fe
     Ok(())
 }
 
-/// The feeder: encode, wait for `go` (if given), connect to `target`, establish, feed.
+/// Where the session comes from: we connect, or we accept the daemon's connection.
+#[derive(Clone, Copy, Debug)]
+pub enum Endpoint {
+    Connect(SocketAddr),
+    Listen(SocketAddr),
+}
+
+impl Endpoint {
+    fn open(self) -> Result<std::net::TcpStream, FeederError> {
+        Ok(match self {
+            Endpoint::Connect(t) => peer::connect(t, Duration::from_secs(60))?,
+            Endpoint::Listen(l) => peer::accept(&TcpListener::bind(l)?)?,
+        })
+    }
+}
+
+/// The feeder: encode, wait for `go` (if given), connect (or accept), establish, feed.
 pub fn feed(
-    target: SocketAddr,
+    endpoint: Endpoint,
     opts: &SessionOpts,
     spec: &FeedSpec,
     go: Option<&std::path::Path>,
@@ -227,7 +265,7 @@ pub fn feed(
     if let Some(go) = go {
         wait_for_file(go, Duration::from_secs(300))?;
     }
-    let sock = peer::connect(target, Duration::from_secs(60))?;
+    let sock = endpoint.open()?;
     let ours = peer::open(opts.local_as, opts.hold_time, opts.router_id);
     Event::new("connected").with("mono_ns", mono_ns()).emit();
     let e = peer::handshake(sock, &ours, true)?;
@@ -310,24 +348,14 @@ pub fn monitor_session(
     Ok(report)
 }
 
-/// The monitor: connect to `target` (or accept on `listen`), establish, count.
+/// The monitor: connect (or accept), establish, count.
 pub fn monitor(
-    target: Option<SocketAddr>,
-    listen: Option<SocketAddr>,
+    endpoint: Endpoint,
     opts: &SessionOpts,
     expect: usize,
     linger: Option<Duration>,
 ) -> Result<MonitorReport, FeederError> {
-    let sock = match (target, listen) {
-        (Some(t), _) => peer::connect(t, Duration::from_secs(60))?,
-        (None, Some(l)) => peer::accept(&TcpListener::bind(l)?)?,
-        (None, None) => {
-            return Err(FeederError::Io(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "give an address to connect to or to listen on",
-            )))
-        }
-    };
+    let sock = endpoint.open()?;
     let ours = peer::open(opts.local_as, opts.hold_time, opts.router_id);
     let e = peer::handshake(sock, &ours, true)?;
     monitor_session(e, expect, linger)
@@ -366,7 +394,13 @@ pub fn selftest(spec: &FeedSpec) -> Result<(FeedReport, f64), FeederError> {
         router_id: RouterId("127.0.0.1".parse().expect("literal")),
         hold_time: 90,
     };
-    let report = feed(addr, &opts, spec, None, Some(Duration::from_millis(200)))?;
+    let report = feed(
+        Endpoint::Connect(addr),
+        &opts,
+        spec,
+        None,
+        Some(Duration::from_millis(200)),
+    )?;
     let delivered_ns = match sink.join() {
         Ok(r) => r?,
         Err(_) => {

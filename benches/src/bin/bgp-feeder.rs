@@ -15,7 +15,7 @@ use bgp::types::{Asn, RouterId};
 use clap::{Parser, Subcommand};
 use serval_benches::events::Event;
 use serval_benches::feed::FeedSpec;
-use serval_benches::feeder::{self, SessionOpts};
+use serval_benches::feeder::{self, Endpoint, SessionOpts};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
@@ -48,10 +48,13 @@ impl Session {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Connect, establish, write the feed as fast as the socket takes it, stay up.
+    /// Connect (or accept), establish, write the feed as fast as the socket takes it,
+    /// stay up.
     Feed {
+        #[arg(long, required_unless_present = "listen")]
+        connect: Option<SocketAddr>,
         #[arg(long)]
-        connect: SocketAddr,
+        listen: Option<SocketAddr>,
         #[command(flatten)]
         session: Session,
         /// NEXT_HOP of every route (the feeder's own address).
@@ -97,11 +100,20 @@ enum Cmd {
     },
 }
 
+fn endpoint(connect: Option<SocketAddr>, listen: Option<SocketAddr>) -> Endpoint {
+    match (connect, listen) {
+        (Some(c), _) => Endpoint::Connect(c),
+        // clap requires one of the two.
+        (None, l) => Endpoint::Listen(l.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 179)))),
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Feed {
             connect,
+            listen,
             session,
             next_hop,
             prefixes,
@@ -115,7 +127,7 @@ fn main() -> anyhow::Result<()> {
             spec.per_update = per_update;
             spec.avoid = avoid_as.into_iter().map(Asn).collect();
             feeder::feed(
-                connect,
+                endpoint(connect, listen),
                 &session.opts(),
                 &spec,
                 go_file.as_deref(),
@@ -130,8 +142,7 @@ fn main() -> anyhow::Result<()> {
             expect,
             linger,
         } => feeder::monitor(
-            connect,
-            listen,
+            endpoint(connect, listen),
             &session.opts(),
             expect,
             linger.map(Duration::from_secs),

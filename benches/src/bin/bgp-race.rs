@@ -106,6 +106,12 @@ fn main() -> anyhow::Result<()> {
                 );
                 match race::run_once(*d, shape, &opts) {
                     Ok(s) => {
+                        if s.feeders_received > 0 {
+                            eprintln!(
+                                "warning: the feeders were sent {} prefixes",
+                                s.feeders_received
+                            );
+                        }
                         eprintln!(
                             "{:.3} s ({:.3} s at the previous poll), peak RSS {} MiB, fed by {:.3} s",
                             s.secs,

@@ -133,6 +133,9 @@ pub struct Sample {
     pub poll_ms: f64,
     pub polls: usize,
     pub prefixes: u64,
+    /// Prefixes the daemon sent to the feeders (as far as they had reported): with the
+    /// equivalent configurations, none.
+    pub feeders_received: u64,
 }
 
 /// CPU seconds (user + system, all threads) a process has used so far.
@@ -480,6 +483,10 @@ pub fn run_once(daemon: Daemon, shape: Shape, opts: &RaceOpts) -> Result<Sample,
         },
     )?;
     poll_times.sort();
+    let feeders_received = feeders
+        .iter()
+        .filter_map(|f| f.find_last("received").and_then(|e| e.get_u64("prefixes")))
+        .sum();
     let secs = |ns: u64| ns.saturating_sub(t0) as f64 / 1e9;
     let sample = Sample {
         secs: secs(done_ns),
@@ -493,6 +500,7 @@ pub fn run_once(daemon: Daemon, shape: Shape, opts: &RaceOpts) -> Result<Sample,
             .map_or(0.0, |d| d.as_secs_f64() * 1e3),
         polls: poll_times.len(),
         prefixes: total,
+        feeders_received,
     };
     // Children first (they are killed on drop), then the namespaces.
     drop(feeders);

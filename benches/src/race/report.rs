@@ -120,6 +120,7 @@ mod tests {
             poll_ms: 3.0,
             polls: 10,
             prefixes: 1_000_000,
+            feeders_received: 0,
         }
     }
 

@@ -17,6 +17,15 @@ fn time_target(shape: Shape, other: Daemon) -> Option<f64> {
     }
 }
 
+/// Two decimals, three below 0.1 (serval against GoBGP is ~0.004).
+fn ratio(r: f64) -> String {
+    if r < 0.1 {
+        format!("{r:.3}")
+    } else {
+        format!("{r:.2}")
+    }
+}
+
 fn mib(kib: f64) -> f64 {
     kib / 1024.0
 }
@@ -96,10 +105,10 @@ pub fn table(shape: Shape, header: &str, results: &[(Daemon, Vec<Sample>)]) -> S
         };
         let _ = writeln!(
             out,
-            "serval/{:<6} time {:.2}x{verdict}, peak RSS {:.2}x{mem}",
+            "serval/{:<6} time {}x{verdict}, peak RSS {}x{mem}",
             d.name(),
-            tr,
-            rr
+            ratio(tr),
+            ratio(rr)
         );
     }
     out
@@ -142,7 +151,7 @@ mod tests {
         assert!(t.contains("serval    0.450"), "{t}");
         assert!(t.contains("serval/bird   time 0.75x (target <= 0.8x: met), peak RSS 0.86x (target <= 1x: met)"), "{t}");
         assert!(
-            t.contains("serval/gobgp  time 0.03x (target <= 0.2x: met)"),
+            t.contains("serval/gobgp  time 0.025x (target <= 0.2x: met)"),
             "{t}"
         );
     }

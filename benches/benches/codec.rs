@@ -1,5 +1,6 @@
 //! The BGP codec's cost per prefix: decoding and encoding a typical UPDATE, and packing
-//! a large export.
+//! a large export. Throughput is in prefixes/s (criterion's "elem/s": one element is
+//! one prefix).
 //!
 //! `cargo bench -p serval-benches --bench codec`
 
@@ -61,11 +62,11 @@ fn update_codec(c: &mut Criterion) {
 
         let mut g = c.benchmark_group(format!("update_{n}_prefixes"));
         g.throughput(Throughput::Elements(u64::from(n)));
-        g.bench_function("decode", |b| {
+        g.bench_function("decode_prefixes", |b| {
             b.iter(|| decode_message(black_box(&wire), &p).expect("decode"))
         });
         let mut out = BytesMut::with_capacity(4096);
-        g.bench_function("encode", |b| {
+        g.bench_function("encode_prefixes", |b| {
             b.iter(|| {
                 out.clear();
                 encode_message(black_box(&update), &p, &mut out).expect("encode");
@@ -82,7 +83,7 @@ fn pack(c: &mut Criterion) {
     let mut g = c.benchmark_group("pack_announce_100k");
     g.throughput(Throughput::Elements(nlri.len() as u64));
     g.sample_size(20);
-    g.bench_function("ipv4", |b| {
+    g.bench_function("ipv4_prefixes", |b| {
         b.iter_batched_ref(
             || BytesMut::with_capacity(nlri.len() * 5),
             |out| {

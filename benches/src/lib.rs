@@ -1,1 +1,18 @@
-//! Benchmarks live in `benches/`; run them with `cargo bench -p serval-benches`.
+//! serval's BGP speaker measured against the real alternatives.
+//!
+//! - [`feed`]: a full table of realistic UPDATEs, encoded once with serval's codec.
+//! - [`peer`]: a minimal blocking BGP peer (OPEN/KEEPALIVE exchange, frames in, bytes out).
+//! - [`feeder`]: the feeder (writes a feed as fast as the socket takes it) and the monitor
+//!   (counts the distinct prefixes a daemon exports to it), run by `bgp-feeder`.
+//! - [`events`]: the one-line reports both print, which the race reads.
+//! - [`monitor`]: the monitor's prefix set.
+//! - [`race`]: `bgp-race`, serval against BIRD, GoBGP and FRR in fresh namespaces.
+//!
+//! Criterion benches: `cargo bench -p serval-benches` (codec and RIB, in prefixes/s).
+
+pub mod events;
+pub mod feed;
+pub mod feeder;
+pub mod monitor;
+pub mod peer;
+pub mod race;

@@ -38,8 +38,14 @@ use tracing::{debug, info, warn};
 const EXPORT_BUDGET: usize = 8192;
 /// Encoded UPDATEs are handed to the socket writer in chunks of about this size.
 const CHUNK: usize = 64 * 1024;
-/// Session events handled before the core looks at its other inputs again.
-const EVENT_BATCH: usize = 64;
+/// Session events handled before the core looks at its other inputs again: a status
+/// query waits at most this many UPDATE batches (~20,000 prefixes) during a table load.
+const EVENT_BATCH: usize = 4;
+/// Session events waiting for the core. UPDATEs wait here decoded (~0.5 KB each), so a
+/// short queue keeps a table load's memory to what the RIB holds; the sessions, then TCP,
+/// hold the rest, as compact wire bytes. It also bounds how long a session blocked on it
+/// takes to answer a status query.
+const EVENT_QUEUE: usize = 8;
 
 pub(crate) enum Command {
     AddPeer(Box<PeerConfig>, oneshot::Sender<Result<(), SpeakerError>>),
@@ -139,7 +145,7 @@ impl Core {
         cfg: SpeakerConfig,
         cmd_rx: mpsc::Receiver<Command>,
     ) -> Result<Core, SpeakerError> {
-        let (events_tx, events_rx) = mpsc::channel(256);
+        let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         let (accept_tx, accept_rx) = mpsc::channel(64);
         let mut listeners = Vec::new();
         let mut accept_tasks = Vec::new();

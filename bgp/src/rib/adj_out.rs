@@ -69,10 +69,14 @@ pub(crate) struct AdjOut {
     pub eor_pending: Option<EndMarker>,
     /// Prefixes (paths, for add-path) currently advertised.
     pub sent: u32,
+    /// The peer's export policy rejects everything: nothing new is ever queued for it,
+    /// only the withdrawal of what it was sent before (a route server's feeders, which
+    /// would otherwise each walk the whole table only to send nothing).
+    pub silent: bool,
 }
 
 impl AdjOut {
-    pub fn new(add_path: u8) -> Self {
+    pub fn new(add_path: u8, silent: bool) -> Self {
         AdjOut {
             advertised: BitSet::default(),
             pending: BitSet::default(),
@@ -80,11 +84,23 @@ impl AdjOut {
             sent_paths: HashMap::default(),
             eor_pending: None,
             sent: 0,
+            silent,
         }
     }
 
     pub fn has_sent(&self, id: u32) -> bool {
         self.advertised.contains(id) || self.sent_paths.contains_key(&id)
+    }
+
+    /// Whether a new best path of destination `id`, from peer `best_source` (`None`: no
+    /// best path any more), may change what this peer (`me`) is sent. A path is never
+    /// sent back to the peer it came from, and a silent peer gets nothing: for them only
+    /// a prefix advertised before needs looking at (to be withdrawn or replaced).
+    /// Add-path peers may be sent other paths than the best and always look.
+    pub fn concerned(&self, me: usize, id: u32, best_source: Option<u16>) -> bool {
+        self.add_path > 1
+            || self.advertised.contains(id)
+            || (!self.silent && best_source.is_some_and(|s| usize::from(s) != me))
     }
 
     pub fn heap_bytes(&self) -> usize {
@@ -345,6 +361,11 @@ fn drain_in<K: PrefixKey>(
     drain.finish(eor)
 }
 
+/// True for an export policy that rejects every route whatever its content.
+pub(crate) fn exports_nothing(p: &crate::policy::Policy) -> bool {
+    p.rules.is_empty() && p.default == crate::policy::Verdict::Reject
+}
+
 /// Queues every destination for `peer` and `marker` after them (an initial dump still
 /// under way keeps its End-of-RIB).
 fn requeue_all<K: PrefixKey>(fam: &mut FamilyRib<K>, peer: PeerId, marker: EndMarker) {
@@ -353,7 +374,9 @@ fn requeue_all<K: PrefixKey>(fam: &mut FamilyRib<K>, peer: PeerId, marker: EndMa
         return;
     };
     for id in ids {
-        adj.pending.insert(id);
+        if !adj.silent || adj.add_path > 1 || adj.advertised.contains(id) {
+            adj.pending.insert(id);
+        }
     }
     for sent in adj.sent_paths.values_mut() {
         for (_, src) in sent.iter_mut() {
@@ -385,6 +408,7 @@ impl Rib {
             }
         });
         let families = session.families;
+        let silent = exports_nothing(&ps.info.export);
         ps.session = Some(session);
         ps.up = true;
         ps.max_prefix_signalled = [false; 2];
@@ -394,7 +418,8 @@ impl Rib {
                 if fam.adj_out.len() <= peer.0 as usize {
                     fam.adj_out.resize_with(peer.0 as usize + 1, || None);
                 }
-                fam.adj_out[peer.0 as usize] = families[i].then(|| AdjOut::new(add_path[i]));
+                fam.adj_out[peer.0 as usize] =
+                    families[i].then(|| AdjOut::new(add_path[i], silent));
                 requeue_all(fam, peer, EndMarker::EndOfRib);
             });
         }

@@ -179,9 +179,12 @@ impl<K: PrefixKey> FamilyRib<K> {
             if d.best_len > 0 {
                 self.best_dirty.insert(id);
             }
-            for adj in self.adj_out.iter_mut().flatten() {
-                if d.best_len > 0 || adj.add_path > 1 {
-                    adj.pending.insert(id);
+            let source = (d.best_len > 0).then_some(peer.0 as u16);
+            for (me, adj) in self.adj_out.iter_mut().enumerate() {
+                if let Some(adj) = adj {
+                    if adj.concerned(me, id, source) {
+                        adj.pending.insert(id);
+                    }
                 }
             }
             return true;
@@ -319,9 +322,12 @@ impl<K: PrefixKey> FamilyRib<K> {
             self.best_dirty.insert(id);
         }
         if best_changed || paths_changed {
-            for adj in self.adj_out.iter_mut().flatten() {
-                if best_changed || adj.add_path > 1 {
-                    adj.pending.insert(id);
+            let source = d.best().map(|p| p.peer);
+            for (me, adj) in self.adj_out.iter_mut().enumerate() {
+                if let Some(adj) = adj {
+                    if (best_changed && adj.concerned(me, id, source)) || adj.add_path > 1 {
+                        adj.pending.insert(id);
+                    }
                 }
             }
         }

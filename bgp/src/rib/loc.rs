@@ -152,12 +152,25 @@ impl<K: PrefixKey> Table<K> {
     }
 
     /// Doubles the index and re-inserts the destinations in id order, reading the keys
-    /// sequentially.
+    /// sequentially. The slots they go to are random: they are prefetched a batch ahead,
+    /// so that the cache misses of a growth overlap (growth re-inserts, over a table
+    /// load, about 1.5 times as many entries as the load itself).
     fn grow(&mut self) {
+        const AHEAD: usize = 32;
         self.index.reset_grown();
-        for (i, d) in self.dests.iter().enumerate() {
-            if d.flags & dflag::FREE == 0 {
-                self.index.insert(d.prefix.hash64(self.seed), i as u32);
+        let mut batch = [(0u64, 0u32); AHEAD];
+        for (c, chunk) in self.dests.chunks(AHEAD).enumerate() {
+            let mut n = 0;
+            for (j, d) in chunk.iter().enumerate() {
+                if d.flags & dflag::FREE == 0 {
+                    let h = d.prefix.hash64(self.seed);
+                    self.index.touch(h);
+                    batch[n] = (h, (c * AHEAD + j) as u32);
+                    n += 1;
+                }
+            }
+            for &(h, id) in &batch[..n] {
+                self.index.insert(h, id);
             }
         }
     }

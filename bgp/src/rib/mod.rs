@@ -469,6 +469,14 @@ impl Rib {
         p.info = info;
         p.import = import;
         p.export = export;
+        let silent = adj_out::exports_nothing(&p.info.export);
+        for family in Family::ALL {
+            with_family!(self, family, |fam, _shared| {
+                if let Some(adj) = fam.adj_out_mut(peer) {
+                    adj.silent = silent;
+                }
+            });
+        }
         Ok(())
     }
 

@@ -1159,3 +1159,60 @@ mod props {
         }
     }
 }
+
+#[test]
+fn a_peers_own_routes_are_never_queued_back_to_it() {
+    let mut rib = new_rib();
+    let a = peer(&mut rib, 1, 65001);
+    drain(&mut rib, a);
+    announce(
+        &mut rib,
+        a,
+        &["10.0.0.0/24", "10.0.1.0/24"],
+        attrs(&[65001], 1),
+    );
+    assert!(!rib.export_pending(a, Family::Ipv4Unicast));
+    // Its prefix now best through another peer: it is told, and told again when the
+    // best path comes back to its own (a withdrawal).
+    let b = peer(&mut rib, 2, 65002);
+    drain(&mut rib, b);
+    withdraw(&mut rib, a, &["10.0.0.0/24"]);
+    announce(&mut rib, b, &["10.0.0.0/24"], attrs(&[65002], 2));
+    let sent = drain(&mut rib, a);
+    assert!(sent.announced.contains_key(&(net("10.0.0.0/24"), 0)));
+    withdraw(&mut rib, b, &["10.0.0.0/24"]);
+    announce(&mut rib, a, &["10.0.0.0/24"], attrs(&[65001], 1));
+    let sent = drain(&mut rib, a);
+    assert_eq!(sent.withdrawn, vec![(net("10.0.0.0/24"), 0)]);
+    assert!(sent.announced.is_empty());
+}
+
+#[test]
+fn a_peer_whose_export_rejects_everything_is_queued_nothing() {
+    let mut rib = new_rib();
+    let a = peer(&mut rib, 1, 65001);
+    let quiet = add(&mut rib, 2, 65002, |i| i.export = Policy::reject_all());
+    drain(&mut rib, quiet);
+    announce(
+        &mut rib,
+        a,
+        &["10.0.0.0/24", "10.0.1.0/24"],
+        attrs(&[65001], 1),
+    );
+    assert!(!rib.export_pending(quiet, Family::Ipv4Unicast));
+    // Export opened: a refresh sends the table.
+    let mut info = rib.peer_info(quiet).unwrap().clone();
+    info.export = Policy::accept_all();
+    rib.update_peer(quiet, info.clone()).unwrap();
+    rib.refresh_out(quiet, Family::Ipv4Unicast).unwrap();
+    let sent = drain(&mut rib, quiet);
+    assert_eq!(sent.announced.len(), 2);
+    // Closed again: what was sent is withdrawn, and new routes are not queued.
+    info.export = Policy::reject_all();
+    rib.update_peer(quiet, info).unwrap();
+    rib.refresh_out(quiet, Family::Ipv4Unicast).unwrap();
+    let sent = drain(&mut rib, quiet);
+    assert_eq!(sent.withdrawn.len(), 2);
+    announce(&mut rib, a, &["10.0.2.0/24"], attrs(&[65001], 1));
+    assert!(!rib.export_pending(quiet, Family::Ipv4Unicast));
+}

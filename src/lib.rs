@@ -2,3 +2,5 @@
 
 pub mod control;
 pub mod dataplane;
+pub mod desired;
+pub mod resources;

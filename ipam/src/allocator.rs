@@ -215,6 +215,8 @@ impl Snapshot {
                 self.config = c;
                 self.config_revision = Some(rev);
             }
+            // Not the allocator's business.
+            Object::Resource(_) => {}
         }
     }
 
@@ -234,6 +236,7 @@ impl Snapshot {
                 self.config = IpamConfig::default();
                 self.config_revision = None;
             }
+            Key::Resource { .. } => {}
         }
     }
 }

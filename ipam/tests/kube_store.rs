@@ -309,7 +309,8 @@ fn urldecode(s: &str) -> String {
 async fn kube_store_conforms() {
     conformance::run(|| async {
         let api = FakeApi::default();
-        Arc::new(KubeStore::new(api.client())) as Arc<dyn Store>
+        let kinds = conformance::RESOURCE_KINDS.map(str::to_owned);
+        Arc::new(KubeStore::new(api.client()).with_resource_kinds(kinds)) as Arc<dyn Store>
     })
     .await;
 }

@@ -16,8 +16,8 @@ use async_trait::async_trait;
 use futures::StreamExt as _;
 
 use super::{
-    Key, Kind, ListFilter, Object, Revision, Store, StoreExt, Versioned, WatchEvent, WatchStream,
-    Write,
+    Key, Kind, ListFilter, Object, Resource, Revision, Store, StoreExt, Versioned, WatchEvent,
+    WatchStream, Write,
 };
 use crate::allocator::{AssignIpRequest, AutoAssignRequest, NodeInfo};
 use crate::error::{IpamError, StoreError};
@@ -36,6 +36,7 @@ where
     list_filters(fresh().await).await;
     batch_semantics(fresh().await).await;
     watch_reports_changes(fresh().await).await;
+    resources(fresh().await).await;
     allocation_round_trip(fresh().await).await;
     bad_input_changes_nothing(fresh().await).await;
     assign_specific_addresses(fresh().await).await;
@@ -299,6 +300,130 @@ pub async fn watch_reports_changes(store: Arc<dyn Store>) {
         next_event(&mut w, &d).await,
         WatchEvent::Deleted(p.key()),
         "{d}"
+    );
+}
+
+/// The resource kinds [`resources`] uses; a store that must be told its resource kinds
+/// in advance (Kubernetes) is told these.
+pub const RESOURCE_KINDS: [&str; 2] = ["Widget", "Gadget"];
+
+fn resource(kind: &str, name: &str, spec: serde_json::Value) -> Object {
+    let labels = [("zone".to_owned(), "a".to_owned())].into();
+    Object::Resource(Resource::new(kind, name, labels, spec).expect("valid resource"))
+}
+
+/// Opaque resources: compare-and-swap, listing by kind and all kinds, watching, and no
+/// mix-up with the IPAM objects or between kinds sharing a name.
+pub async fn resources(store: Arc<dyn Store>) {
+    let d = store.describe();
+    let [widget, gadget] = RESOURCE_KINDS;
+    let mut w = store.watch(&[Kind::Resource]).await.expect("watch");
+    assert_eq!(
+        next_event(&mut w, &d).await,
+        WatchEvent::Resync(vec![]),
+        "{d}: no resources yet"
+    );
+    let a = resource(widget, "a", serde_json::json!({"size": 1, "tags": ["x"]}));
+    let a_gadget = resource(gadget, "a", serde_json::json!({"other": true}));
+    let revs = store
+        .commit(&[Write::create(a.clone()), Write::create(a_gadget.clone())])
+        .await
+        .expect("create two kinds with one name");
+    let r1 = revs[0].clone().expect("revision");
+    let mut seen = vec![next_event(&mut w, &d).await, next_event(&mut w, &d).await];
+    seen.sort_by_key(|e| format!("{e:?}"));
+    let mut want = vec![
+        WatchEvent::Put(Versioned::new(a.clone(), r1.clone())),
+        WatchEvent::Put(Versioned::new(
+            a_gadget.clone(),
+            revs[1].clone().expect("rev"),
+        )),
+    ];
+    want.sort_by_key(|e| format!("{e:?}"));
+    assert_eq!(seen, want, "{d}: watch of new resources");
+
+    let err = store
+        .commit(&[Write::create(a.clone())])
+        .await
+        .expect_err("create over existing");
+    assert!(matches!(err, StoreError::Conflict { .. }), "{d}: {err}");
+    let got = store
+        .get_resource(widget, "a")
+        .await
+        .expect("get")
+        .expect("present");
+    assert_eq!(
+        Object::Resource(got.value),
+        a,
+        "{d}: spec and labels round trip"
+    );
+
+    let b = resource(widget, "b", serde_json::json!({}));
+    store.commit(&[Write::create(b)]).await.expect("create b");
+    let widgets = store.list_resources(widget).await.expect("list");
+    assert_eq!(
+        widgets
+            .iter()
+            .map(|v| v.value.name.as_str())
+            .collect::<Vec<_>>(),
+        vec!["a", "b"],
+        "{d}: widgets"
+    );
+    assert_eq!(
+        store.list_resources(gadget).await.expect("list").len(),
+        1,
+        "{d}"
+    );
+    assert_eq!(
+        store
+            .list(&ListFilter::Kind(Kind::Resource))
+            .await
+            .expect("list")
+            .len(),
+        3,
+        "{d}: every resource"
+    );
+    assert!(store.list_pools().await.expect("pools").is_empty(), "{d}");
+    // The watch saw b; drain it before the update.
+    assert!(
+        matches!(next_event(&mut w, &d).await, WatchEvent::Put(_)),
+        "{d}"
+    );
+
+    let a2 = resource(widget, "a", serde_json::json!({"size": 2}));
+    let r2 = store
+        .commit(&[Write::update(a2.clone(), r1.clone())])
+        .await
+        .expect("update")[0]
+        .clone()
+        .expect("rev");
+    assert_eq!(
+        next_event(&mut w, &d).await,
+        WatchEvent::Put(Versioned::new(a2.clone(), r2.clone())),
+        "{d}: watch of an update"
+    );
+    let err = store
+        .commit(&[Write::update(a.clone(), r1)])
+        .await
+        .expect_err("stale update");
+    assert!(matches!(err, StoreError::Conflict { .. }), "{d}: {err}");
+    store
+        .commit(&[Write::delete(a2.key(), r2)])
+        .await
+        .expect("delete");
+    assert_eq!(
+        next_event(&mut w, &d).await,
+        WatchEvent::Deleted(a2.key()),
+        "{d}: watch of a delete"
+    );
+    assert_eq!(store.get(&a2.key()).await.expect("get"), None, "{d}");
+    assert!(
+        store
+            .get_resource(gadget, "a")
+            .await
+            .expect("get")
+            .is_some(),
+        "{d}: the other kind's object of the same name stays"
     );
 }
 

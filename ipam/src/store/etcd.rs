@@ -10,7 +10,11 @@
 //! P/affinity/<node>/<block cidr>      BlockAffinity  e.g. P/affinity/node-1/fd00::40/122
 //! P/handles/<handle id>               Handle
 //! P/config                            IpamConfig
+//! P/resources/<kind>/<name>           Resource       e.g. P/resources/BGPPeer/tor-1
 //! ```
+//!
+//! With the default prefix a BGP peer is `/serval/ipam/v1/resources/BGPPeer/tor-1`: the
+//! resources share the IPAM's prefix so that one watch and one transaction cover both.
 //!
 //! A node's affinities share the prefix `P/affinity/<node>/`, so reading them is one range
 //! request. Node names and handle ids contain no `/` (they are DNS subdomains).
@@ -123,6 +127,7 @@ impl EtcdStore {
             Kind::Affinity => format!("{p}/affinity/"),
             Kind::Handle => format!("{p}/handles/"),
             Kind::Config => format!("{p}/config"),
+            Kind::Resource => format!("{p}/resources/"),
         }
     }
 
@@ -195,6 +200,7 @@ fn key_of(p: &str, key: &Key) -> String {
         Key::Affinity { node, cidr } => format!("{p}/affinity/{node}/{cidr}"),
         Key::Handle(h) => format!("{p}/handles/{h}"),
         Key::Config => format!("{p}/config"),
+        Key::Resource { kind, name } => format!("{p}/resources/{kind}/{name}"),
     }
 }
 
@@ -216,6 +222,15 @@ fn parse_key_of(prefix: &str, raw: &str) -> Option<Key> {
             })
         }
         "handles" => HandleId::new(name).ok().map(Key::Handle),
+        "resources" => {
+            let (kind, name) = name.split_once('/')?;
+            super::resource::check_kind(kind).ok()?;
+            super::resource::check_name(name).ok()?;
+            Some(Key::Resource {
+                kind: kind.to_owned(),
+                name: name.to_owned(),
+            })
+        }
         _ => None,
     }
 }
@@ -314,6 +329,10 @@ impl Store for EtcdStore {
                 Kind::Affinity,
                 format!("{}/affinity/{n}/", self.config.prefix),
             ),
+            ListFilter::Resources(k) => (
+                Kind::Resource,
+                format!("{}/resources/{k}/", self.config.prefix),
+            ),
         };
         let (kvs, _) = self.range(&prefix).await?;
         kvs.iter().map(|kv| self.decode(kind, kv)).collect()
@@ -323,6 +342,15 @@ impl Store for EtcdStore {
         let mut compares = Vec::with_capacity(writes.len());
         let mut ops = Vec::with_capacity(writes.len());
         for w in writes {
+            if let Key::Resource { kind, name } = &w.key {
+                // A `/` in either would put the object under another key.
+                super::resource::check_kind(kind)
+                    .and_then(|()| super::resource::check_name(name))
+                    .map_err(|e| StoreError::Rejected {
+                        store: self.describe(),
+                        detail: e.to_string(),
+                    })?;
+            }
             let k = self.key(&w.key);
             compares.push(match &w.expect {
                 Expect::Absent => Compare::version(k.clone(), CompareOp::Equal, 0),
@@ -487,6 +515,13 @@ mod tests {
                 "/serval/ipam/v1/handles/k8s-pod-network.ab",
             ),
             (Key::Config, "/serval/ipam/v1/config"),
+            (
+                Key::Resource {
+                    kind: "BGPPeer".into(),
+                    name: "tor-1".into(),
+                },
+                "/serval/ipam/v1/resources/BGPPeer/tor-1",
+            ),
         ];
         for (k, s) in keys {
             assert_eq!(key_of(&cfg.prefix, &k), s);

@@ -23,7 +23,8 @@
 //! affinity<TAB>node-1/10.65.0.0/26<TAB>7<TAB>{…}
 //! handle<TAB>k8s-pod-network.ab12<TAB>42<TAB>{…}
 //! config<TAB>config<TAB>2<TAB>{…}
-//! end 5
+//! resource<TAB>BGPPeer/tor-1<TAB>40<TAB>{"kind":"BGPPeer","name":"tor-1","spec":{…}}
+//! end 6
 //! ```
 //!
 //! Each line is `KIND NAME REVISION JSON`; the trailer counts the objects, so that a
@@ -47,14 +48,14 @@ use crate::error::StoreError;
 
 const FORMAT: &str = "serval-ipam/1";
 
-/// How often [`FileStore::watch`] looks at the file.
-const WATCH_POLL: Duration = Duration::from_millis(250);
+/// How often [`FileStore::watch`] looks at the file unless told otherwise.
+pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The file's contents, with objects still as JSON text.
 #[derive(Clone, Debug, Default)]
 struct Doc {
     generation: u64,
-    tables: [BTreeMap<String, Entry>; 5],
+    tables: [BTreeMap<String, Entry>; 6],
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -70,6 +71,7 @@ fn kind_index(kind: Kind) -> usize {
         Kind::Affinity => 2,
         Kind::Handle => 3,
         Kind::Config => 4,
+        Kind::Resource => 5,
     }
 }
 
@@ -80,6 +82,7 @@ fn kind_tag(kind: Kind) -> &'static str {
         Kind::Affinity => "affinity",
         Kind::Handle => "handle",
         Kind::Config => "config",
+        Kind::Resource => "resource",
     }
 }
 
@@ -94,6 +97,8 @@ fn kind_key(key: &Key) -> (Kind, String) {
         Key::Affinity { node, cidr } => format!("{node}/{cidr}"),
         Key::Handle(h) => h.to_string(),
         Key::Config => "config".to_owned(),
+        // Kinds hold no `/`, so the first one separates kind from name.
+        Key::Resource { kind, name } => format!("{kind}/{name}"),
     };
     (key.kind(), s)
 }
@@ -225,6 +230,7 @@ type Cache = Arc<Mutex<Option<(FileId, Arc<Doc>)>>>;
 pub struct FileStore {
     path: PathBuf,
     cache: Cache,
+    watch_interval: Duration,
 }
 
 /// Where the embedded store lives unless told otherwise.
@@ -236,7 +242,15 @@ impl FileStore {
         FileStore {
             path: path.into(),
             cache: Arc::new(Mutex::new(None)),
+            watch_interval: DEFAULT_WATCH_INTERVAL,
         }
+    }
+
+    /// How often a watch looks at the file. A look is one `stat` unless the file
+    /// changed, so the node agent polls often to route a new block within milliseconds.
+    pub fn with_watch_interval(mut self, interval: Duration) -> Self {
+        self.watch_interval = interval;
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -332,6 +346,7 @@ impl FileStore {
         let (kind, prefix) = match filter {
             ListFilter::Kind(k) => (*k, String::new()),
             ListFilter::AffinitiesOf(n) => (Kind::Affinity, format!("{n}/")),
+            ListFilter::Resources(k) => (Kind::Resource, format!("{k}/")),
         };
         doc.table(kind)
             .range(prefix.clone()..)
@@ -356,6 +371,15 @@ impl FileStore {
         let generation = doc.generation + 1;
         let mut revs = Vec::with_capacity(writes.len());
         for w in writes {
+            if let Key::Resource { kind, name } = &w.key {
+                // The key becomes part of a line: no tab or newline may slip in.
+                super::resource::check_kind(kind)
+                    .and_then(|()| super::resource::check_name(name))
+                    .map_err(|e| StoreError::Rejected {
+                        store: self.describe(),
+                        detail: e.to_string(),
+                    })?;
+            }
             let (kind, name) = kind_key(&w.key);
             let table = doc.table_mut(kind);
             let current = table.get(&name).map(|e| e.revision.to_string());
@@ -477,7 +501,7 @@ impl Store for FileStore {
                 return Some((vec![ev], (store, kinds, prev, false)));
             }
             loop {
-                tokio::time::sleep(WATCH_POLL).await;
+                tokio::time::sleep(store.watch_interval).await;
                 let next = match blocking(&store, |s| s.snapshot()).await {
                     Ok(d) => d,
                     Err(e) => return Some((vec![Err(e)], (store, kinds, prev, false))),

@@ -10,6 +10,11 @@
 //!   are [`StoreError::Rejected`].
 //! - A block affinity carries the label `serval.dev/node` so that one node's affinities are
 //!   one labelled list (node names longer than a label value allows are listed and filtered).
+//! - A [`Resource`](super::Resource) of kind `K` is a `serval.dev/v1` object of kind `K`
+//!   (plural as Kubernetes forms it, e.g. `bgppeers`), reached through kube's dynamic
+//!   API: its labels are the object's labels, its spec the object's `spec`. Listing or
+//!   watching [`Kind::Resource`] covers the kinds named with
+//!   [`KubeStore::with_resource_kinds`], as the API has no "every kind" request.
 //! - [`Store::watch`] lists, sends a `Resync`, then watches each kind from the list's
 //!   resourceVersion, re-watching from the last version seen when the server ends a watch;
 //!   a `410 Gone` (the version is too old) lists again and sends a new `Resync`.
@@ -21,20 +26,21 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 use futures::{StreamExt as _, TryStreamExt as _};
 use kube::api::{
-    Api, DeleteParams, ListParams, ObjectMeta, PostParams, Preconditions, WatchEvent as KubeEvent,
-    WatchParams,
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, ObjectMeta,
+    PostParams, Preconditions, WatchEvent as KubeEvent, WatchParams,
 };
 use kube::core::ClusterResourceScope;
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::Resource as StoredResource;
 use super::{
     Key, Kind, ListFilter, Object, Op, Revision, Store, Versioned, WatchEvent, WatchStream, Write,
 };
 use crate::crd::{
     BlockAffinity, BlockAffinitySpec, IPAMBlock, IPAMBlockSpec, IPAMConfig, IPAMConfigSpec,
-    IPAMHandle, IPAMHandleSpec, IPPool, IPPoolSpec, NODE_LABEL,
+    IPAMHandle, IPAMHandleSpec, IPPool, IPPoolSpec, GROUP, NODE_LABEL,
 };
 use crate::error::StoreError;
 use crate::model::NodeName;
@@ -43,6 +49,8 @@ use crate::model::NodeName;
 #[derive(Clone)]
 pub struct KubeStore {
     client: Client,
+    /// The resource kinds that listing and watching [`Kind::Resource`] cover.
+    resource_kinds: std::sync::Arc<Vec<String>>,
 }
 
 impl Debug for KubeStore {
@@ -54,7 +62,17 @@ impl Debug for KubeStore {
 impl KubeStore {
     /// A store over an existing client (tests build one on `tower_test::mock`).
     pub fn new(client: Client) -> Self {
-        KubeStore { client }
+        KubeStore {
+            client,
+            resource_kinds: std::sync::Arc::default(),
+        }
+    }
+
+    /// Names the resource kinds (`BGPPeer`, …) that listing or watching
+    /// [`Kind::Resource`] covers.
+    pub fn with_resource_kinds(mut self, kinds: impl IntoIterator<Item = String>) -> Self {
+        self.resource_kinds = std::sync::Arc::new(kinds.into_iter().collect());
+        self
     }
 
     /// The in-cluster configuration, or `KUBECONFIG` / `~/.kube/config`.
@@ -62,7 +80,7 @@ impl KubeStore {
         let client = Client::try_default()
             .await
             .map_err(|e| StoreError::Config(format!("kubernetes: {e}")))?;
-        Ok(KubeStore { client })
+        Ok(KubeStore::new(client))
     }
 
     fn api<K: Crd>(&self) -> Api<K> {
@@ -85,6 +103,7 @@ pub fn object_name(key: &Key) -> Option<String> {
         Key::Affinity { node, cidr } => format!("{}.{node}", block_object_name(cidr)),
         Key::Handle(h) => h.to_string(),
         Key::Config => "default".to_owned(),
+        Key::Resource { name, .. } => name.clone(),
     };
     (name.len() <= 253).then_some(name)
 }
@@ -213,6 +232,41 @@ fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
 }
 
+/// The API resource of a resource kind: `serval.dev/v1`, cluster-scoped.
+fn api_resource(kind: &str) -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk(GROUP, "v1", kind))
+}
+
+/// A dynamic object as a stored resource of `kind`.
+fn decode_dyn(kind: &str, o: &DynamicObject) -> Result<Versioned<Object>, StoreError> {
+    let name = o.name_any();
+    let location = format!("{kind} {name}");
+    let corrupt = |detail: String| StoreError::Corrupt {
+        location: location.clone(),
+        detail,
+    };
+    let spec = o
+        .data
+        .get("spec")
+        .cloned()
+        .unwrap_or_else(|| serde_json::Value::Object(serde_json::Map::new()));
+    let labels = o.metadata.labels.clone().unwrap_or_default();
+    let r = StoredResource::new(kind, name, labels, spec).map_err(|e| corrupt(e.to_string()))?;
+    let rv = o
+        .resource_version()
+        .ok_or_else(|| corrupt("no resourceVersion".into()))?;
+    Ok(Versioned::new(Object::Resource(r), Revision(rv)))
+}
+
+/// A stored resource as a dynamic object.
+fn encode_dyn(r: &StoredResource, rev: Option<&Revision>) -> DynamicObject {
+    let mut o = DynamicObject::new(&r.name, &api_resource(&r.kind))
+        .data(serde_json::json!({ "spec": r.spec }));
+    o.metadata.resource_version = rev.map(|r| r.0.clone());
+    o.metadata.labels = (!r.labels.is_empty()).then(|| r.labels.clone());
+    o
+}
+
 impl KubeStore {
     async fn get_k<K: Crd>(&self, key: &Key) -> Result<Option<Versioned<Object>>, StoreError> {
         let Some(name) = object_name(key) else {
@@ -290,6 +344,95 @@ impl KubeStore {
         }
     }
 
+    fn dyn_api(&self, kind: &str) -> Api<DynamicObject> {
+        Api::all_with(self.client.clone(), &api_resource(kind))
+    }
+
+    async fn get_dyn(
+        &self,
+        kind: &str,
+        name: &str,
+    ) -> Result<Option<Versioned<Object>>, StoreError> {
+        let got = self
+            .dyn_api(kind)
+            .get_opt(name)
+            .await
+            .map_err(|e| map_err(&format!("{kind} {name}"), e))?;
+        got.as_ref().map(|o| decode_dyn(kind, o)).transpose()
+    }
+
+    async fn list_dyn(
+        &self,
+        kind: &str,
+        lp: &ListParams,
+    ) -> Result<(Vec<Versioned<Object>>, String), StoreError> {
+        let list = self
+            .dyn_api(kind)
+            .list(lp)
+            .await
+            .map_err(|e| map_err(&format!("list {}", api_resource(kind).plural), e))?;
+        let rv = list.metadata.resource_version.clone().unwrap_or_default();
+        let objs = list
+            .items
+            .iter()
+            .map(|o| decode_dyn(kind, o))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((objs, rv))
+    }
+
+    async fn write_dyn(
+        &self,
+        w: &Write,
+        kind: &str,
+        name: &str,
+    ) -> Result<Option<Revision>, StoreError> {
+        let what = w.key.to_string();
+        let api = self.dyn_api(kind);
+        let rev = match &w.expect {
+            super::Expect::Absent => None,
+            super::Expect::Revision(r) => Some(r),
+        };
+        let resource = |obj: &Object| match obj {
+            Object::Resource(r) => Ok(r.clone()),
+            other => Err(StoreError::Rejected {
+                store: "kubernetes".into(),
+                detail: format!("{what}: holds a {:?}", other.kind()),
+            }),
+        };
+        match (&w.op, rev) {
+            (Op::Put(obj), None) => {
+                let o = encode_dyn(&resource(obj)?, None);
+                let made = api
+                    .create(&PostParams::default(), &o)
+                    .await
+                    .map_err(|e| map_err(&what, e))?;
+                Ok(made.resource_version().map(Revision))
+            }
+            (Op::Put(obj), Some(r)) => {
+                let o = encode_dyn(&resource(obj)?, Some(r));
+                match api.replace(name, &PostParams::default(), &o).await {
+                    Ok(made) => Ok(made.resource_version().map(Revision)),
+                    Err(e) if is_not_found(&e) => Err(StoreError::Conflict { key: what }),
+                    Err(e) => Err(map_err(&what, e)),
+                }
+            }
+            (Op::Delete, expect) => {
+                let dp = DeleteParams {
+                    preconditions: Some(Preconditions {
+                        resource_version: expect.map(|r| r.0.clone()),
+                        uid: None,
+                    }),
+                    ..DeleteParams::default()
+                };
+                match api.delete(name, &dp).await {
+                    Ok(_) => Ok(None),
+                    Err(e) if is_not_found(&e) => Err(StoreError::Conflict { key: what }),
+                    Err(e) => Err(map_err(&what, e)),
+                }
+            }
+        }
+    }
+
     async fn list_kind(
         &self,
         kind: Kind,
@@ -301,6 +444,14 @@ impl KubeStore {
             Kind::Affinity => self.list_k::<BlockAffinity>(lp).await,
             Kind::Handle => self.list_k::<IPAMHandle>(lp).await,
             Kind::Config => self.list_k::<IPAMConfig>(lp).await,
+            // The caller lists resource kinds one by one (each has its own version).
+            Kind::Resource => {
+                let mut all = Vec::new();
+                for k in self.resource_kinds.iter() {
+                    all.extend(self.list_dyn(k, lp).await?.0);
+                }
+                Ok((all, String::new()))
+            }
         }
     }
 
@@ -315,8 +466,54 @@ impl KubeStore {
             Kind::Affinity => watch_k(self.api::<BlockAffinity>(), rv),
             Kind::Handle => watch_k(self.api::<IPAMHandle>(), rv),
             Kind::Config => watch_k(self.api::<IPAMConfig>(), rv),
+            Kind::Resource => futures::stream::empty().boxed(),
         }
     }
+
+    /// What one watch source lists and watches: a typed kind, or one resource kind.
+    fn sources(&self, kinds: &[Kind]) -> Vec<Source> {
+        let mut out = Vec::new();
+        for k in kinds {
+            if *k == Kind::Resource {
+                out.extend(self.resource_kinds.iter().cloned().map(Source::Dyn));
+            } else {
+                out.push(Source::Typed(*k));
+            }
+        }
+        out
+    }
+
+    async fn list_source(
+        &self,
+        s: &Source,
+    ) -> Result<(Vec<Versioned<Object>>, String), StoreError> {
+        match s {
+            Source::Typed(k) => self.list_kind(*k, &ListParams::default()).await,
+            Source::Dyn(kind) => self.list_dyn(kind, &ListParams::default()).await,
+        }
+    }
+
+    fn watch_source(
+        &self,
+        s: &Source,
+        rv: String,
+    ) -> BoxStream<'static, Result<WatchEvent, Restart>> {
+        match s {
+            Source::Typed(k) => self.watch_kind(*k, rv),
+            Source::Dyn(kind) => {
+                let kind = kind.clone();
+                let what = api_resource(&kind).plural;
+                watch_api(self.dyn_api(&kind), rv, what, move |o| decode_dyn(&kind, o))
+            }
+        }
+    }
+}
+
+/// One listed and watched collection.
+#[derive(Clone)]
+enum Source {
+    Typed(Kind),
+    Dyn(String),
 }
 
 /// Why a watch must list again.
@@ -329,53 +526,72 @@ enum Restart {
 /// Watches one kind from `rv`, re-watching from the last version seen when the server
 /// ends the watch.
 fn watch_k<K: Crd>(api: Api<K>, rv: String) -> BoxStream<'static, Result<WatchEvent, Restart>> {
+    watch_api(api, rv, K::plural(&()).to_string(), decode::<K>)
+}
+
+/// Watches one collection from `rv` (named `what` in errors), decoding with `decode`.
+fn watch_api<K, D>(
+    api: Api<K>,
+    rv: String,
+    what: String,
+    decode: D,
+) -> BoxStream<'static, Result<WatchEvent, Restart>>
+where
+    K: Resource + Clone + Debug + DeserializeOwned + Send + 'static,
+    D: Fn(&K) -> Result<Versioned<Object>, StoreError> + Send + Sync + 'static,
+{
     type Inner<K> = BoxStream<'static, Result<KubeEvent<K>, kube::Error>>;
+    let decode = std::sync::Arc::new(decode);
     let state: (Api<K>, String, Option<Inner<K>>) = (api, rv, None);
-    futures::stream::unfold(state, |(api, mut rv, mut cur)| async move {
-        loop {
-            let stream = match cur.as_mut() {
-                Some(s) => s,
-                None => match api.watch(&WatchParams::default().timeout(290), &rv).await {
-                    Ok(s) => cur.insert(s.boxed()),
+    futures::stream::unfold(state, move |(api, mut rv, mut cur)| {
+        let decode = decode.clone();
+        let what = what.clone();
+        async move {
+            loop {
+                let stream = match cur.as_mut() {
+                    Some(s) => s,
+                    None => match api.watch(&WatchParams::default().timeout(290), &rv).await {
+                        Ok(s) => cur.insert(s.boxed()),
+                        Err(e) => {
+                            let err = map_err(&format!("watch {what}"), e);
+                            return Some((Err(Restart::Failed(err)), (api, rv, None)));
+                        }
+                    },
+                };
+                let item = match stream.try_next().await {
+                    Ok(Some(ev)) => ev,
+                    Ok(None) => {
+                        cur = None;
+                        continue;
+                    }
                     Err(e) => {
-                        let err = map_err(&format!("watch {}", K::plural(&())), e);
+                        let err = map_err(&format!("watch {what}"), e);
                         return Some((Err(Restart::Failed(err)), (api, rv, None)));
                     }
-                },
-            };
-            let item = match stream.try_next().await {
-                Ok(Some(ev)) => ev,
-                Ok(None) => {
-                    cur = None;
-                    continue;
-                }
-                Err(e) => {
-                    let err = map_err(&format!("watch {}", K::plural(&())), e);
-                    return Some((Err(Restart::Failed(err)), (api, rv, None)));
-                }
-            };
-            let out = match item {
-                KubeEvent::Added(o) | KubeEvent::Modified(o) => {
-                    rv = o.resource_version().unwrap_or(rv);
-                    decode(&o).map(WatchEvent::Put)
-                }
-                KubeEvent::Deleted(o) => {
-                    rv = o.resource_version().unwrap_or(rv);
-                    decode(&o).map(|v| WatchEvent::Deleted(v.value.key()))
-                }
-                KubeEvent::Bookmark(b) => {
-                    rv = b.metadata.resource_version;
-                    continue;
-                }
-                KubeEvent::Error(s) if s.code == 410 => {
-                    return Some((Err(Restart::Gone), (api, rv, None)))
-                }
-                KubeEvent::Error(s) => {
-                    let err = map_err(&format!("watch {}", K::plural(&())), kube::Error::Api(s));
-                    return Some((Err(Restart::Failed(err)), (api, rv, None)));
-                }
-            };
-            return Some((out.map_err(Restart::Failed), (api, rv, cur)));
+                };
+                let out = match item {
+                    KubeEvent::Added(o) | KubeEvent::Modified(o) => {
+                        rv = o.resource_version().unwrap_or(rv);
+                        (*decode)(&o).map(WatchEvent::Put)
+                    }
+                    KubeEvent::Deleted(o) => {
+                        rv = o.resource_version().unwrap_or(rv);
+                        (*decode)(&o).map(|v| WatchEvent::Deleted(v.value.key()))
+                    }
+                    KubeEvent::Bookmark(b) => {
+                        rv = b.metadata.resource_version;
+                        continue;
+                    }
+                    KubeEvent::Error(s) if s.code == 410 => {
+                        return Some((Err(Restart::Gone), (api, rv, None)))
+                    }
+                    KubeEvent::Error(s) => {
+                        let err = map_err(&format!("watch {what}"), kube::Error::Api(s));
+                        return Some((Err(Restart::Failed(err)), (api, rv, None)));
+                    }
+                };
+                return Some((out.map_err(Restart::Failed), (api, rv, cur)));
+            }
         }
     })
     .boxed()
@@ -394,12 +610,17 @@ impl Store for KubeStore {
             Kind::Affinity => self.get_k::<BlockAffinity>(key).await,
             Kind::Handle => self.get_k::<IPAMHandle>(key).await,
             Kind::Config => self.get_k::<IPAMConfig>(key).await,
+            Kind::Resource => match key {
+                Key::Resource { kind, name } => self.get_dyn(kind, name).await,
+                _ => Ok(None),
+            },
         }
     }
 
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Versioned<Object>>, StoreError> {
         match filter {
             ListFilter::Kind(k) => Ok(self.list_kind(*k, &ListParams::default()).await?.0),
+            ListFilter::Resources(kind) => Ok(self.list_dyn(kind, &ListParams::default()).await?.0),
             ListFilter::AffinitiesOf(node) => {
                 let lp = if node_label_fits(node) {
                     ListParams::default().labels(&format!("{NODE_LABEL}={node}"))
@@ -424,6 +645,10 @@ impl Store for KubeStore {
                 Kind::Affinity => self.write_k::<BlockAffinity>(w).await?,
                 Kind::Handle => self.write_k::<IPAMHandle>(w).await?,
                 Kind::Config => self.write_k::<IPAMConfig>(w).await?,
+                Kind::Resource => match &w.key {
+                    Key::Resource { kind, name } => self.write_dyn(w, kind, name).await?,
+                    _ => None,
+                },
             });
         }
         Ok(revs)
@@ -435,20 +660,20 @@ impl Store for KubeStore {
 
     async fn watch(&self, kinds: &[Kind]) -> Result<WatchStream, StoreError> {
         let store = self.clone();
-        let kinds = kinds.to_vec();
+        let kinds = self.sources(kinds);
         // Phase: None = list and resync next; Some(stream) = forwarding changes.
         type Merged = futures::stream::SelectAll<BoxStream<'static, Result<WatchEvent, Restart>>>;
-        let state: (KubeStore, Vec<Kind>, Option<Merged>) = (store, kinds, None);
+        let state: (KubeStore, Vec<Source>, Option<Merged>) = (store, kinds, None);
         let stream = futures::stream::unfold(state, |(store, kinds, mut merged)| async move {
             loop {
                 let Some(m) = merged.as_mut() else {
                     let mut objs = Vec::new();
                     let mut streams = Vec::new();
                     for k in &kinds {
-                        match store.list_kind(*k, &ListParams::default()).await {
+                        match store.list_source(k).await {
                             Ok((o, rv)) => {
                                 objs.extend(o);
-                                streams.push(store.watch_kind(*k, rv));
+                                streams.push(store.watch_source(k, rv));
                             }
                             Err(e) => {
                                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;

@@ -78,6 +78,9 @@ impl Store for MemStore {
             .filter(|(k, _)| match filter {
                 ListFilter::Kind(kind) => k.kind() == *kind,
                 ListFilter::AffinitiesOf(n) => matches!(k, Key::Affinity { node, .. } if node == n),
+                ListFilter::Resources(want) => {
+                    matches!(k, Key::Resource { kind, .. } if kind == want)
+                }
             })
             .map(|(_, v)| versioned(v))
             .collect())

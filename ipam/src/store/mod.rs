@@ -1,6 +1,6 @@
 //! The datastore trait every IPAM store implements, and the objects it stores.
 //!
-//! A store holds five kinds of objects ([`Kind`]), each under a [`Key`] derived from the
+//! A store holds five kinds of IPAM objects and opaque cluster [resources](Resource) ([`Kind`]), each under a [`Key`] derived from the
 //! object itself. Every write is a compare-and-swap ([`Write`] with an [`Expect`]): create
 //! only if absent, update or delete only if the object still has the [`Revision`] it was
 //! read with. A lost swap is [`StoreError::Conflict`]; an unreachable store is
@@ -31,7 +31,10 @@ pub mod file;
 #[cfg(feature = "kubernetes")]
 pub mod kube;
 pub mod memory;
+pub mod resource;
 pub mod select;
+
+pub use resource::Resource;
 
 /// An opaque compare-and-swap token: a file generation, an etcd `mod_revision`, a
 /// Kubernetes `resourceVersion`. Only equality means anything.
@@ -66,15 +69,18 @@ pub enum Kind {
     Affinity,
     Handle,
     Config,
+    /// Opaque resources of every kind ([`Resource`]).
+    Resource,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Pool,
         Kind::Block,
         Kind::Affinity,
         Kind::Handle,
         Kind::Config,
+        Kind::Resource,
     ];
 }
 
@@ -90,6 +96,11 @@ pub enum Key {
     Handle(HandleId),
     /// The cluster's single IPAM configuration.
     Config,
+    /// A [`Resource`] of `kind` called `name`.
+    Resource {
+        kind: String,
+        name: String,
+    },
 }
 
 impl Key {
@@ -100,6 +111,7 @@ impl Key {
             Key::Affinity { .. } => Kind::Affinity,
             Key::Handle(_) => Kind::Handle,
             Key::Config => Kind::Config,
+            Key::Resource { .. } => Kind::Resource,
         }
     }
 }
@@ -112,6 +124,7 @@ impl fmt::Display for Key {
             Key::Affinity { node, cidr } => write!(f, "affinity {node}/{cidr}"),
             Key::Handle(h) => write!(f, "handle {h}"),
             Key::Config => f.write_str("ipam config"),
+            Key::Resource { kind, name } => write!(f, "{kind} {name}"),
         }
     }
 }
@@ -124,6 +137,7 @@ pub enum Object {
     Affinity(BlockAffinity),
     Handle(Handle),
     Config(IpamConfig),
+    Resource(Resource),
 }
 
 impl Object {
@@ -137,6 +151,10 @@ impl Object {
             },
             Object::Handle(h) => Key::Handle(h.handle_id.clone()),
             Object::Config(_) => Key::Config,
+            Object::Resource(r) => Key::Resource {
+                kind: r.kind.clone(),
+                name: r.name.clone(),
+            },
         }
     }
 
@@ -152,6 +170,7 @@ impl Object {
             Object::Affinity(v) => serde_json::to_value(v),
             Object::Handle(v) => serde_json::to_value(v),
             Object::Config(v) => serde_json::to_value(v),
+            Object::Resource(v) => serde_json::to_value(v),
         };
         // These types serialize to JSON infallibly: no maps with non-string keys.
         r.unwrap_or(serde_json::Value::Null)
@@ -173,6 +192,7 @@ impl Object {
             Kind::Affinity => Object::Affinity(serde_json::from_value(value).map_err(corrupt)?),
             Kind::Handle => Object::Handle(serde_json::from_value(value).map_err(corrupt)?),
             Kind::Config => Object::Config(serde_json::from_value(value).map_err(corrupt)?),
+            Kind::Resource => Object::Resource(serde_json::from_value(value).map_err(corrupt)?),
         })
     }
 }
@@ -244,6 +264,8 @@ pub enum ListFilter {
     Kind(Kind),
     /// The block affinities of one node.
     AffinitiesOf(NodeName),
+    /// The resources of one kind (`ListFilter::Kind(Kind::Resource)` lists every kind).
+    Resources(String),
 }
 
 /// A change seen by [`Store::watch`].
@@ -333,6 +355,7 @@ from_object!(Block, Block);
 from_object!(BlockAffinity, Affinity);
 from_object!(Handle, Handle);
 from_object!(IpamConfig, Config);
+from_object!(Resource, Resource);
 
 fn typed<T: FromObject>(key: &Key, v: Versioned<Object>) -> Result<Versioned<T>, StoreError> {
     match T::from_object(v.value) {
@@ -400,6 +423,24 @@ pub trait StoreExt: Store {
         node: &NodeName,
     ) -> Result<Vec<Versioned<BlockAffinity>>, StoreError> {
         typed_all(self.list(&ListFilter::AffinitiesOf(node.clone())).await?)
+    }
+
+    /// One resource.
+    async fn get_resource(
+        &self,
+        kind: &str,
+        name: &str,
+    ) -> Result<Option<Versioned<Resource>>, StoreError> {
+        self.get_as(&Key::Resource {
+            kind: kind.to_owned(),
+            name: name.to_owned(),
+        })
+        .await
+    }
+
+    /// Every resource of one kind.
+    async fn list_resources(&self, kind: &str) -> Result<Vec<Versioned<Resource>>, StoreError> {
+        typed_all(self.list(&ListFilter::Resources(kind.to_owned())).await?)
     }
 
     /// The IPAM configuration, if one was stored.

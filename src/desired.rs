@@ -1,0 +1,750 @@
+//! What this node wants, as a pure function of what the cluster says: the BGP peers and
+//! their settings, the prefixes to advertise, the natOutgoing pools, the tunnel devices,
+//! and the kernel route of each prefix the speaker learned.
+//!
+//! ```text
+//!   Snapshot (nodes, BGPConfiguration, BGPPeers, BGPFilters, pools, blocks, …)
+//!        │ desired()                               │ route_for(prefix, best path)
+//!        ▼                                         ▼
+//!   Desired { peers, announcements, nat, tunnels, own_blocks }    RouteTarget
+//! ```
+//!
+//! Nothing here does IO or keeps time: the agent (`node/`) builds the snapshot from the
+//! datastore and applies the difference to the speaker and the kernel. Every decision is
+//! table-tested below.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+
+use bgp::config::{Announcement, PeerConfig, PolicyRef};
+use bgp::policy::{Actions, Match, Policy, PrefixEntry, Rule, Verdict};
+use bgp::rib::{BestRoute, NextHopMode};
+use bgp::{Asn, Family, RouterId};
+use ipam::model::{EncapMode, IpPool};
+use ipnet::IpNet;
+use serde::Serialize;
+
+use crate::dataplane::{self, DesiredRoutes, Mac, NatPool, RouteTarget, VxlanPeer};
+use crate::resources::bgp_configuration::DEFAULT_AS;
+use crate::resources::bgp_filter::{FilterAction, MatchOperator};
+use crate::resources::bgp_peer::SourceAddress;
+use crate::resources::common::BgpPassword;
+use crate::resources::{
+    parse_community, BGPConfigurationSpec, BGPFilterSpec, BGPPeerSpec, Community, ServalNodeSpec,
+};
+
+/// One node as the cluster describes it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NodeInfo {
+    /// `metadata.labels`: what selectors match.
+    pub labels: BTreeMap<String, String>,
+    pub spec: ServalNodeSpec,
+}
+
+impl NodeInfo {
+    fn address(&self, v4: bool) -> Option<IpAddr> {
+        let bgp = self.spec.bgp.as_ref()?;
+        let net = if v4 {
+            bgp.ipv4_address
+        } else {
+            bgp.ipv6_address
+        }?;
+        Some(net.addr())
+    }
+
+    fn addresses(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        [true, false].into_iter().filter_map(|v4| self.address(v4))
+    }
+
+    fn asn(&self, config: &BGPConfigurationSpec) -> Asn {
+        Asn(self
+            .spec
+            .bgp
+            .as_ref()
+            .and_then(|b| b.as_number)
+            .or(config.as_number)
+            .unwrap_or(DEFAULT_AS))
+    }
+
+    fn cluster_id(&self) -> Option<Ipv4Addr> {
+        self.spec
+            .bgp
+            .as_ref()
+            .and_then(|b| b.route_reflector_cluster_id)
+    }
+
+    /// The node's VTEP for prefixes of one family, if it has a VXLAN address.
+    fn vtep(&self, name: &str, v4: bool) -> Option<(IpAddr, Mac)> {
+        if v4 {
+            let addr = self.spec.ipv4_vxlan_tunnel_addr?;
+            let mac = self
+                .spec
+                .vxlan_tunnel_mac_addr
+                .map_or_else(|| Mac::vtep(name, false), |m| m.0);
+            Some((IpAddr::V4(addr), mac))
+        } else {
+            let addr = self.spec.ipv6_vxlan_tunnel_addr?;
+            let mac = self
+                .spec
+                .vxlan_tunnel_mac_addr_v6
+                .map_or_else(|| Mac::vtep(name, true), |m| m.0);
+            Some((IpAddr::V6(addr), mac))
+        }
+    }
+}
+
+/// Everything the decisions depend on.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// This node's name.
+    pub node: String,
+    /// This node's BGP identifier.
+    pub router_id: Option<Ipv4Addr>,
+    /// Every address of this node with its prefix length: the L2 subnets it is on.
+    pub local_subnets: Vec<IpNet>,
+    /// Every ServalNode, this one included, by name.
+    pub nodes: BTreeMap<String, NodeInfo>,
+    /// The `default` BGPConfiguration (or defaults when there is none).
+    pub config: BGPConfigurationSpec,
+    /// BGPPeers by name.
+    pub peers: BTreeMap<String, BGPPeerSpec>,
+    /// BGPFilters by name.
+    pub filters: BTreeMap<String, BGPFilterSpec>,
+    pub pools: Vec<IpPool>,
+    /// Blocks affine to this node.
+    pub own_blocks: BTreeSet<IpNet>,
+    /// Addresses allocated to this node's pods from blocks affine to other nodes.
+    pub borrowed: BTreeSet<IpAddr>,
+    /// Contents of password files that resources refer to, read by the agent.
+    pub password_files: BTreeMap<PathBuf, String>,
+}
+
+impl Snapshot {
+    fn me(&self) -> Option<&NodeInfo> {
+        self.nodes.get(&self.node)
+    }
+
+    fn my_address(&self, v4: bool) -> Option<IpAddr> {
+        self.me().and_then(|n| n.address(v4))
+    }
+
+    fn pool_of(&self, prefix: &IpNet) -> Option<&IpPool> {
+        self.pools.iter().find(|p| p.cidr.contains(prefix))
+    }
+
+    fn on_local_subnet(&self, ip: IpAddr) -> bool {
+        self.local_subnets.iter().any(|n| n.contains(&ip))
+    }
+
+    /// The node whose address is `ip`.
+    fn node_at(&self, ip: IpAddr) -> Option<(&String, &NodeInfo)> {
+        self.nodes
+            .iter()
+            .find(|(_, n)| n.addresses().any(|a| a == ip))
+    }
+}
+
+/// How a peer came to be configured, as `serval node status` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PeerType {
+    /// The node-to-node mesh.
+    Mesh,
+    /// A BGPPeer for every node.
+    Global,
+    /// A BGPPeer for this node (`node` or `nodeSelector`).
+    NodeSpecific,
+    /// A node this node reflects routes to (it is a route reflector).
+    RrClient,
+    /// A node selected by `peerSelector` that is not our client (a route reflector of
+    /// ours, or another reflector).
+    NodePeer,
+}
+
+impl PeerType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerType::Mesh => "node-to-node mesh",
+            PeerType::Global => "global",
+            PeerType::NodeSpecific => "node specific",
+            PeerType::RrClient => "rr-client",
+            PeerType::NodePeer => "node peer",
+        }
+    }
+}
+
+/// A tunnel device this node needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TunnelWant {
+    /// The pools asking for it, named in errors.
+    pub requested_by: String,
+    /// This node's address on it, when one has been allocated.
+    pub address: Option<IpAddr>,
+    /// The device MAC (VXLAN).
+    pub mac: Option<Mac>,
+}
+
+/// The tunnel devices this node needs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tunnels {
+    pub ipip: Option<TunnelWant>,
+    pub vxlan_v4: Option<TunnelWant>,
+    pub vxlan_v6: Option<TunnelWant>,
+}
+
+/// What this node wants.
+#[derive(Clone, Debug)]
+pub struct Desired {
+    /// The speaker's AS.
+    pub asn: Asn,
+    pub router_id: Option<RouterId>,
+    /// RFC 4456 cluster id, when this node is a route reflector.
+    pub cluster_id: Option<Ipv4Addr>,
+    /// Port of the mesh sessions.
+    pub listen_port: u16,
+    pub peers: BTreeMap<IpAddr, PeerConfig>,
+    pub peer_types: BTreeMap<IpAddr, PeerType>,
+    pub announcements: BTreeMap<IpNet, Announcement>,
+    /// Every pool, for NAT's "outside all pools".
+    pub nat: Vec<NatPool>,
+    pub tunnels: Tunnels,
+    /// Blocks blackholed here.
+    pub own_blocks: BTreeSet<IpNet>,
+    /// Host routes to peers reached through a gateway (`reachableBy`).
+    pub static_routes: BTreeMap<IpNet, RouteTarget>,
+    /// What could not be honoured, naming the resource and why.
+    pub problems: Vec<String>,
+}
+
+/// The standard BGP port.
+const BGP_PORT: u16 = 179;
+
+/// Computes what this node wants from `snap`.
+pub fn desired(snap: &Snapshot) -> Desired {
+    let me = snap.me().cloned().unwrap_or_default();
+    let mut d = Desired {
+        asn: me.asn(&snap.config),
+        router_id: snap.router_id.map(RouterId),
+        cluster_id: me.cluster_id(),
+        listen_port: snap.config.listen_port.unwrap_or(BGP_PORT),
+        peers: BTreeMap::new(),
+        peer_types: BTreeMap::new(),
+        announcements: BTreeMap::new(),
+        nat: Vec::new(),
+        tunnels: Tunnels::default(),
+        own_blocks: BTreeSet::new(),
+        static_routes: BTreeMap::new(),
+        problems: Vec::new(),
+    };
+    peers(snap, &me, &mut d);
+    announcements(snap, &mut d);
+    d.nat = snap
+        .pools
+        .iter()
+        .map(|p| NatPool {
+            cidr: p.cidr,
+            nat_outgoing: p.nat_outgoing,
+        })
+        .collect();
+    d.tunnels = tunnels(snap, &me);
+    d.own_blocks = snap.own_blocks.clone();
+    d
+}
+
+// ---------------------------------------------------------------------------------------
+// Peers
+
+fn password(snap: &Snapshot, p: &BgpPassword, what: &str) -> Result<Option<String>, String> {
+    if let Some(v) = &p.value {
+        return Ok(Some(v.clone()));
+    }
+    if let Some(f) = &p.file {
+        return match snap.password_files.get(f) {
+            Some(v) => Ok(Some(v.clone())),
+            None => Err(format!(
+                "{what}: password file {} cannot be read",
+                f.display()
+            )),
+        };
+    }
+    if let Some(r) = &p.secret_key_ref {
+        if r.optional == Some(true) {
+            return Ok(None);
+        }
+        return Err(format!(
+            "{what}: password from Secret {}/{} needs the kubernetes datastore; \
+             on file and etcd datastores give password.value or password.file",
+            r.name, r.key
+        ));
+    }
+    Ok(None)
+}
+
+fn family_of(ip: IpAddr) -> Family {
+    if ip.is_ipv4() {
+        Family::Ipv4Unicast
+    } else {
+        Family::Ipv6Unicast
+    }
+}
+
+/// Adds a peer unless one is already configured at that address (explicit peerings
+/// are added before the mesh, so they win).
+fn add_peer(d: &mut Desired, peer: PeerConfig, kind: PeerType) {
+    let addr = peer.address;
+    if d.peers.contains_key(&addr) {
+        return;
+    }
+    d.peers.insert(addr, peer);
+    d.peer_types.insert(addr, kind);
+}
+
+fn peers(snap: &Snapshot, me: &NodeInfo, d: &mut Desired) {
+    let my_addrs: BTreeSet<IpAddr> = me.addresses().collect();
+    // Explicit BGPPeers first: node-specific, then global, then by name.
+    let mut applicable: Vec<(&String, &BGPPeerSpec, PeerType)> = snap
+        .peers
+        .iter()
+        .filter_map(|(name, p)| {
+            let kind = match (&p.node, &p.node_selector) {
+                (Some(n), _) if *n == snap.node => PeerType::NodeSpecific,
+                (Some(_), _) => return None,
+                (None, Some(sel)) if sel.matches(&me.labels) => PeerType::NodeSpecific,
+                (None, Some(_)) => return None,
+                (None, None) => PeerType::Global,
+            };
+            Some((name, p, kind))
+        })
+        .collect();
+    applicable.sort_by_key(|(name, _, kind)| (*kind, (*name).clone()));
+    for (name, p, kind) in applicable {
+        let what = format!("BGPPeer {name}");
+        let pw = match p.password.as_ref().map(|pw| password(snap, pw, &what)) {
+            Some(Err(e)) => {
+                d.problems.push(e);
+                continue;
+            }
+            Some(Ok(v)) => v,
+            None => None,
+        };
+        let policies = match filters(snap, &p.filters, &what) {
+            Ok(v) => v,
+            Err(e) => {
+                d.problems.push(e);
+                continue;
+            }
+        };
+        if let Some(addr) = p.peer_ip {
+            if my_addrs.contains(&addr.ip) {
+                continue;
+            }
+            let mut cfg = PeerConfig::new(addr.ip, Asn(p.as_number.unwrap_or(0)));
+            cfg.name = Some(name.clone());
+            if let Some(port) = addr.port {
+                cfg.port = port;
+            }
+            apply_peer_spec(snap, p, pw.clone(), &policies, &mut cfg);
+            if let Some(gw) = p.reachable_by {
+                if gw.is_ipv4() == addr.ip.is_ipv4() {
+                    d.static_routes
+                        .insert(IpNet::from(addr.ip), RouteTarget::direct(gw));
+                    if cfg.ttl_security.is_none() && cfg.asn != d.asn {
+                        cfg.multihop = Some(2);
+                    }
+                } else {
+                    d.problems.push(format!(
+                        "{what}: reachableBy {gw} is not of the family of {}",
+                        addr.ip
+                    ));
+                }
+            }
+            add_peer(d, cfg, kind);
+        } else if let Some(sel) = &p.peer_selector {
+            for (other_name, other) in &snap.nodes {
+                if *other_name == snap.node || !sel.matches(&other.labels) {
+                    continue;
+                }
+                let client = d.cluster_id.is_some() && other.cluster_id().is_none();
+                for v4 in [true, false] {
+                    let (Some(theirs), Some(_)) = (other.address(v4), me.address(v4)) else {
+                        continue;
+                    };
+                    let mut cfg = PeerConfig::new(theirs, other.asn(&snap.config));
+                    cfg.name = Some(other_name.clone());
+                    cfg.port = d.listen_port;
+                    cfg.families = vec![family_of(theirs)];
+                    cfg.route_reflector_client = client;
+                    apply_peer_spec(snap, p, pw.clone(), &policies, &mut cfg);
+                    let kind = if client {
+                        PeerType::RrClient
+                    } else {
+                        PeerType::NodePeer
+                    };
+                    add_peer(d, cfg, kind);
+                }
+            }
+        }
+    }
+    if snap.config.node_to_node_mesh_enabled == Some(false) {
+        return;
+    }
+    let mesh_pw = match snap
+        .config
+        .node_mesh_password
+        .as_ref()
+        .map(|pw| password(snap, pw, "BGPConfiguration default nodeMeshPassword"))
+    {
+        Some(Err(e)) => {
+            d.problems.push(e);
+            return;
+        }
+        Some(Ok(v)) => v,
+        None => None,
+    };
+    for (other_name, other) in &snap.nodes {
+        if *other_name == snap.node {
+            continue;
+        }
+        for v4 in [true, false] {
+            let (Some(theirs), Some(mine)) = (other.address(v4), me.address(v4)) else {
+                continue;
+            };
+            let mut cfg = PeerConfig::new(theirs, other.asn(&snap.config));
+            cfg.name = Some(other_name.clone());
+            cfg.port = d.listen_port;
+            cfg.families = vec![family_of(theirs)];
+            cfg.source_address = Some(mine);
+            cfg.password = mesh_pw.clone();
+            add_peer(d, cfg, PeerType::Mesh);
+        }
+    }
+}
+
+fn apply_peer_spec(
+    snap: &Snapshot,
+    p: &BGPPeerSpec,
+    password: Option<String>,
+    policies: &(Option<Policy>, Option<Policy>),
+    cfg: &mut PeerConfig,
+) {
+    cfg.password = password;
+    if p.keep_original_next_hop {
+        cfg.next_hop = NextHopMode::KeepOriginal;
+    }
+    if p.source_address.unwrap_or_default() == SourceAddress::UseNodeIP {
+        cfg.source_address = snap.my_address(cfg.address.is_ipv4());
+    }
+    cfg.ttl_security = p.ttl_security;
+    cfg.allowas_in = p.num_allowed_local_as_numbers.unwrap_or(0);
+    if let Some(k) = p.keep_alive_time {
+        let k = k.secs_u16().max(1);
+        cfg.keepalive = Some(k);
+        cfg.hold_time = Some(k.saturating_mul(3));
+    }
+    cfg.import = policies.0.clone().map(PolicyRef::Inline);
+    cfg.export = policies.1.clone().map(PolicyRef::Inline);
+}
+
+/// The import and export policies of a peer's filters, in order; `None` when the peer
+/// has no filters (accept all).
+fn filters(
+    snap: &Snapshot,
+    names: &[String],
+    what: &str,
+) -> Result<(Option<Policy>, Option<Policy>), String> {
+    if names.is_empty() {
+        return Ok((None, None));
+    }
+    let mut import = Policy::accept_all();
+    let mut export = Policy::accept_all();
+    for name in names {
+        let f = snap.filters.get(name).ok_or_else(|| {
+            format!("{what}: BGPFilter {name} does not exist; the peering is not configured")
+        })?;
+        for (list, v4, rules) in f.lists() {
+            let into = if list.starts_with("import") {
+                &mut import
+            } else {
+                &mut export
+            };
+            for (i, r) in rules.iter().enumerate() {
+                let entry = match (r.cidr, r.match_operator) {
+                    (None, _) => {
+                        let (any, max) = if v4 {
+                            (IpNet::V4(Default::default()), 32)
+                        } else {
+                            (IpNet::V6(Default::default()), 128)
+                        };
+                        PrefixEntry {
+                            prefix: any,
+                            ge: None,
+                            le: Some(max),
+                        }
+                    }
+                    (Some(cidr), Some(MatchOperator::Equal)) => PrefixEntry {
+                        prefix: cidr,
+                        ge: None,
+                        le: None,
+                    },
+                    (Some(cidr), Some(MatchOperator::In)) => {
+                        let max = cidr.max_prefix_len();
+                        let pl = r.prefix_length;
+                        let ge = pl.and_then(|p| p.min).unwrap_or(cidr.prefix_len());
+                        let le = pl.and_then(|p| p.max).unwrap_or(max);
+                        PrefixEntry {
+                            prefix: cidr,
+                            ge: Some(ge.max(cidr.prefix_len())),
+                            le: Some(le),
+                        }
+                    }
+                    (Some(_), op) => {
+                        return Err(format!(
+                            "{what}: BGPFilter {name} {list}[{i}]: matchOperator {op:?} is not \
+                             supported yet (use Equal or In); the peering is not configured"
+                        ))
+                    }
+                };
+                into.rules.push(Rule {
+                    name: Some(format!("{name}/{list}[{i}]")),
+                    matches: Match {
+                        prefix: vec![entry],
+                        ..Match::default()
+                    },
+                    then: Actions {
+                        action: match r.action {
+                            FilterAction::Accept => Verdict::Accept,
+                            FilterAction::Reject => Verdict::Reject,
+                        },
+                        ..Actions::default()
+                    },
+                });
+            }
+        }
+    }
+    Ok((Some(import), Some(export)))
+}
+
+// ---------------------------------------------------------------------------------------
+// Announcements
+
+fn announcements(snap: &Snapshot, d: &mut Desired) {
+    let mut prefixes: BTreeSet<IpNet> = BTreeSet::new();
+    for block in &snap.own_blocks {
+        match snap.pool_of(block) {
+            Some(pool) if pool.disable_bgp_export => {}
+            Some(_) => {
+                prefixes.insert(*block);
+            }
+            // A block whose pool was deleted keeps being advertised while pods use it.
+            None => {
+                prefixes.insert(*block);
+            }
+        }
+    }
+    for ip in &snap.borrowed {
+        let host = IpNet::from(*ip);
+        if snap.own_blocks.iter().any(|b| b.contains(ip)) {
+            continue;
+        }
+        if snap.pool_of(&host).is_some_and(|p| p.disable_bgp_export) {
+            continue;
+        }
+        prefixes.insert(host);
+    }
+    let c = &snap.config;
+    for block in c
+        .service_cluster_ips
+        .iter()
+        .chain(&c.service_external_ips)
+        .chain(&c.service_load_balancer_ips)
+    {
+        prefixes.insert(block.cidr.trunc());
+    }
+    for prefix in prefixes {
+        let mut a = Announcement::new(prefix);
+        for adv in &c.prefix_advertisements {
+            if !adv.cidr.contains(&prefix) {
+                continue;
+            }
+            for name_or_value in &adv.communities {
+                let value = c
+                    .communities
+                    .iter()
+                    .find(|n| n.name == *name_or_value)
+                    .map_or(name_or_value.as_str(), |n| n.value.as_str());
+                match parse_community(value) {
+                    Ok(Community::Standard(v)) if !a.communities.contains(&v) => {
+                        a.communities.push(v)
+                    }
+                    Ok(Community::Large(v)) if !a.large_communities.contains(&v) => {
+                        a.large_communities.push(v)
+                    }
+                    Ok(_) => {}
+                    Err(e) => d.problems.push(format!(
+                        "BGPConfiguration prefixAdvertisements {}: {e}",
+                        adv.cidr
+                    )),
+                }
+            }
+        }
+        a.communities.sort();
+        a.large_communities.sort();
+        d.announcements.insert(prefix, a);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Tunnels
+
+fn encap_used(mode: EncapMode) -> bool {
+    mode != EncapMode::Never
+}
+
+fn tunnels(snap: &Snapshot, me: &NodeInfo) -> Tunnels {
+    let names = |f: &dyn Fn(&IpPool) -> bool| {
+        let n: Vec<&str> = snap
+            .pools
+            .iter()
+            .filter(|p| f(p))
+            .map(|p| p.name.as_str())
+            .collect();
+        (!n.is_empty()).then(|| n.join(", "))
+    };
+    let ipip =
+        names(&|p| p.cidr.addr().is_ipv4() && encap_used(p.ipip_mode)).map(|by| TunnelWant {
+            requested_by: by,
+            address: me
+                .spec
+                .bgp
+                .as_ref()
+                .and_then(|b| b.ipv4_ipip_tunnel_addr)
+                .map(IpAddr::V4),
+            mac: None,
+        });
+    let vxlan = |v4: bool| {
+        names(&|p| p.cidr.addr().is_ipv4() == v4 && encap_used(p.vxlan_mode)).map(|by| {
+            let vtep = me.vtep(&snap.node, v4);
+            TunnelWant {
+                requested_by: by,
+                address: vtep.map(|(a, _)| a),
+                mac: Some(vtep.map_or_else(|| Mac::vtep(&snap.node, !v4), |(_, m)| m)),
+            }
+        })
+    };
+    Tunnels {
+        ipip,
+        vxlan_v4: vxlan(true),
+        vxlan_v6: vxlan(false),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Routes
+
+fn next_hop_ip(nh: &bgp::wire::attr::NextHop) -> IpAddr {
+    match nh {
+        bgp::wire::attr::NextHop::V4(a) => IpAddr::V4(*a),
+        bgp::wire::attr::NextHop::V6 { global, .. } => IpAddr::V6(*global),
+    }
+}
+
+/// The way to one next hop of a route in `pool`.
+fn hop_for(
+    snap: &Snapshot,
+    prefix: &IpNet,
+    pool: &IpPool,
+    nh: IpAddr,
+) -> Option<dataplane::NextHop> {
+    let on_subnet = snap.on_local_subnet(nh);
+    let wants = |mode: EncapMode| match mode {
+        EncapMode::Always => true,
+        EncapMode::CrossSubnet => !on_subnet,
+        EncapMode::Never => false,
+    };
+    if prefix.addr().is_ipv4() && wants(pool.ipip_mode) {
+        if let IpAddr::V4(gw) = nh {
+            return Some(dataplane::NextHop::Ipip { gateway: gw });
+        }
+    }
+    if wants(pool.vxlan_mode) {
+        let vtep = snap
+            .node_at(nh)
+            .and_then(|(name, n)| n.vtep(name, prefix.addr().is_ipv4()));
+        if let Some((vtep_addr, vtep_mac)) = vtep {
+            return Some(dataplane::NextHop::Vxlan(VxlanPeer {
+                vtep_addr,
+                vtep_mac,
+                node_addr: nh,
+            }));
+        }
+        // The remote node has no VTEP yet: plain routing still works on one subnet.
+        if !on_subnet {
+            return None;
+        }
+    }
+    Some(dataplane::NextHop::Direct {
+        gateway: nh,
+        dev: None,
+    })
+}
+
+/// The kernel route for a prefix the speaker selected `best` for; `None` when serval
+/// programs no route for it: our own announcements (blackholes and pod routes come
+/// from elsewhere), prefixes outside every pool (the ToR's business), or no usable
+/// next hop.
+pub fn route_for(prefix: &IpNet, best: &BestRoute, snap: &Snapshot) -> Option<RouteTarget> {
+    if best.is_local() || snap.own_blocks.contains(prefix) {
+        return None;
+    }
+    let pool = snap.pool_of(prefix)?;
+    let hops: BTreeSet<dataplane::NextHop> = best
+        .next_hops()
+        .iter()
+        .map(next_hop_ip)
+        .filter(|nh| nh.is_ipv4() == prefix.addr().is_ipv4())
+        .filter_map(|nh| hop_for(snap, prefix, pool, nh))
+        .collect();
+    match hops.len() {
+        0 => None,
+        1 => hops.into_iter().next().map(RouteTarget::Unicast),
+        _ => Some(RouteTarget::Multipath(hops)),
+    }
+}
+
+/// Every route serval wants in the kernel: blackholes for own blocks, static routes,
+/// and the routes of the learned prefixes.
+pub fn routes(d: &Desired, learned: &BTreeMap<IpNet, BestRoute>, snap: &Snapshot) -> DesiredRoutes {
+    let mut out = DesiredRoutes::default();
+    for (prefix, best) in learned {
+        if let Some(t) = route_for(prefix, best, snap) {
+            out.routes.insert(*prefix, t);
+        }
+    }
+    for (prefix, t) in &d.static_routes {
+        out.routes.insert(*prefix, t.clone());
+    }
+    for block in &d.own_blocks {
+        out.routes.insert(*block, RouteTarget::Blackhole);
+    }
+    out
+}
+
+/// The change that turns `old` into `new`.
+pub fn route_diff(old: &DesiredRoutes, new: &DesiredRoutes) -> dataplane::RouteDiff {
+    let mut diff = dataplane::RouteDiff::default();
+    for (p, t) in &new.routes {
+        if old.routes.get(p) != Some(t) {
+            diff.upsert.insert(*p, t.clone());
+        }
+    }
+    for p in old.routes.keys() {
+        if !new.routes.contains_key(p) {
+            diff.withdraw.insert(*p);
+        }
+    }
+    diff
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,840 @@
+//! Table tests of the decisions in `desired.rs`.
+
+use std::sync::Arc;
+
+use bgp::rib::{PeerId, SelectedPath};
+use bgp::wire::attr::{NextHop as BgpNextHop, PathAttrs};
+use ipam::model::{PoolName, Selector};
+
+use super::*;
+use crate::dataplane::NextHop;
+use crate::resources::bgp_configuration::{CidrBlock, NamedCommunity, PrefixAdvertisement};
+use crate::resources::bgp_filter::{BGPFilterRule, PrefixLength};
+use crate::resources::common::PeerAddress;
+use crate::resources::serval_node::NodeBgpSpec;
+
+fn net(s: &str) -> IpNet {
+    s.parse().unwrap()
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn node(v4: Option<&str>, v6: Option<&str>, labels: &[(&str, &str)]) -> NodeInfo {
+    NodeInfo {
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        spec: ServalNodeSpec {
+            bgp: Some(NodeBgpSpec {
+                ipv4_address: v4.map(net),
+                ipv6_address: v6.map(net),
+                ..NodeBgpSpec::default()
+            }),
+            ..ServalNodeSpec::default()
+        },
+    }
+}
+
+fn pool(cidr: &str, ipip: EncapMode, vxlan: EncapMode) -> IpPool {
+    let mut p = IpPool::new(
+        PoolName::new(format!("p-{}", cidr.replace(['.', '/', ':'], "-"))).unwrap(),
+        net(cidr),
+    );
+    p.ipip_mode = ipip;
+    p.vxlan_mode = vxlan;
+    p
+}
+
+/// Three nodes: n1 and n2 on 192.0.2.0/24, n3 on 198.51.100.0/24; this node is n1.
+fn three_nodes() -> Snapshot {
+    let mut s = Snapshot {
+        node: "n1".into(),
+        router_id: Some("192.0.2.1".parse().unwrap()),
+        local_subnets: vec![net("192.0.2.1/24"), net("2001:db8::1/64")],
+        ..Snapshot::default()
+    };
+    s.nodes.insert(
+        "n1".into(),
+        node(
+            Some("192.0.2.1/24"),
+            Some("2001:db8::1/64"),
+            &[("rack", "a")],
+        ),
+    );
+    s.nodes.insert(
+        "n2".into(),
+        node(
+            Some("192.0.2.2/24"),
+            Some("2001:db8::2/64"),
+            &[("rack", "a")],
+        ),
+    );
+    s.nodes.insert(
+        "n3".into(),
+        node(Some("198.51.100.3/24"), None, &[("rack", "b")]),
+    );
+    s
+}
+
+fn peer_ip(p: &str, asn: u32) -> BGPPeerSpec {
+    BGPPeerSpec {
+        peer_ip: Some(p.parse::<PeerAddress>().unwrap()),
+        as_number: Some(asn),
+        ..BGPPeerSpec::default()
+    }
+}
+
+fn sel(s: &str) -> Option<Selector> {
+    Some(Selector::parse(s).unwrap())
+}
+
+fn peer_table(d: &Desired) -> Vec<(String, PeerType, Option<String>)> {
+    d.peers
+        .iter()
+        .map(|(a, p)| (a.to_string(), d.peer_types[a], p.name.clone()))
+        .collect()
+}
+
+#[test]
+fn peers_table() {
+    type Case = (
+        &'static str,
+        fn(&mut Snapshot),
+        Vec<(&'static str, PeerType)>,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "mesh on by default: every other node in each family both have",
+            |_| {},
+            vec![
+                ("192.0.2.2", PeerType::Mesh),
+                ("198.51.100.3", PeerType::Mesh),
+                ("2001:db8::2", PeerType::Mesh),
+            ],
+        ),
+        (
+            "mesh off",
+            |s| s.config.node_to_node_mesh_enabled = Some(false),
+            vec![],
+        ),
+        (
+            "global peer plus mesh",
+            |s| {
+                s.peers.insert("tor".into(), peer_ip("192.0.2.254", 65000));
+            },
+            vec![
+                ("192.0.2.2", PeerType::Mesh),
+                ("192.0.2.254", PeerType::Global),
+                ("198.51.100.3", PeerType::Mesh),
+                ("2001:db8::2", PeerType::Mesh),
+            ],
+        ),
+        (
+            "per-node peers: node = me applies, node = other does not",
+            |s| {
+                s.config.node_to_node_mesh_enabled = Some(false);
+                let mut mine = peer_ip("192.0.2.254", 65000);
+                mine.node = Some("n1".into());
+                let mut theirs = peer_ip("192.0.2.253", 65000);
+                theirs.node = Some("n2".into());
+                s.peers.insert("mine".into(), mine);
+                s.peers.insert("theirs".into(), theirs);
+            },
+            vec![("192.0.2.254", PeerType::NodeSpecific)],
+        ),
+        (
+            "node selectors match my labels or not",
+            |s| {
+                s.config.node_to_node_mesh_enabled = Some(false);
+                let mut a = peer_ip("192.0.2.250", 65000);
+                a.node_selector = sel("rack == 'a'");
+                let mut b = peer_ip("192.0.2.251", 65000);
+                b.node_selector = sel("rack == 'b'");
+                let mut all = peer_ip("2001:db8::fe", 65000);
+                all.node_selector = sel("all()");
+                s.peers.insert("rack-a".into(), a);
+                s.peers.insert("rack-b".into(), b);
+                s.peers.insert("everyone".into(), all);
+            },
+            vec![
+                ("192.0.2.250", PeerType::NodeSpecific),
+                ("2001:db8::fe", PeerType::NodeSpecific),
+            ],
+        ),
+        (
+            "a peer at my own address is skipped",
+            |s| {
+                s.config.node_to_node_mesh_enabled = Some(false);
+                s.peers.insert("self".into(), peer_ip("192.0.2.1", 65000));
+            },
+            vec![],
+        ),
+        (
+            "explicit peering wins over the mesh at the same address",
+            |s| {
+                s.peers
+                    .insert("n2-ebgp".into(), peer_ip("192.0.2.2", 65002));
+            },
+            vec![
+                ("192.0.2.2", PeerType::Global),
+                ("198.51.100.3", PeerType::Mesh),
+                ("2001:db8::2", PeerType::Mesh),
+            ],
+        ),
+        (
+            "route reflector: peerSelector picks clients",
+            |s| {
+                s.config.node_to_node_mesh_enabled = Some(false);
+                let me = s.nodes.get_mut("n1").unwrap();
+                me.labels.insert("rr".into(), "true".into());
+                me.spec.bgp.as_mut().unwrap().route_reflector_cluster_id =
+                    Some("224.0.0.1".parse().unwrap());
+                s.peers.insert(
+                    "rr-to-clients".into(),
+                    BGPPeerSpec {
+                        node_selector: sel("has(rr)"),
+                        peer_selector: sel("!has(rr)"),
+                        ..BGPPeerSpec::default()
+                    },
+                );
+                s.peers.insert(
+                    "clients-to-rr".into(),
+                    BGPPeerSpec {
+                        node_selector: sel("!has(rr)"),
+                        peer_selector: sel("has(rr)"),
+                        ..BGPPeerSpec::default()
+                    },
+                );
+            },
+            vec![
+                ("192.0.2.2", PeerType::RrClient),
+                ("198.51.100.3", PeerType::RrClient),
+                ("2001:db8::2", PeerType::RrClient),
+            ],
+        ),
+    ];
+    for (what, setup, want) in cases {
+        let mut s = three_nodes();
+        setup(&mut s);
+        let d = desired(&s);
+        let got: Vec<(String, PeerType)> =
+            peer_table(&d).into_iter().map(|(a, t, _)| (a, t)).collect();
+        let want: Vec<(String, PeerType)> =
+            want.into_iter().map(|(a, t)| (a.to_string(), t)).collect();
+        assert_eq!(got, want, "{what}");
+        assert!(d.problems.is_empty(), "{what}: {:?}", d.problems);
+    }
+}
+
+#[test]
+fn route_reflector_client_side_and_cluster_id() {
+    let mut s = three_nodes();
+    s.config.node_to_node_mesh_enabled = Some(false);
+    let rr = s.nodes.get_mut("n3").unwrap();
+    rr.labels.insert("rr".into(), "true".into());
+    rr.spec.bgp.as_mut().unwrap().route_reflector_cluster_id = Some("224.0.0.1".parse().unwrap());
+    s.peers.insert(
+        "clients-to-rr".into(),
+        BGPPeerSpec {
+            node_selector: sel("!has(rr)"),
+            peer_selector: sel("has(rr)"),
+            ..BGPPeerSpec::default()
+        },
+    );
+    let d = desired(&s);
+    assert_eq!(d.cluster_id, None, "a client is no reflector");
+    let p = &d.peers[&ip("198.51.100.3")];
+    assert!(!p.route_reflector_client);
+    assert_eq!(d.peer_types[&ip("198.51.100.3")], PeerType::NodePeer);
+    assert_eq!(d.peers.len(), 1);
+
+    // On the reflector: its cluster id is set and n1, n2 are its clients.
+    s.node = "n3".into();
+    let d = desired(&s);
+    assert_eq!(d.cluster_id, Some("224.0.0.1".parse().unwrap()));
+}
+
+#[test]
+fn mesh_sessions_per_family_with_source_and_password() {
+    let mut s = three_nodes();
+    s.config.node_mesh_password = Some(BgpPassword {
+        value: Some("m3sh".into()),
+        ..BgpPassword::default()
+    });
+    s.config.listen_port = Some(1790);
+    let d = desired(&s);
+    let v4 = &d.peers[&ip("192.0.2.2")];
+    assert_eq!(v4.families, vec![Family::Ipv4Unicast]);
+    assert_eq!(v4.source_address, Some(ip("192.0.2.1")));
+    assert_eq!(v4.password.as_deref(), Some("m3sh"));
+    assert_eq!(v4.port, 1790);
+    assert_eq!(v4.asn, Asn(DEFAULT_AS));
+    assert_eq!(v4.name.as_deref(), Some("n2"));
+    let v6 = &d.peers[&ip("2001:db8::2")];
+    assert_eq!(v6.families, vec![Family::Ipv6Unicast]);
+    assert_eq!(v6.source_address, Some(ip("2001:db8::1")));
+    assert_eq!(d.listen_port, 1790);
+}
+
+#[test]
+fn peer_settings_follow_the_resource() {
+    let mut s = three_nodes();
+    s.config.as_number = Some(64600);
+    s.password_files
+        .insert("/etc/serval/tor.pw".into(), "from-file".into());
+    let mut p = peer_ip("[2001:db8::fe]:1790", 65000);
+    p.keep_original_next_hop = true;
+    p.ttl_security = Some(1);
+    p.num_allowed_local_as_numbers = Some(2);
+    p.keep_alive_time = Some("10s".parse().unwrap());
+    p.password = Some(BgpPassword {
+        file: Some("/etc/serval/tor.pw".into()),
+        ..BgpPassword::default()
+    });
+    s.peers.insert("tor".into(), p);
+    let mut none = peer_ip("192.0.2.254", 65000);
+    none.source_address = Some(SourceAddress::None);
+    none.reachable_by = Some(ip("192.0.2.253"));
+    s.peers.insert("far".into(), none);
+    let d = desired(&s);
+    assert_eq!(d.asn, Asn(64600));
+    let t = &d.peers[&ip("2001:db8::fe")];
+    assert_eq!(t.port, 1790);
+    assert_eq!(t.next_hop, NextHopMode::KeepOriginal);
+    assert_eq!(t.ttl_security, Some(1));
+    assert_eq!(t.allowas_in, 2);
+    assert_eq!((t.keepalive, t.hold_time), (Some(10), Some(30)));
+    assert_eq!(t.password.as_deref(), Some("from-file"));
+    assert_eq!(
+        t.source_address,
+        Some(ip("2001:db8::1")),
+        "UseNodeIP by default"
+    );
+    let f = &d.peers[&ip("192.0.2.254")];
+    assert_eq!(f.source_address, None);
+    assert_eq!(f.multihop, Some(2), "eBGP through a gateway");
+    assert_eq!(
+        d.static_routes[&net("192.0.2.254/32")],
+        RouteTarget::direct(ip("192.0.2.253"))
+    );
+}
+
+#[test]
+fn unusable_peers_are_reported_not_half_configured() {
+    let mut s = three_nodes();
+    s.config.node_to_node_mesh_enabled = Some(false);
+    let mut missing_file = peer_ip("192.0.2.250", 65000);
+    missing_file.password = Some(BgpPassword {
+        file: Some("/nope".into()),
+        ..BgpPassword::default()
+    });
+    let mut missing_filter = peer_ip("192.0.2.251", 65000);
+    missing_filter.filters = vec!["nope".into()];
+    let mut secret = peer_ip("192.0.2.252", 65000);
+    secret.password = Some(BgpPassword {
+        secret_key_ref: Some(crate::resources::common::SecretKeyRef {
+            name: "s".into(),
+            key: "k".into(),
+            optional: None,
+        }),
+        ..BgpPassword::default()
+    });
+    s.peers.insert("a".into(), missing_file);
+    s.peers.insert("b".into(), missing_filter);
+    s.peers.insert("c".into(), secret);
+    let d = desired(&s);
+    assert!(d.peers.is_empty(), "{:?}", d.peers.keys());
+    let all = d.problems.join("\n");
+    for want in [
+        "BGPPeer a",
+        "/nope",
+        "BGPPeer b",
+        "BGPFilter nope",
+        "BGPPeer c",
+        "kubernetes",
+    ] {
+        assert!(all.contains(want), "{all} lacks {want}");
+    }
+}
+
+#[test]
+fn filters_become_policies_in_order() {
+    let mut s = three_nodes();
+    s.filters.insert(
+        "pods-only".into(),
+        BGPFilterSpec {
+            export_v4: vec![
+                BGPFilterRule {
+                    action: FilterAction::Accept,
+                    match_operator: Some(MatchOperator::In),
+                    cidr: Some(net("10.65.0.0/16")),
+                    prefix_length: Some(PrefixLength {
+                        min: Some(26),
+                        max: None,
+                    }),
+                },
+                BGPFilterRule {
+                    action: FilterAction::Reject,
+                    match_operator: None,
+                    cidr: None,
+                    prefix_length: None,
+                },
+            ],
+            import_v6: vec![BGPFilterRule {
+                action: FilterAction::Reject,
+                match_operator: Some(MatchOperator::Equal),
+                cidr: Some(net("::/0")),
+                prefix_length: None,
+            }],
+            ..BGPFilterSpec::default()
+        },
+    );
+    let mut p = peer_ip("192.0.2.254", 65000);
+    p.filters = vec!["pods-only".into()];
+    s.peers.insert("tor".into(), p);
+    let d = desired(&s);
+    let t = &d.peers[&ip("192.0.2.254")];
+    let Some(PolicyRef::Inline(export)) = &t.export else {
+        panic!("{:?}", t.export)
+    };
+    let entries: Vec<(IpNet, Option<u8>, Option<u8>, Verdict)> = export
+        .rules
+        .iter()
+        .map(|r| {
+            let e = r.matches.prefix[0];
+            (e.prefix, e.ge, e.le, r.then.action)
+        })
+        .collect();
+    assert_eq!(
+        entries,
+        vec![
+            (net("10.65.0.0/16"), Some(26), Some(32), Verdict::Accept),
+            (net("0.0.0.0/0"), None, Some(32), Verdict::Reject),
+        ]
+    );
+    assert!(export.compile().is_ok());
+    let Some(PolicyRef::Inline(import)) = &t.import else {
+        panic!()
+    };
+    assert_eq!(import.rules.len(), 1);
+    assert_eq!(import.default, Verdict::Accept);
+
+    let mut unsupported = s.clone();
+    unsupported.filters.get_mut("pods-only").unwrap().export_v4[0].match_operator =
+        Some(MatchOperator::NotIn);
+    let d = desired(&unsupported);
+    assert!(!d.peers.contains_key(&ip("192.0.2.254")));
+    assert!(d.problems[0].contains("NotIn"), "{:?}", d.problems);
+}
+
+#[test]
+fn announcements_table() {
+    type Case = (&'static str, fn(&mut Snapshot), Vec<&'static str>);
+    let cases: Vec<Case> = vec![
+        (
+            "own blocks of both families",
+            |s| {
+                s.own_blocks = [net("10.65.0.0/26"), net("fd00:65::/122")].into();
+            },
+            vec!["10.65.0.0/26", "fd00:65::/122"],
+        ),
+        (
+            "a pool with disableBGPExport is not advertised",
+            |s| {
+                s.pools[0].disable_bgp_export = true;
+                s.own_blocks = [net("10.65.0.0/26"), net("fd00:65::/122")].into();
+            },
+            vec!["fd00:65::/122"],
+        ),
+        (
+            "a borrowed address is a /32 or /128",
+            |s| {
+                s.own_blocks = [net("10.65.0.0/26")].into();
+                s.borrowed = [ip("10.65.0.70"), ip("fd00:65::1:5"), ip("10.65.0.3")].into();
+            },
+            vec!["10.65.0.0/26", "10.65.0.70/32", "fd00:65::1:5/128"],
+        ),
+        (
+            "service CIDRs from every node",
+            |s| {
+                s.config.service_cluster_ips = vec![CidrBlock {
+                    cidr: net("10.96.0.0/12"),
+                }];
+                s.config.service_load_balancer_ips = vec![CidrBlock {
+                    cidr: net("203.0.113.0/24"),
+                }];
+            },
+            vec!["10.96.0.0/12", "203.0.113.0/24"],
+        ),
+    ];
+    for (what, setup, want) in cases {
+        let mut s = three_nodes();
+        s.pools = vec![
+            pool("10.65.0.0/16", EncapMode::Never, EncapMode::Never),
+            pool("fd00:65::/48", EncapMode::Never, EncapMode::Never),
+        ];
+        setup(&mut s);
+        let d = desired(&s);
+        let got: Vec<String> = d.announcements.keys().map(ToString::to_string).collect();
+        assert_eq!(got, want, "{what}");
+    }
+}
+
+#[test]
+fn communities_per_prefix() {
+    let mut s = three_nodes();
+    s.pools = vec![pool("10.65.0.0/16", EncapMode::Never, EncapMode::Never)];
+    s.own_blocks = [net("10.65.0.0/26"), net("10.65.1.0/26")].into();
+    s.config.communities = vec![NamedCommunity {
+        name: "pods".into(),
+        value: "64512:100".into(),
+    }];
+    s.config.prefix_advertisements = vec![
+        PrefixAdvertisement {
+            cidr: net("10.65.0.0/16"),
+            communities: vec!["pods".into(), "64512:7:8".into()],
+        },
+        PrefixAdvertisement {
+            cidr: net("10.65.1.0/24"),
+            communities: vec!["no-export".into()],
+        },
+    ];
+    let d = desired(&s);
+    let show = |p: &str| {
+        let a = &d.announcements[&net(p)];
+        let mut v: Vec<String> = a.communities.iter().map(ToString::to_string).collect();
+        v.extend(a.large_communities.iter().map(ToString::to_string));
+        v
+    };
+    assert_eq!(show("10.65.0.0/26"), vec!["64512:100", "64512:7:8"]);
+    assert_eq!(
+        show("10.65.1.0/26"),
+        vec!["64512:100", "no-export", "64512:7:8"]
+    );
+}
+
+#[test]
+fn nat_and_tunnels() {
+    let mut s = three_nodes();
+    let mut natted = pool("10.65.0.0/16", EncapMode::CrossSubnet, EncapMode::Never);
+    natted.nat_outgoing = true;
+    s.pools = vec![
+        natted,
+        pool("10.66.0.0/16", EncapMode::Never, EncapMode::Always),
+        pool("fd00:65::/48", EncapMode::Never, EncapMode::Never),
+    ];
+    let me = s.nodes.get_mut("n1").unwrap();
+    me.spec.ipv4_vxlan_tunnel_addr = Some("10.66.0.1".parse().unwrap());
+    let d = desired(&s);
+    assert_eq!(
+        d.nat,
+        vec![
+            NatPool {
+                cidr: net("10.65.0.0/16"),
+                nat_outgoing: true
+            },
+            NatPool {
+                cidr: net("10.66.0.0/16"),
+                nat_outgoing: false
+            },
+            NatPool {
+                cidr: net("fd00:65::/48"),
+                nat_outgoing: false
+            },
+        ]
+    );
+    let ipip = d.tunnels.ipip.unwrap();
+    assert_eq!(ipip.requested_by, "p-10-65-0-0-16");
+    assert_eq!(ipip.address, None, "not allocated yet");
+    let vx = d.tunnels.vxlan_v4.unwrap();
+    assert_eq!(vx.address, Some(ip("10.66.0.1")));
+    assert_eq!(vx.mac, Some(Mac::vtep("n1", false)));
+    assert!(d.tunnels.vxlan_v6.is_none());
+}
+
+fn best(hops: &[&str]) -> BestRoute {
+    BestRoute {
+        paths: hops
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let nh = match ip(h) {
+                    IpAddr::V4(a) => BgpNextHop::V4(a),
+                    IpAddr::V6(a) => BgpNextHop::V6 {
+                        global: a,
+                        link_local: None,
+                    },
+                };
+                SelectedPath {
+                    peer: PeerId(i as u32 + 1),
+                    peer_address: Some(ip(h)),
+                    path_id: 0,
+                    attrs: Arc::new(PathAttrs {
+                        next_hop: Some(nh),
+                        ..PathAttrs::default()
+                    }),
+                }
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn route_for_table() {
+    use EncapMode::{Always, CrossSubnet, Never};
+    let vtep2 = VxlanPeer {
+        vtep_addr: ip("10.65.9.2"),
+        vtep_mac: Mac::vtep("n2", false),
+        node_addr: ip("192.0.2.2"),
+    };
+    let vtep3 = VxlanPeer {
+        vtep_addr: ip("10.65.9.3"),
+        vtep_mac: Mac([2, 0, 0, 0, 0, 3]),
+        node_addr: ip("198.51.100.3"),
+    };
+    let v6vtep = VxlanPeer {
+        vtep_addr: ip("fd00:65::9:2"),
+        vtep_mac: Mac::vtep("n2", true),
+        node_addr: ip("2001:db8::2"),
+    };
+    let direct = |g: &str| {
+        Some(RouteTarget::Unicast(NextHop::Direct {
+            gateway: ip(g),
+            dev: None,
+        }))
+    };
+    let ipip = |g: &str| Some(RouteTarget::ipip(g.parse().unwrap()));
+    #[allow(clippy::type_complexity)]
+    let cases: Vec<(
+        &str,
+        EncapMode,
+        EncapMode,
+        &str,
+        Vec<&str>,
+        Option<RouteTarget>,
+    )> = vec![
+        (
+            "same subnet, no encapsulation",
+            Never,
+            Never,
+            "10.65.1.0/26",
+            vec!["192.0.2.2"],
+            direct("192.0.2.2"),
+        ),
+        (
+            "IPIP Always on the same subnet",
+            Always,
+            Never,
+            "10.65.1.0/26",
+            vec!["192.0.2.2"],
+            ipip("192.0.2.2"),
+        ),
+        (
+            "IPIP CrossSubnet on the same subnet",
+            CrossSubnet,
+            Never,
+            "10.65.1.0/26",
+            vec!["192.0.2.2"],
+            direct("192.0.2.2"),
+        ),
+        (
+            "IPIP CrossSubnet across subnets",
+            CrossSubnet,
+            Never,
+            "10.65.3.0/26",
+            vec!["198.51.100.3"],
+            ipip("198.51.100.3"),
+        ),
+        (
+            "IPIP Always across subnets",
+            Always,
+            Never,
+            "10.65.3.0/26",
+            vec!["198.51.100.3"],
+            ipip("198.51.100.3"),
+        ),
+        (
+            "VXLAN Always on the same subnet",
+            Never,
+            Always,
+            "10.65.1.0/26",
+            vec!["192.0.2.2"],
+            Some(RouteTarget::vxlan(vtep2)),
+        ),
+        (
+            "VXLAN CrossSubnet on the same subnet",
+            Never,
+            CrossSubnet,
+            "10.65.1.0/26",
+            vec!["192.0.2.2"],
+            direct("192.0.2.2"),
+        ),
+        (
+            "VXLAN CrossSubnet across subnets, VTEP MAC from the node",
+            Never,
+            CrossSubnet,
+            "10.65.3.0/26",
+            vec!["198.51.100.3"],
+            Some(RouteTarget::vxlan(vtep3)),
+        ),
+        (
+            "VXLAN IPv6 with the node's IPv6 VTEP",
+            Never,
+            Always,
+            "fd00:65::40/122",
+            vec!["2001:db8::2"],
+            Some(RouteTarget::vxlan(v6vtep)),
+        ),
+        (
+            "IPv6 without encapsulation",
+            Never,
+            Never,
+            "fd00:65::40/122",
+            vec!["2001:db8::2"],
+            direct("2001:db8::2"),
+        ),
+        (
+            "IPIP never for IPv6 prefixes",
+            Always,
+            Never,
+            "fd00:65::40/122",
+            vec!["2001:db8::2"],
+            direct("2001:db8::2"),
+        ),
+        (
+            "ECMP over two nodes",
+            Never,
+            Never,
+            "10.65.1.0/26",
+            vec!["192.0.2.2", "192.0.2.5"],
+            Some(RouteTarget::Multipath(
+                [
+                    NextHop::Direct {
+                        gateway: ip("192.0.2.2"),
+                        dev: None,
+                    },
+                    NextHop::Direct {
+                        gateway: ip("192.0.2.5"),
+                        dev: None,
+                    },
+                ]
+                .into(),
+            )),
+        ),
+        (
+            "ECMP through IPIP",
+            Always,
+            Never,
+            "10.65.1.0/26",
+            vec!["192.0.2.2", "198.51.100.3"],
+            Some(RouteTarget::Multipath(
+                [
+                    NextHop::Ipip {
+                        gateway: "192.0.2.2".parse().unwrap(),
+                    },
+                    NextHop::Ipip {
+                        gateway: "198.51.100.3".parse().unwrap(),
+                    },
+                ]
+                .into(),
+            )),
+        ),
+        (
+            "outside every pool: the ToR's business",
+            Never,
+            Never,
+            "203.0.113.0/24",
+            vec!["192.0.2.2"],
+            None,
+        ),
+        (
+            "VXLAN to a node without VTEP across subnets: no usable hop",
+            Never,
+            Always,
+            "10.65.3.0/26",
+            vec!["198.51.100.9"],
+            None,
+        ),
+        (
+            "my own block: blackholed elsewhere",
+            Never,
+            Never,
+            "10.65.0.0/26",
+            vec!["192.0.2.2"],
+            None,
+        ),
+    ];
+    for (what, ipip_mode, vxlan_mode, prefix, hops, want) in cases {
+        let mut s = three_nodes();
+        let mut v4 = pool("10.65.0.0/16", ipip_mode, vxlan_mode);
+        let mut v6 = pool("fd00:65::/48", EncapMode::Never, vxlan_mode);
+        if vxlan_mode != EncapMode::Never {
+            v4.ipip_mode = EncapMode::Never;
+            v6.ipip_mode = EncapMode::Never;
+        }
+        if ipip_mode != EncapMode::Never {
+            v6.ipip_mode = ipip_mode;
+        }
+        s.pools = vec![v4, v6];
+        s.own_blocks = [net("10.65.0.0/26")].into();
+        let n2 = s.nodes.get_mut("n2").unwrap();
+        n2.spec.ipv4_vxlan_tunnel_addr = Some("10.65.9.2".parse().unwrap());
+        n2.spec.ipv6_vxlan_tunnel_addr = Some("fd00:65::9:2".parse().unwrap());
+        let n3 = s.nodes.get_mut("n3").unwrap();
+        n3.spec.ipv4_vxlan_tunnel_addr = Some("10.65.9.3".parse().unwrap());
+        n3.spec.vxlan_tunnel_mac_addr =
+            Some(crate::resources::common::MacAddr(Mac([2, 0, 0, 0, 0, 3])));
+        let got = route_for(&net(prefix), &best(&hops), &s);
+        assert_eq!(got, want, "{what}");
+    }
+}
+
+#[test]
+fn local_routes_are_not_programmed() {
+    let mut s = three_nodes();
+    s.pools = vec![pool("10.65.0.0/16", EncapMode::Never, EncapMode::Never)];
+    let mut b = best(&["192.0.2.2"]);
+    b.paths[0].peer = PeerId::LOCAL;
+    assert_eq!(route_for(&net("10.65.1.0/26"), &b, &s), None);
+}
+
+#[test]
+fn routes_and_diffs() {
+    let mut s = three_nodes();
+    s.pools = vec![pool("10.65.0.0/16", EncapMode::Never, EncapMode::Never)];
+    s.own_blocks = [net("10.65.0.0/26")].into();
+    let d = desired(&s);
+    let learned: BTreeMap<IpNet, BestRoute> = [
+        (net("10.65.1.0/26"), best(&["192.0.2.2"])),
+        (net("10.65.0.0/26"), best(&["192.0.2.2"])),
+        (net("0.0.0.0/0"), best(&["192.0.2.254"])),
+    ]
+    .into();
+    let r = routes(&d, &learned, &s);
+    assert_eq!(
+        r.routes,
+        [
+            (net("10.65.0.0/26"), RouteTarget::Blackhole),
+            (net("10.65.1.0/26"), RouteTarget::direct(ip("192.0.2.2"))),
+        ]
+        .into()
+    );
+    let mut later = r.clone();
+    later.routes.remove(&net("10.65.1.0/26"));
+    later
+        .routes
+        .insert(net("10.65.2.0/26"), RouteTarget::direct(ip("192.0.2.2")));
+    later
+        .routes
+        .insert(net("10.65.0.0/26"), RouteTarget::direct(ip("192.0.2.9")));
+    let diff = route_diff(&r, &later);
+    assert_eq!(diff.withdraw, [net("10.65.1.0/26")].into());
+    assert_eq!(
+        diff.upsert.keys().copied().collect::<Vec<_>>(),
+        vec![net("10.65.0.0/26"), net("10.65.2.0/26")]
+    );
+    assert_eq!(route_diff(&r, &r), dataplane::RouteDiff::default());
+}

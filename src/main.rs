@@ -1,6 +1,7 @@
 //! serval: a Kubernetes node networking agent.
 
 mod cmd;
+mod lab;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +24,8 @@ enum Command {
     Ipam(cmd::ipam::Args),
     /// IP pools: add, list, delete.
     Pool(cmd::pool::Args),
+    /// A multi-node lab in network namespaces: nodes, a BGP top-of-rack router, pods.
+    Lab(cmd::lab::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -31,5 +34,6 @@ fn main() -> anyhow::Result<()> {
         Command::Bgp(args) => cmd::bgp::run(args),
         Command::Ipam(args) => cmd::ipam::run(args),
         Command::Pool(args) => cmd::pool::run(args),
+        Command::Lab(args) => cmd::lab::run(args),
     }
 }

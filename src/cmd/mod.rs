@@ -3,6 +3,7 @@
 
 pub mod bgp;
 pub mod ipam;
+pub mod lab;
 pub mod pool;
 pub mod table;
 

@@ -1,0 +1,265 @@
+//! `serval lab`: a multi-node cluster in network namespaces on one machine — nodes on two
+//! L2 subnets joined by a real BIRD (or FRR) top-of-rack router, one serval agent per node
+//! on one embedded file store, pods wired by serval's CNI plugin — then the proof that it
+//! works: each node's peers and routes, pod-to-pod pings within and across subnets, the
+//! ToR's view of the pod blocks, and a pod's egress through natOutgoing.
+
+pub mod pods;
+pub mod report;
+pub mod topology;
+pub mod tor;
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use topology::LabNode;
+use tor::{Tor, TorKind};
+
+pub const DEFAULT_DIR: &str = "/var/lib/serval/lab";
+pub const POOL_CIDR: &str = "10.244.0.0/16";
+
+/// How pod traffic crosses subnets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+pub enum Encap {
+    /// IP-in-IP when the kernel has it, else VXLAN (said so).
+    Auto,
+    Ipip,
+    Vxlan,
+    /// No encapsulation: the ToR routes pod traffic itself.
+    None,
+}
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct UpArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    /// Number of L2 subnets the nodes are spread over.
+    #[arg(long, default_value_t = 2)]
+    pub subnets: usize,
+    /// Pods per node.
+    #[arg(long, default_value_t = 2)]
+    pub pods: usize,
+    /// Encapsulation across subnets (CrossSubnet mode; same-subnet traffic is never encapsulated).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub encap: Encap,
+    /// The top-of-rack router's software.
+    #[arg(long, value_enum, default_value = "bird")]
+    pub tor: TorKind,
+    /// Where the lab keeps its store, configs and logs.
+    #[arg(long, default_value = DEFAULT_DIR)]
+    pub dir: PathBuf,
+}
+
+/// What `up` built, so that `status` and `down` find it again.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LabState {
+    pub nodes: Vec<LabNode>,
+    pub pods: Vec<pods::Pod>,
+    pub tor: TorKind,
+    pub encap: Encap,
+    pub dir: PathBuf,
+    /// Why the encapsulation is what it is.
+    pub encap_note: Option<String>,
+}
+
+fn state_path(dir: &Path) -> PathBuf {
+    dir.join("lab.json")
+}
+
+pub fn load(dir: &Path) -> anyhow::Result<LabState> {
+    let p = state_path(dir);
+    let text = std::fs::read_to_string(&p)
+        .with_context(|| format!("no lab at {} (serval lab up first)", dir.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("reading {}", p.display()))
+}
+
+/// The binaries the lab runs: this one, and the CNI plugin built beside it.
+pub struct Binaries {
+    pub serval: PathBuf,
+    pub cni: PathBuf,
+}
+
+impl Binaries {
+    pub fn find() -> anyhow::Result<Self> {
+        let serval = std::env::current_exe().context("locating the serval binary")?;
+        let dir = serval.parent().map(Path::to_path_buf).unwrap_or_default();
+        let candidates = [dir.join("serval-cni"), PathBuf::from("/opt/cni/bin/serval")];
+        let Some(cni) = candidates.iter().find(|p| p.exists()).cloned() else {
+            bail!(
+                "the CNI plugin is not built: run `cargo build --bins` (it is looked for at {})",
+                candidates[0].display()
+            );
+        };
+        Ok(Binaries { serval, cni })
+    }
+}
+
+fn require(tools: &[(&str, &str)]) -> anyhow::Result<()> {
+    for (tool, package) in tools {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            bail!("{tool} is needed: apt-get install {package}");
+        }
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the lab creates network namespaces: run it as root");
+    }
+    Ok(())
+}
+
+pub fn up(a: UpArgs) -> anyhow::Result<()> {
+    let tor_tools: &[(&str, &str)] = match a.tor {
+        TorKind::Bird => &[("bird", "bird2"), ("birdc", "bird2")],
+        TorKind::Frr => &[("vtysh", "frr")],
+    };
+    require(&[
+        ("ip", "iproute2"),
+        ("ping", "iputils-ping"),
+        ("nft", "nftables"),
+    ])?;
+    require(tor_tools)?;
+    let bins = Binaries::find()?;
+    if !topology::existing().is_empty() || state_path(&a.dir).exists() {
+        bail!("a lab is already up (or left over): run `serval lab down` first");
+    }
+    let nodes = topology::plan(a.nodes, a.subnets)?;
+    let started = Instant::now();
+    let (encap, encap_note) = choose_encap(a.encap);
+    if let Some(note) = &encap_note {
+        println!("{note}");
+    }
+    std::fs::create_dir_all(&a.dir).with_context(|| format!("creating {}", a.dir.display()))?;
+    let mut state = LabState {
+        nodes: nodes.clone(),
+        pods: Vec::new(),
+        tor: a.tor,
+        encap,
+        dir: a.dir.clone(),
+        encap_note,
+    };
+    write_state(&state)?;
+    let result = build(&a, &bins, &mut state);
+    write_state(&state)?;
+    if let Err(e) = result {
+        eprintln!(
+            "serval lab up failed: {e:#}\nlogs are under {}; `serval lab down` removes everything",
+            a.dir.display()
+        );
+        return Err(e);
+    }
+    println!("lab up in {:.1} s\n", started.elapsed().as_secs_f64());
+    report::print(&state, &bins)
+}
+
+fn write_state(state: &LabState) -> anyhow::Result<()> {
+    let p = state_path(&state.dir);
+    let tmp = p.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(state)?)?;
+    std::fs::rename(&tmp, &p)?;
+    Ok(())
+}
+
+fn choose_encap(asked: Encap) -> (Encap, Option<String>) {
+    match asked {
+        Encap::Auto if topology::kernel_has_ipip() => (
+            Encap::Ipip,
+            Some("encapsulation across subnets: IP-in-IP (ipipMode: CrossSubnet)".into()),
+        ),
+        Encap::Auto => (
+            Encap::Vxlan,
+            Some(
+                "this kernel has no IP-in-IP (ipip) support, so the lab uses VXLAN across subnets \
+                 (vxlanMode: CrossSubnet); run it under a kernel with ipip for IPIP"
+                    .into(),
+            ),
+        ),
+        other => (other, None),
+    }
+}
+
+fn build(a: &UpArgs, bins: &Binaries, state: &mut LabState) -> anyhow::Result<()> {
+    println!(
+        "building {} nodes on {} subnets, ToR {:?}",
+        state.nodes.len(),
+        a.subnets,
+        a.tor
+    );
+    topology::build(&state.nodes)?;
+    let store = format!("file:{}", a.dir.join("store.json").display());
+    let tor = Tor::new(a.tor, &a.dir);
+    pods::configure_cluster(bins, &store, &state.nodes, state.encap)?;
+    tor.start(&state.nodes)?;
+    for n in &state.nodes {
+        pods::start_agent(bins, &store, n, &a.dir)?;
+    }
+    wait(
+        "every agent ready and its sessions up",
+        Duration::from_secs(60),
+        || pods::all_established(bins, state),
+    )?;
+    wait("the ToR's sessions up", Duration::from_secs(60), || {
+        tor.established()
+            .map(|(up, all)| up == all && all == state.nodes.len())
+    })?;
+    pods::create_pods(bins, &store, &state.nodes, a.pods, &a.dir, &mut state.pods)?;
+    wait(
+        "every node's routes to the other nodes' blocks",
+        Duration::from_secs(60),
+        || pods::routes_converged(state),
+    )?;
+    Ok(())
+}
+
+/// Wait for a condition, polling; fail naming what did not happen.
+pub fn wait(
+    what: &str,
+    limit: Duration,
+    mut cond: impl FnMut() -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let last = match cond() {
+            Ok(true) => return Ok(()),
+            Ok(false) => None,
+            Err(e) => Some(e),
+        };
+        if Instant::now() >= deadline {
+            match last {
+                Some(e) => bail!("timed out after {limit:?} waiting for {what}: {e:#}"),
+                None => bail!("timed out after {limit:?} waiting for {what}"),
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+pub fn status(dir: &Path) -> anyhow::Result<()> {
+    let state = load(dir)?;
+    report::print(&state, &Binaries::find()?)
+}
+
+pub fn down(dir: &Path) -> anyhow::Result<()> {
+    let errors = topology::destroy();
+    if dir.exists() && state_path(dir).exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    if !errors.is_empty() {
+        bail!(
+            "some namespaces could not be removed:\n{}",
+            errors.join("\n")
+        );
+    }
+    println!(
+        "lab down: namespaces, processes and {} removed",
+        dir.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,177 @@
+//! What `serval lab up` and `serval lab status` print: each node's agent status and kernel
+//! routes, the ToR's view of the pod blocks, pod-to-pod pings within and across subnets,
+//! and a pod's egress to the outside host through natOutgoing. Any failed check makes the
+//! command fail, so the lab is a test as well as a demonstration.
+
+use super::pods::{self, KernelRoute, Pod};
+use super::topology::{LabNode, EXT, EXT_ADDR};
+use super::tor::Tor;
+use super::{Binaries, LabState};
+use anyhow::bail;
+use std::net::IpAddr;
+
+pub fn print(state: &LabState, bins: &Binaries) -> anyhow::Result<()> {
+    if let Some(note) = &state.encap_note {
+        println!("note: {note}\n");
+    }
+    let mut failures = Vec::new();
+    for n in &state.nodes {
+        println!(
+            "== {} ({}, subnet 10.10.{}.0/24) — serval node status",
+            n.name, n.address, n.subnet
+        );
+        let sock = pods::node_socket(&state.dir, &n.name);
+        match std::process::Command::new(&bins.serval)
+            .args(["node", "status", "--socket", &sock.to_string_lossy()])
+            .output()
+        {
+            Ok(o) if o.status.success() => print!("{}", String::from_utf8_lossy(&o.stdout)),
+            Ok(o) => {
+                let e = String::from_utf8_lossy(&o.stderr).trim().to_string();
+                println!("  (no status: {e})");
+                failures.push(format!("{}: agent status: {e}", n.name));
+            }
+            Err(e) => failures.push(format!("{}: running serval node status: {e}", n.name)),
+        }
+        println!("   kernel routes of serval (protocol 83):");
+        match pods::kernel_routes(&n.netns) {
+            Ok(routes) => {
+                for r in &routes {
+                    println!("     {}", describe(r));
+                }
+            }
+            Err(e) => failures.push(format!("{}: reading routes: {e:#}", n.name)),
+        }
+        println!();
+    }
+
+    let tor = Tor::new(state.tor, &state.dir);
+    println!(
+        "== the top-of-rack router ({:?}, AS {}) — its BGP routes",
+        state.tor,
+        super::topology::TOR_AS
+    );
+    match tor.routes_text() {
+        Ok(t) => print!("{t}"),
+        Err(e) => failures.push(format!("ToR routes: {e:#}")),
+    }
+    match tor.established() {
+        Ok((up, all)) => {
+            println!("   sessions Established: {up}/{all}");
+            if up != all || all != state.nodes.len() {
+                failures.push(format!(
+                    "ToR: {up} of {all} sessions up, {} nodes",
+                    state.nodes.len()
+                ));
+            }
+        }
+        Err(e) => failures.push(format!("ToR sessions: {e:#}")),
+    }
+    println!();
+
+    println!("== pod-to-pod pings");
+    let node_of = |p: &Pod| state.nodes.iter().find(|n| n.name == p.node);
+    let firsts: Vec<&Pod> = state
+        .nodes
+        .iter()
+        .filter_map(|n| state.pods.iter().find(|p| p.node == n.name))
+        .collect();
+    for from in &firsts {
+        for to in state.pods.iter().filter(|p| p.name != from.name) {
+            let (Some(a), Some(b)) = (node_of(from), node_of(to)) else {
+                continue;
+            };
+            let path = path_kind(a, b, to.ip);
+            let ok = pods::ping(&from.netns, to.ip);
+            println!(
+                "   {:<12} {:<15} → {:<12} {:<15} {:<28} {}",
+                from.name,
+                from.ip.to_string(),
+                to.name,
+                to.ip.to_string(),
+                path,
+                if ok { "ok" } else { "FAILED" }
+            );
+            if !ok {
+                failures.push(format!("ping {} → {} ({path})", from.name, to.name));
+            }
+        }
+    }
+    println!();
+
+    println!("== egress to the outside host {EXT} ({EXT_ADDR}), which has no route to the pods");
+    for from in &firsts {
+        let ok = pods::ping(&from.netns, IpAddr::V4(EXT_ADDR));
+        println!(
+            "   {:<12} {:<15} → {EXT_ADDR}: {}",
+            from.name,
+            from.ip.to_string(),
+            if ok {
+                "ok (masqueraded: the pool has natOutgoing)"
+            } else {
+                "FAILED"
+            }
+        );
+        if !ok {
+            failures.push(format!("egress from {}", from.name));
+        }
+    }
+    println!();
+
+    if failures.is_empty() {
+        println!(
+            "all checks passed. `serval lab status` prints this again; `serval lab down` removes the lab.\n\
+             logs: {}/<node>/agent.log, {}/tor/",
+            state.dir.display(),
+            state.dir.display()
+        );
+        Ok(())
+    } else {
+        bail!(
+            "{} check(s) failed:\n  {}",
+            failures.len(),
+            failures.join("\n  ")
+        )
+    }
+}
+
+fn describe(r: &KernelRoute) -> String {
+    let mut s = format!("{:<18} {}", r.dst.to_string(), r.kind);
+    if let Some(v) = &r.via {
+        s.push_str(&format!(" via {v}"));
+    }
+    if let Some(d) = &r.dev {
+        s.push_str(&format!(" dev {d}"));
+    }
+    if r.onlink {
+        s.push_str(" onlink");
+    }
+    s
+}
+
+/// How traffic from node `a` to a pod on node `b` goes, from `a`'s kernel route.
+fn path_kind(a: &LabNode, b: &LabNode, to: IpAddr) -> String {
+    let where_ = if a.name == b.name {
+        "same node"
+    } else if a.subnet == b.subnet {
+        "same subnet"
+    } else {
+        "across subnets"
+    };
+    if a.name == b.name {
+        return where_.to_string();
+    }
+    let dev = pods::kernel_routes(&a.netns).ok().and_then(|routes| {
+        routes
+            .into_iter()
+            .filter(|r| r.kind != "blackhole" && r.dst.contains(&to))
+            .max_by_key(|r| r.dst.prefix_len())
+            .and_then(|r| r.dev)
+    });
+    match dev.as_deref() {
+        Some(d) if d.starts_with("tunl") => format!("{where_}, IP-in-IP"),
+        Some(d) if d.starts_with("vxlan") => format!("{where_}, VXLAN"),
+        Some(_) => format!("{where_}, direct"),
+        None => format!("{where_}, no route"),
+    }
+}

@@ -1,0 +1,307 @@
+//! The lab's network: namespaces for the top-of-rack router, the nodes, their pods and an
+//! "outside" host, wired with veths and bridges. Everything is named `svlab-…` so that
+//! `serval lab down` finds it again, also after a crash.
+//!
+//! ```text
+//!                      svlab-ext  10.10.99.10  (outside: routes only 10.10.0.0/16 back)
+//!                          │
+//!                      svlab-tor  BIRD or FRR, AS 65000, one bridge per subnet
+//!            ┌─────────────┴──────────────┐
+//!       br1 10.10.1.1/24              br2 10.10.2.1/24
+//!        │         │                      │
+//!   svlab-node1 svlab-node2          svlab-node3 …         AS 64512, iBGP mesh,
+//!   10.10.1.11  10.10.1.12           10.10.2.11            eBGP to the ToR
+//!        │
+//!   svlab-node1-pod1 … (wired by the CNI plugin)
+//! ```
+
+use anyhow::{bail, Context};
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+
+pub const PREFIX: &str = "svlab-";
+pub const TOR: &str = "svlab-tor";
+pub const EXT: &str = "svlab-ext";
+pub const EXT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 10, 99, 10);
+pub const TOR_EXT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 10, 99, 1);
+pub const TOR_AS: u32 = 65000;
+pub const NODE_AS: u32 = 64512;
+
+/// One node of the lab.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct LabNode {
+    pub name: String,
+    pub netns: String,
+    /// 1-based subnet number: the node sits on 10.10.<subnet>.0/24.
+    pub subnet: u8,
+    pub address: Ipv4Addr,
+    pub gateway: Ipv4Addr,
+}
+
+pub fn node_name(i: usize) -> String {
+    format!("node{i}")
+}
+
+pub fn pod_netns(node: &str, j: usize) -> String {
+    format!("{PREFIX}{node}-pod{j}")
+}
+
+/// Spread `nodes` over `subnets`: the first subnet gets the extra ones.
+pub fn plan(nodes: usize, subnets: usize) -> anyhow::Result<Vec<LabNode>> {
+    if nodes == 0 || subnets == 0 || subnets > nodes || subnets > 9 || nodes > 60 {
+        bail!("--nodes {nodes} --subnets {subnets}: need 1 ≤ subnets ≤ nodes, at most 9 subnets and 60 nodes");
+    }
+    let mut out = Vec::new();
+    let mut per_subnet = vec![0u8; subnets];
+    for i in 0..nodes {
+        // Round-robin keeps every subnet populated; sorting by subnet keeps names readable.
+        let s = if i < subnets {
+            i
+        } else {
+            (i - subnets) % subnets
+        };
+        per_subnet[s] += 1;
+        let subnet = (s + 1) as u8;
+        out.push((subnet, per_subnet[s]));
+    }
+    out.sort();
+    Ok(out
+        .into_iter()
+        .enumerate()
+        .map(|(i, (subnet, k))| LabNode {
+            name: node_name(i + 1),
+            netns: format!("{PREFIX}{}", node_name(i + 1)),
+            subnet,
+            address: Ipv4Addr::new(10, 10, subnet, 10 + k),
+            gateway: Ipv4Addr::new(10, 10, subnet, 1),
+        })
+        .collect())
+}
+
+/// Run `ip` (or any command) in a namespace, failing with its stderr.
+pub fn run(netns: Option<&str>, args: &[&str]) -> anyhow::Result<String> {
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]);
+            c.args(args);
+            c
+        }
+        None => {
+            let mut c = Command::new(args[0]);
+            c.args(&args[1..]);
+            c
+        }
+    };
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {}", args.join(" ")))?;
+    if !out.status.success() {
+        bail!(
+            "{}{}: {}",
+            netns.map(|n| format!("[{n}] ")).unwrap_or_default(),
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    let mut v = vec!["ip"];
+    v.extend_from_slice(args);
+    run(None, &v).map(|_| ())
+}
+
+pub fn ns_exec(ns: &str, args: &[&str]) -> anyhow::Result<String> {
+    run(Some(ns), args)
+}
+
+pub fn add_netns(name: &str) -> anyhow::Result<()> {
+    ip(&["netns", "add", name])?;
+    ns_exec(name, &["ip", "link", "set", "lo", "up"])?;
+    Ok(())
+}
+
+/// Namespaces of a lab, up or half-built.
+pub fn existing() -> Vec<String> {
+    let Ok(out) = run(None, &["ip", "netns", "list"]) else {
+        return Vec::new();
+    };
+    out.lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(PREFIX))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Build the ToR, the outside host and the nodes (pods come later, from the CNI plugin).
+pub fn build(nodes: &[LabNode]) -> anyhow::Result<()> {
+    add_netns(TOR)?;
+    ns_exec(TOR, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+    add_netns(EXT)?;
+    // The outside host: reachable from the node subnets, knows nothing of pod addresses.
+    ip(&[
+        "link", "add", "ext0", "netns", EXT, "type", "veth", "peer", "name", "tor-ext", "netns",
+        TOR,
+    ])?;
+    ns_exec(
+        EXT,
+        &[
+            "ip",
+            "addr",
+            "add",
+            &format!("{EXT_ADDR}/24"),
+            "dev",
+            "ext0",
+        ],
+    )?;
+    ns_exec(EXT, &["ip", "link", "set", "ext0", "up"])?;
+    ns_exec(
+        EXT,
+        &[
+            "ip",
+            "route",
+            "add",
+            "10.10.0.0/16",
+            "via",
+            &TOR_EXT_ADDR.to_string(),
+        ],
+    )?;
+    ns_exec(
+        TOR,
+        &[
+            "ip",
+            "addr",
+            "add",
+            &format!("{TOR_EXT_ADDR}/24"),
+            "dev",
+            "tor-ext",
+        ],
+    )?;
+    ns_exec(TOR, &["ip", "link", "set", "tor-ext", "up"])?;
+    let mut subnets: Vec<u8> = nodes.iter().map(|n| n.subnet).collect();
+    subnets.dedup();
+    for s in &subnets {
+        let br = format!("br{s}");
+        ns_exec(TOR, &["ip", "link", "add", &br, "type", "bridge"])?;
+        ns_exec(
+            TOR,
+            &["ip", "addr", "add", &format!("10.10.{s}.1/24"), "dev", &br],
+        )?;
+        ns_exec(TOR, &["ip", "link", "set", &br, "up"])?;
+    }
+    for n in nodes {
+        add_netns(&n.netns)?;
+        let tor_side = format!("to-{}", n.name);
+        ip(&[
+            "link", "add", "eth0", "netns", &n.netns, "type", "veth", "peer", "name", &tor_side,
+            "netns", TOR,
+        ])?;
+        ns_exec(
+            TOR,
+            &[
+                "ip",
+                "link",
+                "set",
+                &tor_side,
+                "master",
+                &format!("br{}", n.subnet),
+                "up",
+            ],
+        )?;
+        ns_exec(
+            &n.netns,
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("{}/24", n.address),
+                "dev",
+                "eth0",
+            ],
+        )?;
+        ns_exec(&n.netns, &["ip", "link", "set", "eth0", "up"])?;
+        ns_exec(
+            &n.netns,
+            &[
+                "ip",
+                "route",
+                "add",
+                "default",
+                "via",
+                &n.gateway.to_string(),
+            ],
+        )?;
+        ns_exec(&n.netns, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+    }
+    Ok(())
+}
+
+/// Kill everything running in the lab's namespaces and delete them.
+pub fn destroy() -> Vec<String> {
+    let mut errors = Vec::new();
+    for ns in existing() {
+        if let Ok(pids) = run(None, &["ip", "netns", "pids", &ns]) {
+            for pid in pids
+                .split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok())
+            {
+                // SAFETY: kill(2) on a pid read from the kernel; no memory is involved.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        if let Err(e) = run(None, &["ip", "netns", "delete", &ns]) {
+            errors.push(e.to_string());
+        }
+    }
+    errors
+}
+
+/// Can this kernel make IP-in-IP tunnels? Tried in a scratch namespace.
+pub fn kernel_has_ipip() -> bool {
+    let ns = format!("{PREFIX}probe");
+    if add_netns(&ns).is_err() {
+        return false;
+    }
+    let ok = ns_exec(
+        &ns,
+        &[
+            "ip", "link", "add", "probe0", "type", "ipip", "local", "10.0.0.1", "remote",
+            "10.0.0.2",
+        ],
+    )
+    .is_ok();
+    let _ = run(None, &["ip", "netns", "delete", &ns]);
+    ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_spread_over_subnets() {
+        let p = plan(3, 2).unwrap();
+        let got: Vec<(String, u8, String)> = p
+            .iter()
+            .map(|n| (n.name.clone(), n.subnet, n.address.to_string()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("node1".into(), 1, "10.10.1.11".into()),
+                ("node2".into(), 1, "10.10.1.12".into()),
+                ("node3".into(), 2, "10.10.2.11".into()),
+            ]
+        );
+        assert_eq!(p[2].gateway, Ipv4Addr::new(10, 10, 2, 1));
+        assert!(plan(2, 3).is_err());
+        assert!(plan(0, 1).is_err());
+        assert_eq!(
+            plan(5, 1).unwrap().iter().filter(|n| n.subnet == 1).count(),
+            5
+        );
+    }
+}

@@ -1,20 +1,19 @@
 //! IP-in-IP. The host kernel here has no ipip module, so the tunnel tests are
 //! `#[ignore]`d and run inside a User-Mode Linux kernel that has it, through
-//! `uml-run` (from the project's shared tools), by `ipip_tests_pass_inside_uml`. On the
+//! the project's User-Mode Linux runner (`integration/uml/run`), by `ipip_tests_pass_inside_uml`. On the
 //! host, `ipip_absence_is_a_clear_error` checks the error a node without ipip gets.
 
 mod dataplane_support;
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
-use std::process::Command;
 
-use dataplane_support::{ping, require_tool, veth, NetNs};
+use dataplane_support::{ping, veth, NetNs};
 use ipnet::IpNet;
 use serval::dataplane::{
     Dataplane, DesiredRoutes, Encapsulation, Error, IpipTunnel, RouteConfig, RouteTarget,
     IPIP_DEVICE,
 };
+use serval_integration::uml::Uml;
 
 fn net(s: &str) -> IpNet {
     s.parse().unwrap()
@@ -189,35 +188,15 @@ const UML_TESTS: [&str; 2] = [
     "ipip_tunnel_address_change_replaces_the_old_one",
 ];
 
-/// `uml-run`: `$SERVAL_UML_RUN`, else `shared/uml/uml-run` beside the repository.
-fn uml_run() -> PathBuf {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let candidates = std::env::var_os("SERVAL_UML_RUN")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain([
-            manifest.join("../shared/uml/uml-run"),
-            PathBuf::from("/work/shared/uml/uml-run"),
-        ]);
-    let tried: Vec<PathBuf> = candidates.collect();
-    tried
-        .iter()
-        .find(|p| p.is_file())
-        .cloned()
-        .unwrap_or_else(|| panic!("this test needs uml-run (set SERVAL_UML_RUN); tried {tried:?}"))
-}
-
 #[test]
 fn ipip_tests_pass_inside_uml() {
-    require_tool("linux.uml");
-    let uml_run = uml_run();
+    let uml = Uml::new().unwrap_or_else(|e| panic!("{e}"));
     let exe = std::env::current_exe().unwrap();
+    let exe = exe.to_string_lossy();
     for test in UML_TESTS {
-        let out = Command::new("sh")
-            .arg(&uml_run)
-            .arg("--")
-            .arg(&exe)
-            .args([
+        let run = uml
+            .run(&[
+                &exe,
                 "--ignored",
                 "--exact",
                 test,
@@ -226,14 +205,12 @@ fn ipip_tests_pass_inside_uml() {
                 "--color",
                 "never",
             ])
-            .output()
-            .unwrap_or_else(|e| panic!("running {}: {e}", uml_run.display()));
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
+            .unwrap_or_else(|e| panic!("{test}: {e}"));
         assert!(
-            out.status.success() && stdout.contains("test result: ok. 1 passed"),
-            "{test} inside UML: {}\n{stdout}\n{stderr}",
-            out.status
+            run.success() && run.output.contains("test result: ok. 1 passed"),
+            "{test} inside UML (status {}):\n{}",
+            run.status,
+            run.output
         );
     }
 }

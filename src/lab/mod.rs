@@ -48,6 +48,10 @@ pub struct UpArgs {
     /// The top-of-rack router's software.
     #[arg(long, value_enum, default_value = "bird")]
     pub tor: TorKind,
+    /// No natOutgoing on the pool and no egress check (for kernels whose nftables lacks
+    /// the ip family, such as the User-Mode Linux one the tests use for IP-in-IP).
+    #[arg(long)]
+    pub no_nat: bool,
     /// Where the lab keeps its store, configs and logs.
     #[arg(long, default_value = DEFAULT_DIR)]
     pub dir: PathBuf,
@@ -63,6 +67,13 @@ pub struct LabState {
     pub dir: PathBuf,
     /// Why the encapsulation is what it is.
     pub encap_note: Option<String>,
+    /// Whether the pool masquerades (and the report checks egress).
+    #[serde(default = "yes")]
+    pub nat: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn state_path(dir: &Path) -> PathBuf {
@@ -195,7 +206,7 @@ fn build(a: &UpArgs, bins: &Binaries, state: &mut LabState) -> anyhow::Result<()
     topology::build(&state.nodes)?;
     let store = format!("file:{}", a.dir.join("store.json").display());
     let tor = Tor::new(a.tor, &a.dir);
-    pods::configure_cluster(bins, &store, &state.nodes, state.encap)?;
+    pods::configure_cluster(bins, &store, &state.nodes, state.encap, state.nat)?;
     tor.start(&state.nodes)?;
     for n in &state.nodes {
         pods::start_agent(bins, &store, n, &a.dir)?;

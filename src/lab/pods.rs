@@ -39,29 +39,30 @@ pub fn configure_cluster(
     store: &str,
     nodes: &[LabNode],
     encap: Encap,
+    nat: bool,
 ) -> anyhow::Result<()> {
     let (ipip, vxlan) = match encap {
         Encap::Ipip => ("cross-subnet", "never"),
         Encap::Vxlan | Encap::Auto => ("never", "cross-subnet"),
         Encap::None => ("never", "never"),
     };
-    run_serval(
-        bins,
-        &[
-            "pool",
-            "--datastore",
-            store,
-            "add",
-            POOL_CIDR,
-            "--name",
-            "lab-pool",
-            "--ipip-mode",
-            ipip,
-            "--vxlan-mode",
-            vxlan,
-            "--nat-outgoing",
-        ],
-    )?;
+    let mut args = vec![
+        "pool",
+        "--datastore",
+        store,
+        "add",
+        POOL_CIDR,
+        "--name",
+        "lab-pool",
+        "--ipip-mode",
+        ipip,
+        "--vxlan-mode",
+        vxlan,
+    ];
+    if nat {
+        args.push("--nat-outgoing");
+    }
+    run_serval(bins, &args)?;
     apply_yaml(store, &cluster_yaml(nodes))
 }
 

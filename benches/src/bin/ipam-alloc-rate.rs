@@ -5,12 +5,12 @@
 //! dir (Debian's `etcd-server`), fsync on as in production.
 //!
 //! ```text
-//! cargo run --release -p ipam --example alloc_rate -- [--per-node N] [--store file|etcd|all]
+//! cargo run --release -p serval-benches --bin ipam-alloc-rate -- [--per-node N] [--store file|etcd|all]
 //! ```
 
 // Shared with the tests; the example uses only part of it.
 #[allow(dead_code)]
-#[path = "../tests/support/etcd.rs"]
+#[path = "../../../ipam/tests/support/etcd.rs"]
 mod etcd_support;
 
 use std::collections::BTreeSet;

@@ -185,7 +185,12 @@ pub async fn add(conf: &NetConf, t: &Target) -> Result<Value, CniError> {
         }
     };
     fault("after-veth");
-    let ours = plugin::result(&wiring, &built.pod_mac, &t.netns.to_string_lossy());
+    let ours = plugin::result(
+        &wiring,
+        &built.routes,
+        &built.pod_mac,
+        &t.netns.to_string_lossy(),
+    );
     let result = plugin::merge(conf.prev_result.as_ref(), ours);
     Ok(result.to_json(conf.version))
 }

@@ -27,7 +27,7 @@ use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
 };
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
+    RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
@@ -439,15 +439,18 @@ impl Nl {
     }
 
     /// Adds a route in the main table through link `index`: on the link when `gw` is
-    /// `None` (scope link), else via `gw`. Marked `proto static` so that the agent,
-    /// which owns routes of serval's own protocol, leaves pod routes alone.
+    /// `None` (scope link), else via `gw`, which is on the link by definition (`onlink`:
+    /// the gateway needs no route of its own). Marked `proto static` so that the agent,
+    /// which owns routes of serval's own protocol, leaves pod routes alone. Returns false
+    /// when the route was already there (a pod's first network keeps the default route,
+    /// as the spec's IP allocation notes ask).
     pub async fn add_route(
         &self,
         index: u32,
         dst: IpNet,
         gw: Option<IpAddr>,
         dev: &str,
-    ) -> Result<(), NetError> {
+    ) -> Result<bool, NetError> {
         let mut msg = RouteMessage::default();
         msg.header.address_family = family(dst.addr());
         msg.header.destination_prefix_length = dst.prefix_len();
@@ -465,6 +468,7 @@ impl Nl {
         }
         if let Some(gw) = gw {
             msg.attributes.push(RouteAttribute::Gateway(route_addr(gw)));
+            msg.header.flags = RouteFlags::Onlink;
         }
         msg.attributes.push(RouteAttribute::Oif(index));
         let via = gw.map(|g| format!(" via {g}")).unwrap_or_default();
@@ -476,8 +480,9 @@ impl Nl {
             )
             .await
         {
-            Err(e) if e.errno() == Some(libc::EEXIST) => Ok(()),
-            other => other,
+            Ok(()) => Ok(true),
+            Err(e) if e.errno() == Some(libc::EEXIST) => Ok(false),
+            Err(e) => Err(e),
         }
     }
 

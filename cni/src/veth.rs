@@ -10,6 +10,9 @@ use crate::plugin::{self, LinkState, Observed, Wiring};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Built {
     pub pod_mac: String,
+    /// The pod routes this ADD installed (a route another network of the pod already
+    /// has, such as the default route, is left to it).
+    pub routes: Vec<plugin::PodRoute>,
 }
 
 /// Builds the wiring. `host` is a socket in the host namespace, the caller's. On error
@@ -71,13 +74,24 @@ pub async fn build(host: &Nl, pod_ns: &Netns, w: &Wiring) -> Result<Built, NetEr
     for gw in &w.pod.neighbors {
         pod.add_neighbor(pod_index, *gw, w.host.mac, ifname).await?;
     }
+    let mut routes = Vec::new();
     for r in &w.pod.routes {
-        pod.add_route(pod_index, r.dst, r.gw, ifname).await?;
+        if pod.add_route(pod_index, r.dst, r.gw, ifname).await? {
+            routes.push(r.clone());
+        } else {
+            tracing::info!(dst = %r.dst, "the pod already has this route through another interface");
+        }
     }
     for dst in &w.host.routes {
-        host.add_route(host_index, *dst, None, &w.host.name).await?;
+        if !host.add_route(host_index, *dst, None, &w.host.name).await? {
+            // Another link routes this pod address: the new veth must win.
+            return Err(NetError::Kernel {
+                doing: format!("adding route {dst} dev {}: another device routes it", w.host.name),
+                errno: libc::EEXIST,
+            });
+        }
     }
-    Ok(Built { pod_mac })
+    Ok(Built { pod_mac, routes })
 }
 
 fn gone(name: &str) -> NetError {

@@ -308,9 +308,12 @@ impl Node {
 
 /// The environment a runtime passes.
 pub fn env(verb: &str, pod: Option<&Pod>, ifname: &str) -> Vec<(&'static str, String)> {
+    // Runtimes pass their own environment along (libcni appends the CNI_* variables to
+    // it); the reference plugins find iptables through PATH.
     let mut e = vec![
         ("CNI_COMMAND", verb.to_string()),
         ("CNI_PATH", "/usr/lib/cni".to_string()),
+        ("PATH", "/usr/sbin:/usr/bin:/sbin:/bin".to_string()),
     ];
     if let Some(p) = pod {
         e.push(("CNI_CONTAINERID", p.id.clone()));

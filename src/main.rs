@@ -23,6 +23,8 @@ enum Command {
     Ipam(cmd::ipam::Args),
     /// IP pools: add, list, delete.
     Pool(cmd::pool::Args),
+    /// Install the CNI plugin and its configuration on the host (DaemonSet init container).
+    InstallCni(cmd::install_cni::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -31,5 +33,6 @@ fn main() -> anyhow::Result<()> {
         Command::Bgp(args) => cmd::bgp::run(args),
         Command::Ipam(args) => cmd::ipam::run(args),
         Command::Pool(args) => cmd::pool::run(args),
+        Command::InstallCni(args) => cmd::install_cni::run(args),
     }
 }

@@ -36,7 +36,10 @@ fn open_netns(path: &Path) -> Result<Netns, CniError> {
         };
         CniError::new(
             code,
-            format!("CNI_NETNS {} is not a usable network namespace", path.display()),
+            format!(
+                "CNI_NETNS {} is not a usable network namespace",
+                path.display()
+            ),
         )
         .details(e.to_string())
     })
@@ -51,8 +54,11 @@ fn dataplane(e: crate::netlink::NetError) -> CniError {
 /// else (when allowed) the host name.
 pub fn node_name(src: &NodeSource) -> Result<NodeName, CniError> {
     let bad = |n: &str, from: &str, e: ipam::ModelError| {
-        CniError::new(ErrorCode::InvalidConfig, format!("node name {n:?} from {from} is invalid"))
-            .details(e.to_string())
+        CniError::new(
+            ErrorCode::InvalidConfig,
+            format!("node name {n:?} from {from} is invalid"),
+        )
+        .details(e.to_string())
     };
     if let Some(n) = &src.explicit {
         return NodeName::new(n.clone()).map_err(|e| bad(n, "nodename", e));
@@ -82,9 +88,7 @@ pub fn node_name(src: &NodeSource) -> Result<NodeName, CniError> {
 }
 
 /// The store, and a Kubernetes client when the store is Kubernetes.
-async fn open_store(
-    conf: &NetConf,
-) -> Result<(Arc<dyn Store>, Option<::kube::Client>), CniError> {
+async fn open_store(conf: &NetConf) -> Result<(Arc<dyn Store>, Option<::kube::Client>), CniError> {
     match &conf.datastore {
         Datastore::Kubernetes => {
             let client = kube::client(conf.kubeconfig.as_deref()).await?;
@@ -102,10 +106,7 @@ async fn open_store(
 
 /// The node with its labels (Kubernetes store: from the Node object; other stores have
 /// no labels to give, so pools with a node selector do not match).
-async fn node_info(
-    name: NodeName,
-    client: Option<&::kube::Client>,
-) -> Result<NodeInfo, CniError> {
+async fn node_info(name: NodeName, client: Option<&::kube::Client>) -> Result<NodeInfo, CniError> {
     let mut info = NodeInfo::new(name);
     if let Some(c) = client {
         info.labels = kube::node_labels(c, info.name.as_str()).await?;
@@ -227,7 +228,9 @@ async fn wire(
         conf.allow_ip_forwarding,
     );
     let host = Nl::connect(None).map_err(dataplane)?;
-    let built = veth::build(&host, netns, &wiring).await.map_err(dataplane)?;
+    let built = veth::build(&host, netns, &wiring)
+        .await
+        .map_err(dataplane)?;
     Ok((wiring, built))
 }
 
@@ -325,8 +328,11 @@ pub async fn check(conf: &NetConf, t: &Target) -> Result<(), CniError> {
 
 pub async fn gc(conf: &NetConf) -> Result<(), CniError> {
     let valid = conf.valid_attachments.as_ref().ok_or_else(|| {
-        CniError::new(ErrorCode::InvalidConfig, "GC needs cni.dev/valid-attachments")
-            .details("without the list every attachment would look stale")
+        CniError::new(
+            ErrorCode::InvalidConfig,
+            "GC needs cni.dev/valid-attachments",
+        )
+        .details("without the list every attachment would look stale")
     })?;
     let live: BTreeSet<HandleId> = valid
         .iter()

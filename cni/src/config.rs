@@ -381,8 +381,8 @@ impl NetConf {
                 .find(|p| matches!(p, PoolRef::Cidr(c) if c.addr().is_ipv4() != v4))
                 .cloned()
         };
-        if let Some(bad) = wrong_family(&ipam.ipv4_pools, true)
-            .or_else(|| wrong_family(&ipam.ipv6_pools, false))
+        if let Some(bad) =
+            wrong_family(&ipam.ipv4_pools, true).or_else(|| wrong_family(&ipam.ipv6_pools, false))
         {
             return Err(invalid(format!(
                 "ipam: pool {bad:?} is listed under the other address family"
@@ -417,7 +417,8 @@ impl NetConf {
                 list.iter()
                     .enumerate()
                     .map(|(n, a)| {
-                        let at = |e: String| invalid(format!("cni.dev/valid-attachments[{n}]: {e}"));
+                        let at =
+                            |e: String| invalid(format!("cni.dev/valid-attachments[{n}]: {e}"));
                         Ok(Attachment {
                             container_id: ContainerId::new(&a.container_id).map_err(at)?,
                             ifname: IfName::new(&a.ifname).map_err(at)?,
@@ -511,13 +512,12 @@ fn datastore(raw: &RawNetConf, env: Option<&str>) -> Result<Datastore, CniError>
             None => Datastore::File(ipam::store::file::DEFAULT_PATH.into()),
         },
     };
-    let has_etcd_files =
-        raw.etcd_ca_cert_file.is_some() || raw.etcd_cert_file.is_some() || raw.etcd_key_file.is_some();
+    let has_etcd_files = raw.etcd_ca_cert_file.is_some()
+        || raw.etcd_cert_file.is_some()
+        || raw.etcd_key_file.is_some();
     Ok(match ds {
         Datastore::Etcd(c) => {
-            let mut c: EtcdConfig = c
-                .with_env()
-                .map_err(|e| invalid(format!("etcd: {e}")))?;
+            let mut c: EtcdConfig = c.with_env().map_err(|e| invalid(format!("etcd: {e}")))?;
             if has_etcd_files {
                 c.tls = EtcdTls {
                     ca_file: raw.etcd_ca_cert_file.clone(),
@@ -639,7 +639,9 @@ mod tests {
     fn datastore_choices() {
         let mut v = base();
         v["datastore"] = json!("etcd:127.0.0.1:2379");
-        assert!(matches!(conf(v).unwrap().datastore, Datastore::Etcd(c) if c.endpoints == vec!["http://127.0.0.1:2379"]));
+        assert!(
+            matches!(conf(v).unwrap().datastore, Datastore::Etcd(c) if c.endpoints == vec!["http://127.0.0.1:2379"])
+        );
         let mut v = base();
         v["datastore_type"] = json!("etcdv3");
         v["etcd_endpoints"] = json!("http://10.0.0.1:2379,http://10.0.0.2:2379");
@@ -675,25 +677,84 @@ mod tests {
     #[test]
     fn bad_configurations_table() {
         let cases: Vec<(Value, ErrorCode, &str)> = vec![
-            (json!({"name": "n", "type": "serval"}), ErrorCode::InvalidConfig, "cniVersion"),
-            (json!({"cniVersion": "0.2.0", "name": "n", "type": "serval"}), ErrorCode::IncompatibleVersion, "0.2.0"),
-            (json!({"cniVersion": "1.0.0", "name": "n", "type": "serval", "bogus": 1}), ErrorCode::UnsupportedField, "bogus"),
-            (json!({"cniVersion": "1.0.0", "name": "n", "type": "serval", "ipam": {"type": "serval-ipam", "subnet": "x"}}), ErrorCode::UnsupportedField, "ipam.subnet"),
-            (json!({"cniVersion": "1.0.0", "name": "n", "type": "serval", "mtu": "big"}), ErrorCode::InvalidConfig, "mtu"),
-            (json!({"cniVersion": "1.0.0", "name": "", "type": "serval"}), ErrorCode::InvalidConfig, "name"),
-            (json!({"cniVersion": "1.0.0", "name": "n", "type": "serval", "ipam": {"type": "host-local"}}), ErrorCode::InvalidConfig, "ipam.type"),
-            (json!({"cniVersion": "1.0.0", "name": "n", "type": "serval", "ipam": {"type": "serval-ipam", "assign_ipv4": "yes"}}), ErrorCode::InvalidConfig, "assign_ipv4"),
-            (json!({"cniVersion": "1.0.0", "name": "n", "type": "serval", "ipam": {"type": "serval-ipam", "assign_ipv4": false}}), ErrorCode::InvalidConfig, "assign_ipv6"),
-            (json!({"cniVersion": "1.0.0", "name": "n", "type": "serval", "ipam": {"type": "serval-ipam", "ipv4_pools": ["Bad_Name"]}}), ErrorCode::InvalidConfig, "ipv4_pools[0]"),
-            (json!({"cniVersion": "1.0.0", "name": "n", "type": "serval", "ipam": {"type": "serval-ipam", "ipv4_pools": ["fd00::/64"]}}), ErrorCode::InvalidConfig, "other address family"),
-            (json!({"cniVersion": "1.0.0", "name": "n", "type": "serval", "runtimeConfig": {"ips": ["x"]}}), ErrorCode::InvalidConfig, "runtimeConfig.ips[0]"),
-            (json!({"cniVersion": "1.1.0", "name": "n", "type": "serval", "cni.dev/valid-attachments": [{"containerID": "_x", "ifname": "eth0"}]}), ErrorCode::InvalidConfig, "valid-attachments[0]"),
-            (json!({"cniVersion": "1.1.0", "name": "n", "type": "serval", "datastore": "kubernetes", "etcd_key_file": "/k"}), ErrorCode::InvalidConfig, "etcd_"),
+            (
+                json!({"name": "n", "type": "serval"}),
+                ErrorCode::InvalidConfig,
+                "cniVersion",
+            ),
+            (
+                json!({"cniVersion": "0.2.0", "name": "n", "type": "serval"}),
+                ErrorCode::IncompatibleVersion,
+                "0.2.0",
+            ),
+            (
+                json!({"cniVersion": "1.0.0", "name": "n", "type": "serval", "bogus": 1}),
+                ErrorCode::UnsupportedField,
+                "bogus",
+            ),
+            (
+                json!({"cniVersion": "1.0.0", "name": "n", "type": "serval", "ipam": {"type": "serval-ipam", "subnet": "x"}}),
+                ErrorCode::UnsupportedField,
+                "ipam.subnet",
+            ),
+            (
+                json!({"cniVersion": "1.0.0", "name": "n", "type": "serval", "mtu": "big"}),
+                ErrorCode::InvalidConfig,
+                "mtu",
+            ),
+            (
+                json!({"cniVersion": "1.0.0", "name": "", "type": "serval"}),
+                ErrorCode::InvalidConfig,
+                "name",
+            ),
+            (
+                json!({"cniVersion": "1.0.0", "name": "n", "type": "serval", "ipam": {"type": "host-local"}}),
+                ErrorCode::InvalidConfig,
+                "ipam.type",
+            ),
+            (
+                json!({"cniVersion": "1.0.0", "name": "n", "type": "serval", "ipam": {"type": "serval-ipam", "assign_ipv4": "yes"}}),
+                ErrorCode::InvalidConfig,
+                "assign_ipv4",
+            ),
+            (
+                json!({"cniVersion": "1.0.0", "name": "n", "type": "serval", "ipam": {"type": "serval-ipam", "assign_ipv4": false}}),
+                ErrorCode::InvalidConfig,
+                "assign_ipv6",
+            ),
+            (
+                json!({"cniVersion": "1.0.0", "name": "n", "type": "serval", "ipam": {"type": "serval-ipam", "ipv4_pools": ["Bad_Name"]}}),
+                ErrorCode::InvalidConfig,
+                "ipv4_pools[0]",
+            ),
+            (
+                json!({"cniVersion": "1.0.0", "name": "n", "type": "serval", "ipam": {"type": "serval-ipam", "ipv4_pools": ["fd00::/64"]}}),
+                ErrorCode::InvalidConfig,
+                "other address family",
+            ),
+            (
+                json!({"cniVersion": "1.0.0", "name": "n", "type": "serval", "runtimeConfig": {"ips": ["x"]}}),
+                ErrorCode::InvalidConfig,
+                "runtimeConfig.ips[0]",
+            ),
+            (
+                json!({"cniVersion": "1.1.0", "name": "n", "type": "serval", "cni.dev/valid-attachments": [{"containerID": "_x", "ifname": "eth0"}]}),
+                ErrorCode::InvalidConfig,
+                "valid-attachments[0]",
+            ),
+            (
+                json!({"cniVersion": "1.1.0", "name": "n", "type": "serval", "datastore": "kubernetes", "etcd_key_file": "/k"}),
+                ErrorCode::InvalidConfig,
+                "etcd_",
+            ),
         ];
         for (doc, code, needle) in cases {
             let e = conf(doc.clone()).unwrap_err();
             assert_eq!(e.code, code, "{doc}: {e}");
-            assert!(e.to_string().contains(needle), "{doc}: {e} should name {needle}");
+            assert!(
+                e.to_string().contains(needle),
+                "{doc}: {e} should name {needle}"
+            );
         }
     }
 

@@ -304,8 +304,16 @@ mod tests {
             ("CHECK", &["CNI_NETNS"], false),
             ("DEL", &["CNI_NETNS"], true),
             ("DEL", &["CNI_IFNAME"], false),
-            ("VERSION", &["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"], true),
-            ("STATUS", &["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"], true),
+            (
+                "VERSION",
+                &["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"],
+                true,
+            ),
+            (
+                "STATUS",
+                &["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"],
+                true,
+            ),
             ("GC", &["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"], true),
             ("", &[], false),
             ("ADDX", &[], false),
@@ -322,7 +330,8 @@ mod tests {
                 Err(e) => {
                     assert!(!ok, "{verb} without {drop:?}: {e}");
                     assert_eq!(e.code, ErrorCode::InvalidEnvironment);
-                    let named = drop.iter().any(|d| e.msg.contains(d)) || e.msg.contains("CNI_COMMAND");
+                    let named =
+                        drop.iter().any(|d| e.msg.contains(d)) || e.msg.contains("CNI_COMMAND");
                     assert!(named, "{verb}: error must name the variable: {e}");
                 }
             }
@@ -331,7 +340,12 @@ mod tests {
 
     #[test]
     fn names_are_checked() {
-        for (cid, ok) in [("abc_1.x-Y", true), ("_abc", false), ("a b", false), ("a/b", false)] {
+        for (cid, ok) in [
+            ("abc_1.x-Y", true),
+            ("_abc", false),
+            ("a b", false),
+            ("a/b", false),
+        ] {
             assert_eq!(ContainerId::new(cid).is_ok(), ok, "{cid}");
         }
         for (name, ok) in [

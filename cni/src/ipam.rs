@@ -338,9 +338,8 @@ impl Plan for NodeGc {
         let mut writes = Vec::new();
         for b in &blocks {
             let mut v = b.value.clone();
-            let freed = v.release_where(|a| {
-                a.node.as_ref() == Some(&self.node) && self.dead(&a.handle_id)
-            });
+            let freed =
+                v.release_where(|a| a.node.as_ref() == Some(&self.node) && self.dead(&a.handle_id));
             if freed.is_empty() {
                 continue;
             }
@@ -422,7 +421,9 @@ impl Plan for Capacity {
                 .pools
                 .iter()
                 .map(|p| &p.value)
-                .filter(|p| p.family() == family && p.usable_by(&self.node.labels, AllowedUse::Workload))
+                .filter(|p| {
+                    p.family() == family && p.usable_by(&self.node.labels, AllowedUse::Workload)
+                })
                 .collect();
             if pools.is_empty() {
                 return Ok(Step::Done(Err(format!(
@@ -442,7 +443,10 @@ impl Plan for Capacity {
             });
             let claimable = may_claim
                 && pools.iter().any(|p| {
-                    let taken = blocks.iter().filter(|b| p.cidr.contains(&b.value.cidr)).count();
+                    let taken = blocks
+                        .iter()
+                        .filter(|b| p.cidr.contains(&b.value.cidr))
+                        .count();
                     (taken as u128) < p.block_count()
                 });
             let borrowable = !cfg.strict_affinity
@@ -485,7 +489,12 @@ mod tests {
 
     async fn alloc(ipam: &Ipam, handle: &str, on: &str) -> IpAddr {
         let got = ipam
-            .auto_assign(AutoAssignRequest::new(h(handle), NodeInfo::new(node(on)), 1, 0))
+            .auto_assign(AutoAssignRequest::new(
+                h(handle),
+                NodeInfo::new(node(on)),
+                1,
+                0,
+            ))
             .await
             .unwrap();
         got.v4[0]
@@ -504,7 +513,9 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(freed, vec![(dead, h("net.dead.eth0"))]);
-        let snap = ipam::ops::full_snapshot(ipam.store().as_ref()).await.unwrap();
+        let snap = ipam::ops::full_snapshot(ipam.store().as_ref())
+            .await
+            .unwrap();
         let allocated: Vec<IpAddr> = snap
             .blocks
             .values()
@@ -515,8 +526,12 @@ mod tests {
             assert!(allocated.contains(&ip), "{ip} must stay");
         }
         assert!(!allocated.contains(&dead));
-        assert!(snap.handles.get(&h("net.dead.eth0")).is_some_and(|x| x.is_none())
-            || !snap.handles.contains_key(&h("net.dead.eth0")));
+        assert!(
+            snap.handles
+                .get(&h("net.dead.eth0"))
+                .is_some_and(|x| x.is_none())
+                || !snap.handles.contains_key(&h("net.dead.eth0"))
+        );
         assert!(snap.handles.contains_key(&h("net.live.eth0")));
         // Idempotent.
         let again = ipam
@@ -531,7 +546,9 @@ mod tests {
         let ipam = ipam_with_pool("10.0.0.0/24", 28).await;
         alloc(&ipam, "net.x.eth0", "a").await;
         alloc(&ipam, "net.y.eth0", "b").await;
-        let snap = ipam::ops::full_snapshot(ipam.store().as_ref()).await.unwrap();
+        let snap = ipam::ops::full_snapshot(ipam.store().as_ref())
+            .await
+            .unwrap();
         let block_of = |n: &str| {
             snap.blocks
                 .values()
@@ -542,7 +559,10 @@ mod tests {
                 .cidr
         };
         // Records that over-count (an allocation interrupted between record and block).
-        for (id, cidr) in [("net.stale-a.eth0", block_of("a")), ("net.stale-b.eth0", block_of("b"))] {
+        for (id, cidr) in [
+            ("net.stale-a.eth0", block_of("a")),
+            ("net.stale-b.eth0", block_of("b")),
+        ] {
             let rec = Handle {
                 handle_id: h(id),
                 block: [(cidr, 1)].into(),
@@ -552,10 +572,16 @@ mod tests {
                 .await
                 .unwrap();
         }
-        ipam.run(NodeGc::new(node("a"), "net.".into(), [h("net.x.eth0")].into()))
+        ipam.run(NodeGc::new(
+            node("a"),
+            "net.".into(),
+            [h("net.x.eth0")].into(),
+        ))
+        .await
+        .unwrap();
+        let snap = ipam::ops::full_snapshot(ipam.store().as_ref())
             .await
             .unwrap();
-        let snap = ipam::ops::full_snapshot(ipam.store().as_ref()).await.unwrap();
         let records: Vec<&str> = snap
             .handles
             .values()
@@ -616,11 +642,22 @@ mod tests {
         let empty = snapshot(vec![pool.clone()], vec![], vec![]);
         assert_eq!(capacity(&empty, false), Ok(()), "a block can be claimed");
         assert!(capacity(&empty, true).unwrap_err().contains("IPv6"));
-        let one_full = snapshot(vec![pool.clone()], vec![full_block("10.0.0.0/31", "a")], vec![("a", "10.0.0.0/31")]);
-        assert_eq!(capacity(&one_full, false), Ok(()), "the second block is free");
+        let one_full = snapshot(
+            vec![pool.clone()],
+            vec![full_block("10.0.0.0/31", "a")],
+            vec![("a", "10.0.0.0/31")],
+        );
+        assert_eq!(
+            capacity(&one_full, false),
+            Ok(()),
+            "the second block is free"
+        );
         let all_full = snapshot(
             vec![pool.clone()],
-            vec![full_block("10.0.0.0/31", "a"), full_block("10.0.0.2/31", "b")],
+            vec![
+                full_block("10.0.0.0/31", "a"),
+                full_block("10.0.0.2/31", "b"),
+            ],
             vec![("a", "10.0.0.0/31"), ("b", "10.0.0.2/31")],
         );
         assert!(capacity(&all_full, false).unwrap_err().contains("full"));
@@ -645,14 +682,18 @@ mod tests {
     async fn lock_is_exclusive_and_times_out_as_try_again() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/ipam.lock");
-        let held = NodeLock::acquire(&path, Duration::from_secs(1)).await.unwrap();
+        let held = NodeLock::acquire(&path, Duration::from_secs(1))
+            .await
+            .unwrap();
         let e = NodeLock::acquire(&path, Duration::from_millis(50))
             .await
             .err()
             .unwrap();
         assert_eq!(e.code, ErrorCode::TryAgainLater);
         drop(held);
-        assert!(NodeLock::acquire(&path, Duration::from_millis(50)).await.is_ok());
+        assert!(NodeLock::acquire(&path, Duration::from_millis(50))
+            .await
+            .is_ok());
     }
 
     #[test]
@@ -674,7 +715,12 @@ mod tests {
             },
         );
         assert_eq!(e.code, ErrorCode::NoAddress);
-        let e = cni_error("x", IpamError::NotInAnyPool { ip: "1.2.3.4".parse().unwrap() });
+        let e = cni_error(
+            "x",
+            IpamError::NotInAnyPool {
+                ip: "1.2.3.4".parse().unwrap(),
+            },
+        );
         assert_eq!(e.code, ErrorCode::AddressUnavailable);
     }
 }

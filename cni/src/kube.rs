@@ -58,9 +58,7 @@ pub async fn pod_annotations(
         .get_opt(pod)
         .await
         .map_err(|e| api_error(format!("cannot read pod {namespace}/{pod}"), e))?;
-    Ok(got
-        .and_then(|p| p.metadata.annotations)
-        .unwrap_or_default())
+    Ok(got.and_then(|p| p.metadata.annotations).unwrap_or_default())
 }
 
 /// A namespace's annotations.
@@ -73,13 +71,14 @@ pub async fn namespace_annotations(
         .get_opt(namespace)
         .await
         .map_err(|e| api_error(format!("cannot read namespace {namespace}"), e))?;
-    Ok(got
-        .and_then(|n| n.metadata.annotations)
-        .unwrap_or_default())
+    Ok(got.and_then(|n| n.metadata.annotations).unwrap_or_default())
 }
 
 /// A node's labels.
-pub async fn node_labels(client: &Client, node: &str) -> Result<BTreeMap<String, String>, CniError> {
+pub async fn node_labels(
+    client: &Client,
+    node: &str,
+) -> Result<BTreeMap<String, String>, CniError> {
     let api: Api<Node> = Api::all(client.clone());
     let got = api
         .get_opt(node)

@@ -84,7 +84,10 @@ pub fn run(var: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Outcome {
     let _enter = span.enter();
     if let Some(e) = log_error {
         // Logging is best effort; say so on stderr, which runtimes keep.
-        eprintln!("serval: cannot write the log {}: {e}", log_settings.path.display());
+        eprintln!(
+            "serval: cannot write the log {}: {e}",
+            log_settings.path.display()
+        );
     }
     if matches!(cmd, Command::Version) {
         return Outcome::ok(Some(spec::version_info()));
@@ -120,7 +123,10 @@ fn execute(
     let too_old = |verb: &str, since: &str| {
         CniError::new(
             ErrorCode::IncompatibleVersion,
-            format!("configuration version {} does not allow {verb}", conf.version),
+            format!(
+                "configuration version {} does not allow {verb}",
+                conf.version
+            ),
         )
         .details(format!("{verb} exists from CNI {since} on"))
     };
@@ -134,7 +140,9 @@ fn execute(
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| CniError::new(ErrorCode::Io, "cannot start the runtime").details(e.to_string()))?;
+        .map_err(|e| {
+            CniError::new(ErrorCode::Io, "cannot start the runtime").details(e.to_string())
+        })?;
     rt.block_on(async {
         match cmd {
             Command::Add(t) => commands::add(&conf, t).await.map(Some),

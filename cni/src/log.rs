@@ -21,7 +21,11 @@ fn rotated(path: &Path, n: u32) -> PathBuf {
 /// Rotates `path` when it has reached `max_size`: `path.N-1` → `path.N`, …, `path` →
 /// `path.1`, keeping `max_count` files and none older than `max_age`.
 pub fn rotate_if_needed(s: &LogSettings) -> io::Result<()> {
-    let big = |p: &Path| fs::metadata(p).map(|m| m.len() >= s.max_size).unwrap_or(false);
+    let big = |p: &Path| {
+        fs::metadata(p)
+            .map(|m| m.len() >= s.max_size)
+            .unwrap_or(false)
+    };
     if !big(&s.path) {
         return Ok(());
     }
@@ -145,8 +149,14 @@ mod tests {
             rotate_if_needed(&s).unwrap();
             assert!(!s.path.exists(), "rotated away");
         }
-        assert_eq!(fs::read_to_string(rotated(&s.path, 1)).unwrap(), "generation 3\n");
-        assert_eq!(fs::read_to_string(rotated(&s.path, 2)).unwrap(), "generation 2\n");
+        assert_eq!(
+            fs::read_to_string(rotated(&s.path, 1)).unwrap(),
+            "generation 3\n"
+        );
+        assert_eq!(
+            fs::read_to_string(rotated(&s.path, 2)).unwrap(),
+            "generation 2\n"
+        );
         assert!(!rotated(&s.path, 3).exists());
         // A small file stays.
         fs::write(&s.path, "x").unwrap();

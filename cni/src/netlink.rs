@@ -16,8 +16,7 @@ use std::path::{Path, PathBuf};
 use futures_util::StreamExt;
 use ipnet::IpNet;
 use netlink_packet_core::{
-    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
-    NLM_F_REQUEST,
+    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use netlink_packet_route::link::{
@@ -192,8 +191,7 @@ impl Nl {
             .map_err(|e| NetError::io("entering the pod's network namespace", e))?;
         let conn = rtnetlink::new_connection();
         drop(guard);
-        let (conn, handle, _) =
-            conn.map_err(|e| NetError::io("opening a netlink socket", e))?;
+        let (conn, handle, _) = conn.map_err(|e| NetError::io("opening a netlink socket", e))?;
         tokio::spawn(conn);
         Ok(Nl { handle })
     }
@@ -326,7 +324,12 @@ impl Nl {
             ]),
         ];
         self.ack(
-            || format!("creating veth {host} with {peer} in {}", peer_ns.path().display()),
+            || {
+                format!(
+                    "creating veth {host} with {peer} in {}",
+                    peer_ns.path().display()
+                )
+            },
             RouteNetlinkMessage::NewLink(msg),
             NLM_F_CREATE | NLM_F_EXCL,
         )
@@ -342,7 +345,8 @@ impl Nl {
             })?;
         let mut set = LinkMessage::default();
         set.header.index = index;
-        set.attributes.push(LinkAttribute::IfAlias(alias.to_owned()));
+        set.attributes
+            .push(LinkAttribute::IfAlias(alias.to_owned()));
         self.ack(
             || format!("setting the alias of {host}"),
             RouteNetlinkMessage::SetLink(set),
@@ -552,10 +556,11 @@ impl Nl {
         msg.header.ifindex = index;
         msg.header.state = NeighbourState::Permanent;
         msg.header.kind = RouteType::Unicast;
-        msg.attributes.push(NeighbourAttribute::Destination(match ip {
-            IpAddr::V4(a) => NeighbourAddress::Inet(a),
-            IpAddr::V6(a) => NeighbourAddress::Inet6(a),
-        }));
+        msg.attributes
+            .push(NeighbourAttribute::Destination(match ip {
+                IpAddr::V4(a) => NeighbourAddress::Inet(a),
+                IpAddr::V6(a) => NeighbourAddress::Inet6(a),
+            }));
         msg.attributes
             .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
         self.ack(

@@ -210,12 +210,16 @@ impl Annotations {
                 items
                     .iter()
                     .map(|s| {
-                        s.split('/').next().unwrap_or_default().parse().map_err(|_| {
-                            CniError::new(
-                                ErrorCode::InvalidConfig,
-                                format!("annotation {k} of {what} holds {s:?}, not an address"),
-                            )
-                        })
+                        s.split('/')
+                            .next()
+                            .unwrap_or_default()
+                            .parse()
+                            .map_err(|_| {
+                                CniError::new(
+                                    ErrorCode::InvalidConfig,
+                                    format!("annotation {k} of {what} holds {s:?}, not an address"),
+                                )
+                            })
                     })
                     .collect::<Result<Vec<IpAddr>, CniError>>()
             })
@@ -424,14 +428,19 @@ pub fn wiring(
             host_sysctls.push(sysctl(format!("net/ipv4/conf/{host_name}/{key}"), value));
         }
         // Proxy ARP answers after a random delay of up to 80 ms unless told otherwise.
-        host_sysctls.push(sysctl(format!("net/ipv4/neigh/{host_name}/proxy_delay"), "0"));
+        host_sysctls.push(sysctl(
+            format!("net/ipv4/neigh/{host_name}/proxy_delay"),
+            "0",
+        ));
         neighbors.push(IpAddr::V4(GATEWAY_V4));
         routes.push(PodRoute {
             dst: IpNet::from(IpAddr::V4(GATEWAY_V4)),
             gw: None,
         });
         routes.push(PodRoute {
-            dst: "0.0.0.0/0".parse().unwrap_or(IpNet::from(IpAddr::V4(Ipv4Addr::UNSPECIFIED))),
+            dst: "0.0.0.0/0"
+                .parse()
+                .unwrap_or(IpNet::from(IpAddr::V4(Ipv4Addr::UNSPECIFIED))),
             gw: Some(IpAddr::V4(GATEWAY_V4)),
         });
         if allow_ip_forwarding {
@@ -448,8 +457,7 @@ pub fn wiring(
             host_sysctls.push(sysctl(format!("net/ipv6/conf/{host_name}/{key}"), value));
         }
         host_addresses.push(
-            IpNet::new(IpAddr::V6(GATEWAY_V6), 64)
-                .unwrap_or(IpNet::from(IpAddr::V6(GATEWAY_V6))),
+            IpNet::new(IpAddr::V6(GATEWAY_V6), 64).unwrap_or(IpNet::from(IpAddr::V6(GATEWAY_V6))),
         );
         pod_sysctls.push(sysctl("net/ipv6/conf/all/disable_ipv6".into(), "0"));
         pod_sysctls.push(sysctl(
@@ -615,9 +623,7 @@ pub fn expected(
     let idx = prev
         .interfaces
         .iter()
-        .position(|i| {
-            i.name == ifname && i.sandbox.as_deref().is_none_or(|s| s == netns)
-        })
+        .position(|i| i.name == ifname && i.sandbox.as_deref().is_none_or(|s| s == netns))
         .ok_or_else(|| not_ours(format!("no interface {ifname} in sandbox {netns}")))?;
     let pod = &prev.interfaces[idx];
     let addresses: Vec<IpNet> = prev
@@ -627,7 +633,9 @@ pub fn expected(
         .map(|ip| ip.address)
         .collect();
     if addresses.is_empty() {
-        return Err(not_ours(format!("no address on interface {idx} ({ifname})")));
+        return Err(not_ours(format!(
+            "no address on interface {idx} ({ifname})"
+        )));
     }
     let gateways = [IpAddr::V4(GATEWAY_V4), IpAddr::V6(GATEWAY_V6)];
     // The routes through serval's gateways are serval's (a chained plugin may add
@@ -653,7 +661,10 @@ pub fn expected(
 pub fn compare(exp: &Expected, obs: &Observed) -> Vec<String> {
     let mut out = Vec::new();
     match &obs.pod_link {
-        None => out.push(format!("interface {} is missing in the pod", exp.pod_ifname)),
+        None => out.push(format!(
+            "interface {} is missing in the pod",
+            exp.pod_ifname
+        )),
         Some(l) => {
             if !l.is_veth {
                 out.push(format!("{} in the pod is not a veth", exp.pod_ifname));
@@ -681,10 +692,16 @@ pub fn compare(exp: &Expected, obs: &Observed) -> Vec<String> {
     }
     for a in &exp.addresses {
         if !obs.pod_addresses.contains(a) {
-            out.push(format!("address {a} is missing on {} in the pod", exp.pod_ifname));
+            out.push(format!(
+                "address {a} is missing on {} in the pod",
+                exp.pod_ifname
+            ));
         }
         if !obs.held.contains(&a.addr()) {
-            out.push(format!("IPAM does not hold {} for this container", a.addr()));
+            out.push(format!(
+                "IPAM does not hold {} for this container",
+                a.addr()
+            ));
         }
         if !obs.host_routes.contains(&IpNet::from(a.addr())) {
             out.push(format!(
@@ -747,7 +764,10 @@ mod tests {
         assert_eq!(n.len(), 15);
         assert!(n.starts_with("sv"));
         // The same pod in a new sandbox keeps its name.
-        assert_eq!(n, host_veth_name(&att("c2", "eth0"), &k8s("default", "web-0")));
+        assert_eq!(
+            n,
+            host_veth_name(&att("c2", "eth0"), &k8s("default", "web-0"))
+        );
         // Another pod, namespace or interface does not.
         for other in [
             host_veth_name(&a, &k8s("default", "web-1")),
@@ -820,38 +840,84 @@ mod tests {
 
     #[test]
     fn address_request_precedence() {
-        let pools = [pool("a", "10.1.0.0/16"), pool("b", "10.2.0.0/16"), pool("six", "fd00::/48")];
+        let pools = [
+            pool("a", "10.1.0.0/16"),
+            pool("b", "10.2.0.0/16"),
+            pool("six", "fd00::/48"),
+        ];
         let none = Annotations::default();
         let mut s = settings();
         assert_eq!(
             address_request(&s, &[], &CniArgs::default(), &none, &none, &pools).unwrap(),
-            AddressRequest::Auto { v4: Some(vec![]), v6: None }
+            AddressRequest::Auto {
+                v4: Some(vec![]),
+                v6: None
+            }
         );
         s.ipv4_pools = vec![PoolRef::Cidr("10.2.0.0/16".parse().unwrap())];
         let names = |r: AddressRequest| match r {
-            AddressRequest::Auto { v4: Some(pools), v6: None } => pools.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+            AddressRequest::Auto {
+                v4: Some(pools),
+                v6: None,
+            } => pools.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
             other => panic!("{other:?}"),
         };
-        assert_eq!(names(address_request(&s, &[], &CniArgs::default(), &none, &none, &pools).unwrap()), ["b"]);
-        let ns = Annotations { ipv4_pools: Some(vec![PoolRef::Name(PoolName::new("a").unwrap())]), ..none.clone() };
-        assert_eq!(names(address_request(&s, &[], &CniArgs::default(), &none, &ns, &pools).unwrap()), ["a"]);
-        let pod = Annotations { ipv4_pools: Some(vec![PoolRef::Cidr("10.2.0.0/16".parse().unwrap())]), ..none.clone() };
-        assert_eq!(names(address_request(&s, &[], &CniArgs::default(), &pod, &ns, &pools).unwrap()), ["b"]);
+        assert_eq!(
+            names(address_request(&s, &[], &CniArgs::default(), &none, &none, &pools).unwrap()),
+            ["b"]
+        );
+        let ns = Annotations {
+            ipv4_pools: Some(vec![PoolRef::Name(PoolName::new("a").unwrap())]),
+            ..none.clone()
+        };
+        assert_eq!(
+            names(address_request(&s, &[], &CniArgs::default(), &none, &ns, &pools).unwrap()),
+            ["a"]
+        );
+        let pod = Annotations {
+            ipv4_pools: Some(vec![PoolRef::Cidr("10.2.0.0/16".parse().unwrap())]),
+            ..none.clone()
+        };
+        assert_eq!(
+            names(address_request(&s, &[], &CniArgs::default(), &pod, &ns, &pools).unwrap()),
+            ["b"]
+        );
         // Fixed addresses win over pools: annotation, then runtime, then CNI_ARGS.
         let ip: IpAddr = "10.1.0.7".parse().unwrap();
-        let args = CniArgs { ips: vec!["10.1.0.8".parse().unwrap()], ..CniArgs::default() };
-        assert_eq!(address_request(&s, &[], &args, &pod, &ns, &pools).unwrap(), AddressRequest::Fixed(args.ips.clone()));
-        assert_eq!(address_request(&s, &[ip], &args, &pod, &ns, &pools).unwrap(), AddressRequest::Fixed(vec![ip]));
-        let fixed = Annotations { ip_addrs: Some(vec!["10.2.0.9".parse().unwrap()]), ..none.clone() };
+        let args = CniArgs {
+            ips: vec!["10.1.0.8".parse().unwrap()],
+            ..CniArgs::default()
+        };
+        assert_eq!(
+            address_request(&s, &[], &args, &pod, &ns, &pools).unwrap(),
+            AddressRequest::Fixed(args.ips.clone())
+        );
+        assert_eq!(
+            address_request(&s, &[ip], &args, &pod, &ns, &pools).unwrap(),
+            AddressRequest::Fixed(vec![ip])
+        );
+        let fixed = Annotations {
+            ip_addrs: Some(vec!["10.2.0.9".parse().unwrap()]),
+            ..none.clone()
+        };
         assert_eq!(
             address_request(&s, &[ip], &args, &fixed, &ns, &pools).unwrap(),
             AddressRequest::Fixed(vec!["10.2.0.9".parse().unwrap()])
         );
         // Errors: unknown pool, wrong family, two addresses of a family.
-        let bad = Annotations { ipv4_pools: Some(vec![PoolRef::Name(PoolName::new("zzz").unwrap())]), ..none.clone() };
+        let bad = Annotations {
+            ipv4_pools: Some(vec![PoolRef::Name(PoolName::new("zzz").unwrap())]),
+            ..none.clone()
+        };
         let e = address_request(&s, &[], &CniArgs::default(), &bad, &none, &pools).unwrap_err();
-        assert!(e.msg.contains("zzz") && e.details.contains("10.1.0.0/16"), "{e}");
-        let bad = Annotations { ipv4_pools: Some(vec![PoolRef::Name(PoolName::new("six").unwrap())]), ..none.clone() };
+        assert!(
+            e.msg.contains("zzz") && e.details.contains("10.1.0.0/16"),
+            "{e}"
+        );
+        let bad = Annotations {
+            ipv4_pools: Some(vec![PoolRef::Name(PoolName::new("six").unwrap())]),
+            ..none.clone()
+        };
         assert!(address_request(&s, &[], &CniArgs::default(), &bad, &none, &pools).is_err());
         let two = [ip, "10.1.0.9".parse().unwrap()];
         assert!(address_request(&s, &two, &CniArgs::default(), &none, &none, &pools).is_err());
@@ -860,18 +926,30 @@ mod tests {
     #[test]
     fn annotations_parse() {
         let map: BTreeMap<String, String> = [
-            ("cni.projectcalico.org/ipv4pools".to_string(), r#"["default-ipv4"]"#.to_string()),
-            ("serval.dev/ipAddrs".to_string(), r#"["10.0.0.5"]"#.to_string()),
+            (
+                "cni.projectcalico.org/ipv4pools".to_string(),
+                r#"["default-ipv4"]"#.to_string(),
+            ),
+            (
+                "serval.dev/ipAddrs".to_string(),
+                r#"["10.0.0.5"]"#.to_string(),
+            ),
         ]
         .into();
         let a = Annotations::parse(&map, "pod default/x").unwrap();
         assert_eq!(a.ipv4_pools.unwrap().len(), 1);
-        assert_eq!(a.ip_addrs.unwrap(), vec!["10.0.0.5".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            a.ip_addrs.unwrap(),
+            vec!["10.0.0.5".parse::<IpAddr>().unwrap()]
+        );
         assert_eq!(a.ipv6_pools, None);
         let bad: BTreeMap<String, String> =
             [("serval.dev/ipv4pools".to_string(), "default".to_string())].into();
         let e = Annotations::parse(&bad, "pod default/x").unwrap_err();
-        assert!(e.msg.contains("serval.dev/ipv4pools") && e.msg.contains("pod default/x"), "{e}");
+        assert!(
+            e.msg.contains("serval.dev/ipv4pools") && e.msg.contains("pod default/x"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -904,21 +982,55 @@ mod tests {
     #[test]
     fn wiring_for_dual_stack() {
         let (w, _) = dual();
-        assert_eq!(w.host.routes, vec!["10.1.0.5/32".parse::<IpNet>().unwrap(), "fd00::5/128".parse().unwrap()]);
-        assert_eq!(w.host.addresses, vec!["fe80::1/64".parse::<IpNet>().unwrap()]);
-        assert!(w.host.sysctls.iter().any(|s| s.path == "net/ipv4/conf/sv0000000000001/proxy_arp" && s.value == "1"));
-        assert!(w.host.sysctls.iter().any(|s| s.path == "net/ipv6/conf/sv0000000000001/proxy_ndp"));
+        assert_eq!(
+            w.host.routes,
+            vec![
+                "10.1.0.5/32".parse::<IpNet>().unwrap(),
+                "fd00::5/128".parse().unwrap()
+            ]
+        );
+        assert_eq!(
+            w.host.addresses,
+            vec!["fe80::1/64".parse::<IpNet>().unwrap()]
+        );
+        assert!(w
+            .host
+            .sysctls
+            .iter()
+            .any(|s| s.path == "net/ipv4/conf/sv0000000000001/proxy_arp" && s.value == "1"));
+        assert!(w
+            .host
+            .sysctls
+            .iter()
+            .any(|s| s.path == "net/ipv6/conf/sv0000000000001/proxy_ndp"));
         assert_eq!(w.pod.addresses.len(), 2);
         // The link route to the IPv4 gateway comes before the default route through it.
-        assert_eq!(w.pod.routes[0], PodRoute { dst: "169.254.1.1/32".parse().unwrap(), gw: None });
+        assert_eq!(
+            w.pod.routes[0],
+            PodRoute {
+                dst: "169.254.1.1/32".parse().unwrap(),
+                gw: None
+            }
+        );
         assert_eq!(w.pod.routes[1].gw, Some(IpAddr::V4(GATEWAY_V4)));
         assert_eq!(w.pod.routes[2].gw, Some(IpAddr::V6(GATEWAY_V6)));
         assert_eq!(w.pod.neighbors.len(), 2);
         assert!(w.pod.sysctls.iter().all(|s| !s.path.contains("forward")));
-        let v4only = wiring("net", &att("c1", "eth0"), "sv0000000000001", &["10.1.0.5".parse().unwrap()], 1500, true);
+        let v4only = wiring(
+            "net",
+            &att("c1", "eth0"),
+            "sv0000000000001",
+            &["10.1.0.5".parse().unwrap()],
+            1500,
+            true,
+        );
         assert!(v4only.host.sysctls.iter().all(|s| !s.path.contains("ipv6")));
         assert!(v4only.host.addresses.is_empty());
-        assert!(v4only.pod.sysctls.iter().any(|s| s.path == "net/ipv4/ip_forward"));
+        assert!(v4only
+            .pod
+            .sysctls
+            .iter()
+            .any(|s| s.path == "net/ipv4/ip_forward"));
     }
 
     #[test]
@@ -931,10 +1043,22 @@ mod tests {
         assert_eq!(r.routes.len(), 2);
         let exp = expected(&r, "net", &a, "sv0000000000001", "/run/netns/p").unwrap();
         let good = Observed {
-            pod_link: Some(LinkState { up: true, mac: "0A:00:00:00:00:01".into(), mtu: 1450, alias: None, is_veth: true }),
+            pod_link: Some(LinkState {
+                up: true,
+                mac: "0A:00:00:00:00:01".into(),
+                mtu: 1450,
+                alias: None,
+                is_veth: true,
+            }),
             pod_addresses: w.pod.addresses.clone(),
             pod_routes: w.pod.routes.iter().map(|r| (r.dst, r.gw)).collect(),
-            host_link: Some(LinkState { up: true, mac: format_mac(&HOST_MAC), mtu: 1450, alias: Some(w.host.alias.clone()), is_veth: true }),
+            host_link: Some(LinkState {
+                up: true,
+                mac: format_mac(&HOST_MAC),
+                mtu: 1450,
+                alias: Some(w.host.alias.clone()),
+                is_veth: true,
+            }),
             host_routes: w.host.routes.clone(),
             host_proxy_arp: Some(true),
             held: vec!["10.1.0.5".parse().unwrap(), "fd00::5".parse().unwrap()],
@@ -942,14 +1066,21 @@ mod tests {
         assert_eq!(compare(&exp, &good), Vec::<String>::new());
         // Each kind of damage is reported on its own.
         let mut o = good.clone();
-        o.pod_routes.retain(|(d, _)| d.prefix_len() != 0 || d.addr().is_ipv6());
-        assert_eq!(compare(&exp, &o), vec!["route 0.0.0.0/0 via 169.254.1.1 is missing in the pod"]);
+        o.pod_routes
+            .retain(|(d, _)| d.prefix_len() != 0 || d.addr().is_ipv6());
+        assert_eq!(
+            compare(&exp, &o),
+            vec!["route 0.0.0.0/0 via 169.254.1.1 is missing in the pod"]
+        );
         let mut o = good.clone();
         o.host_routes.clear();
         assert_eq!(compare(&exp, &o).len(), 2);
         let mut o = good.clone();
         o.held.pop();
-        assert_eq!(compare(&exp, &o), vec!["IPAM does not hold fd00::5 for this container"]);
+        assert_eq!(
+            compare(&exp, &o),
+            vec!["IPAM does not hold fd00::5 for this container"]
+        );
         let mut o = good.clone();
         o.pod_link = None;
         o.host_link = None;
@@ -966,7 +1097,10 @@ mod tests {
         let (w, _) = dual();
         let ours = result(&w, &w.pod.routes, "0a:00:00:00:00:01", "/run/netns/p");
         let mut prev = CniResult::default();
-        prev.interfaces.push(Interface { name: "lo".into(), ..Interface::default() });
+        prev.interfaces.push(Interface {
+            name: "lo".into(),
+            ..Interface::default()
+        });
         let m = merge(Some(&prev), ours.clone());
         assert_eq!(m.interfaces.len(), 3);
         assert_eq!(m.ips[0].interface, Some(2));

@@ -492,8 +492,10 @@ mod tests {
         let e = CniResult::from_json(&json!({"ips": [{"address": "nonsense"}]})).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidConfig);
         assert!(e.details.contains("ips[0].address"), "{e}");
-        let e = CniResult::from_json(&json!({"interfaces": [], "ips": [{"address": "10.0.0.1/32", "interface": 3}]}))
-            .unwrap_err();
+        let e = CniResult::from_json(
+            &json!({"interfaces": [], "ips": [{"address": "10.0.0.1/32", "interface": 3}]}),
+        )
+        .unwrap_err();
         assert!(e.details.contains("interface 3"), "{e}");
     }
 

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::netlink::{self, Netns, NetError, Nl};
+use crate::netlink::{self, NetError, Netns, Nl};
 use crate::plugin::{self, LinkState, Observed, Wiring};
 
 /// What building the wiring learned.
@@ -86,7 +86,10 @@ pub async fn build(host: &Nl, pod_ns: &Netns, w: &Wiring) -> Result<Built, NetEr
         if !host.add_route(host_index, *dst, None, &w.host.name).await? {
             // Another link routes this pod address: the new veth must win.
             return Err(NetError::Kernel {
-                doing: format!("adding route {dst} dev {}: another device routes it", w.host.name),
+                doing: format!(
+                    "adding route {dst} dev {}: another device routes it",
+                    w.host.name
+                ),
                 errno: libc::EEXIST,
             });
         }
@@ -110,7 +113,11 @@ pub async fn delete_host(host: &Nl, name: &str, alias: &str) -> Result<bool, Net
     };
     let theirs = netlink::link_alias(&link);
     if theirs.is_some_and(|a| a != alias) {
-        tracing::info!(veth = name, owner = theirs, "host veth belongs to another sandbox; left alone");
+        tracing::info!(
+            veth = name,
+            owner = theirs,
+            "host veth belongs to another sandbox; left alone"
+        );
         return Ok(false);
     }
     host.del_link(link.header.index, name).await?;
@@ -188,7 +195,9 @@ pub async fn collect(
         let Some((cid, ifname)) = plugin::alias_attachment(alias, network) else {
             continue;
         };
-        if !name.starts_with(plugin::HOST_PREFIX) || valid.contains(&(cid.to_owned(), ifname.to_owned())) {
+        if !name.starts_with(plugin::HOST_PREFIX)
+            || valid.contains(&(cid.to_owned(), ifname.to_owned()))
+        {
             continue;
         }
         host.del_link(link.header.index, name).await?;

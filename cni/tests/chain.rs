@@ -105,13 +105,25 @@ fn first_in_a_chain_with_portmap_bandwidth_tuning() {
     let result = chain.add(&node, &pod);
     assert_eq!(result["cniVersion"], "1.0.0");
     let pod_ip = address(&result, 4);
-    let host = result["interfaces"][0]["name"].as_str().unwrap().to_string();
+    let host = result["interfaces"][0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     // Each plugin did its part on top of serval's wiring.
     let nat = node.ns.exec(&["iptables", "-t", "nat", "-S"]).unwrap();
-    assert!(nat.contains("18080") && nat.contains(&pod_ip.to_string()), "{nat}");
-    let qdisc = node.ns.exec(&["tc", "qdisc", "show", "dev", &host]).unwrap();
-    assert!(qdisc.contains("tbf"), "bandwidth shapes the host veth: {qdisc}");
+    assert!(
+        nat.contains("18080") && nat.contains(&pod_ip.to_string()),
+        "{nat}"
+    );
+    let qdisc = node
+        .ns
+        .exec(&["tc", "qdisc", "show", "dev", &host])
+        .unwrap();
+    assert!(
+        qdisc.contains("tbf"),
+        "bandwidth shapes the host veth: {qdisc}"
+    );
     let sysctl = pod
         .ns
         .exec(&["cat", "/proc/sys/net/ipv4/conf/eth0/accept_local"])
@@ -152,13 +164,16 @@ fn second_attachment_of_one_pod() {
     second["ipam"]["ipv4_pools"] = json!(["b"]);
     let pod = node.pod();
     let r1 = node.cni("ADD", Some(&pod), &first).ok();
-    let r2 = node.run(&plugin(), &env("ADD", Some(&pod), "net1"), &second).ok();
+    let r2 = node
+        .run(&plugin(), &env("ADD", Some(&pod), "net1"), &second)
+        .ok();
     assert!(address(&r2, 4).to_string().starts_with("10.254.1."), "{r2}");
     assert_ne!(r1["interfaces"][0]["name"], r2["interfaces"][0]["name"]);
     assert_eq!(node.allocations().len(), 2);
     assert_eq!(node.host_veths().len(), 2);
     // Deleting the second network leaves the first.
-    node.run(&plugin(), &env("DEL", Some(&pod), "net1"), &second).ok();
+    node.run(&plugin(), &env("DEL", Some(&pod), "net1"), &second)
+        .ok();
     assert_eq!(node.allocations().len(), 1);
     assert!(pod.ip(&["link", "show"]).contains("eth0"));
     let mut check = first.clone();

@@ -79,7 +79,10 @@ fn add_killed_mid_way_leaves_no_leak_after_gc() {
     assert!(handles.iter().all(|h| !h.contains(&b.id)), "{handles:?}");
     let veths = node.host_veths();
     assert_eq!(veths.len(), 2, "{veths:?}");
-    assert!(veths.values().all(|alias| !alias.contains(&b.id)), "{veths:?}");
+    assert!(
+        veths.values().all(|alias| !alias.contains(&b.id)),
+        "{veths:?}"
+    );
     // B's pod lost its interface with the veth.
     assert!(!b.ip(&["link", "show"]).contains("eth0"));
     // A second GC has nothing to do; A and C still work.

@@ -26,17 +26,30 @@ fn add_ping_check_del_dual_stack() {
     let (a4, a6) = (address(&ra, 4), address(&ra, 6));
     let (b4, b6) = (address(&rb, 4), address(&rb, 6));
     assert_ne!(a4, b4);
-    assert!(ra["ips"].as_array().unwrap().iter().all(|ip| ip["interface"] == 1));
+    assert!(ra["ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|ip| ip["interface"] == 1));
     assert!(ra["ips"][0]["address"].as_str().unwrap().ends_with("/32"));
 
     // The kernel state the wiring promises.
     let routes = a.ip(&["-4", "route", "show"]);
-    assert!(routes.contains("default via 169.254.1.1 dev eth0"), "{routes}");
+    assert!(
+        routes.contains("default via 169.254.1.1 dev eth0"),
+        "{routes}"
+    );
     assert!(routes.contains("169.254.1.1 dev eth0"), "{routes}");
     let routes6 = a.ip(&["-6", "route", "show"]);
-    assert!(routes6.contains("default via fe80::1 dev eth0"), "{routes6}");
+    assert!(
+        routes6.contains("default via fe80::1 dev eth0"),
+        "{routes6}"
+    );
     let host_routes = node.ns.ip(&["-4", "route", "show"]).unwrap();
-    assert!(host_routes.contains(&format!("{a4} dev {host}")), "{host_routes}");
+    assert!(
+        host_routes.contains(&format!("{a4} dev {host}")),
+        "{host_routes}"
+    );
     let proxy_arp = node
         .ns
         .exec(&["cat", &format!("/proc/sys/net/ipv4/conf/{host}/proxy_arp")])
@@ -48,7 +61,12 @@ fn add_ping_check_del_dual_stack() {
     );
 
     // Pod to pod on one node, both families, and pod to host.
-    for to in [b4.to_string(), b6.to_string(), HOST_V4.to_string(), HOST_V6.to_string()] {
+    for to in [
+        b4.to_string(),
+        b6.to_string(),
+        HOST_V4.to_string(),
+        HOST_V6.to_string(),
+    ] {
         a.ping(&to).unwrap_or_else(|e| panic!("{e}"));
     }
     b.ping(&a4.to_string()).unwrap();
@@ -62,7 +80,10 @@ fn add_ping_check_del_dual_stack() {
     a.ip(&["-4", "route", "del", "default"]);
     let e = node.cni("CHECK", Some(&a), &check).err(103);
     assert!(
-        e["details"].as_str().unwrap().contains("0.0.0.0/0 via 169.254.1.1"),
+        e["details"]
+            .as_str()
+            .unwrap()
+            .contains("0.0.0.0/0 via 169.254.1.1"),
         "{e}"
     );
     // Or the host route.
@@ -129,7 +150,11 @@ fn every_version_gets_its_result_format() {
         if old {
             assert_eq!(r["ips"][0]["version"], "4");
         }
-        assert_eq!(r["interfaces"][1].get("mtu").is_some(), v == "1.1.0", "{v}: {r}");
+        assert_eq!(
+            r["interfaces"][1].get("mtu").is_some(),
+            v == "1.1.0",
+            "{v}: {r}"
+        );
         let mut check = conf.clone();
         check["prevResult"] = r.clone();
         let c = node.cni("CHECK", Some(&pod), &check);
@@ -144,7 +169,9 @@ fn every_version_gets_its_result_format() {
     for verb in ["STATUS", "GC"] {
         node.cni(verb, None, &node.conf("1.0.0")).err(1);
     }
-    let v = node.cni("VERSION", None, &json!({"cniVersion": "1.1.0"})).ok();
+    let v = node
+        .cni("VERSION", None, &json!({"cniVersion": "1.1.0"}))
+        .ok();
     assert_eq!(v["cniVersion"], "1.1.0");
     assert_eq!(
         v["supportedVersions"],
@@ -179,7 +206,10 @@ fn errors_are_clear_and_leave_nothing() {
     ghost.retain(|(k, _)| *k != "CNI_NETNS");
     ghost.push(("CNI_NETNS", "/run/netns/sv-does-not-exist".into()));
     let e = run(ghost, conf.clone()).err(3);
-    assert!(e["msg"].as_str().unwrap().contains("sv-does-not-exist"), "{e}");
+    assert!(
+        e["msg"].as_str().unwrap().contains("sv-does-not-exist"),
+        "{e}"
+    );
     // A path that is not a namespace (4).
     let mut not_ns = env("ADD", Some(&pod), "eth0");
     not_ns.retain(|(k, _)| *k != "CNI_NETNS");
@@ -206,7 +236,11 @@ fn errors_are_clear_and_leave_nothing() {
         node.cni("ADD", Some(p), &conf).ok();
     }
     let e = node.cni("ADD", Some(&pod), &conf).err(100);
-    assert!(e["details"].as_str().unwrap().contains("10.246.0.0/30") || e["details"].as_str().unwrap().contains("full"), "{e}");
+    assert!(
+        e["details"].as_str().unwrap().contains("10.246.0.0/30")
+            || e["details"].as_str().unwrap().contains("full"),
+        "{e}"
+    );
     assert_eq!(node.allocations().len(), 4);
     assert_eq!(node.host_veths().len(), 4);
     for p in &pods {
@@ -215,14 +249,19 @@ fn errors_are_clear_and_leave_nothing() {
 
     // Wiring fails half-way (the pod already has an eth0): the veth and the address
     // this ADD took are both rolled back.
-    pod.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "other0"]);
+    pod.ip(&[
+        "link", "add", "eth0", "type", "veth", "peer", "name", "other0",
+    ]);
     let e = node.cni("ADD", Some(&pod), &conf).err(102);
     assert!(e["details"].as_str().unwrap().contains("eth0"), "{e}");
     assert!(node.host_veths().is_empty(), "{:?}", node.host_veths());
     assert!(node.allocations().is_empty(), "{:?}", node.allocations());
     assert!(node.handles().is_empty(), "{:?}", node.handles());
     let links = pod.ip(&["link", "show", "eth0"]);
-    assert!(links.contains("eth0@other0"), "the pod's own interface stays: {links}");
+    assert!(
+        links.contains("eth0@other0"),
+        "the pod's own interface stays: {links}"
+    );
 }
 
 #[test]

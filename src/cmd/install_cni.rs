@@ -23,25 +23,45 @@ pub struct Args {
     #[arg(long, env = "SERVAL_CNI_BIN_DIR", default_value = "/host/opt/cni/bin")]
     pub bin_dir: PathBuf,
     /// The host's CNI config directory, as mounted in this container.
-    #[arg(long, env = "SERVAL_CNI_CONF_DIR", default_value = "/host/etc/cni/net.d")]
+    #[arg(
+        long,
+        env = "SERVAL_CNI_CONF_DIR",
+        default_value = "/host/etc/cni/net.d"
+    )]
     pub conf_dir: PathBuf,
     /// The same directory as the host sees it (paths written into the configuration).
-    #[arg(long, env = "SERVAL_CNI_HOST_CONF_DIR", default_value = "/etc/cni/net.d")]
+    #[arg(
+        long,
+        env = "SERVAL_CNI_HOST_CONF_DIR",
+        default_value = "/etc/cni/net.d"
+    )]
     pub host_conf_dir: PathBuf,
     /// File name of the configuration list; runtimes use the first in lexical order.
-    #[arg(long, env = "SERVAL_CNI_CONFLIST_NAME", default_value = "10-serval.conflist")]
+    #[arg(
+        long,
+        env = "SERVAL_CNI_CONFLIST_NAME",
+        default_value = "10-serval.conflist"
+    )]
     pub conflist_name: String,
     /// The plugin binary to install [default: serval-cni next to this executable].
     #[arg(long, env = "SERVAL_CNI_PLUGIN")]
     pub plugin: Option<PathBuf>,
     /// Network name: part of every IPAM handle of the network's pods.
-    #[arg(long, env = "SERVAL_CNI_NETWORK_NAME", default_value = "k8s-pod-network")]
+    #[arg(
+        long,
+        env = "SERVAL_CNI_NETWORK_NAME",
+        default_value = "k8s-pod-network"
+    )]
     pub network_name: String,
     /// CNI version of the list (1.0.0 for runtimes that do not know 1.1.0 yet).
     #[arg(long, env = "SERVAL_CNI_VERSION", default_value = "1.1.0")]
     pub cni_version: String,
     /// Datastore the plugin allocates from: file:PATH, etcd:ENDPOINTS or kubernetes.
-    #[arg(long, env = "SERVAL_DATASTORE", default_value = "file:/var/lib/serval/ipam.json")]
+    #[arg(
+        long,
+        env = "SERVAL_DATASTORE",
+        default_value = "file:/var/lib/serval/ipam.json"
+    )]
     pub datastore: String,
     /// The node's name [default: the plugin reads the agent's nodename file].
     #[arg(long, env = "KUBERNETES_NODE_NAME")]
@@ -60,12 +80,21 @@ pub struct Args {
     #[arg(long, env = "SERVAL_CNI_IPV6_POOLS", value_delimiter = ',')]
     pub ipv6_pools: Vec<String>,
     /// The plugin's log on the host.
-    #[arg(long, env = "SERVAL_CNI_LOG_FILE", default_value = "/var/log/serval/cni.log")]
+    #[arg(
+        long,
+        env = "SERVAL_CNI_LOG_FILE",
+        default_value = "/var/log/serval/cni.log"
+    )]
     pub log_file: PathBuf,
     #[arg(long, env = "SERVAL_CNI_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
     /// Reference plugins chained after serval, in order: portmap, bandwidth, tuning.
-    #[arg(long, env = "SERVAL_CNI_CHAIN", value_delimiter = ',', default_value = "portmap,bandwidth")]
+    #[arg(
+        long,
+        env = "SERVAL_CNI_CHAIN",
+        value_delimiter = ',',
+        default_value = "portmap,bandwidth"
+    )]
     pub chain: Vec<String>,
     /// The service account of this pod (Kubernetes datastore: the kubeconfig's token).
     #[arg(long, default_value = "/var/run/secrets/kubernetes.io/serviceaccount")]
@@ -83,7 +112,9 @@ pub struct Args {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = n.parse().map_err(|_| format!("{s:?} is not a duration like 10s"))?;
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 10s"))?;
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "s" | "" => Ok(Duration::from_secs(n)),
@@ -197,7 +228,9 @@ pub fn render_conflist(args: &Args) -> anyhow::Result<String> {
     let mut plugins = vec![serval];
     for p in &args.chain {
         plugins.push(match p.as_str() {
-            "portmap" => json!({"type": "portmap", "snat": true, "capabilities": {"portMappings": true}}),
+            "portmap" => {
+                json!({"type": "portmap", "snat": true, "capabilities": {"portMappings": true}})
+            }
             "bandwidth" => json!({"type": "bandwidth", "capabilities": {"bandwidth": true}}),
             "tuning" => json!({"type": "tuning"}),
             "" => continue,
@@ -219,7 +252,8 @@ pub fn render_kubeconfig(args: &Args) -> anyhow::Result<String> {
         let p = args.service_account_dir.join(name);
         std::fs::read(&p).with_context(|| format!("reading the service account's {}", p.display()))
     };
-    let token = String::from_utf8(read("token")?).context("the service account token is not text")?;
+    let token =
+        String::from_utf8(read("token")?).context("the service account token is not text")?;
     let ca = read("ca.crt")?;
     let server = match &args.api_server {
         Some(s) => s.clone(),
@@ -227,7 +261,11 @@ pub fn render_kubeconfig(args: &Args) -> anyhow::Result<String> {
             let host = std::env::var("KUBERNETES_SERVICE_HOST")
                 .context("KUBERNETES_SERVICE_HOST is not set (or pass --api-server)")?;
             let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
-            let host = if host.contains(':') { format!("[{host}]") } else { host };
+            let host = if host.contains(':') {
+                format!("[{host}]")
+            } else {
+                host
+            };
             format!("https://{host}:{port}")
         }
     };
@@ -325,23 +363,35 @@ mod tests {
         std::fs::write(conf_dir.join("05-other.conflist"), "{}").unwrap();
         let a = args(dir.path(), &["--node-name=node-1"]);
         let w = install(&a).unwrap();
-        assert_eq!(w, Written { plugin: true, conflist: true, kubeconfig: false });
+        assert_eq!(
+            w,
+            Written {
+                plugin: true,
+                conflist: true,
+                kubeconfig: false
+            }
+        );
         let bin = dir.path().join("bin/serval");
         assert_eq!(std::fs::read(&bin).unwrap(), b"\x7fELF plugin v1");
         assert_eq!(std::fs::metadata(&bin).unwrap().mode() & 0o777, 0o755);
-        let list: Value =
-            serde_json::from_str(&std::fs::read_to_string(conf_dir.join("10-serval.conflist")).unwrap())
-                .unwrap();
+        let list: Value = serde_json::from_str(
+            &std::fs::read_to_string(conf_dir.join("10-serval.conflist")).unwrap(),
+        )
+        .unwrap();
         assert_eq!(list["cniVersion"], "1.1.0");
         assert_eq!(list["plugins"][0]["type"], "serval");
         assert_eq!(list["plugins"][0]["nodename"], "node-1");
         assert_eq!(list["plugins"][1]["type"], "portmap");
         assert_eq!(list["plugins"][2]["type"], "bandwidth");
-        let inode = std::fs::metadata(conf_dir.join("10-serval.conflist")).unwrap().ino();
+        let inode = std::fs::metadata(conf_dir.join("10-serval.conflist"))
+            .unwrap()
+            .ino();
         // Nothing changed: nothing is rewritten.
         assert_eq!(install(&a).unwrap(), Written::default());
         assert_eq!(
-            std::fs::metadata(conf_dir.join("10-serval.conflist")).unwrap().ino(),
+            std::fs::metadata(conf_dir.join("10-serval.conflist"))
+                .unwrap()
+                .ino(),
             inode
         );
         // Other plugins' files stay, and no temporary file is left.
@@ -353,9 +403,21 @@ mod tests {
         assert!(names.contains(&"05-other.conflist".to_string()));
         // A changed setting or a new binary is written again.
         let a2 = args(dir.path(), &["--node-name=node-1", "--mtu=1400"]);
-        assert_eq!(install(&a2).unwrap(), Written { conflist: true, ..Written::default() });
+        assert_eq!(
+            install(&a2).unwrap(),
+            Written {
+                conflist: true,
+                ..Written::default()
+            }
+        );
         std::fs::write(dir.path().join("serval-cni"), b"\x7fELF plugin v2").unwrap();
-        assert_eq!(install(&a2).unwrap(), Written { plugin: true, ..Written::default() });
+        assert_eq!(
+            install(&a2).unwrap(),
+            Written {
+                plugin: true,
+                ..Written::default()
+            }
+        );
     }
 
     #[test]
@@ -367,7 +429,10 @@ mod tests {
         std::fs::write(sa.join("ca.crt"), "-----BEGIN CERTIFICATE-----\n").unwrap();
         let a = args(
             dir.path(),
-            &["--datastore=kubernetes", "--api-server=https://10.96.0.1:443"],
+            &[
+                "--datastore=kubernetes",
+                "--api-server=https://10.96.0.1:443",
+            ],
         );
         let w = install(&a).unwrap();
         assert!(w.kubeconfig && w.conflist);
@@ -375,7 +440,10 @@ mod tests {
         assert_eq!(std::fs::metadata(&kc_path).unwrap().mode() & 0o777, 0o600);
         let kc: Value = serde_json::from_str(&std::fs::read_to_string(&kc_path).unwrap()).unwrap();
         assert_eq!(kc["users"][0]["user"]["token"], "tok-1");
-        assert_eq!(kc["clusters"][0]["cluster"]["server"], "https://10.96.0.1:443");
+        assert_eq!(
+            kc["clusters"][0]["cluster"]["server"],
+            "https://10.96.0.1:443"
+        );
         let list: Value = serde_json::from_str(
             &std::fs::read_to_string(dir.path().join("net.d/10-serval.conflist")).unwrap(),
         )
@@ -386,7 +454,13 @@ mod tests {
         );
         // The token rotates: only the kubeconfig is rewritten.
         std::fs::write(sa.join("token"), "tok-2\n").unwrap();
-        assert_eq!(install(&a).unwrap(), Written { kubeconfig: true, ..Written::default() });
+        assert_eq!(
+            install(&a).unwrap(),
+            Written {
+                kubeconfig: true,
+                ..Written::default()
+            }
+        );
     }
 
     #[test]
@@ -405,7 +479,10 @@ mod tests {
             assert!(!dir.path().join("bin").exists(), "{extra:?}");
         }
         // Kubernetes without a service account.
-        let a = args(dir.path(), &["--datastore=kubernetes", "--api-server=https://x"]);
+        let a = args(
+            dir.path(),
+            &["--datastore=kubernetes", "--api-server=https://x"],
+        );
         let e = install(&a).unwrap_err();
         assert!(format!("{e:#}").contains("token"), "{e:#}");
     }

@@ -138,8 +138,15 @@ impl Node {
         ns.enable_forwarding().unwrap_or_else(|e| panic!("{e}"));
         ns.ip(&["addr", "add", &format!("{HOST_V4}/32"), "dev", "lo"])
             .unwrap();
-        ns.ip(&["addr", "add", &format!("{HOST_V6}/128"), "dev", "lo", "nodad"])
-            .unwrap();
+        ns.ip(&[
+            "addr",
+            "add",
+            &format!("{HOST_V6}/128"),
+            "dev",
+            "lo",
+            "nodad",
+        ])
+        .unwrap();
         let dir = tempfile::Builder::new()
             .prefix("serval-cni-")
             .tempdir()
@@ -216,7 +223,9 @@ impl Node {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawning {bin:?}: {e}"));
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {bin:?}: {e}"));
         let mut input = child.stdin.take().unwrap();
         input.write_all(stdin.to_string().as_bytes()).unwrap();
         drop(input);
@@ -235,7 +244,9 @@ impl Node {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawning {bin:?}: {e}"));
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {bin:?}: {e}"));
         child.stdin.take().unwrap().write_all(stdin).unwrap();
         finish(child)
     }
@@ -355,12 +366,16 @@ pub fn address(result: &Value, family: u8) -> IpAddr {
 
 /// Waits for a file to exist (a plugin stopped at a fault point writes one).
 pub fn wait_for_file(path: &Path) {
-    wait_until(Duration::from_secs(30), &format!("{}", path.display()), || {
-        if path.exists() {
-            Poll::Ready(())
-        } else {
-            Poll::Pending("not yet".into())
-        }
-    })
+    wait_until(
+        Duration::from_secs(30),
+        &format!("{}", path.display()),
+        || {
+            if path.exists() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending("not yet".into())
+            }
+        },
+    )
     .unwrap_or_else(|e| panic!("{e}"));
 }

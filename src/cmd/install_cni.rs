@@ -8,6 +8,7 @@
 //! changed.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
@@ -135,21 +136,38 @@ pub struct Written {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    watch(&args, &AtomicBool::new(false))
+}
+
+/// One pass, then (with `--watch`) a pass every `--interval` until `stop` is set. The
+/// first pass must succeed (an init container that cannot install must fail the pod);
+/// a later failure is reported and retried, so a sidecar survives a passing problem.
+pub fn watch(args: &Args, stop: &AtomicBool) -> anyhow::Result<()> {
+    let mut first = true;
     loop {
-        let w = install(&args)?;
-        if w != Written::default() || !args.watch {
-            println!(
-                "serval install-cni: plugin {}, {} {}, kubeconfig {}",
-                if w.plugin { "installed" } else { "unchanged" },
-                args.conflist_name,
-                if w.conflist { "written" } else { "unchanged" },
-                if w.kubeconfig { "written" } else { "unchanged" },
-            );
+        match install(args) {
+            Ok(w) => {
+                if w != Written::default() || first {
+                    println!(
+                        "serval install-cni: plugin {}, {} {}, kubeconfig {}",
+                        if w.plugin { "installed" } else { "unchanged" },
+                        args.conflist_name,
+                        if w.conflist { "written" } else { "unchanged" },
+                        if w.kubeconfig { "written" } else { "unchanged" },
+                    );
+                }
+            }
+            Err(e) if first => return Err(e),
+            Err(e) => eprintln!("serval install-cni: {e:#}; trying again"),
         }
-        if !args.watch {
+        first = false;
+        if !args.watch || stop.load(Ordering::Relaxed) {
             return Ok(());
         }
         std::thread::sleep(args.interval);
+        if stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
     }
 }
 
@@ -332,6 +350,7 @@ mod tests {
     use super::*;
     use clap::Parser;
     use std::os::unix::fs::MetadataExt;
+    use std::sync::Arc;
 
     #[derive(clap::Parser)]
     struct Cli {
@@ -485,6 +504,150 @@ mod tests {
         );
         let e = install(&a).unwrap_err();
         assert!(format!("{e:#}").contains("token"), "{e:#}");
+    }
+
+    /// Polls `cond` until it holds or the deadline passes.
+    fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !cond() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn watch_rewrites_what_changes_until_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let sa = dir.path().join("sa");
+        std::fs::create_dir_all(&sa).unwrap();
+        std::fs::write(sa.join("token"), "tok-1\n").unwrap();
+        std::fs::write(sa.join("ca.crt"), "-----BEGIN CERTIFICATE-----\n").unwrap();
+        let a = args(
+            dir.path(),
+            &[
+                "--datastore=kubernetes",
+                "--api-server=https://10.96.0.1:443",
+                "--watch",
+                "--interval=20ms",
+            ],
+        );
+        assert!(a.watch);
+        assert_eq!(a.interval, Duration::from_millis(20));
+        let conflist = dir.path().join("net.d/10-serval.conflist");
+        let kubeconfig = dir.path().join("net.d").join(KUBECONFIG_NAME);
+        let bin = dir.path().join("bin/serval");
+        let stop = Arc::new(AtomicBool::new(false));
+        let worker = {
+            let (a, stop) = (a.clone(), stop.clone());
+            std::thread::spawn(move || watch(&a, &stop))
+        };
+        wait_for("the first pass", || {
+            conflist.exists() && kubeconfig.exists()
+        });
+        let want = std::fs::read_to_string(&conflist).unwrap();
+        // Someone overwrites the configuration, removes the binary, the token rotates:
+        // each is put right by a later pass.
+        std::fs::write(&conflist, "{}").unwrap();
+        wait_for("the conflist to be restored", || {
+            std::fs::read_to_string(&conflist).is_ok_and(|c| c == want)
+        });
+        std::fs::remove_file(&bin).unwrap();
+        wait_for("the plugin to be reinstalled", || bin.exists());
+        std::fs::write(sa.join("token"), "tok-2\n").unwrap();
+        wait_for("the new token", || {
+            std::fs::read_to_string(&kubeconfig).is_ok_and(|k| k.contains("tok-2"))
+        });
+        // A passing failure (the token is briefly missing) does not end the watch.
+        std::fs::remove_file(sa.join("token")).unwrap();
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(
+            !worker.is_finished(),
+            "a later failure must not end --watch"
+        );
+        std::fs::write(sa.join("token"), "tok-3\n").unwrap();
+        wait_for("the token after the failure", || {
+            std::fs::read_to_string(&kubeconfig).is_ok_and(|k| k.contains("tok-3"))
+        });
+        stop.store(true, Ordering::Relaxed);
+        wait_for("the watch to stop", || worker.is_finished());
+        worker.join().unwrap().unwrap();
+        // No temporary file is left behind by any pass.
+        let leftovers: Vec<String> = std::fs::read_dir(dir.path().join("net.d"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn first_pass_failure_ends_the_watch() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = args(
+            dir.path(),
+            &[
+                "--datastore=kubernetes",
+                "--api-server=https://x",
+                "--watch",
+            ],
+        );
+        let e = watch(&a, &AtomicBool::new(false)).unwrap_err();
+        assert!(format!("{e:#}").contains("token"), "{e:#}");
+    }
+
+    #[test]
+    fn readers_never_see_a_partial_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("net.d/10-serval.conflist");
+        // Large enough that a non-atomic write would be seen half-done.
+        let versions: Vec<Vec<u8>> = (b'a'..=b'b').map(|c| vec![c; 1 << 20]).collect();
+        write_if_changed(&path, &versions[0], 0o644).unwrap();
+        let done = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (path, done, versions) = (path.clone(), done.clone(), versions.clone());
+            std::thread::spawn(move || {
+                let mut reads = 0;
+                while !done.load(Ordering::Relaxed) {
+                    let got = std::fs::read(&path).expect("the file is always there");
+                    assert!(
+                        versions.contains(&got),
+                        "a read saw {} bytes of a mix",
+                        got.len()
+                    );
+                    reads += 1;
+                }
+                reads
+            })
+        };
+        for i in 1..=40 {
+            assert!(write_if_changed(&path, &versions[i % 2], 0o644).unwrap());
+        }
+        done.store(true, Ordering::Relaxed);
+        assert!(reader.join().unwrap() > 0);
+    }
+
+    #[test]
+    fn a_failed_write_keeps_the_old_file_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf_dir = dir.path().join("net.d");
+        // The target is a directory: the final rename fails after the temporary exists.
+        std::fs::create_dir_all(conf_dir.join("10-serval.conflist/x")).unwrap();
+        let e = write_if_changed(&conf_dir.join("10-serval.conflist"), b"{}", 0o644).unwrap_err();
+        assert!(format!("{e:#}").contains("renaming"), "{e:#}");
+        let names: Vec<String> = std::fs::read_dir(&conf_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["10-serval.conflist"]);
+        // Mode changes alone are written too.
+        let f = conf_dir.join("other");
+        assert!(write_if_changed(&f, b"x", 0o600).unwrap());
+        assert!(!write_if_changed(&f, b"x", 0o600).unwrap());
+        assert!(write_if_changed(&f, b"x", 0o644).unwrap());
+        assert_eq!(std::fs::metadata(&f).unwrap().mode() & 0o777, 0o644);
     }
 
     #[test]

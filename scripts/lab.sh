@@ -16,7 +16,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/serval-target}"
 [ -d "$HOME/.cargo/bin" ] && PATH="$HOME/.cargo/bin:$PATH" && export PATH
 
 sh scripts/setup.sh
-cargo build --bins -p serval -p serval-cni
+cargo build --bins -p serval -p cni
 SERVAL="$CARGO_TARGET_DIR/debug/serval"
 "$SERVAL" lab down >/dev/null 2>&1 || true
 "$SERVAL" lab up "$@"

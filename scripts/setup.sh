@@ -9,7 +9,7 @@ set -eu
 # may lack, and the reference CNI plugins.
 PACKAGES="
 build-essential pkg-config protobuf-compiler git curl ca-certificates
-iproute2 iputils-ping procps psmisc kmod nftables tcpdump python3
+iproute2 iputils-ping procps psmisc kmod nftables iptables tcpdump python3
 bird2 frr gobgpd openbgpd exabgp
 etcd-server etcd-client
 user-mode-linux

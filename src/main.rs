@@ -26,6 +26,8 @@ enum Command {
     Pool(cmd::pool::Args),
     /// A multi-node lab in network namespaces: nodes, a BGP top-of-rack router, pods.
     Lab(cmd::lab::Args),
+    /// Install the CNI plugin and its configuration on the host (DaemonSet init container).
+    InstallCni(cmd::install_cni::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -35,5 +37,6 @@ fn main() -> anyhow::Result<()> {
         Command::Ipam(args) => cmd::ipam::run(args),
         Command::Pool(args) => cmd::pool::run(args),
         Command::Lab(args) => cmd::lab::run(args),
+        Command::InstallCni(args) => cmd::install_cni::run(args),
     }
 }

@@ -2,6 +2,7 @@
 //! and the tables printed for people.
 
 pub mod bgp;
+pub mod install_cni;
 pub mod ipam;
 pub mod lab;
 pub mod pool;

@@ -155,6 +155,7 @@ pub fn up(a: UpArgs) -> anyhow::Result<()> {
         encap,
         dir: a.dir.clone(),
         encap_note,
+        nat: !a.no_nat,
     };
     write_state(&state)?;
     let result = build(&a, &bins, &mut state);

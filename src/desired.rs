@@ -23,7 +23,7 @@ use bgp::rib::{BestRoute, NextHopMode};
 use bgp::{Asn, Family, RouterId};
 use ipam::model::{EncapMode, IpPool};
 use ipnet::IpNet;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::dataplane::{self, DesiredRoutes, Mac, NatPool, RouteTarget, VxlanPeer};
 use crate::resources::bgp_configuration::DEFAULT_AS;
@@ -146,7 +146,7 @@ impl Snapshot {
 }
 
 /// How a peer came to be configured, as `serval node status` shows it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PeerType {
     /// The node-to-node mesh.

@@ -23,6 +23,8 @@ enum Command {
     Ipam(cmd::ipam::Args),
     /// IP pools: add, list, delete.
     Pool(cmd::pool::Args),
+    /// The node agent: run it, or show its status.
+    Node(cmd::node::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -31,5 +33,6 @@ fn main() -> anyhow::Result<()> {
         Command::Bgp(args) => cmd::bgp::run(args),
         Command::Ipam(args) => cmd::ipam::run(args),
         Command::Pool(args) => cmd::pool::run(args),
+        Command::Node(args) => cmd::node::run(args),
     }
 }

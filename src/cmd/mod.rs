@@ -3,6 +3,7 @@
 
 pub mod bgp;
 pub mod ipam;
+pub mod node;
 pub mod pool;
 pub mod table;
 

@@ -1,0 +1,478 @@
+//! The node agent end to end: three nodes in namespaces, two on one subnet and one
+//! behind a router, one embedded file store, one `serval node run` per node.
+//!
+//! ```text
+//!   p1        p2                               p3          (pod namespaces)
+//!   │cali-pod │cali-pod                        │cali-pod
+//!   n1 ───┬── n2          r ─────────────────── n3
+//!  .11    │  .12          │.1  198.18.1.0/24   .13
+//!         br ─────────────┘
+//!        192.0.2.0/24
+//! ```
+//!
+//! The pool uses `vxlanMode: CrossSubnet`: n1 ↔ n2 are routed directly (no tunnel
+//! device), n3 through `vxlan.serval`. Pods get their addresses from `serval ipam
+//! assign --node` after the agents run, so each block is claimed, announced and routed
+//! while the mesh is up; the test then pings pod to pod, reads `serval node status`,
+//! restarts one agent with SIGTERM and checks that no ping is lost and its routes stay.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serval_integration::{
+    scenario, tools, wait_for, wait_until, Bridge, Error, Netns, NsChild, Poll, Result, TestDir,
+};
+
+const POOL: &str = "10.65.0.0/16";
+
+fn serval_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_serval"))
+}
+
+fn run(cmd: &mut Command) -> Result<String> {
+    let shown = format!("{cmd:?}");
+    let out = cmd
+        .output()
+        .map_err(|e| Error::InvalidSpec(format!("{shown}: {e}")))?;
+    if !out.status.success() {
+        return Err(Error::InvalidSpec(format!(
+            "{shown} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `serval ARGS --datastore file:STORE` on the host.
+fn serval(store: &Path, args: &[&str]) -> Result<String> {
+    run(Command::new(serval_bin())
+        .args(args)
+        .arg("--datastore")
+        .arg(format!("file:{}", store.display()))
+        .env_remove("SERVAL_DATASTORE"))
+}
+
+/// One node: its namespace, its pod namespace and its agent.
+struct Node {
+    name: String,
+    ns: Netns,
+    pod: Netns,
+    dir: PathBuf,
+    agent: Option<NsChild>,
+    pod_ip: Option<Ipv4Addr>,
+}
+
+impl Node {
+    fn new(name: &str, test: &TestDir) -> Result<Node> {
+        Ok(Node {
+            name: name.to_owned(),
+            ns: Netns::new()?,
+            pod: Netns::new()?,
+            dir: test.subdir(name)?,
+            agent: None,
+            pod_ip: None,
+        })
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("node.sock")
+    }
+
+    fn start(&mut self, store: &Path) -> Result<()> {
+        let bin = serval_bin();
+        let store = format!("file:{}", store.display());
+        let d = |f: &str| self.dir.join(f).display().to_string();
+        let argv = [
+            bin.to_str().unwrap_or("serval"),
+            "node",
+            "run",
+            "--node",
+            &self.name,
+            "--datastore",
+            &store,
+            "--state-dir",
+            &d("state"),
+            "--socket",
+            &d("node.sock"),
+            "--bgp-socket",
+            &d("bgp.sock"),
+            "--ready-file",
+            &d("ready"),
+            "--mtu-file",
+            &d("mtu"),
+            "--nodename-file",
+            &d("nodename"),
+            "--log-level",
+            "info,serval=debug",
+        ];
+        let log = self.dir.join("agent.log");
+        self.agent = Some(self.ns.spawn(&argv, Some(&log))?);
+        Ok(())
+    }
+
+    fn status(&self) -> Result<serde_json::Value> {
+        let text = run(Command::new(serval_bin()).args([
+            "node",
+            "status",
+            "--json",
+            "--routes",
+            "--socket",
+            &self.socket().display().to_string(),
+        ]))?;
+        serde_json::from_str(&text).map_err(|e| Error::InvalidSpec(format!("status JSON: {e}")))
+    }
+
+    /// Serval's kernel routes: destination → (gateway, device).
+    fn routes(&self) -> Result<Vec<(String, Option<String>, Option<String>)>> {
+        let text = self.ns.ip(&["-j", "route", "show", "proto", "83"])?;
+        let v: serde_json::Value =
+            serde_json::from_str(if text.trim().is_empty() { "[]" } else { &text })
+                .map_err(|e| Error::InvalidSpec(format!("ip -j route: {e}")))?;
+        Ok(v.as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|r| {
+                        let s = |k: &str| r.get(k).and_then(|x| x.as_str()).map(str::to_owned);
+                        (s("dst").unwrap_or_default(), s("gateway"), s("dev"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// A pod: an address from IPAM on a veth into the pod namespace, routed like a
+    /// CNI plugin does (a /32 to the veth, proxy ARP for the pod's default route).
+    fn add_pod(&mut self, store: &Path) -> Result<Ipv4Addr> {
+        let handle = format!("pod-{}", self.name);
+        let out = serval(
+            store,
+            &["ipam", "assign", "--node", &self.name, "--handle", &handle],
+        )?;
+        let ip: Ipv4Addr = out
+            .trim()
+            .parse()
+            .map_err(|_| Error::InvalidSpec(format!("ipam assign printed {out:?}")))?;
+        self.ns.veth("cali-pod", &self.pod, "eth0")?;
+        self.pod
+            .ip(&["addr", "add", &format!("{ip}/32"), "dev", "eth0"])?;
+        self.pod.ip(&["route", "add", "default", "dev", "eth0"])?;
+        self.ns
+            .ip(&["route", "add", &format!("{ip}/32"), "dev", "cali-pod"])?;
+        self.ns.sysctl("net.ipv4.conf.cali-pod.proxy_arp", "1")?;
+        self.ns.sysctl("net.ipv4.neigh.cali-pod.proxy_delay", "0")?;
+        self.pod_ip = Some(ip);
+        Ok(ip)
+    }
+}
+
+/// The block of the pool holding `ip`.
+fn block_of(ip: Ipv4Addr) -> String {
+    let n = u32::from(ip) & !0x3f;
+    format!("{}/26", Ipv4Addr::from(n))
+}
+
+fn ping(from: &Netns, to: Ipv4Addr) -> Result<String> {
+    from.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "2", &to.to_string()])
+}
+
+#[test]
+fn three_agents_mesh_route_and_ping() {
+    scenario("node-e2e", |test| {
+        tools::require_all(&["ip", "ping"])?;
+        let store = test.path().join("ipam.json");
+        serval(
+            &store,
+            &[
+                "pool",
+                "add",
+                POOL,
+                "--name",
+                "pods",
+                "--vxlan-mode",
+                "cross-subnet",
+            ],
+        )?;
+
+        let mut n1 = Node::new("n1", test)?;
+        let mut n2 = Node::new("n2", test)?;
+        let mut n3 = Node::new("n3", test)?;
+        let r = Netns::new()?;
+        let mut br = Bridge::new()?;
+        br.connect(&n1.ns, "eth0")?;
+        br.connect(&n2.ns, "eth0")?;
+        br.connect(&r, "eth0")?;
+        r.veth("eth1", &n3.ns, "eth0")?;
+        for (ns, addr) in [
+            (&n1.ns, "192.0.2.11/24"),
+            (&n2.ns, "192.0.2.12/24"),
+            (&r, "192.0.2.1/24"),
+            (&r, "198.18.1.1/24"),
+            (&n3.ns, "198.18.1.13/24"),
+        ] {
+            let dev = if addr.starts_with("198.18.1.1/") {
+                "eth1"
+            } else {
+                "eth0"
+            };
+            ns.add_addr(
+                dev,
+                addr.parse().map_err(|_| Error::InvalidSpec(addr.into()))?,
+            )?;
+        }
+        r.enable_forwarding()?;
+        let gw_a: IpAddr = "192.0.2.1"
+            .parse()
+            .map_err(|_| Error::InvalidSpec("gw".into()))?;
+        let gw_b: IpAddr = "198.18.1.1"
+            .parse()
+            .map_err(|_| Error::InvalidSpec("gw".into()))?;
+        n1.ns.add_default_route(gw_a)?;
+        n2.ns.add_default_route(gw_a)?;
+        n3.ns.add_default_route(gw_b)?;
+
+        for n in [&mut n1, &mut n2, &mut n3] {
+            n.start(&store)?;
+        }
+        let nodes = [&n1, &n2, &n3];
+        // The mesh: each agent has the two others Established, as mesh peers.
+        for n in nodes {
+            wait_for(
+                Duration::from_secs(30),
+                &format!("{}: mesh established", n.name),
+                || n.status(),
+                |s| {
+                    let peers = s["peers"].as_array().cloned().unwrap_or_default();
+                    peers.len() == 2
+                        && peers
+                            .iter()
+                            .all(|p| p["state"] == "Established" && p["type"] == "mesh")
+                        && s["ready"] == true
+                },
+            )?;
+            let nodename = std::fs::read_to_string(n.dir.join("nodename"))
+                .map_err(|e| Error::InvalidSpec(format!("nodename file: {e}")))?;
+            assert_eq!(nodename, n.name);
+            let mtu = std::fs::read_to_string(n.dir.join("mtu"))
+                .map_err(|e| Error::InvalidSpec(format!("mtu file: {e}")))?;
+            assert_eq!(mtu.trim(), "1450", "VXLAN pool over a 1500-byte underlay");
+            assert!(n.dir.join("ready").exists(), "{}: ready file", n.name);
+        }
+
+        // Pods: each claims a block on its node while the mesh runs.
+        let mut claimed = Vec::new();
+        for n in [&mut n1, &mut n2, &mut n3] {
+            let t0 = Instant::now();
+            let ip = n.add_pod(&store)?;
+            claimed.push((n.name.clone(), block_of(ip), t0));
+        }
+        let nodes = [&n1, &n2, &n3];
+        let underlay = [
+            ("n1", "192.0.2.11"),
+            ("n2", "192.0.2.12"),
+            ("n3", "198.18.1.13"),
+        ];
+        for n in nodes {
+            for (owner, block, _) in &claimed {
+                let want_blackhole = *owner == n.name;
+                let cross = (n.name == "n3") != (owner == "n3");
+                let gw = underlay.iter().find(|(o, _)| o == owner).map(|(_, a)| *a);
+                wait_until(
+                    Duration::from_secs(20),
+                    &format!("{}: route for {owner}'s block {block}", n.name),
+                    || match n.routes() {
+                        Err(e) => Poll::Pending(e.to_string()),
+                        Ok(routes) => {
+                            let found = routes.iter().find(|(dst, _, _)| dst == block);
+                            let ok = match found {
+                                None => false,
+                                Some((_, gwy, dev)) if want_blackhole => {
+                                    gwy.is_none() && dev.is_none()
+                                }
+                                // Across subnets: through the VXLAN device.
+                                Some((_, _, dev)) if cross => {
+                                    dev.as_deref() == Some("vxlan.serval")
+                                }
+                                // Same subnet: straight to the node, no tunnel device.
+                                Some((_, gwy, dev)) => {
+                                    gwy.as_deref() == gw && dev.as_deref() == Some("eth0")
+                                }
+                            };
+                            if ok {
+                                Poll::Ready(())
+                            } else {
+                                Poll::Pending(format!("{routes:?}"))
+                            }
+                        }
+                    },
+                )?;
+            }
+        }
+
+        let ip = |n: &Node| n.pod_ip.ok_or_else(|| Error::InvalidSpec("no pod".into()));
+        for (from, to) in [(&n1, &n2), (&n1, &n3), (&n3, &n2), (&n2, &n1)] {
+            let out = ping(&from.pod, ip(to)?)?;
+            assert!(
+                out.contains(" 0% packet loss"),
+                "{} → {}: {out}",
+                from.name,
+                to.name
+            );
+        }
+
+        // What `serval node status` says about the routes and tunnels.
+        let s = n1.status()?;
+        let routes = s["routes"].as_array().cloned().unwrap_or_default();
+        let kind_of = |block: &str| {
+            routes.iter().find(|r| r["prefix"] == block).map(|r| {
+                (
+                    r["kind"].as_str().unwrap_or("").to_owned(),
+                    r["device"].clone(),
+                )
+            })
+        };
+        assert_eq!(
+            kind_of(&claimed[0].1).map(|k| k.0),
+            Some("blackhole".into())
+        );
+        assert_eq!(kind_of(&claimed[1].1).map(|k| k.0), Some("direct".into()));
+        assert_eq!(
+            kind_of(&claimed[2].1),
+            Some(("vxlan".into(), serde_json::json!("vxlan.serval")))
+        );
+        assert_eq!(s["tunnels"][0]["device"], "vxlan.serval");
+        assert!(s["tunnels"][0]["error"].is_null(), "{}", s["tunnels"]);
+        let text = run(Command::new(serval_bin()).args([
+            "node",
+            "status",
+            "--socket",
+            &n1.socket().display().to_string(),
+        ]))?;
+        assert!(
+            text.contains("Established") && text.contains("mesh"),
+            "{text}"
+        );
+        // The embedded speaker answers `serval bgp status` on its own socket.
+        let bgp = run(Command::new(serval_bin()).args([
+            "bgp",
+            "status",
+            "--json",
+            "--socket",
+            &n1.dir.join("bgp.sock").display().to_string(),
+        ]))?;
+        assert!(
+            bgp.contains("192.0.2.12") && bgp.contains("Established"),
+            "{bgp}"
+        );
+
+        // A block claimed on n3 is routed on n1: how long it takes.
+        let t0 = Instant::now();
+        let out = serval(
+            &store,
+            &[
+                "ipam",
+                "assign",
+                "--node",
+                "n3",
+                "--handle",
+                "extra",
+                "--ip",
+                "10.65.200.1",
+            ],
+        )?;
+        let extra_block = block_of(
+            out.trim()
+                .parse()
+                .map_err(|_| Error::InvalidSpec(out.clone()))?,
+        );
+        let assigned = t0.elapsed();
+        let mut routed = None;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if n1.routes()?.iter().any(|(d, _, _)| *d == extra_block) {
+                routed = Some(t0.elapsed());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let routed = routed.ok_or_else(|| {
+            Error::InvalidSpec(format!("n1 never routed {extra_block} claimed on n3"))
+        })?;
+        eprintln!(
+            "block claimed on n3 → route on n1: {:.0} ms (of which {:.0} ms the CLI's own write)",
+            routed.as_secs_f64() * 1000.0,
+            assigned.as_secs_f64() * 1000.0
+        );
+
+        // SIGTERM and restart of n2's agent: its routes stay, pods keep talking.
+        let before = n2.routes()?;
+        let pinger = n1.pod.spawn(
+            &[
+                "ping",
+                "-i",
+                "0.05",
+                "-c",
+                "120",
+                "-q",
+                &ip(&n2)?.to_string(),
+            ],
+            Some(&test.path().join("restart-ping.log")),
+        )?;
+        if let Some(mut a) = n2.agent.take() {
+            a.terminate(Duration::from_secs(10))?;
+        }
+        assert_eq!(n2.routes()?, before, "routes stay while the agent is down");
+        assert!(!n2.dir.join("ready").exists(), "ready file removed on stop");
+        // The peers hold the session idle for about a second after it went down and
+        // refuse connections meanwhile; a real restart takes longer than that.
+        for n in [&n1, &n3] {
+            wait_for(
+                Duration::from_secs(10),
+                &format!("{}: n2's session out of its idle hold", n.name),
+                || n.status(),
+                |s| {
+                    s["peers"].as_array().is_some_and(|p| {
+                        p.iter().any(|p| {
+                            p["name"] == "n2" && (p["state"] == "Active" || p["state"] == "Connect")
+                        })
+                    })
+                },
+            )?;
+        }
+        n2.start(&store)?;
+        wait_for(
+            Duration::from_secs(30),
+            "n2: back, mesh up and initial sync done",
+            || n2.status(),
+            |s| {
+                s["bgp_initial_sync_done"] == true
+                    && s["peers"]
+                        .as_array()
+                        .is_some_and(|p| p.iter().all(|p| p["state"] == "Established"))
+            },
+        )?;
+        let mut pinger = pinger;
+        wait_until(
+            Duration::from_secs(20),
+            "restart pinger done",
+            || match pinger.try_wait() {
+                Ok(Some(_)) => Poll::Ready(()),
+                Ok(None) => Poll::Pending("running".into()),
+                Err(e) => Poll::Pending(e.to_string()),
+            },
+        )?;
+        let log = std::fs::read_to_string(test.path().join("restart-ping.log"))
+            .map_err(|e| Error::InvalidSpec(format!("ping log: {e}")))?;
+        assert!(
+            log.contains(" 0% packet loss"),
+            "pings lost across a restart: {log}"
+        );
+        let mut after = n2.routes()?;
+        after.retain(|(d, _, _)| *d != extra_block);
+        let mut before = before;
+        before.retain(|(d, _, _)| *d != extra_block);
+        assert_eq!(after, before, "same routes after the restart");
+        Ok(())
+    });
+}

@@ -25,6 +25,13 @@ enum Command {
     Pool(cmd::pool::Args),
     /// The node agent: run it, or show its status.
     Node(cmd::node::Args),
+    /// Create or update cluster resources (BGPConfiguration, BGPPeer, BGPFilter,
+    /// ServalNode) from YAML documents.
+    Apply(cmd::apply::ApplyArgs),
+    /// Show cluster resources.
+    Get(cmd::apply::GetArgs),
+    /// Delete a cluster resource.
+    Delete(cmd::apply::DeleteArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -34,5 +41,8 @@ fn main() -> anyhow::Result<()> {
         Command::Ipam(args) => cmd::ipam::run(args),
         Command::Pool(args) => cmd::pool::run(args),
         Command::Node(args) => cmd::node::run(args),
+        Command::Apply(args) => cmd::apply::apply(args),
+        Command::Get(args) => cmd::apply::get(args),
+        Command::Delete(args) => cmd::apply::delete(args),
     }
 }

@@ -1,6 +1,7 @@
 //! One module per top-level subcommand, and what they share: the async runtime, logging,
 //! and the tables printed for people.
 
+pub mod apply;
 pub mod bgp;
 pub mod ipam;
 pub mod node;

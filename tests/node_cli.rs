@@ -77,9 +77,15 @@ fn apply_get_delete_round_trip() {
     let file = dir.0.join("bgp.yaml");
     std::fs::write(&file, GOOD).unwrap();
     let out = ok(&["apply", "-f", file.to_str().unwrap()], &store);
-    assert_eq!(out, "BGPConfiguration default created\nBGPPeer tor-1 created\n");
+    assert_eq!(
+        out,
+        "BGPConfiguration default created\nBGPPeer tor-1 created\n"
+    );
     let out = ok(&["apply", "-f", file.to_str().unwrap()], &store);
-    assert_eq!(out, "BGPConfiguration default unchanged\nBGPPeer tor-1 unchanged\n");
+    assert_eq!(
+        out,
+        "BGPConfiguration default unchanged\nBGPPeer tor-1 unchanged\n"
+    );
     std::fs::write(&file, GOOD.replace("65000", "65001")).unwrap();
     let out = ok(&["apply", "-f", file.to_str().unwrap()], &store);
     assert!(out.contains("BGPPeer tor-1 configured"), "{out}");
@@ -124,7 +130,10 @@ fn a_bad_document_writes_nothing_and_names_the_field() {
     assert!(e.contains("192.0.2.300"), "{e}");
     assert!(e.contains("nothing applied"), "{e}");
     let table = ok(&["get", "bgppeer"], &store);
-    assert!(!table.contains("tor-1"), "the good documents were not written: {table}");
+    assert!(
+        !table.contains("tor-1"),
+        "the good documents were not written: {table}"
+    );
 }
 
 #[test]
@@ -133,7 +142,13 @@ fn kubernetes_datastore_points_at_kubectl() {
     let file = dir.0.join("bgp.yaml");
     std::fs::write(&file, GOOD).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_serval"))
-        .args(["apply", "-f", file.to_str().unwrap(), "--datastore", "kubernetes"])
+        .args([
+            "apply",
+            "-f",
+            file.to_str().unwrap(),
+            "--datastore",
+            "kubernetes",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -167,7 +182,12 @@ fn node_run_refuses_bad_configuration_before_changing_anything() {
         ],
         None,
     );
-    for field in ["as-number", "router-id", "ip-autodetection-method", "metrics-addr"] {
+    for field in [
+        "as-number",
+        "router-id",
+        "ip-autodetection-method",
+        "metrics-addr",
+    ] {
         assert!(e.contains(field), "{field} not named in: {e}");
     }
     assert!(!nodename.exists(), "nothing written on a bad configuration");

@@ -180,7 +180,7 @@ fn ping(from: &Netns, to: Ipv4Addr) -> Result<String> {
 #[test]
 fn three_agents_mesh_route_and_ping() {
     scenario("node-e2e", |test| {
-        tools::require_all(&["ip", "ping"])?;
+        tools::require_all(&["ip", "ping", "nft"])?;
         let store = test.path().join("ipam.json");
         serval(
             &store,
@@ -192,6 +192,7 @@ fn three_agents_mesh_route_and_ping() {
                 "pods",
                 "--vxlan-mode",
                 "cross-subnet",
+                "--nat-outgoing",
             ],
         )?;
 
@@ -342,6 +343,15 @@ fn three_agents_mesh_route_and_ping() {
             Some(("vxlan".into(), serde_json::json!("vxlan.serval")))
         );
         assert_eq!(s["tunnels"][0]["device"], "vxlan.serval");
+        assert_eq!(s["nat_pools"], serde_json::json!([POOL]));
+        for n in [&n1, &n2, &n3] {
+            let table = n.ns.exec(&["nft", "list", "table", "ip", "serval"])?;
+            assert!(
+                table.contains(POOL) && table.contains("masquerade"),
+                "{}: {table}",
+                n.name
+            );
+        }
         assert!(s["tunnels"][0]["error"].is_null(), "{}", s["tunnels"]);
         let text = run(Command::new(serval_bin()).args([
             "node",
@@ -424,22 +434,6 @@ fn three_agents_mesh_route_and_ping() {
         }
         assert_eq!(n2.routes()?, before, "routes stay while the agent is down");
         assert!(!n2.dir.join("ready").exists(), "ready file removed on stop");
-        // The peers hold the session idle for about a second after it went down and
-        // refuse connections meanwhile; a real restart takes longer than that.
-        for n in [&n1, &n3] {
-            wait_for(
-                Duration::from_secs(10),
-                &format!("{}: n2's session out of its idle hold", n.name),
-                || n.status(),
-                |s| {
-                    s["peers"].as_array().is_some_and(|p| {
-                        p.iter().any(|p| {
-                            p["name"] == "n2" && (p["state"] == "Active" || p["state"] == "Connect")
-                        })
-                    })
-                },
-            )?;
-        }
         n2.start(&store)?;
         wait_for(
             Duration::from_secs(30),
@@ -473,6 +467,66 @@ fn three_agents_mesh_route_and_ping() {
         let mut before = before;
         before.retain(|(d, _, _)| *d != extra_block);
         assert_eq!(after, before, "same routes after the restart");
+        let s = n2.status()?;
+        let errors: Vec<&serde_json::Value> = s["routes"]
+            .as_array()
+            .map(|r| r.iter().filter(|r| !r["error"].is_null()).collect())
+            .unwrap_or_default();
+        assert!(
+            errors.is_empty(),
+            "routes refused after the restart: {errors:?}"
+        );
+
+        // kill -9, then start: a stale serval route goes, other protocols' stay.
+        if let Some(mut a) = n3.agent.take() {
+            a.kill();
+        }
+        n3.ns.ip(&[
+            "route",
+            "add",
+            "10.65.250.0/26",
+            "via",
+            "198.18.1.1",
+            "proto",
+            "83",
+        ])?;
+        n3.ns.ip(&[
+            "route",
+            "add",
+            "10.99.0.0/24",
+            "via",
+            "198.18.1.1",
+            "proto",
+            "static",
+        ])?;
+        n3.start(&store)?;
+        wait_for(
+            Duration::from_secs(40),
+            "n3: back after kill -9 with its initial sync done",
+            || n3.status(),
+            |s| s["bgp_initial_sync_done"] == true,
+        )?;
+        let routes = n3.routes()?;
+        assert!(
+            !routes.iter().any(|(d, _, _)| d == "10.65.250.0/26"),
+            "stale route left: {routes:?}"
+        );
+        for (_, block, _) in &claimed {
+            assert!(
+                routes.iter().any(|(d, _, _)| d == block),
+                "{block} missing: {routes:?}"
+            );
+        }
+        let other = n3.ns.ip(&["route", "show", "10.99.0.0/24"])?;
+        assert!(
+            other.contains("proto static"),
+            "another protocol's route was touched: {other:?}"
+        );
+        let out = ping(&n3.pod, ip(&n1)?)?;
+        assert!(
+            out.contains(" 0% packet loss"),
+            "n3 → n1 after kill -9: {out}"
+        );
         Ok(())
     });
 }

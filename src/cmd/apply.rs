@@ -215,7 +215,10 @@ pub fn delete(a: DeleteArgs) -> anyhow::Result<()> {
             let Some(v) = store.get(&key).await? else {
                 bail!("{kind} {} not found", a.name);
             };
-            match store.commit(&[Write::delete(key.clone(), v.revision)]).await {
+            match store
+                .commit(&[Write::delete(key.clone(), v.revision)])
+                .await
+            {
                 Ok(_) => {
                     println!("{kind} {} deleted", a.name);
                     return Ok(());

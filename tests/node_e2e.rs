@@ -173,6 +173,23 @@ fn block_of(ip: Ipv4Addr) -> String {
     format!("{}/26", Ipv4Addr::from(n))
 }
 
+/// GET `path` from the agent's HTTP server inside `ns`: (status, body).
+fn http(ns: &Netns, path: &str) -> Result<(u16, String)> {
+    let out = ns.exec(&[
+        "curl",
+        "-s",
+        "-w",
+        "\n%{http_code}",
+        &format!("http://127.0.0.1:9099{path}"),
+    ])?;
+    let (body, code) = out.rsplit_once('\n').unwrap_or(("", &out));
+    let code = code
+        .trim()
+        .parse()
+        .map_err(|_| Error::InvalidSpec(format!("curl printed {out:?}")))?;
+    Ok((code, format!("{body}\n").replace("\n\n", "\n")))
+}
+
 fn ping(from: &Netns, to: Ipv4Addr) -> Result<String> {
     from.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "2", &to.to_string()])
 }
@@ -180,7 +197,7 @@ fn ping(from: &Netns, to: Ipv4Addr) -> Result<String> {
 #[test]
 fn three_agents_mesh_route_and_ping() {
     scenario("node-e2e", |test| {
-        tools::require_all(&["ip", "ping", "nft"])?;
+        tools::require_all(&["ip", "ping", "nft", "curl"])?;
         let store = test.path().join("ipam.json");
         serval(
             &store,
@@ -376,6 +393,24 @@ fn three_agents_mesh_route_and_ping() {
             "{bgp}"
         );
 
+        // Health, readiness and metrics on the default address inside the namespace.
+        assert_eq!(http(&n1.ns, "/healthz")?, (200, "ok\n".to_owned()));
+        assert_eq!(http(&n1.ns, "/readyz")?, (200, "ready\n".to_owned()));
+        let (code, metrics) = http(&n1.ns, "/metrics")?;
+        assert_eq!(code, 200);
+        for want in [
+            r#"serval_bgp_session_up{peer="192.0.2.12",peer_type="mesh"} 1"#,
+            r#"serval_bgp_prefixes_received{peer="198.18.1.13",peer_type="mesh"} 1"#,
+            r#"serval_routes_programmed{kind="direct"} 1"#,
+            r#"serval_routes_programmed{kind="vxlan"} 1"#,
+            r#"serval_routes_programmed{kind="blackhole"} 1"#,
+            r#"serval_ipam_addresses_used{pool="pods"}"#,
+            "serval_reconcile_duration_seconds_count",
+            "serval_ready 1",
+        ] {
+            assert!(metrics.contains(want), "{want} missing from\n{metrics}");
+        }
+
         // A block claimed on n3 is routed on n1: how long it takes.
         let t0 = Instant::now();
         let out = serval(
@@ -526,6 +561,52 @@ fn three_agents_mesh_route_and_ping() {
         assert!(
             out.contains(" 0% packet loss"),
             "n3 → n1 after kill -9: {out}"
+        );
+
+        // A pool asking for IP-in-IP: on a kernel without ipip the agent says so,
+        // naming the pool, in status and readiness, and the other pool keeps working.
+        let probe = Netns::new()?;
+        let has_ipip = probe.ip(&["link", "add", "probe0", "type", "ipip"]).is_ok();
+        serval(
+            &store,
+            &[
+                "pool",
+                "add",
+                "10.66.0.0/16",
+                "--name",
+                "ipip-pool",
+                "--ipip-mode",
+                "always",
+            ],
+        )?;
+        let s = wait_for(
+            Duration::from_secs(20),
+            "n1: the IP-in-IP tunnel tried",
+            || n1.status(),
+            |s| {
+                s["tunnels"]
+                    .as_array()
+                    .is_some_and(|t| t.iter().any(|t| t["device"] == "tunl0"))
+            },
+        )?;
+        let tunl = s["tunnels"]
+            .as_array()
+            .and_then(|t| t.iter().find(|t| t["device"] == "tunl0").cloned())
+            .unwrap_or_default();
+        if has_ipip {
+            assert!(tunl["error"].is_null(), "{tunl}");
+        } else {
+            let e = tunl["error"].as_str().unwrap_or_default();
+            assert!(e.contains("ipip-pool") && e.contains("ipip"), "{tunl}");
+            let (code, body) = http(&n1.ns, "/readyz")?;
+            assert_eq!(code, 503, "{body}");
+            assert!(body.contains("ipip-pool"), "{body}");
+            eprintln!("kernel without ipip, as reported: {e}");
+        }
+        let out = ping(&n1.pod, ip(&n3)?)?;
+        assert!(
+            out.contains(" 0% packet loss"),
+            "n1 → n3 with an unusable pool: {out}"
         );
         Ok(())
     });

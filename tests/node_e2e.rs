@@ -54,6 +54,9 @@ fn serval(store: &Path, args: &[&str]) -> Result<String> {
         .env_remove("SERVAL_DATASTORE"))
 }
 
+/// A kernel route as `ip -j route` shows it: (destination, gateway, device).
+type KernelRoute = (String, Option<String>, Option<String>);
+
 /// One node: its namespace, its pod namespace and its agent.
 struct Node {
     name: String,
@@ -125,7 +128,7 @@ impl Node {
     }
 
     /// Serval's kernel routes: destination → (gateway, device).
-    fn routes(&self) -> Result<Vec<(String, Option<String>, Option<String>)>> {
+    fn routes(&self) -> Result<Vec<KernelRoute>> {
         let text = self.ns.ip(&["-j", "route", "show", "proto", "83"])?;
         let v: serde_json::Value =
             serde_json::from_str(if text.trim().is_empty() { "[]" } else { &text })

@@ -195,23 +195,24 @@ fn run_agent(a: RunArgs) -> anyhow::Result<()> {
             None => None,
         };
         let stop = CancellationToken::new();
-        let mut servers = Vec::new();
-        servers.push(tokio::spawn(control::serve::<NodeRequest, _>(
-            node_listener,
-            cfg.socket.clone(),
-            Arc::new(NodeControl {
-                shared: shared.clone(),
-            }),
-            stop.clone(),
-        )));
-        servers.push(tokio::spawn(control::serve::<BgpRequest, _>(
-            bgp_listener,
-            cfg.bgp_socket.clone(),
-            Arc::new(BgpControl {
-                shared: shared.clone(),
-            }),
-            stop.clone(),
-        )));
+        let servers = vec![
+            tokio::spawn(control::serve::<NodeRequest, _>(
+                node_listener,
+                cfg.socket.clone(),
+                Arc::new(NodeControl {
+                    shared: shared.clone(),
+                }),
+                stop.clone(),
+            )),
+            tokio::spawn(control::serve::<BgpRequest, _>(
+                bgp_listener,
+                cfg.bgp_socket.clone(),
+                Arc::new(BgpControl {
+                    shared: shared.clone(),
+                }),
+                stop.clone(),
+            )),
+        ];
         let http_task =
             http_listener.map(|l| tokio::spawn(http::serve(l, shared.clone(), stop.clone())));
         let signals = {

@@ -93,7 +93,7 @@ pub struct Agent {
     detected: Detected,
     router_id: Ipv4Addr,
     ifaces: Vec<Interface>,
-    underlay: (Option<(u32, u32)>, Option<(u32, u32)>),
+    underlay: tunnels::Underlay,
     dp: Dataplane,
     speaker: Option<Speaker>,
     params: Option<SpeakerParams>,
@@ -308,16 +308,16 @@ impl Agent {
                 "kept the routes of the previous run until BGP converges"
             );
         }
-        let underlay = (
-            match v4 {
+        let underlay = tunnels::Underlay {
+            v4: match v4 {
                 Some(n) => dp.underlay(n.addr()).await.ok().map(|(i, _, m)| (i, m)),
                 None => None,
             },
-            match v6 {
+            v6: match v6 {
                 Some(n) => dp.underlay(n.addr()).await.ok().map(|(i, _, m)| (i, m)),
                 None => None,
             },
-        );
+        };
         let ipam = Ipam::new(store.clone()).with_retry(RetryPolicy {
             max_attempts: 8,
             budget: Duration::from_secs(3),
@@ -797,7 +797,7 @@ impl Agent {
     }
 
     fn write_mtu(&mut self, problems: &mut Vec<String>) {
-        let Some((_, underlay)) = self.underlay.0.or(self.underlay.1) else {
+        let Some((_, underlay)) = self.underlay.v4.or(self.underlay.v6) else {
             return;
         };
         let mtu = tunnels::pod_mtu(underlay, &self.snap.pools);

@@ -186,8 +186,8 @@ pub async fn interfaces(nl: &Netlink) -> Result<Vec<Interface>, crate::dataplane
         .map(|(n, i)| (i, n))
         .collect();
     let mut out: Vec<Interface> = names
-        .iter()
-        .map(|(_, n)| Interface {
+        .values()
+        .map(|n| Interface {
             name: n.clone(),
             addrs: Vec::new(),
         })

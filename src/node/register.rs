@@ -295,6 +295,15 @@ mod tests {
         }
     }
 
+    type Case = (
+        &'static str,
+        TunnelKind,
+        Vec<IpPool>,
+        Detected,
+        Option<IpAddr>,
+        TunnelAction,
+    );
+
     #[test]
     fn tunnel_actions_table() {
         use EncapMode::*;
@@ -311,14 +320,7 @@ mod tests {
             v4: both().v4,
             v6: None,
         };
-        let cases: Vec<(
-            &str,
-            TunnelKind,
-            Vec<IpPool>,
-            Detected,
-            Option<IpAddr>,
-            TunnelAction,
-        )> = vec![
+        let cases: Vec<Case> = vec![
             (
                 "no pool wants it",
                 TunnelKind::Ipip,

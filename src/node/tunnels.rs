@@ -18,6 +18,13 @@ use crate::status::TunnelRow;
 
 use super::register::Detected;
 
+/// The interface carrying the node's address of each family, as (index, MTU).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Underlay {
+    pub v4: Option<(u32, u32)>,
+    pub v6: Option<(u32, u32)>,
+}
+
 /// The encapsulations the pools use.
 pub fn encapsulations(pools: &[IpPool]) -> Vec<Encapsulation> {
     let mut out = Vec::new();
@@ -55,11 +62,11 @@ pub async fn apply(
     dp: &Dataplane,
     want: &Tunnels,
     detected: &Detected,
-    underlay: (Option<(u32, u32)>, Option<(u32, u32)>),
+    underlay: Underlay,
 ) -> Vec<TunnelRow> {
     let mut rows = Vec::new();
     if let Some(w) = &want.ipip {
-        let mtu = underlay.0.map(|(_, m)| Encapsulation::Ipip.inner_mtu(m));
+        let mtu = underlay.v4.map(|(_, m)| Encapsulation::Ipip.inner_mtu(m));
         let address = match w.address {
             Some(IpAddr::V4(a)) => Some(a),
             _ => None,
@@ -83,14 +90,14 @@ pub async fn apply(
             VXLAN_DEVICE,
             &want.vxlan_v4,
             detected.v4,
-            underlay.0,
+            underlay.v4,
             Encapsulation::Vxlan,
         ),
         (
             VXLAN_V6_DEVICE,
             &want.vxlan_v6,
             detected.v6,
-            underlay.1,
+            underlay.v6,
             Encapsulation::VxlanV6,
         ),
     ] {

@@ -65,6 +65,8 @@ struct Node {
     dir: PathBuf,
     agent: Option<NsChild>,
     pod_ip: Option<Ipv4Addr>,
+    /// More `node run` flags.
+    extra: Vec<String>,
 }
 
 impl Node {
@@ -76,6 +78,7 @@ impl Node {
             dir: test.subdir(name)?,
             agent: None,
             pod_ip: None,
+            extra: Vec::new(),
         })
     }
 
@@ -110,6 +113,8 @@ impl Node {
             "--log-level",
             "info,serval=debug",
         ];
+        let mut argv: Vec<&str> = argv.to_vec();
+        argv.extend(self.extra.iter().map(String::as_str));
         let log = self.dir.join("agent.log");
         self.agent = Some(self.ns.spawn(&argv, Some(&log))?);
         Ok(())
@@ -611,6 +616,176 @@ fn three_agents_mesh_route_and_ping() {
             out.contains(" 0% packet loss"),
             "n1 → n3 with an unusable pool: {out}"
         );
+        Ok(())
+    });
+}
+
+/// IPv6 blocks: two nodes on one IPv6 subnet routed directly, a third behind a router
+/// through `vxlan-v6.serval`, with the mesh over IPv6 sessions.
+#[test]
+fn ipv6_blocks_direct_and_vxlan() {
+    scenario("node-e2e-v6", |test| {
+        tools::require_all(&["ip", "ping"])?;
+        let store = test.path().join("ipam.json");
+        serval(
+            &store,
+            &[
+                "pool",
+                "add",
+                "fd00:65::/112",
+                "--name",
+                "pods6",
+                "--vxlan-mode",
+                "cross-subnet",
+            ],
+        )?;
+        let mut nodes = vec![
+            Node::new("n1", test)?,
+            Node::new("n2", test)?,
+            Node::new("n3", test)?,
+        ];
+        let r = Netns::new()?;
+        let mut br = Bridge::new()?;
+        br.connect(&nodes[0].ns, "eth0")?;
+        br.connect(&nodes[1].ns, "eth0")?;
+        br.connect(&r, "eth0")?;
+        r.veth("eth1", &nodes[2].ns, "eth0")?;
+        let net = |s: &str| s.parse().map_err(|_| Error::InvalidSpec(s.into()));
+        let addr = |s: &str| {
+            s.parse::<IpAddr>()
+                .map_err(|_| Error::InvalidSpec(s.into()))
+        };
+        nodes[0].ns.add_addr("eth0", net("2001:db8:a::11/64")?)?;
+        nodes[1].ns.add_addr("eth0", net("2001:db8:a::12/64")?)?;
+        r.add_addr("eth0", net("2001:db8:a::1/64")?)?;
+        r.add_addr("eth1", net("2001:db8:b::1/64")?)?;
+        nodes[2].ns.add_addr("eth0", net("2001:db8:b::13/64")?)?;
+        // Forwarding nodes solicit neighbours from a link-local address, which the
+        // test bed's veths do not get by themselves.
+        r.add_addr("eth0", net("fe80::1/64")?)?;
+        r.add_addr("eth1", net("fe80::1/64")?)?;
+        for (i, n) in nodes.iter().enumerate() {
+            n.ns.add_addr("eth0", net(&format!("fe80::{}/64", i + 11))?)?;
+        }
+        r.enable_forwarding()?;
+        nodes[0].ns.add_default_route(addr("2001:db8:a::1")?)?;
+        nodes[1].ns.add_default_route(addr("2001:db8:a::1")?)?;
+        nodes[2].ns.add_default_route(addr("2001:db8:b::1")?)?;
+        for (i, n) in nodes.iter_mut().enumerate() {
+            n.extra = vec![
+                "--ip".into(),
+                "none".into(),
+                "--ip6".into(),
+                "autodetect".into(),
+                "--router-id".into(),
+                format!("10.255.0.{}", i + 1),
+            ];
+            n.start(&store)?;
+        }
+        let mut pods = Vec::new();
+        for n in &nodes {
+            wait_for(
+                Duration::from_secs(30),
+                &format!("{}: IPv6 mesh established", n.name),
+                || n.status(),
+                |s| {
+                    s["peers"].as_array().is_some_and(|p| {
+                        p.len() == 2 && p.iter().all(|p| p["state"] == "Established")
+                    })
+                },
+            )?;
+            let out = serval(
+                &store,
+                &[
+                    "ipam",
+                    "assign",
+                    "--node",
+                    &n.name,
+                    "--handle",
+                    &format!("pod6-{}", n.name),
+                    "--num6",
+                    "1",
+                ],
+            )?;
+            let ip: std::net::Ipv6Addr = out
+                .trim()
+                .parse()
+                .map_err(|_| Error::InvalidSpec(format!("ipam assign printed {out:?}")))?;
+            n.ns.veth("cali-pod", &n.pod, "eth0")?;
+            n.ns.add_addr("cali-pod", net("fe80::1/64")?)?;
+            n.pod.add_addr("eth0", net(&format!("{ip}/128"))?)?;
+            n.pod.ip(&[
+                "-6", "route", "add", "default", "via", "fe80::1", "dev", "eth0",
+            ])?;
+            n.ns.ip(&[
+                "-6",
+                "route",
+                "add",
+                &format!("{ip}/128"),
+                "dev",
+                "cali-pod",
+            ])?;
+            pods.push(ip);
+        }
+        // Blocks of /122 in fd00:65::/112.
+        let block = |ip: &std::net::Ipv6Addr| {
+            let b = u128::from(*ip) & !0x3f;
+            format!("{}/122", std::net::Ipv6Addr::from(b))
+        };
+        let devices = [
+            ("n1", "n2", "eth0"),
+            ("n2", "n1", "eth0"),
+            ("n1", "n3", "vxlan-v6.serval"),
+            ("n3", "n1", "vxlan-v6.serval"),
+            ("n3", "n2", "vxlan-v6.serval"),
+        ];
+        for (at, owner, dev) in devices {
+            let n = nodes
+                .iter()
+                .find(|n| n.name == at)
+                .ok_or_else(|| Error::InvalidSpec(at.into()))?;
+            let o = nodes.iter().position(|n| n.name == owner).unwrap_or(0);
+            let want = block(&pods[o]);
+            wait_until(
+                Duration::from_secs(20),
+                &format!("{at}: IPv6 route for {owner}'s {want} via {dev}"),
+                || {
+                    let text =
+                        n.ns.ip(&["-6", "route", "show", "proto", "83"])
+                            .unwrap_or_default();
+                    if text
+                        .lines()
+                        .any(|l| l.starts_with(&want) && l.contains(&format!("dev {dev}")))
+                    {
+                        Poll::Ready(())
+                    } else {
+                        Poll::Pending(text)
+                    }
+                },
+            )?;
+        }
+        for (from, to) in [(0, 1), (0, 2), (2, 1)] {
+            let out = nodes[from].pod.exec(&[
+                "ping",
+                "-6",
+                "-c",
+                "3",
+                "-i",
+                "0.2",
+                "-W",
+                "2",
+                &pods[to].to_string(),
+            ])?;
+            assert!(
+                out.contains(" 0% packet loss"),
+                "{} → {}: {out}",
+                nodes[from].name,
+                nodes[to].name
+            );
+        }
+        let mtu = std::fs::read_to_string(nodes[0].dir.join("mtu"))
+            .map_err(|e| Error::InvalidSpec(format!("mtu file: {e}")))?;
+        assert_eq!(mtu.trim(), "1430", "VXLAN over IPv6: 70 bytes of headers");
         Ok(())
     });
 }

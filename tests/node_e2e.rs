@@ -16,197 +16,22 @@
 //! while the mesh is up; the test then pings pod to pod, reads `serval node status`,
 //! restarts one agent with SIGTERM and checks that no ping is lost and its routes stay.
 
-use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
+use std::net::IpAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serval_integration::{
-    scenario, tools, wait_for, wait_until, Bridge, Error, Netns, NsChild, Poll, Result, TestDir,
-};
+mod node_support;
+
+use node_support::{block_of, http, ping, run, serval, serval_bin, Node};
+use serval_integration::{scenario, tools, wait_for, wait_until, Bridge, Error, Netns, Poll};
 
 const POOL: &str = "10.65.0.0/16";
-
-fn serval_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_serval"))
-}
-
-fn run(cmd: &mut Command) -> Result<String> {
-    let shown = format!("{cmd:?}");
-    let out = cmd
-        .output()
-        .map_err(|e| Error::InvalidSpec(format!("{shown}: {e}")))?;
-    if !out.status.success() {
-        return Err(Error::InvalidSpec(format!(
-            "{shown} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// `serval ARGS --datastore file:STORE` on the host.
-fn serval(store: &Path, args: &[&str]) -> Result<String> {
-    run(Command::new(serval_bin())
-        .args(args)
-        .arg("--datastore")
-        .arg(format!("file:{}", store.display()))
-        .env_remove("SERVAL_DATASTORE"))
-}
-
-/// A kernel route as `ip -j route` shows it: (destination, gateway, device).
-type KernelRoute = (String, Option<String>, Option<String>);
-
-/// One node: its namespace, its pod namespace and its agent.
-struct Node {
-    name: String,
-    ns: Netns,
-    pod: Netns,
-    dir: PathBuf,
-    agent: Option<NsChild>,
-    pod_ip: Option<Ipv4Addr>,
-    /// More `node run` flags.
-    extra: Vec<String>,
-}
-
-impl Node {
-    fn new(name: &str, test: &TestDir) -> Result<Node> {
-        Ok(Node {
-            name: name.to_owned(),
-            ns: Netns::new()?,
-            pod: Netns::new()?,
-            dir: test.subdir(name)?,
-            agent: None,
-            pod_ip: None,
-            extra: Vec::new(),
-        })
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.join("node.sock")
-    }
-
-    fn start(&mut self, store: &Path) -> Result<()> {
-        let bin = serval_bin();
-        let store = format!("file:{}", store.display());
-        let d = |f: &str| self.dir.join(f).display().to_string();
-        let argv = [
-            bin.to_str().unwrap_or("serval"),
-            "node",
-            "run",
-            "--node",
-            &self.name,
-            "--datastore",
-            &store,
-            "--state-dir",
-            &d("state"),
-            "--socket",
-            &d("node.sock"),
-            "--bgp-socket",
-            &d("bgp.sock"),
-            "--ready-file",
-            &d("ready"),
-            "--mtu-file",
-            &d("mtu"),
-            "--nodename-file",
-            &d("nodename"),
-            "--log-level",
-            "info,serval=debug",
-        ];
-        let mut argv: Vec<&str> = argv.to_vec();
-        argv.extend(self.extra.iter().map(String::as_str));
-        let log = self.dir.join("agent.log");
-        self.agent = Some(self.ns.spawn(&argv, Some(&log))?);
-        Ok(())
-    }
-
-    fn status(&self) -> Result<serde_json::Value> {
-        let text = run(Command::new(serval_bin()).args([
-            "node",
-            "status",
-            "--json",
-            "--routes",
-            "--socket",
-            &self.socket().display().to_string(),
-        ]))?;
-        serde_json::from_str(&text).map_err(|e| Error::InvalidSpec(format!("status JSON: {e}")))
-    }
-
-    /// Serval's kernel routes: destination → (gateway, device).
-    fn routes(&self) -> Result<Vec<KernelRoute>> {
-        let text = self.ns.ip(&["-j", "route", "show", "proto", "83"])?;
-        let v: serde_json::Value =
-            serde_json::from_str(if text.trim().is_empty() { "[]" } else { &text })
-                .map_err(|e| Error::InvalidSpec(format!("ip -j route: {e}")))?;
-        Ok(v.as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|r| {
-                        let s = |k: &str| r.get(k).and_then(|x| x.as_str()).map(str::to_owned);
-                        (s("dst").unwrap_or_default(), s("gateway"), s("dev"))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default())
-    }
-
-    /// A pod: an address from IPAM on a veth into the pod namespace, routed like a
-    /// CNI plugin does (a /32 to the veth, proxy ARP for the pod's default route).
-    fn add_pod(&mut self, store: &Path) -> Result<Ipv4Addr> {
-        let handle = format!("pod-{}", self.name);
-        let out = serval(
-            store,
-            &["ipam", "assign", "--node", &self.name, "--handle", &handle],
-        )?;
-        let ip: Ipv4Addr = out
-            .trim()
-            .parse()
-            .map_err(|_| Error::InvalidSpec(format!("ipam assign printed {out:?}")))?;
-        self.ns.veth("cali-pod", &self.pod, "eth0")?;
-        self.pod
-            .ip(&["addr", "add", &format!("{ip}/32"), "dev", "eth0"])?;
-        self.pod.ip(&["route", "add", "default", "dev", "eth0"])?;
-        self.ns
-            .ip(&["route", "add", &format!("{ip}/32"), "dev", "cali-pod"])?;
-        self.ns.sysctl("net.ipv4.conf.cali-pod.proxy_arp", "1")?;
-        self.ns.sysctl("net.ipv4.neigh.cali-pod.proxy_delay", "0")?;
-        self.pod_ip = Some(ip);
-        Ok(ip)
-    }
-}
-
-/// The block of the pool holding `ip`.
-fn block_of(ip: Ipv4Addr) -> String {
-    let n = u32::from(ip) & !0x3f;
-    format!("{}/26", Ipv4Addr::from(n))
-}
-
-/// GET `path` from the agent's HTTP server inside `ns`: (status, body).
-fn http(ns: &Netns, path: &str) -> Result<(u16, String)> {
-    let out = ns.exec(&[
-        "curl",
-        "-s",
-        "-w",
-        "\n%{http_code}",
-        &format!("http://127.0.0.1:9099{path}"),
-    ])?;
-    let (body, code) = out.rsplit_once('\n').unwrap_or(("", &out));
-    let code = code
-        .trim()
-        .parse()
-        .map_err(|_| Error::InvalidSpec(format!("curl printed {out:?}")))?;
-    Ok((code, format!("{body}\n").replace("\n\n", "\n")))
-}
-
-fn ping(from: &Netns, to: Ipv4Addr) -> Result<String> {
-    from.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "2", &to.to_string()])
-}
 
 #[test]
 fn three_agents_mesh_route_and_ping() {
     scenario("node-e2e", |test| {
         tools::require_all(&["ip", "ping", "nft", "curl"])?;
-        let store = test.path().join("ipam.json");
+        let store = format!("file:{}", test.path().join("ipam.json").display());
         serval(
             &store,
             &[
@@ -626,7 +451,7 @@ fn three_agents_mesh_route_and_ping() {
 fn ipv6_blocks_direct_and_vxlan() {
     scenario("node-e2e-v6", |test| {
         tools::require_all(&["ip", "ping"])?;
-        let store = test.path().join("ipam.json");
+        let store = format!("file:{}", test.path().join("ipam.json").display());
         serval(
             &store,
             &[

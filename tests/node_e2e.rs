@@ -111,6 +111,16 @@ fn three_agents_mesh_route_and_ping() {
             assert!(n.dir.join("ready").exists(), "{}: ready file", n.name);
         }
 
+        if let Some(a) = &n1.agent {
+            let status =
+                std::fs::read_to_string(format!("/proc/{}/status", a.pid())).unwrap_or_default();
+            let rss = status
+                .lines()
+                .find(|l| l.starts_with("VmRSS"))
+                .unwrap_or("VmRSS: ?");
+            eprintln!("n1 agent idle with 2 mesh peers (debug build): {rss}");
+        }
+
         // Pods: each claims a block on its node while the mesh runs.
         let mut claimed = Vec::new();
         for n in [&mut n1, &mut n2, &mut n3] {

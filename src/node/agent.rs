@@ -636,6 +636,7 @@ impl Agent {
         problems.extend(d.problems.iter().cloned());
         self.snap = snap;
         self.apply_speaker(&d, inputs, &mut problems).await;
+        let mut retouched = false;
         if self.tunnels_applied.as_ref() != Some(&d.tunnels) {
             self.tunnel_rows =
                 tunnels::apply(&self.dp, &d.tunnels, &self.detected, self.underlay).await;
@@ -645,9 +646,14 @@ impl Agent {
                 }
             }
             self.tunnels_applied = Some(d.tunnels.clone());
+            retouched = true;
         }
         self.desired = Some(d);
         self.apply_routes().await;
+        if retouched && self.bgp_synced {
+            // A device the kernel had to recreate lost its routes and VXLAN entries.
+            self.full_sync().await;
+        }
         self.apply_nat().await;
         self.write_mtu(&mut problems);
         if !self.first_reconcile_done && self.speaker.is_some() && self.datastore_ok {

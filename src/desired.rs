@@ -23,7 +23,7 @@ use bgp::rib::{BestRoute, NextHopMode};
 use bgp::{Asn, Family, RouterId};
 use ipam::model::{EncapMode, IpPool};
 use ipnet::IpNet;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::dataplane::{self, DesiredRoutes, Mac, NatPool, RouteTarget, VxlanPeer};
 use crate::resources::bgp_configuration::DEFAULT_AS;
@@ -146,7 +146,7 @@ impl Snapshot {
 }
 
 /// How a peer came to be configured, as `serval node status` shows it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PeerType {
     /// The node-to-node mesh.
@@ -375,6 +375,7 @@ fn peers(snap: &Snapshot, me: &NodeInfo, d: &mut Desired) {
                     cfg.port = d.listen_port;
                     cfg.families = vec![family_of(theirs)];
                     cfg.route_reflector_client = client;
+                    cfg.passive = node_pair_passive(mine_of(me, v4), theirs);
                     apply_peer_spec(snap, p, pw.clone(), &policies, &mut cfg);
                     let kind = if client {
                         PeerType::RrClient
@@ -416,9 +417,22 @@ fn peers(snap: &Snapshot, me: &NodeInfo, d: &mut Desired) {
             cfg.families = vec![family_of(theirs)];
             cfg.source_address = Some(mine);
             cfg.password = mesh_pw.clone();
+            cfg.passive = node_pair_passive(Some(mine), theirs);
             add_peer(d, cfg, PeerType::Mesh);
         }
     }
+}
+
+fn mine_of(me: &NodeInfo, v4: bool) -> Option<IpAddr> {
+    me.address(v4)
+}
+
+/// Between two serval nodes only the one with the lower address connects; the other
+/// waits for it. Each pair then has one TCP connection from the start: no RFC 4271
+/// §6.8 collision to resolve when the mesh comes up all at once, and a restarted node's
+/// connection is not crossed by one its peer opens while it is still in its idle hold.
+fn node_pair_passive(mine: Option<IpAddr>, theirs: IpAddr) -> bool {
+    mine.is_some_and(|m| m > theirs)
 }
 
 fn apply_peer_spec(

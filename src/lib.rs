@@ -3,4 +3,8 @@
 pub mod control;
 pub mod dataplane;
 pub mod desired;
+pub mod health;
+pub mod metrics;
+pub mod node;
 pub mod resources;
+pub mod status;

@@ -28,6 +28,15 @@ enum Command {
     Lab(cmd::lab::Args),
     /// Install the CNI plugin and its configuration on the host (DaemonSet init container).
     InstallCni(cmd::install_cni::Args),
+    /// The node agent: run it, or show its status.
+    Node(cmd::node::Args),
+    /// Create or update cluster resources (BGPConfiguration, BGPPeer, BGPFilter,
+    /// ServalNode) from YAML documents.
+    Apply(cmd::apply::ApplyArgs),
+    /// Show cluster resources.
+    Get(cmd::apply::GetArgs),
+    /// Delete a cluster resource.
+    Delete(cmd::apply::DeleteArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,5 +47,9 @@ fn main() -> anyhow::Result<()> {
         Command::Pool(args) => cmd::pool::run(args),
         Command::Lab(args) => cmd::lab::run(args),
         Command::InstallCni(args) => cmd::install_cni::run(args),
+        Command::Node(args) => cmd::node::run(args),
+        Command::Apply(args) => cmd::apply::apply(args),
+        Command::Get(args) => cmd::apply::get(args),
+        Command::Delete(args) => cmd::apply::delete(args),
     }
 }

@@ -1,10 +1,12 @@
 //! One module per top-level subcommand, and what they share: the async runtime, logging,
 //! and the tables printed for people.
 
+pub mod apply;
 pub mod bgp;
 pub mod install_cni;
 pub mod ipam;
 pub mod lab;
+pub mod node;
 pub mod pool;
 pub mod table;
 

@@ -108,6 +108,11 @@ impl Dataplane {
         mtu::tunnel_mtu(&self.nl, node_addr, encapsulation).await
     }
 
+    /// See [`RouteProgrammer::adopt`]: a previous run's routes stay and are known.
+    pub async fn adopt(&mut self) -> Result<usize, Error> {
+        Ok(self.routes.adopt().await?.len())
+    }
+
     /// Makes the kernel's serval routes, and the FDB/neighbour entries of the VXLAN
     /// devices that exist, equal `desired`. The first call after start removes what a
     /// previous run left and no longer wants, and leaves the rest in place.

@@ -171,6 +171,17 @@ impl RouteProgrammer {
         Ok(snap)
     }
 
+    /// Takes serval's routes now in the table (a previous run's) as installed without
+    /// changing any, so that incremental changes replace them in place instead of
+    /// failing as duplicates. A restarted agent adopts, applies what it learns, and
+    /// removes what nobody wants only at its first full [`RouteProgrammer::sync`].
+    /// Returns the routes adopted.
+    pub async fn adopt(&mut self) -> Result<BTreeMap<IpNet, Installed>, Error> {
+        let snap = self.snapshot().await?;
+        self.installed = snap.ours.clone();
+        Ok(snap.ours)
+    }
+
     /// Makes serval's routes equal `desired`: dump, diff, then one pipelined stream of
     /// deletes, replaces and adds. Per-route refusals land in the report; an `Err` means
     /// the table could not be read at all.

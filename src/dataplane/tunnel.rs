@@ -184,8 +184,18 @@ pub async fn ensure_vxlan(nl: &Netlink, tunnel: &VxlanTunnel) -> Result<u32, Err
             }
         }
     }
-    let index = existing(nl, device).await?;
-    set_up(nl, index, device, tunnel.mtu, Some(tunnel.vtep_mac)).await?;
+    let link = links::by_name(nl, device)
+        .await?
+        .ok_or_else(|| Error::NoSuchDevice {
+            name: device.into(),
+            purpose: "serval's tunnel device".into(),
+        })?;
+    let index = link.header.index;
+    // Setting the MAC, even to the same value, makes the kernel flush the device's
+    // neighbour entries (NETDEV_CHANGEADDR), permanent ones included: every remote
+    // VTEP would become unreachable. Only a different MAC is set.
+    let mac = (link_mac(&link) != Some(tunnel.vtep_mac)).then_some(tunnel.vtep_mac);
+    set_up(nl, index, device, tunnel.mtu, mac).await?;
     addresses::ensure_sole(nl, index, device, tunnel.vtep_addr).await?;
     Ok(index)
 }
@@ -435,6 +445,14 @@ fn neighbour_address(ip: IpAddr) -> NeighbourAddress {
 }
 
 /// Whether an existing device is serval's VXLAN device as `tunnel` wants it.
+/// The device's MAC address.
+fn link_mac(link: &LinkMessage) -> Option<Mac> {
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Address(b) => <[u8; 6]>::try_from(b.as_slice()).ok().map(Mac),
+        _ => None,
+    })
+}
+
 fn vxlan_matches(link: &LinkMessage, tunnel: &VxlanTunnel) -> bool {
     let mut is_vxlan = false;
     let mut data: &[InfoVxlan] = &[];
@@ -564,6 +582,15 @@ mod tests {
             &LinkMessage::default(),
             &tunnel("192.0.2.1")
         ));
+    }
+
+    #[test]
+    fn link_mac_reads_the_address_attribute() {
+        let mut link = LinkMessage::default();
+        assert_eq!(link_mac(&link), None);
+        link.attributes
+            .push(LinkAttribute::Address(vec![2, 0, 0, 0, 0, 9]));
+        assert_eq!(link_mac(&link), Some(Mac([2, 0, 0, 0, 0, 9])));
     }
 
     #[test]

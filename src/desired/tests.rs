@@ -838,3 +838,29 @@ fn routes_and_diffs() {
     );
     assert_eq!(route_diff(&r, &r), dataplane::RouteDiff::default());
 }
+
+#[test]
+fn one_side_of_each_node_pair_connects() {
+    // n1 is 192.0.2.1: it connects to n2 and n3 (higher addresses) and waits for none.
+    let d = desired(&three_nodes());
+    for (addr, passive) in [
+        ("192.0.2.2", false),
+        ("2001:db8::2", false),
+        ("198.51.100.3", false),
+    ] {
+        assert_eq!(d.peers[&ip(addr)].passive, passive, "{addr}");
+    }
+    let mut s = three_nodes();
+    s.node = "n2".into();
+    let d = desired(&s);
+    assert!(d.peers[&ip("192.0.2.1")].passive, "n2 waits for n1");
+    assert!(
+        d.peers[&ip("2001:db8::1")].passive,
+        "n2 waits for n1 over IPv6"
+    );
+    assert!(!d.peers[&ip("198.51.100.3")].passive, "n2 connects to n3");
+    // Explicit BGPPeers (a ToR) are always dialled.
+    s.peers.insert("tor".into(), peer_ip("10.0.0.1", 65000));
+    let d = desired(&s);
+    assert!(!d.peers[&ip("10.0.0.1")].passive);
+}

@@ -1,0 +1,898 @@
+//! The agent loop: the IO shell around the pure decisions.
+//!
+//! ```text
+//!   datastore watch ──events──▶ Index ──snapshot──▶ desired() ──┬─▶ register.rs (ServalNode, tunnel addresses)
+//!   (file: stat every 10 ms;                                     ├─▶ speaker_sync::ops ──▶ Speaker (peers, announcements)
+//!    etcd: watch)                                                ├─▶ tunnels::apply ──▶ tunl0 / vxlan.serval
+//!                                                                ├─▶ NAT (nftables table `serval`)
+//!   Speaker::subscribe() ──best paths──▶ learned ──routes()/route_diff()──▶ Dataplane (proto 83 routes, FDB)
+//!   tick (1 s) ── initial-sync check, retries, periodic full route sync
+//! ```
+//!
+//! One task owns all of it; the status socket, health and metrics read what it
+//! publishes in [`Shared`]. Start-up checks everything before it changes anything.
+//! A restarted agent adopts the routes its previous run left, updates them in place as
+//! routes are learned again, and removes the ones nobody announces only once BGP has
+//! converged (every peer up and quiet) or `initial_sync_timeout` passed: pods lose
+//! nothing across a restart, and a kill -9 leaves no stale route for long.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{anyhow, bail, Context as _};
+use bgp::config::{Announcement, PeerConfig, SpeakerConfig};
+use bgp::rib::BestRoute;
+use bgp::speaker::{BestPathStream, Speaker, SpeakerError};
+use bgp::{Asn, RouterId};
+use futures::{FutureExt as _, StreamExt as _};
+use ipam::model::{IpPool, NodeName};
+use ipam::ops::RetryPolicy;
+use ipam::store::file::FileStore;
+use ipam::store::select::{self, Datastore};
+use ipam::store::{Kind, Store, WatchEvent, WatchStream};
+use ipam::Ipam;
+use ipnet::IpNet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, info_span, warn, Instrument as _};
+
+use crate::dataplane::{Dataplane, DesiredRoutes, NatPool, RouteConfig, RouteDiff};
+use crate::desired::{self, Desired, Snapshot, Tunnels};
+use crate::resources::{ClusterResource, Spec};
+use crate::status::TunnelRow;
+
+use super::autodetect::{self, Interface};
+use super::config::{AddressSource, NodeConfig};
+use super::index::Index;
+use super::register::{self, Detected};
+use super::shared::Shared;
+use super::speaker_sync::{self, SpeakerOp};
+use super::tunnels;
+
+/// How often the file store is looked at: one `stat` per look, so a block claimed on
+/// another node is routed here within a few tens of milliseconds.
+pub const FILE_WATCH_INTERVAL: Duration = Duration::from_millis(10);
+/// The loop's tick.
+const TICK: Duration = Duration::from_secs(1);
+/// After start, BGP counts as converged once every peer has been up this long and no
+/// best path changed for [`QUIET`].
+const SETTLE: u64 = 2;
+const QUIET: Duration = Duration::from_secs(1);
+/// Full route sync (repairs drift) and retries of failed tunnels and routes.
+const RESYNC_EVERY: Duration = Duration::from_secs(30);
+/// The most paths installed per prefix (ECMP).
+const MAX_PATHS: u8 = 8;
+
+const WATCHED: [Kind; 3] = [Kind::Pool, Kind::Block, Kind::Resource];
+
+/// Speaker settings that need a new speaker when they change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct SpeakerParams {
+    asn: Asn,
+    router_id: Ipv4Addr,
+    cluster_id: Option<Ipv4Addr>,
+    port: u16,
+}
+
+/// The streams the loop waits on.
+struct Inputs {
+    watch: WatchStream,
+    watch_broken: bool,
+    best: Option<BestPathStream>,
+}
+
+/// The agent's state; see the module docs.
+pub struct Agent {
+    cfg: NodeConfig,
+    node: NodeName,
+    store: Arc<dyn Store>,
+    ipam: Ipam,
+    index: Index,
+    detected: Detected,
+    router_id: Ipv4Addr,
+    ifaces: Vec<Interface>,
+    underlay: tunnels::Underlay,
+    dp: Dataplane,
+    speaker: Option<Speaker>,
+    params: Option<SpeakerParams>,
+    peers: BTreeMap<IpAddr, PeerConfig>,
+    announced: BTreeMap<IpNet, Announcement>,
+    learned: BTreeMap<IpNet, BestRoute>,
+    programmed: DesiredRoutes,
+    route_errors: BTreeMap<IpNet, String>,
+    snap: Snapshot,
+    desired: Option<Desired>,
+    tunnels_applied: Option<Tunnels>,
+    tunnel_rows: Vec<TunnelRow>,
+    nat_applied: Option<Vec<NatPool>>,
+    nat_error: Option<String>,
+    mtu: Option<u32>,
+    datastore_ok: bool,
+    first_reconcile_done: bool,
+    bgp_synced: bool,
+    started: Instant,
+    last_best: Instant,
+    last_resync: Instant,
+    problems: Vec<String>,
+    shared: Arc<Shared>,
+}
+
+/// Runs the agent until `stop` is cancelled, then stops gracefully: the speaker closes
+/// its sessions for a graceful restart and every kernel route stays.
+pub async fn run(
+    cfg: NodeConfig,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let span = info_span!("node", node = %cfg.node_name);
+    async move {
+        let (mut agent, mut inputs) = Agent::start(cfg, shared).await?;
+        agent.reconcile(&mut inputs).await;
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => break,
+                ev = inputs.watch.next() => agent.on_watch(ev, &mut inputs).await,
+                batch = next_best(&mut inputs.best) => agent.on_best(batch).await,
+                _ = tick.tick() => agent.on_tick(&mut inputs).await,
+            }
+            agent.shared.lock().last_turn = Some(Instant::now());
+        }
+        agent.stop().await;
+        Ok(())
+    }
+    .instrument(span)
+    .await
+}
+
+async fn next_best(best: &mut Option<BestPathStream>) -> Option<Vec<bgp::rib::BestChange>> {
+    match best {
+        Some(b) => b.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Opens the datastore the configuration names; the file store is watched often.
+pub async fn open_store(datastore: Option<&str>) -> anyhow::Result<(Arc<dyn Store>, String)> {
+    let ds = Datastore::resolve(datastore).context("datastore")?;
+    let name = ds.to_string();
+    let store: Arc<dyn Store> = match &ds {
+        Datastore::File(p) => Arc::new(FileStore::new(p).with_watch_interval(FILE_WATCH_INTERVAL)),
+        other => select::open(other)
+            .await
+            .with_context(|| format!("datastore: opening {name}"))?,
+    };
+    Ok((store, name))
+}
+
+/// Detects the node's address of one family from its configuration.
+async fn detect(
+    source: &AddressSource,
+    v4: bool,
+    ifaces: &[Interface],
+) -> anyhow::Result<Option<IpNet>> {
+    let field = if v4 { "ip" } else { "ip6" };
+    match source {
+        AddressSource::None => Ok(None),
+        AddressSource::Fixed(n) => Ok(Some(*n)),
+        AddressSource::Autodetect(m) => {
+            let reach = match m {
+                autodetect::Method::CanReach(dest) => {
+                    Some(autodetect::source_for(*dest).with_context(|| {
+                        format!("{field}-autodetection-method {m}: no route to {dest}")
+                    })?)
+                }
+                _ => None,
+            };
+            autodetect::choose(m, v4, ifaces, reach)
+                .map(Some)
+                .map_err(|e| anyhow!("{field}-autodetection-method: {e}"))
+        }
+    }
+}
+
+/// The node's subnets (its L2 neighbours) with their interface: every interface
+/// address but loopback, tunnels and host routes.
+fn local_subnets(ifaces: &[Interface]) -> Vec<(IpNet, String)> {
+    let skip = |name: &str| {
+        name == "lo"
+            || name == crate::dataplane::IPIP_DEVICE
+            || name == crate::dataplane::VXLAN_DEVICE
+            || name == crate::dataplane::VXLAN_V6_DEVICE
+    };
+    ifaces
+        .iter()
+        .filter(|i| !skip(&i.name))
+        .flat_map(|i| i.addrs.iter().map(move |a| (a, &i.name)))
+        .filter(|(a, _)| a.prefix_len() < a.max_prefix_len())
+        .filter(|(a, _)| !matches!(a.addr(), IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80))
+        .map(|(a, n)| (a.trunc(), n.clone()))
+        .collect()
+}
+
+fn write_file(path: &Path, text: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Routing pods is this node's job: IPv4 (and IPv6) forwarding on.
+fn enable_forwarding(v6: bool) {
+    let mut knobs = vec!["/proc/sys/net/ipv4/ip_forward"];
+    if v6 {
+        knobs.push("/proc/sys/net/ipv6/conf/all/forwarding");
+    }
+    for k in knobs {
+        match std::fs::read_to_string(k) {
+            Ok(v) if v.trim() == "1" => {}
+            _ => match std::fs::write(k, "1") {
+                Ok(()) => info!(sysctl = k, "forwarding enabled"),
+                Err(e) => warn!(sysctl = k, error = %e, "cannot enable forwarding"),
+            },
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn speaker_config(d: &Desired, p: SpeakerParams, v6: bool, state_dir: &Path) -> SpeakerConfig {
+    let mut c = SpeakerConfig::new(p.asn, RouterId(p.router_id));
+    c.listen = vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), p.port)];
+    if v6 {
+        c.listen
+            .push(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), p.port));
+    }
+    c.cluster_id = p.cluster_id;
+    c.max_paths = MAX_PATHS;
+    c.state_dir = Some(state_dir.to_owned());
+    c.peers = d.peers.values().cloned().collect();
+    c.announce = d.announcements.values().cloned().collect();
+    c
+}
+
+impl Agent {
+    /// Everything that can fail on bad configuration happens here, before anything is
+    /// changed: datastore, addresses, router id. Then the first datastore read.
+    async fn start(cfg: NodeConfig, shared: Arc<Shared>) -> anyhow::Result<(Agent, Inputs)> {
+        let node = cfg.node_name.clone();
+        let (store, datastore) = open_store(cfg.datastore.as_deref()).await?;
+        let mut dp = Dataplane::connect(RouteConfig::default()).context("dataplane")?;
+        let ifaces = autodetect::interfaces(dp.netlink())
+            .await
+            .context("listing interfaces")?;
+        let v4 = detect(&cfg.ip, true, &ifaces).await?;
+        let v6 = detect(&cfg.ip6, false, &ifaces).await?;
+        if v4.is_none() && v6.is_none() {
+            bail!("ip: the node has neither an IPv4 nor an IPv6 address");
+        }
+        let router_id = match (cfg.router_id, v4) {
+            (Some(r), _) => r,
+            (None, Some(IpNet::V4(n))) => n.addr(),
+            _ => bail!("router-id: required when the node has no IPv4 address"),
+        };
+        let detected = Detected { v4, v6 };
+        info!(ipv4 = ?v4, ipv6 = ?v6, %router_id, %datastore, "starting");
+        let mut watch = store
+            .watch(&WATCHED)
+            .await
+            .with_context(|| format!("datastore {datastore}: watching"))?;
+        let mut index = Index::default();
+        match tokio::time::timeout(Duration::from_secs(30), watch.next()).await {
+            Ok(Some(Ok(ev))) => index.apply(ev),
+            Ok(Some(Err(e))) => bail!("datastore {datastore}: first read: {e}"),
+            Ok(None) => bail!("datastore {datastore}: the watch ended at once"),
+            Err(_) => bail!("datastore {datastore}: no answer within 30 s"),
+        }
+        // From here on the agent changes things.
+        write_file(&cfg.nodename_file, node.as_str())
+            .with_context(|| format!("nodename-file {}", cfg.nodename_file.display()))?;
+        enable_forwarding(v6.is_some());
+        let adopted = dp.adopt().await.context("reading serval's routes")?;
+        if adopted > 0 {
+            info!(
+                routes = adopted,
+                "kept the routes of the previous run until BGP converges"
+            );
+        }
+        let underlay = tunnels::Underlay {
+            v4: match v4 {
+                Some(n) => dp.underlay(n.addr()).await.ok().map(|(i, _, m)| (i, m)),
+                None => None,
+            },
+            v6: match v6 {
+                Some(n) => dp.underlay(n.addr()).await.ok().map(|(i, _, m)| (i, m)),
+                None => None,
+            },
+        };
+        let ipam = Ipam::new(store.clone()).with_retry(RetryPolicy {
+            max_attempts: 8,
+            budget: Duration::from_secs(3),
+            ..RetryPolicy::default()
+        });
+        {
+            let mut p = shared.lock();
+            p.status.node = node.to_string();
+            p.status.datastore = datastore.clone();
+            p.status.ipv4_address = v4;
+            p.status.ipv6_address = v6;
+            p.status.router_id = Some(router_id);
+            p.health.datastore_ok = true;
+            p.last_turn = Some(Instant::now());
+        }
+        let now = Instant::now();
+        let agent = Agent {
+            cfg,
+            node,
+            store,
+            ipam,
+            index,
+            detected,
+            router_id,
+            ifaces,
+            underlay,
+            dp,
+            speaker: None,
+            params: None,
+            peers: BTreeMap::new(),
+            announced: BTreeMap::new(),
+            learned: BTreeMap::new(),
+            programmed: DesiredRoutes::default(),
+            route_errors: BTreeMap::new(),
+            snap: Snapshot::default(),
+            desired: None,
+            tunnels_applied: None,
+            tunnel_rows: Vec::new(),
+            nat_applied: None,
+            nat_error: None,
+            mtu: None,
+            datastore_ok: true,
+            first_reconcile_done: false,
+            bgp_synced: false,
+            started: now,
+            last_best: now,
+            last_resync: now,
+            problems: Vec::new(),
+            shared,
+        };
+        Ok((
+            agent,
+            Inputs {
+                watch,
+                watch_broken: false,
+                best: None,
+            },
+        ))
+    }
+
+    async fn on_watch(
+        &mut self,
+        ev: Option<Result<WatchEvent, ipam::StoreError>>,
+        inputs: &mut Inputs,
+    ) {
+        let mut ev = ev;
+        loop {
+            match ev {
+                Some(Ok(e)) => {
+                    self.index.apply(e);
+                    self.datastore_ok = true;
+                }
+                Some(Err(e)) => {
+                    warn!(error = %e, "datastore watch");
+                    self.datastore_ok = false;
+                }
+                None => {
+                    warn!("datastore watch ended; watching again");
+                    inputs.watch = Box::pin(futures::stream::pending());
+                    inputs.watch_broken = true;
+                    self.datastore_ok = false;
+                    break;
+                }
+            }
+            // Take every event already there before deciding once.
+            match inputs.watch.next().now_or_never() {
+                Some(next) => ev = next,
+                None => break,
+            }
+        }
+        self.reconcile(inputs).await;
+    }
+
+    async fn on_best(&mut self, batch: Option<Vec<bgp::rib::BestChange>>) {
+        let Some(batch) = batch else {
+            error!("the BGP speaker stopped");
+            return;
+        };
+        for c in batch {
+            match c.route {
+                Some(r) => {
+                    self.learned.insert(c.prefix, r);
+                }
+                None => {
+                    self.learned.remove(&c.prefix);
+                }
+            }
+        }
+        self.last_best = Instant::now();
+        self.shared.metrics.route_batches.inc();
+        self.apply_routes().await;
+        self.publish();
+    }
+
+    async fn on_tick(&mut self, inputs: &mut Inputs) {
+        if inputs.watch_broken {
+            match self.store.watch(&WATCHED).await {
+                Ok(w) => {
+                    inputs.watch = w;
+                    inputs.watch_broken = false;
+                }
+                Err(e) => warn!(error = %e, "datastore watch"),
+            }
+        }
+        if !self.bgp_synced && self.first_reconcile_done && self.converged().await {
+            info!(
+                after_ms = self.started.elapsed().as_millis() as u64,
+                "BGP converged: removing routes nobody announces any more"
+            );
+            self.bgp_synced = true;
+            self.full_sync().await;
+        } else if self.bgp_synced && self.last_resync.elapsed() >= RESYNC_EVERY {
+            self.full_sync().await;
+        }
+        if self.last_resync.elapsed() >= RESYNC_EVERY {
+            self.last_resync = Instant::now();
+            if self.tunnel_rows.iter().any(|r| r.error.is_some()) || self.nat_error.is_some() {
+                self.tunnels_applied = None;
+                self.nat_applied = None;
+                self.reconcile(inputs).await;
+            }
+        }
+        self.publish();
+    }
+
+    /// Whether BGP has converged since start: every configured peer up for a while and
+    /// no best-path change lately, or the initial sync timeout passed.
+    async fn converged(&self) -> bool {
+        if self.started.elapsed() >= self.cfg.initial_sync_timeout {
+            return true;
+        }
+        let Some(speaker) = &self.speaker else {
+            return false;
+        };
+        if self.last_best.elapsed() < QUIET {
+            return false;
+        }
+        let Ok(status) = speaker.peers().await else {
+            return false;
+        };
+        self.peers.values().filter(|p| !p.shutdown).all(|p| {
+            status.iter().any(|s| {
+                s.address == p.address
+                    && s.state == "Established"
+                    && s.uptime_secs.unwrap_or(0) >= SETTLE
+            })
+        })
+    }
+
+    /// Makes serval's kernel routes exactly what is wanted: removes stale ones.
+    async fn full_sync(&mut self) {
+        self.last_resync = Instant::now();
+        if let Ok(ifaces) = autodetect::interfaces(self.dp.netlink()).await {
+            self.ifaces = ifaces;
+        }
+        match self.dp.sync(&self.programmed).await {
+            Ok(report) => {
+                if !report.routes.deleted.is_empty() {
+                    info!(removed = ?report.routes.deleted, "stale routes removed");
+                }
+                self.route_errors.clear();
+                self.record(&report.routes);
+            }
+            Err(e) => warn!(error = %e, "full route sync"),
+        }
+    }
+
+    fn record(&mut self, report: &crate::dataplane::SyncReport) {
+        for f in &report.failures {
+            warn!(prefix = %f.prefix, error = %f.error, "route");
+            self.route_errors.insert(f.prefix, f.error.to_string());
+        }
+        for c in &report.conflicts {
+            let why = format!(
+                "another route (protocol {}) holds {}; serval leaves it alone",
+                c.protocol, c.prefix
+            );
+            warn!(prefix = %c.prefix, protocol = c.protocol, "route conflict");
+            self.route_errors.insert(c.prefix, why);
+        }
+    }
+
+    /// Applies the difference between the routes wanted now and those programmed.
+    async fn apply_routes(&mut self) {
+        let Some(d) = &self.desired else {
+            return;
+        };
+        let want = desired::routes(d, &self.learned, &self.snap);
+        let diff: RouteDiff = desired::route_diff(&self.programmed, &want);
+        if diff.upsert.is_empty() && diff.withdraw.is_empty() {
+            return;
+        }
+        debug!(
+            upsert = diff.upsert.len(),
+            withdraw = diff.withdraw.len(),
+            "routes"
+        );
+        match self.dp.apply_changes(&diff).await {
+            Ok(report) => {
+                for p in diff.upsert.keys().chain(diff.withdraw.iter()) {
+                    self.route_errors.remove(p);
+                }
+                self.record(&report.routes);
+            }
+            Err(e) => {
+                warn!(error = %e, "applying routes");
+                for p in diff.upsert.keys() {
+                    self.route_errors.insert(*p, e.to_string());
+                }
+            }
+        }
+        self.programmed = want;
+    }
+
+    /// Password files that resources name, read afresh.
+    fn password_files(&self) -> BTreeMap<PathBuf, String> {
+        self.index
+            .password_files()
+            .into_iter()
+            .filter_map(|f| {
+                let text = std::fs::read_to_string(&f).ok()?;
+                Some((f, text.trim_end_matches(['\r', '\n']).to_owned()))
+            })
+            .collect()
+    }
+
+    /// Registers the node (tunnel addresses, ServalNode) when something changed.
+    async fn register(&mut self, problems: &mut Vec<String>) {
+        let stored = self.index.node_resource(self.node.as_str()).cloned();
+        let existing: Option<ClusterResource> = stored
+            .as_ref()
+            .and_then(|v| ClusterResource::from_stored(&v.value))
+            .and_then(Result::ok);
+        let existing_spec = match &existing {
+            Some(ClusterResource {
+                spec: Spec::ServalNode(s),
+                ..
+            }) => Some(s),
+            _ => None,
+        };
+        let held = register::tunnel_addrs(existing_spec);
+        let mut labels = existing
+            .as_ref()
+            .map(|e| e.labels.clone())
+            .unwrap_or_default();
+        labels.extend(self.cfg.labels.clone());
+        let pools: Vec<IpPool> = self.index.pools().cloned().collect();
+        let (tunnels, p) = register::ensure_tunnel_addrs(
+            &self.ipam,
+            &self.node,
+            &labels,
+            &pools,
+            &self.detected,
+            held,
+        )
+        .await;
+        problems.extend(p);
+        let want = register::node_resource(
+            existing.as_ref(),
+            self.node.as_str(),
+            &self.detected,
+            self.cfg.as_number,
+            &self.cfg.labels,
+            &tunnels,
+        );
+        match register::write_node(&*self.store, stored.as_ref(), &want).await {
+            Ok(Some(obj)) => {
+                info!(tunnels = ?tunnels, "ServalNode written");
+                self.index.apply(WatchEvent::Put(obj));
+            }
+            Ok(None) => {}
+            // Someone else wrote it: the watch brings their version, and the next
+            // reconcile writes ours over it.
+            Err(ipam::StoreError::Conflict { .. }) => {}
+            Err(e) => {
+                self.datastore_ok = !matches!(e, ipam::StoreError::Unavailable { .. });
+                problems.push(format!("writing ServalNode {}: {e}", self.node));
+            }
+        }
+    }
+
+    /// Computes the desired state from the datastore and applies it everywhere.
+    async fn reconcile(&mut self, inputs: &mut Inputs) {
+        let t0 = Instant::now();
+        let mut problems = Vec::new();
+        self.register(&mut problems).await;
+        let subnets = local_subnets(&self.ifaces);
+        let (snap, p) = self.index.snapshot(
+            &self.node,
+            Some(self.router_id),
+            subnets.iter().map(|(n, _)| *n).collect(),
+            self.password_files(),
+        );
+        problems.extend(p);
+        let d = desired::desired(&snap);
+        problems.extend(d.problems.iter().cloned());
+        self.snap = snap;
+        self.apply_speaker(&d, inputs, &mut problems).await;
+        let mut retouched = false;
+        if self.tunnels_applied.as_ref() != Some(&d.tunnels) {
+            self.tunnel_rows =
+                tunnels::apply(&self.dp, &d.tunnels, &self.detected, self.underlay).await;
+            for r in &self.tunnel_rows {
+                if let Some(e) = &r.error {
+                    error!(device = %r.device, error = %e, "tunnel");
+                }
+            }
+            self.tunnels_applied = Some(d.tunnels.clone());
+            retouched = true;
+        }
+        self.desired = Some(d);
+        self.apply_routes().await;
+        if retouched && self.bgp_synced {
+            // A device the kernel had to recreate lost its routes and VXLAN entries.
+            self.full_sync().await;
+        }
+        self.apply_nat().await;
+        self.write_mtu(&mut problems);
+        if !self.first_reconcile_done && self.speaker.is_some() && self.datastore_ok {
+            self.first_reconcile_done = true;
+            match write_file(&self.cfg.ready_file, self.node.as_str()) {
+                Ok(()) => info!(ready_file = %self.cfg.ready_file.display(), "node ready"),
+                Err(e) => {
+                    problems.push(format!("ready-file {}: {e}", self.cfg.ready_file.display()))
+                }
+            }
+        }
+        if self.first_reconcile_done && self.peers.is_empty() && !self.bgp_synced {
+            // No peer to wait for: what we have is all there will be.
+            self.bgp_synced = true;
+            self.full_sync().await;
+        }
+        let elapsed = t0.elapsed();
+        self.shared
+            .metrics
+            .reconcile_seconds
+            .observe(elapsed.as_secs_f64());
+        if !problems.is_empty() {
+            self.shared.metrics.reconcile_errors.inc();
+            if problems != self.problems {
+                for p in &problems {
+                    warn!(problem = %p, "reconcile");
+                }
+            }
+        }
+        self.problems = problems;
+        {
+            let mut p = self.shared.lock();
+            p.status.last_reconcile_unix = Some(unix_now());
+            p.status.last_reconcile_ms = Some(elapsed.as_secs_f64() * 1000.0);
+        }
+        self.publish();
+    }
+
+    async fn apply_speaker(
+        &mut self,
+        d: &Desired,
+        inputs: &mut Inputs,
+        problems: &mut Vec<String>,
+    ) {
+        let params = SpeakerParams {
+            asn: d.asn,
+            router_id: self.router_id,
+            cluster_id: d.cluster_id,
+            port: d.listen_port,
+        };
+        if self.params.is_some() && self.params != Some(params) {
+            info!(?params, "speaker settings changed: restarting the speaker");
+            if let Some(s) = self.speaker.take() {
+                let _ = s.shutdown(true).await;
+            }
+            inputs.best = None;
+            self.params = None;
+            self.bgp_synced = false;
+            self.started = Instant::now();
+        }
+        let Some(speaker) = self.speaker.clone() else {
+            let cfg = speaker_config(d, params, self.detected.v6.is_some(), &self.cfg.state_dir);
+            match Speaker::start(cfg).await {
+                Ok(s) => match s.subscribe().await {
+                    Ok(best) => {
+                        info!(asn = %params.asn, port = params.port, peers = d.peers.len(), "BGP speaker started");
+                        inputs.best = Some(best);
+                        self.speaker = Some(s.clone());
+                        self.params = Some(params);
+                        self.peers = d.peers.clone();
+                        self.announced = d.announcements.clone();
+                        self.shared.lock().speaker = Some(s);
+                    }
+                    Err(e) => problems.push(format!("BGP speaker: {e}")),
+                },
+                Err(e) => problems.push(format!("BGP speaker: {e}")),
+            }
+            return;
+        };
+        let ops = speaker_sync::ops(&self.peers, &d.peers, &self.announced, &d.announcements);
+        for op in ops {
+            let label = match &op {
+                SpeakerOp::AddPeer(p) => format!("adding peer {}", p.address),
+                SpeakerOp::UpdatePeer(p) => format!("changing peer {}", p.address),
+                SpeakerOp::RemovePeer(a) => format!("removing peer {a}"),
+                SpeakerOp::Announce(a) => format!("announcing {}", a.prefix),
+                SpeakerOp::Withdraw(p) => format!("withdrawing {p}"),
+            };
+            let outcome = match &op {
+                SpeakerOp::AddPeer(p) => match speaker.add_peer((**p).clone()).await {
+                    Err(SpeakerError::DuplicatePeer(_)) => speaker.update_peer((**p).clone()).await,
+                    other => other,
+                },
+                SpeakerOp::UpdatePeer(p) => speaker.update_peer((**p).clone()).await,
+                SpeakerOp::RemovePeer(a) => match speaker.remove_peer(*a).await {
+                    Err(SpeakerError::UnknownPeer(_)) => Ok(()),
+                    other => other,
+                },
+                SpeakerOp::Announce(a) => speaker.announce((**a).clone()).await,
+                SpeakerOp::Withdraw(p) => speaker.withdraw(*p).await.map(drop),
+            };
+            match (outcome, op) {
+                (Ok(()), SpeakerOp::AddPeer(p) | SpeakerOp::UpdatePeer(p)) => {
+                    info!(peer = %p.address, name = ?p.name, "peer configured");
+                    self.peers.insert(p.address, *p);
+                }
+                (Ok(()), SpeakerOp::RemovePeer(a)) => {
+                    info!(peer = %a, "peer removed");
+                    self.peers.remove(&a);
+                }
+                (Ok(()), SpeakerOp::Announce(a)) => {
+                    debug!(prefix = %a.prefix, "announced");
+                    self.announced.insert(a.prefix, *a);
+                }
+                (Ok(()), SpeakerOp::Withdraw(p)) => {
+                    debug!(prefix = %p, "withdrawn");
+                    self.announced.remove(&p);
+                }
+                (Err(e), _) => problems.push(format!("BGP speaker, {label}: {e}")),
+            }
+        }
+    }
+
+    async fn apply_nat(&mut self) {
+        let Some(d) = &self.desired else {
+            return;
+        };
+        let mut want = d.nat.clone();
+        want.sort();
+        if self.nat_applied.as_ref() == Some(&want) {
+            return;
+        }
+        let had = self
+            .nat_applied
+            .as_ref()
+            .is_some_and(|n| n.iter().any(|p| p.nat_outgoing));
+        if want.iter().any(|p| p.nat_outgoing) || had {
+            match self.dp.sync_nat(&want).await {
+                Ok(_) => self.nat_error = None,
+                Err(e) => {
+                    error!(error = %e, "natOutgoing");
+                    self.nat_error = Some(format!("natOutgoing: {e}"));
+                }
+            }
+        }
+        self.nat_applied = Some(want);
+    }
+
+    fn write_mtu(&mut self, problems: &mut Vec<String>) {
+        let Some((_, underlay)) = self.underlay.v4.or(self.underlay.v6) else {
+            return;
+        };
+        let mtu = tunnels::pod_mtu(underlay, &self.snap.pools);
+        if self.mtu == Some(mtu) {
+            return;
+        }
+        match write_file(&self.cfg.mtu_file, &mtu.to_string()) {
+            Ok(()) => {
+                info!(mtu, "pod MTU");
+                self.mtu = Some(mtu);
+            }
+            Err(e) => problems.push(format!("mtu-file {}: {e}", self.cfg.mtu_file.display())),
+        }
+    }
+
+    /// Publishes the state for status, health and metrics.
+    fn publish(&self) {
+        let mut p = self.shared.lock();
+        if let Some(d) = &self.desired {
+            p.status.asn = d.asn.0;
+            p.status.cluster_id = d.cluster_id;
+            p.peer_types = d.peer_types.clone();
+            p.status.nat_pools = d
+                .nat
+                .iter()
+                .filter(|n| n.nat_outgoing)
+                .map(|n| n.cidr)
+                .collect();
+        }
+        p.status.bgp_initial_sync_done = self.bgp_synced;
+        p.status.tunnels = self.tunnel_rows.clone();
+        p.status.mtu = self.mtu;
+        p.status.problems = self.problems.clone();
+        p.status.last_reconcile_errors = self.problems.clone();
+        if p.routes != self.programmed {
+            p.routes = self.programmed.clone();
+        }
+        p.route_errors = self.route_errors.clone();
+        p.subnets = local_subnets(&self.ifaces);
+        p.usage = self.index.usage();
+        let mut dataplane_errors: Vec<String> = self
+            .tunnel_rows
+            .iter()
+            .filter_map(|r| r.error.clone())
+            .collect();
+        dataplane_errors.extend(self.nat_error.clone());
+        p.health = crate::health::HealthInput {
+            speaker_running: self.speaker.is_some(),
+            datastore_ok: self.datastore_ok,
+            first_reconcile_done: self.first_reconcile_done,
+            dataplane_errors,
+        };
+    }
+
+    /// Graceful stop: peers keep our routes (graceful restart), the kernel keeps
+    /// serval's routes, the ready file goes.
+    async fn stop(&mut self) {
+        info!("stopping: sessions close for a graceful restart, kernel routes stay");
+        if let Some(s) = self.speaker.take() {
+            if let Err(e) = s.shutdown(true).await {
+                warn!(error = %e, "speaker shutdown");
+            }
+        }
+        self.shared.lock().speaker = None;
+        let _ = std::fs::remove_file(&self.cfg.ready_file);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_subnets_skip_loopback_tunnels_and_host_routes() {
+        let i = |name: &str, addrs: &[&str]| Interface {
+            name: name.into(),
+            addrs: addrs.iter().map(|a| a.parse().unwrap()).collect(),
+        };
+        let got = local_subnets(&[
+            i("lo", &["127.0.0.1/8"]),
+            i("eth0", &["192.0.2.10/24", "fe80::1/64", "2001:db8::10/64"]),
+            i("vxlan.serval", &["10.67.0.1/32"]),
+            i("tunl0", &["10.65.0.1/32"]),
+            i("cali1", &["169.254.1.1/32"]),
+        ]);
+        let want: Vec<(IpNet, String)> = vec![
+            ("192.0.2.0/24".parse().unwrap(), "eth0".into()),
+            ("2001:db8::/64".parse().unwrap(), "eth0".into()),
+        ];
+        assert_eq!(got, want);
+    }
+}

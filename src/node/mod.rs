@@ -1,0 +1,30 @@
+//! The node agent (`serval node run`): ties the BGP speaker, the block IPAM and the
+//! kernel dataplane together on one node.
+//!
+//! - `config.rs`: flags, environment and file, checked before anything starts;
+//! - `autodetect.rs`: the node address, as Calico's `IP_AUTODETECTION_METHOD`;
+//! - `index.rs`: the datastore as the watch reports it, and the snapshot for decisions;
+//! - `register.rs`: this node's ServalNode and tunnel addresses;
+//! - `speaker_sync.rs`: peers and announcements as speaker calls (pure diff);
+//! - `tunnels.rs`: tunnel devices and the pod MTU;
+//! - `agent.rs`: the loop that applies all of it;
+//! - `shared.rs`: what the loop publishes for status, health and metrics;
+//! - `http.rs`: `/healthz`, `/readyz`, `/metrics`;
+//! - `control.rs`: the status socket.
+//!
+//! The decisions themselves are in [`crate::desired`].
+
+pub mod agent;
+pub mod autodetect;
+pub mod config;
+pub mod control;
+pub mod http;
+pub mod index;
+pub mod register;
+pub mod shared;
+pub mod speaker_sync;
+pub mod tunnels;
+
+pub use agent::run;
+pub use config::NodeConfig;
+pub use shared::Shared;

@@ -1,0 +1,195 @@
+//! Helpers the node agent tests share: a node namespace with its pod namespace and its
+//! agent, the CLI, kernel routes, HTTP and ping.
+
+#![allow(dead_code)]
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::Command;
+
+use serval_integration::{Error, Netns, NsChild, Result, TestDir};
+
+pub fn serval_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_serval"))
+}
+
+pub fn run(cmd: &mut Command) -> Result<String> {
+    let shown = format!("{cmd:?}");
+    let out = cmd
+        .output()
+        .map_err(|e| Error::InvalidSpec(format!("{shown}: {e}")))?;
+    if !out.status.success() {
+        return Err(Error::InvalidSpec(format!(
+            "{shown} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `serval ARGS --datastore DATASTORE` on the host.
+pub fn serval(datastore: &str, args: &[&str]) -> Result<String> {
+    run(Command::new(serval_bin())
+        .args(args)
+        .arg("--datastore")
+        .arg(datastore)
+        .env_remove("SERVAL_DATASTORE"))
+}
+
+/// `serval ARGS --datastore DATASTORE` inside `ns` (an etcd in a namespace is reached
+/// from namespaces only).
+pub fn serval_in(ns: &Netns, datastore: &str, args: &[&str]) -> Result<String> {
+    let bin = serval_bin();
+    let mut argv = vec![bin.to_str().unwrap_or("serval")];
+    argv.extend_from_slice(args);
+    argv.extend_from_slice(&["--datastore", datastore]);
+    ns.exec(&argv)
+}
+
+/// A kernel route as `ip -j route` shows it: (destination, gateway, device).
+pub type KernelRoute = (String, Option<String>, Option<String>);
+
+/// One node: its namespace, its pod namespace and its agent.
+pub struct Node {
+    pub name: String,
+    pub ns: Netns,
+    pub pod: Netns,
+    pub dir: PathBuf,
+    pub agent: Option<NsChild>,
+    pub pod_ip: Option<Ipv4Addr>,
+    /// More `node run` flags.
+    pub extra: Vec<String>,
+}
+
+impl Node {
+    pub fn new(name: &str, test: &TestDir) -> Result<Node> {
+        Ok(Node {
+            name: name.to_owned(),
+            ns: Netns::new()?,
+            pod: Netns::new()?,
+            dir: test.subdir(name)?,
+            agent: None,
+            pod_ip: None,
+            extra: Vec::new(),
+        })
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("node.sock")
+    }
+
+    pub fn start(&mut self, store: &str) -> Result<()> {
+        let bin = serval_bin();
+        let d = |f: &str| self.dir.join(f).display().to_string();
+        let argv = [
+            bin.to_str().unwrap_or("serval"),
+            "node",
+            "run",
+            "--node",
+            &self.name,
+            "--datastore",
+            store,
+            "--state-dir",
+            &d("state"),
+            "--socket",
+            &d("node.sock"),
+            "--bgp-socket",
+            &d("bgp.sock"),
+            "--ready-file",
+            &d("ready"),
+            "--mtu-file",
+            &d("mtu"),
+            "--nodename-file",
+            &d("nodename"),
+            "--log-level",
+            "info,serval=debug",
+        ];
+        let mut argv: Vec<&str> = argv.to_vec();
+        argv.extend(self.extra.iter().map(String::as_str));
+        let log = self.dir.join("agent.log");
+        self.agent = Some(self.ns.spawn(&argv, Some(&log))?);
+        Ok(())
+    }
+
+    pub fn status(&self) -> Result<serde_json::Value> {
+        let text = run(Command::new(serval_bin()).args([
+            "node",
+            "status",
+            "--json",
+            "--routes",
+            "--socket",
+            &self.socket().display().to_string(),
+        ]))?;
+        serde_json::from_str(&text).map_err(|e| Error::InvalidSpec(format!("status JSON: {e}")))
+    }
+
+    /// Serval's kernel routes: destination → (gateway, device).
+    pub fn routes(&self) -> Result<Vec<KernelRoute>> {
+        let text = self.ns.ip(&["-j", "route", "show", "proto", "83"])?;
+        let v: serde_json::Value =
+            serde_json::from_str(if text.trim().is_empty() { "[]" } else { &text })
+                .map_err(|e| Error::InvalidSpec(format!("ip -j route: {e}")))?;
+        Ok(v.as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|r| {
+                        let s = |k: &str| r.get(k).and_then(|x| x.as_str()).map(str::to_owned);
+                        (s("dst").unwrap_or_default(), s("gateway"), s("dev"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// A pod: an address from IPAM on a veth into the pod namespace, routed like a
+    /// CNI plugin does (a /32 to the veth, proxy ARP for the pod's default route).
+    pub fn add_pod(&mut self, store: &str) -> Result<Ipv4Addr> {
+        let handle = format!("pod-{}", self.name);
+        let out = serval_in(
+            &self.ns,
+            store,
+            &["ipam", "assign", "--node", &self.name, "--handle", &handle],
+        )?;
+        let ip: Ipv4Addr = out
+            .trim()
+            .parse()
+            .map_err(|_| Error::InvalidSpec(format!("ipam assign printed {out:?}")))?;
+        self.ns.veth("cali-pod", &self.pod, "eth0")?;
+        self.pod
+            .ip(&["addr", "add", &format!("{ip}/32"), "dev", "eth0"])?;
+        self.pod.ip(&["route", "add", "default", "dev", "eth0"])?;
+        self.ns
+            .ip(&["route", "add", &format!("{ip}/32"), "dev", "cali-pod"])?;
+        self.ns.sysctl("net.ipv4.conf.cali-pod.proxy_arp", "1")?;
+        self.ns.sysctl("net.ipv4.neigh.cali-pod.proxy_delay", "0")?;
+        self.pod_ip = Some(ip);
+        Ok(ip)
+    }
+}
+
+/// The block of the pool holding `ip`.
+pub fn block_of(ip: Ipv4Addr) -> String {
+    let n = u32::from(ip) & !0x3f;
+    format!("{}/26", Ipv4Addr::from(n))
+}
+
+/// GET `path` from the agent's HTTP server inside `ns`: (status, body).
+pub fn http(ns: &Netns, path: &str) -> Result<(u16, String)> {
+    let out = ns.exec(&[
+        "curl",
+        "-s",
+        "-w",
+        "\n%{http_code}",
+        &format!("http://127.0.0.1:9099{path}"),
+    ])?;
+    let (body, code) = out.rsplit_once('\n').unwrap_or(("", &out));
+    let code = code
+        .trim()
+        .parse()
+        .map_err(|_| Error::InvalidSpec(format!("curl printed {out:?}")))?;
+    Ok((code, format!("{body}\n").replace("\n\n", "\n")))
+}
+
+pub fn ping(from: &Netns, to: Ipv4Addr) -> Result<String> {
+    from.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "2", &to.to_string()])
+}

@@ -179,6 +179,12 @@ async fn detect(
     match source {
         AddressSource::None => Ok(None),
         AddressSource::Fixed(n) => Ok(Some(*n)),
+        AddressSource::Address(a) => ifaces
+            .iter()
+            .flat_map(|i| i.addrs.iter())
+            .find(|n| n.addr() == *a)
+            .map(|n| Some(*n))
+            .ok_or_else(|| anyhow!("{field}: no interface carries {a}")),
         AddressSource::Autodetect(m) => {
             let reach = match m {
                 autodetect::Method::CanReach(dest) => {

@@ -87,6 +87,8 @@ pub struct NodeConfig {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct FileConfig {
+    /// `node-name`, or `node` as the flag is spelled.
+    #[serde(alias = "node")]
     pub node_name: Option<String>,
     pub datastore: Option<String>,
     pub as_number: Option<u32>,
@@ -437,6 +439,10 @@ mod tests {
                 "{cfg:?}: {errs:?} lacks {want}"
             );
         }
+        assert_eq!(
+            parse_file("node = \"n9\"").unwrap().node_name.as_deref(),
+            Some("n9")
+        );
         let e = parse_file("node-nmae = \"x\"").unwrap_err();
         assert!(e.contains("node-nmae"), "{e}");
     }

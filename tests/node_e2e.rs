@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 mod node_support;
 
-use node_support::{block_of, http, ping, run, serval, serval_bin, Node};
+use node_support::{block_of, http, ping, run, serval, serval_bin, three_nodes, Node};
 use serval_integration::{scenario, tools, wait_for, wait_until, Bridge, Error, Netns, Poll};
 
 const POOL: &str = "10.65.0.0/16";
@@ -46,42 +46,8 @@ fn three_agents_mesh_route_and_ping() {
             ],
         )?;
 
-        let mut n1 = Node::new("n1", test)?;
-        let mut n2 = Node::new("n2", test)?;
-        let mut n3 = Node::new("n3", test)?;
-        let r = Netns::new()?;
-        let mut br = Bridge::new()?;
-        br.connect(&n1.ns, "eth0")?;
-        br.connect(&n2.ns, "eth0")?;
-        br.connect(&r, "eth0")?;
-        r.veth("eth1", &n3.ns, "eth0")?;
-        for (ns, addr) in [
-            (&n1.ns, "192.0.2.11/24"),
-            (&n2.ns, "192.0.2.12/24"),
-            (&r, "192.0.2.1/24"),
-            (&r, "198.18.1.1/24"),
-            (&n3.ns, "198.18.1.13/24"),
-        ] {
-            let dev = if addr.starts_with("198.18.1.1/") {
-                "eth1"
-            } else {
-                "eth0"
-            };
-            ns.add_addr(
-                dev,
-                addr.parse().map_err(|_| Error::InvalidSpec(addr.into()))?,
-            )?;
-        }
-        r.enable_forwarding()?;
-        let gw_a: IpAddr = "192.0.2.1"
-            .parse()
-            .map_err(|_| Error::InvalidSpec("gw".into()))?;
-        let gw_b: IpAddr = "198.18.1.1"
-            .parse()
-            .map_err(|_| Error::InvalidSpec("gw".into()))?;
-        n1.ns.add_default_route(gw_a)?;
-        n2.ns.add_default_route(gw_a)?;
-        n3.ns.add_default_route(gw_b)?;
+        let (nodes, _router, _segment) = three_nodes(test)?;
+        let [mut n1, mut n2, mut n3] = nodes;
 
         for n in [&mut n1, &mut n2, &mut n3] {
             n.start(&store)?;
@@ -621,6 +587,154 @@ fn ipv6_blocks_direct_and_vxlan() {
         let mtu = std::fs::read_to_string(nodes[0].dir.join("mtu"))
             .map_err(|e| Error::InvalidSpec(format!("mtu file: {e}")))?;
         assert_eq!(mtu.trim(), "1430", "VXLAN over IPv6: 70 bytes of headers");
+        Ok(())
+    });
+}
+
+/// Route reflection with the mesh off, configured with `serval apply`: n1 reflects
+/// (cluster id, label), n2 and n3 peer only with it, and still route to each other's
+/// blocks with the other node as next hop.
+#[test]
+fn route_reflector_with_the_mesh_off() {
+    scenario("node-rr", |test| {
+        tools::require_all(&["ip", "ping"])?;
+        let store = format!("file:{}", test.path().join("ipam.json").display());
+        serval(
+            &store,
+            &[
+                "pool",
+                "add",
+                POOL,
+                "--name",
+                "pods",
+                "--vxlan-mode",
+                "cross-subnet",
+            ],
+        )?;
+        let config = test.path().join("rr.yaml");
+        std::fs::write(
+            &config,
+            "\
+apiVersion: serval.dev/v1
+kind: BGPConfiguration
+metadata: {name: default}
+spec: {nodeToNodeMeshEnabled: false}
+---
+apiVersion: serval.dev/v1
+kind: ServalNode
+metadata:
+  name: n1
+  labels: {route-reflector: 'true'}
+spec:
+  bgp: {routeReflectorClusterID: 224.0.0.1}
+---
+apiVersion: serval.dev/v1
+kind: BGPPeer
+metadata: {name: clients-to-reflectors}
+spec:
+  nodeSelector: all()
+  peerSelector: route-reflector == 'true'
+---
+apiVersion: serval.dev/v1
+kind: BGPPeer
+metadata: {name: reflectors-to-clients}
+spec:
+  nodeSelector: route-reflector == 'true'
+  peerSelector: '!has(route-reflector)'
+",
+        )
+        .map_err(|e| Error::InvalidSpec(format!("writing rr.yaml: {e}")))?;
+        serval(&store, &["apply", "-f", &config.display().to_string()])?;
+
+        let (nodes, _router, _segment) = three_nodes(test)?;
+        let [mut n1, mut n2, mut n3] = nodes;
+        for n in [&mut n1, &mut n2, &mut n3] {
+            n.start(&store)?;
+        }
+        let sessions = |n: &Node, want: &[(&str, &str)]| {
+            let want: Vec<(String, String)> = want
+                .iter()
+                .map(|(a, t)| (a.to_string(), t.to_string()))
+                .collect();
+            wait_for(
+                Duration::from_secs(30),
+                &format!("{}: sessions {want:?}", n.name),
+                || n.status(),
+                move |s| {
+                    let peers = s["peers"].as_array().cloned().unwrap_or_default();
+                    let mut got: Vec<(String, String)> = peers
+                        .iter()
+                        .filter(|p| p["state"] == "Established")
+                        .map(|p| {
+                            (
+                                p["address"].as_str().unwrap_or("").to_owned(),
+                                p["type"].as_str().unwrap_or("").to_owned(),
+                            )
+                        })
+                        .collect();
+                    got.sort();
+                    peers.len() == want.len() && got == want
+                },
+            )
+        };
+        let s = sessions(
+            &n1,
+            &[("192.0.2.12", "rr-client"), ("198.18.1.13", "rr-client")],
+        )?;
+        assert_eq!(s["cluster_id"], "224.0.0.1");
+        sessions(&n2, &[("192.0.2.11", "node-peer")])?;
+        sessions(&n3, &[("192.0.2.11", "node-peer")])?;
+
+        let mut blocks = Vec::new();
+        for n in [&mut n1, &mut n2, &mut n3] {
+            blocks.push(block_of(n.add_pod(&store)?));
+        }
+        // n2 reaches n3's block through VXLAN to n3 itself, learned from the reflector.
+        for (n, block, dev) in [
+            (&n2, &blocks[2], "vxlan.serval"),
+            (&n3, &blocks[1], "vxlan.serval"),
+            (&n2, &blocks[0], "eth0"),
+        ] {
+            wait_until(
+                Duration::from_secs(20),
+                &format!("{}: route for {block} via {dev}", n.name),
+                || match n.routes() {
+                    Ok(r)
+                        if r.iter()
+                            .any(|(d, _, v)| d == block && v.as_deref() == Some(dev)) =>
+                    {
+                        Poll::Ready(())
+                    }
+                    Ok(r) => Poll::Pending(format!("{r:?}")),
+                    Err(e) => Poll::Pending(e.to_string()),
+                },
+            )?;
+        }
+        let to = |n: &Node| n.pod_ip.ok_or_else(|| Error::InvalidSpec("no pod".into()));
+        for (from, dest) in [(&n2, &n3), (&n3, &n2), (&n2, &n1)] {
+            let out = ping(&from.pod, to(dest)?)?;
+            assert!(
+                out.contains(" 0% packet loss"),
+                "{} → {}: {out}",
+                from.name,
+                dest.name
+            );
+        }
+        // The agent kept the operator's cluster id and label and added its own fields.
+        let node = run(Command::new(serval_bin()).args([
+            "get",
+            "servalnode",
+            "n1",
+            "-o",
+            "json",
+            "--datastore",
+            &store,
+        ]))?;
+        let node: serde_json::Value = serde_json::from_str(&node)
+            .map_err(|e| Error::InvalidSpec(format!("get servalnode: {e}")))?;
+        assert_eq!(node["metadata"]["labels"]["route-reflector"], "true");
+        assert_eq!(node["spec"]["bgp"]["routeReflectorClusterID"], "224.0.0.1");
+        assert_eq!(node["spec"]["bgp"]["ipv4Address"], "192.0.2.11/24");
         Ok(())
     });
 }

@@ -61,6 +61,12 @@ fn agents_on_etcd_mesh_and_route_new_blocks() {
                 "cross-subnet",
             ],
         )?;
+        // Two other ways to name the node address than first-found.
+        nodes[0].extra = vec![
+            "--ip-autodetection-method".into(),
+            "can-reach=192.0.2.2".into(),
+        ];
+        nodes[1].extra = vec!["--ip".into(), "192.0.2.12".into()];
         for n in nodes.iter_mut() {
             n.start(ds)?;
         }
@@ -77,6 +83,13 @@ fn agents_on_etcd_mesh_and_route_new_blocks() {
                 },
             )?;
             assert_eq!(s["datastore"], ds);
+            assert!(
+                s["ipv4_address"]
+                    .as_str()
+                    .is_some_and(|a| a.ends_with("/24")),
+                "address with the interface's prefix length: {}",
+                s["ipv4_address"]
+            );
         }
         let mut blocks = Vec::new();
         for n in nodes.iter_mut() {

@@ -179,6 +179,12 @@ async fn detect(
     match source {
         AddressSource::None => Ok(None),
         AddressSource::Fixed(n) => Ok(Some(*n)),
+        AddressSource::Address(a) => ifaces
+            .iter()
+            .flat_map(|i| i.addrs.iter())
+            .find(|n| n.addr() == *a)
+            .map(|n| Some(*n))
+            .ok_or_else(|| anyhow!("{field}: no interface carries {a}")),
         AddressSource::Autodetect(m) => {
             let reach = match m {
                 autodetect::Method::CanReach(dest) => {
@@ -247,6 +253,36 @@ fn unix_now() -> u64 {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// Whether BGP has converged since the agent started (then routes nobody announces
+/// may go): every configured peer Established for [`SETTLE`] seconds and no best-path
+/// change for [`QUIET`]; or `timeout` passed since start, whatever the peers do.
+/// `status`: the speaker's peers, `None` when it is not running or not asked.
+pub fn converged(
+    now: Instant,
+    started: Instant,
+    timeout: Duration,
+    last_best: Instant,
+    peers: &BTreeMap<IpAddr, PeerConfig>,
+    status: Option<&[bgp::status::PeerStatus]>,
+) -> bool {
+    if now.duration_since(started) >= timeout {
+        return true;
+    }
+    let Some(status) = status else {
+        return false;
+    };
+    if now.duration_since(last_best) < QUIET {
+        return false;
+    }
+    peers.values().filter(|p| !p.shutdown).all(|p| {
+        status.iter().any(|s| {
+            s.address == p.address
+                && s.state == "Established"
+                && s.uptime_secs.unwrap_or(0) >= SETTLE
+        })
+    })
 }
 
 fn speaker_config(d: &Desired, p: SpeakerParams, v6: bool, state_dir: &Path) -> SpeakerConfig {
@@ -466,25 +502,19 @@ impl Agent {
     /// Whether BGP has converged since start: every configured peer up for a while and
     /// no best-path change lately, or the initial sync timeout passed.
     async fn converged(&self) -> bool {
-        if self.started.elapsed() >= self.cfg.initial_sync_timeout {
-            return true;
-        }
-        let Some(speaker) = &self.speaker else {
-            return false;
+        let now = Instant::now();
+        let status = match &self.speaker {
+            Some(s) if now.duration_since(self.last_best) >= QUIET => s.peers().await.ok(),
+            _ => None,
         };
-        if self.last_best.elapsed() < QUIET {
-            return false;
-        }
-        let Ok(status) = speaker.peers().await else {
-            return false;
-        };
-        self.peers.values().filter(|p| !p.shutdown).all(|p| {
-            status.iter().any(|s| {
-                s.address == p.address
-                    && s.state == "Established"
-                    && s.uptime_secs.unwrap_or(0) >= SETTLE
-            })
-        })
+        converged(
+            now,
+            self.started,
+            self.cfg.initial_sync_timeout,
+            self.last_best,
+            &self.peers,
+            status.as_deref(),
+        )
     }
 
     /// Makes serval's kernel routes exactly what is wanted: removes stale ones.
@@ -875,6 +905,122 @@ impl Agent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn peer_status(addr: &str, state: &str, up: Option<u64>) -> bgp::status::PeerStatus {
+        bgp::status::PeerStatus {
+            address: addr.parse().unwrap(),
+            name: None,
+            asn: Asn(64512),
+            kind: "ibgp".into(),
+            state: state.into(),
+            uptime_secs: up,
+            last_error: None,
+            router_id: None,
+            local_address: None,
+            remote_address: None,
+            hold_time: None,
+            keepalive: None,
+            capabilities: vec![],
+            families: vec![],
+            messages_received: 0,
+            messages_sent: 0,
+            updates_received: 0,
+            updates_sent: 0,
+            established_count: 0,
+            flaps: 0,
+            idle_hold_secs: None,
+        }
+    }
+
+    #[test]
+    fn convergence_table() {
+        let t0 = Instant::now();
+        let timeout = Duration::from_secs(30);
+        let peers: BTreeMap<IpAddr, PeerConfig> = ["192.0.2.2", "192.0.2.3"]
+            .iter()
+            .map(|a| {
+                let ip: IpAddr = a.parse().unwrap();
+                (ip, PeerConfig::new(ip, Asn(64512)))
+            })
+            .collect();
+        let mut down = peers.clone();
+        down.values_mut().last().unwrap().shutdown = true;
+        let up = |secs| {
+            vec![
+                peer_status("192.0.2.2", "Established", Some(secs)),
+                peer_status("192.0.2.3", "Established", Some(secs)),
+            ]
+        };
+        let one_down = vec![
+            peer_status("192.0.2.2", "Established", Some(10)),
+            peer_status("192.0.2.3", "Active", None),
+        ];
+        let s = Duration::from_secs;
+        let none = BTreeMap::new();
+        // (what, since start, since the last best-path change, peers, status, converged)
+        type Case<'a> = (
+            &'a str,
+            Duration,
+            Duration,
+            &'a BTreeMap<IpAddr, PeerConfig>,
+            Option<Vec<bgp::status::PeerStatus>>,
+            bool,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "all up and settled, quiet",
+                s(5),
+                s(3),
+                &peers,
+                Some(up(3)),
+                true,
+            ),
+            ("just came up", s(5), s(3), &peers, Some(up(1)), false),
+            (
+                "routes still arriving",
+                s(5),
+                Duration::from_millis(500),
+                &peers,
+                Some(up(3)),
+                false,
+            ),
+            (
+                "one peer down",
+                s(5),
+                s(3),
+                &peers,
+                Some(one_down.clone()),
+                false,
+            ),
+            (
+                "the down peer is shut down",
+                s(5),
+                s(3),
+                &down,
+                Some(one_down),
+                true,
+            ),
+            ("speaker not asked", s(5), s(3), &peers, None, false),
+            (
+                "timeout, whatever the peers",
+                s(30),
+                s(30),
+                &peers,
+                None,
+                true,
+            ),
+            ("no peers at all", s(5), s(3), &none, Some(vec![]), true),
+        ];
+        for (what, elapsed, since_best, p, status, want) in cases {
+            let now = t0 + elapsed;
+            let last_best = now - since_best;
+            assert_eq!(
+                converged(now, t0, timeout, last_best, p, status.as_deref()),
+                want,
+                "{what}"
+            );
+        }
+    }
 
     #[test]
     fn local_subnets_skip_loopback_tunnels_and_host_routes() {

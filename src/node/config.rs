@@ -23,7 +23,7 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -40,6 +40,8 @@ pub enum AddressSource {
     Autodetect(Method),
     /// Given: the address with its subnet's prefix length.
     Fixed(IpNet),
+    /// Given without a prefix length: taken from the interface that carries it.
+    Address(IpAddr),
     /// This family is not used.
     None,
 }
@@ -85,6 +87,8 @@ pub struct NodeConfig {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct FileConfig {
+    /// `node-name`, or `node` as the flag is spelled.
+    #[serde(alias = "node")]
     pub node_name: Option<String>,
     pub datastore: Option<String>,
     pub as_number: Option<u32>,
@@ -186,11 +190,12 @@ pub fn build(
                     }
                 }
             }
-            addr => match addr.parse::<IpNet>() {
-                Ok(n) if n.addr().is_ipv4() == (field == "ip") => AddressSource::Fixed(n),
+            addr => match (addr.parse::<IpNet>(), addr.parse::<IpAddr>()) {
+                (Ok(n), _) if n.addr().is_ipv4() == (field == "ip") => AddressSource::Fixed(n),
+                (_, Ok(a)) if a.is_ipv4() == (field == "ip") => AddressSource::Address(a),
                 _ => {
                     errors.push(format!(
-                        "{field}: {addr:?} is not \"autodetect\", \"none\" or an {} address with its prefix length",
+                        "{field}: {addr:?} is not \"autodetect\", \"none\" or an {} address (with or without its prefix length)",
                         if field == "ip" { "IPv4" } else { "IPv6" }
                     ));
                     AddressSource::None
@@ -324,6 +329,12 @@ mod tests {
         assert_eq!(c.node_name.as_str(), "host-a");
         assert_eq!(c.ip, AddressSource::Autodetect(Method::FirstFound));
         let mut f = flags();
+        f.ip = Some("192.0.2.10".into());
+        assert_eq!(
+            build(f, FileConfig::default(), None).unwrap().ip,
+            AddressSource::Address("192.0.2.10".parse().unwrap())
+        );
+        let mut f = flags();
         f.metrics_addr = Some("none".into());
         assert_eq!(
             build(f, FileConfig::default(), None).unwrap().metrics_addr,
@@ -428,6 +439,10 @@ mod tests {
                 "{cfg:?}: {errs:?} lacks {want}"
             );
         }
+        assert_eq!(
+            parse_file("node = \"n9\"").unwrap().node_name.as_deref(),
+            Some("n9")
+        );
         let e = parse_file("node-nmae = \"x\"").unwrap_err();
         assert!(e.contains("node-nmae"), "{e}");
     }

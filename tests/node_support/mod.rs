@@ -7,7 +7,9 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::Command;
 
-use serval_integration::{Error, Netns, NsChild, Result, TestDir};
+use std::net::IpAddr;
+
+use serval_integration::{Bridge, Error, Netns, NsChild, Result, TestDir};
 
 pub fn serval_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_serval"))
@@ -192,4 +194,47 @@ pub fn http(ns: &Netns, path: &str) -> Result<(u16, String)> {
 
 pub fn ping(from: &Netns, to: Ipv4Addr) -> Result<String> {
     from.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "2", &to.to_string()])
+}
+
+/// n1 and n2 on 192.0.2.0/24 (a bridge), n3 on 198.18.1.0/24 behind the router `r`
+/// (.1 on both); default routes through `r`. The router and the bridge namespaces are
+/// returned to be kept alive.
+pub fn three_nodes(test: &TestDir) -> Result<([Node; 3], Netns, Bridge)> {
+    let n1 = Node::new("n1", test)?;
+    let n2 = Node::new("n2", test)?;
+    let n3 = Node::new("n3", test)?;
+    let r = Netns::new()?;
+    let mut br = Bridge::new()?;
+    br.connect(&n1.ns, "eth0")?;
+    br.connect(&n2.ns, "eth0")?;
+    br.connect(&r, "eth0")?;
+    r.veth("eth1", &n3.ns, "eth0")?;
+    for (ns, addr) in [
+        (&n1.ns, "192.0.2.11/24"),
+        (&n2.ns, "192.0.2.12/24"),
+        (&r, "192.0.2.1/24"),
+        (&r, "198.18.1.1/24"),
+        (&n3.ns, "198.18.1.13/24"),
+    ] {
+        let dev = if addr.starts_with("198.18.1.1/") {
+            "eth1"
+        } else {
+            "eth0"
+        };
+        ns.add_addr(
+            dev,
+            addr.parse().map_err(|_| Error::InvalidSpec(addr.into()))?,
+        )?;
+    }
+    r.enable_forwarding()?;
+    let gw_a: IpAddr = "192.0.2.1"
+        .parse()
+        .map_err(|_| Error::InvalidSpec("gw".into()))?;
+    let gw_b: IpAddr = "198.18.1.1"
+        .parse()
+        .map_err(|_| Error::InvalidSpec("gw".into()))?;
+    n1.ns.add_default_route(gw_a)?;
+    n2.ns.add_default_route(gw_a)?;
+    n3.ns.add_default_route(gw_b)?;
+    Ok(([n1, n2, n3], r, br))
 }

@@ -1,6 +1,7 @@
 //! The serval node agent: everything the `serval` binary does apart from argument parsing.
 
 pub mod control;
+pub mod crds;
 pub mod dataplane;
 pub mod desired;
 pub mod resources;

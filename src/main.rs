@@ -23,6 +23,8 @@ enum Command {
     Ipam(cmd::ipam::Args),
     /// IP pools: add, list, delete.
     Pool(cmd::pool::Args),
+    /// Write the CustomResourceDefinitions generated from the resource types.
+    Crds(cmd::crds::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -31,5 +33,6 @@ fn main() -> anyhow::Result<()> {
         Command::Bgp(args) => cmd::bgp::run(args),
         Command::Ipam(args) => cmd::ipam::run(args),
         Command::Pool(args) => cmd::pool::run(args),
+        Command::Crds(args) => cmd::crds::run(args),
     }
 }

@@ -2,6 +2,7 @@
 //! and the tables printed for people.
 
 pub mod bgp;
+pub mod crds;
 pub mod ipam;
 pub mod pool;
 pub mod table;

@@ -1,3 +1,4 @@
+#![allow(dead_code)] // each test crate uses a part of it
 //! Checks a manifest against the generated CRDs the way the API server does, without a
 //! server: the `openAPIV3Schema` through the `jsonschema` crate, with Kubernetes'
 //! strict field validation (an unknown field is an error, as `kubectl apply` reports it

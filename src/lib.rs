@@ -4,4 +4,5 @@ pub mod control;
 pub mod crds;
 pub mod dataplane;
 pub mod desired;
+pub mod import;
 pub mod resources;

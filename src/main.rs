@@ -25,6 +25,8 @@ enum Command {
     Pool(cmd::pool::Args),
     /// Write the CustomResourceDefinitions generated from the resource types.
     Crds(cmd::crds::Args),
+    /// Convert another system's resources into serval's (Calico's projectcalico.org/v3).
+    Import(cmd::import::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -34,5 +36,6 @@ fn main() -> anyhow::Result<()> {
         Command::Ipam(args) => cmd::ipam::run(args),
         Command::Pool(args) => cmd::pool::run(args),
         Command::Crds(args) => cmd::crds::run(args),
+        Command::Import(args) => cmd::import::run(args),
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod bgp;
 pub mod crds;
+pub mod import;
 pub mod ipam;
 pub mod pool;
 pub mod table;

@@ -37,6 +37,10 @@ enum Command {
     Get(cmd::apply::GetArgs),
     /// Delete a cluster resource.
     Delete(cmd::apply::DeleteArgs),
+    /// Write the CustomResourceDefinitions generated from the resource types.
+    Crds(cmd::crds::Args),
+    /// Convert another system's resources into serval's (Calico's projectcalico.org/v3).
+    Import(cmd::import::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,5 +55,7 @@ fn main() -> anyhow::Result<()> {
         Command::Apply(args) => cmd::apply::apply(args),
         Command::Get(args) => cmd::apply::get(args),
         Command::Delete(args) => cmd::apply::delete(args),
+        Command::Crds(args) => cmd::crds::run(args),
+        Command::Import(args) => cmd::import::run(args),
     }
 }

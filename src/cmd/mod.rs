@@ -3,6 +3,8 @@
 
 pub mod apply;
 pub mod bgp;
+pub mod crds;
+pub mod import;
 pub mod install_cni;
 pub mod ipam;
 pub mod lab;

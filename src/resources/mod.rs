@@ -18,6 +18,7 @@ pub mod bgp_filter;
 pub mod bgp_peer;
 pub mod common;
 pub mod document;
+pub mod node_status;
 pub mod serval_node;
 
 use std::collections::BTreeMap;

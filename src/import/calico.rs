@@ -1,0 +1,721 @@
+//! `serval import calico`: Calico's `projectcalico.org/v3` resources (as `calicoctl get
+//! -o yaml` or `kubectl get -o yaml` print them, also the `crd.projectcalico.org/v1`
+//! objects of Calico's Kubernetes datastore) into serval's `serval.dev/v1` resources.
+//!
+//! | Calico                  | serval             |
+//! |-------------------------|--------------------|
+//! | `BGPConfiguration`      | `BGPConfiguration` |
+//! | `BGPPeer`               | `BGPPeer`          |
+//! | `BGPFilter`             | `BGPFilter`        |
+//! | `IPPool`                | `IPPool`           |
+//! | `Node` (its `spec.bgp` and tunnel addresses) | `ServalNode` |
+//! | `IPAMConfiguration`     | `IPAMConfig`       |
+//! | `CalicoNodeStatus`      | `ServalNodeStatus` |
+//!
+//! Field names are Calico's, so most fields copy as they are; every other field is
+//! reported with the reason it does not come over. A field whose loss would make a
+//! resource select or match more than it did (a BGPFilter rule's `interface`, a peer's
+//! `localWorkloadSelector`) skips the whole document rather than import a wider one.
+//! Every produced document then goes through serval's own typed parsing, so what is
+//! written is what the agent accepts.
+
+use serde_json::{json, Map, Value};
+
+use super::{Finding, Imported, Severity};
+use crate::resources::API_VERSION;
+
+const CALICO_API: [&str; 2] = ["projectcalico.org/v3", "crd.projectcalico.org/v1"];
+
+/// Imports every document of `text` (multi-document YAML; `…List` kinds are unrolled).
+/// `source` names the input in findings (a file name). Fails only on YAML that does not
+/// parse.
+pub fn import(text: &str, source: &str) -> Result<Imported, String> {
+    let mut out = Imported::default();
+    let mut n = 0;
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        let value: Value = serde::Deserialize::deserialize(doc)
+            .map_err(|e| format!("{source}: document {}: not valid YAML: {e}", n + 1))?;
+        if value.is_null() {
+            continue;
+        }
+        n += 1;
+        let items = match value.get("items").and_then(Value::as_array) {
+            Some(items)
+                if value["kind"]
+                    .as_str()
+                    .is_some_and(|k| k == "List" || k.ends_with("List")) =>
+            {
+                items.clone()
+            }
+            _ => vec![value],
+        };
+        for (i, item) in items.into_iter().enumerate() {
+            let at = if i == 0 && item.get("items").is_none() {
+                format!("{source}: document {n}")
+            } else {
+                format!("{source}: document {n} item {}", i + 1)
+            };
+            one(item, at, &mut out);
+        }
+    }
+    Ok(out)
+}
+
+/// Collects the findings of one document.
+struct Doc<'a> {
+    label: String,
+    findings: &'a mut Vec<Finding>,
+    skipped: bool,
+}
+
+impl Doc<'_> {
+    fn note(&mut self, path: &str, severity: Severity, reason: impl Into<String>) {
+        if severity >= Severity::Skipped {
+            self.skipped = true;
+        }
+        self.findings.push(Finding {
+            document: self.label.clone(),
+            path: path.to_owned(),
+            severity,
+            reason: reason.into(),
+        });
+    }
+}
+
+/// The fields of one mapping of the input, taken one by one; what is left at the end is
+/// reported.
+struct Fields {
+    path: String,
+    map: Map<String, Value>,
+}
+
+impl Fields {
+    fn new(path: &str, v: Option<Value>) -> Fields {
+        let map = match v {
+            Some(Value::Object(m)) => m,
+            _ => Map::new(),
+        };
+        Fields {
+            path: path.to_owned(),
+            map,
+        }
+    }
+
+    fn at(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+
+    /// The field's value; `null` counts as absent.
+    fn take(&mut self, key: &str) -> Option<Value> {
+        self.map.remove(key).filter(|v| !v.is_null())
+    }
+
+    /// Copies the named fields as they are into `out`.
+    fn copy(&mut self, keys: &[&str], out: &mut Map<String, Value>) {
+        for k in keys {
+            if let Some(v) = self.take(k) {
+                out.insert((*k).to_owned(), v);
+            }
+        }
+    }
+
+    /// Reports every field not taken: with its reason from `known`, else as a field
+    /// serval does not have (`unknown` severity).
+    fn finish(self, doc: &mut Doc, known: &[(&str, Severity, &str)], unknown: Severity) {
+        for (k, v) in self.map {
+            if v.is_null() {
+                continue;
+            }
+            let path = if self.path.is_empty() {
+                k.clone()
+            } else {
+                format!("{}.{k}", self.path)
+            };
+            match known.iter().find(|(name, _, _)| *name == k) {
+                Some((_, severity, reason)) => doc.note(&path, *severity, *reason),
+                None => doc.note(
+                    &path,
+                    unknown,
+                    "serval has no such field (not a field this importer knows)",
+                ),
+            }
+        }
+    }
+}
+
+fn one(item: Value, at: String, out: &mut Imported) {
+    let kind = item["kind"].as_str().unwrap_or_default().to_owned();
+    let name = item["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let mut doc = Doc {
+        label: format!("{at} ({kind} {name})"),
+        findings: &mut out.findings,
+        skipped: false,
+    };
+    let api = item["apiVersion"].as_str().unwrap_or_default();
+    if !CALICO_API.contains(&api) {
+        doc.note(
+            "apiVersion",
+            Severity::Skipped,
+            format!(
+                "{api:?} is not a Calico v3 resource ({})",
+                CALICO_API.join(" or ")
+            ),
+        );
+        return;
+    }
+    if name.is_empty() {
+        doc.note("metadata.name", Severity::Error, "missing");
+        return;
+    }
+    let labels = item["metadata"]["labels"].clone();
+    let mut top = Fields::new("", Some(item));
+    for k in ["apiVersion", "kind", "metadata", "status"] {
+        // Server-set metadata (uid, resourceVersion, annotations…) and live status are
+        // not configuration.
+        top.take(k);
+    }
+    let spec = Fields::new("spec", top.take("spec"));
+    top.finish(&mut doc, &[], Severity::Dropped);
+
+    let converted = match kind.as_str() {
+        "BGPConfiguration" => Some((
+            "BGPConfiguration",
+            name.clone(),
+            bgp_configuration(spec, &mut doc),
+        )),
+        "BGPPeer" => Some(("BGPPeer", name.clone(), bgp_peer(spec, &mut doc))),
+        "BGPFilter" => Some(("BGPFilter", name.clone(), bgp_filter(spec, &mut doc))),
+        "IPPool" => Some(("IPPool", name.clone(), ip_pool(spec, &mut doc))),
+        "Node" => Some(("ServalNode", name.clone(), node(spec, &mut doc))),
+        "IPAMConfiguration" | "IPAMConfig" => Some((
+            "IPAMConfig",
+            "default".to_owned(),
+            ipam_config(spec, &mut doc),
+        )),
+        "CalicoNodeStatus" => Some((
+            "ServalNodeStatus",
+            name.clone(),
+            node_status(spec, &mut doc),
+        )),
+        other => {
+            doc.note("", Severity::Skipped, unsupported_kind(other));
+            None
+        }
+    };
+    let Some((kind, name, spec)) = converted else {
+        return;
+    };
+    if doc.skipped {
+        return;
+    }
+    let mut metadata = json!({ "name": name });
+    if labels.as_object().is_some_and(|l| !l.is_empty()) {
+        metadata["labels"] = labels;
+    }
+    let document = json!({
+        "apiVersion": API_VERSION,
+        "kind": kind,
+        "metadata": metadata,
+        "spec": Value::Object(spec),
+    });
+    match check(&document) {
+        Ok(()) => out.documents.push(document),
+        Err(errors) => {
+            for (path, e) in errors {
+                doc.note(&path, Severity::Error, e);
+            }
+        }
+    }
+}
+
+fn unsupported_kind(kind: &str) -> String {
+    match kind {
+        "NetworkPolicy"
+        | "GlobalNetworkPolicy"
+        | "StagedNetworkPolicy"
+        | "StagedGlobalNetworkPolicy"
+        | "StagedKubernetesNetworkPolicy"
+        | "NetworkSet"
+        | "GlobalNetworkSet"
+        | "Tier"
+        | "HostEndpoint" => {
+            format!("serval does not enforce network policy: {kind} has no equivalent")
+        }
+        "FelixConfiguration" | "KubeControllersConfiguration" | "ClusterInformation" => {
+            format!("{kind} configures Calico's own components; serval's agent takes its settings from the chart values (serval node run)")
+        }
+        "IPReservation" => {
+            "serval has no address reservations: IPReservation has no equivalent".into()
+        }
+        "WorkloadEndpoint" | "IPAMBlock" | "BlockAffinity" | "IPAMHandle" => {
+            format!("{kind} is live IPAM or endpoint state, not configuration: serval's IPAM builds its own")
+        }
+        "" => "no kind".into(),
+        _ => format!("serval has no equivalent of {kind}"),
+    }
+}
+
+/// The produced document through serval's own parsing: (field path, error) pairs.
+fn check(doc: &Value) -> Result<(), Vec<(String, String)>> {
+    let kind = doc["kind"].as_str().unwrap_or_default();
+    let one = |path: &str, e: String| Err(vec![(path.to_owned(), e)]);
+    match kind {
+        "IPPool" => {
+            let mut spec = doc["spec"].clone();
+            spec["name"] = doc["metadata"]["name"].clone();
+            match serde_json::from_value::<ipam::model::IpPool>(spec) {
+                Ok(p) => p.validate().or_else(|e| one("spec", e.to_string())),
+                Err(e) => one("spec", e.to_string()),
+            }
+        }
+        "IPAMConfig" => serde_json::from_value::<ipam::crd::IPAMConfigSpec>(doc["spec"].clone())
+            .map(drop)
+            .or_else(|e| one("spec", e.to_string())),
+        "ServalNodeStatus" => serde_json::from_value::<
+            crate::resources::node_status::ServalNodeStatusSpec,
+        >(doc["spec"].clone())
+        .map(drop)
+        .or_else(|e| one("spec", e.to_string())),
+        _ => {
+            let text =
+                serde_yaml::to_string(doc).map_err(|e| vec![(String::new(), e.to_string())])?;
+            crate::resources::document::parse(&text)
+                .map(drop)
+                .map_err(|errs| {
+                    errs.0
+                        .into_iter()
+                        .map(|e| (e.error.path, e.error.message))
+                        .collect()
+                })
+        }
+    }
+}
+
+/// Calico's AS numbers: a number, a numeric string, or asdot `HIGH.LOW` (RFC 5396).
+fn as_number(v: &Value) -> Result<Value, String> {
+    let n = match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => match s.split_once('.') {
+            Some((hi, lo)) => match (hi.parse::<u64>(), lo.parse::<u64>()) {
+                (Ok(hi), Ok(lo)) if hi <= 0xFFFF && lo <= 0xFFFF => Some(hi << 16 | lo),
+                _ => None,
+            },
+            None => s.parse().ok(),
+        },
+        _ => None,
+    };
+    match n {
+        Some(n) if n <= u64::from(u32::MAX) => Ok(json!(n)),
+        _ => Err(format!("{v} is not an AS number")),
+    }
+}
+
+fn take_asn(f: &mut Fields, out: &mut Map<String, Value>, doc: &mut Doc) {
+    if let Some(v) = f.take("asNumber") {
+        match as_number(&v) {
+            Ok(n) => {
+                if n != v {
+                    doc.note(
+                        &f.at("asNumber"),
+                        Severity::Converted,
+                        format!("{v} written as {n}"),
+                    );
+                }
+                out.insert("asNumber".into(), n);
+            }
+            Err(e) => doc.note(&f.at("asNumber"), Severity::Error, e),
+        }
+    }
+}
+
+/// Calico's `BGPPassword` is `{secretKeyRef: {name, key}}`, serval's too; the Secret is
+/// read in serval's namespace, not Calico's.
+fn take_password(f: &mut Fields, key: &str, out: &mut Map<String, Value>, doc: &mut Doc) {
+    let Some(v) = f.take(key) else { return };
+    let mut p = Fields::new(&f.at(key), Some(v));
+    let mut pw = Map::new();
+    if let Some(r) = p.take("secretKeyRef") {
+        let name = r["name"].as_str().unwrap_or_default().to_owned();
+        doc.note(
+            &p.at("secretKeyRef"),
+            Severity::Converted,
+            format!(
+                "serval reads Secret {name:?} in its own namespace (copy it there from Calico's) \
+                 and only if the chart lists it in bgpPasswordSecrets"
+            ),
+        );
+        pw.insert("secretKeyRef".into(), r);
+    }
+    p.finish(doc, &[], Severity::Dropped);
+    if !pw.is_empty() {
+        out.insert(key.to_owned(), Value::Object(pw));
+    }
+}
+
+fn bgp_configuration(mut f: Fields, doc: &mut Doc) -> Map<String, Value> {
+    let mut out = Map::new();
+    f.copy(
+        &[
+            "logSeverityScreen",
+            "nodeToNodeMeshEnabled",
+            "listenPort",
+            "communities",
+            "prefixAdvertisements",
+            "serviceClusterIPs",
+            "serviceExternalIPs",
+            "serviceLoadBalancerIPs",
+            "nodeMeshMaxRestartTime",
+            "ignoredInterfaces",
+        ],
+        &mut out,
+    );
+    take_asn(&mut f, &mut out, doc);
+    take_password(&mut f, "nodeMeshPassword", &mut out, doc);
+    const ROUTE_PRIORITY: &str =
+        "serval programs its routes with its own priority; the kernel route metric is not configurable";
+    f.finish(
+        doc,
+        &[
+            ("bindMode", Severity::Dropped, "serval's speaker listens on every address of the node (listenPort); it has no NodeIP bind mode"),
+            ("localWorkloadPeeringIPV4", Severity::Dropped, "serval has no BGP peering with workloads on the node"),
+            ("localWorkloadPeeringIPV6", Severity::Dropped, "serval has no BGP peering with workloads on the node"),
+            ("ipv4NormalRoutePriority", Severity::Dropped, ROUTE_PRIORITY),
+            ("ipv6NormalRoutePriority", Severity::Dropped, ROUTE_PRIORITY),
+            ("ipv4ElevatedRoutePriority", Severity::Dropped, ROUTE_PRIORITY),
+            ("ipv6ElevatedRoutePriority", Severity::Dropped, ROUTE_PRIORITY),
+        ],
+        Severity::Dropped,
+    );
+    out
+}
+
+fn bgp_peer(mut f: Fields, doc: &mut Doc) -> Map<String, Value> {
+    let mut out = Map::new();
+    f.copy(
+        &[
+            "node",
+            "peerIP",
+            "nodeSelector",
+            "peerSelector",
+            "keepOriginalNextHop",
+            "sourceAddress",
+            "maxRestartTime",
+            "numAllowedLocalASNumbers",
+            "ttlSecurity",
+            "filters",
+            "reachableBy",
+            "keepAliveTime",
+        ],
+        &mut out,
+    );
+    take_asn(&mut f, &mut out, doc);
+    take_password(&mut f, "password", &mut out, doc);
+    if let Some(v) = f.take("keepaliveTime") {
+        doc.note(
+            &f.at("keepaliveTime"),
+            Severity::Converted,
+            "written as keepAliveTime, serval's name of the field",
+        );
+        out.insert("keepAliveTime".into(), v);
+    }
+    // Enumerations whose Calico default is what serval does: only other values are
+    // reported.
+    let mode = |f: &mut Fields, key: &str| f.take(key).map(|v| (f.at(key), v));
+    if let Some((path, v)) = mode(&mut f, "nextHopMode") {
+        match v.as_str() {
+            Some("Auto") => {}
+            Some("Keep") => {
+                doc.note(&path, Severity::Converted, "written as keepOriginalNextHop: true");
+                out.insert("keepOriginalNextHop".into(), Value::Bool(true));
+            }
+            _ => doc.note(&path, Severity::Dropped, format!("{v}: serval sets the next hop as Calico's Auto mode does (itself towards eBGP peers, kept towards iBGP peers); it has no forced next-hop-self")),
+        }
+    }
+    if let Some((path, v)) = mode(&mut f, "failureDetectionMode") {
+        if v != "None" {
+            doc.note(&path, Severity::Dropped, format!("{v}: serval has no BFD; a dead peer is detected by the hold timer (3 × keepAliveTime)"));
+        }
+    }
+    if let Some((path, v)) = mode(&mut f, "restartMode") {
+        if v != "GracefulRestart" {
+            doc.note(
+                &path,
+                Severity::Dropped,
+                format!(
+                    "{v}: serval does graceful restart (RFC 4724), not long-lived graceful restart"
+                ),
+            );
+        }
+    }
+    if let Some((path, v)) = mode(&mut f, "birdGatewayMode") {
+        if v != "Recursive" {
+            doc.note(
+                &path,
+                Severity::Dropped,
+                format!("{v}: a BIRD setting; serval resolves next hops itself"),
+            );
+        }
+    }
+    f.finish(
+        doc,
+        &[
+            ("localWorkloadSelector", Severity::Skipped, "serval has no BGP peering with workloads: without the selector this would be a peering with routers"),
+            ("localAsNumber", Severity::Skipped, "serval's BGPPeer has no local AS override: the session would open with the node's AS"),
+            ("reversePeering", Severity::Dropped, "serval's peerSelector peerings are made from both sides by the one BGPPeer"),
+        ],
+        Severity::Dropped,
+    );
+    out
+}
+
+fn bgp_filter(mut f: Fields, doc: &mut Doc) -> Map<String, Value> {
+    let mut out = Map::new();
+    for list in ["exportV4", "importV4", "exportV6", "importV6"] {
+        let Some(rules) = f.take(list) else { continue };
+        let path = f.at(list);
+        let Value::Array(rules) = rules else {
+            doc.note(&path, Severity::Error, "not a list");
+            continue;
+        };
+        let mut converted = Vec::new();
+        for (i, rule) in rules.into_iter().enumerate() {
+            let mut r = Fields::new(&format!("{path}[{i}]"), Some(rule));
+            let mut o = Map::new();
+            r.copy(&["action", "matchOperator", "cidr", "prefixLength"], &mut o);
+            const NARROWS: &str = "serval's filter rules match on the prefix only: without this condition the rule would match more routes";
+            r.finish(
+                doc,
+                &[
+                    ("source", Severity::Skipped, NARROWS),
+                    ("interface", Severity::Skipped, NARROWS),
+                    ("peerType", Severity::Skipped, NARROWS),
+                    ("communities", Severity::Skipped, NARROWS),
+                    ("asPathPrefix", Severity::Skipped, NARROWS),
+                ],
+                // An unknown condition could narrow the rule too.
+                Severity::Skipped,
+            );
+            converted.push(Value::Object(o));
+        }
+        out.insert(list.to_owned(), Value::Array(converted));
+    }
+    f.finish(doc, &[], Severity::Dropped);
+    out
+}
+
+fn ip_pool(mut f: Fields, doc: &mut Doc) -> Map<String, Value> {
+    let mut out = Map::new();
+    f.copy(
+        &[
+            "cidr",
+            "blockSize",
+            "ipipMode",
+            "vxlanMode",
+            "natOutgoing",
+            "disabled",
+            "disableBGPExport",
+            "nodeSelector",
+            "allowedUses",
+        ],
+        &mut out,
+    );
+    // Calico's defaults, written out: serval's IPPool requires the block size.
+    if !out.contains_key("blockSize") {
+        let v6 = out
+            .get("cidr")
+            .and_then(Value::as_str)
+            .is_some_and(|c| c.contains(':'));
+        let size = if v6 {
+            ipam::model::DEFAULT_IPV6_BLOCK_SIZE
+        } else {
+            ipam::model::DEFAULT_IPV4_BLOCK_SIZE
+        };
+        out.insert("blockSize".into(), json!(size));
+    }
+    // The v1 API's fields, which calicoctl still accepts.
+    if let Some(ipip) = f.take("ipip") {
+        let path = f.at("ipip");
+        if !out.contains_key("ipipMode") {
+            let enabled = ipip["enabled"].as_bool().unwrap_or(true);
+            let mode = match (enabled, ipip["mode"].as_str()) {
+                (false, _) => "Never",
+                (true, Some("cross-subnet")) => "CrossSubnet",
+                _ => "Always",
+            };
+            doc.note(
+                &path,
+                Severity::Converted,
+                format!("deprecated; written as ipipMode: {mode}"),
+            );
+            out.insert("ipipMode".into(), json!(mode));
+        } else {
+            doc.note(&path, Severity::Dropped, "deprecated, and ipipMode is set");
+        }
+    }
+    if let Some(nat) = f.take("nat-outgoing") {
+        let path = f.at("nat-outgoing");
+        if out.contains_key("natOutgoing") {
+            doc.note(
+                &path,
+                Severity::Dropped,
+                "deprecated, and natOutgoing is set",
+            );
+        } else {
+            doc.note(
+                &path,
+                Severity::Converted,
+                "deprecated; written as natOutgoing",
+            );
+            out.insert("natOutgoing".into(), nat);
+        }
+    }
+    if let Some(mode) = f.take("assignmentMode") {
+        if mode == "Manual" {
+            doc.note(
+                &f.at("assignmentMode"),
+                Severity::Dropped,
+                "Manual: imported as disabled (serval assigns from no pool on request only; a disabled pool hands out nothing new)",
+            );
+            out.insert("disabled".into(), Value::Bool(true));
+        }
+    }
+    f.finish(
+        doc,
+        &[(
+            "namespaceSelector",
+            Severity::Skipped,
+            "serval's pools have no namespace selector: without it every namespace would draw from this pool",
+        )],
+        Severity::Dropped,
+    );
+    out
+}
+
+fn node(mut f: Fields, doc: &mut Doc) -> Map<String, Value> {
+    let mut out = Map::new();
+    f.copy(
+        &[
+            "ipv4VXLANTunnelAddr",
+            "vxlanTunnelMACAddr",
+            "ipv6VXLANTunnelAddr",
+            "vxlanTunnelMACAddrV6",
+        ],
+        &mut out,
+    );
+    if let Some(bgp) = f.take("bgp") {
+        let mut b = Fields::new(&f.at("bgp"), Some(bgp));
+        let mut o = Map::new();
+        b.copy(&["routeReflectorClusterID", "ipv4IPIPTunnelAddr"], &mut o);
+        take_asn(&mut b, &mut o, doc);
+        for (key, host) in [("ipv4Address", "/32"), ("ipv6Address", "/128")] {
+            if let Some(v) = b.take(key) {
+                let v = match v.as_str() {
+                    Some(s) if !s.contains('/') => {
+                        doc.note(
+                            &b.at(key),
+                            Severity::Converted,
+                            format!("{s} has no prefix length: written as {s}{host} (the agent cannot tell which peers share its subnet)"),
+                        );
+                        json!(format!("{s}{host}"))
+                    }
+                    _ => v,
+                };
+                o.insert(key.to_owned(), v);
+            }
+        }
+        b.finish(doc, &[], Severity::Dropped);
+        out.insert("bgp".into(), Value::Object(o));
+    }
+    f.finish(
+        doc,
+        &[
+            (
+                "orchRefs",
+                Severity::Dropped,
+                "a ServalNode is named after its Kubernetes node",
+            ),
+            (
+                "addresses",
+                Severity::Dropped,
+                "the agent detects the node's addresses itself (chart values agent.ip…)",
+            ),
+            (
+                "wireguard",
+                Severity::Dropped,
+                "serval has no WireGuard encryption",
+            ),
+            (
+                "interfaceName",
+                Severity::Dropped,
+                "the agent detects the node's addresses itself",
+            ),
+        ],
+        Severity::Dropped,
+    );
+    out
+}
+
+fn ipam_config(mut f: Fields, doc: &mut Doc) -> Map<String, Value> {
+    let mut out = Map::new();
+    f.copy(
+        &["strictAffinity", "maxBlocksPerHost", "autoAllocateBlocks"],
+        &mut out,
+    );
+    f.finish(doc, &[], Severity::Dropped);
+    out
+}
+
+fn node_status(mut f: Fields, doc: &mut Doc) -> Map<String, Value> {
+    let mut out = Map::new();
+    f.copy(&["node", "classes", "updatePeriodSeconds"], &mut out);
+    f.finish(doc, &[], Severity::Dropped);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn as_numbers_in_every_calico_form() {
+        assert_eq!(as_number(&json!(64512)), Ok(json!(64512)));
+        assert_eq!(as_number(&json!("64512")), Ok(json!(64512)));
+        assert_eq!(as_number(&json!("1.10")), Ok(json!(65546)));
+        assert_eq!(as_number(&json!("4294967295")), Ok(json!(4294967295u64)));
+        for bad in [json!("4294967296"), json!("1.65536"), json!("x"), json!(-1)] {
+            assert!(as_number(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn lists_are_unrolled_and_foreign_documents_skipped() {
+        let text = "apiVersion: projectcalico.org/v3\nkind: BGPPeerList\nitems:\n\
+            - apiVersion: projectcalico.org/v3\n  kind: BGPPeer\n  metadata: {name: a}\n  spec: {peerIP: 192.0.2.1, asNumber: 65000}\n\
+            - apiVersion: projectcalico.org/v3\n  kind: BGPPeer\n  metadata: {name: b}\n  spec: {peerIP: 192.0.2.2, asNumber: 65000}\n\
+            ---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n";
+        let r = import(text, "x.yaml").unwrap();
+        assert_eq!(r.documents.len(), 2);
+        assert_eq!(r.documents[1]["metadata"]["name"], "b");
+        assert_eq!(r.findings.len(), 1, "{:?}", r.findings);
+        assert_eq!(r.findings[0].severity, Severity::Skipped);
+        assert!(r.findings[0].document.starts_with("x.yaml: document 2"));
+    }
+
+    #[test]
+    fn invalid_values_are_errors_not_output() {
+        let text = "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: a}\n\
+            spec: {peerIP: 192.0.2.300, asNumber: 65000}\n";
+        let r = import(text, "x").unwrap();
+        assert!(r.documents.is_empty());
+        assert!(r.incomplete());
+        assert_eq!(r.findings[0].path, "spec.peerIP");
+        assert_eq!(r.findings[0].severity, Severity::Error);
+    }
+}

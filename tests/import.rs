@@ -1,0 +1,282 @@
+//! `serval import calico` on realistic Calico manifests (tests/fixtures/calico/): what
+//! comes over, in which form, what is reported and why, and that the output passes the
+//! CRDs and serval's typed parsing.
+
+#[path = "crds/validate.rs"]
+mod validate;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::{json, Value};
+use serval::import::{calico, Imported, Severity};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/calico")
+        .join(name)
+}
+
+fn import(name: &str) -> Imported {
+    let text = std::fs::read_to_string(fixture(name)).unwrap();
+    calico::import(&text, name).unwrap()
+}
+
+fn doc<'a>(r: &'a Imported, kind: &str, name: &str) -> &'a Value {
+    r.documents
+        .iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} in {:#?}", r.documents))
+}
+
+/// (document name, field path, severity) of every finding.
+fn findings(r: &Imported) -> BTreeSet<(String, String, Severity)> {
+    r.findings
+        .iter()
+        .map(|f| {
+            let name = f
+                .document
+                .rsplit(' ')
+                .next()
+                .unwrap_or_default()
+                .trim_end_matches(')')
+                .to_owned();
+            (name, f.path.clone(), f.severity)
+        })
+        .collect()
+}
+
+fn want(items: &[(&str, &str, Severity)]) -> BTreeSet<(String, String, Severity)> {
+    items
+        .iter()
+        .map(|(n, p, s)| (n.to_string(), p.to_string(), *s))
+        .collect()
+}
+
+/// Every produced document passes the generated CRDs (schema and CEL rules).
+fn passes_the_crds(r: &Imported) {
+    let crds = validate::load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("crds"));
+    for d in &r.documents {
+        let v = crds.check(d, None);
+        assert!(v.is_empty(), "{d:#}: {v:#?}");
+    }
+}
+
+#[test]
+fn tor_peering_comes_over_with_its_passwords_and_filters() {
+    use Severity::*;
+    let r = import("tor-peering.yaml");
+    assert_eq!(r.documents.len(), 4);
+    passes_the_crds(&r);
+    let config = doc(&r, "BGPConfiguration", "default");
+    assert_eq!(config["spec"]["nodeToNodeMeshEnabled"], false);
+    assert_eq!(config["spec"]["asNumber"], 64512);
+    assert_eq!(config["spec"]["nodeMeshMaxRestartTime"], "2m0s");
+    assert_eq!(
+        config["spec"]["prefixAdvertisements"][0]["communities"],
+        json!(["pods"])
+    );
+    let a = doc(&r, "BGPPeer", "rack1-tor-a");
+    assert_eq!(a["spec"]["keepAliveTime"], "10s");
+    assert_eq!(a["spec"]["password"]["secretKeyRef"]["key"], "rack1");
+    assert_eq!(a["spec"]["ttlSecurity"], 1);
+    assert!(a["spec"].get("failureDetectionMode").is_none());
+    let b = doc(&r, "BGPPeer", "rack1-tor-b");
+    assert_eq!(
+        b["spec"]["asNumber"], 65001,
+        "the string AS becomes a number"
+    );
+    let f = doc(&r, "BGPFilter", "pods-out-default-in");
+    assert_eq!(
+        f["spec"]["exportV4"][0]["prefixLength"],
+        json!({"min": 26, "max": 32})
+    );
+    assert_eq!(
+        findings(&r),
+        want(&[
+            ("default", "spec.bindMode", Dropped),
+            ("rack1-tor-a", "spec.keepaliveTime", Converted),
+            ("rack1-tor-a", "spec.failureDetectionMode", Dropped),
+            ("rack1-tor-a", "spec.password.secretKeyRef", Converted),
+            ("rack1-tor-b", "spec.asNumber", Converted),
+        ])
+    );
+    assert!(!r.incomplete());
+    let bfd = r
+        .findings
+        .iter()
+        .find(|f| f.path == "spec.failureDetectionMode")
+        .unwrap();
+    assert!(bfd.to_string().contains("no BFD"), "{bfd}");
+}
+
+#[test]
+fn route_reflectors_and_nodes() {
+    use Severity::*;
+    let r = import("route-reflectors.yaml");
+    passes_the_crds(&r);
+    let kinds: Vec<&str> = r
+        .documents
+        .iter()
+        .map(|d| d["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["BGPPeer", "BGPPeer", "ServalNode", "ServalNode"]);
+    let rr = doc(&r, "ServalNode", "rr-1");
+    assert_eq!(rr["spec"]["bgp"]["routeReflectorClusterID"], "244.0.0.1");
+    assert_eq!(
+        rr["metadata"]["labels"]["route-reflector"], "true",
+        "selectors match labels"
+    );
+    let mesh = doc(&r, "BGPPeer", "rr-mesh");
+    assert_eq!(mesh["spec"]["keepOriginalNextHop"], true);
+    let w = doc(&r, "ServalNode", "worker-7");
+    assert_eq!(w["spec"]["bgp"]["asNumber"], 65546, "asdot 1.10");
+    assert_eq!(w["spec"]["bgp"]["ipv4Address"], "192.0.2.37/32");
+    assert_eq!(w["spec"]["vxlanTunnelMACAddr"], "66:c3:9a:21:0b:7e");
+    assert_eq!(
+        findings(&r),
+        want(&[
+            ("rr-mesh", "spec.nextHopMode", Converted),
+            ("rr-1", "spec.orchRefs", Dropped),
+            ("rr-1", "spec.addresses", Dropped),
+            ("worker-7", "spec.bgp.asNumber", Converted),
+            ("worker-7", "spec.bgp.ipv4Address", Converted),
+            ("worker-7", "spec.wireguard", Dropped),
+        ])
+    );
+}
+
+#[test]
+fn pools_in_every_calico_form() {
+    use Severity::*;
+    let r = import("ippools.yaml");
+    passes_the_crds(&r);
+    let v4 = doc(&r, "IPPool", "default-ipv4-ippool");
+    assert_eq!(v4["spec"]["ipipMode"], "CrossSubnet");
+    assert_eq!(v4["spec"]["natOutgoing"], true);
+    let v6 = doc(&r, "IPPool", "default-ipv6-ippool");
+    assert_eq!(v6["spec"]["blockSize"], 122, "Calico's IPv6 default");
+    assert_eq!(v6["spec"]["vxlanMode"], "Always");
+    let legacy = doc(&r, "IPPool", "legacy-pool");
+    assert_eq!(legacy["spec"]["ipipMode"], "CrossSubnet");
+    assert_eq!(legacy["spec"]["natOutgoing"], true);
+    assert_eq!(legacy["spec"]["blockSize"], 26);
+    let manual = doc(&r, "IPPool", "reserved-for-gateways");
+    assert_eq!(manual["spec"]["disabled"], true);
+    assert_eq!(manual["spec"]["disableBGPExport"], true);
+    let ipam = doc(&r, "IPAMConfig", "default");
+    assert_eq!(ipam["spec"]["maxBlocksPerHost"], 8);
+    assert_eq!(
+        findings(&r),
+        want(&[
+            ("legacy-pool", "spec.ipip", Converted),
+            ("legacy-pool", "spec.nat-outgoing", Converted),
+            ("reserved-for-gateways", "spec.assignmentMode", Dropped),
+        ])
+    );
+    // The pools are valid for the allocator too.
+    for d in r.documents.iter().filter(|d| d["kind"] == "IPPool") {
+        let mut spec = d["spec"].clone();
+        spec["name"] = d["metadata"]["name"].clone();
+        let p: ipam::model::IpPool = serde_json::from_value(spec).unwrap();
+        p.validate().unwrap();
+    }
+}
+
+#[test]
+fn what_cannot_come_over_is_reported_and_nothing_wider_is_written() {
+    use Severity::*;
+    let r = import("unsupported.yaml");
+    assert!(r.incomplete());
+    let names: Vec<&str> = r
+        .documents
+        .iter()
+        .map(|d| d["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["still-fine"]);
+    passes_the_crds(&r);
+    assert_eq!(
+        findings(&r),
+        want(&[
+            ("default", "", Skipped),
+            ("deny-all", "", Skipped),
+            ("workload-peers", "spec.localWorkloadSelector", Skipped),
+            ("only-from-eth1", "spec.importV4[0].interface", Skipped),
+            ("by-name", "spec.peerIP", Error),
+            ("still-fine", "spec.restartMode", Dropped),
+            ("still-fine", "spec.birdGatewayMode", Dropped),
+        ])
+    );
+    let policy = r
+        .findings
+        .iter()
+        .find(|f| f.document.contains("deny-all"))
+        .unwrap();
+    assert!(policy.reason.contains("network policy"), "{policy}");
+    let host = r.findings.iter().find(|f| f.path == "spec.peerIP").unwrap();
+    assert!(host.reason.contains("tor.example.net"), "{host}");
+}
+
+#[test]
+fn the_command_writes_per_kind_files_and_reports_on_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let serval = env!("CARGO_BIN_EXE_serval");
+    let out = Command::new(serval)
+        .args(["import", "calico", "-o", dir.path().to_str().unwrap()])
+        .arg("-f")
+        .arg(fixture("tor-peering.yaml"))
+        .arg("-f")
+        .arg(fixture("ippools.yaml"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "tor-peering.yaml: document 1 (BGPConfiguration default): spec.bindMode: not carried:"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("imported 9 resource(s)"), "{stderr}");
+    let mut files: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "bgpconfigurations.yaml",
+            "bgpfilters.yaml",
+            "bgppeers.yaml",
+            "ipamconfigs.yaml",
+            "ippools.yaml"
+        ]
+    );
+    // What was written is what `serval apply -f` reads.
+    let peers = std::fs::read_to_string(dir.path().join("bgppeers.yaml")).unwrap();
+    let parsed = serval::resources::document::parse(&peers).unwrap();
+    assert_eq!(parsed.len(), 2);
+
+    // Incomplete input: the good documents on stdout, a failing exit.
+    let out = Command::new(serval)
+        .args(["import", "calico", "-f"])
+        .arg(fixture("unsupported.yaml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("name: still-fine") && !stdout.contains("by-name"),
+        "{stdout}"
+    );
+
+    // --strict refuses dropped fields too.
+    let out = Command::new(serval)
+        .args(["import", "calico", "--strict", "-f"])
+        .arg(fixture("tor-peering.yaml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}

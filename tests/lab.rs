@@ -187,23 +187,56 @@ fn lab_with_bird_tor_crosses_subnets_over_vxlan() {
         devs.iter().any(|(_, d)| d.starts_with("vxlan")),
         "node1 has no VXLAN route: {devs:?}"
     );
-    // The ToR learned every node's blocks with the node as next hop, and installed them.
-    let tor = Command::new("ip")
-        .args(["-n", "svlab-tor", "-j", "route", "show", "10.244.0.0/16"])
+    // The ToR learned every node's blocks with the node as next hop (one of the paths
+    // BIRD holds for the block), and installed a route for each in its kernel.
+    let ctl = lab.dir().join("lab/tor/bird.ctl");
+    let tor_kernel = Command::new("ip")
+        .args([
+            "-n",
+            "svlab-tor",
+            "-j",
+            "route",
+            "show",
+            "root",
+            "10.244.0.0/16",
+        ])
         .output()
         .expect("ip route on the ToR");
-    let tor: serde_json::Value = serde_json::from_slice(&tor.stdout).expect("json");
-    let gateways: Vec<&str> = tor
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| r["gateway"].as_str())
-        .collect();
-    for node in ["10.10.1.11", "10.10.1.12", "10.10.2.11"] {
-        assert!(
-            gateways.contains(&node),
-            "the ToR has no route via {node}: {tor}"
-        );
+    let tor_kernel: serde_json::Value = serde_json::from_slice(&tor_kernel.stdout).expect("json");
+    for (node, addr) in [
+        ("svlab-node1", "10.10.1.11"),
+        ("svlab-node2", "10.10.1.12"),
+        ("svlab-node3", "10.10.2.11"),
+    ] {
+        let blocks: Vec<String> = routes(node)
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["type"] == "blackhole")
+            .filter_map(|r| r["dst"].as_str().map(str::to_string))
+            .collect();
+        assert!(!blocks.is_empty(), "{node} has no block of its own");
+        for block in blocks {
+            let shown = Command::new("ip")
+                .args(["netns", "exec", "svlab-tor", "birdc", "-s"])
+                .arg(&ctl)
+                .args(["show", "route", &block])
+                .output()
+                .expect("birdc");
+            let shown = String::from_utf8_lossy(&shown.stdout);
+            assert!(
+                shown.contains(&format!("via {addr} ")),
+                "the ToR has no path for {node}'s block {block} via {addr}:\n{shown}"
+            );
+            assert!(
+                tor_kernel
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|r| r["dst"] == block.as_str()),
+                "the ToR's kernel has no route for {block}: {tor_kernel}"
+            );
+        }
     }
     // `lab status` prints the same report again.
     let status = Command::new(serval())

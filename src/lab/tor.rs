@@ -124,12 +124,24 @@ impl Tor {
         }
         let v = vty.to_string_lossy().into_owned();
         let z = zserv.to_string_lossy().into_owned();
+        let zconf = vty.join("zebra.conf");
+        std::fs::write(&zconf, "hostname tor-zebra\n")?;
+        let zconf = zconf.to_string_lossy().into_owned();
+        super::topology::run(None, &["chown", "-R", "frr:frr", &v])
+            .context("handing the FRR directory to the frr user (Debian package frr)")?;
         ns_exec(
             TOR,
             &[
                 zebra,
                 "-d",
-                "-S",
+                // zebra has no "skip run-as" switch: it runs as Debian's frr user, in a
+                // directory handed to that user, with a config of its own.
+                "-u",
+                "frr",
+                "-g",
+                "frr",
+                "-f",
+                &zconf,
                 "-i",
                 &format!("{v}/zebra.pid"),
                 "--vty_socket",

@@ -1084,6 +1084,12 @@ impl Core {
         for t in &self.accept_tasks {
             t.abort();
         }
+        // An aborted task lets go of its listener only once it has ended: wait for that,
+        // so that a speaker started again right away can bind the same address.
+        for t in self.accept_tasks.drain(..) {
+            let _ = t.await;
+        }
+        self.listeners.clear();
         let mut tasks = Vec::new();
         for (_, slot) in self.peers.drain() {
             let _ = slot

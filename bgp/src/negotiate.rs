@@ -164,6 +164,16 @@ impl Negotiated {
         (self.graceful_restart_helper() && gr.restart_time > 0)
             .then(|| Duration::from_secs(u64::from(gr.restart_time)))
     }
+
+    /// RFC 4724 §3: the peer set the Restart State bit in this OPEN and not in the one of
+    /// `earlier`, a session still Established: it says it restarted since that session
+    /// came up, so that session's TCP connection has no speaker behind it any more. A
+    /// peer that keeps the bit set over several sessions (it is still restarting) proves
+    /// nothing this way.
+    pub fn peer_restarted_since(&self, earlier: &Negotiated) -> bool {
+        let restarting = |n: &Negotiated| n.peer_gr.as_ref().is_some_and(|g| g.restart_state);
+        restarting(self) && !restarting(earlier)
+    }
 }
 
 /// Checks `remote` against `local` and the policy; on success, what the session uses.
@@ -970,5 +980,38 @@ mod tests {
             n.map(|n| n.add_path(Family::Ipv6Unicast)),
             Ok(AddPath::default())
         );
+    }
+
+    /// RFC 4724 §3: only a Restart State bit that appeared since the Established
+    /// session's OPEN says the peer restarted.
+    #[test]
+    fn restart_state_bit_new_since_the_established_session_means_a_restart() {
+        let with_gr = |r_bit: bool| {
+            let mut cap = gr(false, 120, &[V4, V6]);
+            if let Capability::GracefulRestart { restart_state, .. } = &mut cap {
+                *restart_state = r_bit;
+            }
+            let mut l = local();
+            l.capabilities.push(gr(false, 120, &[V4, V6]));
+            let mut r = remote(65001);
+            r.capabilities.push(cap);
+            negotiate(&l, &r, &policy(None)).expect("accepted")
+        };
+        let without_gr = negotiate(&local(), &remote(65001), &policy(None)).expect("accepted");
+        let (clear, set) = (with_gr(false), with_gr(true));
+        // (earlier session, new OPEN, restarted?)
+        let cases = [
+            (&clear, &set, true),
+            (&without_gr, &set, true),
+            (&clear, &clear, false),
+            // Still restarting when the first session came up: a second connection with
+            // the bit set is a collision, not a second restart.
+            (&set, &set, false),
+            (&set, &clear, false),
+            (&clear, &without_gr, false),
+        ];
+        for (i, (earlier, new, want)) in cases.into_iter().enumerate() {
+            assert_eq!(new.peer_restarted_since(earlier), want, "case {i}");
+        }
     }
 }

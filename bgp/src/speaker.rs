@@ -260,4 +260,87 @@ mod tests {
         a.shutdown(false).await.unwrap();
         drop(listener);
     }
+
+    /// Two nodes of a full mesh: both dial each other, no passive side.
+    fn mesh_node(
+        me: Ipv4Addr,
+        my_port: u16,
+        other: Ipv4Addr,
+        other_port: u16,
+        state_dir: Option<&std::path::Path>,
+    ) -> SpeakerConfig {
+        let mut c = config(me, 64512, Some(my_port));
+        c.graceful_restart.enabled = true;
+        c.state_dir = state_dir.map(std::path::Path::to_path_buf);
+        let mut p = PeerConfig::new(other.into(), Asn(64512));
+        p.port = other_port;
+        p.source_address = Some(me.into());
+        c.peers.push(p);
+        c
+    }
+
+    /// How long the session took to be Established at both ends, or `None` after `limit`.
+    async fn both_established(a: &Speaker, b: &Speaker, limit: Duration) -> Option<Duration> {
+        let start = tokio::time::Instant::now();
+        while start.elapsed() < limit {
+            let up = |s: Vec<PeerStatus>| s.first().is_some_and(|p| p.state == "Established");
+            if up(a.peers().await.ok()?) && up(b.peers().await.ok()?) {
+                return Some(start.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
+    /// The mesh scenario: two speakers that both connect at the same moment, one of them
+    /// restarted again and again — with a Cease (the other side goes into its idle hold),
+    /// as a graceful restart (RFC 4724), and by dropping its TCP connections without a
+    /// NOTIFICATION. The session must be Established again within a few seconds each time,
+    /// whatever the collision and idle-hold timing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mesh_pair_dialling_each_other_comes_back_after_every_restart() {
+        #[derive(Clone, Copy, Debug)]
+        enum Restart {
+            Cease,
+            Graceful,
+            DropTcp,
+        }
+        let (a_ip, b_ip) = (Ipv4Addr::new(127, 0, 0, 41), Ipv4Addr::new(127, 0, 0, 42));
+        let (a_port, b_port) = (free_port(a_ip), free_port(b_ip));
+        let dir = std::env::temp_dir().join(format!("serval-mesh-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let a_cfg = mesh_node(a_ip, a_port, b_ip, b_port, None);
+        let (a, b) = tokio::join!(
+            Speaker::start(a_cfg),
+            Speaker::start(mesh_node(b_ip, b_port, a_ip, a_port, None))
+        );
+        let (a, mut b) = (a.unwrap(), b.unwrap());
+        let took = both_established(&a, &b, Duration::from_secs(10)).await;
+        assert!(took.is_some(), "no session after both dialled at once");
+
+        let limit = Duration::from_secs(5);
+        for round in 0..3 {
+            for how in [Restart::Cease, Restart::Graceful, Restart::DropTcp] {
+                let state_dir = matches!(how, Restart::Graceful).then_some(dir.as_path());
+                b.shutdown(!matches!(how, Restart::Cease)).await.unwrap();
+                // With no state directory a silent shutdown is a crash to the peer: the
+                // connections end without a NOTIFICATION and nothing says it restarted.
+                b = Speaker::start(mesh_node(b_ip, b_port, a_ip, a_port, state_dir))
+                    .await
+                    .unwrap();
+                let took = both_established(&a, &b, limit).await;
+                let a_status = a.peers().await.unwrap();
+                assert!(
+                    took.is_some(),
+                    "round {round}, {how:?}: not Established within {limit:?}: {a_status:?}"
+                );
+            }
+        }
+        // The session went down once per restart, and only then.
+        let flaps = a.peers().await.unwrap()[0].flaps;
+        assert_eq!(flaps, 9, "A saw {flaps} session ends for 9 restarts");
+        a.shutdown(false).await.unwrap();
+        b.shutdown(false).await.unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

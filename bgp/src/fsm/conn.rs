@@ -34,6 +34,20 @@ pub(crate) struct Conn {
     pub(crate) keepalive_at: Option<Instant>,
     pub(crate) delay_open_at: Option<Instant>,
     pub(crate) established_at: Option<Instant>,
+    /// Set on a connection the peer opened while a graceful-restart session was
+    /// Established: our OPEN waits until that session is known dead, or this passes and
+    /// the Established session wins (§6.8). See `PeerFsm` on RFC 4724 §4.2.
+    pub(crate) probe_until: Option<Instant>,
+    /// The peer's OPEN on a connection held by `probe_until`, processed once the old
+    /// session is gone.
+    pub(crate) held_open: Option<Open>,
+    /// The peer's KEEPALIVE after `held_open`: it chose this connection.
+    pub(crate) held_keepalive: bool,
+    /// Accepted while the peer was in its idle hold: reaching Established on it resets
+    /// the back-off.
+    pub(crate) accepted_in_idle_hold: bool,
+    /// When a KEEPALIVE last probed this Established connection.
+    pub(crate) probed_at: Option<Instant>,
 }
 
 impl Conn {
@@ -47,14 +61,24 @@ impl Conn {
             keepalive_at: None,
             delay_open_at: None,
             established_at: None,
+            probe_until: None,
+            held_open: None,
+            held_keepalive: false,
+            accepted_in_idle_hold: false,
+            probed_at: None,
         }
     }
 
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        [self.hold_at, self.keepalive_at, self.delay_open_at]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.hold_at,
+            self.keepalive_at,
+            self.delay_open_at,
+            self.probe_until,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// RFC 4271 §8.2.2: the HoldTimer restarts on each KEEPALIVE or UPDATE received; a

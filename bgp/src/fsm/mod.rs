@@ -36,15 +36,26 @@
 //!
 //!  Into Idle: ManualStop from any state (stays there until ManualStart); an error sent or
 //!  received, the HoldTimer, or TCP lost after OpenSent (restarts after the idle hold,
-//!  which doubles with each error in a row up to `idle_hold_max`). A passive peer never
-//!  connects: it waits in Active for the peer.
+//!  which doubles with each error in a row up to `idle_hold_max`, or when the peer
+//!  connects). A passive peer never connects: it waits in Active for the peer.
 //! ```
 //!
 //! A peer may hold two connections at once (§6.8): the one we opened and the one the peer
 //! opened. Each runs its own OPEN exchange and timers (`conn.rs`); the peer's `State` is
 //! that of its most advanced connection. When an OPEN arrives while the other connection
 //! is in OpenSent or OpenConfirm, the BGP Identifiers decide which one survives; the loser
-//! gets Cease/Connection Collision Resolution.
+//! gets Cease/Connection Collision Resolution. A connection that arrives while a session
+//! is Established loses too (§6.8), before our OPEN goes out on it — unless graceful
+//! restart is negotiated, where RFC 4724 §4.2 reads a new connection as the end of the old
+//! session. Two speakers that dial each other at once also make a new connection while
+//! Established, so the FSM believes the restart only when it is shown: the OPEN on the new
+//! connection carries a Restart State bit the old session's OPEN did not, or the old
+//! connection fails within `RESTART_PROBE_TIME` of a KEEPALIVE sent to probe it (a
+//! restarted peer's kernel resets it). Until then the new connection is held, our OPEN
+//! unsent, and if the old session survives the probe it keeps the peer and the new
+//! connection gets Cease/Connection Collision Resolution. A Cease/Connection Collision
+//! Resolution received on a connection not yet Established is no error: the peer keeps
+//! another connection with us.
 //!
 //! How the IO task (`session.rs`) drives it:
 //!
@@ -78,10 +89,18 @@
 //!   that lost the same route reflector do not reconnect in lockstep.
 //! - Any message received in Established (including ROUTE-REFRESH) restarts the HoldTimer:
 //!   it proves the peer alive just as well.
+//! - A connection the peer opens during the idle hold is accepted and starts the session
+//!   at once (§8.2.2 would refuse it until the IdleHoldTimer ends the hold). Two speakers
+//!   that both hold after an error would otherwise refuse each other for minutes; BIRD and
+//!   FRR accept too. Only a stopped peer (ManualStop) refuses. The damping still applies
+//!   to our own connects: the hold resumes if that connection fails before Established,
+//!   and a session that comes up on it resets the back-off.
 
 mod config;
 mod conn;
 mod jitter;
+#[cfg(test)]
+mod mesh_tests;
 pub(crate) mod notify;
 #[cfg(test)]
 mod tests;
@@ -96,6 +115,12 @@ use jitter::Jitter;
 use notify::{cease, fsm as fsm_sub, CEASE, FSM_ERROR, HOLD_TIMER_EXPIRED, OPEN_MESSAGE_ERROR};
 use std::fmt;
 use std::time::Instant;
+
+/// How long a connection the peer opened while a graceful-restart session is Established
+/// waits for that session to fail. A peer that restarted has no connection behind the old
+/// one any more: its kernel answers our probe KEEPALIVE with a reset within a round trip,
+/// or a few retransmissions on a lossy path.
+const RESTART_PROBE_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Which side opened a TCP connection; §6.8 keeps the one opened by the higher identifier.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -227,8 +252,9 @@ pub enum DownReason {
     HoldTimerExpired,
     /// The TCP connection closed or was reset.
     ConnectionClosed,
-    /// A new connection arrived while Established with graceful restart negotiated: the
-    /// peer restarted (RFC 4724 §4.2).
+    /// A new connection arrived while Established with graceful restart negotiated, and
+    /// its OPEN carried the Restart State bit the old session's did not: the peer
+    /// restarted (RFC 4724 §4.2).
     PeerRestarted,
 }
 
@@ -288,7 +314,7 @@ impl fmt::Display for DownReason {
             DownReason::HoldTimerExpired => f.write_str("hold timer expired"),
             DownReason::ConnectionClosed => f.write_str("connection closed"),
             DownReason::PeerRestarted => {
-                f.write_str("peer restarted (new connection while established)")
+                f.write_str("peer restarted (its OPEN on a new connection set the restart bit)")
             }
         }
     }
@@ -350,6 +376,9 @@ pub struct PeerFsm {
     connect_retry_at: Option<Instant>,
     /// Set while Idle after an error, until the automatic restart.
     idle_hold_until: Option<Instant>,
+    /// The idle hold an accepted connection cut short: it resumes if that connection
+    /// fails before the session is up, so our own attempts stay damped.
+    suspended_idle_hold: Option<Instant>,
     /// The peer's restart time after a graceful end (RFC 4724 §4.2).
     stale_until: Option<Instant>,
     /// RFC 4271 §8.1.2 ConnectRetryCounter: errors in a row, drives the idle hold back-off.
@@ -380,6 +409,7 @@ impl PeerFsm {
             state: State::Idle,
             connect_retry_at: None,
             idle_hold_until: None,
+            suspended_idle_hold: None,
             stale_until: None,
             connect_retry_counter: 0,
             last_error: None,
@@ -427,6 +457,7 @@ impl PeerFsm {
                 }
             }
         }
+        self.release_held(now, out);
         self.reconcile(now, out);
     }
 
@@ -435,6 +466,14 @@ impl PeerFsm {
         let ids: Vec<ConnId> = self.conns.iter().map(|c| c.id).collect();
         for id in ids {
             let Some(i) = self.find(id) else { continue };
+            if due(self.conns[i].probe_until, now) {
+                // The Established session survived the probe: it was a collision, not a
+                // restart, and the Established session wins (§6.8).
+                if self.established_conn().is_some() {
+                    self.collide(i, out);
+                }
+                continue;
+            }
             if due(self.conns[i].hold_at, now) {
                 let n = notify::notification(HOLD_TIMER_EXPIRED, 0);
                 self.fail(now, i, Some(n), DownReason::HoldTimerExpired, out);
@@ -464,6 +503,7 @@ impl PeerFsm {
             self.stale_until = None;
             out.push(Action::StaleRoutesExpired);
         }
+        self.release_held(now, out);
         self.reconcile(now, out);
     }
 
@@ -557,6 +597,7 @@ impl PeerFsm {
         }
         self.started = true;
         self.idle_hold_until = None;
+        self.suspended_idle_hold = None;
         self.begin(now, out);
     }
 
@@ -602,6 +643,7 @@ impl PeerFsm {
         self.started = false;
         self.connect_retry_counter = 0;
         self.idle_hold_until = None;
+        self.suspended_idle_hold = None;
         self.connect_retry_at = None;
     }
 
@@ -620,43 +662,112 @@ impl PeerFsm {
         if id.direction != Direction::Incoming || self.find(id).is_some() {
             return;
         }
-        if !self.started || self.idle_hold_until.is_some() {
-            // §8.2.2 Idle refuses connections; RFC 4486 names the reason.
+        if !self.started {
+            // §8.2.2 Idle refuses connections while stopped; RFC 4486 names the reason.
             self.reject(id, out);
             return;
+        }
+        // During the idle hold the peer is configured and not shut down: its connection
+        // starts the session at once (see the departures above). Our own attempts stay
+        // damped: the hold resumes if this connection fails before Established.
+        let in_idle_hold = self.idle_hold_until.take();
+        if in_idle_hold.is_some() {
+            self.suspended_idle_hold = in_idle_hold;
         }
         if let Some(e) = self
             .conns
             .iter()
             .position(|c| c.phase == Phase::Established)
         {
-            let restarted = self.conns[e]
+            // A peer that connects again may have restarted with our connection to it
+            // left half-open: a KEEPALIVE on it now gets a reset from the peer's kernel
+            // instead of at the next keepalive interval.
+            self.probe(now, e, out);
+            let graceful = self.conns[e]
                 .negotiated
                 .as_ref()
                 .is_some_and(|n| n.restart_time().is_some());
-            if !restarted {
-                // §6.8: a collision with an Established session closes the new connection.
-                self.reject(id, out);
+            if !graceful {
+                // §6.8: a collision with an Established session closes the new
+                // connection. Closed before our OPEN goes out, so that the peer cannot
+                // pick this connection in its own collision resolution.
+                self.collide_unlisted(id, out);
                 return;
             }
-            // RFC 4724 §4.2: the peer came back before we noticed it went away.
-            let old = self.conns.remove(e);
-            out.push(Action::Close(old.id));
-            self.last_error = Some(DownReason::PeerRestarted);
-            self.session_down(now, &old, DownReason::PeerRestarted, out);
+            // RFC 4724 §4.2 would have the new connection end the old session; §6.8 keeps
+            // the Established one. Which one applies depends on whether the old TCP
+            // connection still has a speaker behind it, which the probe finds out: the
+            // new connection is held, our OPEN unsent, until the old one fails or the
+            // probe time passes.
+            self.replace_incoming(id, out);
+            let mut c = Conn::new(id, Phase::DelayOpen);
+            c.probe_until = Some(now + RESTART_PROBE_TIME);
+            self.conns.push(c);
+            return;
         }
-        // A second connection from the peer means it gave up on the first.
-        if let Some(prev) = self
-            .conns
-            .iter()
-            .position(|c| c.id.direction == Direction::Incoming)
-        {
+        self.replace_incoming(id, out);
+        let mut c = Conn::new(id, Phase::Connecting);
+        c.accepted_in_idle_hold = in_idle_hold.is_some();
+        self.conns.push(c);
+        let i = self.conns.len() - 1;
+        self.tcp_up(now, i, out);
+    }
+
+    /// KEEPALIVE on the Established connection `e`, at most one a second (RFC 4271 §4.4).
+    fn probe(&mut self, now: Instant, e: usize, out: &mut Vec<Action>) {
+        let recent = self.conns[e]
+            .probed_at
+            .is_some_and(|t| now.saturating_duration_since(t) < std::time::Duration::from_secs(1));
+        if recent {
+            return;
+        }
+        self.conns[e].probed_at = Some(now);
+        let id = self.conns[e].id;
+        self.send(id, Message::Keepalive, out);
+        self.restart_keepalive(now, e);
+    }
+
+    /// A second connection from the peer means it gave up on the first one still opening.
+    fn replace_incoming(&mut self, id: ConnId, out: &mut Vec<Action>) {
+        if let Some(prev) = self.conns.iter().position(|c| {
+            c.id != id && c.id.direction == Direction::Incoming && c.phase < Phase::Established
+        }) {
             let prev = self.conns.remove(prev);
             out.push(Action::Close(prev.id));
         }
-        self.conns.push(Conn::new(id, Phase::Connecting));
-        let i = self.conns.len() - 1;
-        self.tcp_up(now, i, out);
+    }
+
+    /// Connections held by a restart probe go on once no session is Established any more
+    /// (the old one failed): with the peer's OPEN if it already came, else with ours.
+    fn release_held(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.established_conn().is_some() {
+            return;
+        }
+        let held: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|c| c.probe_until.is_some())
+            .map(|c| c.id)
+            .collect();
+        for id in held {
+            let Some(i) = self.find(id) else { continue };
+            self.conns[i].probe_until = None;
+            let keepalive = std::mem::take(&mut self.conns[i].held_keepalive);
+            match self.conns[i].held_open.take() {
+                Some(open) => {
+                    self.open_received(now, i, &open, out);
+                    if let Some(i) = self
+                        .find(id)
+                        .filter(|&i| keepalive && self.conns[i].phase == Phase::OpenConfirm)
+                    {
+                        self.establish(now, i, out);
+                    }
+                }
+                None if self.conns[i].phase == Phase::DelayOpen => self.tcp_up(now, i, out),
+                // Our OPEN is out already: the peer's comes.
+                None => {}
+            }
+        }
     }
 
     fn reject(&mut self, id: ConnId, out: &mut Vec<Action>) {
@@ -704,6 +815,12 @@ impl PeerFsm {
     fn message(&mut self, now: Instant, id: ConnId, msg: &Message, out: &mut Vec<Action>) {
         let Some(i) = self.find(id) else { return };
         self.stats.received.count(msg);
+        if self.conns[i].held_open.is_some() && *msg == Message::Keepalive {
+            // The peer chose this connection (it answered our OPEN); its Cease/7 on
+            // the Established one is on the way. Kept for when the hold ends.
+            self.conns[i].held_keepalive = true;
+            return;
+        }
         match (self.conns[i].phase, msg) {
             // No TCP yet, so no message: the IO task mixed up its connections.
             (Phase::Connecting, _) => {}
@@ -753,6 +870,47 @@ impl PeerFsm {
             }
         };
         let id = self.conns[i].id;
+        if let Some(e) = self
+            .conns
+            .iter()
+            .position(|c| c.id != id && c.phase == Phase::Established)
+        {
+            let old = &self.conns[e];
+            let graceful = old
+                .negotiated
+                .as_ref()
+                .is_some_and(|n| n.restart_time().is_some());
+            let restarted = old
+                .negotiated
+                .as_ref()
+                .is_some_and(|n| neg.peer_restarted_since(n));
+            let favoured = id.direction == self.collision_keeps(&neg);
+            if !graceful && !favoured {
+                // §6.8: the Established session wins, and the peer, whichever way it
+                // resolved, agrees.
+                self.collide(i, out);
+                return;
+            }
+            if !restarted {
+                // Held until the probe decides (see `tcp_accepted`), or, for the
+                // connection the identifiers favour, until the peer shows which one it
+                // kept (see `establish`).
+                let c = &mut self.conns[i];
+                c.held_open = Some(remote.clone());
+                c.probe_until.get_or_insert(now + RESTART_PROBE_TIME);
+                return;
+            }
+            // RFC 4724 §4.2: the peer says it restarted (Restart State bit), so the
+            // old session is gone; its routes are kept stale and the new one goes on.
+            let old = self.conns.remove(e);
+            out.push(Action::Close(old.id));
+            self.last_error = Some(DownReason::PeerRestarted);
+            self.session_down(now, &old, DownReason::PeerRestarted, out);
+        }
+        let Some(i) = self.find(id) else { return };
+        let c = &mut self.conns[i];
+        c.probe_until = None;
+        c.held_open = None;
         // §6.8: the OPEN names the peer's identifier, so a collision with the other
         // connection in OpenSent or OpenConfirm is resolved now.
         let other = self
@@ -801,19 +959,43 @@ impl PeerFsm {
 
     fn collide(&mut self, i: usize, out: &mut Vec<Action>) {
         let loser = self.conns.remove(i);
+        self.collide_unlisted(loser.id, out);
+    }
+
+    /// Cease/Connection Collision Resolution on a connection no longer (or never) listed.
+    fn collide_unlisted(&mut self, id: ConnId, out: &mut Vec<Action>) {
         self.send(
-            loser.id,
+            id,
             Message::Notification(notify::cease(cease::COLLISION_RESOLUTION)),
             out,
         );
-        out.push(Action::Close(loser.id));
+        out.push(Action::Close(id));
         self.stats.collisions += 1;
     }
 
     fn establish(&mut self, now: Instant, i: usize, out: &mut Vec<Action>) {
         let id = self.conns[i].id;
+        // The connection the identifiers favour, if our OPEN already went out on it: the
+        // peer may have chosen it (its side of this session was still in OpenConfirm
+        // when our OPEN arrived) and will then close this one with Cease/7. It is kept,
+        // held, until the peer shows its choice or the probe time passes.
+        let winner = self.conns[i]
+            .negotiated
+            .as_ref()
+            .map(|n| self.collision_keeps(n));
+        let track = self.conns.iter().position(|c| {
+            c.id != id && c.phase == Phase::OpenSent && Some(c.id.direction) == winner
+        });
+        let tracked = track.map(|j| self.conns[j].id);
+        if let Some(j) = track {
+            self.conns[j].probe_until = Some(now + RESTART_PROBE_TIME);
+        }
         // §6.8: whatever else is still opening collides with the Established session.
-        while let Some(j) = self.conns.iter().position(|c| c.id != id) {
+        while let Some(j) = self
+            .conns
+            .iter()
+            .position(|c| c.id != id && Some(c.id) != tracked)
+        {
             if self.conns[j].phase >= Phase::DelayOpen {
                 self.collide(j, out);
             } else {
@@ -822,6 +1004,12 @@ impl PeerFsm {
             }
         }
         let Some(i) = self.find(id) else { return };
+        self.suspended_idle_hold = None;
+        if self.conns[i].accepted_in_idle_hold {
+            // The peer reached us during our idle hold and the session came up: it is
+            // back, so the back-off starts over.
+            self.connect_retry_counter = 0;
+        }
         let c = &mut self.conns[i];
         c.phase = Phase::Established;
         c.established_at = Some(now);
@@ -865,20 +1053,33 @@ impl PeerFsm {
             reason,
             DownReason::ErrorSent(_) | DownReason::NotificationReceived(_)
         );
-        if conn.phase >= Phase::OpenSent || notified {
+        // §6.8: the peer closed this connection because it keeps another one with us
+        // (perhaps one our listener has not handed over yet). Not an error: no back-off,
+        // and the ConnectRetryTimer covers a connection that never comes.
+        // Also on a session just Established: the peer had not seen it up when it chose
+        // its other connection, which then carries the session.
+        let lost_collision = matches!(&reason, DownReason::NotificationReceived(n)
+                if n.code == CEASE && n.subcode == cease::COLLISION_RESOLUTION);
+        if (conn.phase >= Phase::OpenSent || notified) && !lost_collision {
             self.last_error = Some(reason.clone());
         }
         // §8.2.2: TCP lost in OpenSent (or before) goes back to Active, not Idle.
-        let back_to_active =
-            reason == DownReason::ConnectionClosed && conn.phase <= Phase::OpenSent;
+        let back_to_active = lost_collision
+            || (reason == DownReason::ConnectionClosed && conn.phase <= Phase::OpenSent);
         // §8.2.2 Event 24: a version error does not count towards the back-off.
         let counted = !matches!(&reason, DownReason::NotificationReceived(n)
             if n.code == OPEN_MESSAGE_ERROR && n.subcode == notify::open::UNSUPPORTED_VERSION);
         if conn.phase == Phase::Established {
             self.session_down(now, &conn, reason, out);
         }
-        if !back_to_active && self.conns.is_empty() {
-            self.go_idle(now, counted);
+        if self.conns.is_empty() {
+            if !back_to_active {
+                self.go_idle(now, counted);
+            } else if let Some(until) = self.suspended_idle_hold.take() {
+                // The connection that cut the idle hold short is gone: the hold resumes
+                // (and starts the session when it ends, as it would have).
+                self.idle_hold_until = Some(until);
+            }
         }
     }
 
@@ -914,6 +1115,7 @@ impl PeerFsm {
     }
 
     fn go_idle(&mut self, now: Instant, counted: bool) {
+        self.suspended_idle_hold = None;
         if counted {
             self.connect_retry_counter = self.connect_retry_counter.saturating_add(1);
         }

@@ -952,25 +952,159 @@ fn stale_timer_stops_when_the_session_comes_back() {
 }
 
 #[test]
-fn incoming_connection_while_established_is_rejected_without_graceful_restart() {
+fn incoming_connection_while_established_loses_without_graceful_restart() {
     let (mut h, c) = reach(At::Established);
     let late = ConnId::incoming(7);
     let out = h.input(Input::TcpAccepted(late));
-    assert_eq!(notifications(&out), [(late, 6, 5)]);
+    // §6.8: Cease/Connection Collision Resolution, before our OPEN goes out.
+    assert_eq!(notifications(&out), [(late, 6, 7)]);
+    assert_eq!(
+        sent_on(&out, late).len(),
+        1,
+        "only the NOTIFICATION: {out:?}"
+    );
+    // And a KEEPALIVE probes the old connection, in case the peer restarted.
+    assert_eq!(sent_on(&out, c), [&Message::Keepalive]);
     assert!(closed(&out, late));
     assert!(!closed(&out, c));
     assert_eq!(downs(&out), []);
     assert_eq!(h.fsm.state(), State::Established);
     assert_eq!(h.fsm.established_conn(), Some(c));
+    assert_eq!(h.fsm.stats().collisions, 1);
+    assert_eq!(h.fsm.last_error(), None);
 }
 
-#[test]
-fn incoming_connection_while_established_with_graceful_restart_means_the_peer_restarted() {
+fn gr_open(restart_bit: bool) -> Message {
+    let mut cap = gr_cap(false, 120);
+    if let Capability::GracefulRestart { restart_state, .. } = &mut cap {
+        *restart_state = restart_bit;
+    }
+    open_from(PEER_AS, rid(9), 90, with(caps(PEER_AS), cap))
+}
+
+/// Established with graceful restart on both sides; the peer's OPEN had R clear.
+fn established_with_gr() -> (Harness, ConnId) {
     let mut h = Harness::new(cfg(), with(caps(LOCAL_AS), gr_cap(false, 120)));
-    let theirs = open_from(PEER_AS, rid(9), 90, with(caps(PEER_AS), gr_cap(false, 120)));
-    let old = h.establish_with(theirs.clone());
+    let c = h.establish_with(gr_open(false));
+    (h, c)
+}
+
+/// Accepting while Established with GR holds the new connection and probes the old one.
+fn accept_while_established_with_gr(h: &mut Harness, old: ConnId) -> ConnId {
     let new = ConnId::incoming(1);
     let out = h.input(Input::TcpAccepted(new));
+    assert_eq!(sent_on(&out, new), Vec::<&Message>::new(), "OPEN held back");
+    assert_eq!(
+        sent_on(&out, old),
+        [&Message::Keepalive],
+        "probe the old one"
+    );
+    assert!(!closed(&out, old) && !closed(&out, new), "{out:?}");
+    assert_eq!(downs(&out), []);
+    assert_eq!(h.fsm.state(), State::Established);
+    new
+}
+
+/// Two speakers that dialled each other at once: the second connection arrives after the
+/// first is Established, the old TCP connection is healthy. The Established session
+/// stays (§6.8); RFC 4724's "the peer restarted" is not believed without evidence.
+#[test]
+fn incoming_connection_while_established_with_graceful_restart_and_a_live_session_loses() {
+    for opens_first in [false, true] {
+        let (mut h, old) = established_with_gr();
+        let new = accept_while_established_with_gr(&mut h, old);
+        let mut all = Vec::new();
+        if opens_first {
+            all.extend(h.msg(new, gr_open(false)));
+        }
+        // The old session keeps answering.
+        all.extend(h.advance(secs(1)).into_iter().map(|(_, a)| a));
+        all.extend(h.msg(old, Message::Keepalive));
+        all.extend(h.advance(secs(2)).into_iter().map(|(_, a)| a));
+        assert_eq!(
+            notifications(&all),
+            [(new, 6, 7)],
+            "opens_first {opens_first}: {all:?}"
+        );
+        assert!(closed(&all, new));
+        assert!(!closed(&all, old));
+        assert!(
+            !sent_on(&all, new)
+                .iter()
+                .any(|m| matches!(m, Message::Open(_) | Message::Keepalive)),
+            "nothing but the Cease on the losing connection: {all:?}"
+        );
+        assert_eq!(downs(&all), []);
+        assert_eq!(h.fsm.established_conn(), Some(old));
+        assert_eq!(h.fsm.stats().flaps, 0);
+        assert_eq!(h.fsm.stats().collisions, 1);
+        assert_eq!(h.fsm.connect_retry_counter(), 0);
+    }
+}
+
+/// The peer restarted and its kernel reset the old connection when our probe reached it:
+/// the old session ends gracefully (routes kept stale) and the new one comes up, with the
+/// peer's OPEN arriving before or after the reset.
+#[test]
+fn incoming_connection_while_established_with_graceful_restart_and_a_dead_session_takes_over() {
+    for opens_first in [false, true] {
+        let ctx = format!("opens_first {opens_first}");
+        let (mut h, old) = established_with_gr();
+        let new = accept_while_established_with_gr(&mut h, old);
+        let mut all = Vec::new();
+        if opens_first {
+            let out = h.msg(new, gr_open(false));
+            assert_eq!(
+                sent_on(&out, new),
+                Vec::<&Message>::new(),
+                "{ctx}: still held"
+            );
+            all.extend(out);
+        }
+        all.extend(
+            h.advance(Duration::from_millis(300))
+                .into_iter()
+                .map(|(_, a)| a),
+        );
+        let out = h.input(Input::TcpFailed(old));
+        assert_eq!(
+            downs(&out),
+            [(DownReason::ConnectionClosed, true)],
+            "{ctx}: {out:?}"
+        );
+        assert!(
+            matches!(sent_on(&out, new).first(), Some(Message::Open(_))),
+            "{ctx}: our OPEN goes out once the old session is gone: {out:?}"
+        );
+        all.extend(out);
+        if !opens_first {
+            all.extend(h.msg(new, gr_open(false)));
+        }
+        assert_eq!(h.fsm.state(), State::OpenConfirm, "{ctx}");
+        let out = h.msg(new, Message::Keepalive);
+        assert!(
+            out.iter()
+                .any(|a| matches!(a, Action::Established { conn, .. } if *conn == new)),
+            "{ctx}: {out:?}"
+        );
+        all.extend(out);
+        assert_eq!(notifications(&all), [], "{ctx}");
+        assert_eq!(h.fsm.stats().flaps, 1, "{ctx}");
+        assert_eq!(h.fsm.connect_retry_counter(), 0, "{ctx}: no idle hold");
+        // The session stays up on the new connection past the probe time.
+        let later = h.advance_actions(secs(5));
+        assert!(!closed(&later, new), "{ctx}: {later:?}");
+        assert_eq!(h.fsm.established_conn(), Some(new), "{ctx}");
+    }
+}
+
+/// RFC 4724 §4.2 with evidence: the new OPEN sets the Restart State bit the old session's
+/// OPEN did not, so the peer restarted and the old session ends at once.
+#[test]
+fn incoming_connection_whose_open_says_the_peer_restarted_ends_the_old_session() {
+    let (mut h, old) = established_with_gr();
+    let new = accept_while_established_with_gr(&mut h, old);
+    let out = h.msg(new, gr_open(true));
     assert!(closed(&out, old));
     assert_eq!(
         notifications(&out),
@@ -979,13 +1113,14 @@ fn incoming_connection_while_established_with_graceful_restart_means_the_peer_re
     );
     assert_eq!(downs(&out), [(DownReason::PeerRestarted, true)]);
     assert!(
-        matches!(sent_on(&out, new).as_slice(), [Message::Open(_)]),
+        matches!(
+            sent_on(&out, new).as_slice(),
+            [Message::Open(_), Message::Keepalive]
+        ),
         "{out:?}"
     );
-    assert_eq!(transitions(&out), [(State::Established, State::OpenSent)]);
     assert_eq!(h.fsm.last_error(), Some(&DownReason::PeerRestarted));
-
-    h.msg(new, theirs);
+    assert_eq!(h.fsm.state(), State::OpenConfirm);
     let out = h.msg(new, Message::Keepalive);
     assert!(out
         .iter()
@@ -1002,8 +1137,20 @@ fn incoming_connection_while_established_with_graceful_restart_means_the_peer_re
     assert_eq!(h.fsm.state(), State::Established);
 }
 
+/// Without graceful restart on the Established session, even a restart bit in the new
+/// OPEN does not end it: nothing would keep the routes, and §6.8 keeps the Established one.
 #[test]
-fn incoming_connection_is_refused_while_idle() {
+fn restart_bit_without_graceful_restart_on_the_session_changes_nothing() {
+    let (mut h, c) = reach(At::Established);
+    let new = ConnId::incoming(3);
+    let out = h.input(Input::TcpAccepted(new));
+    assert_eq!(notifications(&out), [(new, 6, 7)]);
+    assert_eq!(h.msg(new, gr_open(true)), [], "the connection is gone");
+    assert_eq!(h.fsm.established_conn(), Some(c));
+}
+
+#[test]
+fn incoming_connection_is_refused_while_stopped() {
     let mut h = Harness::default();
     let a = ConnId::incoming(1);
     let out = h.input(Input::TcpAccepted(a));
@@ -1011,12 +1158,110 @@ fn incoming_connection_is_refused_while_idle() {
     assert!(closed(&out, a));
     assert_eq!(h.fsm.state(), State::Idle);
 
-    // Also while holding down after an error.
-    let (mut h, c) = reach(At::OpenSent);
-    h.msg(c, Message::Notification(notif(6, 8)));
-    assert!(h.fsm.idle_hold_until().is_some());
+    // And after a ManualStop.
+    let (mut h, _) = reach(At::Established);
+    h.input(Input::ManualStop(None));
     let out = h.input(Input::TcpAccepted(a));
     assert_eq!(notifications(&out), [(a, 6, 5)]);
+    assert_eq!(h.fsm.state(), State::Idle);
+}
+
+/// Fails `n` sessions in a row so that the idle hold has grown.
+fn grow_back_off(h: &mut Harness, n: u32) {
+    for _ in 0..n {
+        let (c, _) = h.next_connect();
+        h.input(Input::TcpConnected(c));
+        h.msg(c, Message::Notification(notif(6, 8)));
+    }
+    assert_eq!(h.fsm.connect_retry_counter(), n);
+    assert_eq!(h.fsm.state(), State::Idle);
+}
+
+/// A peer in its idle hold accepts the peer's connection and starts at once; the session
+/// that comes up resets the back-off.
+#[test]
+fn incoming_connection_during_the_idle_hold_starts_the_session_at_once() {
+    let mut h = Harness::default();
+    h.input(Input::ManualStart);
+    grow_back_off(&mut h, 5);
+    let hold_left = h
+        .fsm
+        .idle_hold_until()
+        .map(|t| t.saturating_duration_since(h.now));
+    assert!(hold_left.is_some_and(|d| d >= secs(10)), "{hold_left:?}");
+
+    let a = ConnId::incoming(1);
+    let out = h.input(Input::TcpAccepted(a));
+    assert_eq!(notifications(&out), []);
+    assert!(
+        matches!(sent_on(&out, a).as_slice(), [Message::Open(_)]),
+        "{out:?}"
+    );
+    assert_eq!(transitions(&out), [(State::Idle, State::OpenSent)]);
+    assert_eq!(h.fsm.idle_hold_until(), None);
+    h.msg(a, peer_open());
+    let out = h.msg(a, Message::Keepalive);
+    assert!(out
+        .iter()
+        .any(|x| matches!(x, Action::Established { conn, .. } if *conn == a)));
+    assert_eq!(h.fsm.connect_retry_counter(), 0, "back-off reset");
+
+    // The next failure waits the first idle hold again, not the grown one.
+    let failed_at = h.elapsed();
+    let out = h.input(Input::TcpFailed(a));
+    assert_eq!(downs(&out).len(), 1);
+    assert_eq!(h.fsm.connect_retry_counter(), 1);
+    let (_, at) = h.next_connect();
+    assert!(
+        jittered(at - failed_at, FsmConfig::DEFAULT_IDLE_HOLD),
+        "waited {:?}",
+        at - failed_at
+    );
+}
+
+/// Our own attempts stay damped: an accepted connection that fails before Established
+/// puts the peer back into the idle hold it cut short.
+#[test]
+fn idle_hold_resumes_when_the_accepted_connection_fails_early() {
+    let mut h = Harness::default();
+    h.input(Input::ManualStart);
+    grow_back_off(&mut h, 5);
+    let until = h.fsm.idle_hold_until();
+    let a = ConnId::incoming(1);
+    h.input(Input::TcpAccepted(a));
+    h.advance(secs(1));
+    let out = h.input(Input::TcpFailed(a));
+    assert!(
+        !out.iter().any(|x| matches!(x, Action::Connect(_))),
+        "{out:?}"
+    );
+    assert_eq!(h.fsm.idle_hold_until(), until, "the same hold resumes");
+    assert_eq!(h.fsm.state(), State::Idle);
+    assert_eq!(
+        h.fsm.connect_retry_counter(),
+        5,
+        "TCP lost in OpenSent is no error"
+    );
+    let (_, at) = h.next_connect();
+    assert_eq!(Some(h.t0 + at), until, "connects when the hold ends");
+}
+
+/// The peer resolved a collision against our only connection (its other one has not
+/// reached us yet): no error, no idle hold; we wait in Active for its connection.
+#[test]
+fn collision_cease_on_the_only_connection_goes_to_active() {
+    let (mut h, c) = reach(At::OpenConfirm);
+    let out = h.msg(c, Message::Notification(notif(6, 7)));
+    assert!(closed(&out, c));
+    assert_eq!(h.fsm.state(), State::Active);
+    assert_eq!(h.fsm.idle_hold_until(), None);
+    assert_eq!(h.fsm.connect_retry_counter(), 0);
+    assert_eq!(h.fsm.last_error(), None);
+    let a = ConnId::incoming(1);
+    h.input(Input::TcpAccepted(a));
+    h.msg(a, peer_open());
+    h.msg(a, Message::Keepalive);
+    assert_eq!(h.fsm.established_conn(), Some(a));
 }
 
 #[test]
@@ -1318,18 +1563,55 @@ fn connection_collision_keeps_the_connection_of_the_higher_identifier() {
     }
 }
 
+/// Established on our connection while the peer's is in OpenSent (our OPEN sent on it):
+/// the connection the identifiers disfavour is closed at once; the favoured one is kept
+/// until the peer shows its choice (§6.8 lets OpenSent connections be examined once the
+/// peer's identifier is known).
 #[test]
-fn establishing_closes_the_connection_still_opening() {
-    let mut h = Harness::default();
-    let out_c = h.start();
-    h.input(Input::TcpConnected(out_c));
-    h.msg(out_c, peer_open());
-    let in_c = ConnId::incoming(4);
-    h.input(Input::TcpAccepted(in_c));
-    let out = h.msg(out_c, Message::Keepalive);
-    assert_eq!(notifications(&out), [(in_c, 6, 7)]);
-    assert!(closed(&out, in_c));
-    assert_eq!(h.fsm.established_conn(), Some(out_c));
+fn establishing_resolves_the_connection_still_opening_by_identifier() {
+    // (peer identifier, the peer's connection is favoured)
+    for (peer, favoured) in [(rid(2), false), (rid(9), true)] {
+        for peer_keeps_ours in [false, true] {
+            let ctx = format!("peer {peer}, peer keeps ours {peer_keeps_ours}");
+            let theirs = open_from(PEER_AS, peer, 90, caps(PEER_AS));
+            let mut h = Harness::default();
+            let out_c = h.start();
+            h.input(Input::TcpConnected(out_c));
+            h.msg(out_c, theirs.clone());
+            let in_c = ConnId::incoming(4);
+            h.input(Input::TcpAccepted(in_c));
+            let out = h.msg(out_c, Message::Keepalive);
+            assert_eq!(h.fsm.established_conn(), Some(out_c), "{ctx}");
+            if !favoured {
+                assert_eq!(notifications(&out), [(in_c, 6, 7)], "{ctx}");
+                assert!(closed(&out, in_c), "{ctx}");
+                continue;
+            }
+            assert_eq!(notifications(&out), [], "{ctx}");
+            let mut all = h.msg(in_c, theirs.clone());
+            if peer_keeps_ours {
+                // The peer had our connection up: it never answers on its own, and the
+                // probe time ends the wait.
+                all.extend(h.advance_actions(secs(3)));
+                assert_eq!(notifications(&all), [(in_c, 6, 7)], "{ctx}: {all:?}");
+                assert_eq!(h.fsm.established_conn(), Some(out_c), "{ctx}");
+                assert_eq!(downs(&all), [], "{ctx}");
+            } else {
+                // The peer chose its connection: it answers there and closes ours.
+                all.extend(h.msg(in_c, Message::Keepalive));
+                let out = h.msg(out_c, Message::Notification(notif(6, 7)));
+                assert_eq!(downs(&out).len(), 1, "{ctx}: {out:?}");
+                assert!(
+                    out.iter()
+                        .any(|a| matches!(a, Action::Established { conn, .. } if *conn == in_c)),
+                    "{ctx}: {out:?}"
+                );
+                assert_eq!(h.fsm.established_conn(), Some(in_c), "{ctx}");
+                assert_eq!(h.fsm.connect_retry_counter(), 0, "{ctx}");
+                assert_eq!(h.fsm.idle_hold_until(), None, "{ctx}");
+            }
+        }
+    }
 }
 
 #[test]

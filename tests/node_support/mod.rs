@@ -6,10 +6,11 @@
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use std::net::IpAddr;
 
-use serval_integration::{Bridge, Error, Netns, NsChild, Result, TestDir};
+use serval_integration::{Bridge, Error, Netns, NsChild, Poll, Result, TestDir};
 
 pub fn serval_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_serval"))
@@ -237,4 +238,85 @@ pub fn three_nodes(test: &TestDir) -> Result<([Node; 3], Netns, Bridge)> {
     n2.ns.add_default_route(gw_a)?;
     n3.ns.add_default_route(gw_b)?;
     Ok(([n1, n2, n3], r, br))
+}
+
+/// `serval apply -f` of `yaml`, written to `name` in the test directory.
+pub fn apply(store: &str, test: &TestDir, name: &str, yaml: &str) -> Result<String> {
+    let path = test.path().join(name);
+    std::fs::write(&path, yaml)
+        .map_err(|e| Error::InvalidSpec(format!("writing {}: {e}", path.display())))?;
+    serval(store, &["apply", "-f", &path.display().to_string()])
+}
+
+/// Whether `n` has a serval route for `prefix`, and through what.
+pub fn route_of(n: &Node, prefix: &str) -> Result<Option<KernelRoute>> {
+    Ok(n.routes()?.into_iter().find(|(d, _, _)| d == prefix))
+}
+
+/// Polls `n`'s kernel routes every few milliseconds until `prefix` is there (`present`)
+/// or gone (`!present`), at most until `t0 + within`; returns the time since `t0`.
+/// Polls `ip -j route` (a few ms each), so the figure is an upper bound by one poll.
+pub fn wait_route(
+    n: &Node,
+    prefix: &str,
+    present: bool,
+    t0: Instant,
+    within: Duration,
+) -> Result<Duration> {
+    let what = format!(
+        "{}: route for {prefix} {}",
+        n.name,
+        if present { "installed" } else { "withdrawn" }
+    );
+    let left = (t0 + within).saturating_duration_since(Instant::now());
+    wait_until_fast(left, &what, || match n.routes() {
+        Err(e) => Poll::Pending(e.to_string()),
+        Ok(r) if r.iter().any(|(d, _, _)| d == prefix) == present => Poll::Ready(t0.elapsed()),
+        Ok(r) => Poll::Pending(format!("{r:?}")),
+    })
+}
+
+/// As [`serval_integration::wait_until`] but at a fixed 10 ms interval: for timings,
+/// where the library's growing backoff (up to 500 ms) would blur the figure.
+pub fn wait_until_fast<T>(
+    timeout: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Poll<T>,
+) -> Result<T> {
+    let start = Instant::now();
+    loop {
+        let last = match check() {
+            Poll::Ready(v) => return Ok(v),
+            Poll::Pending(s) => s,
+        };
+        if start.elapsed() >= timeout {
+            return Err(Error::Timeout {
+                what: what.to_owned(),
+                waited: start.elapsed(),
+                last,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The peers of `n`'s embedded speaker as `serval bgp status --json` reports them.
+pub fn bgp_peers(n: &Node) -> Result<Vec<serde_json::Value>> {
+    let text = run(Command::new(serval_bin()).args([
+        "bgp",
+        "status",
+        "--json",
+        "--socket",
+        &n.dir.join("bgp.sock").display().to_string(),
+    ]))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::InvalidSpec(format!("bgp status JSON: {e}: {text}")))?;
+    Ok(match v {
+        serde_json::Value::Array(a) => a,
+        serde_json::Value::Object(mut o) => o
+            .remove("peers")
+            .and_then(|p| p.as_array().cloned())
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    })
 }

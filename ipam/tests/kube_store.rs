@@ -590,23 +590,29 @@ async fn watch_goes_on_after_a_dropped_connection() {
         WatchEvent::Put(v) => assert_eq!(v.value.key(), Key::Pool(PoolName::new("more").unwrap())),
         other => panic!("expected the change after the re-watch, got {other:?}"),
     }
-    assert!(api.lock().script.is_empty(), "the drop was scripted and met");
+    assert!(
+        api.lock().script.is_empty(),
+        "the drop was scripted and met"
+    );
     let lists = api
         .requests()
         .iter()
         // The watcher's lists are paged; the IPAM's own reads are not.
         .filter(|(m, u)| *m == Method::GET && u.contains("ippools?") && u.contains("limit="))
         .count();
-    assert_eq!(lists, 1, "no relist after a dropped connection: {:#?}", api.requests());
+    assert_eq!(
+        lists,
+        1,
+        "no relist after a dropped connection: {:#?}",
+        api.requests()
+    );
     assert!(watch_requests(&api) >= 2, "watched again");
 }
 
 #[tokio::test]
 async fn a_missing_crd_is_named_at_start() {
     let api = FakeApi::default();
-    let store = Arc::new(
-        KubeStore::new(api.client()).with_resource_kinds(["BGPPeer".to_owned()]),
-    );
+    let store = Arc::new(KubeStore::new(api.client()).with_resource_kinds(["BGPPeer".to_owned()]));
     // The API server does not know bgppeers.serval.dev.
     api.fail_next(Method::GET, "bgppeers", 404);
     let mut w = store

@@ -291,14 +291,10 @@ impl KubeStore {
         &self,
         lp: &ListParams,
     ) -> Result<(Vec<Versioned<Object>>, String), StoreError> {
-        let list = self
-            .api::<K>()
-            .list(lp)
-            .await
-            .map_err(|e| {
-                let plural = K::plural(&());
-                map_list_err(&crd_name(&plural), &format!("list {plural}"), e)
-            })?;
+        let list = self.api::<K>().list(lp).await.map_err(|e| {
+            let plural = K::plural(&());
+            map_list_err(&crd_name(&plural), &format!("list {plural}"), e)
+        })?;
         let rv = list.metadata.resource_version.clone().unwrap_or_default();
         let objs = list
             .items
@@ -376,14 +372,10 @@ impl KubeStore {
         kind: &str,
         lp: &ListParams,
     ) -> Result<(Vec<Versioned<Object>>, String), StoreError> {
-        let list = self
-            .dyn_api(kind)
-            .list(lp)
-            .await
-            .map_err(|e| {
-                let plural = api_resource(kind).plural;
-                map_list_err(&crd_name(&plural), &format!("list {plural}"), e)
-            })?;
+        let list = self.dyn_api(kind).list(lp).await.map_err(|e| {
+            let plural = api_resource(kind).plural;
+            map_list_err(&crd_name(&plural), &format!("list {plural}"), e)
+        })?;
         let rv = list.metadata.resource_version.clone().unwrap_or_default();
         let objs = list
             .items
@@ -594,10 +586,12 @@ where
                 Err(watcher::Error::WatchError(s)) => {
                     Item::Error(map_err(&format!("watch {what}"), kube::Error::Api(s)))
                 }
-                Err(e @ watcher::Error::NoResourceVersion) => Item::Error(StoreError::Unavailable {
-                    store: "kubernetes".into(),
-                    detail: format!("watch {what}: {e}"),
-                }),
+                Err(e @ watcher::Error::NoResourceVersion) => {
+                    Item::Error(StoreError::Unavailable {
+                        store: "kubernetes".into(),
+                        detail: format!("watch {what}: {e}"),
+                    })
+                }
             };
             (idx, item)
         })
@@ -793,7 +787,9 @@ mod tests {
     fn first_resync_waits_for_every_source() {
         let mut m = Merge::new(2);
         assert!(m.on(0, Item::Init).is_none());
-        assert!(m.on(0, Item::Listed(pool("a", "10.0.0.0/24", "1"))).is_none());
+        assert!(m
+            .on(0, Item::Listed(pool("a", "10.0.0.0/24", "1")))
+            .is_none());
         assert!(m.on(0, Item::InitDone).is_none(), "source 1 not listed yet");
         // A change of a listed source before the first resync is folded into it.
         assert!(m.on(0, Item::Put(pool("b", "10.0.1.0/24", "2"))).is_none());
@@ -818,7 +814,9 @@ mod tests {
         // 410 Gone on source 0, then its relist finds "b" instead of "a".
         assert!(m.on(0, Item::Gone).is_none(), "Gone is not an error");
         assert!(m.on(0, Item::Init).is_none());
-        assert!(m.on(0, Item::Listed(pool("b", "10.0.1.0/24", "5"))).is_none());
+        assert!(m
+            .on(0, Item::Listed(pool("b", "10.0.1.0/24", "5")))
+            .is_none());
         let ev = m.on(0, Item::InitDone).unwrap().unwrap();
         assert_eq!(names(&ev), ["pool b", "pool z"], "source 1's objects kept");
         match m.on(1, Item::Deleted(pool("z", "10.9.0.0/24", "6").value.key())) {
@@ -844,7 +842,10 @@ mod tests {
         // A watch restart that lists nothing new resyncs to what was there.
         m.on(0, Item::Init);
         m.on(0, Item::Listed(pool("a", "10.0.0.0/24", "1")));
-        assert_eq!(names(&m.on(0, Item::InitDone).unwrap().unwrap()), ["pool a"]);
+        assert_eq!(
+            names(&m.on(0, Item::InitDone).unwrap().unwrap()),
+            ["pool a"]
+        );
         assert!(m.on(7, Item::InitDone).is_none(), "unknown source ignored");
     }
 

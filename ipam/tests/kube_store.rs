@@ -77,14 +77,19 @@ impl FakeApi {
             while let Some((req, send)) = handle.next_request().await {
                 let api = api.clone();
                 tokio::spawn(async move {
-                    let resp = api.serve(req).await;
-                    send.send_response(resp);
+                    match api.serve(req).await {
+                        Some(resp) => send.send_response(resp),
+                        // A dropped connection: the client sees its request fail.
+                        None => drop(send),
+                    }
                 });
             }
         });
         kube::Client::new(svc, "default")
     }
 
+    /// Makes the next request of `method` on `plural` fail with `code`; code 0 drops the
+    /// connection without an answer.
     fn fail_next(&self, method: Method, plural: &str, code: u16) {
         self.lock()
             .script
@@ -105,7 +110,7 @@ impl FakeApi {
         self.changed.notify_waiters();
     }
 
-    async fn serve(&self, req: Request<Body>) -> Response<Body> {
+    async fn serve(&self, req: Request<Body>) -> Option<Response<Body>> {
         let (parts, body) = req.into_parts();
         let body = body.collect_bytes().await.expect("request body");
         let path = parts.uri.path().to_owned();
@@ -134,16 +139,20 @@ impl FakeApi {
                 .is_some_and(|(m, p, _)| *m == parts.method && *p == plural);
             if scripted {
                 let (_, _, code) = st.script.pop_front().expect("scripted failure");
+                if code == 0 {
+                    return None;
+                }
                 let reason = match code {
+                    404 => "NotFound",
                     409 => "Conflict",
                     500 => "InternalError",
                     _ => "Scripted",
                 };
-                return respond(code, &status(code, reason, "scripted failure"));
+                return Some(respond(code, &status(code, reason, "scripted failure")));
             }
         }
         if query.get("watch").map(String::as_str) == Some("true") {
-            return self.watch(&plural, &query).await;
+            return Some(self.watch(&plural, &query).await);
         }
         let body: Option<Value> =
             (!body.is_empty()).then(|| serde_json::from_slice(&body).expect("json body"));
@@ -239,7 +248,7 @@ impl FakeApi {
         };
         drop(st);
         self.changed.notify_waiters();
-        out
+        Some(out)
     }
 
     /// Answers with the changes after the given version, waiting for one if there is none.
@@ -537,4 +546,130 @@ async fn watch_relists_after_410_gone() {
         watches >= 3,
         "watched again after each answer and after the relist"
     );
+}
+
+/// Every watch request so far.
+fn watch_requests(api: &FakeApi) -> usize {
+    api.requests()
+        .iter()
+        .filter(|(_, u)| u.contains("watch=true"))
+        .count()
+}
+
+#[tokio::test]
+async fn watch_goes_on_after_a_dropped_connection() {
+    let api = FakeApi::default();
+    let store = Arc::new(KubeStore::new(api.client()));
+    let ipam = Ipam::new(store.clone());
+    ipam.add_pool(pool()).await.expect("pool");
+    let mut w = store.watch(&[Kind::Pool]).await.expect("watch");
+    match next(&mut w).await {
+        WatchEvent::Resync(objs) => assert_eq!(objs.len(), 1),
+        other => panic!("{other:?}"),
+    }
+    // The watch that follows the list loses its connection without an answer.
+    api.fail_next(Method::GET, "ippools", 0);
+    let item = tokio::time::timeout(Duration::from_secs(10), w.next())
+        .await
+        .expect("an item within 10 s")
+        .expect("stream open");
+    let err = item.expect_err("the dropped connection is reported");
+    assert!(
+        matches!(err, StoreError::Unavailable { .. }),
+        "a dropped connection is retryable: {err}"
+    );
+    let mut p2 = IpPool::new(
+        PoolName::new("more").unwrap(),
+        "10.66.0.0/24".parse().unwrap(),
+    );
+    p2.block_size = 26;
+    ipam.add_pool(p2).await.expect("pool");
+    // After the back-off the watch starts again from the listed version: the change
+    // arrives as a change, without a relist.
+    match next(&mut w).await {
+        WatchEvent::Put(v) => assert_eq!(v.value.key(), Key::Pool(PoolName::new("more").unwrap())),
+        other => panic!("expected the change after the re-watch, got {other:?}"),
+    }
+    assert!(
+        api.lock().script.is_empty(),
+        "the drop was scripted and met"
+    );
+    let lists = api
+        .requests()
+        .iter()
+        // The watcher's lists are paged; the IPAM's own reads are not.
+        .filter(|(m, u)| *m == Method::GET && u.contains("ippools?") && u.contains("limit="))
+        .count();
+    assert_eq!(
+        lists,
+        1,
+        "no relist after a dropped connection: {:#?}",
+        api.requests()
+    );
+    assert!(watch_requests(&api) >= 2, "watched again");
+}
+
+#[tokio::test]
+async fn a_missing_crd_is_named_at_start() {
+    let api = FakeApi::default();
+    let store = Arc::new(KubeStore::new(api.client()).with_resource_kinds(["BGPPeer".to_owned()]));
+    // The API server does not know bgppeers.serval.dev.
+    api.fail_next(Method::GET, "bgppeers", 404);
+    let mut w = store
+        .watch(&[Kind::Pool, Kind::Resource])
+        .await
+        .expect("watch");
+    let item = tokio::time::timeout(Duration::from_secs(10), w.next())
+        .await
+        .expect("an item within 10 s")
+        .expect("stream open");
+    let err = item.expect_err("the missing CRD is the first item");
+    let text = err.to_string();
+    assert!(matches!(err, StoreError::Config(_)), "{text}");
+    assert!(text.contains("bgppeers.serval.dev"), "{text}");
+    assert!(text.contains("charts/serval/crds"), "{text}");
+    // A plain list says the same.
+    api.fail_next(Method::GET, "ippools", 404);
+    let err = store.list_pools().await.expect_err("404 on the list");
+    assert!(err.to_string().contains("ippools.serval.dev"), "{err}");
+}
+
+#[tokio::test]
+async fn a_410_during_a_multi_kind_watch_resyncs_every_kind() {
+    let api = FakeApi::default();
+    let store = Arc::new(KubeStore::new(api.client()));
+    let ipam = Ipam::new(store.clone());
+    ipam.add_pool(pool()).await.expect("pool");
+    ipam.auto_assign(AutoAssignRequest::new(
+        HandleId::new("h1").unwrap(),
+        NodeInfo::new(NodeName::new("node-1").unwrap()),
+        1,
+        0,
+    ))
+    .await
+    .expect("assign");
+    let mut w = store
+        .watch(&[Kind::Pool, Kind::Block])
+        .await
+        .expect("watch");
+    let first = match next(&mut w).await {
+        WatchEvent::Resync(objs) => objs,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(first.len(), 2, "the pool and its block: {first:?}");
+    // Both watches start from a version that is now too old: 410 Gone for each.
+    api.expire_watches();
+    // Each kind lists again; every Resync carries both kinds, never a partial set.
+    let mut resyncs = 0;
+    while resyncs < 2 {
+        match next(&mut w).await {
+            WatchEvent::Resync(objs) => {
+                let kinds: std::collections::BTreeSet<Kind> =
+                    objs.iter().map(|o| o.value.kind()).collect();
+                assert_eq!(kinds, [Kind::Pool, Kind::Block].into(), "{objs:?}");
+                resyncs += 1;
+            }
+            other => panic!("only resyncs expected after 410 Gone: {other:?}"),
+        }
+    }
 }

@@ -15,21 +15,28 @@
 //!   API: its labels are the object's labels, its spec the object's `spec`. Listing or
 //!   watching [`Kind::Resource`] covers the kinds named with
 //!   [`KubeStore::with_resource_kinds`], as the API has no "every kind" request.
-//! - [`Store::watch`] lists, sends a `Resync`, then watches each kind from the list's
-//!   resourceVersion, re-watching from the last version seen when the server ends a watch;
-//!   a `410 Gone` (the version is too old) lists again and sends a new `Resync`.
+//! - [`Store::watch`] runs kube's `runtime::watcher` on each collection with its default
+//!   back-off: it lists, watches from the list's resourceVersion, re-watches from the
+//!   last version seen when a watch ends or the connection drops, and lists again after
+//!   `410 Gone`. Once every collection is listed the stream sends a `Resync`, then
+//!   changes; each relist sends a new `Resync` of every collection. Errors are passed on
+//!   as items and the watch goes on after its back-off: the stream never ends, and the
+//!   receiver keeps what it knew until the next `Resync`.
+//! - A list answered with 404 means the CRD is not installed:
+//!   [`StoreError::Config`] naming the CRD and how to install it.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
-use futures::{StreamExt as _, TryStreamExt as _};
+use futures::StreamExt as _;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, ObjectMeta,
-    PostParams, Preconditions, WatchEvent as KubeEvent, WatchParams,
+    PostParams, Preconditions,
 };
 use kube::core::ClusterResourceScope;
+use kube::runtime::{watcher, WatchStreamExt as _};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -284,11 +291,10 @@ impl KubeStore {
         &self,
         lp: &ListParams,
     ) -> Result<(Vec<Versioned<Object>>, String), StoreError> {
-        let list = self
-            .api::<K>()
-            .list(lp)
-            .await
-            .map_err(|e| map_err(&format!("list {}", K::plural(&())), e))?;
+        let list = self.api::<K>().list(lp).await.map_err(|e| {
+            let plural = K::plural(&());
+            map_list_err(&crd_name(&plural), &format!("list {plural}"), e)
+        })?;
         let rv = list.metadata.resource_version.clone().unwrap_or_default();
         let objs = list
             .items
@@ -366,11 +372,10 @@ impl KubeStore {
         kind: &str,
         lp: &ListParams,
     ) -> Result<(Vec<Versioned<Object>>, String), StoreError> {
-        let list = self
-            .dyn_api(kind)
-            .list(lp)
-            .await
-            .map_err(|e| map_err(&format!("list {}", api_resource(kind).plural), e))?;
+        let list = self.dyn_api(kind).list(lp).await.map_err(|e| {
+            let plural = api_resource(kind).plural;
+            map_list_err(&crd_name(&plural), &format!("list {plural}"), e)
+        })?;
         let rv = list.metadata.resource_version.clone().unwrap_or_default();
         let objs = list
             .items
@@ -455,21 +460,6 @@ impl KubeStore {
         }
     }
 
-    fn watch_kind(
-        &self,
-        kind: Kind,
-        rv: String,
-    ) -> BoxStream<'static, Result<WatchEvent, Restart>> {
-        match kind {
-            Kind::Pool => watch_k(self.api::<IPPool>(), rv),
-            Kind::Block => watch_k(self.api::<IPAMBlock>(), rv),
-            Kind::Affinity => watch_k(self.api::<BlockAffinity>(), rv),
-            Kind::Handle => watch_k(self.api::<IPAMHandle>(), rv),
-            Kind::Config => watch_k(self.api::<IPAMConfig>(), rv),
-            Kind::Resource => futures::stream::empty().boxed(),
-        }
-    }
-
     /// What one watch source lists and watches: a typed kind, or one resource kind.
     fn sources(&self, kinds: &[Kind]) -> Vec<Source> {
         let mut out = Vec::new();
@@ -483,27 +473,20 @@ impl KubeStore {
         out
     }
 
-    async fn list_source(
-        &self,
-        s: &Source,
-    ) -> Result<(Vec<Versioned<Object>>, String), StoreError> {
+    /// The decoded watcher stream of one source, tagged with its index.
+    fn source_stream(&self, idx: usize, s: &Source) -> BoxStream<'static, (usize, Item)> {
         match s {
-            Source::Typed(k) => self.list_kind(*k, &ListParams::default()).await,
-            Source::Dyn(kind) => self.list_dyn(kind, &ListParams::default()).await,
-        }
-    }
-
-    fn watch_source(
-        &self,
-        s: &Source,
-        rv: String,
-    ) -> BoxStream<'static, Result<WatchEvent, Restart>> {
-        match s {
-            Source::Typed(k) => self.watch_kind(*k, rv),
+            Source::Typed(Kind::Pool) => typed_stream::<IPPool>(self.api(), idx),
+            Source::Typed(Kind::Block) => typed_stream::<IPAMBlock>(self.api(), idx),
+            Source::Typed(Kind::Affinity) => typed_stream::<BlockAffinity>(self.api(), idx),
+            Source::Typed(Kind::Handle) => typed_stream::<IPAMHandle>(self.api(), idx),
+            Source::Typed(Kind::Config) => typed_stream::<IPAMConfig>(self.api(), idx),
+            // `sources` never yields it: resource kinds are `Source::Dyn`.
+            Source::Typed(Kind::Resource) => futures::stream::empty().boxed(),
             Source::Dyn(kind) => {
-                let kind = kind.clone();
-                let what = api_resource(&kind).plural;
-                watch_api(self.dyn_api(&kind), rv, what, move |o| decode_dyn(&kind, o))
+                let k = kind.clone();
+                let crd = crd_name(&api_resource(kind).plural);
+                source_events(self.dyn_api(kind), idx, crd, move |o| decode_dyn(&k, o))
             }
         }
     }
@@ -516,85 +499,182 @@ enum Source {
     Dyn(String),
 }
 
-/// Why a watch must list again.
-enum Restart {
-    /// 410 Gone: the version is too old.
+/// The CRD's name (`ippools.serval.dev`), for the error when it is not installed.
+fn crd_name(plural: &str) -> String {
+    format!("{plural}.{GROUP}")
+}
+
+/// The error for a list answered with 404: the collection does not exist, so the CRD
+/// is not installed.
+fn missing_crd(crd: &str) -> StoreError {
+    StoreError::Config(format!(
+        "kubernetes: the CustomResourceDefinition {crd} is not installed; install the \
+         CRDs of the serval chart (helm install installs charts/serval/crds, or \
+         kubectl apply -f charts/serval/crds/)"
+    ))
+}
+
+/// A list error, with 404 (the CRD is missing) named as such.
+fn map_list_err(crd: &str, what: &str, e: kube::Error) -> StoreError {
+    if is_not_found(&e) {
+        missing_crd(crd)
+    } else {
+        map_err(what, e)
+    }
+}
+
+/// One decoded watcher event of one source.
+#[derive(Debug)]
+enum Item {
+    /// A (re)list begins.
+    Init,
+    /// An object of the (re)list.
+    Listed(Versioned<Object>),
+    /// The (re)list is complete.
+    InitDone,
+    Put(Versioned<Object>),
+    Deleted(Key),
+    /// The server answered 410 Gone: the watcher lists again (an `Init` follows).
     Gone,
-    Failed(StoreError),
+    Error(StoreError),
 }
 
-/// Watches one kind from `rv`, re-watching from the last version seen when the server
-/// ends the watch.
-fn watch_k<K: Crd>(api: Api<K>, rv: String) -> BoxStream<'static, Result<WatchEvent, Restart>> {
-    watch_api(api, rv, K::plural(&()).to_string(), decode::<K>)
+fn typed_stream<K: Crd>(api: Api<K>, idx: usize) -> BoxStream<'static, (usize, Item)> {
+    source_events(api, idx, crd_name(&K::plural(&())), decode::<K>)
 }
 
-/// Watches one collection from `rv` (named `what` in errors), decoding with `decode`.
-fn watch_api<K, D>(
+/// kube's watcher over one collection with its default back-off (exponential from
+/// 0.8 s to 30 s, reset after 2 min of health): it lists, watches from the list's
+/// version, re-watches from the last version seen when a watch ends or breaks, and
+/// lists again after 410 Gone. Its events are decoded into [`Item`]s.
+fn source_events<K, D>(
     api: Api<K>,
-    rv: String,
-    what: String,
+    idx: usize,
+    crd: String,
     decode: D,
-) -> BoxStream<'static, Result<WatchEvent, Restart>>
+) -> BoxStream<'static, (usize, Item)>
 where
     K: Resource + Clone + Debug + DeserializeOwned + Send + 'static,
     D: Fn(&K) -> Result<Versioned<Object>, StoreError> + Send + Sync + 'static,
 {
-    type Inner<K> = BoxStream<'static, Result<KubeEvent<K>, kube::Error>>;
-    let decode = std::sync::Arc::new(decode);
-    let state: (Api<K>, String, Option<Inner<K>>) = (api, rv, None);
-    futures::stream::unfold(state, move |(api, mut rv, mut cur)| {
-        let decode = decode.clone();
-        let what = what.clone();
-        async move {
-            loop {
-                let stream = match cur.as_mut() {
-                    Some(s) => s,
-                    None => match api.watch(&WatchParams::default().timeout(290), &rv).await {
-                        Ok(s) => cur.insert(s.boxed()),
-                        Err(e) => {
-                            let err = map_err(&format!("watch {what}"), e);
-                            return Some((Err(Restart::Failed(err)), (api, rv, None)));
-                        }
-                    },
-                };
-                let item = match stream.try_next().await {
-                    Ok(Some(ev)) => ev,
-                    Ok(None) => {
-                        cur = None;
-                        continue;
-                    }
-                    Err(e) => {
-                        let err = map_err(&format!("watch {what}"), e);
-                        return Some((Err(Restart::Failed(err)), (api, rv, None)));
-                    }
-                };
-                let out = match item {
-                    KubeEvent::Added(o) | KubeEvent::Modified(o) => {
-                        rv = o.resource_version().unwrap_or(rv);
-                        (*decode)(&o).map(WatchEvent::Put)
-                    }
-                    KubeEvent::Deleted(o) => {
-                        rv = o.resource_version().unwrap_or(rv);
-                        (*decode)(&o).map(|v| WatchEvent::Deleted(v.value.key()))
-                    }
-                    KubeEvent::Bookmark(b) => {
-                        rv = b.metadata.resource_version;
-                        continue;
-                    }
-                    KubeEvent::Error(s) if s.code == 410 => {
-                        return Some((Err(Restart::Gone), (api, rv, None)))
-                    }
-                    KubeEvent::Error(s) => {
-                        let err = map_err(&format!("watch {what}"), kube::Error::Api(s));
-                        return Some((Err(Restart::Failed(err)), (api, rv, None)));
-                    }
-                };
-                return Some((out.map_err(Restart::Failed), (api, rv, cur)));
-            }
+    let what = crd.split('.').next().unwrap_or_default().to_owned();
+    watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .map(move |ev| {
+            let item = match ev {
+                Ok(watcher::Event::Init) => Item::Init,
+                Ok(watcher::Event::InitApply(o)) => match decode(&o) {
+                    Ok(v) => Item::Listed(v),
+                    Err(e) => Item::Error(e),
+                },
+                Ok(watcher::Event::InitDone) => Item::InitDone,
+                Ok(watcher::Event::Apply(o)) => match decode(&o) {
+                    Ok(v) => Item::Put(v),
+                    Err(e) => Item::Error(e),
+                },
+                Ok(watcher::Event::Delete(o)) => match decode(&o) {
+                    Ok(v) => Item::Deleted(v.value.key()),
+                    Err(e) => Item::Error(e),
+                },
+                Err(watcher::Error::WatchError(s)) if s.code == 410 => Item::Gone,
+                Err(watcher::Error::InitialListFailed(e)) => {
+                    Item::Error(map_list_err(&crd, &format!("list {what}"), e))
+                }
+                Err(watcher::Error::WatchStartFailed(e) | watcher::Error::WatchFailed(e)) => {
+                    Item::Error(map_err(&format!("watch {what}"), e))
+                }
+                Err(watcher::Error::WatchError(s)) => {
+                    Item::Error(map_err(&format!("watch {what}"), kube::Error::Api(s)))
+                }
+                Err(e @ watcher::Error::NoResourceVersion) => {
+                    Item::Error(StoreError::Unavailable {
+                        store: "kubernetes".into(),
+                        detail: format!("watch {what}: {e}"),
+                    })
+                }
+            };
+            (idx, item)
+        })
+        .boxed()
+}
+
+/// Merges the sources' events into one [`WatchEvent`] stream: pure, so the resync
+/// rules are tested without a server.
+///
+/// Each source's current objects are kept, so that when one source lists again (after
+/// 410 Gone) the `Resync` it causes holds every source's objects, as the trait wants.
+/// The first `Resync` waits for every source's first list; changes before it are
+/// folded into it.
+#[derive(Debug, Default)]
+struct Merge {
+    current: Vec<BTreeMap<Key, Versioned<Object>>>,
+    /// A source's list in progress.
+    listing: Vec<Option<BTreeMap<Key, Versioned<Object>>>>,
+    listed: Vec<bool>,
+    started: bool,
+}
+
+impl Merge {
+    fn new(sources: usize) -> Self {
+        Merge {
+            current: vec![BTreeMap::new(); sources],
+            listing: vec![None; sources],
+            listed: vec![false; sources],
+            started: false,
         }
-    })
-    .boxed()
+    }
+
+    fn resync(&self) -> WatchEvent {
+        WatchEvent::Resync(
+            self.current
+                .iter()
+                .flat_map(|m| m.values().cloned())
+                .collect(),
+        )
+    }
+
+    /// Takes one source's item; returns what to pass on, if anything.
+    fn on(&mut self, idx: usize, item: Item) -> Option<Result<WatchEvent, StoreError>> {
+        if idx >= self.current.len() {
+            return None;
+        }
+        match item {
+            Item::Init => {
+                self.listing[idx] = Some(BTreeMap::new());
+                None
+            }
+            Item::Listed(v) => {
+                let key = v.value.key();
+                self.listing[idx]
+                    .get_or_insert_with(BTreeMap::new)
+                    .insert(key, v);
+                None
+            }
+            Item::InitDone => {
+                self.current[idx] = self.listing[idx].take().unwrap_or_default();
+                self.listed[idx] = true;
+                if self.listed.iter().all(|l| *l) {
+                    self.started = true;
+                    Some(Ok(self.resync()))
+                } else {
+                    None
+                }
+            }
+            Item::Put(v) => {
+                self.current[idx].insert(v.value.key(), v.clone());
+                self.started.then_some(Ok(WatchEvent::Put(v)))
+            }
+            Item::Deleted(k) => {
+                self.current[idx].remove(&k);
+                self.started.then_some(Ok(WatchEvent::Deleted(k)))
+            }
+            Item::Gone => {
+                tracing::debug!("kubernetes watch: 410 Gone, listing again");
+                None
+            }
+            Item::Error(e) => Some(Err(e)),
+        }
+    }
 }
 
 #[async_trait]
@@ -659,39 +739,121 @@ impl Store for KubeStore {
     }
 
     async fn watch(&self, kinds: &[Kind]) -> Result<WatchStream, StoreError> {
-        let store = self.clone();
-        let kinds = self.sources(kinds);
-        // Phase: None = list and resync next; Some(stream) = forwarding changes.
-        type Merged = futures::stream::SelectAll<BoxStream<'static, Result<WatchEvent, Restart>>>;
-        let state: (KubeStore, Vec<Source>, Option<Merged>) = (store, kinds, None);
-        let stream = futures::stream::unfold(state, |(store, kinds, mut merged)| async move {
-            loop {
-                let Some(m) = merged.as_mut() else {
-                    let mut objs = Vec::new();
-                    let mut streams = Vec::new();
-                    for k in &kinds {
-                        match store.list_source(k).await {
-                            Ok((o, rv)) => {
-                                objs.extend(o);
-                                streams.push(store.watch_source(k, rv));
-                            }
-                            Err(e) => {
-                                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                                return Some((Err(e), (store, kinds, None)));
-                            }
-                        }
-                    }
-                    let m = futures::stream::select_all(streams);
-                    return Some((Ok(WatchEvent::Resync(objs)), (store, kinds, Some(m))));
-                };
-                match m.next().await {
-                    Some(Ok(ev)) => return Some((Ok(ev), (store, kinds, merged))),
-                    Some(Err(Restart::Failed(e))) => return Some((Err(e), (store, kinds, None))),
-                    // 410 Gone: list again; the next item is a Resync.
-                    Some(Err(Restart::Gone)) | None => merged = None,
-                }
+        let sources = self.sources(kinds);
+        let streams: Vec<_> = sources
+            .iter()
+            .enumerate()
+            .map(|(i, s)| self.source_stream(i, s))
+            .collect();
+        let mut merge = Merge::new(sources.len());
+        let first = if sources.is_empty() {
+            // Nothing to list: the empty set is complete at once.
+            Some(Ok(WatchEvent::Resync(Vec::new())))
+        } else {
+            None
+        };
+        let merged = futures::stream::select_all(streams)
+            .filter_map(move |(i, item)| futures::future::ready(merge.on(i, item)));
+        Ok(Box::pin(
+            futures::stream::iter(first)
+                .chain(merged)
+                .chain(futures::stream::pending()),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{IpPool, PoolName};
+
+    fn pool(name: &str, cidr: &str, rv: &str) -> Versioned<Object> {
+        let p = IpPool::new(PoolName::new(name).unwrap(), cidr.parse().unwrap());
+        Versioned::new(Object::Pool(p), Revision(rv.into()))
+    }
+
+    fn names(ev: &WatchEvent) -> Vec<String> {
+        match ev {
+            WatchEvent::Resync(objs) => {
+                let mut n: Vec<String> = objs.iter().map(|o| o.value.key().to_string()).collect();
+                n.sort();
+                n
             }
-        });
-        Ok(Box::pin(stream))
+            other => panic!("not a resync: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn first_resync_waits_for_every_source() {
+        let mut m = Merge::new(2);
+        assert!(m.on(0, Item::Init).is_none());
+        assert!(m
+            .on(0, Item::Listed(pool("a", "10.0.0.0/24", "1")))
+            .is_none());
+        assert!(m.on(0, Item::InitDone).is_none(), "source 1 not listed yet");
+        // A change of a listed source before the first resync is folded into it.
+        assert!(m.on(0, Item::Put(pool("b", "10.0.1.0/24", "2"))).is_none());
+        assert!(m.on(1, Item::Init).is_none());
+        let ev = m.on(1, Item::InitDone).unwrap().unwrap();
+        assert_eq!(names(&ev), ["pool a", "pool b"]);
+        match m.on(1, Item::Put(pool("c", "10.0.2.0/24", "3"))) {
+            Some(Ok(WatchEvent::Put(v))) => assert_eq!(v.revision.0, "3"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_relist_resyncs_every_source_and_drops_what_vanished() {
+        let mut m = Merge::new(2);
+        for (i, name, cidr) in [(0, "a", "10.0.0.0/24"), (1, "z", "10.9.0.0/24")] {
+            m.on(i, Item::Init);
+            m.on(i, Item::Listed(pool(name, cidr, "1")));
+        }
+        m.on(0, Item::InitDone);
+        m.on(1, Item::InitDone).unwrap().unwrap();
+        // 410 Gone on source 0, then its relist finds "b" instead of "a".
+        assert!(m.on(0, Item::Gone).is_none(), "Gone is not an error");
+        assert!(m.on(0, Item::Init).is_none());
+        assert!(m
+            .on(0, Item::Listed(pool("b", "10.0.1.0/24", "5")))
+            .is_none());
+        let ev = m.on(0, Item::InitDone).unwrap().unwrap();
+        assert_eq!(names(&ev), ["pool b", "pool z"], "source 1's objects kept");
+        match m.on(1, Item::Deleted(pool("z", "10.9.0.0/24", "6").value.key())) {
+            Some(Ok(WatchEvent::Deleted(k))) => assert_eq!(k.to_string(), "pool z"),
+            other => panic!("{other:?}"),
+        }
+        m.on(0, Item::Init);
+        let ev = m.on(0, Item::InitDone).unwrap().unwrap();
+        assert!(names(&ev).is_empty(), "{ev:?}");
+    }
+
+    #[test]
+    fn errors_pass_through_and_keep_state() {
+        let mut m = Merge::new(1);
+        m.on(0, Item::Init);
+        m.on(0, Item::Listed(pool("a", "10.0.0.0/24", "1")));
+        m.on(0, Item::InitDone);
+        let err = StoreError::Unavailable {
+            store: "kubernetes".into(),
+            detail: "connection reset".into(),
+        };
+        assert!(matches!(m.on(0, Item::Error(err)), Some(Err(_))));
+        // A watch restart that lists nothing new resyncs to what was there.
+        m.on(0, Item::Init);
+        m.on(0, Item::Listed(pool("a", "10.0.0.0/24", "1")));
+        assert_eq!(
+            names(&m.on(0, Item::InitDone).unwrap().unwrap()),
+            ["pool a"]
+        );
+        assert!(m.on(7, Item::InitDone).is_none(), "unknown source ignored");
+    }
+
+    #[test]
+    fn missing_crd_names_it_and_the_fix() {
+        let e = missing_crd(&crd_name("ippools"));
+        let text = e.to_string();
+        assert!(text.contains("ippools.serval.dev"), "{text}");
+        assert!(text.contains("charts/serval/crds"), "{text}");
     }
 }

@@ -275,9 +275,23 @@ impl Etcd {
     }
 
     /// SIGSTOP: etcd keeps its sockets but answers nothing.
+    ///
+    /// kill(2) only queues the signal; this returns once every etcd thread shows as
+    /// stopped in /proc, so a request sent afterwards cannot be answered.
     pub fn pause(&mut self) {
         self.signal(libc::SIGSTOP);
         self.paused = true;
+        let Some(pid) = self.child.as_ref().map(|c| c.id()) else {
+            return;
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !all_threads_stopped(pid) {
+            assert!(
+                Instant::now() < deadline,
+                "etcd (pid {pid}) did not stop within 10 s of SIGSTOP"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// SIGCONT after [`Etcd::pause`].
@@ -325,4 +339,24 @@ impl Drop for Etcd {
             let _ = c.wait();
         }
     }
+}
+
+/// True when every thread of `pid` is in the stopped state ("T" in /proc/…/stat).
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    let mut seen = false;
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        // The state follows the parenthesised command name.
+        let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
+        if !matches!(state, Some('T') | Some('t')) {
+            return false;
+        }
+        seen = true;
+    }
+    seen
 }

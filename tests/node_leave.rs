@@ -88,13 +88,16 @@ fn bed(test: &TestDir) -> Result<Bed> {
     for n in &nodes {
         let peers = wait_for(
             Duration::from_secs(40),
-            &format!("{}: two node peers Established with a 9 s hold time", n.name),
+            &format!(
+                "{}: two node peers Established with a 9 s hold time",
+                n.name
+            ),
             || bgp_peers(n),
             |peers| {
                 peers.len() == 2
-                    && peers.iter().all(|p| {
-                        p["state"] == "Established" && p["hold-time"] == HOLD.as_secs()
-                    })
+                    && peers
+                        .iter()
+                        .all(|p| p["state"] == "Established" && p["hold-time"] == HOLD.as_secs())
             },
         )?;
         assert_eq!(peers.len(), 2);
@@ -160,7 +163,14 @@ fn block_routed_everywhere_and_graceful_removal() {
         serval(
             &bed.store,
             &[
-                "ipam", "assign", "--node", "n1", "--handle", "fresh", "--ip", "10.65.77.1",
+                "ipam",
+                "assign",
+                "--node",
+                "n1",
+                "--handle",
+                "fresh",
+                "--ip",
+                "10.65.77.1",
             ],
         )?;
         let fresh = "10.65.77.0/26";
@@ -209,7 +219,11 @@ fn block_routed_everywhere_and_graceful_removal() {
             "n3's agent exits 0 on SIGTERM: {status:?}"
         );
         assert!(!n3_dir.join("ready").exists(), "ready file removed on stop");
-        assert_eq!(bed.nodes[2].routes()?, n3_routes, "n3 keeps its kernel routes");
+        assert_eq!(
+            bed.nodes[2].routes()?,
+            n3_routes,
+            "n3 keeps its kernel routes"
+        );
         let [n1, n2, _] = &bed.nodes;
         for n in [n1, n2] {
             wait_for(

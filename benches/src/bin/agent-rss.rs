@@ -4,8 +4,10 @@
 //!   embedded file store with one pool and one block per node, the node-to-node mesh
 //!   between them (one peer each). Memory of node a's agent after `--settle` seconds.
 //! - *100 peers*: one node (198.51.100.254/24) whose datastore has 100 `BGPPeer`s,
-//!   towards 198.51.100.1 … .100, all addresses of one BIRD in another namespace with 100
-//!   `protocol bgp` blocks (each `local` to its own address, AS 65001, passive). Each
+//!   towards 198.51.100.1 … .100: 100 BIRD processes in one other namespace, each with
+//!   one passive `protocol bgp` bound to its own address (`local`, `strict bind`; one
+//!   process per session because BIRD runs one session per neighbour address and port,
+//!   and here every session has the agent as neighbour), AS 65001. Each
 //!   BIRD session sends `--routes-per-peer` routes of its own (10.200.P.0/24 split into
 //!   /28s: prefixes outside the pools, held in the agent's RIB, not in the kernel).
 //!   Memory after all 100 are Established, every route received, and `--settle` seconds.
@@ -191,7 +193,7 @@ fn many_peers(bin: &Path, dir: &Path, args: &Args) -> anyhow::Result<Figure> {
         )
         .map_err(|e| anyhow!("{e}"))?;
     }
-    let _bird = start_bird(&tor, dir, n, args.routes_per_peer)?;
+    let birds = start_birds(&tor, dir, n, args.routes_per_peer)?;
     let t0 = Instant::now();
     let mut agent = LabAgent::start(bin, &node, "n", &store, &dir.join("peers-n"), "warn")?;
     let up = agent.wait_established(bin, usize::from(n), Duration::from_secs(180))?;
@@ -213,6 +215,14 @@ fn many_peers(bin: &Path, dir: &Path, args: &Args) -> anyhow::Result<Figure> {
     );
     settle(&mut agent, args.settle)?;
     let mem = agent.memory_kib()?;
+    let mut birds_rss = 0;
+    for b in &birds {
+        birds_rss += agent_lab::memory_kib(b.pid())?.0;
+    }
+    println!(
+        "for scale: the {n} BIRD processes together, VmRSS {:.1} MiB",
+        birds_rss as f64 / 1024.0
+    );
     Ok((
         format!("{n} BGP peers (BIRD), {want} routes"),
         mem,
@@ -229,29 +239,35 @@ fn received(peers: &[serde_json::Value]) -> u64 {
         .sum()
 }
 
-/// BIRD with one passive `protocol bgp` per address, each exporting its own statics.
-fn start_bird(tor: &Netns, dir: &Path, n: u16, routes: u16) -> anyhow::Result<NsChild> {
-    let mut c = String::from("router id 198.51.100.1;\nprotocol device {}\n");
+/// One BIRD per address, each with one passive `protocol bgp` bound to its address
+/// (`strict bind`) exporting its own statics. One process each: BIRD runs one session
+/// per neighbour address and port, and every session here has the same neighbour.
+fn start_birds(tor: &Netns, dir: &Path, n: u16, routes: u16) -> anyhow::Result<Vec<NsChild>> {
+    let mut birds = Vec::new();
     for p in 1..=n {
-        let _ = writeln!(c, "protocol static s{p} {{\n  ipv4;");
+        let mut c = format!(
+            "router id 198.51.100.{p};\nprotocol device {{}}\nprotocol static feed {{\n  ipv4;\n"
+        );
         for r in 0..routes {
             let _ = writeln!(c, "  route 10.200.{p}.{}/28 blackhole;", r * 16);
         }
-        let _ = writeln!(c, "}}");
         let _ = writeln!(
             c,
-            "protocol bgp p{p} {{\n  local 198.51.100.{p} as 65001;\n  \
-             neighbor 198.51.100.254 as 64512;\n  passive on;\n  \
-             ipv4 {{ import none; export where proto = \"s{p}\"; }};\n}}"
+            "}}\nprotocol bgp tor {{\n  local 198.51.100.{p} as 65001;\n  \
+             neighbor 198.51.100.254 as 64512;\n  passive on;\n  strict bind on;\n  \
+             ipv4 {{ import none; export where proto = \"feed\"; }};\n}}"
+        );
+        let conf = dir.join(format!("bird-{p}.conf"));
+        std::fs::write(&conf, c).with_context(|| format!("writing {}", conf.display()))?;
+        let ctl = dir.join(format!("bird-{p}.ctl")).display().to_string();
+        let conf_s = conf.display().to_string();
+        birds.push(
+            tor.spawn(
+                &["bird", "-f", "-c", &conf_s, "-s", &ctl],
+                Some(&dir.join(format!("bird-{p}.log"))),
+            )
+            .map_err(|e| anyhow!("starting bird {p}: {e}"))?,
         );
     }
-    let conf = dir.join("bird.conf");
-    std::fs::write(&conf, c).context("writing bird.conf")?;
-    let ctl = dir.join("bird.ctl").display().to_string();
-    let conf_s = conf.display().to_string();
-    tor.spawn(
-        &["bird", "-f", "-c", &conf_s, "-s", &ctl],
-        Some(&dir.join("bird.log")),
-    )
-    .map_err(|e| anyhow!("starting bird: {e}"))
+    Ok(birds)
 }

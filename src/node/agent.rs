@@ -46,6 +46,7 @@ use crate::status::TunnelRow;
 use super::autodetect::{self, Interface};
 use super::config::{AddressSource, NodeConfig};
 use super::index::Index;
+use super::kube::{self as on_kube, node_settings, secrets::SecretCache, KubeEnv};
 use super::register::{self, Detected};
 use super::shared::Shared;
 use super::speaker_sync::{self, SpeakerOp};
@@ -116,7 +117,21 @@ pub struct Agent {
     last_best: Instant,
     last_resync: Instant,
     problems: Vec<String>,
+    /// The last watch error, until the watch delivers again.
+    watch_error: Option<String>,
+    /// On the kubernetes datastore: the API client and the password Secrets read.
+    kube: Option<KubeParts>,
     shared: Arc<Shared>,
+}
+
+/// What the agent keeps on the kubernetes datastore.
+struct KubeParts {
+    env: KubeEnv,
+    secrets: SecretCache,
+    /// Problems of the Kubernetes Node's annotations, reported with every reconcile.
+    node_problems: Vec<String>,
+    /// The Secrets the last snapshot referred to.
+    referenced: std::collections::BTreeSet<String>,
 }
 
 /// Runs the agent until `stop` is cancelled, then stops gracefully: the speaker closes
@@ -129,6 +144,22 @@ pub async fn run(
     let span = info_span!("node", node = %cfg.node_name);
     async move {
         let (mut agent, mut inputs) = Agent::start(cfg, shared).await?;
+        let mut tasks = tokio::task::JoinSet::new();
+        if let Some(k) = &agent.kube {
+            let ipam = Ipam::new(agent.store.clone());
+            tasks.spawn(on_kube::run_gc(
+                k.env.clone(),
+                agent.node.to_string(),
+                ipam,
+                stop.clone(),
+            ));
+            tasks.spawn(on_kube::run_status(
+                k.env.client.clone(),
+                agent.node.to_string(),
+                agent.shared.clone(),
+                stop.clone(),
+            ));
+        }
         agent.reconcile(&mut inputs).await;
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -143,6 +174,8 @@ pub async fn run(
             agent.shared.lock().last_turn = Some(Instant::now());
         }
         agent.stop().await;
+        stop.cancel();
+        while tasks.join_next().await.is_some() {}
         Ok(())
     }
     .instrument(span)
@@ -158,15 +191,37 @@ async fn next_best(best: &mut Option<BestPathStream>) -> Option<Vec<bgp::rib::Be
 
 /// Opens the datastore the configuration names; the file store is watched often.
 pub async fn open_store(datastore: Option<&str>) -> anyhow::Result<(Arc<dyn Store>, String)> {
+    let (store, name, _) = open_store_kube(datastore).await?;
+    Ok((store, name))
+}
+
+/// [`open_store`], with the Kubernetes client and namespace on the kubernetes
+/// datastore. The store there covers serval's resource kinds (BGPPeer, …).
+async fn open_store_kube(
+    datastore: Option<&str>,
+) -> anyhow::Result<(Arc<dyn Store>, String, Option<KubeEnv>)> {
     let ds = Datastore::resolve(datastore).context("datastore")?;
     let name = ds.to_string();
-    let store: Arc<dyn Store> = match &ds {
-        Datastore::File(p) => Arc::new(FileStore::new(p).with_watch_interval(FILE_WATCH_INTERVAL)),
-        other => select::open(other)
-            .await
-            .with_context(|| format!("datastore: opening {name}"))?,
+    let (store, env): (Arc<dyn Store>, _) = match &ds {
+        Datastore::File(p) => (
+            Arc::new(FileStore::new(p).with_watch_interval(FILE_WATCH_INTERVAL)),
+            None,
+        ),
+        Datastore::Kubernetes => {
+            let env = KubeEnv::from_environment().await?;
+            let kinds = crate::resources::ResourceKind::ALL.map(|k| k.as_str().to_owned());
+            let store =
+                ipam::store::kube::KubeStore::new(env.client.clone()).with_resource_kinds(kinds);
+            (Arc::new(store), Some(env))
+        }
+        other => (
+            select::open(other)
+                .await
+                .with_context(|| format!("datastore: opening {name}"))?,
+            None,
+        ),
     };
-    Ok((store, name))
+    Ok((store, name, env))
 }
 
 /// Detects the node's address of one family from its configuration.
@@ -303,9 +358,39 @@ fn speaker_config(d: &Desired, p: SpeakerParams, v6: bool, state_dir: &Path) -> 
 impl Agent {
     /// Everything that can fail on bad configuration happens here, before anything is
     /// changed: datastore, addresses, router id. Then the first datastore read.
-    async fn start(cfg: NodeConfig, shared: Arc<Shared>) -> anyhow::Result<(Agent, Inputs)> {
+    async fn start(mut cfg: NodeConfig, shared: Arc<Shared>) -> anyhow::Result<(Agent, Inputs)> {
         let node = cfg.node_name.clone();
-        let (store, datastore) = open_store(cfg.datastore.as_deref()).await?;
+        let (store, datastore, kube_env) = open_store_kube(cfg.datastore.as_deref()).await?;
+        let mut node_problems = Vec::new();
+        if let Some(env) = &kube_env {
+            // The Kubernetes Node's addresses, AS and labels, under what was given.
+            match on_kube::read_node(&env.client, node.as_str()).await {
+                Ok(n) => {
+                    let from_node = node_settings::from_node(&n);
+                    node_problems = from_node.problems.clone();
+                    let merged = node_settings::merge(
+                        &node_settings::Given {
+                            ip: cfg.ip.clone(),
+                            ip_explicit: cfg.ip_explicit,
+                            ip6: cfg.ip6.clone(),
+                            ip6_explicit: cfg.ip6_explicit,
+                            as_number: cfg.as_number,
+                            labels: cfg.labels.clone(),
+                        },
+                        &from_node,
+                    );
+                    info!(ip = ?merged.ip, ip6 = ?merged.ip6, as_number = ?merged.as_number, "settings from the Kubernetes Node");
+                    cfg.ip = merged.ip;
+                    cfg.ip6 = merged.ip6;
+                    cfg.as_number = merged.as_number;
+                    cfg.labels = merged.labels;
+                }
+                Err(e) => {
+                    warn!(error = %format!("{e:#}"), "using the configured settings only");
+                    node_problems.push(format!("{e:#}"));
+                }
+            }
+        }
         let mut dp = Dataplane::connect(RouteConfig::default()).context("dataplane")?;
         let ifaces = autodetect::interfaces(dp.netlink())
             .await
@@ -402,6 +487,13 @@ impl Agent {
             last_best: now,
             last_resync: now,
             problems: Vec::new(),
+            watch_error: None,
+            kube: kube_env.map(|env| KubeParts {
+                secrets: SecretCache::new(env.client.clone(), &env.namespace),
+                env,
+                node_problems,
+                referenced: Default::default(),
+            }),
             shared,
         };
         Ok((
@@ -425,10 +517,14 @@ impl Agent {
                 Some(Ok(e)) => {
                     self.index.apply(e);
                     self.datastore_ok = true;
+                    self.watch_error = None;
                 }
+                // The index, and so the routes and sessions, stay as they were: the
+                // store retries with back-off and resyncs when it is back.
                 Some(Err(e)) => {
-                    warn!(error = %e, "datastore watch");
+                    warn!(error = %e, "datastore watch; keeping the last known state");
                     self.datastore_ok = false;
+                    self.watch_error = Some(format!("datastore watch: {e}"));
                 }
                 None => {
                     warn!("datastore watch ended; watching again");
@@ -469,6 +565,23 @@ impl Agent {
     }
 
     async fn on_tick(&mut self, inputs: &mut Inputs) {
+        if let Some(k) = &mut self.kube {
+            let now = Instant::now();
+            let names = k.referenced.clone();
+            if k.secrets.due(&names, now) && k.secrets.refresh(&names, now).await {
+                info!("a BGP password Secret changed");
+                self.reconcile(inputs).await;
+            }
+        }
+        if self.watch_error.is_some() {
+            // The watch resumes quietly when nothing changed meanwhile: ask the store
+            // once a tick whether it answers again.
+            if self.store.get(&ipam::store::Key::Config).await.is_ok() {
+                info!("the datastore answers again");
+                self.watch_error = None;
+                self.datastore_ok = true;
+            }
+        }
         if inputs.watch_broken {
             match self.store.watch(&WATCHED).await {
                 Ok(w) => {
@@ -662,6 +775,22 @@ impl Agent {
             self.password_files(),
         );
         problems.extend(p);
+        let mut snap = snap;
+        problems.extend(self.watch_error.clone());
+        if let Some(k) = &mut self.kube {
+            problems.extend(k.node_problems.iter().cloned());
+            let names = on_kube::secrets::referenced(&snap);
+            k.referenced = names.clone();
+            let now = Instant::now();
+            if k.secrets.due(&names, now) {
+                k.secrets.refresh(&names, now).await;
+            }
+            problems.extend(on_kube::secrets::apply(
+                &mut snap,
+                &k.secrets.data(),
+                k.secrets.namespace(),
+            ));
+        }
         let d = desired::desired(&snap);
         problems.extend(d.problems.iter().cloned());
         self.snap = snap;

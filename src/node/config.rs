@@ -58,6 +58,11 @@ pub struct NodeConfig {
     pub router_id: Option<Ipv4Addr>,
     pub ip: AddressSource,
     pub ip6: AddressSource,
+    /// Whether `ip` (or its autodetection method) was given rather than defaulted: on the
+    /// kubernetes datastore an address from the Kubernetes Node replaces only a default.
+    pub ip_explicit: bool,
+    /// The same for `ip6`.
+    pub ip6_explicit: bool,
     /// Labels written into this node's ServalNode.
     pub labels: BTreeMap<String, String>,
     /// The node control socket (`serval node status`).
@@ -203,6 +208,8 @@ pub fn build(
             },
         }
     };
+    let ip_explicit = pick!(ip).is_some() || pick!(ip_autodetection_method).is_some();
+    let ip6_explicit = pick!(ip6).is_some() || pick!(ip6_autodetection_method).is_some();
     let ip = source(
         "ip",
         pick!(ip),
@@ -268,6 +275,8 @@ pub fn build(
                 router_id,
                 ip,
                 ip6,
+                ip_explicit,
+                ip6_explicit,
                 labels,
                 socket,
                 bgp_socket: pick!(bgp_socket).unwrap_or_else(|| DEFAULT_BGP_SOCKET.into()),
@@ -314,6 +323,7 @@ mod tests {
         assert_eq!(c.as_number, Some(65002), "flag over file");
         assert_eq!(c.ip, AddressSource::Fixed("192.0.2.10/24".parse().unwrap()));
         assert_eq!(c.ip6, AddressSource::None);
+        assert!(c.ip_explicit && !c.ip6_explicit);
         assert_eq!(c.labels["rack"], "r1");
         assert_eq!(c.socket, PathBuf::from(DEFAULT_SOCKET));
         assert_eq!(c.bgp_socket, PathBuf::from(DEFAULT_BGP_SOCKET));
@@ -328,6 +338,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.node_name.as_str(), "host-a");
         assert_eq!(c.ip, AddressSource::Autodetect(Method::FirstFound));
+        assert!(!c.ip_explicit, "the default autodetection is not explicit");
         let mut f = flags();
         f.ip = Some("192.0.2.10".into());
         assert_eq!(

@@ -10,7 +10,9 @@
 //! - `agent.rs`: the loop that applies all of it;
 //! - `shared.rs`: what the loop publishes for status, health and metrics;
 //! - `http.rs`: `/healthz`, `/readyz`, `/metrics`;
-//! - `control.rs`: the status socket.
+//! - `control.rs`: the status socket;
+//! - `kube/`: on the kubernetes datastore, the Node's settings, password Secrets, the
+//!   node collector (Lease) and the ServalNodeStatus status.
 //!
 //! The decisions themselves are in [`crate::desired`].
 
@@ -20,6 +22,7 @@ pub mod config;
 pub mod control;
 pub mod http;
 pub mod index;
+pub mod kube;
 pub mod register;
 pub mod shared;
 pub mod speaker_sync;

@@ -128,6 +128,18 @@ pub const DEFAULT_NAME: &str = "default";
 /// The AS of nodes when neither the node nor the configuration sets one (Calico's).
 pub const DEFAULT_AS: u32 = 64512;
 
+/// A BGPConfiguration is named `default` (every node) or `node.<node name>` (one node),
+/// as the CRD's CEL rule says; the error says so with the name.
+pub fn check_name(name: &str) -> Result<(), String> {
+    match name.strip_prefix("node.") {
+        _ if name == DEFAULT_NAME => Ok(()),
+        Some(node) if !node.is_empty() => Ok(()),
+        _ => Err(format!(
+            "{name:?}: a BGPConfiguration is named default (every node) or node.<node name> (one node)"
+        )),
+    }
+}
+
 impl BGPConfigurationSpec {
     /// Checks serde cannot make, each error as (field path under `spec`, message).
     pub fn check(&self) -> Vec<(String, String)> {
@@ -168,5 +180,30 @@ impl BGPConfigurationSpec {
             }
         }
         errors
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::{ClusterResource, ResourceKind};
+
+    #[test]
+    fn names_are_default_or_node_dot_name() {
+        for ok in ["default", "node.worker-1"] {
+            assert!(check_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["global", "node.", "nodes.a", "defaults"] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+        let e = ClusterResource::from_parts(
+            ResourceKind::BgpConfiguration,
+            "global",
+            Default::default(),
+            serde_json::json!({}),
+        )
+        .unwrap_err();
+        assert_eq!(e[0].path, "metadata.name", "{e:?}");
+        assert!(e[0].message.contains("node.<node name>"), "{e:?}");
     }
 }

@@ -71,8 +71,13 @@ pub struct BGPPeerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<String>")]
     pub reachable_by: Option<std::net::IpAddr>,
-    /// Keepalive interval; the hold time is three times it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Keepalive interval; the hold time is three times it. Calico spells it
+    /// `keepaliveTime`, which is read too.
+    #[serde(
+        default,
+        alias = "keepaliveTime",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub keep_alive_time: Option<GoDuration>,
 }
 
@@ -142,5 +147,30 @@ impl BGPPeerSpec {
             }
         }
         errors
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calicos_keepalive_spelling_is_read() {
+        for key in ["keepAliveTime", "keepaliveTime"] {
+            let spec: BGPPeerSpec = serde_json::from_value(
+                serde_json::json!({"peerIP": "192.0.2.1", "asNumber": 65000, key: "10s"}),
+            )
+            .unwrap_or_else(|e| panic!("{key}: {e}"));
+            assert_eq!(
+                spec.keep_alive_time.map(|d| d.0),
+                Some(std::time::Duration::from_secs(10)),
+                "{key}"
+            );
+            // Written back in serval's spelling.
+            assert!(serde_json::to_value(&spec)
+                .unwrap()
+                .get("keepAliveTime")
+                .is_some());
+        }
     }
 }

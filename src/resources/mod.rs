@@ -168,6 +168,11 @@ impl ClusterResource {
         if let Err(e) = ipam::store::resource::check_name(name) {
             errors.push(FieldError::new("metadata.name", e.to_string()));
         }
+        if kind == ResourceKind::BgpConfiguration {
+            if let Err(e) = bgp_configuration::check_name(name) {
+                errors.push(FieldError::new("metadata.name", e));
+            }
+        }
         let checked = |e: Vec<(String, String)>| {
             e.into_iter()
                 .map(|(p, m)| FieldError::new(format!("spec.{p}"), m))

@@ -352,7 +352,9 @@ fn all_threads_stopped(pid: u32) -> bool {
             continue;
         };
         // The state follows the parenthesised command name.
-        let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next());
         if !matches!(state, Some('T') | Some('t')) {
             return false;
         }

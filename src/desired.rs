@@ -376,6 +376,7 @@ fn peers(snap: &Snapshot, me: &NodeInfo, d: &mut Desired) {
                     cfg.families = vec![family_of(theirs)];
                     cfg.route_reflector_client = client;
                     cfg.passive = node_pair_passive(mine_of(me, v4), theirs);
+                    cfg.graceful_on_hold_expiry = false;
                     apply_peer_spec(snap, p, pw.clone(), &policies, &mut cfg);
                     let kind = if client {
                         PeerType::RrClient
@@ -418,6 +419,11 @@ fn peers(snap: &Snapshot, me: &NodeInfo, d: &mut Desired) {
             cfg.source_address = Some(mine);
             cfg.password = mesh_pw.clone();
             cfg.passive = node_pair_passive(Some(mine), theirs);
+            cfg.graceful_on_hold_expiry = false;
+            cfg.restart_time = snap
+                .config
+                .node_mesh_max_restart_time
+                .map(|t| t.secs_u16().min(4095));
             add_peer(d, cfg, PeerType::Mesh);
         }
     }
@@ -455,6 +461,9 @@ fn apply_peer_spec(
         let k = k.secs_u16().max(1);
         cfg.keepalive = Some(k);
         cfg.hold_time = Some(k.saturating_mul(3));
+    }
+    if let Some(t) = p.max_restart_time {
+        cfg.restart_time = Some(t.secs_u16().min(4095));
     }
     cfg.import = policies.0.clone().map(PolicyRef::Inline);
     cfg.export = policies.1.clone().map(PolicyRef::Inline);

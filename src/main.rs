@@ -35,7 +35,8 @@ enum Command {
     Apply(cmd::apply::ApplyArgs),
     /// Show cluster resources.
     Get(cmd::apply::GetArgs),
-    /// Delete a cluster resource.
+    /// Delete a cluster resource. Deleting a ServalNode also releases what the node
+    /// held: its pods' and tunnel addresses and its block affinities.
     Delete(cmd::apply::DeleteArgs),
     /// Write the CustomResourceDefinitions generated from the resource types.
     Crds(cmd::crds::Args),

@@ -282,6 +282,16 @@ pub struct PeerConfig {
     /// Take part in graceful restart with this peer.
     #[serde(default = "yes")]
     pub graceful_restart: bool,
+    /// The Restart Time we advertise to this peer, in seconds, instead of
+    /// `[graceful-restart] restart-time`: how long it keeps our routes while we restart.
+    /// 0 asks it to keep nothing.
+    #[serde(default)]
+    pub restart_time: Option<u16>,
+    /// With RFC 8538 negotiated, whether this peer's routes stay (stale) when its hold
+    /// timer expires. Off means a peer that goes silent loses its routes with the hold
+    /// time, while one whose connection closes (a process restart) keeps them.
+    #[serde(default = "yes")]
+    pub graceful_on_hold_expiry: bool,
     /// Our IPv6 address for the next hop of IPv6 routes sent over an IPv4 session.
     #[serde(default)]
     pub local_ipv6: Option<Ipv6Addr>,
@@ -321,6 +331,8 @@ impl PeerConfig {
             import: None,
             export: None,
             graceful_restart: true,
+            restart_time: None,
+            graceful_on_hold_expiry: true,
             local_ipv6: None,
             shutdown: false,
         }
@@ -416,6 +428,10 @@ impl SpeakerConfig {
             ));
         }
         check_hold("hold-time", self.hold_time)?;
+        check_restart_time(
+            "graceful-restart.restart-time",
+            self.graceful_restart.restart_time,
+        )?;
         if self.max_paths == 0 {
             return Err(invalid("max-paths", "must be at least 1"));
         }
@@ -446,6 +462,9 @@ impl SpeakerConfig {
                         format!("{k} must be between 1 and the hold time {hold}"),
                     ));
                 }
+            }
+            if let Some(t) = p.restart_time {
+                check_restart_time(&field("restart-time"), t)?;
             }
             if let Some(pw) = &p.password {
                 if pw.is_empty() || pw.len() > crate::transport::MD5_MAX_KEY_LEN {
@@ -622,6 +641,17 @@ impl SpeakerConfig {
     }
 }
 
+/// The capability carries the Restart Time in 12 bits (RFC 4724 §3).
+fn check_restart_time(field: &str, t: u16) -> Result<(), ConfigError> {
+    if t > 4095 {
+        return Err(invalid(
+            field,
+            format!("{t} s is above 4095 s, the most the capability holds"),
+        ));
+    }
+    Ok(())
+}
+
 fn check_hold(field: &str, h: u16) -> Result<(), ConfigError> {
     if matches!(h, 1 | 2) {
         return Err(invalid(
@@ -689,6 +719,36 @@ mod tests {
             c.resolve(&c.peers[0].import).default,
             crate::policy::Verdict::Reject
         );
+    }
+
+    #[test]
+    fn per_peer_restart_time_and_hold_expiry() {
+        let text = r#"
+            asn = 65001
+            router-id = "10.0.0.1"
+            [[peer]]
+            address = "10.0.0.2"
+            asn = 65001
+            restart-time = 15
+            graceful-on-hold-expiry = false
+        "#;
+        let c = SpeakerConfig::from_toml(text).unwrap();
+        assert_eq!(c.peers[0].restart_time, Some(15));
+        assert!(!c.peers[0].graceful_on_hold_expiry);
+        let d = SpeakerConfig::from_toml(&text.replace("restart-time = 15", "")).unwrap();
+        assert_eq!(d.peers[0].restart_time, None);
+        let err = SpeakerConfig::from_toml(&text.replace("= 15", "= 5000"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("restart-time") && err.contains("4095"),
+            "{err}"
+        );
+        let err =
+            SpeakerConfig::from_toml(&FULL.replace("restart-time = 60", "restart-time = 4096"))
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("graceful-restart.restart-time"), "{err}");
     }
 
     const TWO_PEERS: &str = r#"

@@ -282,7 +282,7 @@ impl Core {
             caps.push(Capability::GracefulRestart {
                 restart_state: restarting,
                 notification: gr.notification,
-                restart_time: gr.restart_time,
+                restart_time: p.restart_time.unwrap_or(gr.restart_time),
                 families: p
                     .families
                     .iter()
@@ -342,6 +342,7 @@ impl Core {
             p.connect_retry.unwrap_or(self.cfg.connect_retry).max(1),
         ));
         f.passive = p.passive;
+        f.hold_expiry_graceful = p.graceful_on_hold_expiry;
         f.jitter_seed = seed(self.cfg.router_id, p.address);
         PeerFsm::new(f, self.capabilities(p))
             .map_err(|e| SpeakerError::Rejected(format!("peer {}: {e}", p.address)))

@@ -236,6 +236,54 @@ mod tests {
         b.shutdown(false).await.unwrap();
     }
 
+    /// The Restart Time A advertises to B comes from A's peer entry when it has one: B
+    /// keeps A's routes, stale, for those 2 s after A stops for a restart, then drops them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn per_peer_restart_time_bounds_how_long_stale_routes_stay() {
+        let (a_ip, b_ip) = (Ipv4Addr::new(127, 0, 0, 41), Ipv4Addr::new(127, 0, 0, 42));
+        let b_port = free_port(b_ip);
+        let mut a_cfg = config(a_ip, 65001, None);
+        a_cfg.graceful_restart.enabled = true;
+        let mut to_b = PeerConfig::new(b_ip.into(), Asn(65002));
+        to_b.port = b_port;
+        to_b.source_address = Some(a_ip.into());
+        to_b.restart_time = Some(2);
+        a_cfg.peers.push(to_b);
+        a_cfg
+            .announce
+            .push(Announcement::new("10.9.0.0/24".parse().unwrap()));
+        let mut b_cfg = config(b_ip, 65002, Some(b_port));
+        b_cfg.graceful_restart.enabled = true;
+        let mut to_a = PeerConfig::new(a_ip.into(), Asn(65001));
+        to_a.passive = true;
+        b_cfg.peers.push(to_a);
+        let b = Speaker::start(b_cfg).await.unwrap();
+        let a = Speaker::start(a_cfg).await.unwrap();
+        eventually("B to learn A's prefix", async || {
+            let routes = b.routes(RouteQuery::default()).await.ok()?;
+            (routes.len() == 1).then_some(())
+        })
+        .await;
+        a.shutdown(true).await.unwrap();
+        let down = tokio::time::Instant::now();
+        eventually("B to mark A's route stale", async || {
+            let routes = b.routes(RouteQuery::default()).await.ok()?;
+            routes.first()?.paths.iter().any(|p| p.stale).then_some(())
+        })
+        .await;
+        eventually("B to drop A's stale route", async || {
+            let routes = b.routes(RouteQuery::default()).await.ok()?;
+            routes.is_empty().then_some(())
+        })
+        .await;
+        let gone = down.elapsed();
+        assert!(
+            gone >= Duration::from_millis(1500) && gone < Duration::from_secs(10),
+            "the stale route went after {gone:?}, the restart time is 2 s"
+        );
+        b.shutdown(false).await.unwrap();
+    }
+
     /// A peer whose kernel drops our SYNs for a wrong TCP MD5 password never answers;
     /// the status says so instead of showing no error at all.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

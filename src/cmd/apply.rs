@@ -207,6 +207,9 @@ pub fn delete(a: DeleteArgs) -> anyhow::Result<()> {
     let kind = kind(&a.kind)?;
     block_on(async move {
         let store = open(&a.store, "delete").await?;
+        if kind == ResourceKind::ServalNode {
+            return delete_node(store, &a.name).await;
+        }
         let key = Key::Resource {
             kind: kind.as_str().to_owned(),
             name: a.name.clone(),
@@ -229,4 +232,34 @@ pub fn delete(a: DeleteArgs) -> anyhow::Result<()> {
         }
         bail!("{kind} {}: it kept changing underneath", a.name)
     })
+}
+
+/// A node that leaves for good: what it held goes with its ServalNode, as `calicoctl
+/// delete node` does. Delete a node only once it is decommissioned: its pods' addresses
+/// become free for others.
+async fn delete_node(store: std::sync::Arc<dyn Store>, name: &str) -> anyhow::Result<()> {
+    let ipam = ipam::Ipam::new(store);
+    let c = serval::node::gc::collect_node(&ipam, name).await?;
+    let held = !c.handles_released.is_empty() || c.blocks_deleted + c.blocks_orphaned > 0;
+    if !c.serval_node_deleted && !held {
+        bail!("ServalNode {name} not found, and no addresses or blocks are held by that node");
+    }
+    if c.serval_node_deleted {
+        println!("ServalNode {name} deleted");
+    } else {
+        println!("ServalNode {name} was already gone; released what the node still held");
+    }
+    println!(
+        "released {} handle(s){}; {} empty block(s) deleted, {} block(s) with other \
+         allocations left without affinity",
+        c.handles_released.len(),
+        if c.handles_released.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", c.handles_released.join(", "))
+        },
+        c.blocks_deleted,
+        c.blocks_orphaned
+    );
+    Ok(())
 }

@@ -277,6 +277,40 @@ fn mesh_sessions_per_family_with_source_and_password() {
     assert_eq!(v6.families, vec![Family::Ipv6Unicast]);
     assert_eq!(v6.source_address, Some(ip("2001:db8::1")));
     assert_eq!(d.listen_port, 1790);
+    // A silent node is gone: its routes go with the hold timer. The restart time is the
+    // speaker's default until the BGPConfiguration sets one.
+    assert!(!v4.graceful_on_hold_expiry);
+    assert_eq!(v4.restart_time, None);
+    s.config.node_mesh_max_restart_time = Some("45s".parse().unwrap());
+    let d = desired(&s);
+    assert_eq!(d.peers[&ip("192.0.2.2")].restart_time, Some(45));
+    assert_eq!(d.peers[&ip("2001:db8::2")].restart_time, Some(45));
+}
+
+#[test]
+fn restart_time_and_hold_expiry_per_kind_of_peer() {
+    let mut s = three_nodes();
+    s.config.node_to_node_mesh_enabled = Some(false);
+    let mut tor = peer_ip("192.0.2.254", 65000);
+    tor.max_restart_time = Some("30s".parse().unwrap());
+    s.peers.insert("tor".into(), tor);
+    let mut nodes = BGPPeerSpec {
+        peer_selector: sel("all()"),
+        max_restart_time: Some("2m".parse().unwrap()),
+        ..BGPPeerSpec::default()
+    };
+    nodes.keep_alive_time = Some("3s".parse().unwrap());
+    s.peers.insert("nodes".into(), nodes);
+    let d = desired(&s);
+    let t = &d.peers[&ip("192.0.2.254")];
+    assert_eq!(t.restart_time, Some(30));
+    assert!(
+        t.graceful_on_hold_expiry,
+        "a router keeps RFC 8538's behaviour"
+    );
+    let n = &d.peers[&ip("192.0.2.2")];
+    assert_eq!(n.restart_time, Some(120));
+    assert!(!n.graceful_on_hold_expiry, "a node peer is a cluster node");
 }
 
 #[test]

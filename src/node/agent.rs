@@ -111,6 +111,9 @@ pub struct Agent {
     nat_error: Option<String>,
     mtu: Option<u32>,
     datastore_ok: bool,
+    /// This run has seen its ServalNode in the datastore: if it disappears after that,
+    /// someone deleted the node, and the agent does not write it back.
+    registered: bool,
     first_reconcile_done: bool,
     bgp_synced: bool,
     started: Instant,
@@ -481,6 +484,7 @@ impl Agent {
             nat_error: None,
             mtu: None,
             datastore_ok: true,
+            registered: false,
             first_reconcile_done: false,
             bgp_synced: false,
             started: now,
@@ -710,6 +714,22 @@ impl Agent {
     /// Registers the node (tunnel addresses, ServalNode) when something changed.
     async fn register(&mut self, problems: &mut Vec<String>) {
         let stored = self.index.node_resource(self.node.as_str()).cloned();
+        match (&stored, self.registered) {
+            (Some(_), _) => self.registered = true,
+            // Deleted while this agent runs: the node was removed from the cluster
+            // (`serval delete servalnode`, or the node collector after its Kubernetes
+            // Node went). Writing it back would undo that; the other nodes have dropped
+            // their sessions to this one already.
+            (None, true) => {
+                problems.push(format!(
+                    "ServalNode {} was deleted while this agent runs: the node no longer \
+                     takes part in the cluster; restart the agent to register it again",
+                    self.node
+                ));
+                return;
+            }
+            (None, false) => {}
+        }
         let existing: Option<ClusterResource> = stored
             .as_ref()
             .and_then(|v| ClusterResource::from_stored(&v.value))
@@ -749,6 +769,7 @@ impl Agent {
         match register::write_node(&*self.store, stored.as_ref(), &want).await {
             Ok(Some(obj)) => {
                 info!(tunnels = ?tunnels, "ServalNode written");
+                self.registered = true;
                 self.index.apply(WatchEvent::Put(obj));
             }
             Ok(None) => {}

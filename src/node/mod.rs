@@ -11,6 +11,7 @@
 //! - `shared.rs`: what the loop publishes for status, health and metrics;
 //! - `http.rs`: `/healthz`, `/readyz`, `/metrics`;
 //! - `control.rs`: the status socket;
+//! - `gc.rs`: what a node that leaves for good held, released;
 //! - `kube/`: on the kubernetes datastore, the Node's settings, password Secrets, the
 //!   node collector (Lease) and the ServalNodeStatus status.
 //!
@@ -20,6 +21,7 @@ pub mod agent;
 pub mod autodetect;
 pub mod config;
 pub mod control;
+pub mod gc;
 pub mod http;
 pub mod index;
 pub mod kube;

@@ -179,6 +179,12 @@ impl BGPConfigurationSpec {
                 errors.push(("nodeMeshPassword".into(), e));
             }
         }
+        if let Some(Err(e)) = self
+            .node_mesh_max_restart_time
+            .map(GoDuration::check_restart_time)
+        {
+            errors.push(("nodeMeshMaxRestartTime".into(), e));
+        }
         errors
     }
 }

@@ -146,6 +146,9 @@ impl BGPPeerSpec {
                 errors.push(("password".into(), e));
             }
         }
+        if let Some(Err(e)) = self.max_restart_time.map(GoDuration::check_restart_time) {
+            errors.push(("maxRestartTime".into(), e));
+        }
         errors
     }
 }
@@ -172,5 +175,21 @@ mod tests {
                 .get("keepAliveTime")
                 .is_some());
         }
+    }
+
+    #[test]
+    fn max_restart_time_fits_the_capability() {
+        let spec = |t: &str| -> BGPPeerSpec {
+            serde_json::from_value(serde_json::json!(
+                {"peerIP": "192.0.2.1", "asNumber": 65000, "maxRestartTime": t}
+            ))
+            .unwrap()
+        };
+        assert!(spec("4095s").check().is_empty());
+        assert!(spec("0s").check().is_empty());
+        let errors = spec("2h").check();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].0, "maxRestartTime");
+        assert!(errors[0].1.contains("4095"), "{errors:?}");
     }
 }

@@ -126,6 +126,16 @@ impl fmt::Display for GoDuration {
 }
 
 impl GoDuration {
+    /// A graceful-restart time: whole seconds, at most 4095 (the capability's 12 bits).
+    pub fn check_restart_time(self) -> Result<u16, String> {
+        match u16::try_from(self.0.as_secs()) {
+            Ok(s) if s <= 4095 => Ok(s),
+            _ => Err(format!(
+                "{self}: at most 4095s, the most a graceful-restart capability carries"
+            )),
+        }
+    }
+
     /// Whole seconds, saturated to `u16` (BGP timers are 16-bit).
     pub fn secs_u16(self) -> u16 {
         u16::try_from(self.0.as_secs()).unwrap_or(u16::MAX)

@@ -33,6 +33,12 @@ pub struct FsmConfig {
     /// Seeds the jitter (RFC 4271 §10). Give each peer on each node its own seed, or every
     /// node in a cluster retries in lockstep.
     pub jitter_seed: u64,
+    /// Whether a hold-timer expiry, once both sides set RFC 8538's N bit, keeps the
+    /// peer's routes as stale like any other NOTIFICATION does. Turn it off where a peer
+    /// that goes silent is gone rather than restarting (a node of the cluster that was
+    /// powered off): its routes then go when the hold timer expires, while a restart that
+    /// closes the connection still keeps them.
+    pub hold_expiry_graceful: bool,
 }
 
 impl FsmConfig {
@@ -63,6 +69,7 @@ impl FsmConfig {
             open_hold_time: Self::DEFAULT_OPEN_HOLD_TIME,
             delay_open: None,
             jitter_seed: (id << 32) ^ peer,
+            hold_expiry_graceful: true,
         }
     }
 

@@ -910,6 +910,34 @@ fn graceful_down_follows_rfc_4724_and_8538() {
     }
 }
 
+/// With `hold_expiry_graceful` off, only the hold-timer expiry changes: a silent peer
+/// loses its routes, one whose connection closes or that sends a Cease keeps them.
+#[test]
+fn hold_expiry_can_be_made_final_with_the_n_bit() {
+    let ours = with(caps(LOCAL_AS), gr_cap(true, 120));
+    let theirs = open_from(PEER_AS, rid(9), 90, with(caps(PEER_AS), gr_cap(true, 120)));
+    let mut c = cfg();
+    c.hold_expiry_graceful = false;
+    let mut h = Harness::new(c.clone(), ours.clone());
+    h.establish_with(theirs.clone());
+    let out = h.advance_actions(secs(90));
+    assert_eq!(downs(&out), [(DownReason::HoldTimerExpired, false)]);
+    assert!(!out.iter().any(|a| matches!(a, Action::StaleRoutesExpired)));
+
+    let mut h = Harness::new(c.clone(), ours.clone());
+    let conn = h.establish_with(theirs.clone());
+    let out = h.input(Input::TcpFailed(conn));
+    assert_eq!(downs(&out), [(DownReason::ConnectionClosed, true)]);
+
+    let mut h = Harness::new(c, ours);
+    let conn = h.establish_with(theirs);
+    let out = h.msg(conn, Message::Notification(notif(6, 6)));
+    assert_eq!(
+        downs(&out),
+        [(DownReason::NotificationReceived(notif(6, 6)), true)]
+    );
+}
+
 #[test]
 fn stale_routes_expire_after_the_peer_restart_time() {
     let mut h = Harness::new(cfg(), with(caps(LOCAL_AS), gr_cap(false, 120)));

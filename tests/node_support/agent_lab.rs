@@ -52,6 +52,27 @@ pub struct LabAgent {
     pub child: NsChild,
 }
 
+/// `serval node run` for node `name` with its sockets and files in `dir`.
+pub fn agent_argv(bin: &Path, name: &str, store: &str, dir: &Path, log_level: &str) -> Vec<String> {
+    let d = |f: &str| dir.join(f).display().to_string();
+    let mut argv = vec![bin.display().to_string()];
+    argv.extend(["node", "run", "--node", name, "--datastore", store].map(str::to_owned));
+    for (flag, file) in [
+        ("--state-dir", "state"),
+        ("--socket", "node.sock"),
+        ("--bgp-socket", "bgp.sock"),
+        ("--ready-file", "ready"),
+        ("--mtu-file", "mtu"),
+        ("--nodename-file", "nodename"),
+    ] {
+        argv.push(flag.to_owned());
+        argv.push(d(file));
+    }
+    argv.push("--log-level".to_owned());
+    argv.push(log_level.to_owned());
+    argv
+}
+
 impl LabAgent {
     pub fn start(
         bin: &Path,
@@ -62,31 +83,8 @@ impl LabAgent {
         log_level: &str,
     ) -> anyhow::Result<LabAgent> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let d = |f: &str| dir.join(f).display().to_string();
-        let bin_s = bin.display().to_string();
-        let argv = [
-            bin_s.as_str(),
-            "node",
-            "run",
-            "--node",
-            name,
-            "--datastore",
-            store,
-            "--state-dir",
-            &d("state"),
-            "--socket",
-            &d("node.sock"),
-            "--bgp-socket",
-            &d("bgp.sock"),
-            "--ready-file",
-            &d("ready"),
-            "--mtu-file",
-            &d("mtu"),
-            "--nodename-file",
-            &d("nodename"),
-            "--log-level",
-            log_level,
-        ];
+        let argv = agent_argv(bin, name, store, dir, log_level);
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         let child = ns
             .spawn(&argv, Some(&dir.join("agent.log")))
             .map_err(|e| anyhow!("starting the agent {name}: {e}"))?;

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod agent_lab;
+
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::Command;
@@ -82,32 +84,14 @@ impl Node {
     }
 
     pub fn start(&mut self, store: &str) -> Result<()> {
-        let bin = serval_bin();
-        let d = |f: &str| self.dir.join(f).display().to_string();
-        let argv = [
-            bin.to_str().unwrap_or("serval"),
-            "node",
-            "run",
-            "--node",
+        let argv = agent_lab::agent_argv(
+            &serval_bin(),
             &self.name,
-            "--datastore",
             store,
-            "--state-dir",
-            &d("state"),
-            "--socket",
-            &d("node.sock"),
-            "--bgp-socket",
-            &d("bgp.sock"),
-            "--ready-file",
-            &d("ready"),
-            "--mtu-file",
-            &d("mtu"),
-            "--nodename-file",
-            &d("nodename"),
-            "--log-level",
+            &self.dir,
             "info,serval=debug",
-        ];
-        let mut argv: Vec<&str> = argv.to_vec();
+        );
+        let mut argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         argv.extend(self.extra.iter().map(String::as_str));
         let log = self.dir.join("agent.log");
         self.agent = Some(self.ns.spawn(&argv, Some(&log))?);

@@ -15,10 +15,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ipam::allocator::{
-    AssignIpRequest, AutoAssignRequest, Need, NodeInfo, Plan, Snapshot, Step, MAX_BATCH,
+    release_where, AssignIpRequest, AutoAssignRequest, Need, NodeInfo, Plan, Snapshot, Step,
+    MAX_BATCH,
 };
 use ipam::model::{AffinityState, AllowedUse, Family, HandleId, IpPool, NodeName};
-use ipam::store::{Key, Object, Store, Write};
+use ipam::store::{Key, Store, Write};
 use ipam::{Ipam, IpamError, StoreError};
 
 use crate::plugin::AddressRequest;
@@ -319,8 +320,13 @@ impl NodeGc {
     }
 
     fn dead(&self, h: &HandleId) -> bool {
-        h.as_str().starts_with(&self.prefix) && !self.live.contains(h)
+        dead(&self.prefix, &self.live, h)
     }
+}
+
+/// A handle of the network (`prefix`) that no live attachment has.
+fn dead(prefix: &str, live: &BTreeSet<HandleId>, h: &HandleId) -> bool {
+    h.as_str().starts_with(prefix) && !live.contains(h)
 }
 
 impl Plan for NodeGc {
@@ -335,24 +341,10 @@ impl Plan for NodeGc {
         if !snap.all_handles {
             return Ok(Step::Need(Need::AllHandles));
         }
-        let mut writes = Vec::new();
-        for b in &blocks {
-            let mut v = b.value.clone();
-            let freed =
-                v.release_where(|a| a.node.as_ref() == Some(&self.node) && self.dead(&a.handle_id));
-            if freed.is_empty() {
-                continue;
-            }
-            for ip in freed {
-                if let Some(o) = b.value.owner(ip) {
-                    self.freed.insert(ip, o.handle_id.clone());
-                }
-            }
-            writes.push(Write::update(Object::Block(v), b.revision.clone()));
-            if writes.len() >= MAX_BATCH {
-                break;
-            }
-        }
+        let (node, prefix, live) = (&self.node, &self.prefix, &self.live);
+        let mut writes = release_where(&blocks, &mut self.freed, |a| {
+            a.node.as_ref() == Some(node) && dead(prefix, live, &a.handle_id)
+        });
         if !writes.is_empty() {
             return Ok(Step::Write(writes));
         }
@@ -468,7 +460,7 @@ mod tests {
     use super::*;
     use ipam::model::{AllocationAttribute, Block, Handle, PoolName};
     use ipam::store::memory::MemStore;
-    use ipam::store::Revision;
+    use ipam::store::{Object, Revision};
     use std::collections::BTreeMap;
 
     fn node(n: &str) -> NodeName {

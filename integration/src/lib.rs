@@ -61,4 +61,4 @@ pub use spec::{
     TtlMode,
 };
 pub use wait::{holds_for, wait_for, wait_until, Poll};
-pub use workdir::{scenario, scenario_attempts, TestDir};
+pub use workdir::{scenario, TestDir};

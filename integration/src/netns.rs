@@ -312,14 +312,51 @@ impl NsChild {
         self.reap();
     }
 
+    /// SIGKILL to the process group, then waits (up to 5 s) until none of its processes
+    /// runs any more: a daemon's forked helpers (OpenBGPD's session engine, FRR's
+    /// watchers) die a moment after the signal, and until then they hold its sockets, so
+    /// a restart right away would find port 179 taken.
     fn kill_group(&self) {
-        signal(-(self.pid() as i32), libc::SIGKILL);
+        let pgid = self.pid() as i32;
+        signal(-pgid, libc::SIGKILL);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while group_alive(pgid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     fn reap(&mut self) {
         // SIGKILL cannot be ignored, so this wait is short.
         let _ = self.child.wait();
     }
+}
+
+/// Whether a process of group `pgid` still runs (zombies, whose sockets are closed, do
+/// not count).
+fn group_alive(pgid: i32) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.flatten().any(|e| {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            return false;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return false;
+        };
+        // After the command name in parentheses: state, ppid, pgrp, …
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            return false;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next();
+        let pgrp = fields.nth(1).and_then(|f| f.parse::<i32>().ok());
+        pgrp == Some(pgid) && state != Some("Z") && state != Some("X")
+    })
 }
 
 impl Drop for NsChild {

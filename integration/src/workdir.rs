@@ -104,31 +104,6 @@ pub fn scenario(name: &str, body: impl FnOnce(&TestDir) -> Result<()>) {
     }
 }
 
-/// Like [`scenario`], for a body that depends on a race inside a third-party daemon
-/// that the test cannot close: a failed attempt prints its logs and error, and the body
-/// runs again in a fresh directory, up to `attempts` times in all. The last failure
-/// fails the test.
-pub fn scenario_attempts(name: &str, attempts: u32, body: impl Fn(&TestDir) -> Result<()>) {
-    for attempt in 1..=attempts.max(1) {
-        sweep_stale_dirs();
-        let mut dir = match TestDir::new(name) {
-            Ok(dir) => dir,
-            Err(err) => panic!("{name}: {err:?}"),
-        };
-        match body(&dir) {
-            Ok(()) => return,
-            Err(err) if attempt < attempts => {
-                dir.dump_logs();
-                eprintln!("{name}: attempt {attempt} of {attempts} failed: {err:?}");
-            }
-            Err(err) => {
-                dir.dump_logs();
-                panic!("{name}: {err:?}");
-            }
-        }
-    }
-}
-
 /// Removes scratch directories of test processes that no longer exist.
 pub fn sweep_stale_dirs() {
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {

@@ -1088,6 +1088,34 @@ impl Plan for ReleaseNode {
     }
 }
 
+/// One garbage-collection step over `blocks`: the writes (at most [`MAX_BATCH`]) that
+/// release every allocation `dead` selects, each freed address noted in `freed` with
+/// the handle it had.
+pub fn release_where(
+    blocks: &[&Versioned<Block>],
+    freed: &mut BTreeMap<IpAddr, HandleId>,
+    mut dead: impl FnMut(&AllocationAttribute) -> bool,
+) -> Vec<Write> {
+    let mut writes = Vec::new();
+    for b in blocks {
+        let mut v = b.value.clone();
+        let released = v.release_where(&mut dead);
+        if released.is_empty() {
+            continue;
+        }
+        for ip in released {
+            if let Some(h) = b.value.owner(ip) {
+                freed.insert(ip, h.handle_id.clone());
+            }
+        }
+        writes.push(Write::update(Object::Block(v), b.revision.clone()));
+        if writes.len() >= MAX_BATCH {
+            break;
+        }
+    }
+    writes
+}
+
 /// Release every allocation whose handle is not in `live`, and delete those handles'
 /// records.
 ///
@@ -1122,23 +1150,8 @@ impl Plan for Gc {
         if !snap.all_handles {
             return Ok(Step::Need(Need::AllHandles));
         }
-        let mut writes = Vec::new();
-        for b in blocks {
-            let mut v = b.value.clone();
-            let freed = v.release_where(|a| !self.live.contains(&a.handle_id));
-            if freed.is_empty() {
-                continue;
-            }
-            for ip in freed {
-                if let Some(h) = b.value.owner(ip) {
-                    self.freed.insert(ip, h.handle_id.clone());
-                }
-            }
-            writes.push(Write::update(Object::Block(v), b.revision.clone()));
-            if writes.len() >= MAX_BATCH {
-                break;
-            }
-        }
+        let live = &self.live;
+        let mut writes = release_where(&blocks, &mut self.freed, |a| !live.contains(&a.handle_id));
         if !writes.is_empty() {
             return Ok(Step::Write(writes));
         }

@@ -158,23 +158,7 @@ impl BgpDaemon for Bird {
         self.reconfigure()
     }
 
-    fn stop(&mut self) -> Result<()> {
-        self.inst.stop()
-    }
-
-    fn kill(&mut self) -> Result<()> {
-        self.inst.kill();
-        Ok(())
-    }
-
-    fn restart(&mut self) -> Result<()> {
-        self.inst.stop()?;
-        self.launch()
-    }
-
-    fn log(&self) -> String {
-        self.inst.log()
-    }
+    instance_lifecycle!();
 }
 
 fn proto_name(index: usize) -> String {

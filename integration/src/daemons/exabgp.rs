@@ -238,23 +238,7 @@ impl BgpDaemon for ExaBgp {
         Ok(())
     }
 
-    fn stop(&mut self) -> Result<()> {
-        self.inst.stop()
-    }
-
-    fn kill(&mut self) -> Result<()> {
-        self.inst.kill();
-        Ok(())
-    }
-
-    fn restart(&mut self) -> Result<()> {
-        self.inst.stop()?;
-        self.launch()
-    }
-
-    fn log(&self) -> String {
-        self.inst.log()
-    }
+    instance_lifecycle!();
 }
 
 /// Addresses ExaBGP listens on for every neighbour (`exabgp.tcp.bind`). Passive

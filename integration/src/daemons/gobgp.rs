@@ -191,23 +191,7 @@ impl BgpDaemon for GoBgp {
         Ok(())
     }
 
-    fn stop(&mut self) -> Result<()> {
-        self.inst.stop()
-    }
-
-    fn kill(&mut self) -> Result<()> {
-        self.inst.kill();
-        Ok(())
-    }
-
-    fn restart(&mut self) -> Result<()> {
-        self.inst.stop()?;
-        self.launch()
-    }
-
-    fn log(&self) -> String {
-        self.inst.log()
-    }
+    instance_lifecycle!();
 }
 
 fn afi(family: Family) -> &'static str {

@@ -5,6 +5,30 @@
 //! [`BgpDaemon`] queries by parsing the daemon's own output. A test written against the
 //! trait runs unchanged with any daemon on either side, and later with serval itself.
 
+/// `stop`, `kill`, `restart` and `log` of [`BgpDaemon`], the same for every runner here:
+/// through its `inst: Instance` and its own `launch` (start the process on the spec).
+macro_rules! instance_lifecycle {
+    () => {
+        fn stop(&mut self) -> Result<()> {
+            self.inst.stop()
+        }
+
+        fn kill(&mut self) -> Result<()> {
+            self.inst.kill();
+            Ok(())
+        }
+
+        fn restart(&mut self) -> Result<()> {
+            self.inst.stop()?;
+            self.launch()
+        }
+
+        fn log(&self) -> String {
+            self.inst.log()
+        }
+    };
+}
+
 pub mod bird;
 pub mod exabgp;
 pub mod frr;

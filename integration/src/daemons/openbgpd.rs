@@ -167,23 +167,7 @@ impl BgpDaemon for OpenBgpd {
         Ok(())
     }
 
-    fn stop(&mut self) -> Result<()> {
-        self.inst.stop()
-    }
-
-    fn kill(&mut self) -> Result<()> {
-        self.inst.kill();
-        Ok(())
-    }
-
-    fn restart(&mut self) -> Result<()> {
-        self.inst.stop()?;
-        self.launch()
-    }
-
-    fn log(&self) -> String {
-        self.inst.log()
-    }
+    instance_lifecycle!();
 }
 
 fn set_mode(path: &std::path::Path, mode: u32) -> Result<()> {

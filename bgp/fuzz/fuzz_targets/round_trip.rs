@@ -25,7 +25,9 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(second.message, Some(normalize(msg)));
 });
 
-/// Unknown transitive attributes are passed on with the Partial bit (RFC 4271 §5).
+/// Unknown transitive attributes are passed on with the Partial bit (RFC 4271 §5), and
+/// every attribute goes out in ascending order of type code (RFC 4271 §5, "SHOULD"),
+/// whatever order they came in.
 fn normalize(m: Message) -> Message {
     match m {
         Message::Update(mut u) => {
@@ -33,6 +35,7 @@ fn normalize(m: Message) -> Message {
                 for r in &mut a.unknown {
                     r.flags |= 0x20;
                 }
+                a.unknown.sort_by_key(|r| r.code);
             }
             Message::Update(u)
         }

@@ -268,7 +268,16 @@ impl Capability {
                     };
                     v.push((af, Afi(u16::from_be_bytes([chunk[4], chunk[5]]))));
                 }
-                Capability::ExtendedNextHop(v)
+                if v.is_empty() {
+                    // Nothing this speaker can use: kept as it came, so that it encodes
+                    // again as it was (an empty list would not be a valid capability).
+                    Capability::Unknown {
+                        code,
+                        value: Bytes::copy_from_slice(value),
+                    }
+                } else {
+                    Capability::ExtendedNextHop(v)
+                }
             }
             _ => Capability::Unknown {
                 code,
@@ -325,6 +334,19 @@ mod tests {
         round_trip(
             Capability::ExtendedNextHop(vec![(AfiSafi::new(1, 1), Afi(2))]),
             &[5, 6, 0, 1, 0, 1, 0, 2],
+        );
+        // RFC 8950 tuples with a 2-octet SAFI above 255: the usable ones are kept; when
+        // none is, the capability stays as it came and encodes the same again.
+        assert_eq!(
+            Capability::decode(5, &[0, 1, 0, 1, 0, 2, 0, 2, 0x77, 0, 0, 1]).unwrap(),
+            Capability::ExtendedNextHop(vec![(AfiSafi::new(1, 1), Afi(2))])
+        );
+        round_trip(
+            Capability::Unknown {
+                code: 5,
+                value: Bytes::from_static(&[0, 2, 0x77, 0, 0x28, 0]),
+            },
+            &[5, 6, 0, 2, 0x77, 0, 0x28, 0],
         );
         round_trip(
             Capability::Unknown {

@@ -1,6 +1,8 @@
 //! The node agent on etcd: two nodes on one subnet, etcd in a third namespace on the
 //! same segment, the agents watching it. Blocks claimed after the agents started are
-//! announced and routed through the etcd watch.
+//! announced and routed through the etcd watch. Then etcd is killed: the agents keep
+//! their sessions and routes and report the problem, and once etcd is back a new block
+//! is routed again.
 
 mod node_support;
 
@@ -25,20 +27,18 @@ fn agents_on_etcd_mesh_and_route_new_blocks() {
         db.add_addr("eth0", net("192.0.2.2/24")?)?;
         let data = test.subdir("etcd-data")?;
         let data = data.display().to_string();
-        let _etcd = db.spawn(
-            &[
-                "etcd",
-                "--data-dir",
-                &data,
-                "--listen-client-urls",
-                "http://192.0.2.2:2379",
-                "--advertise-client-urls",
-                "http://192.0.2.2:2379",
-                "--listen-peer-urls",
-                "http://127.0.0.1:2380",
-            ],
-            Some(&test.path().join("etcd.log")),
-        )?;
+        let etcd_argv = [
+            "etcd",
+            "--data-dir",
+            &data,
+            "--listen-client-urls",
+            "http://192.0.2.2:2379",
+            "--advertise-client-urls",
+            "http://192.0.2.2:2379",
+            "--listen-peer-urls",
+            "http://127.0.0.1:2380",
+        ];
+        let mut etcd = db.spawn(&etcd_argv, Some(&test.path().join("etcd.log")))?;
         let ds = "etcd:http://192.0.2.2:2379";
         wait_until(Duration::from_secs(30), "etcd answers", || match serval_in(
             &nodes[0].ns,
@@ -120,6 +120,99 @@ fn agents_on_etcd_mesh_and_route_new_blocks() {
             .ok_or_else(|| Error::InvalidSpec("no pod on n2".into()))?;
         let out = ping(&nodes[0].pod, to)?;
         assert!(out.contains(" 0% packet loss"), "n1 → n2 over etcd: {out}");
+
+        // etcd goes away: the agents keep their sessions and kernel routes and say what
+        // is wrong; when it is back they carry on from where they were.
+        let routes_before = [nodes[0].routes()?, nodes[1].routes()?];
+        etcd.kill();
+        for n in &nodes {
+            let s = wait_for(
+                Duration::from_secs(40),
+                &format!("{}: the datastore problem in its status", n.name),
+                || n.status(),
+                |s| {
+                    s["problems"].as_array().is_some_and(|p| {
+                        p.iter()
+                            .any(|p| p.as_str().is_some_and(|p| p.contains("datastore")))
+                    })
+                },
+            )?;
+            eprintln!("{} with etcd away: {}", n.name, s["problems"]);
+        }
+        std::thread::sleep(Duration::from_secs(3));
+        for (n, before) in nodes.iter().zip(&routes_before) {
+            assert_eq!(
+                &n.routes()?,
+                before,
+                "{}: routes kept while etcd is away",
+                n.name
+            );
+            let s = n.status()?;
+            assert!(
+                s["peers"]
+                    .as_array()
+                    .is_some_and(|p| p.iter().all(|p| p["state"] == "Established")),
+                "{}: sessions kept while etcd is away: {s}",
+                n.name
+            );
+        }
+        let out = ping(&nodes[0].pod, to)?;
+        assert!(
+            out.contains(" 0% packet loss"),
+            "n1 → n2 with etcd away: {out}"
+        );
+
+        let _etcd = db.spawn(&etcd_argv, Some(&test.path().join("etcd-2.log")))?;
+        // A block claimed on n2 once etcd is back reaches n1 through the resumed watch.
+        wait_until(
+            Duration::from_secs(30),
+            "etcd answers again",
+            || match serval_in(
+                &nodes[1].ns,
+                ds,
+                &[
+                    "ipam",
+                    "assign",
+                    "--node",
+                    "n2",
+                    "--handle",
+                    "after-outage",
+                    "--ip",
+                    "10.65.99.1",
+                ],
+            ) {
+                Ok(_) => Poll::Ready(()),
+                Err(e) => Poll::Pending(e.to_string()),
+            },
+        )?;
+        wait_until(
+            Duration::from_secs(30),
+            "n1: route for the block claimed after the outage",
+            || match nodes[0].routes() {
+                Ok(r)
+                    if r.iter().any(|(d, g, _)| {
+                        d == "10.65.99.0/26" && g.as_deref() == Some("192.0.2.12")
+                    }) =>
+                {
+                    Poll::Ready(())
+                }
+                Ok(r) => Poll::Pending(format!("{r:?}")),
+                Err(e) => Poll::Pending(e.to_string()),
+            },
+        )?;
+        for n in &nodes {
+            wait_for(
+                Duration::from_secs(30),
+                &format!("{}: datastore problem cleared", n.name),
+                || n.status(),
+                |s| {
+                    !s["problems"].as_array().is_some_and(|p| {
+                        p.iter()
+                            .any(|p| p.as_str().is_some_and(|p| p.contains("datastore")))
+                    })
+                },
+            )?;
+        }
         Ok(())
     });
 }

@@ -22,29 +22,16 @@ use std::time::{Duration, Instant};
 
 mod node_support;
 
-use node_support::{block_of, http, ping, run, serval, serval_bin, three_nodes, Node};
+use node_support::{
+    block_of, http, ping, run, serval, serval_bin, store_with_pool, three_nodes, Node, POOL,
+};
 use serval_integration::{scenario, tools, wait_for, wait_until, Bridge, Error, Netns, Poll};
-
-const POOL: &str = "10.65.0.0/16";
 
 #[test]
 fn three_agents_mesh_route_and_ping() {
     scenario("node-e2e", |test| {
         tools::require_all(&["ip", "ping", "nft", "curl"])?;
-        let store = format!("file:{}", test.path().join("ipam.json").display());
-        serval(
-            &store,
-            &[
-                "pool",
-                "add",
-                POOL,
-                "--name",
-                "pods",
-                "--vxlan-mode",
-                "cross-subnet",
-                "--nat-outgoing",
-            ],
-        )?;
+        let store = store_with_pool(test, &["--nat-outgoing"])?;
 
         let (nodes, _router, _segment) = three_nodes(test)?;
         let [mut n1, mut n2, mut n3] = nodes;
@@ -598,19 +585,7 @@ fn ipv6_blocks_direct_and_vxlan() {
 fn route_reflector_with_the_mesh_off() {
     scenario("node-rr", |test| {
         tools::require_all(&["ip", "ping"])?;
-        let store = format!("file:{}", test.path().join("ipam.json").display());
-        serval(
-            &store,
-            &[
-                "pool",
-                "add",
-                POOL,
-                "--name",
-                "pods",
-                "--vxlan-mode",
-                "cross-subnet",
-            ],
-        )?;
+        let store = store_with_pool(test, &[])?;
         let config = test.path().join("rr.yaml");
         std::fs::write(
             &config,

@@ -8,7 +8,7 @@ mod node_support;
 
 use std::time::Duration;
 
-use node_support::{block_of, ping, serval_in, Node};
+use node_support::{block_of, has_problem, ping, serval_in, Node};
 use serval_integration::{scenario, tools, wait_for, wait_until, Bridge, Error, Netns, Poll};
 
 #[test]
@@ -130,12 +130,7 @@ fn agents_on_etcd_mesh_and_route_new_blocks() {
                 Duration::from_secs(40),
                 &format!("{}: the datastore problem in its status", n.name),
                 || n.status(),
-                |s| {
-                    s["problems"].as_array().is_some_and(|p| {
-                        p.iter()
-                            .any(|p| p.as_str().is_some_and(|p| p.contains("datastore")))
-                    })
-                },
+                |s| has_problem(s, "datastore"),
             )?;
             eprintln!("{} with etcd away: {}", n.name, s["problems"]);
         }
@@ -205,12 +200,7 @@ fn agents_on_etcd_mesh_and_route_new_blocks() {
                 Duration::from_secs(30),
                 &format!("{}: datastore problem cleared", n.name),
                 || n.status(),
-                |s| {
-                    !s["problems"].as_array().is_some_and(|p| {
-                        p.iter()
-                            .any(|p| p.as_str().is_some_and(|p| p.contains("datastore")))
-                    })
-                },
+                |s| !has_problem(s, "datastore"),
             )?;
         }
         Ok(())

@@ -25,10 +25,11 @@ use std::time::{Duration, Instant};
 
 mod node_support;
 
-use node_support::{apply, bgp_peers, route_of, serval, three_nodes, wait_route, Node};
+use node_support::{
+    apply, bgp_peers, has_problem, route_of, serval, store_with_pool, three_nodes, wait_route, Node,
+};
 use serval_integration::{scenario, tools, wait_for, Bridge, Error, Netns, Result, TestDir};
 
-const POOL: &str = "10.65.0.0/16";
 /// `keepAliveTime` of the BGPPeer; the hold time is three times it.
 const KEEPALIVE: u64 = 3;
 const HOLD: Duration = Duration::from_secs(3 * KEEPALIVE);
@@ -65,19 +66,7 @@ struct Bed {
 
 fn bed(test: &TestDir) -> Result<Bed> {
     tools::require_all(&["ip", "curl"])?;
-    let store = format!("file:{}", test.path().join("ipam.json").display());
-    serval(
-        &store,
-        &[
-            "pool",
-            "add",
-            POOL,
-            "--name",
-            "pods",
-            "--vxlan-mode",
-            "cross-subnet",
-        ],
-    )?;
+    let store = store_with_pool(test, &[])?;
     apply(&store, test, "peering.yaml", PEERING)?;
     let (nodes, router, segment) = three_nodes(test)?;
     let [mut n1, mut n2, mut n3] = nodes;
@@ -137,6 +126,22 @@ fn bed(test: &TestDir) -> Result<Bed> {
         _router: router,
         _segment: segment,
     })
+}
+
+/// Waits until n1's and n2's sessions to n3 are down (`how`: what brought them down).
+fn session_to_n3_down(bed: &Bed, within: Duration, how: &str) -> Result<()> {
+    for n in &bed.nodes[..2] {
+        wait_for(
+            within,
+            &format!("{}: session to n3 down {how}", n.name),
+            || bgp_peers(n),
+            |p| {
+                p.iter()
+                    .any(|p| p["address"] == "198.18.1.13" && p["state"] != "Established")
+            },
+        )?;
+    }
+    Ok(())
 }
 
 /// Waits until neither n1 nor n2 routes n3's block; returns the time from `t0` on each.
@@ -224,17 +229,9 @@ fn block_routed_everywhere_and_graceful_removal() {
             n3_routes,
             "n3 keeps its kernel routes"
         );
+        session_to_n3_down(&bed, Duration::from_secs(10), "after SIGTERM")?;
         let [n1, n2, _] = &bed.nodes;
         for n in [n1, n2] {
-            wait_for(
-                Duration::from_secs(10),
-                &format!("{}: session to n3 down", n.name),
-                || bgp_peers(n),
-                |p| {
-                    p.iter()
-                        .any(|p| p["address"] == "198.18.1.13" && p["state"] != "Established")
-                },
-            )?;
             // The helper side of graceful restart: n3 may come back, its routes stay.
             assert!(
                 route_of(n, &b3)?.is_some(),
@@ -287,17 +284,7 @@ fn killed_agent_routes_withdrawn() {
         let [n1, n2, _] = &bed.nodes;
         // The kernel closes the dead agent's connections: the sessions go down at once
         // and, graceful restart being negotiated, n3's routes stay, marked stale.
-        for n in [n1, n2] {
-            wait_for(
-                HOLD + MARGIN,
-                &format!("{}: session to n3 down after kill -9", n.name),
-                || bgp_peers(n),
-                |p| {
-                    p.iter()
-                        .any(|p| p["address"] == "198.18.1.13" && p["state"] != "Established")
-                },
-            )?;
-        }
+        session_to_n3_down(&bed, HOLD + MARGIN, "after kill -9")?;
         let down = t0.elapsed();
         for n in [n1, n2] {
             assert!(
@@ -340,17 +327,7 @@ fn link_down_routes_withdrawn() {
         let t0 = Instant::now();
         bed.nodes[2].ns.ip(&["link", "set", "eth0", "down"])?;
         let [n1, n2, _] = &bed.nodes;
-        for n in [n1, n2] {
-            wait_for(
-                HOLD + MARGIN,
-                &format!("{}: hold timer of the session to n3 expired", n.name),
-                || bgp_peers(n),
-                |p| {
-                    p.iter()
-                        .any(|p| p["address"] == "198.18.1.13" && p["state"] != "Established")
-                },
-            )?;
-        }
+        session_to_n3_down(&bed, HOLD + MARGIN, "by its hold timer")?;
         let expired = t0.elapsed();
         assert!(
             expired >= HOLD - Duration::from_secs(KEEPALIVE),
@@ -377,12 +354,7 @@ fn link_down_routes_withdrawn() {
             Duration::from_secs(15),
             "n3's agent to report that its ServalNode was deleted",
             || n3.status(),
-            |s| {
-                s["problems"].as_array().is_some_and(|p| {
-                    p.iter()
-                        .any(|p| p.as_str().is_some_and(|p| p.contains("was deleted")))
-                })
-            },
+            |s| has_problem(s, "was deleted"),
         )?;
         assert!(n3.agent.is_some(), "n3's agent still runs: {status}");
         let got = serval(&bed.store, &["get", "servalnode", "-o", "json"])?;

@@ -284,6 +284,35 @@ pub fn wait_until_fast<T>(
     }
 }
 
+/// The pods' pool of the three-node tests.
+pub const POOL: &str = "10.65.0.0/16";
+
+/// An embedded file store in the test's directory holding [`POOL`] as pool `pods` with
+/// `vxlanMode: CrossSubnet`, and `extra` flags of `serval pool add`.
+pub fn store_with_pool(test: &TestDir, extra: &[&str]) -> Result<String> {
+    let store = format!("file:{}", test.path().join("ipam.json").display());
+    let mut args = vec![
+        "pool",
+        "add",
+        POOL,
+        "--name",
+        "pods",
+        "--vxlan-mode",
+        "cross-subnet",
+    ];
+    args.extend_from_slice(extra);
+    serval(&store, &args)?;
+    Ok(store)
+}
+
+/// Whether one of the problems in a `serval node status --json` mentions `text`.
+pub fn has_problem(status: &serde_json::Value, text: &str) -> bool {
+    status["problems"].as_array().is_some_and(|p| {
+        p.iter()
+            .any(|p| p.as_str().is_some_and(|p| p.contains(text)))
+    })
+}
+
 /// The peers of `n`'s embedded speaker as `serval bgp status --json` reports them.
 pub fn bgp_peers(n: &Node) -> Result<Vec<serde_json::Value>> {
     let text = run(Command::new(serval_bin()).args([

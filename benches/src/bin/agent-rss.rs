@@ -95,9 +95,8 @@ fn settle(agent: &mut LabAgent, secs: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Two nodes, the mesh, a block on each: node a's agent.
-fn idle(bin: &Path, dir: &Path, secs: u64) -> anyhow::Result<Figure> {
-    let store = format!("file:{}", dir.join("idle.json").display());
+/// The pods' pool 10.65.0.0/16 in `store`.
+fn add_pool(bin: &Path, store: &str) -> anyhow::Result<()> {
     serval(
         bin,
         &[
@@ -107,9 +106,16 @@ fn idle(bin: &Path, dir: &Path, secs: u64) -> anyhow::Result<Figure> {
             "--name",
             "pods",
             "--datastore",
-            &store,
+            store,
         ],
     )?;
+    Ok(())
+}
+
+/// Two nodes, the mesh, a block on each: node a's agent.
+fn idle(bin: &Path, dir: &Path, secs: u64) -> anyhow::Result<Figure> {
+    let store = format!("file:{}", dir.join("idle.json").display());
+    add_pool(bin, &store)?;
     let a = Netns::new().map_err(|e| anyhow!("namespace: {e}"))?;
     let b = Netns::new().map_err(|e| anyhow!("namespace: {e}"))?;
     a.veth("eth0", &b, "eth0").map_err(|e| anyhow!("{e}"))?;
@@ -147,18 +153,7 @@ fn idle(bin: &Path, dir: &Path, secs: u64) -> anyhow::Result<Figure> {
 fn many_peers(bin: &Path, dir: &Path, args: &Args) -> anyhow::Result<Figure> {
     let n = args.peers;
     let store = format!("file:{}", dir.join("peers.json").display());
-    serval(
-        bin,
-        &[
-            "pool",
-            "add",
-            "10.65.0.0/16",
-            "--name",
-            "pods",
-            "--datastore",
-            &store,
-        ],
-    )?;
+    add_pool(bin, &store)?;
     let mut yaml = String::new();
     for p in 1..=n {
         let _ = write!(

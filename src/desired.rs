@@ -29,7 +29,7 @@ use crate::dataplane::{self, DesiredRoutes, Mac, NatPool, RouteTarget, VxlanPeer
 use crate::resources::bgp_configuration::DEFAULT_AS;
 use crate::resources::bgp_filter::{FilterAction, MatchOperator};
 use crate::resources::bgp_peer::SourceAddress;
-use crate::resources::common::BgpPassword;
+use crate::resources::common::{BgpPassword, GoDuration};
 use crate::resources::{
     parse_community, BGPConfigurationSpec, BGPFilterSpec, BGPPeerSpec, Community, ServalNodeSpec,
 };
@@ -423,7 +423,7 @@ fn peers(snap: &Snapshot, me: &NodeInfo, d: &mut Desired) {
             cfg.restart_time = snap
                 .config
                 .node_mesh_max_restart_time
-                .map(|t| t.secs_u16().min(4095));
+                .map(GoDuration::restart_secs);
             add_peer(d, cfg, PeerType::Mesh);
         }
     }
@@ -463,7 +463,7 @@ fn apply_peer_spec(
         cfg.hold_time = Some(k.saturating_mul(3));
     }
     if let Some(t) = p.max_restart_time {
-        cfg.restart_time = Some(t.secs_u16().min(4095));
+        cfg.restart_time = Some(t.restart_secs());
     }
     cfg.import = policies.0.clone().map(PolicyRef::Inline);
     cfg.export = policies.1.clone().map(PolicyRef::Inline);

@@ -641,12 +641,15 @@ impl SpeakerConfig {
     }
 }
 
-/// The capability carries the Restart Time in 12 bits (RFC 4724 §3).
+/// The longest Restart Time, in seconds: the capability carries it in 12 bits
+/// (RFC 4724 §3).
+pub const MAX_RESTART_TIME: u16 = 4095;
+
 fn check_restart_time(field: &str, t: u16) -> Result<(), ConfigError> {
-    if t > 4095 {
+    if t > MAX_RESTART_TIME {
         return Err(invalid(
             field,
-            format!("{t} s is above 4095 s, the most the capability holds"),
+            format!("{t} s is above {MAX_RESTART_TIME} s, the most the capability holds"),
         ));
     }
     Ok(())

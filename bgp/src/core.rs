@@ -342,7 +342,7 @@ impl Core {
             p.connect_retry.unwrap_or(self.cfg.connect_retry).max(1),
         ));
         f.passive = p.passive;
-        f.hold_expiry_graceful = p.graceful_on_hold_expiry;
+        f.graceful_on_hold_expiry = p.graceful_on_hold_expiry;
         f.jitter_seed = seed(self.cfg.router_id, p.address);
         PeerFsm::new(f, self.capabilities(p))
             .map_err(|e| SpeakerError::Rejected(format!("peer {}: {e}", p.address)))

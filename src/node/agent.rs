@@ -149,11 +149,10 @@ pub async fn run(
         let (mut agent, mut inputs) = Agent::start(cfg, shared).await?;
         let mut tasks = tokio::task::JoinSet::new();
         if let Some(k) = &agent.kube {
-            let ipam = Ipam::new(agent.store.clone());
             tasks.spawn(on_kube::run_gc(
                 k.env.clone(),
                 agent.node.to_string(),
-                ipam,
+                agent.ipam.clone(),
                 stop.clone(),
             ));
             tasks.spawn(on_kube::run_status(
@@ -193,14 +192,9 @@ async fn next_best(best: &mut Option<BestPathStream>) -> Option<Vec<bgp::rib::Be
 }
 
 /// Opens the datastore the configuration names; the file store is watched often.
-pub async fn open_store(datastore: Option<&str>) -> anyhow::Result<(Arc<dyn Store>, String)> {
-    let (store, name, _) = open_store_kube(datastore).await?;
-    Ok((store, name))
-}
-
-/// [`open_store`], with the Kubernetes client and namespace on the kubernetes
-/// datastore. The store there covers serval's resource kinds (BGPPeer, …).
-async fn open_store_kube(
+/// On the kubernetes datastore, also the API client and namespace; the store there
+/// covers serval's resource kinds (BGPPeer, …) as well as the IPAM's.
+async fn open_store(
     datastore: Option<&str>,
 ) -> anyhow::Result<(Arc<dyn Store>, String, Option<KubeEnv>)> {
     let ds = Datastore::resolve(datastore).context("datastore")?;
@@ -363,7 +357,7 @@ impl Agent {
     /// changed: datastore, addresses, router id. Then the first datastore read.
     async fn start(mut cfg: NodeConfig, shared: Arc<Shared>) -> anyhow::Result<(Agent, Inputs)> {
         let node = cfg.node_name.clone();
-        let (store, datastore, kube_env) = open_store_kube(cfg.datastore.as_deref()).await?;
+        let (store, datastore, kube_env) = open_store(cfg.datastore.as_deref()).await?;
         let mut node_problems = Vec::new();
         if let Some(env) = &kube_env {
             // The Kubernetes Node's addresses, AS and labels, under what was given.
@@ -789,14 +783,13 @@ impl Agent {
         let mut problems = Vec::new();
         self.register(&mut problems).await;
         let subnets = local_subnets(&self.ifaces);
-        let (snap, p) = self.index.snapshot(
+        let (mut snap, p) = self.index.snapshot(
             &self.node,
             Some(self.router_id),
             subnets.iter().map(|(n, _)| *n).collect(),
             self.password_files(),
         );
         problems.extend(p);
-        let mut snap = snap;
         problems.extend(self.watch_error.clone());
         if let Some(k) = &mut self.kube {
             problems.extend(k.node_problems.iter().cloned());

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use bgp::config::MAX_RESTART_TIME;
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -129,11 +130,17 @@ impl GoDuration {
     /// A graceful-restart time: whole seconds, at most 4095 (the capability's 12 bits).
     pub fn check_restart_time(self) -> Result<u16, String> {
         match u16::try_from(self.0.as_secs()) {
-            Ok(s) if s <= 4095 => Ok(s),
+            Ok(s) if s <= MAX_RESTART_TIME => Ok(s),
             _ => Err(format!(
-                "{self}: at most 4095s, the most a graceful-restart capability carries"
+                "{self}: at most {MAX_RESTART_TIME}s, the most a graceful-restart capability carries"
             )),
         }
+    }
+
+    /// As a graceful-restart time, whole seconds capped at 4095 (what
+    /// [`GoDuration::check_restart_time`] lets through unchanged).
+    pub fn restart_secs(self) -> u16 {
+        self.secs_u16().min(MAX_RESTART_TIME)
     }
 
     /// Whole seconds, saturated to `u16` (BGP timers are 16-bit).

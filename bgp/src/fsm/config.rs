@@ -38,7 +38,7 @@ pub struct FsmConfig {
     /// that goes silent is gone rather than restarting (a node of the cluster that was
     /// powered off): its routes then go when the hold timer expires, while a restart that
     /// closes the connection still keeps them.
-    pub hold_expiry_graceful: bool,
+    pub graceful_on_hold_expiry: bool,
 }
 
 impl FsmConfig {
@@ -69,7 +69,7 @@ impl FsmConfig {
             open_hold_time: Self::DEFAULT_OPEN_HOLD_TIME,
             delay_open: None,
             jitter_seed: (id << 32) ^ peer,
-            hold_expiry_graceful: true,
+            graceful_on_hold_expiry: true,
         }
     }
 

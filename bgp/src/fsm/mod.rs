@@ -1102,7 +1102,7 @@ impl PeerFsm {
         let restart_time = conn
             .negotiated
             .as_ref()
-            .filter(|n| ends_gracefully(n, &reason, self.cfg.hold_expiry_graceful))
+            .filter(|n| ends_gracefully(n, &reason, self.cfg.graceful_on_hold_expiry))
             .and_then(Negotiated::restart_time);
         if let Some(t) = restart_time {
             self.stale_until = Some(now + t);
@@ -1176,14 +1176,14 @@ impl PeerFsm {
 /// Whether the peer's routes are kept when its session ends this way (the helper side).
 /// RFC 4724 §4.2 covers a session that ends without a NOTIFICATION; RFC 8538 §4 extends
 /// it, once both sides set the N bit, to every NOTIFICATION except a Hard Reset; the
-/// Hold Timer Expired one only when `hold_expiry_graceful`.
-fn ends_gracefully(n: &Negotiated, reason: &DownReason, hold_expiry_graceful: bool) -> bool {
+/// Hold Timer Expired one only when `graceful_on_hold_expiry`.
+fn ends_gracefully(n: &Negotiated, reason: &DownReason, graceful_on_hold_expiry: bool) -> bool {
     if n.restart_time().is_none() {
         return false;
     }
     match reason {
         DownReason::ConnectionClosed | DownReason::PeerRestarted => true,
-        DownReason::HoldTimerExpired => hold_expiry_graceful && n.notification_graceful(),
+        DownReason::HoldTimerExpired => graceful_on_hold_expiry && n.notification_graceful(),
         DownReason::Stopped(x) | DownReason::ErrorSent(x) | DownReason::NotificationReceived(x) => {
             n.notification_graceful() && !notify::is_hard_reset(x)
         }

@@ -910,14 +910,14 @@ fn graceful_down_follows_rfc_4724_and_8538() {
     }
 }
 
-/// With `hold_expiry_graceful` off, only the hold-timer expiry changes: a silent peer
+/// With `graceful_on_hold_expiry` off, only the hold-timer expiry changes: a silent peer
 /// loses its routes, one whose connection closes or that sends a Cease keeps them.
 #[test]
 fn hold_expiry_can_be_made_final_with_the_n_bit() {
     let ours = with(caps(LOCAL_AS), gr_cap(true, 120));
     let theirs = open_from(PEER_AS, rid(9), 90, with(caps(PEER_AS), gr_cap(true, 120)));
     let mut c = cfg();
-    c.hold_expiry_graceful = false;
+    c.graceful_on_hold_expiry = false;
     let mut h = Harness::new(c.clone(), ours.clone());
     h.establish_with(theirs.clone());
     let out = h.advance_actions(secs(90));

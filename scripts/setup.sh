@@ -10,7 +10,7 @@ set -eu
 # npm (for fetching helm in the chart check) comes from scripts/chart-check.sh when the
 # npm command is missing: a machine with Node.js from elsewhere has it already.
 PACKAGES="
-build-essential pkg-config protobuf-compiler git curl ca-certificates
+build-essential pkg-config protobuf-compiler libprotobuf-dev git curl ca-certificates
 iproute2 iputils-ping procps psmisc kmod nftables iptables tcpdump python3
 bird2 frr gobgpd openbgpd exabgp
 etcd-server etcd-client
@@ -66,41 +66,65 @@ else
   say "all system packages present"
 fi
 
-# Rust: rustup's cargo lives in ~/.cargo/bin, which a non-login shell may lack.
+# Rust, by rustup. The machines serval is built on come with a stable toolchain (with
+# rustfmt and clippy) and cannot reach rustup's servers, so nothing here downloads a
+# toolchain or component that is present, and what is missing is said in words rather
+# than waited for. Only a machine without cargo at all tries rustup's installer, bounded
+# in time.
 [ -d "$HOME/.cargo/bin" ] && PATH="$HOME/.cargo/bin:$PATH" && export PATH
+RUSTUP_WAIT=${RUSTUP_WAIT:-300}
+missing_rust=""
 if command -v cargo >/dev/null 2>&1; then
   say "rust present: $(cargo --version)"
 else
-  say "cargo missing: installing Rust with rustup"
+  say "cargo missing: installing Rust with rustup (needs rustup's servers; at most ${RUSTUP_WAIT}s)"
+  rc=0
   if ! command -v rustup >/dev/null 2>&1; then
     if apt-cache show rustup >/dev/null 2>&1; then
-      apt-get install -y -q --no-install-recommends rustup
+      apt-get install -y -q --no-install-recommends rustup || rc=$?
     else
-      curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+      { curl --proto '=https' --tlsv1.2 -sSf --connect-timeout 20 --max-time "$RUSTUP_WAIT" https://sh.rustup.rs |
+        timeout "$RUSTUP_WAIT" sh -s -- -y --profile minimal --default-toolchain none; } || rc=$?
       PATH="$HOME/.cargo/bin:$PATH"
       export PATH
     fi
   fi
-  rustup toolchain install stable --profile minimal --component rustfmt,clippy
-  rustup default stable
+  if [ "$rc" -eq 0 ]; then
+    timeout "$RUSTUP_WAIT" rustup toolchain install stable --profile minimal --component rustfmt,clippy &&
+      rustup default stable || rc=$?
+  fi
+  if [ "$rc" -ne 0 ] || ! command -v cargo >/dev/null 2>&1; then
+    say "cargo is missing and Rust could not be installed (rustup's servers out of reach?):" \
+      "install a stable Rust toolchain with rustfmt and clippy, then run this again" >&2
+    exit 1
+  fi
   say "installed $(cargo --version)"
 fi
-if ! cargo fmt --version >/dev/null 2>&1; then
-  say "adding the rustfmt component"
-  rustup component add rustfmt
+if command -v rustup >/dev/null 2>&1; then
+  active=$(rustup show active-toolchain 2>/dev/null | cut -d' ' -f1)
+else
+  active="$(rustc --version) (no rustup)"
 fi
-if ! cargo clippy --version >/dev/null 2>&1; then
-  say "adding the clippy component"
-  rustup component add clippy
-fi
-# The speaker's fuzz run (bgp/fuzz/run.sh) needs cargo-fuzz and a nightly toolchain.
+# CARGO_SUBCOMMAND COMPONENT WHAT-NEEDS-IT
+need_component() {
+  if cargo "$1" --version >/dev/null 2>&1; then
+    say "$2 present: $(cargo "$1" --version)"
+  else
+    say "MISSING: the $2 component of toolchain $active ($3 fails without it);" \
+      "no download is tried: add it with \`rustup component add $2\` where rustup's servers are reachable" >&2
+    missing_rust="$missing_rust $2"
+  fi
+}
+need_component fmt rustfmt "scripts/test.sh's fmt step"
+need_component clippy clippy "scripts/test.sh's clippy step"
+# The speaker's fuzz run (bgp/fuzz/run.sh) takes the nightly toolchain when one is
+# installed, else the stable one with RUSTC_BOOTSTRAP=1; it needs cargo-fuzz (crates.io).
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 if [ -d "$REPO/bgp/fuzz" ]; then
-  if rustup run nightly rustc --version >/dev/null 2>&1; then
-    say "nightly toolchain present"
+  if command -v rustup >/dev/null 2>&1 && rustup toolchain list | grep -q '^nightly'; then
+    say "fuzzing: nightly toolchain present"
   else
-    say "installing the nightly toolchain for fuzzing"
-    rustup toolchain install nightly --profile minimal
+    say "fuzzing: no nightly toolchain (none is downloaded): bgp/fuzz/run.sh uses $active with RUSTC_BOOTSTRAP=1"
   fi
   if command -v cargo-fuzz >/dev/null 2>&1; then
     say "cargo-fuzz present"
@@ -108,5 +132,9 @@ if [ -d "$REPO/bgp/fuzz" ]; then
     say "installing cargo-fuzz"
     cargo install cargo-fuzz --locked
   fi
+fi
+if [ -n "$missing_rust" ]; then
+  say "done, but missing:$missing_rust (see above)" >&2
+  exit 0
 fi
 say "done"

@@ -1,31 +1,67 @@
 #!/usr/bin/env bash
 # Build every fuzz target of the bgp codec and run each for SECONDS; one line per target.
 # Exits non-zero when a target crashes (the input is left in artifacts/TARGET/) or the
-# build fails. Needs the nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`).
+# build fails. Needs cargo-fuzz (`cargo install cargo-fuzz --locked`, scripts/setup.sh
+# does it) and a Rust toolchain that is present — none is downloaded:
+#   - RUSTUP_TOOLCHAIN, when set, is the one used;
+#   - else the nightly toolchain when one is installed;
+#   - else the default (stable) one with RUSTC_BOOTSTRAP=1, which lets it take the
+#     unstable flags cargo-fuzz passes (-Zsanitizer=address and the coverage options).
+# A stable toolchain whose sanitizer runtime is missing builds without AddressSanitizer
+# (--sanitizer none, said so). FUZZ_SANITIZER overrides the choice.
 #
 #   bgp/fuzz/run.sh SECONDS
 set -euo pipefail
 
 secs=${1:?usage: run.sh SECONDS}
 cd "$(dirname "$0")"
-command -v cargo-fuzz >/dev/null || { echo "run.sh: cargo-fuzz is required (cargo install cargo-fuzz)" >&2; exit 1; }
-rustup run nightly rustc --version >/dev/null 2>&1 || { echo "run.sh: the nightly toolchain is required" >&2; exit 1; }
+command -v cargo-fuzz >/dev/null || { echo "run.sh: cargo-fuzz is required (cargo install cargo-fuzz --locked)" >&2; exit 1; }
+command -v cargo >/dev/null || { echo "run.sh: cargo is required" >&2; exit 1; }
 
+if [[ -z ${RUSTUP_TOOLCHAIN:-} ]] && command -v rustup >/dev/null &&
+    rustup toolchain list | grep -q '^nightly'; then
+    export RUSTUP_TOOLCHAIN=nightly
+fi
+version=$(rustc -vV 2>&1) || { echo "run.sh: no usable Rust toolchain (${RUSTUP_TOOLCHAIN:-default}): $version" >&2; exit 1; }
+release=$(sed -n 's/^release: //p' <<<"$version")
+case $release in
+    *-nightly | *-dev) how="nightly rustc $release" ;;
+    *)
+        export RUSTC_BOOTSTRAP=1
+        how="rustc $release with RUSTC_BOOTSTRAP=1"
+        ;;
+esac
+
+build() { cargo fuzz build -O --sanitizer "$sanitizer" >"$log" 2>&1; }
 targets=(message open update notification route_refresh round_trip)
 log=$(mktemp)
-cargo +nightly fuzz build -O >"$log" 2>&1 || {
-    cat "$log" >&2
-    echo "run.sh: build failed" >&2
-    exit 1
-}
+sanitizer=${FUZZ_SANITIZER:-address}
+if ! build; then
+    if [[ -z ${FUZZ_SANITIZER:-} && -n ${RUSTC_BOOTSTRAP:-} ]] &&
+        grep -qiE 'sanitizer|asan' "$log"; then
+        tail -5 "$log" >&2
+        echo "run.sh: AddressSanitizer does not build with $how: fuzzing without it" >&2
+        sanitizer=none
+        build || {
+            cat "$log" >&2
+            echo "run.sh: build failed with $how, also without a sanitizer" >&2
+            exit 1
+        }
+    else
+        cat "$log" >&2
+        echo "run.sh: build failed with $how (sanitizer $sanitizer)" >&2
+        exit 1
+    fi
+fi
 rm -f "$log"
+echo "fuzzing with $how, sanitizer $sanitizer"
 status=0
 for t in "${targets[@]}"; do
     mkdir -p "corpus/$t" "artifacts/$t"
     # Seed with the regression inputs and the captured messages.
     [[ -d "regressions/$t" ]] && cp -n regressions/"$t"/* "corpus/$t/" 2>/dev/null || true
     log=$(mktemp)
-    if cargo +nightly fuzz run -O "$t" "corpus/$t" -- -max_total_time="$secs" -max_len=8192 \
+    if cargo fuzz run -O --sanitizer "$sanitizer" "$t" "corpus/$t" -- -max_total_time="$secs" -max_len=8192 \
         -artifact_prefix="artifacts/$t/" -print_final_stats=1 >"$log" 2>&1; then
         runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo "?")
         cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*' || echo "?")

@@ -52,9 +52,9 @@ if [ -n "$missing" ]; then
     own_policy=yes
   fi
   rc=0
+  # shellcheck disable=SC2086 # word splitting of the package list is intended
   {
     apt-get update -q &&
-    # shellcheck disable=SC2086 # word splitting of the package list is intended
     apt-get install -y -q --no-install-recommends $missing
   } || rc=$?
   [ "$own_policy" = yes ] && rm -f "$policy"

@@ -87,6 +87,9 @@ if [ -f bgp/fuzz/run.sh ]; then
 else
   echo "(no bgp/fuzz/run.sh: no fuzz run)"
 fi
+# setup.sh, a cold build and the lab on a fresh Debian root filesystem, when scripts/,
+# Cargo.lock, a build.rs or the Go test bed's go.mod/go.sum differ from .ci/fresh-proven.
+step fresh bash scripts/fresh-check.sh --if-changed
 
 END=$(date +%s)
 printf '\ntimings:%s\n  %-10s %5ss\n' "$TIMINGS" total "$((END - START))"

@@ -10,7 +10,7 @@ set -eu
 # npm (for fetching helm in the chart check) comes from scripts/chart-check.sh when the
 # npm command is missing: a machine with Node.js from elsewhere has it already.
 PACKAGES="
-build-essential pkg-config protobuf-compiler libprotobuf-dev git curl ca-certificates
+build-essential pkg-config protobuf-compiler libprotobuf-dev git curl ca-certificates openssl
 iproute2 iputils-ping procps psmisc kmod nftables iptables tcpdump python3
 bird2 frr gobgpd openbgpd exabgp
 etcd-server etcd-client
@@ -132,6 +132,12 @@ if [ -d "$REPO/bgp/fuzz" ]; then
     say "installing cargo-fuzz"
     cargo install cargo-fuzz --locked
   fi
+fi
+# The Kubernetes test bed: kube-apiserver, kubectl and etcd built from the Go modules
+# pinned in integration/k8s/go.mod (Go 1.26 comes with the machine, /usr/local/go); the
+# binaries are cached under /var/tmp/serval-k8s, so this is quick once built.
+if [ -f "$REPO/integration/k8s/build.sh" ]; then
+  say "Kubernetes test bed: $(sh "$REPO/integration/k8s/build.sh")"
 fi
 if [ -n "$missing_rust" ]; then
   say "done, but missing:$missing_rust (see above)" >&2

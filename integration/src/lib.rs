@@ -10,6 +10,8 @@
 //! - [`serval`]: serval's own speaker behind the same [`BgpDaemon`] trait.
 //! - [`interop`]: the interop scenarios serval runs against every daemon, and the
 //!   matrix of their outcomes.
+//! - [`kube`]: a real etcd + kube-apiserver (RBAC, service-account tokens) for the
+//!   Kubernetes-facing tests.
 //! - [`tools`]: failing (never skipping) when a tool or root is missing.
 //!
 //! Everything needs root; a test checks [`tools::require_root`] first or gets the same
@@ -41,6 +43,7 @@
 pub mod daemons;
 pub mod error;
 pub mod interop;
+pub mod kube;
 pub mod netns;
 pub mod observed;
 pub mod serval;

@@ -236,7 +236,23 @@ impl NsHandle {
     pub fn spawn(&self, argv: &[&str], log: Option<&Path>) -> Result<NsChild> {
         let (program, args) = split(argv)?;
         let mut cmd = self.command(program);
-        cmd.args(args).stdin(Stdio::null()).process_group(0);
+        cmd.args(args);
+        NsChild::spawn(cmd, log)
+    }
+}
+
+/// Starts `argv` in the test process's own network namespace, with the same handle (and
+/// the same kill on drop) as [`NsHandle::spawn`]: for servers on loopback.
+pub fn spawn_here(argv: &[&str], log: Option<&Path>) -> Result<NsChild> {
+    let (program, args) = split(argv)?;
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    NsChild::spawn(cmd, log)
+}
+
+impl NsChild {
+    fn spawn(mut cmd: Command, log: Option<&Path>) -> Result<NsChild> {
+        cmd.stdin(Stdio::null()).process_group(0);
         match log {
             Some(path) => {
                 let out = append(path)?;

@@ -34,19 +34,22 @@
 # have fixed names (`svlab-…`, src/lab/topology.rs), but those names live in the chroot's
 # own /run/netns and everything the lab makes is inside its namespaces, so a lab or a test
 # run on the host at the same time neither sees nor disturbs it. Every mount, process and
-# file of the check goes on exit, also on failure or interruption: a trap inside brings the
-# lab down and unmounts, the namespaces' end kills what is left, and a trap outside removes
-# the root filesystem copy. Only one check runs at a time on a machine (a lock).
+# file of the check goes on exit, also on failure or interruption: after a failed step a
+# trap inside brings the lab down and unmounts; the end of the namespaces (the outer trap
+# kills them when the check is interrupted) takes every process and mount that is left;
+# the outer trap then removes the root filesystem copy. One check at a time runs on a
+# machine (a lock).
 #
 # Cache: the debootstrap result is kept as a pristine tarball under $FRESH_CACHE (default
 # /var/tmp/serval-fresh); each check starts from a new copy of it. FRESH_REFRESH=1 makes the
 # tarball anew; FRESH_KEEP=1 keeps the root filesystem of the last check for inspection.
 #
 # When CI runs it: scripts/test.sh runs `fresh-check.sh --if-changed`. Its inputs are
-# scripts/, Cargo.lock, every build.rs and the Go test bed's integration/k8s/go.mod and
-# go.sum. A pass writes the git object id of each input, as of the commit it proved, into
-# .ci/fresh-proven; --if-changed compares HEAD's inputs with that record and runs the
-# check only when one differs (naming it), else says on which commit they were proven.
+# scripts/, Cargo.lock, every build.rs and the Go test bed integration/k8s/ (go.mod, go.sum
+# and the build.sh that setup.sh runs). A pass writes the git object id of each input, as
+# of the commit it proved, into .ci/fresh-proven; --if-changed compares HEAD's inputs with
+# that record and runs the check only when one differs (naming it), else says on which
+# commit they were proven.
 # This is a record of what was proven, not a comparison with a previous commit, so it
 # holds in a fresh clone with no history, for a submission of many commits whose change to
 # setup.sh was in an earlier one, and after a failed CI run (nothing was recorded, so the
@@ -58,10 +61,11 @@
 # nothing.
 #
 # Time on the development machine (2 cores shared with other builds, load 5-11): with the
-# tarball cached about 20 minutes: setup.sh 2.5 (the Debian packages and cargo-fuzz),
-# the cold workspace build 17.5, the lab under one; debootstrap adds 1.5 minutes when the
-# tarball is made; scripts/lab.sh (FRESH_LAB_SH=1) adds 20. Each step's time is printed at
-# the end and kept in .ci/fresh-proven.
+# tarball cached about 20 minutes before setup.sh built the Kubernetes test bed from Go:
+# setup.sh 2.5 (the Debian packages and cargo-fuzz), the cold workspace build 17.5, the
+# lab under one; debootstrap adds 1.5 minutes when the tarball is made; scripts/lab.sh
+# (FRESH_LAB_SH=1) adds 20. Each step's time is printed at the end and kept in
+# .ci/fresh-proven, whose last figure (with the Go build) the README quotes.
 #
 #   scripts/fresh-check.sh                 prove HEAD; on success rewrite .ci/fresh-proven
 #   scripts/fresh-check.sh --if-changed    the same, only when an input differs from the record
@@ -80,9 +84,9 @@ PRISTINE=$CACHE/debian-$SUITE-minbase.tar.gz
 RECORD=$ROOT/.ci/fresh-proven
 TOOLCHAIN_HOST=${RUSTUP_HOME:-$HOME/.rustup}/toolchains
 # The inputs whose change asks for a new check: scripts/, Cargo.lock, every build.rs and
-# the Go test bed's module files.
+# the Go test bed (its module files and the build.sh that setup.sh runs).
 is_input='$2 ~ /^scripts\// || $2 == "Cargo.lock" || $2 ~ /(^|\/)build\.rs$/ ||
-    $2 == "integration/k8s/go.mod" || $2 == "integration/k8s/go.sum"'
+    $2 ~ /^integration\/k8s\//'
 
 say() { printf 'fresh-check: %s\n' "$*"; }
 die() {
@@ -330,7 +334,9 @@ run_check() {
         local rc=$?
         trap - EXIT INT TERM
         if [ -n "$CHILD" ] && kill -0 "$CHILD" 2>/dev/null; then
-            kill "$CHILD" 2>/dev/null || true
+            # unshare passes no SIGTERM on; SIGKILL makes it kill the namespace's PID 1,
+            # and with it every process and mount of the check.
+            kill -KILL "$CHILD" 2>/dev/null || true
             wait "$CHILD" 2>/dev/null || true
         fi
         if [ "${FRESH_KEEP:-0}" = 1 ]; then
@@ -365,7 +371,7 @@ run_check() {
     fi
     {
         echo "# The inputs of scripts/fresh-check.sh (scripts/, Cargo.lock, every build.rs, the Go"
-        echo "# test bed's go.mod and go.sum) as of its last pass on a fresh Debian $SUITE root"
+        echo "# test bed integration/k8s/) as of its last pass on a fresh Debian $SUITE root"
         echo "# filesystem: mode, git object id, path. scripts/test.sh runs the check again whenever"
         echo "# one of them differs; a pass rewrites this file, to be committed."
         echo "# proven on commit $SOURCE, $(date -u +%Y-%m-%dT%H:%MZ), in $((end - start)) s: rootfs=$((t_prepared - start))s$steps"

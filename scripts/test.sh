@@ -88,7 +88,7 @@ else
   echo "(no bgp/fuzz/run.sh: no fuzz run)"
 fi
 # setup.sh, a cold build and the lab on a fresh Debian root filesystem, when scripts/,
-# Cargo.lock, a build.rs or the Go test bed's go.mod/go.sum differ from .ci/fresh-proven.
+# Cargo.lock, a build.rs or the Go test bed (integration/k8s/) differ from .ci/fresh-proven.
 step fresh bash scripts/fresh-check.sh --if-changed
 
 END=$(date +%s)

@@ -5,11 +5,15 @@
 #[path = "crds/validate.rs"]
 mod validate;
 
+#[path = "crds/cases.rs"]
+mod cases;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use cases::sample;
 use serde_json::Value;
-use validate::{Crds, Source};
+use validate::Crds;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -156,352 +160,79 @@ fn typed_check(doc: &Value) -> Result<(), String> {
     }
 }
 
-fn sample(kind: &str) -> Value {
-    let docs = documents(&root().join("examples/resources").join(match kind {
-        "BGPPeer" => "bgp-peers.yaml",
-        "BGPFilter" => "bgp-filter.yaml",
-        "BGPConfiguration" => "bgp-configuration.yaml",
-        "IPPool" | "IPAMConfig" => "ip-pools.yaml",
-        "ServalNode" => "serval-node.yaml",
-        "ServalNodeStatus" => "node-status.yaml",
-        _ => unreachable!(),
-    }));
-    docs.into_iter().find(|d| d["kind"] == kind).unwrap()
-}
-
-/// Sets (Some) or removes (None) the field at a dotted path (`spec.exportV4.0.cidr`).
-fn edit(doc: &mut Value, path: &str, value: Option<Value>) {
-    let mut parts: Vec<&str> = path.split('.').collect();
-    let last = parts.pop().unwrap();
-    let mut node = doc;
-    for p in parts {
-        node = match p.parse::<usize>() {
-            Ok(i) => &mut node[i],
-            Err(_) => &mut node[p],
-        };
-    }
-    match (value, node) {
-        (Some(v), Value::Array(a)) => a[last.parse::<usize>().unwrap()] = v,
-        (Some(v), n) => n[last] = v,
-        (None, Value::Object(o)) => {
-            o.remove(last);
-        }
-        (None, _) => panic!("{path}: not an object"),
-    }
-}
-
 #[test]
 fn bad_manifests_fail_at_the_field_that_is_wrong() {
-    use serde_json::json;
     let crds = crds();
-    // (kind, edits, expected path, which check)
-    type Case = (
-        &'static str,
-        Vec<(&'static str, Option<Value>)>,
-        &'static str,
-        Source,
-    );
-    let cases: Vec<Case> = vec![
-        (
-            "BGPPeer",
-            vec![("spec.peerIP", Some(json!("10.0.0.300")))],
-            "spec.peerIP",
-            Source::Schema,
-        ),
-        (
-            "BGPPeer",
-            vec![("spec.peerIP", Some(json!("tor-1:179")))],
-            "spec.peerIP",
-            Source::Schema,
-        ),
-        (
-            "BGPPeer",
-            vec![("spec.asNumber", Some(json!(0)))],
-            "spec.asNumber",
-            Source::Schema,
-        ),
-        (
-            "BGPPeer",
-            vec![("spec.asNumber", Some(json!(4294967296u64)))],
-            "spec.asNumber",
-            Source::Schema,
-        ),
-        (
-            "BGPPeer",
-            vec![("spec.ttlSecurity", Some(json!(0)))],
-            "spec.ttlSecurity",
-            Source::Schema,
-        ),
-        (
-            "BGPPeer",
-            vec![("spec.ttlSecurity", Some(json!(256)))],
-            "spec.ttlSecurity",
-            Source::Schema,
-        ),
-        (
-            "BGPPeer",
-            vec![("spec.keepAliveTime", Some(json!("10 seconds")))],
-            "spec.keepAliveTime",
-            Source::Schema,
-        ),
-        (
-            "BGPPeer",
-            vec![("spec.keepAliveTime", Some(json!("7h")))],
-            "spec.keepAliveTime",
-            Source::Cel,
-        ),
-        (
-            "BGPPeer",
-            vec![("spec.maxRestartTime", Some(json!("2h")))],
-            "spec.maxRestartTime",
-            Source::Cel,
-        ),
-        (
-            "BGPPeer",
-            vec![("spec.sourceAddress", Some(json!("Auto")))],
-            "spec.sourceAddress",
-            Source::Schema,
-        ),
-        (
-            "BGPPeer",
-            vec![("spec.keepOriginalNexthop", Some(json!(true)))],
-            "spec",
-            Source::Schema,
-        ),
-        (
-            "BGPPeer",
-            vec![("spec.node", Some(json!("worker-1")))],
-            "spec.nodeSelector",
-            Source::Cel,
-        ),
-        (
-            "BGPPeer",
-            vec![("spec.peerSelector", Some(json!("all()")))],
-            "spec.peerIP",
-            Source::Cel,
-        ),
-        (
-            "BGPPeer",
-            vec![("spec.peerIP", None)],
-            "spec.peerIP",
-            Source::Cel,
-        ),
-        (
-            "BGPPeer",
-            vec![("spec.asNumber", None)],
-            "spec.asNumber",
-            Source::Cel,
-        ),
-        (
-            "BGPPeer",
-            vec![("spec.password.value", Some(json!("pw")))],
-            "spec.password",
-            Source::Cel,
-        ),
-        (
-            "BGPPeer",
-            vec![("spec.password", Some(json!({})))],
-            "spec.password",
-            Source::Cel,
-        ),
-        (
-            "BGPPeer",
-            vec![("spec.filters", Some(json!(["Not_A_Name"])))],
-            "spec.filters[0]",
-            Source::Schema,
-        ),
-        (
-            "BGPFilter",
-            vec![("spec.exportV4.0.cidr", Some(json!("fd00::/8")))],
-            "spec.exportV4[0].cidr",
-            Source::Schema,
-        ),
-        (
-            "BGPFilter",
-            vec![("spec.exportV6.0.cidr", Some(json!("10.0.0.0/8")))],
-            "spec.exportV6[0].cidr",
-            Source::Schema,
-        ),
-        (
-            "BGPFilter",
-            vec![("spec.exportV4.0.action", Some(json!("Drop")))],
-            "spec.exportV4[0].action",
-            Source::Schema,
-        ),
-        (
-            "BGPFilter",
-            vec![("spec.exportV4.0.matchOperator", Some(json!("Contains")))],
-            "spec.exportV4[0].matchOperator",
-            Source::Schema,
-        ),
-        (
-            "BGPFilter",
-            vec![("spec.exportV4.0.matchOperator", None)],
-            "spec.exportV4[0].matchOperator",
-            Source::Cel,
-        ),
-        (
-            "BGPFilter",
-            vec![
-                ("spec.importV4.0.matchOperator", Some(json!("NotIn"))),
-                ("spec.importV4.0.prefixLength", Some(json!({"min": 8}))),
-            ],
-            "spec.importV4[0].prefixLength",
-            Source::Cel,
-        ),
-        (
-            "BGPFilter",
-            vec![(
-                "spec.exportV4.0.prefixLength",
-                Some(json!({"min": 30, "max": 26})),
-            )],
-            "spec.exportV4[0].prefixLength",
-            Source::Cel,
-        ),
-        (
-            "BGPFilter",
-            vec![("spec.exportV4.0.prefixLength", Some(json!({"max": 33})))],
-            "spec.exportV4[0].prefixLength.max",
-            Source::Schema,
-        ),
-        (
-            "IPPool",
-            vec![("spec.cidr", Some(json!("10.65.0.0")))],
-            "spec.cidr",
-            Source::Schema,
-        ),
-        (
-            "IPPool",
-            vec![("spec.blockSize", Some(json!(33)))],
-            "spec.blockSize",
-            Source::Cel,
-        ),
-        (
-            "IPPool",
-            vec![("spec.blockSize", Some(json!(19)))],
-            "spec.blockSize",
-            Source::Schema,
-        ),
-        (
-            "IPPool",
-            vec![("spec.ipipMode", Some(json!("Sometimes")))],
-            "spec.ipipMode",
-            Source::Schema,
-        ),
-        (
-            "IPPool",
-            vec![("spec.vxlanMode", Some(json!("Always")))],
-            "spec.vxlanMode",
-            Source::Cel,
-        ),
-        (
-            "IPPool",
-            vec![
-                ("spec.cidr", Some(json!("fd00:1::/48"))),
-                ("spec.blockSize", Some(json!(122))),
-            ],
-            "spec.ipipMode",
-            Source::Cel,
-        ),
-        (
-            "IPPool",
-            vec![("spec.allowedUses", Some(json!(["Workload", "Pods"])))],
-            "spec.allowedUses[1]",
-            Source::Schema,
-        ),
-        (
-            "IPAMConfig",
-            vec![("metadata.name", Some(json!("other")))],
-            "",
-            Source::Cel,
-        ),
-        (
-            "BGPConfiguration",
-            vec![("metadata.name", Some(json!("cluster")))],
-            "",
-            Source::Cel,
-        ),
-        (
-            "BGPConfiguration",
-            vec![("spec.listenPort", Some(json!(0)))],
-            "spec.listenPort",
-            Source::Schema,
-        ),
-        (
-            "BGPConfiguration",
-            vec![("spec.communities.0.value", Some(json!("65536:1:x")))],
-            "spec.communities[0].value",
-            Source::Schema,
-        ),
-        (
-            "BGPConfiguration",
-            vec![("spec.serviceClusterIPs.0.cidr", Some(json!("10.96.0.0/33")))],
-            "spec.serviceClusterIPs[0].cidr",
-            Source::Schema,
-        ),
-        (
-            "BGPConfiguration",
-            vec![("spec.logSeverityScreen", Some(json!("Verbose")))],
-            "spec.logSeverityScreen",
-            Source::Schema,
-        ),
-        (
-            "ServalNode",
-            vec![("spec.bgp.ipv4Address", Some(json!("2001:db8::10/64")))],
-            "spec.bgp.ipv4Address",
-            Source::Schema,
-        ),
-        (
-            "ServalNode",
-            vec![("spec.bgp.ipv6Address", Some(json!("192.0.2.10/24")))],
-            "spec.bgp.ipv6Address",
-            Source::Schema,
-        ),
-        (
-            "ServalNode",
-            vec![("spec.bgp.routeReflectorClusterID", Some(json!("1.2.3")))],
-            "spec.bgp.routeReflectorClusterID",
-            Source::Schema,
-        ),
-        (
-            "ServalNode",
-            vec![("spec.vxlanTunnelMACAddr", Some(json!("66:cf:00:0a:bc")))],
-            "spec.vxlanTunnelMACAddr",
-            Source::Schema,
-        ),
-        (
-            "ServalNodeStatus",
-            vec![("spec.classes", Some(json!(["Agent", "Agent"])))],
-            "spec.classes",
-            Source::Schema,
-        ),
-        (
-            "ServalNodeStatus",
-            vec![("spec.classes", Some(json!(["Peers"])))],
-            "spec.classes[0]",
-            Source::Schema,
-        ),
-        (
-            "ServalNodeStatus",
-            vec![("spec.node", None)],
-            "spec",
-            Source::Schema,
-        ),
-    ];
     let mut failures = Vec::new();
-    for (kind, edits, path, source) in &cases {
-        let mut doc = sample(kind);
-        for (p, v) in edits {
-            edit(&mut doc, p, v.clone());
-        }
-        let v = crds.check(&doc, None);
-        if !v.iter().any(|x| x.path == *path && x.source == *source) {
+    for case in cases::invalid() {
+        let v = crds.check(&case.doc(), None);
+        if !v
+            .iter()
+            .any(|x| x.path == case.path && x.source == case.source)
+        {
             failures.push(format!(
-                "{kind} {edits:?}: want {source:?} at {path:?}, got {v:#?}"
+                "{}: want {:?} at {:?}, got {v:#?}",
+                case.describe(),
+                case.source,
+                case.path
             ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// The samples written for kinds and fields no example shows are valid too.
+#[test]
+fn extra_samples_pass_the_crds() {
+    let crds = crds();
+    for doc in cases::extra_samples() {
+        let v = crds.check(&doc, None);
+        assert!(
+            v.is_empty(),
+            "{} {}: {v:#?}",
+            doc["kind"],
+            doc["metadata"]["name"]
+        );
+    }
+}
+
+#[test]
+fn bad_updates_fail_at_the_field_that_is_wrong() {
+    let crds = crds();
+    for case in cases::invalid_updates() {
+        let old = case.doc_before();
+        assert!(
+            crds.check(&old, Some(&old)).is_empty(),
+            "{}: unchanged",
+            case.describe()
+        );
+        let v = crds.check(&case.doc(), Some(&old));
+        assert!(
+            v.iter()
+                .any(|x| x.path == case.path && x.source == case.source),
+            "{}: want {:?} at {:?}, got {v:#?}",
+            case.describe(),
+            case.source,
+            case.path
+        );
+        assert!(
+            crds.check(&case.doc(), None).is_empty(),
+            "{}: fine on create",
+            case.describe()
+        );
+    }
+}
+
+/// Every CEL rule of the CRDs is broken by at least one case, so a new rule cannot
+/// go untested (here and against the real API server).
+#[test]
+fn every_cel_rule_has_a_case() {
+    let uncovered = cases::uncovered_rules(&crds());
+    assert!(
+        uncovered.is_empty(),
+        "CEL rules no case in tests/crds/cases.rs breaks:\n{}",
+        uncovered.join("\n")
+    );
 }
 
 /// Transition rules (`oldSelf`) apply on update only.

@@ -134,7 +134,10 @@ fn json_schema(schema: &Value, api: &str, kind: &str) -> Value {
             "labels": {"type": "object", "additionalProperties": {"type": "string"}},
             "annotations": {"type": "object", "additionalProperties": {"type": "string"}}}}),
     );
-    s["required"] = json!(["apiVersion", "kind", "metadata"]);
+    // The envelope is required besides what the CRD requires (`spec`, usually).
+    let mut required = vec![json!("apiVersion"), json!("kind"), json!("metadata")];
+    required.extend(s["required"].as_array().cloned().unwrap_or_default());
+    s["required"] = Value::Array(required);
     s
 }
 

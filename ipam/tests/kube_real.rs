@@ -1,0 +1,518 @@
+//! The Kubernetes store against a real kube-apiserver (the test bed's, built from the
+//! pinned Kubernetes release, with serval's CRDs from `crds/` applied):
+//!
+//! - the conformance suite as cluster admin, each case on emptied collections;
+//! - the same suite as the Helm chart's ServiceAccount, with exactly the RBAC that
+//!   `helm template` renders from `charts/serval` (pools, the IPAM config and the suite's
+//!   own resource kinds are written by an admin, as people write them in a cluster);
+//!   and what that account must not do, refused;
+//! - optimistic concurrency on `resourceVersion`: a stale update or delete is the
+//!   server's 409, and writers racing on one object lose no update.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use ipam::model::{IpPool, IpamConfig, PoolName};
+use ipam::store::kube::KubeStore;
+use ipam::store::{
+    conformance, Key, Kind, ListFilter, Object, Revision, Store, Versioned, WatchStream, Write,
+};
+use ipam::StoreError;
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams,
+};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use serval_integration::kube::ApiServer;
+use serval_integration::{scenario, wait_until, Poll};
+
+/// Every `serval.dev/v1` kind the store reads or writes (kind, plural), and the
+/// conformance suite's resource kinds.
+const KINDS: [(&str, &str); 7] = [
+    ("IPPool", "ippools"),
+    ("IPAMBlock", "ipamblocks"),
+    ("BlockAffinity", "blockaffinities"),
+    ("IPAMHandle", "ipamhandles"),
+    ("IPAMConfig", "ipamconfigs"),
+    ("Widget", "widgets"),
+    ("Gadget", "gadgets"),
+];
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// CRDs for [`conformance::RESOURCE_KINDS`]: opaque specs, cluster-scoped, like serval's
+/// own resource kinds.
+fn suite_crds() -> String {
+    conformance::RESOURCE_KINDS
+        .iter()
+        .map(|kind| {
+            let plural = format!("{}s", kind.to_lowercase());
+            format!(
+                "apiVersion: apiextensions.k8s.io/v1\n\
+                 kind: CustomResourceDefinition\n\
+                 metadata: {{name: {plural}.serval.dev}}\n\
+                 spec:\n  group: serval.dev\n  scope: Cluster\n\
+                 \x20 names: {{kind: {kind}, plural: {plural}, singular: {}, listKind: {kind}List}}\n\
+                 \x20 versions:\n  - name: v1\n    served: true\n    storage: true\n\
+                 \x20   schema:\n      openAPIV3Schema:\n        type: object\n\
+                 \x20       properties:\n          spec: {{type: object, x-kubernetes-preserve-unknown-fields: true}}\n",
+                kind.to_lowercase()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+/// A server with serval's CRDs and the suite's resource kinds, every one served.
+fn start(dir: &Path) -> serval_integration::Result<ApiServer> {
+    let t = Instant::now();
+    let api = ApiServer::start(dir)?;
+    let crds = repo().join("crds");
+    api.kubectl(&["apply", "--server-side", "-f", &crds.display().to_string()])?;
+    api.kubectl_stdin(&["apply", "--server-side", "-f", "-"], &suite_crds())?;
+    api.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd",
+        "--all",
+    ])?;
+    // Established can come a moment before the new endpoints answer.
+    let plurals = KINDS.map(|(_, p)| p).join(",");
+    wait_until(Duration::from_secs(60), "every CRD served", || {
+        match api.kubectl(&["get", &plurals, "-o", "name"]) {
+            Ok(_) => Poll::Ready(()),
+            Err(e) => Poll::Pending(e.to_string()),
+        }
+    })?;
+    eprintln!(
+        "kube-apiserver {} with CRDs ready in {:?}",
+        api.version()?,
+        t.elapsed()
+    );
+    Ok(api)
+}
+
+/// A kube client from a kubeconfig file, as `KUBECONFIG` would give the agent.
+async fn client(kubeconfig: &Path) -> kube::Client {
+    let kc = Kubeconfig::read_from(kubeconfig)
+        .unwrap_or_else(|e| panic!("kubeconfig {}: {e}", kubeconfig.display()));
+    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("kubeconfig {}: {e}", kubeconfig.display()));
+    kube::Client::try_from(config).expect("kube client")
+}
+
+fn api_resource(kind: &str, plural: &str) -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("serval.dev", "v1", kind), plural)
+}
+
+/// Deletes every object of [`KINDS`] (no finalizers and no controllers here: a delete
+/// is immediate) and checks that nothing is left.
+async fn empty_every_kind(admin: &kube::Client) {
+    for (kind, plural) in KINDS {
+        let api: Api<DynamicObject> = Api::all_with(admin.clone(), &api_resource(kind, plural));
+        api.delete_collection(&DeleteParams::default(), &ListParams::default())
+            .await
+            .unwrap_or_else(|e| panic!("delete every {plural}: {e}"));
+        let left = api
+            .list(&ListParams::default())
+            .await
+            .unwrap_or_else(|e| panic!("list {plural}: {e}"));
+        assert!(left.items.is_empty(), "{plural} left: {:?}", left.items);
+    }
+}
+
+fn kube_store(client: &kube::Client) -> KubeStore {
+    KubeStore::new(client.clone())
+        .with_resource_kinds(conformance::RESOURCE_KINDS.map(str::to_owned))
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+#[test]
+fn conformance_as_cluster_admin() {
+    scenario("kube-real-conformance", |test| {
+        let api = start(test.path())?;
+        let kubeconfig = api.admin_kubeconfig().to_path_buf();
+        runtime().block_on(async {
+            let admin = client(&kubeconfig).await;
+            let cases = AtomicUsize::new(0);
+            let t = Instant::now();
+            conformance::run(|| {
+                cases.fetch_add(1, Ordering::SeqCst);
+                let admin = admin.clone();
+                async move {
+                    empty_every_kind(&admin).await;
+                    Arc::new(kube_store(&admin)) as Arc<dyn Store>
+                }
+            })
+            .await;
+            eprintln!(
+                "conformance as admin: {} cases in {:?}",
+                cases.load(Ordering::SeqCst),
+                t.elapsed()
+            );
+        });
+        Ok(())
+    });
+}
+
+/// helm: `SERVAL_HELM`, else what `scripts/chart-check.sh tools` fetches once.
+fn helm() -> String {
+    if let Ok(h) = std::env::var("SERVAL_HELM") {
+        return h;
+    }
+    let script = repo().join("scripts/chart-check.sh");
+    let out = Command::new("sh")
+        .arg(&script)
+        .arg("tools")
+        .output()
+        .unwrap_or_else(|e| panic!("helm: cannot run {} tools: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "helm is missing and scripts/chart-check.sh could not fetch it:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The chart's ServiceAccount and RBAC as `helm template` renders them for the
+/// kubernetes datastore, in kube-system.
+fn chart_rbac() -> String {
+    let helm = helm();
+    let out = Command::new(&helm)
+        .args(["template", "serval"])
+        .arg(repo().join("charts/serval"))
+        .args([
+            "--namespace",
+            "kube-system",
+            "--set",
+            "datastore.type=kubernetes",
+            "--show-only",
+            "templates/serviceaccount.yaml",
+            "--show-only",
+            "templates/rbac.yaml",
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("helm ({helm}): {e}"));
+    assert!(
+        out.status.success(),
+        "helm template: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("helm output is UTF-8")
+}
+
+/// Applies the chart's RBAC and returns a kubeconfig with a token of its ServiceAccount.
+fn chart_service_account(api: &ApiServer) -> serval_integration::Result<PathBuf> {
+    // The API server creates kube-system itself, shortly after it is ready.
+    wait_until(
+        Duration::from_secs(60),
+        "namespace kube-system",
+        || match api.kubectl(&["get", "namespace", "kube-system", "-o", "name"]) {
+            Ok(_) => Poll::Ready(()),
+            Err(e) => Poll::Pending(e.to_string()),
+        },
+    )?;
+    let applied = api.kubectl_stdin(
+        &["apply", "--server-side", "-f", "-", "-o", "name"],
+        &chart_rbac(),
+    )?;
+    let sa = applied
+        .lines()
+        .find_map(|l| l.strip_prefix("serviceaccount/"))
+        .unwrap_or_else(|| panic!("the chart renders no ServiceAccount: {applied}"))
+        .to_owned();
+    api.service_account_kubeconfig("kube-system", &sa, Duration::from_secs(3600))
+}
+
+/// The store as a node agent uses it: everything through the chart's ServiceAccount,
+/// except what people write — pools, the IPAM config — and the suite's own resource
+/// kinds (not serval's), which go through the admin.
+struct AsAgent {
+    agent: KubeStore,
+    admin: KubeStore,
+}
+
+impl AsAgent {
+    fn for_key(&self, key: &Key) -> &KubeStore {
+        match key.kind() {
+            Kind::Resource => &self.admin,
+            _ => &self.agent,
+        }
+    }
+}
+
+#[async_trait]
+impl Store for AsAgent {
+    fn describe(&self) -> String {
+        "kubernetes as the chart's ServiceAccount".into()
+    }
+
+    async fn get(&self, key: &Key) -> Result<Option<Versioned<Object>>, StoreError> {
+        self.for_key(key).get(key).await
+    }
+
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<Versioned<Object>>, StoreError> {
+        match filter {
+            ListFilter::Kind(Kind::Resource) | ListFilter::Resources(_) => {
+                self.admin.list(filter).await
+            }
+            _ => self.agent.list(filter).await,
+        }
+    }
+
+    async fn commit(&self, writes: &[Write]) -> Result<Vec<Option<Revision>>, StoreError> {
+        // The Kubernetes store applies a batch write by write too: the same semantics.
+        let mut revs = Vec::with_capacity(writes.len());
+        for w in writes {
+            let store = match w.key.kind() {
+                Kind::Pool | Kind::Config | Kind::Resource => &self.admin,
+                Kind::Block | Kind::Affinity | Kind::Handle => &self.agent,
+            };
+            revs.extend(store.commit(std::slice::from_ref(w)).await?);
+        }
+        Ok(revs)
+    }
+
+    fn atomic_commit(&self) -> bool {
+        false
+    }
+
+    async fn watch(&self, kinds: &[Kind]) -> Result<WatchStream, StoreError> {
+        if kinds.contains(&Kind::Resource) {
+            self.admin.watch(kinds).await
+        } else {
+            self.agent.watch(kinds).await
+        }
+    }
+}
+
+fn assert_forbidden<T: std::fmt::Debug>(what: &str, r: Result<T, StoreError>) {
+    match r {
+        Err(StoreError::Rejected { detail, .. }) if detail.contains("403") => {}
+        other => panic!("{what}: expected 403 Forbidden, got {other:?}"),
+    }
+}
+
+#[test]
+fn conformance_as_the_charts_service_account() {
+    scenario("kube-real-chart-rbac", |test| {
+        let api = start(test.path())?;
+        let sa_kubeconfig = chart_service_account(&api)?;
+        let admin_kubeconfig = api.admin_kubeconfig().to_path_buf();
+        runtime().block_on(async {
+            let admin = client(&admin_kubeconfig).await;
+            let agent = client(&sa_kubeconfig).await;
+            let t = Instant::now();
+            conformance::run(|| {
+                let (admin, agent) = (admin.clone(), agent.clone());
+                async move {
+                    empty_every_kind(&admin).await;
+                    Arc::new(AsAgent {
+                        agent: kube_store(&agent),
+                        admin: kube_store(&admin),
+                    }) as Arc<dyn Store>
+                }
+            })
+            .await;
+            eprintln!(
+                "conformance as the chart's ServiceAccount: {:?}",
+                t.elapsed()
+            );
+
+            // What people write, the agent may read but not write.
+            empty_every_kind(&admin).await;
+            let agent = kube_store(&agent);
+            let pool = IpPool::new(PoolName::new("p").unwrap(), "10.1.0.0/16".parse().unwrap());
+            assert_forbidden(
+                "the agent creates a pool",
+                agent
+                    .commit(&[Write::create(Object::Pool(pool.clone()))])
+                    .await,
+            );
+            let rev = kube_store(&admin)
+                .commit(&[Write::create(Object::Pool(pool.clone()))])
+                .await
+                .expect("admin creates the pool")[0]
+                .clone()
+                .expect("revision");
+            let read = agent
+                .get(&Key::Pool(pool.name.clone()))
+                .await
+                .expect("agent reads");
+            assert_eq!(read.map(|v| v.revision), Some(rev.clone()));
+            assert_forbidden(
+                "the agent deletes a pool",
+                agent
+                    .commit(&[Write::delete(Key::Pool(pool.name.clone()), rev)])
+                    .await,
+            );
+            assert_forbidden(
+                "the agent writes the IPAM config",
+                agent
+                    .commit(&[Write::create(Object::Config(IpamConfig::default()))])
+                    .await,
+            );
+        });
+        Ok(())
+    });
+}
+
+/// A CAS increment of the IPAM config's `maxBlocksPerHost`, retried on conflict;
+/// returns how many conflicts it met.
+async fn increment(store: &KubeStore) -> usize {
+    let mut conflicts = 0;
+    loop {
+        let cur = store
+            .get(&Key::Config)
+            .await
+            .expect("read the config")
+            .expect("config exists");
+        let Object::Config(mut c) = cur.value else {
+            panic!("not a config: {:?}", cur.value)
+        };
+        c.max_blocks_per_host += 1;
+        match store
+            .commit(&[Write::update(Object::Config(c), cur.revision)])
+            .await
+        {
+            Ok(_) => return conflicts,
+            Err(StoreError::Conflict { .. }) => conflicts += 1,
+            Err(e) => panic!("increment: {e}"),
+        }
+    }
+}
+
+#[test]
+fn stale_resource_versions_are_conflicts() {
+    scenario("kube-real-conflicts", |test| {
+        let api = start(test.path())?;
+        let kubeconfig = api.admin_kubeconfig().to_path_buf();
+        runtime().block_on(async {
+            // Two writers, each with its own client and connections.
+            let (ca, cb) = (client(&kubeconfig).await, client(&kubeconfig).await);
+            let (a, b) = (KubeStore::new(ca.clone()), KubeStore::new(cb.clone()));
+            let config = Object::Config(IpamConfig::default());
+            let r0 = a
+                .commit(&[Write::create(config.clone())])
+                .await
+                .expect("create")[0]
+                .clone()
+                .expect("revision");
+            let err = b
+                .commit(&[Write::create(config.clone())])
+                .await
+                .expect_err("create over an existing object");
+            assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+
+            // Both read revision r0; a writes first, b's write from r0 is refused.
+            let seen_by_b = b.get(&Key::Config).await.expect("get").expect("present");
+            assert_eq!(seen_by_b.revision, r0);
+            let by_a = IpamConfig {
+                max_blocks_per_host: 7,
+                ..IpamConfig::default()
+            };
+            let r1 = a
+                .commit(&[Write::update(Object::Config(by_a.clone()), r0.clone())])
+                .await
+                .expect("a's update")[0]
+                .clone()
+                .expect("revision");
+            assert_ne!(r1, r0);
+            let by_b = IpamConfig {
+                strict_affinity: true,
+                ..IpamConfig::default()
+            };
+            let err = b
+                .commit(&[Write::update(Object::Config(by_b), r0.clone())])
+                .await
+                .expect_err("b's update from a stale revision");
+            assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+            let err = b
+                .commit(&[Write::delete(Key::Config, r0.clone())])
+                .await
+                .expect_err("b's delete from a stale revision");
+            assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+            // What the server answered: 409 Conflict for the stale PUT.
+            let raw: Api<DynamicObject> =
+                Api::all_with(cb.clone(), &api_resource("IPAMConfig", "ipamconfigs"));
+            let mut stale = raw.get("default").await.expect("raw get");
+            stale.metadata.resource_version = Some(r0.0.clone());
+            match raw.replace("default", &PostParams::default(), &stale).await {
+                Err(kube::Error::Api(s)) => {
+                    assert_eq!((s.code, s.reason.as_str()), (409, "Conflict"), "{s:?}")
+                }
+                other => panic!("a stale PUT was answered {other:?}"),
+            }
+            let now = a.get(&Key::Config).await.expect("get").expect("present");
+            assert_eq!(
+                now,
+                Versioned::new(Object::Config(by_a), r1.clone()),
+                "a's write stands"
+            );
+
+            // Deleted, then written from its last revision: a conflict, not a re-create.
+            a.commit(&[Write::delete(Key::Config, r1.clone())])
+                .await
+                .expect("delete at the current revision");
+            let err = b
+                .commit(&[Write::update(config.clone(), r1)])
+                .await
+                .expect_err("update of a deleted object");
+            assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+            assert_eq!(a.get(&Key::Config).await.expect("get"), None);
+
+            // Writers racing on one object: every increment lands, conflicts are met.
+            a.commit(&[Write::create(config)]).await.expect("create");
+            const WRITERS: usize = 6;
+            const EACH: usize = 20;
+            let t = Instant::now();
+            let mut tasks = Vec::new();
+            for _ in 0..WRITERS {
+                let store = KubeStore::new(client(&kubeconfig).await);
+                tasks.push(tokio::spawn(async move {
+                    let mut conflicts = 0;
+                    for _ in 0..EACH {
+                        conflicts += increment(&store).await;
+                    }
+                    conflicts
+                }));
+            }
+            let mut conflicts = 0;
+            for task in tasks {
+                conflicts += task.await.expect("writer");
+            }
+            let Some(Versioned {
+                value: Object::Config(c),
+                ..
+            }) = a.get(&Key::Config).await.expect("get")
+            else {
+                panic!("the config is gone")
+            };
+            eprintln!(
+                "{WRITERS} writers × {EACH} increments in {:?}: {conflicts} conflicts, retried",
+                t.elapsed()
+            );
+            assert_eq!(
+                c.max_blocks_per_host as usize,
+                WRITERS * EACH,
+                "no lost update"
+            );
+            assert!(conflicts > 0, "the writers never met a conflict");
+        });
+        Ok(())
+    });
+}

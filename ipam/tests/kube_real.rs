@@ -16,12 +16,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use futures::StreamExt as _;
 use ipam::model::{IpPool, IpamConfig, PoolName};
 use ipam::store::kube::KubeStore;
 use ipam::store::{
-    conformance, Key, Kind, ListFilter, Object, Revision, Store, Versioned, WatchStream, Write,
+    conformance, Key, Kind, ListFilter, Object, Revision, Store, Versioned, WatchEvent,
+    WatchStream, Write,
 };
-use ipam::StoreError;
+use ipam::{Ipam, StoreError};
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams,
 };
@@ -512,6 +514,85 @@ fn stale_resource_versions_are_conflicts() {
                 "no lost update"
             );
             assert!(conflicts > 0, "the writers never met a conflict");
+        });
+        Ok(())
+    });
+}
+
+async fn next_item(w: &mut WatchStream) -> Result<WatchEvent, StoreError> {
+    tokio::time::timeout(Duration::from_secs(60), w.next())
+        .await
+        .expect("a watch item within 60 s")
+        .expect("the watch stream never ends")
+}
+
+fn has_pool(objs: &[Versioned<Object>], name: &str) -> bool {
+    objs.iter()
+        .any(|o| matches!(&o.value, Object::Pool(p) if p.name.as_str() == name))
+}
+
+#[test]
+fn watch_lists_again_after_an_api_server_restart_and_a_compaction() {
+    scenario("kube-real-watch-restart", |test| {
+        let mut api = start(test.path())?;
+        let kubeconfig = api.admin_kubeconfig().to_path_buf();
+        let rt = runtime();
+        let store = Arc::new(rt.block_on(async { KubeStore::new(client(&kubeconfig).await) }));
+        let ipam = Ipam::new(store.clone());
+        let pool = |name: &str, cidr: &str| {
+            IpPool::new(PoolName::new(name).unwrap(), cidr.parse().unwrap())
+        };
+        let mut w = rt.block_on(async {
+            ipam.add_pool(pool("a", "10.1.0.0/16"))
+                .await
+                .expect("pool a");
+            let mut w = store
+                .watch(&[Kind::Pool, Kind::Block])
+                .await
+                .expect("watch");
+            match next_item(&mut w).await.expect("first item") {
+                WatchEvent::Resync(objs) => assert!(has_pool(&objs, "a"), "{objs:?}"),
+                other => panic!("the watch begins with a Resync: {other:?}"),
+            }
+            w
+        });
+        // The control plane goes away; etcd's history up to now goes too.
+        api.stop_apiserver()?;
+        let compacted = api.compact_etcd()?;
+        api.start_apiserver()?;
+        let t = Instant::now();
+        rt.block_on(async {
+            ipam.add_pool(pool("b", "10.2.0.0/16"))
+                .await
+                .expect("pool b");
+            // The watch resumes from a version the restarted server no longer has: it is
+            // told 410 Gone and lists again, which reaches the receiver as a Resync.
+            let mut errors = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(120);
+            loop {
+                assert!(
+                    Instant::now() < deadline,
+                    "no Resync with pool b after the restart; errors: {errors:?}"
+                );
+                match next_item(&mut w).await {
+                    Ok(WatchEvent::Resync(objs)) if has_pool(&objs, "b") => {
+                        assert!(has_pool(&objs, "a"), "{objs:?}");
+                        break;
+                    }
+                    Ok(WatchEvent::Put(v)) if v.value.key().to_string() == "pool b" => panic!(
+                        "pool b arrived as a change after etcd was compacted to {compacted}: \
+                         the watch resumed from a version that no longer exists"
+                    ),
+                    Ok(_) => {}
+                    Err(e @ StoreError::Unavailable { .. }) => errors.push(e.to_string()),
+                    Err(e) => panic!("watch error: {e}"),
+                }
+            }
+            eprintln!(
+                "resynced {:?} after the restart; {} errors while the server was away",
+                t.elapsed(),
+                errors.len()
+            );
         });
         Ok(())
     });

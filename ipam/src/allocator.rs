@@ -65,6 +65,11 @@ pub trait Plan {
     /// A name for errors and logs.
     fn name(&self) -> &'static str;
     fn step(&mut self, snap: &Snapshot) -> Result<Step<Self::Output>, IpamError>;
+    /// What the first steps will certainly ask for, read together with the pools and the
+    /// configuration: a round trip saved per need on every attempt.
+    fn prefetch(&self) -> Vec<Need> {
+        Vec::new()
+    }
 }
 
 /// What has been read from the store. Pools and the configuration are always present;
@@ -500,6 +505,13 @@ impl Plan for AutoAssignRequest {
         "auto-assign"
     }
 
+    fn prefetch(&self) -> Vec<Need> {
+        vec![
+            Need::Handles(vec![self.handle.clone()]),
+            Need::AffinitiesOf(self.node.name.clone()),
+        ]
+    }
+
     fn step(&mut self, snap: &Snapshot) -> Result<Step<Assigned>, IpamError> {
         let node = &self.node.name;
         let record = need!(snap.handle(&self.handle));
@@ -894,6 +906,10 @@ impl Plan for ReleaseHandle {
 
     fn name(&self) -> &'static str {
         "release handle"
+    }
+
+    fn prefetch(&self) -> Vec<Need> {
+        vec![Need::Handles(vec![self.handle.clone()])]
     }
 
     fn step(&mut self, snap: &Snapshot) -> Result<Step<Vec<IpAddr>>, IpamError> {

@@ -24,7 +24,7 @@ use crate::allocator::{
 use crate::check::{Check, CheckReport};
 use crate::error::{IpamError, StoreError};
 use crate::model::{HandleId, IpPool, IpamConfig, NodeName, PoolName};
-use crate::store::{Key, Object, Store, StoreExt, Versioned};
+use crate::store::{Key, Kind, ListFilter, Object, Read, Store, Versioned};
 use crate::usage::Usage;
 
 /// How long and how often an operation retries.
@@ -248,7 +248,7 @@ impl Ipam {
     }
 
     async fn attempt<P: Plan>(&self, plan: &mut P) -> Result<P::Output, Failure> {
-        let mut snap = base(self.store.as_ref()).await?;
+        let mut snap = read_base(self.store.as_ref(), plan.prefetch()).await?;
         let mut writes = 0u32;
         loop {
             match plan.step(&snap).map_err(Failure::Ipam)? {
@@ -284,84 +284,126 @@ impl From<StoreError> for Failure {
 
 /// Reads a whole store into a snapshot (for checks, tests and tools).
 pub async fn full_snapshot(store: &dyn Store) -> Result<Snapshot, StoreError> {
-    let mut snap = base(store).await?;
-    for need in [Need::AllBlocks, Need::AllAffinities, Need::AllHandles] {
-        fulfill(store, &mut snap, need).await?;
-    }
-    Ok(snap)
+    read_base(
+        store,
+        vec![Need::AllBlocks, Need::AllAffinities, Need::AllHandles],
+    )
+    .await
 }
 
 /// The pools and the configuration.
 async fn base(store: &dyn Store) -> Result<Snapshot, StoreError> {
+    read_base(store, Vec::new()).await
+}
+
+/// The pools, the configuration and what `needs` ask for, in one request where the store
+/// can (see [`Store::read_many`]).
+async fn read_base(store: &dyn Store, needs: Vec<Need>) -> Result<Snapshot, StoreError> {
+    let mut reads = vec![
+        Read::Get(Key::Config),
+        Read::List(ListFilter::Kind(Kind::Pool)),
+    ];
+    reads.extend(needs.iter().flat_map(reads_of));
+    let mut answers = store.read_many(&reads).await?.into_iter();
     let mut snap = Snapshot::default();
-    if let Some(c) = store.get_config().await? {
-        snap.put(Object::Config(c.value), c.revision);
+    for c in next_answer(&mut answers)? {
+        snap.put(of_kind(Kind::Config, c.value)?, c.revision);
     }
-    let mut pools = store.list_pools().await?;
-    pools.sort_by_key(|a| a.value.cidr);
-    snap.pools = pools;
+    for p in next_answer(&mut answers)? {
+        snap.put(of_kind(Kind::Pool, p.value)?, p.revision);
+    }
+    fill(&mut snap, needs, &mut answers)?;
     Ok(snap)
 }
 
 async fn fulfill(store: &dyn Store, snap: &mut Snapshot, need: Need) -> Result<(), StoreError> {
+    let reads = reads_of(&need);
+    let mut answers = store.read_many(&reads).await?.into_iter();
+    fill(snap, vec![need], &mut answers)
+}
+
+/// The reads that answer `need`.
+fn reads_of(need: &Need) -> Vec<Read> {
     match need {
-        Need::Blocks(cidrs) => {
-            let keys: Vec<Key> = cidrs.iter().map(|c| Key::Block(*c)).collect();
-            for (c, got) in cidrs.into_iter().zip(store.get_many(&keys).await?) {
-                let b = match got {
-                    Some(Versioned {
-                        value: Object::Block(b),
-                        revision,
-                    }) => Some(Versioned::new(b, revision)),
-                    Some(other) => {
-                        return Err(StoreError::Corrupt {
-                            location: Key::Block(c).to_string(),
-                            detail: format!("holds a {:?}", other.value.kind()),
-                        })
+        Need::Blocks(cidrs) => cidrs.iter().map(|c| Read::Get(Key::Block(*c))).collect(),
+        Need::AllBlocks => vec![Read::List(ListFilter::Kind(Kind::Block))],
+        Need::AffinitiesOf(node) => vec![Read::List(ListFilter::AffinitiesOf(node.clone()))],
+        Need::AllAffinities => vec![Read::List(ListFilter::Kind(Kind::Affinity))],
+        Need::Handles(ids) => ids
+            .iter()
+            .map(|h| Read::Get(Key::Handle(h.clone())))
+            .collect(),
+        Need::AllHandles => vec![Read::List(ListFilter::Kind(Kind::Handle))],
+    }
+}
+
+type Answers = std::vec::IntoIter<Vec<Versioned<Object>>>;
+
+fn next_answer(answers: &mut Answers) -> Result<Vec<Versioned<Object>>, StoreError> {
+    answers.next().ok_or_else(|| StoreError::Corrupt {
+        location: "read batch".into(),
+        detail: "the store answered fewer reads than were made".into(),
+    })
+}
+
+/// `obj` if it is of `kind`; a store that answers a read with another kind is corrupt.
+fn of_kind(kind: Kind, obj: Object) -> Result<Object, StoreError> {
+    if obj.kind() == kind {
+        return Ok(obj);
+    }
+    Err(StoreError::Corrupt {
+        location: obj.key().to_string(),
+        detail: format!("holds a {:?} where a {kind:?} was read", obj.kind()),
+    })
+}
+
+/// Puts the answers to `needs` (made in the order of [`reads_of`]) into `snap`.
+fn fill(snap: &mut Snapshot, needs: Vec<Need>, answers: &mut Answers) -> Result<(), StoreError> {
+    for need in needs {
+        match need {
+            Need::Blocks(cidrs) => {
+                for c in cidrs {
+                    snap.blocks.insert(c, None);
+                    for b in next_answer(answers)? {
+                        snap.put(of_kind(Kind::Block, b.value)?, b.revision);
                     }
-                    None => None,
-                };
-                snap.blocks.insert(c, b);
+                }
             }
-        }
-        Need::AllBlocks => {
-            snap.blocks = store
-                .list_blocks()
-                .await?
-                .into_iter()
-                .map(|b| (b.value.cidr, Some(b)))
-                .collect();
-            snap.all_blocks = true;
-        }
-        Need::AffinitiesOf(node) => {
-            for a in store.affinities_of(&node).await? {
-                snap.put(Object::Affinity(a.value), a.revision);
+            Need::AllBlocks => {
+                snap.blocks.clear();
+                for b in next_answer(answers)? {
+                    snap.put(of_kind(Kind::Block, b.value)?, b.revision);
+                }
+                snap.all_blocks = true;
             }
-            snap.affinities_of.insert(node);
-        }
-        Need::AllAffinities => {
-            snap.affinities = store
-                .list_affinities()
-                .await?
-                .into_iter()
-                .map(|a| ((a.value.node.clone(), a.value.cidr), a))
-                .collect();
-            snap.all_affinities = true;
-        }
-        Need::Handles(ids) => {
-            for id in ids {
-                let h = store.get_handle(&id).await?;
-                snap.handles.insert(id, h);
+            Need::AffinitiesOf(node) => {
+                for a in next_answer(answers)? {
+                    snap.put(of_kind(Kind::Affinity, a.value)?, a.revision);
+                }
+                snap.affinities_of.insert(node);
             }
-        }
-        Need::AllHandles => {
-            snap.handles = store
-                .list_handles()
-                .await?
-                .into_iter()
-                .map(|h| (h.value.handle_id.clone(), Some(h)))
-                .collect();
-            snap.all_handles = true;
+            Need::AllAffinities => {
+                snap.affinities.clear();
+                for a in next_answer(answers)? {
+                    snap.put(of_kind(Kind::Affinity, a.value)?, a.revision);
+                }
+                snap.all_affinities = true;
+            }
+            Need::Handles(ids) => {
+                for id in ids {
+                    snap.handles.insert(id, None);
+                    for h in next_answer(answers)? {
+                        snap.put(of_kind(Kind::Handle, h.value)?, h.revision);
+                    }
+                }
+            }
+            Need::AllHandles => {
+                snap.handles.clear();
+                for h in next_answer(answers)? {
+                    snap.put(of_kind(Kind::Handle, h.value)?, h.revision);
+                }
+                snap.all_handles = true;
+            }
         }
     }
     Ok(())

@@ -19,8 +19,10 @@ use std::time::{Duration, Instant};
 
 use ipam::allocator::{AutoAssignRequest, NodeInfo};
 use ipam::model::{HandleId, IpPool, NodeName, PoolName};
+use ipam::ops::RetryPolicy;
 use ipam::store::select::{self, Datastore};
 use ipam::Ipam;
+use support::counting::{CountingStore, Counts};
 use support::etcd::Etcd;
 
 const NODES: usize = 8;
@@ -45,6 +47,7 @@ fn child_process_entry() {
         .build()
         .expect("runtime");
     rt.block_on(async move {
+        let out_path = out.clone();
         let mut out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -63,8 +66,12 @@ fn child_process_entry() {
                 Err(e) => panic!("{node}: cannot connect: {e}"),
             }
         };
+        let (store, counts) = CountingStore::new(store);
         let ipam = Ipam::new(store);
         let node_name = NodeName::new(node.clone()).expect("node name");
+        let stats_path = stats_path(Path::new(&out_path));
+        let mut alloc_time = Duration::ZERO;
+        let mut slowest = Duration::ZERO;
         for i in 0..count {
             let handle = format!("{node}-h{i}");
             let req = AutoAssignRequest::new(
@@ -73,19 +80,160 @@ fn child_process_entry() {
                 1,
                 0,
             );
-            let line = match ipam.auto_assign(req).await {
+            let t = Instant::now();
+            let got = ipam.auto_assign(req).await;
+            let took = t.elapsed();
+            alloc_time += took;
+            slowest = slowest.max(took);
+            let line = match got {
                 Ok(got) if got.v4.len() == 1 => format!("ok {handle} {}\n", got.v4[0]),
                 Ok(got) => format!("err {handle} wrong number of addresses: {got:?}\n"),
                 Err(e) => format!("err {handle} {}\n", e.to_string().replace('\n', " ")),
             };
             out.write_all(line.as_bytes()).expect("record");
+            if i % 25 == 24 || i + 1 == count {
+                let c = counts.lock().map(|c| c.clone()).unwrap_or_default();
+                let stats = ChildStats {
+                    allocations: i as u64 + 1,
+                    alloc_time,
+                    slowest_alloc: slowest,
+                    store: c,
+                };
+                std::fs::write(&stats_path, stats.to_line()).expect("stats file");
+            }
         }
     });
+}
+
+/// What one child measured: its allocations, the time they took, and its store requests.
+#[derive(Clone, Debug, Default)]
+struct ChildStats {
+    allocations: u64,
+    alloc_time: Duration,
+    slowest_alloc: Duration,
+    store: Counts,
+}
+
+impl ChildStats {
+    fn to_line(&self) -> String {
+        format!(
+            "allocations={} alloc_us={} slowest_alloc_us={} {}\n",
+            self.allocations,
+            self.alloc_time.as_micros(),
+            self.slowest_alloc.as_micros(),
+            self.store.to_line()
+        )
+    }
+
+    fn parse(line: &str) -> Option<ChildStats> {
+        let mut rest = line.trim().splitn(4, ' ');
+        let mut field = |name: &str| -> Option<u64> {
+            let (k, v) = rest.next()?.split_once('=')?;
+            (k == name).then_some(())?;
+            v.parse().ok()
+        };
+        let allocations = field("allocations")?;
+        let alloc_time = Duration::from_micros(field("alloc_us")?);
+        let slowest_alloc = Duration::from_micros(field("slowest_alloc_us")?);
+        let store = Counts::parse(rest.next()?)?;
+        Some(ChildStats {
+            allocations,
+            alloc_time,
+            slowest_alloc,
+            store,
+        })
+    }
+}
+
+fn stats_path(records: &Path) -> PathBuf {
+    records.with_extension("stats")
+}
+
+/// The children's measurements so far, summed, as one line for the test's output.
+fn summary(records: &[PathBuf], elapsed: Duration) -> String {
+    let mut all = ChildStats::default();
+    for p in records {
+        let Some(s) = std::fs::read_to_string(stats_path(p))
+            .ok()
+            .and_then(|t| ChildStats::parse(&t))
+        else {
+            continue;
+        };
+        all.allocations += s.allocations;
+        all.alloc_time += s.alloc_time;
+        all.slowest_alloc = all.slowest_alloc.max(s.slowest_alloc);
+        all.store.add(&s.store);
+    }
+    let n = all.allocations.max(1) as f64;
+    let c = &all.store;
+    let per = |d: Duration, k: u64| d.as_secs_f64() * 1000.0 / k.max(1) as f64;
+    format!(
+        "{} attempts in {:.1}s ({:.1}/s); per attempt {:.1} ms (slowest {:?}), {:.2} reads and \
+         {:.2} commits; a read {:.2} ms, a commit {:.2} ms (slowest request {:?}); \
+         {} conflicts, {} unavailable",
+        all.allocations,
+        elapsed.as_secs_f64(),
+        all.allocations as f64 / elapsed.as_secs_f64(),
+        per(all.alloc_time, all.allocations),
+        all.slowest_alloc,
+        c.reads as f64 / n,
+        c.commits as f64 / n,
+        per(c.read_time, c.reads),
+        per(c.commit_time, c.commits),
+        c.slowest,
+        c.conflicts,
+        c.unavailable,
+    )
 }
 
 struct Children {
     procs: Vec<(String, Child)>,
     records: Vec<PathBuf>,
+    started: Instant,
+    /// Attempts each child had recorded when its count last grew, and when that was.
+    seen: Vec<(usize, Instant)>,
+    /// Attempts each child makes.
+    count: usize,
+}
+
+impl Children {
+    fn summary(&self) -> String {
+        summary(&self.records, self.started.elapsed())
+    }
+
+    /// Attempts recorded so far; panics when a child failed or stalled.
+    fn check(&mut self) -> usize {
+        let now = Instant::now();
+        let mut total = 0;
+        for (i, (node, c)) in self.procs.iter_mut().enumerate() {
+            let done = lines_done(std::slice::from_ref(&self.records[i]));
+            total += done;
+            if done > self.seen[i].0 {
+                self.seen[i] = (done, now);
+            }
+            if let Ok(Some(st)) = c.try_wait() {
+                assert!(
+                    st.success(),
+                    "{node} exited with {st} after {done} attempts"
+                );
+                continue;
+            }
+            let silent = now - self.seen[i].1;
+            assert!(
+                done >= self.count || silent < stall_limit(),
+                "{node} recorded no attempt for {silent:?} (at {done}): an attempt must end, \
+                 with an address or a clear error, within the retry budget; {}",
+                summary(&self.records, self.started.elapsed())
+            );
+        }
+        total
+    }
+
+    fn running(&mut self) -> bool {
+        self.procs
+            .iter_mut()
+            .any(|(_, c)| matches!(c.try_wait(), Ok(None)))
+    }
 }
 
 impl Drop for Children {
@@ -97,14 +245,29 @@ impl Drop for Children {
     }
 }
 
+/// The longest a child may go without recording an attempt. Every attempt ends, with an
+/// address or a clear error, within the retry budget plus the requests in flight when it
+/// runs out; a child silent for longer is stuck, however busy the machine is.
+fn stall_limit() -> Duration {
+    RetryPolicy::default().budget * 2
+}
+
 fn spawn_children(datastore: &str, dir: &Path) -> Children {
+    let nodes: Vec<String> = (0..NODES).map(|n| format!("node-{n}")).collect();
+    spawn(datastore, dir, &nodes, PER_NODE)
+}
+
+/// Starts one child per node, each making `count` attempts.
+fn spawn(datastore: &str, dir: &Path, nodes: &[String], count: usize) -> Children {
     let exe = std::env::current_exe().expect("test binary");
     let mut ch = Children {
         procs: Vec::new(),
         records: Vec::new(),
+        started: Instant::now(),
+        seen: Vec::new(),
+        count,
     };
-    for n in 0..NODES {
-        let node = format!("node-{n}");
+    for node in nodes {
         let out = dir.join(format!("{node}.records"));
         let child = Command::new(&exe)
             .args([
@@ -114,15 +277,16 @@ fn spawn_children(datastore: &str, dir: &Path) -> Children {
                 "--test-threads=1",
             ])
             .env("SERVAL_DATASTORE", datastore)
-            .env(ENV_NODE, &node)
+            .env(ENV_NODE, node)
             .env(ENV_OUT, &out)
-            .env(ENV_COUNT, PER_NODE.to_string())
+            .env(ENV_COUNT, count.to_string())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn child");
-        ch.procs.push((node, child));
+        ch.procs.push((node.clone(), child));
         ch.records.push(out);
+        ch.seen.push((0, Instant::now()));
     }
     ch
 }
@@ -138,44 +302,107 @@ fn lines_done(records: &[PathBuf]) -> usize {
         .sum()
 }
 
-/// Waits until the children recorded `n` attempts in total.
-fn wait_for_progress(ch: &mut Children, n: usize, within: Duration) {
-    let deadline = Instant::now() + within;
+/// How fast this machine allocates on this store right now, measured rather than assumed,
+/// so that the time budgets follow the machine's speed and load.
+#[derive(Clone, Copy, Debug)]
+struct Pace {
+    /// One allocation by one process alone, on average.
+    single: Duration,
+}
+
+/// Attempts the calibrating process makes.
+const CALIBRATION: usize = 100;
+
+/// The share of one lone process's rate that eight processes together must at least reach.
+/// They share one store that batches their writes, so together they do better than one
+/// alone; a quarter leaves room for the machine's load to change during the test, while a
+/// collapse (a thundering herd, backoff that grows without bound, a lock held across
+/// requests) falls far below it.
+const FLOOR: f64 = 0.25;
+
+impl Pace {
+    /// One process allocates [`CALIBRATION`] addresses as node `calibration`, then they and
+    /// its blocks are released so that the store is as before.
+    fn measure(datastore: &str, cal_dir: &Path) -> Pace {
+        std::fs::create_dir_all(cal_dir).expect("calibration dir");
+        let mut ch = spawn(datastore, cal_dir, &["calibration".into()], CALIBRATION);
+        while ch.running() {
+            ch.check();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        ch.check();
+        let stats = std::fs::read_to_string(stats_path(&ch.records[0]))
+            .ok()
+            .and_then(|t| ChildStats::parse(&t))
+            .expect("calibration stats");
+        assert_eq!(stats.allocations as usize, CALIBRATION, "calibration ran");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let store = select::open(&datastore.parse().expect("datastore"))
+                .await
+                .expect("open");
+            let ipam = Ipam::new(store);
+            ipam.gc(BTreeSet::new()).await.expect("release calibration");
+            ipam.release_node(NodeName::new("calibration").unwrap())
+                .await
+                .expect("release calibration blocks");
+        });
+        let pace = Pace {
+            single: stats.alloc_time / CALIBRATION as u32,
+        };
+        eprintln!(
+            "calibration: one process alone, {:?} per allocation ({:.0}/s)",
+            pace.single,
+            1.0 / pace.single.as_secs_f64()
+        );
+        pace
+    }
+
+    /// The time `n` attempts of all the children together may take.
+    fn budget(&self, n: usize) -> Duration {
+        (self.single.mul_f64(n as f64 / FLOOR)).max(Duration::from_secs(30))
+    }
+}
+
+/// Waits until the children recorded `n` attempts in total, at no less than the
+/// [`FLOOR`] rate (plus `extra` for an outage in between), each child making progress.
+fn wait_for_progress(ch: &mut Children, n: usize, pace: Pace, extra: Duration) {
+    let from = lines_done(&ch.records);
+    let started = Instant::now();
+    let within = pace.budget(n.saturating_sub(from)) + extra;
     loop {
-        let done = lines_done(&ch.records);
+        let done = ch.check();
         if done >= n {
             return;
         }
-        for (node, c) in &mut ch.procs {
-            if let Ok(Some(st)) = c.try_wait() {
-                if !st.success() {
-                    panic!("{node} exited with {st} after {done} attempts in total");
-                }
-            }
-        }
         assert!(
-            Instant::now() < deadline,
-            "only {done} of {n} attempts within {within:?}"
+            started.elapsed() < within,
+            "only {done} of {n} attempts within {within:?} (one process alone allocates \
+             in {:?}): {}",
+            pace.single,
+            ch.summary()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
 
-fn wait_for_exit(ch: &mut Children, within: Duration) {
-    let deadline = Instant::now() + within;
-    for (node, c) in &mut ch.procs {
-        loop {
-            if let Some(st) = c.try_wait().expect("wait") {
-                assert!(st.success(), "{node} exited with {st}");
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{node} still running after {within:?}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+/// Waits, without a deadline, until every child made all its attempts and exited: each
+/// must keep making progress ([`stall_limit`]).
+fn wait_for_all(ch: &mut Children) {
+    while ch.running() {
+        ch.check();
+        std::thread::sleep(Duration::from_millis(100));
     }
+    ch.check();
+}
+
+/// Waits until every child made all its attempts and exited.
+fn wait_for_exit(ch: &mut Children, pace: Pace, extra: Duration) {
+    wait_for_progress(ch, ch.count * ch.procs.len(), pace, extra);
+    wait_for_all(ch);
 }
 
 fn add_pool(datastore: &str) {
@@ -287,23 +514,29 @@ fn eight_processes_on_etcd_through_a_stop_and_a_restart() {
     let ds = etcd.datastore();
     add_pool(&ds);
     let dir = tempfile::tempdir().expect("temp dir");
+    let pace = Pace::measure(&ds, &dir.path().join("calibration"));
+    // An outage costs the children at most one retry budget on top of their pace.
+    let outage = RetryPolicy::default().budget;
     let started = Instant::now();
     let mut ch = spawn_children(&ds, dir.path());
     let total = NODES * PER_NODE;
-    wait_for_progress(&mut ch, total / 4, Duration::from_secs(300));
+    wait_for_progress(&mut ch, total / 4, pace, Duration::ZERO);
+    eprintln!("etcd, before the pause: {}", ch.summary());
     // A frozen etcd: connections stay up, nothing answers.
     etcd.pause();
     std::thread::sleep(Duration::from_secs(2));
     etcd.resume();
-    wait_for_progress(&mut ch, total / 2, Duration::from_secs(300));
+    wait_for_progress(&mut ch, total / 2, pace, outage);
+    eprintln!("etcd, before the crash: {}", ch.summary());
     // A crashed etcd, down for a while, back on the same data dir.
     etcd.kill9();
     std::thread::sleep(Duration::from_secs(2));
     etcd.restart();
-    wait_for_exit(&mut ch, Duration::from_secs(600));
+    wait_for_exit(&mut ch, pace, outage);
     let elapsed = started.elapsed();
     let (ok, failed) = verify(&ds, &ch.records);
     eprintln!("etcd: {ok} allocated, {failed} failed clearly, in {elapsed:?}");
+    eprintln!("etcd: {}", ch.summary());
     assert!(ok >= total * 99 / 100, "too many failures: {failed}");
 }
 
@@ -312,10 +545,26 @@ fn eight_processes_on_the_file_store() {
     let dir = tempfile::tempdir().expect("temp dir");
     let ds = format!("file:{}", dir.path().join("ipam.json").display());
     add_pool(&ds);
+    // Every write rewrites the whole file under one lock: the children take turns, and a
+    // write costs more as the file grows. So the pace to compare with is one process's
+    // alone on the empty store and on the full one, measured after the run.
+    let before = Pace::measure(&ds, &dir.path().join("calibration-empty"));
     let started = Instant::now();
     let mut ch = spawn_children(&ds, dir.path());
-    wait_for_exit(&mut ch, Duration::from_secs(900));
+    wait_for_all(&mut ch);
     let elapsed = started.elapsed();
+    eprintln!("file: {}", ch.summary());
+    let after = Pace::measure(&ds, &dir.path().join("calibration-full"));
+    let pace = Pace {
+        single: (before.single + after.single) / 2,
+    };
+    let total = NODES * PER_NODE;
+    assert!(
+        elapsed <= pace.budget(total),
+        "{total} attempts took {elapsed:?}, more than {:?}: {}",
+        pace.budget(total),
+        ch.summary()
+    );
     let (ok, failed) = verify(&ds, &ch.records);
     eprintln!("file: {ok} allocated, {failed} failed clearly, in {elapsed:?}");
     assert_eq!(

@@ -19,6 +19,12 @@
 //! A node's affinities share the prefix `P/affinity/<node>/`, so reading them is one range
 //! request. Node names and handle ids contain no `/` (they are DNS subdomains).
 //!
+//! ## Reads
+//! [`Store::read_many`] (and [`Store::get_many`]) make up to 64 gets and prefix ranges in
+//! one transaction: one round trip, and every object read at the same revision. The
+//! allocator reads the pools, the configuration, the handle and the node's affinities of
+//! an allocation this way, then the node's blocks, then commits: three round trips.
+//!
 //! ## Writes
 //! Every [`Store::commit`] is one etcd transaction: for each write a compare — `version == 0`
 //! to create, `mod_revision == R` to update or delete — and the puts and deletes only if all
@@ -49,11 +55,15 @@ use tokio::sync::mpsc;
 
 use super::select::EtcdConfig;
 use super::{
-    Expect, Key, Kind, ListFilter, Object, Op, Revision, Store, Versioned, WatchEvent, WatchStream,
-    Write,
+    Expect, Key, Kind, ListFilter, Object, Op, Read, Revision, Store, Versioned, WatchEvent,
+    WatchStream, Write,
 };
 use crate::error::StoreError;
 use crate::model::{HandleId, NodeName, PoolName};
+
+/// Most reads in one transaction: etcd refuses transactions of more than 128 operations
+/// by default (`--max-txn-ops`).
+const MAX_TXN_READS: usize = 64;
 
 /// The etcd store.
 #[derive(Clone)]
@@ -128,6 +138,21 @@ impl EtcdStore {
             Kind::Handle => format!("{p}/handles/"),
             Kind::Config => format!("{p}/config"),
             Kind::Resource => format!("{p}/resources/"),
+        }
+    }
+
+    /// The kind and the key prefix that a list filter covers.
+    fn filter_prefix(&self, filter: &ListFilter) -> (Kind, String) {
+        match filter {
+            ListFilter::Kind(k) => (*k, self.kind_prefix(*k)),
+            ListFilter::AffinitiesOf(n) => (
+                Kind::Affinity,
+                format!("{}/affinity/{n}/", self.config.prefix),
+            ),
+            ListFilter::Resources(k) => (
+                Kind::Resource,
+                format!("{}/resources/{k}/", self.config.prefix),
+            ),
         }
     }
 
@@ -280,19 +305,46 @@ impl Store for EtcdStore {
     }
 
     async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Versioned<Object>>>, StoreError> {
-        if keys.len() <= 1 {
-            let mut out = Vec::new();
-            for k in keys {
-                out.push(self.get(k).await?);
-            }
-            return Ok(out);
+        let reads: Vec<Read> = keys.iter().cloned().map(Read::Get).collect();
+        Ok(self
+            .read_many(&reads)
+            .await?
+            .into_iter()
+            .map(|objs| objs.into_iter().next())
+            .collect())
+    }
+
+    async fn list(&self, filter: &ListFilter) -> Result<Vec<Versioned<Object>>, StoreError> {
+        let (kind, prefix) = self.filter_prefix(filter);
+        let (kvs, _) = self.range(&prefix).await?;
+        kvs.iter().map(|kv| self.decode(kind, kv)).collect()
+    }
+
+    async fn read_many(&self, reads: &[Read]) -> Result<Vec<Vec<Versioned<Object>>>, StoreError> {
+        if let [one] = reads {
+            // A plain range costs etcd less than a transaction around it.
+            return Ok(vec![match one {
+                Read::Get(k) => self.get(k).await?.into_iter().collect(),
+                Read::List(f) => self.list(f).await?,
+            }]);
         }
-        let mut out = Vec::with_capacity(keys.len());
+        let mut out = Vec::with_capacity(reads.len());
         // One transaction of range requests per chunk: one round trip, one consistent view.
-        for chunk in keys.chunks(64) {
+        for chunk in reads.chunks(MAX_TXN_READS) {
+            let mut kinds = Vec::with_capacity(chunk.len());
             let ops: Vec<TxnOp> = chunk
                 .iter()
-                .map(|k| TxnOp::get(self.key(k), None))
+                .map(|r| match r {
+                    Read::Get(k) => {
+                        kinds.push(k.kind());
+                        TxnOp::get(self.key(k), None)
+                    }
+                    Read::List(f) => {
+                        let (kind, prefix) = self.filter_prefix(f);
+                        kinds.push(kind);
+                        TxnOp::get(prefix, Some(GetOptions::new().with_prefix()))
+                    }
+                })
                 .collect();
             let mut kv = self.client.kv_client();
             let resp = self.deadline(kv.txn(Txn::new().and_then(ops))).await?;
@@ -301,41 +353,25 @@ impl Store for EtcdStore {
                 return Err(StoreError::Unavailable {
                     store: self.describe(),
                     detail: format!(
-                        "asked for {} keys, got {} answers",
+                        "made {} reads, got {} answers",
                         chunk.len(),
                         responses.len()
                     ),
                 });
             }
-            for (k, r) in chunk.iter().zip(responses) {
+            for (kind, r) in kinds.into_iter().zip(responses) {
                 let got = match r {
                     etcd_client::TxnOpResponse::Get(g) => g
                         .kvs()
-                        .first()
-                        .map(|v| self.decode(k.kind(), v))
-                        .transpose()?,
-                    _ => None,
+                        .iter()
+                        .map(|kv| self.decode(kind, kv))
+                        .collect::<Result<Vec<_>, _>>()?,
+                    _ => Vec::new(),
                 };
                 out.push(got);
             }
         }
         Ok(out)
-    }
-
-    async fn list(&self, filter: &ListFilter) -> Result<Vec<Versioned<Object>>, StoreError> {
-        let (kind, prefix) = match filter {
-            ListFilter::Kind(k) => (*k, self.kind_prefix(*k)),
-            ListFilter::AffinitiesOf(n) => (
-                Kind::Affinity,
-                format!("{}/affinity/{n}/", self.config.prefix),
-            ),
-            ListFilter::Resources(k) => (
-                Kind::Resource,
-                format!("{}/resources/{k}/", self.config.prefix),
-            ),
-        };
-        let (kvs, _) = self.range(&prefix).await?;
-        kvs.iter().map(|kv| self.decode(kind, kv)).collect()
     }
 
     async fn commit(&self, writes: &[Write]) -> Result<Vec<Option<Revision>>, StoreError> {

@@ -268,6 +268,13 @@ pub enum ListFilter {
     Resources(String),
 }
 
+/// One read of a [`Store::read_many`] batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Read {
+    Get(Key),
+    List(ListFilter),
+}
+
 /// A change seen by [`Store::watch`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WatchEvent {
@@ -305,6 +312,22 @@ pub trait Store: Send + Sync {
 
     /// Lists objects.
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Versioned<Object>>, StoreError>;
+
+    /// Makes several reads, returning each one's objects in the order of `reads` (a
+    /// [`Read::Get`] gives zero or one). Stores that can make them in one round trip and
+    /// from one consistent view (etcd: one transaction) override this; the allocator reads
+    /// what an operation needs through it, so each round trip saved is saved on every
+    /// allocation.
+    async fn read_many(&self, reads: &[Read]) -> Result<Vec<Vec<Versioned<Object>>>, StoreError> {
+        let mut out = Vec::with_capacity(reads.len());
+        for r in reads {
+            out.push(match r {
+                Read::Get(k) => self.get(k).await?.into_iter().collect(),
+                Read::List(f) => self.list(f).await?,
+            });
+        }
+        Ok(out)
+    }
 
     /// Applies `writes` in order, each a compare-and-swap, and returns each object's new
     /// revision (`None` for a delete).

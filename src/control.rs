@@ -30,9 +30,16 @@ pub trait Handler<Req>: Send + Sync + 'static {
 
 /// Bind the socket at `path`, replacing a stale one left by a process that died, but
 /// refusing to take over a socket a live process still answers on.
+///
+/// Connecting to a unix socket needs write permission on it, and the requests can
+/// reset sessions: the socket is mode 0600 (its owner, root, alone) from the moment it
+/// appears at `path`. It is bound under a temporary name, restricted, then renamed into
+/// place, so no other user can connect in between; a directory serval creates for it is
+/// 0700.
 pub async fn bind(path: &Path) -> anyhow::Result<UnixListener> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        ipam::store::file::ensure_private_dir(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
     }
     if path.exists() {
         if UnixStream::connect(path).await.is_ok() {
@@ -44,10 +51,22 @@ pub async fn bind(path: &Path) -> anyhow::Result<UnixListener> {
         std::fs::remove_file(path)
             .with_context(|| format!("removing stale socket {}", path.display()))?;
     }
-    let listener = UnixListener::bind(path)
-        .with_context(|| format!("binding control socket {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("restricting {}", path.display()))?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".new.{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    let listener = UnixListener::bind(&tmp)
+        .with_context(|| format!("binding control socket {}", tmp.display()))?;
+    let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("restricting {}", tmp.display()))
+        .and_then(|()| {
+            std::fs::rename(&tmp, path)
+                .with_context(|| format!("moving the control socket to {}", path.display()))
+        });
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     Ok(listener)
 }
 
@@ -162,6 +181,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ctl.sock");
         let listener = bind(&path).await.unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let stop = CancellationToken::new();
         let server = tokio::spawn(serve::<Req, _>(
             listener,

@@ -94,8 +94,8 @@ impl NodeInfo {
     }
 }
 
-/// Everything the decisions depend on.
-#[derive(Clone, Debug, Default)]
+/// Everything the decisions depend on. `Debug` leaves out the contents of password files.
+#[derive(Clone, Default)]
 pub struct Snapshot {
     /// This node's name.
     pub node: String,
@@ -118,6 +118,37 @@ pub struct Snapshot {
     pub borrowed: BTreeSet<IpAddr>,
     /// Contents of password files that resources refer to, read by the agent.
     pub password_files: BTreeMap<PathBuf, String>,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Snapshot {
+            node,
+            router_id,
+            local_subnets,
+            nodes,
+            config,
+            peers,
+            filters,
+            pools,
+            own_blocks,
+            borrowed,
+            password_files,
+        } = self;
+        f.debug_struct("Snapshot")
+            .field("node", node)
+            .field("router_id", router_id)
+            .field("local_subnets", local_subnets)
+            .field("nodes", nodes)
+            .field("config", config)
+            .field("peers", peers)
+            .field("filters", filters)
+            .field("pools", pools)
+            .field("own_blocks", own_blocks)
+            .field("borrowed", borrowed)
+            .field("password_files", &password_files.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 impl Snapshot {

@@ -227,7 +227,7 @@ impl AddPathConfig {
 }
 
 /// One neighbour.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PeerConfig {
     pub address: IpAddr,
@@ -298,6 +298,81 @@ pub struct PeerConfig {
     /// Configured but administratively down.
     #[serde(default)]
     pub shutdown: bool,
+}
+
+/// Shows every field but the password, which is only said to be set: configurations
+/// end up in logs and error messages.
+impl std::fmt::Debug for PeerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Destructured, so that a new field cannot be left out (or leak) unnoticed.
+        let PeerConfig {
+            address,
+            asn,
+            port,
+            name,
+            passive,
+            password,
+            hold_time,
+            keepalive,
+            connect_retry,
+            multihop,
+            ttl_security,
+            source_address,
+            local_asn,
+            route_reflector_client,
+            next_hop,
+            allowas_in,
+            families,
+            add_path,
+            add_path_send_max,
+            max_prefix,
+            import,
+            export,
+            graceful_restart,
+            restart_time,
+            graceful_on_hold_expiry,
+            local_ipv6,
+            shutdown,
+        } = self;
+        f.debug_struct("PeerConfig")
+            .field("address", address)
+            .field("asn", asn)
+            .field("port", port)
+            .field("name", name)
+            .field("passive", passive)
+            .field("password", &password.as_ref().map(|_| Redacted))
+            .field("hold_time", hold_time)
+            .field("keepalive", keepalive)
+            .field("connect_retry", connect_retry)
+            .field("multihop", multihop)
+            .field("ttl_security", ttl_security)
+            .field("source_address", source_address)
+            .field("local_asn", local_asn)
+            .field("route_reflector_client", route_reflector_client)
+            .field("next_hop", next_hop)
+            .field("allowas_in", allowas_in)
+            .field("families", families)
+            .field("add_path", add_path)
+            .field("add_path_send_max", add_path_send_max)
+            .field("max_prefix", max_prefix)
+            .field("import", import)
+            .field("export", export)
+            .field("graceful_restart", graceful_restart)
+            .field("restart_time", restart_time)
+            .field("graceful_on_hold_expiry", graceful_on_hold_expiry)
+            .field("local_ipv6", local_ipv6)
+            .field("shutdown", shutdown)
+            .finish()
+    }
+}
+
+/// Stands for a secret in `Debug` output.
+pub struct Redacted;
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 fn default_families() -> Vec<Family> {

@@ -16,7 +16,8 @@ pub const BGP_PORT: u16 = 179;
 pub const MD5_MAX_KEY_LEN: usize = 80;
 
 /// Socket options of one session, applied to the connection in either direction.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// `Debug` says whether an MD5 key is set, never what it is.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct TransportOptions {
     /// RFC 2385 shared secret.
     pub md5_key: Option<Vec<u8>>,
@@ -33,6 +34,28 @@ pub struct TransportOptions {
     /// peer, so the handshake completes, and only then does the minimum TTL drop every
     /// segment of the peer, its ACKs included (RFC 5082 §3).
     pub unacked_timeout: Option<std::time::Duration>,
+}
+
+impl std::fmt::Debug for TransportOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let TransportOptions {
+            md5_key,
+            ttl,
+            ttl_security_hops,
+            source,
+            unacked_timeout,
+        } = self;
+        f.debug_struct("TransportOptions")
+            .field(
+                "md5_key",
+                &md5_key.as_ref().map(|_| crate::config::Redacted),
+            )
+            .field("ttl", ttl)
+            .field("ttl_security_hops", ttl_security_hops)
+            .field("source", source)
+            .field("unacked_timeout", unacked_timeout)
+            .finish()
+    }
 }
 
 impl TransportOptions {

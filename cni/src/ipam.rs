@@ -6,9 +6,14 @@
 //! compare-and-swaps to each other; a node-wide lock file (held only around IPAM calls,
 //! never while configuring the kernel) makes them take turns instead, as Calico's plugin
 //! does. Other nodes, and the agent, still meet through the store's compare-and-swap.
+//!
+//! The lock file is root's alone (0600, in a directory created 0700): a local user
+//! cannot open it, so cannot hold it and stall every pod of the node. A lock that stays
+//! busy anyway (a stuck plugin) ends in "try again later" (11) after [`LOCK_TIMEOUT`],
+//! as does the file store's own lock after its shorter bound.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -43,15 +48,7 @@ impl NodeLock {
             )
             .details(e.to_string())
         };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .map_err(io)?;
+        let file = ipam::store::file::open_private(path).map_err(io)?;
         let started = Instant::now();
         let mut pause = Duration::from_millis(2);
         loop {
@@ -63,11 +60,9 @@ impl NodeLock {
             if started.elapsed() >= timeout {
                 return Err(CniError::new(
                     ErrorCode::TryAgainLater,
-                    format!(
-                        "the node's IPAM lock {} stayed busy for {timeout:?}",
-                        path.display()
-                    ),
-                ));
+                    "the node's IPAM lock stayed busy".to_owned(),
+                )
+                .details(ipam::store::file::lock_busy(path, timeout).to_string()));
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(25));
@@ -93,6 +88,10 @@ pub fn cni_error(doing: &str, e: IpamError) -> CniError {
 fn store_code(e: &StoreError) -> ErrorCode {
     match e {
         e if e.is_retryable() => ErrorCode::TryAgainLater,
+        // The file store's lock stayed busy: nothing was written, a later call may pass.
+        StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::TimedOut => {
+            ErrorCode::TryAgainLater
+        }
         StoreError::Config(_) => ErrorCode::InvalidConfig,
         _ => ErrorCode::Datastore,
     }
@@ -686,6 +685,25 @@ mod tests {
         assert!(NodeLock::acquire(&path, Duration::from_millis(50))
             .await
             .is_ok());
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+    }
+
+    #[test]
+    fn busy_file_store_lock_is_try_again() {
+        let e = cni_error(
+            "x",
+            IpamError::Store(StoreError::Io {
+                path: "/x/ipam.json.lock".into(),
+                source: ipam::store::file::lock_busy(
+                    Path::new("/x/ipam.json.lock"),
+                    Duration::from_secs(5),
+                ),
+            }),
+        );
+        assert_eq!(e.code, ErrorCode::TryAgainLater);
     }
 
     #[test]

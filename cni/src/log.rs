@@ -5,11 +5,15 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
 use crate::config::LogSettings;
+
+/// How long a plugin waits for another one's rotation.
+const ROTATE_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// `path.N`, the N-th rotated file.
 fn rotated(path: &Path, n: u32) -> PathBuf {
@@ -31,12 +35,11 @@ pub fn rotate_if_needed(s: &LogSettings) -> io::Result<()> {
     }
     let mut lock_path = s.path.as_os_str().to_owned();
     lock_path.push(".lock");
-    let lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(PathBuf::from(lock_path))?;
-    lock.lock()?;
+    let lock_path = PathBuf::from(lock_path);
+    // Root's alone, and waited for a bounded time: a rotation is worth less than the
+    // pod the plugin is wiring.
+    let lock = ipam::store::file::open_private(&lock_path)?;
+    ipam::store::file::lock_within(&lock, &lock_path, ROTATE_LOCK_TIMEOUT)?;
     // Another process may have rotated while this one waited.
     if !big(&s.path) {
         return Ok(());
@@ -112,11 +115,16 @@ impl Drop for LineBuf<'_> {
 /// Sends tracing's events to the log file. Failing to open the log is not a reason to
 /// fail a pod: the error comes back for the caller to mention, and events are dropped.
 pub fn init(s: &LogSettings) -> io::Result<()> {
-    if let Some(dir) = s.path.parent() {
-        fs::create_dir_all(dir)?;
+    if let Some(dir) = s.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        ipam::store::file::ensure_private_dir(dir)?;
     }
-    rotate_if_needed(s)?;
-    let file = OpenOptions::new().create(true).append(true).open(&s.path)?;
+    // A rotation that cannot happen now (its lock stays busy) happens on a later call.
+    let rotation = rotate_if_needed(s);
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&s.path)?;
     let filter = tracing_subscriber::EnvFilter::try_new(&s.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
@@ -126,6 +134,9 @@ pub fn init(s: &LogSettings) -> io::Result<()> {
             file: Mutex::new(file),
         })
         .try_init();
+    if let Err(e) = rotation {
+        tracing::warn!(error = %e, path = %s.path.display(), "log rotation skipped");
+    }
     Ok(())
 }
 

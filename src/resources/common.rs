@@ -16,8 +16,9 @@ use crate::dataplane::Mac;
 
 /// Where a BGP (TCP MD5) password comes from. Exactly one source: a Kubernetes secret
 /// (the only choice with the kubernetes datastore), or on file and etcd datastores an
-/// inline value or a file on the node.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+/// inline value or a file on the node. `Debug` shows where it comes from, never the
+/// value itself.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BgpPassword {
     /// A key of a Secret in the agent's namespace.
@@ -29,6 +30,21 @@ pub struct BgpPassword {
     /// A file on the node holding the password (file and etcd datastores).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<PathBuf>,
+}
+
+impl fmt::Debug for BgpPassword {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let BgpPassword {
+            secret_key_ref,
+            value,
+            file,
+        } = self;
+        f.debug_struct("BgpPassword")
+            .field("secret_key_ref", secret_key_ref)
+            .field("value", &value.as_ref().map(|_| bgp::config::Redacted))
+            .field("file", file)
+            .finish()
+    }
 }
 
 /// A key of a Kubernetes Secret.

@@ -29,14 +29,26 @@
 //!
 //! Each line is `KIND NAME REVISION JSON`; the trailer counts the objects, so that a
 //! truncated or hand-damaged file is reported as corrupt rather than read short.
+//!
+//! Local users: the file holds BGP passwords and its lock serializes every IPAM write
+//! on the host, so both are the owner's alone (mode 0600; a looser mode on a file this
+//! process owns is tightened). A directory the store creates is made 0700; an existing
+//! one keeps its mode (it may be shared, e.g. `/var/lib/serval` with the agent's other
+//! files), with a warning in the log when others may write into it, and a file in it
+//! that belongs to another user (or is a symbolic link) is refused rather than
+//! trusted. A write waits at most [`LOCK_TIMEOUT`] for the lock: a process that holds
+//! it longer (stuck, or hostile) makes the write fail with an error naming the lock
+//! ([`StoreError::Io`] of kind `TimedOut`; nothing was written) instead of hanging.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Write as _};
-use std::os::unix::fs::MetadataExt;
+use std::io::{self, ErrorKind, Write as _};
+use std::os::unix::fs::{
+    DirBuilderExt as _, MetadataExt, OpenOptionsExt as _, PermissionsExt as _,
+};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
@@ -50,6 +62,142 @@ const FORMAT: &str = "serval-ipam/1";
 
 /// How often [`FileStore::watch`] looks at the file unless told otherwise.
 pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_millis(250);
+
+/// How long a write waits for the store's lock. A write holds it for milliseconds (read,
+/// write, fsync, rename); one that waits this long is blocked by a stuck or hostile
+/// process, and fails rather than hanging its caller (the agent's loop, a CNI ADD).
+pub const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Creates `dir` and its missing parents with mode 0700. A directory that exists keeps
+/// its mode; when users other than its owner may write into it (and so replace or
+/// pre-create the files serval keeps there) that is logged as a warning naming it.
+pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let meta = fs::metadata(dir)?;
+    if !meta.is_dir() {
+        return Err(io::Error::new(
+            ErrorKind::AlreadyExists,
+            format!("{} is not a directory", dir.display()),
+        ));
+    }
+    if meta.mode() & 0o022 != 0 && first_warning(dir) {
+        tracing::warn!(
+            dir = %dir.display(),
+            mode = format!("{:04o}", meta.mode() & 0o7777),
+            "users other than its owner may write into this directory: serval's files \
+             there are 0600 and files owned by others are refused, but make it 0700 (or \
+             0755) to keep them from being replaced"
+        );
+    }
+    Ok(())
+}
+
+/// Whether `dir` was not warned about yet by this process (one warning each).
+fn first_warning(dir: &Path) -> bool {
+    static WARNED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    let Ok(mut warned) = WARNED.lock() else {
+        return true;
+    };
+    if warned.iter().any(|d| d == dir) {
+        return false;
+    }
+    warned.push(dir.to_owned());
+    true
+}
+
+/// The effective user of this process.
+fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Checks a file serval is about to trust: owned by this process's user (or root), and
+/// tightened to 0600 when this process owns it and its mode lets others in.
+fn check_private(path: &Path, file: &File) -> io::Result<()> {
+    let meta = file.metadata()?;
+    let me = euid();
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(io::Error::new(
+            ErrorKind::PermissionDenied,
+            format!(
+                "{} belongs to uid {}, not to this process's user (uid {me}): refusing to use it",
+                path.display(),
+                meta.uid()
+            ),
+        ));
+    }
+    if meta.mode() & 0o077 != 0 && meta.uid() == me {
+        file.set_permissions(fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
+/// Opens `path` for writing, creating it with mode 0600 (and its directory with 0700,
+/// see [`ensure_private_dir`]). A symbolic link or a file of another user is refused; a
+/// looser mode on a file this process owns is tightened to 0600. For lock files: with
+/// mode 0600 no other user can open it, so none can hold its lock.
+pub fn open_private(path: &Path) -> io::Result<File> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        ensure_private_dir(dir)?;
+    }
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                io::Error::new(
+                    ErrorKind::PermissionDenied,
+                    format!(
+                        "{} is a symbolic link: refusing to follow it",
+                        path.display()
+                    ),
+                )
+            } else {
+                e
+            }
+        })?;
+    check_private(path, &file)?;
+    Ok(file)
+}
+
+/// Takes an exclusive lock on `file` (opened from `path`), waiting at most `timeout`;
+/// past it, an error of kind `TimedOut` that names the lock. Blocking: for threads
+/// that may sleep.
+pub fn lock_within(file: &File, path: &Path, timeout: Duration) -> io::Result<()> {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(fs::TryLockError::WouldBlock) => {}
+            Err(fs::TryLockError::Error(e)) => return Err(e),
+        }
+        if started.elapsed() >= timeout {
+            return Err(lock_busy(path, timeout));
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// The error of a lock that stayed busy for `waited`.
+pub fn lock_busy(path: &Path, waited: Duration) -> io::Error {
+    io::Error::new(
+        ErrorKind::TimedOut,
+        format!(
+            "the lock {} stayed busy for {waited:?}: another process holds it (a stuck \
+             serval, or something else on the host); nothing was written",
+            path.display()
+        ),
+    )
+}
 
 /// The file's contents, with objects still as JSON text.
 #[derive(Clone, Debug, Default)]
@@ -231,6 +379,7 @@ pub struct FileStore {
     path: PathBuf,
     cache: Cache,
     watch_interval: Duration,
+    lock_timeout: Duration,
 }
 
 /// Where the embedded store lives unless told otherwise.
@@ -243,7 +392,14 @@ impl FileStore {
             path: path.into(),
             cache: Arc::new(Mutex::new(None)),
             watch_interval: DEFAULT_WATCH_INTERVAL,
+            lock_timeout: LOCK_TIMEOUT,
         }
+    }
+
+    /// How long a write waits for the lock (default [`LOCK_TIMEOUT`]).
+    pub fn with_lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
+        self
     }
 
     /// How often a watch looks at the file. A look is one `stat` unless the file
@@ -277,6 +433,7 @@ impl FileStore {
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(self.io_err(&self.path, e)),
         };
+        check_private(&self.path, &file).map_err(|e| self.io_err(&self.path, e))?;
         let meta = file.metadata().map_err(|e| self.io_err(&self.path, e))?;
         let id = file_id(&meta);
         let bytes = std::io::read_to_string(file).map_err(|e| match e.kind() {
@@ -356,17 +513,10 @@ impl FileStore {
     }
 
     fn commit_blocking(&self, writes: &[Write]) -> Result<Vec<Option<Revision>>, StoreError> {
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::create_dir_all(dir).map_err(|e| self.io_err(dir, e))?;
-        }
         let lock_path = self.lock_path();
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
+        let lock = open_private(&lock_path).map_err(|e| self.io_err(&lock_path, e))?;
+        lock_within(&lock, &lock_path, self.lock_timeout)
             .map_err(|e| self.io_err(&lock_path, e))?;
-        lock.lock().map_err(|e| self.io_err(&lock_path, e))?;
         let mut doc = self.read_doc()?.map(|(_, d)| d).unwrap_or_default();
         let generation = doc.generation + 1;
         let mut revs = Vec::with_capacity(writes.len());
@@ -427,7 +577,14 @@ impl FileStore {
         let tmp = PathBuf::from(tmp);
         let bytes = doc.render().into_bytes();
         let result = (|| {
-            let mut f = File::create(&tmp)?;
+            // A temporary file of a process that died with this pid would make
+            // `create_new` fail; it is ours to remove (the lock is held).
+            let _ = fs::remove_file(&tmp);
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
             f.write_all(&bytes)?;
             f.sync_all()?;
             fs::rename(&tmp, &self.path)?;
@@ -653,6 +810,86 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    fn mode(p: &Path) -> u32 {
+        fs::symlink_metadata(p).unwrap().mode() & 0o7777
+    }
+
+    #[tokio::test]
+    async fn files_are_private_and_a_held_lock_times_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new/ipam.json");
+        let store = FileStore::new(&path).with_lock_timeout(Duration::from_millis(200));
+        store
+            .commit(&[Write::create(pool("a", "10.0.0.0/16"))])
+            .await
+            .unwrap();
+        assert_eq!(mode(&dir.path().join("new")), 0o700);
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&store.lock_path()), 0o600);
+
+        let held = open_private(&store.lock_path()).unwrap();
+        held.lock().unwrap();
+        let t0 = Instant::now();
+        let err = store
+            .commit(&[Write::create(pool("b", "10.1.0.0/16"))])
+            .await
+            .unwrap_err();
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+        match &err {
+            StoreError::Io { path, source } => {
+                assert!(path.ends_with("ipam.json.lock"), "{path}");
+                assert_eq!(source.kind(), ErrorKind::TimedOut);
+            }
+            other => panic!("{other}"),
+        }
+        assert!(!err.is_retryable());
+        assert!(err.to_string().contains("stayed busy"), "{err}");
+        drop(held);
+        store
+            .commit(&[Write::create(pool("b", "10.1.0.0/16"))])
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn loose_modes_are_tightened_and_links_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ipam.json");
+        let store = FileStore::new(&path);
+        store
+            .commit(&[Write::create(pool("a", "10.0.0.0/16"))])
+            .await
+            .unwrap();
+        // As an older serval left them.
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::set_permissions(store.lock_path(), fs::Permissions::from_mode(0o644)).unwrap();
+        let again = FileStore::new(&path);
+        assert_eq!(
+            again
+                .list(&ListFilter::Kind(Kind::Pool))
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(mode(&path), 0o600);
+        again
+            .commit(&[Write::create(pool("b", "10.1.0.0/16"))])
+            .await
+            .unwrap();
+        assert_eq!(mode(&store.lock_path()), 0o600);
+
+        let elsewhere = dir.path().join("elsewhere");
+        fs::write(&elsewhere, "").unwrap();
+        let linked = dir.path().join("linked.json");
+        std::os::unix::fs::symlink(&elsewhere, dir.path().join("linked.json.lock")).unwrap();
+        let err = FileStore::new(&linked)
+            .commit(&[Write::create(pool("a", "10.0.0.0/16"))])
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
     }
 
     #[tokio::test]

@@ -1,5 +1,6 @@
 //! The agent's HTTP endpoints: `/healthz` (the loop turns), `/readyz` (see
-//! [`crate::health`]) and `/metrics` (Prometheus, OpenMetrics text).
+//! [`crate::health`]) and `/metrics` (Prometheus, OpenMetrics text), on a listener
+//! that caps connections and closes silent or slow ones ([`super::guard`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use axum::routing::get;
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 
+use super::guard::{GuardedListener, Limits};
 use super::shared::Shared;
 use crate::health::{liveness, readiness};
 
@@ -34,7 +36,7 @@ pub async fn serve(
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(shared);
-    axum::serve(listener, app)
+    axum::serve(GuardedListener::new(listener, Limits::default()), app)
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await
         .context("HTTP server")

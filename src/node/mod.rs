@@ -9,7 +9,8 @@
 //! - `tunnels.rs`: tunnel devices and the pod MTU;
 //! - `agent.rs`: the loop that applies all of it;
 //! - `shared.rs`: what the loop publishes for status, health and metrics;
-//! - `http.rs`: `/healthz`, `/readyz`, `/metrics`;
+//! - `http.rs`: `/healthz`, `/readyz`, `/metrics`; `guard.rs`: its listener's limits
+//!   (connection cap, header-read and idle timeouts);
 //! - `control.rs`: the status socket;
 //! - `gc.rs`: what a node that leaves for good held, released;
 //! - `kube/`: on the kubernetes datastore, the Node's settings, password Secrets, the
@@ -22,6 +23,7 @@ pub mod autodetect;
 pub mod config;
 pub mod control;
 pub mod gc;
+pub mod guard;
 pub mod http;
 pub mod index;
 pub mod kube;

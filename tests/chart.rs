@@ -159,14 +159,14 @@ fn every_rendered_object_is_valid_for_its_kind() {
             checked.unwrap_or_else(|e| panic!("{label}: {e}"));
             kinds.insert(kind.to_owned());
         }
-        for k in [
-            "DaemonSet",
-            "ServiceAccount",
-            "ClusterRole",
-            "Role",
-            "ConfigMap",
-        ] {
+        for k in ["DaemonSet", "ServiceAccount", "ConfigMap"] {
             assert!(kinds.contains(k), "{name}: no {k}");
+        }
+        if name == "default" {
+            assert!(
+                kinds.contains("ClusterRole") && kinds.contains("Role"),
+                "{name}: no RBAC"
+            );
         }
     }
 }
@@ -451,10 +451,8 @@ fn set(items: &[&str]) -> BTreeSet<String> {
 #[test]
 fn rbac_is_least_privilege() {
     let read = ["get", "list", "watch"];
-    let write = [
-        "get", "list", "watch", "create", "update", "patch", "delete",
-    ];
-    let mut cluster_k8s = Vec::new();
+    let write = ["get", "list", "watch", "create", "update", "delete"];
+    let mut cluster = Vec::new();
     for r in [
         "bgpconfigurations",
         "bgppeers",
@@ -464,7 +462,7 @@ fn rbac_is_least_privilege() {
         "servalnodestatuses",
     ] {
         for v in read {
-            cluster_k8s.push(format!("serval.dev/{r} {v} *"));
+            cluster.push(format!("serval.dev/{r} {v} *"));
         }
     }
     for r in [
@@ -474,35 +472,39 @@ fn rbac_is_least_privilege() {
         "servalnodes",
     ] {
         for v in write {
-            cluster_k8s.push(format!("serval.dev/{r} {v} *"));
+            cluster.push(format!("serval.dev/{r} {v} *"));
         }
     }
-    for v in ["get", "update", "patch"] {
-        cluster_k8s.push(format!("serval.dev/servalnodestatuses/status {v} *"));
-    }
-    let nodes: Vec<String> = read.iter().map(|v| format!("/nodes {v} *")).collect();
-    let mut cluster_default: BTreeSet<String> = cluster_k8s.into_iter().collect();
-    cluster_default.extend(nodes.iter().cloned());
-    let cluster_etcd: BTreeSet<String> = nodes.into_iter().collect();
+    cluster.push("serval.dev/servalnodestatuses/status patch *".into());
+    cluster.extend(read.iter().map(|v| format!("/nodes {v} *")));
+    cluster.push("/pods get *".into());
+    cluster.push("/namespaces get *".into());
+    let cluster: BTreeSet<String> = cluster.into_iter().collect();
     let lease = set(&[
         "coordination.k8s.io/leases create *",
         "coordination.k8s.io/leases get serval-node-gc",
         "coordination.k8s.io/leases update serval-node-gc",
-        "coordination.k8s.io/leases patch serval-node-gc",
     ]);
-    let mut role_etcd = lease.clone();
-    role_etcd.insert("/secrets get bgp-passwords".into());
+    let mut with_secret = lease.clone();
+    with_secret.insert("/secrets get bgp-passwords".into());
 
-    for (name, objs) in renders() {
+    for (name, objs) in [
+        ("default", render(&[])),
+        (
+            "secret",
+            render(&["--set", "bgpPasswordSecrets={bgp-passwords}"]),
+        ),
+    ] {
         let cr: ClusterRole = serde_json::from_value(one(&objs, "ClusterRole").clone()).unwrap();
         let role: Role = serde_json::from_value(one(&objs, "Role").clone()).unwrap();
-        let (want_cluster, want_role) = match name {
-            "default" => (&cluster_default, &lease),
-            _ => (&cluster_etcd, &role_etcd),
+        let want_role = if name == "default" {
+            &lease
+        } else {
+            &with_secret
         };
         assert_eq!(
-            &grants(cr.rules.as_deref().unwrap_or_default()),
-            want_cluster,
+            grants(cr.rules.as_deref().unwrap_or_default()),
+            cluster,
             "{name}"
         );
         assert_eq!(
@@ -518,6 +520,14 @@ fn rbac_is_least_privilege() {
         }
         let ds = one(&objs, "DaemonSet");
         assert_eq!(ds["spec"]["template"]["spec"]["serviceAccountName"], sa);
+    }
+    // On etcd neither the agent nor the CNI plugin calls the Kubernetes API.
+    let etcd = render(&["-f", &etcd_values()]);
+    for kind in ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"] {
+        assert!(
+            etcd.iter().all(|o| o["kind"] != kind),
+            "etcd: a {kind} is rendered"
+        );
     }
 }
 

@@ -299,6 +299,12 @@ impl ApiServer {
         &self.dir
     }
 
+    /// The cache directory kubectl (and helm) should use with this server
+    /// (`KUBECACHEDIR`).
+    pub fn kubectl_cache(&self) -> PathBuf {
+        self.dir.join("kubectl-cache")
+    }
+
     /// The real kubectl of the same release.
     pub fn kubectl_path(&self) -> &Path {
         &self.bins.kubectl
@@ -391,7 +397,12 @@ impl ApiServer {
             Some(ns) => ns.command(&self.bins.kubectl.display().to_string()),
             None => Command::new(&self.bins.kubectl),
         };
-        cmd.arg("--kubeconfig").arg(kubeconfig).args(args);
+        cmd.arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(args)
+            // kubectl's discovery and OpenAPI caches stay with this server: in ~/.kube
+            // they pile up, and a later server on the same port would read them.
+            .env("KUBECACHEDIR", self.kubectl_cache());
         match input {
             None => run(&mut cmd),
             Some(text) => run_with_input(&mut cmd, text),

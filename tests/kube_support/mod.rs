@@ -134,7 +134,8 @@ pub fn helm_run(api: &ApiServer, args: &[&str]) -> Result<String> {
         // helm's caches and its repository configuration stay inside the test.
         .env("HELM_CACHE_HOME", api.dir().join("helm/cache"))
         .env("HELM_CONFIG_HOME", api.dir().join("helm/config"))
-        .env("HELM_DATA_HOME", api.dir().join("helm/data"));
+        .env("HELM_DATA_HOME", api.dir().join("helm/data"))
+        .env("KUBECACHEDIR", api.kubectl_cache());
     let shown = format!("{cmd:?}");
     let out = cmd.output().map_err(|source| Error::Spawn {
         command: shown.clone(),

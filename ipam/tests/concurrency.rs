@@ -194,17 +194,25 @@ struct Children {
     seen: Vec<(usize, Instant)>,
     /// Attempts each child makes.
     count: usize,
+    /// What the store says about itself, for the summary (etcd: its disk's speed).
+    store_report: Box<dyn Fn() -> String>,
 }
 
 impl Children {
     fn summary(&self) -> String {
-        summary(&self.records, self.started.elapsed())
+        let report = (self.store_report)();
+        let sep = if report.is_empty() { "" } else { "; " };
+        format!(
+            "{}{sep}{report}",
+            summary(&self.records, self.started.elapsed())
+        )
     }
 
     /// Attempts recorded so far; panics when a child failed or stalled.
     fn check(&mut self) -> usize {
         let now = Instant::now();
         let mut total = 0;
+        let mut stalled = None;
         for (i, (node, c)) in self.procs.iter_mut().enumerate() {
             let done = lines_done(std::slice::from_ref(&self.records[i]));
             total += done;
@@ -219,11 +227,17 @@ impl Children {
                 continue;
             }
             let silent = now - self.seen[i].1;
-            assert!(
-                done >= self.count || silent < stall_limit(),
-                "{node} recorded no attempt for {silent:?} (at {done}): an attempt must end, \
-                 with an address or a clear error, within the retry budget; {}",
-                summary(&self.records, self.started.elapsed())
+            if done < self.count && silent >= stall_limit() {
+                stalled = Some(format!(
+                    "{node} recorded no attempt for {silent:?} (at {done})"
+                ));
+            }
+        }
+        if let Some(what) = stalled {
+            panic!(
+                "{what}: an attempt must end, with an address or a clear error, within the \
+                 retry budget; {}",
+                self.summary()
             );
         }
         total
@@ -266,6 +280,7 @@ fn spawn(datastore: &str, dir: &Path, nodes: &[String], count: usize) -> Childre
         started: Instant::now(),
         seen: Vec::new(),
         count,
+        store_report: Box::new(String::new),
     };
     for node in nodes {
         let out = dir.join(format!("{node}.records"));
@@ -519,6 +534,7 @@ fn eight_processes_on_etcd_through_a_stop_and_a_restart() {
     let outage = RetryPolicy::default().budget;
     let started = Instant::now();
     let mut ch = spawn_children(&ds, dir.path());
+    ch.store_report = Box::new(etcd.disk_reporter());
     let total = NODES * PER_NODE;
     wait_for_progress(&mut ch, total / 4, pace, Duration::ZERO);
     eprintln!("etcd, before the pause: {}", ch.summary());

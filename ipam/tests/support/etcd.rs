@@ -259,6 +259,20 @@ impl Etcd {
         buf.contains("\"health\":\"true\"")
     }
 
+    /// A function that says how long etcd's disk writes took so far (from its metrics),
+    /// to tell a slow disk from a slow client when a test is slow. Over TLS it says
+    /// nothing.
+    pub fn disk_reporter(&self) -> impl Fn() -> String + Send + 'static {
+        let port = self.client_port;
+        let tls = self.tls.is_some();
+        move || {
+            if tls {
+                return String::new();
+            }
+            disk_report(port).unwrap_or_else(|| "etcd's metrics did not answer".into())
+        }
+    }
+
     pub fn log_tail(&self) -> String {
         let log = std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
@@ -361,4 +375,36 @@ fn all_threads_stopped(pid: u32) -> bool {
         seen = true;
     }
     seen
+}
+
+/// WAL fsyncs and backend commits, counted and timed, from etcd's `/metrics`.
+fn disk_report(port: u16) -> Option<String> {
+    let mut s =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500))
+            .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    let value = |name: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    };
+    let mut parts = Vec::new();
+    for (what, metric) in [
+        ("WAL fsyncs", "etcd_disk_wal_fsync_duration_seconds"),
+        (
+            "backend commits",
+            "etcd_disk_backend_commit_duration_seconds",
+        ),
+    ] {
+        let count = value(&format!("{metric}_count"))?;
+        let sum = value(&format!("{metric}_sum"))?;
+        parts.push(format!(
+            "{count} {what}, {:.2} ms each",
+            sum * 1000.0 / count.max(1.0)
+        ));
+    }
+    Some(format!("etcd since its start: {}", parts.join(", ")))
 }

@@ -12,6 +12,11 @@
 //!
 //! Each refusal is also checked against the local evaluator (`tests/crds/validate.rs`):
 //! the server and the local check must refuse the same objects at the same fields.
+//!
+//! The few hundred invalid objects go through one kube client as dry-run server-side
+//! applies with strict field validation (the request `kubectl apply --server-side
+//! --dry-run=server` makes), not one kubectl process each; kubectl itself applies the
+//! CRDs and the examples and shows one refusal as a person sees it.
 
 #[path = "crds/validate.rs"]
 mod validate;
@@ -399,8 +404,9 @@ async fn dry_apply(
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 422 || s.code == 400 => Err(s.message.clone()),
         // Server-side apply turns the object into its typed form before validating,
-        // and answers a duplicate in a `set` list with a 500 that names the list (a
-        // create or update answers 422 "Duplicate value").
+        // and answers a duplicate in a `set` list, or (with strict field validation) an
+        // unknown field, with a 500 that names the field (a create or update answers
+        // 422 "Duplicate value" or 400 "unknown field").
         Err(kube::Error::Api(s))
             if s.code == 500 && s.message.starts_with("failed to create typed patch object") =>
         {
@@ -549,7 +555,20 @@ fn crds_on_a_real_api_server() {
         }
         let validated = t0.elapsed();
 
-        // 5. Every example manifest, applied for real.
+        // 5. A refusal as kubectl shows it.
+        let mut peer = cases::sample("BGPPeer");
+        peer["spec"]["peerIP"] = json!("10.0.0.300");
+        let refused = kube_support::rejection(
+            "a BGPPeer with peerIP 10.0.0.300",
+            api.kubectl_stdin(&["apply", "--server-side", "-f", "-"], &peer.to_string()),
+        );
+        assert!(
+            refused.contains("The BGPPeer \"rack-r1-tor\" is invalid")
+                && refused.contains("spec.peerIP: Invalid value: \"10.0.0.300\""),
+            "{refused}"
+        );
+
+        // 6. Every example manifest, applied for real.
         let examples = kube_support::root().join("examples/resources");
         api.kubectl(&[
             "apply",
@@ -569,7 +588,7 @@ fn crds_on_a_real_api_server() {
             }
         }
 
-        // 6. Transition rules: a stored object whose immutable field changes is refused;
+        // 7. Transition rules: a stored object whose immutable field changes is refused;
         //    the rest of it may change.
         for case in cases::invalid_updates() {
             let before = case.doc_before();
@@ -610,7 +629,7 @@ fn crds_on_a_real_api_server() {
             failures.push(format!("changing an IPPool's natOutgoing was refused: {e}"));
         }
 
-        // 7. The status a node's agent reports: the valid one is taken, each invalid one
+        // 8. The status a node's agent reports: the valid one is taken, each invalid one
         //    refused, on the status subresource of a stored object.
         for doc in samples.iter().filter(|d| d.get("status").is_some()) {
             api.kubectl_stdin(
@@ -643,7 +662,7 @@ fn crds_on_a_real_api_server() {
         }
         let updated = t0.elapsed();
 
-        // 8. kubectl explain: each kind, and a field inside its spec, with the
+        // 9. kubectl explain: each kind, and a field inside its spec, with the
         //    descriptions the CRDs carry (compared with whitespace collapsed: explain
         //    wraps lines).
         let words = |s: &str, n: usize| s.split_whitespace().take(n).collect::<Vec<_>>().join(" ");

@@ -572,12 +572,16 @@ impl Agent {
             }
         }
         if self.watch_error.is_some() {
-            // The watch resumes quietly when nothing changed meanwhile: ask the store
-            // once a tick whether it answers again.
+            // Ask the store once a tick whether it answers again. When it does, watch
+            // afresh (a full read, then changes) rather than wait for the broken watch:
+            // its retries back off (up to 30 s on Kubernetes) and, after an API server
+            // restart, come back to a version the server no longer has (410 Gone), which
+            // costs one more back-off before the relist.
             if self.store.get(&ipam::store::Key::Config).await.is_ok() {
-                info!("the datastore answers again");
+                info!("the datastore answers again: reading it afresh");
                 self.watch_error = None;
                 self.datastore_ok = true;
+                inputs.watch_broken = true;
             }
         }
         if inputs.watch_broken {

@@ -84,14 +84,24 @@ impl Node {
     }
 
     pub fn start(&mut self, store: &str) -> Result<()> {
-        let argv = agent_lab::agent_argv(
-            &serval_bin(),
-            &self.name,
-            store,
-            &self.dir,
-            "info,serval=debug",
-        );
-        let mut argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        self.start_with_env(store, &[], "info,serval=debug")
+    }
+
+    /// Starts the agent with `env` set (e.g. `KUBECONFIG`) and `log_level`.
+    pub fn start_with_env(
+        &mut self,
+        store: &str,
+        env: &[(&str, &str)],
+        log_level: &str,
+    ) -> Result<()> {
+        let agent = agent_lab::agent_argv(&serval_bin(), &self.name, store, &self.dir, log_level);
+        let vars: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut argv: Vec<&str> = Vec::new();
+        if !vars.is_empty() {
+            argv.push("env");
+            argv.extend(vars.iter().map(String::as_str));
+        }
+        argv.extend(agent.iter().map(String::as_str));
         argv.extend(self.extra.iter().map(String::as_str));
         let log = self.dir.join("agent.log");
         self.agent = Some(self.ns.spawn(&argv, Some(&log))?);
@@ -149,6 +159,29 @@ impl Node {
             .ip(&["route", "add", &format!("{ip}/32"), "dev", "cali-pod"])?;
         self.ns.sysctl("net.ipv4.conf.cali-pod.proxy_arp", "1")?;
         self.ns.sysctl("net.ipv4.neigh.cali-pod.proxy_delay", "0")?;
+        self.pod_ip = Some(ip);
+        Ok(ip)
+    }
+}
+
+impl Node {
+    /// A pod wired by the CNI plugin: ADD with `config` for pod `default/POD` in this
+    /// node's pod namespace; returns its IPv4 address.
+    pub fn add_pod_cni(&mut self, config: &serde_json::Value, pod: &str) -> Result<Ipv4Addr> {
+        let out = cni(
+            &self.ns,
+            "ADD",
+            &format!("ctr-{pod}"),
+            &self.pod,
+            ("default", pod),
+            config,
+        )?;
+        let ip = cni_ipv4(&out.result).filter(|_| out.ok).ok_or_else(|| {
+            Error::InvalidSpec(format!(
+                "{}: CNI ADD of {pod} failed: {} {}",
+                self.name, out.result, out.stderr
+            ))
+        })?;
         self.pod_ip = Some(ip);
         Ok(ip)
     }
@@ -332,4 +365,88 @@ pub fn bgp_peers(n: &Node) -> Result<Vec<serde_json::Value>> {
             .unwrap_or_default(),
         _ => Vec::new(),
     })
+}
+
+/// The CNI plugin built beside `serval` (`cargo build --bins`, which `cargo test
+/// --workspace` does).
+pub fn cni_plugin() -> Result<PathBuf> {
+    let p = serval_bin().with_file_name("serval-cni");
+    if !p.is_file() {
+        return Err(Error::InvalidSpec(format!(
+            "the CNI plugin {} is missing: run `cargo build --bins` first",
+            p.display()
+        )));
+    }
+    Ok(p)
+}
+
+/// What one CNI invocation answered: its exit status and the JSON it printed.
+#[derive(Debug)]
+pub struct CniOutcome {
+    pub ok: bool,
+    pub result: serde_json::Value,
+    pub stderr: String,
+}
+
+/// Runs the CNI plugin inside `node` the way a container runtime does: `command` for
+/// the container `container_id` of pod `namespace/pod`, whose network namespace is
+/// `pod_ns`, with the network configuration `config` on stdin.
+pub fn cni(
+    node: &Netns,
+    command: &str,
+    container_id: &str,
+    pod_ns: &Netns,
+    (namespace, pod): (&str, &str),
+    config: &serde_json::Value,
+) -> Result<CniOutcome> {
+    use std::io::Write as _;
+    let plugin = cni_plugin()?;
+    let mut child = node
+        .handle()
+        .command(&plugin.display().to_string())
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", container_id)
+        .env("CNI_NETNS", format!("/run/netns/{}", pod_ns.name()))
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/usr/lib/cni:/opt/cni/bin")
+        .env(
+            "CNI_ARGS",
+            format!(
+                "K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={pod};K8S_POD_INFRA_CONTAINER_ID={container_id}"
+            ),
+        )
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::InvalidSpec(format!("running {}: {e}", plugin.display())))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(config.to_string().as_bytes())
+            .map_err(|e| Error::InvalidSpec(format!("CNI stdin: {e}")))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| Error::InvalidSpec(format!("waiting for the CNI plugin: {e}")))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let result = if text.trim().is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_str(&text)
+            .map_err(|e| Error::InvalidSpec(format!("CNI {command} printed {text:?}: {e}")))?
+    };
+    Ok(CniOutcome {
+        ok: out.status.success(),
+        result,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+/// The first IPv4 address of a CNI ADD result.
+pub fn cni_ipv4(result: &serde_json::Value) -> Option<Ipv4Addr> {
+    result["ips"]
+        .as_array()?
+        .iter()
+        .filter_map(|i| i["address"].as_str()?.split('/').next()?.parse().ok())
+        .next()
 }

@@ -78,6 +78,32 @@ impl KubeEnv {
     }
 }
 
+/// kube's watcher with its default back-off, except after `410 Gone`: the server no
+/// longer has the version the watch resumed from (every watch meets this when an API
+/// server restarts, its watch cache rebuilt), the watcher has already dropped that
+/// version, and its next poll lists again. Backing off there would add up to the
+/// back-off's 30 s ceiling, reached during the outage, before the list.
+pub fn watch_objects<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> futures::stream::BoxStream<'static, Result<watcher::Event<K>, watcher::Error>>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    watcher::watcher(api, config)
+        .map(|r| match r {
+            // Not an error to the back-off: it passes through as an item.
+            Err(watcher::Error::WatchError(s)) if s.code == 410 => {
+                Ok(Err(watcher::Error::WatchError(s)))
+            }
+            other => other.map(Ok),
+        })
+        .default_backoff()
+        .map(|r| r.and_then(|inner| inner))
+        .boxed()
+}
+
 /// Reads this node's Kubernetes Node.
 pub async fn read_node(client: &kube::Client, name: &str) -> anyhow::Result<Node> {
     Api::<Node>::all(client.clone())
@@ -211,12 +237,10 @@ pub async fn gc_pass(ipam: &ipam::Ipam, live: &BTreeSet<String>) -> anyhow::Resu
 pub async fn run_gc(env: KubeEnv, identity: String, ipam: ipam::Ipam, stop: CancellationToken) {
     let leases: Api<Lease> = Api::namespaced(env.client.clone(), &env.namespace);
     let mut state = LeaseState::new(identity, LEASE_TERM, LEASE_RENEW);
-    let mut nodes = watcher::watcher(
+    let mut nodes = watch_objects(
         Api::<Node>::all(env.client.clone()),
         watcher::Config::default(),
-    )
-    .default_backoff()
-    .boxed();
+    );
     let mut live: BTreeSet<String> = BTreeSet::new();
     let mut listing: Option<BTreeSet<String>> = None;
     let mut listed = false;
@@ -283,7 +307,7 @@ pub async fn run_status(
     let api: Api<ServalNodeStatus> = Api::all(client);
     let booted = Timestamp::now();
     let cfg = watcher::Config::default().fields(&format!("metadata.name={node}"));
-    let mut objects = watcher::watcher(api.clone(), cfg).default_backoff().boxed();
+    let mut objects = watch_objects(api.clone(), cfg);
     let mut spec = None;
     let mut limiter = status_report::Limiter::default();
     let mut tick = tokio::time::interval(Duration::from_millis(250));

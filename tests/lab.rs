@@ -1,11 +1,12 @@
 //! `serval lab` end to end, as the README runs it: nodes in namespaces on two subnets, one
 //! agent each on an embedded store, a real BIRD or FRR top-of-rack router, pods wired by
 //! the CNI plugin. VXLAN across subnets on this machine's kernel (no ipip); IP-in-IP
-//! inside the project's User-Mode Linux runner.
+//! inside the project's User-Mode Linux runner; and the same lab on a real kube-apiserver
+//! (`--datastore kubernetes`).
 //!
-//! Needs root, bird2, frr, iproute2, nftables and the CNI plugin built beside serval
-//! (`cargo build --bins`). The lab's namespaces have fixed names, so these tests run one
-//! at a time.
+//! Needs root, bird2, frr, iproute2, nftables, openssl, the CNI plugin built beside serval
+//! (`cargo build --bins`) and the control plane `integration/k8s/build.sh` builds. The
+//! lab's namespaces have fixed names, so these tests run one at a time.
 
 use serval_integration::uml::Uml;
 use std::path::{Path, PathBuf};
@@ -29,11 +30,27 @@ fn cni_plugin_built() {
 
 struct Lab {
     dir: tempfile::TempDir,
+    down: bool,
 }
 
 impl Lab {
     fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// `serval lab down`, which must succeed.
+    fn down(&mut self) {
+        self.down = true;
+        let out = Command::new(serval())
+            .args(["lab", "down", "--dir"])
+            .arg(self.dir().join("lab"))
+            .output()
+            .expect("serval lab down");
+        assert!(
+            out.status.success(),
+            "lab down: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     fn up(args: &[&str]) -> (Lab, String) {
@@ -42,7 +59,7 @@ impl Lab {
             .prefix("serval-lab-test")
             .tempdir()
             .expect("temp dir");
-        let lab = Lab { dir };
+        let lab = Lab { dir, down: false };
         let labdir = lab.dir().join("lab");
         let out = Command::new(serval())
             .args(["lab", "up", "--dir"])
@@ -101,6 +118,9 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        if self.down {
+            return;
+        }
         let out = Command::new(serval())
             .args(["lab", "down", "--dir"])
             .arg(self.dir().join("lab"))
@@ -154,6 +174,38 @@ fn route_devices(netns: &str) -> Vec<(String, String)> {
             )
         })
         .collect()
+}
+
+/// Processes whose command line mentions `dir` (agents, BIRD, etcd, kube-apiserver).
+fn processes_using(dir: &Path) -> Vec<String> {
+    let needle = dir.to_string_lossy().into_owned();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+        if cmdline.contains(&needle) {
+            found.push(format!("{pid}: {cmdline}"));
+        }
+    }
+    found
+}
+
+/// The `kubectl: …` command line the report prints, split into its words.
+fn printed_kubectl(text: &str) -> Vec<String> {
+    let line = text
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("kubectl: "))
+        .unwrap_or_else(|| panic!("the report names no kubectl command:\n{text}"));
+    line.split_whitespace().map(str::to_string).collect()
 }
 
 fn check_report(text: &str) {
@@ -294,5 +346,141 @@ fn lab_crosses_subnets_over_ipip_inside_uml() {
         run.output.contains("across subnets, IP-in-IP"),
         "{}",
         run.output
+    );
+}
+
+/// The lab on a real kube-apiserver: the same pings, and what the agents and the CNI
+/// plugin did is in the API server, where the printed kubectl command shows it; `lab
+/// down` leaves no namespace, process or file behind.
+#[test]
+fn lab_on_kubernetes_datastore() {
+    let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let started = std::time::Instant::now();
+    let (mut lab, text) = Lab::up(&["--datastore", "kubernetes", "--pods", "1"]);
+    let up = started.elapsed();
+    check_report(&text);
+    assert!(text.contains("across subnets, VXLAN"), "{text}");
+    assert!(text.contains("masqueraded"), "{text}");
+    let labdir = lab.dir().join("lab");
+    let kubeconfig = labdir.join("kube/admin.kubeconfig");
+    assert!(
+        text.contains(&format!(
+            "kubeconfig (cluster admin): {}",
+            kubeconfig.display()
+        )),
+        "{text}"
+    );
+
+    // The printed command, with -o json: every node registered, the pool, and each
+    // node's block holding its pod.
+    let mut argv = printed_kubectl(&text);
+    assert!(
+        argv.contains(&"servalnodes,ippools,ipamblocks".to_string()),
+        "{argv:?}"
+    );
+    argv.extend(["-o".into(), "json".into()]);
+    let out = Command::new(&argv[0])
+        .args(&argv[1..])
+        .output()
+        .expect("running the printed kubectl command");
+    assert!(
+        out.status.success(),
+        "{argv:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("kubectl json");
+    let items = list["items"].as_array().cloned().unwrap_or_default();
+    let of_kind = |kind: &str| -> Vec<serde_json::Value> {
+        items
+            .iter()
+            .filter(|o| o["kind"] == kind)
+            .cloned()
+            .collect()
+    };
+    let mut nodes: Vec<String> = of_kind("ServalNode")
+        .iter()
+        .map(|n| {
+            n["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    nodes.sort();
+    assert_eq!(nodes, ["node1", "node2", "node3"], "{list}");
+    for n in of_kind("ServalNode") {
+        // From the Node's InternalIP, with the prefix of the interface that holds it.
+        let addr = n["spec"]["bgp"]["ipv4Address"].as_str().unwrap_or_default();
+        assert!(addr.starts_with("10.10.") && addr.ends_with("/24"), "{n}");
+    }
+    let pools = of_kind("IPPool");
+    assert_eq!(pools.len(), 1, "{list}");
+    assert_eq!(pools[0]["metadata"]["name"], "lab-pool");
+    assert_eq!(pools[0]["spec"]["cidr"], "10.244.0.0/16");
+    assert_eq!(pools[0]["spec"]["vxlanMode"], "CrossSubnet");
+    for node in ["node1", "node2", "node3"] {
+        let in_use = of_kind("IPAMBlock").into_iter().any(|b| {
+            b["spec"]["affinity"] == node
+                && b["spec"]["allocations"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|x| !x.is_null()))
+                && b["spec"]["attributes"].as_array().is_some_and(|a| {
+                    a.iter()
+                        .any(|x| x["pod"] == format!("{node}-pod1").as_str())
+                })
+        });
+        assert!(in_use, "no block of {node} holds its pod: {list}");
+        // The node's own block in its kernel is the one in the API server.
+        let blackholes: Vec<String> = routes(&format!("svlab-{node}"))
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["type"] == "blackhole")
+            .filter_map(|r| r["dst"].as_str().map(str::to_string))
+            .collect();
+        for b in &blackholes {
+            assert!(
+                of_kind("IPAMBlock")
+                    .iter()
+                    .any(|x| x["spec"]["cidr"] == b.as_str() && x["spec"]["affinity"] == node),
+                "{node}'s block {b} is not in the API server: {list}"
+            );
+        }
+    }
+
+    // `lab status` prints the report again, the API server's part included.
+    let status = Command::new(serval())
+        .args(["lab", "status", "--dir"])
+        .arg(&labdir)
+        .output()
+        .expect("lab status");
+    let status_text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.status.success(),
+        "{status_text}{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    check_report(&status_text);
+    assert!(status_text.contains("IPAMBlock"), "{status_text}");
+
+    // Down: no namespace, no process of the lab (agents, BIRD, etcd, kube-apiserver),
+    // no file.
+    let t = std::time::Instant::now();
+    lab.down();
+    let down = t.elapsed();
+    assert_eq!(lab_namespaces(), Vec::<String>::new());
+    assert_eq!(processes_using(&labdir), Vec::<String>::new());
+    assert!(!labdir.exists(), "{} is left", labdir.display());
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let kubectl_cache = Path::new(&home).join(".kube/cache/discovery/10.10.100.10_6443");
+    assert!(
+        !kubectl_cache.exists(),
+        "kubectl cached the lab's API server in {}",
+        kubectl_cache.display()
+    );
+    eprintln!(
+        "lab on kubernetes: up and checked in {:.1} s, down in {:.1} s",
+        up.as_secs_f64(),
+        down.as_secs_f64()
     );
 }

@@ -451,6 +451,18 @@ impl ApiServer {
     }
 }
 
+impl ApiServer {
+    /// From now on dropping this value leaves etcd and the API server running: for a
+    /// control plane that outlives the process that started it (`serval lab up`), whose
+    /// owner removes it with the namespace it runs in. Stopping and restarting the API
+    /// server are no longer possible through this value.
+    pub fn detach(&mut self) {
+        // NsChild kills its process group on drop; forgetting it keeps both running.
+        std::mem::forget(self.apiserver.take());
+        std::mem::forget(self.etcd.take());
+    }
+}
+
 impl Drop for ApiServer {
     fn drop(&mut self) {
         // The API server first, so that it does not log a storm of etcd errors.

@@ -202,6 +202,14 @@ impl Drop for Netns {
 }
 
 impl NsHandle {
+    /// A handle on a namespace made elsewhere (`ip netns add NAME`) and owned by whoever
+    /// made it, such as the `svlab-` namespaces of `serval lab`.
+    pub fn named(name: &str) -> NsHandle {
+        NsHandle {
+            name: name.to_owned(),
+        }
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }

@@ -1,9 +1,11 @@
 //! `serval lab`: a multi-node cluster in network namespaces on one machine — nodes on two
 //! L2 subnets joined by a real BIRD (or FRR) top-of-rack router, one serval agent per node
-//! on one embedded file store, pods wired by serval's CNI plugin — then the proof that it
+//! on one embedded file store (or, with `--datastore kubernetes`, on a real kube-apiserver
+//! in the lab: `kube.rs`), pods wired by serval's CNI plugin — then the proof that it
 //! works: each node's peers and routes, pod-to-pod pings within and across subnets, the
 //! ToR's view of the pod blocks, and a pod's egress through natOutgoing.
 
+pub mod kube;
 pub mod pods;
 pub mod report;
 pub mod topology;
@@ -19,6 +21,17 @@ use tor::{Tor, TorKind};
 
 pub const DEFAULT_DIR: &str = "/var/lib/serval/lab";
 pub const POOL_CIDR: &str = "10.244.0.0/16";
+pub const POOL_NAME: &str = "lab-pool";
+
+/// Where the agents and the CNI plugin keep the cluster's state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+pub enum LabDatastore {
+    /// One embedded file store in the lab's directory.
+    #[default]
+    File,
+    /// A real etcd and kube-apiserver in the lab (namespace svlab-kube), serval's CRDs.
+    Kubernetes,
+}
 
 /// How pod traffic crosses subnets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
@@ -52,6 +65,11 @@ pub struct UpArgs {
     /// the ip family, such as the User-Mode Linux one the tests use for IP-in-IP).
     #[arg(long)]
     pub no_nat: bool,
+    /// Where the cluster's state lives: the embedded file store, or a real Kubernetes
+    /// API server started in the lab (built by integration/k8s/build.sh), whose admin
+    /// kubeconfig and kubectl command the report prints.
+    #[arg(long, value_enum, default_value = "file")]
+    pub datastore: LabDatastore,
     /// Where the lab keeps its store, configs and logs.
     #[arg(long, default_value = DEFAULT_DIR)]
     pub dir: PathBuf,
@@ -70,6 +88,11 @@ pub struct LabState {
     /// Whether the pool masquerades (and the report checks egress).
     #[serde(default = "yes")]
     pub nat: bool,
+    #[serde(default)]
+    pub datastore: LabDatastore,
+    /// The control plane, once started (kubernetes datastore).
+    #[serde(default)]
+    pub kube: Option<kube::ControlPlane>,
 }
 
 fn yes() -> bool {
@@ -137,6 +160,10 @@ pub fn up(a: UpArgs) -> anyhow::Result<()> {
         ("nft", "nftables"),
     ])?;
     require(tor_tools)?;
+    if a.datastore == LabDatastore::Kubernetes {
+        require(&[("openssl", "openssl")])?;
+        kube::binaries()?;
+    }
     let bins = Binaries::find()?;
     if !topology::existing().is_empty() || state_path(&a.dir).exists() {
         bail!("a lab is already up (or left over): run `serval lab down` first");
@@ -156,6 +183,8 @@ pub fn up(a: UpArgs) -> anyhow::Result<()> {
         dir: a.dir.clone(),
         encap_note,
         nat: !a.no_nat,
+        datastore: a.datastore,
+        kube: None,
     };
     write_state(&state)?;
     let result = build(&a, &bins, &mut state);
@@ -205,9 +234,18 @@ fn build(a: &UpArgs, bins: &Binaries, state: &mut LabState) -> anyhow::Result<()
         a.tor
     );
     topology::build(&state.nodes)?;
-    let store = format!("file:{}", a.dir.join("store.json").display());
+    let store = match a.datastore {
+        LabDatastore::File => {
+            let store = format!("file:{}", a.dir.join("store.json").display());
+            pods::configure_cluster(bins, &store, &state.nodes, state.encap, state.nat)?;
+            pods::StoreAccess {
+                datastore: store,
+                kubeconfig: None,
+            }
+        }
+        LabDatastore::Kubernetes => start_control_plane(state)?,
+    };
     let tor = Tor::new(a.tor, &a.dir);
-    pods::configure_cluster(bins, &store, &state.nodes, state.encap, state.nat)?;
     tor.start(&state.nodes)?;
     for n in &state.nodes {
         pods::start_agent(bins, &store, n, &a.dir)?;
@@ -228,6 +266,33 @@ fn build(a: &UpArgs, bins: &Binaries, state: &mut LabState) -> anyhow::Result<()
         || pods::routes_converged(state),
     )?;
     Ok(())
+}
+
+/// The control plane in its namespace, serval's CRDs, the Nodes, and the cluster's
+/// configuration applied with kubectl: what the agents need before they start.
+fn start_control_plane(state: &mut LabState) -> anyhow::Result<pods::StoreAccess> {
+    let t = Instant::now();
+    topology::build_control_plane_host()?;
+    let cp = kube::ControlPlane::start(&state.dir)?;
+    println!(
+        "kube-apiserver {} ready at {} after {:.1} s",
+        cp.version,
+        cp.url,
+        t.elapsed().as_secs_f64()
+    );
+    // Recorded before anything else can fail, so that `status` and the error message
+    // show where it is.
+    state.kube = Some(cp.clone());
+    write_state(state)?;
+    cp.install_crds()?;
+    cp.register_nodes(&state.nodes)?;
+    let config = format!(
+        "{}---\n{}",
+        pods::pool_yaml(state.encap, state.nat),
+        pods::cluster_yaml(&state.nodes)
+    );
+    cp.apply(&config)?;
+    Ok(cp.store_access())
 }
 
 /// Wait for a condition, polling; fail naming what did not happen.

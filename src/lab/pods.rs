@@ -1,8 +1,9 @@
-//! The lab's cluster: the pool and BGP resources in the embedded store, one agent per node
-//! namespace, and pods wired by serval's CNI plugin exactly as a container runtime calls it.
+//! The lab's cluster: the pool and BGP resources in the datastore (the embedded file store,
+//! or the Kubernetes API), one agent per node namespace, and pods wired by serval's CNI
+//! plugin exactly as a container runtime calls it.
 
 use super::topology::{self, ns_exec, LabNode, NODE_AS, TOR_AS};
-use super::{Binaries, Encap, POOL_CIDR};
+use super::{Binaries, Encap, POOL_CIDR, POOL_NAME};
 use anyhow::{anyhow, bail, Context};
 use ipam::store::{select::Datastore, Object, Write};
 use ipnet::IpNet;
@@ -11,6 +12,15 @@ use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+/// How the agents and the CNI plugin reach the lab's datastore.
+#[derive(Clone, Debug)]
+pub struct StoreAccess {
+    /// `file:PATH` or `kubernetes`, as `--datastore` takes it.
+    pub datastore: String,
+    /// On Kubernetes: the kubeconfig they speak with.
+    pub kubeconfig: Option<PathBuf>,
+}
 
 /// A pod the lab created: its namespace and the address the CNI plugin gave it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -41,11 +51,8 @@ pub fn configure_cluster(
     encap: Encap,
     nat: bool,
 ) -> anyhow::Result<()> {
-    let (ipip, vxlan) = match encap {
-        Encap::Ipip => ("cross-subnet", "never"),
-        Encap::Vxlan | Encap::Auto => ("never", "cross-subnet"),
-        Encap::None => ("never", "never"),
-    };
+    let (ipip, vxlan) = pool_modes(encap);
+    let (ipip, vxlan) = (kebab(ipip), kebab(vxlan));
     let mut args = vec![
         "pool",
         "--datastore",
@@ -53,17 +60,49 @@ pub fn configure_cluster(
         "add",
         POOL_CIDR,
         "--name",
-        "lab-pool",
+        POOL_NAME,
         "--ipip-mode",
-        ipip,
+        ipip.as_str(),
         "--vxlan-mode",
-        vxlan,
+        vxlan.as_str(),
     ];
     if nat {
         args.push("--nat-outgoing");
     }
     run_serval(bins, &args)?;
     apply_yaml(store, &cluster_yaml(nodes))
+}
+
+/// The pool's `(ipipMode, vxlanMode)` for the chosen encapsulation, in Calico's spelling.
+fn pool_modes(encap: Encap) -> (&'static str, &'static str) {
+    match encap {
+        Encap::Ipip => ("CrossSubnet", "Never"),
+        Encap::Vxlan | Encap::Auto => ("Never", "CrossSubnet"),
+        Encap::None => ("Never", "Never"),
+    }
+}
+
+/// `CrossSubnet` as the CLI spells it: `cross-subnet`.
+fn kebab(mode: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in mode.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('-');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+/// The lab's pool as an `IPPool` document: what `configure_cluster` adds with `serval
+/// pool add`, for a datastore an administrator writes with `kubectl apply`.
+pub fn pool_yaml(encap: Encap, nat: bool) -> String {
+    let (ipip, vxlan) = pool_modes(encap);
+    format!(
+        "apiVersion: serval.dev/v1\nkind: IPPool\nmetadata:\n  name: {POOL_NAME}\n\
+         spec:\n  cidr: {POOL_CIDR}\n  blockSize: 26\n  ipipMode: {ipip}\n  vxlanMode: {vxlan}\n  \
+         natOutgoing: {nat}\n"
+    )
 }
 
 /// The lab's BGPConfiguration and BGPPeers as YAML, in the shape `serval apply` takes.
@@ -122,7 +161,7 @@ fn run_serval(bins: &Binaries, args: &[&str]) -> anyhow::Result<String> {
 /// directory. The agent finds its address on eth0 and its ToR from the BGPPeer.
 pub fn start_agent(
     bins: &Binaries,
-    store: &str,
+    store: &StoreAccess,
     n: &LabNode,
     lab_dir: &Path,
 ) -> anyhow::Result<()> {
@@ -133,9 +172,17 @@ pub fn start_agent(
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", &n.netns])
         .arg(&bins.serval)
-        .args(["node", "run", "--node", &n.name, "--datastore", store])
-        .args(["--ip-autodetection-method", "interface=eth0"])
-        .args(["--state-dir", &p("state")])
+        .args(["node", "run", "--node", &n.name, "--datastore"])
+        .arg(&store.datastore);
+    match &store.kubeconfig {
+        // On Kubernetes the agent takes its address from its Node's InternalIP, as on a
+        // real cluster; SERVAL_NAMESPACE is where its Lease lives.
+        Some(kubeconfig) => cmd
+            .env("KUBECONFIG", kubeconfig)
+            .env("SERVAL_NAMESPACE", super::kube::NAMESPACE),
+        None => cmd.args(["--ip-autodetection-method", "interface=eth0"]),
+    };
+    cmd.args(["--state-dir", &p("state")])
         .args(["--socket", &p("node.sock")])
         .args(["--bgp-socket", &p("bgp.sock")])
         .args(["--metrics-addr", "127.0.0.1:9099"])
@@ -197,21 +244,24 @@ pub fn all_established(bins: &Binaries, state: &super::LabState) -> anyhow::Resu
     Ok(true)
 }
 
-fn cni_config(store: &str, n: &LabNode, lab_dir: &Path) -> String {
+fn cni_config(store: &StoreAccess, n: &LabNode, lab_dir: &Path) -> String {
     let dir = node_dir(lab_dir, &n.name);
-    serde_json::json!({
+    let mut config = serde_json::json!({
         "cniVersion": "1.1.0",
         "name": "k8s-pod-network",
         "type": "serval",
-        "datastore": store,
+        "datastore": store.datastore,
         "nodename": n.name,
         "mtu_file": dir.join("mtu"),
         "ready_file": dir.join("ready"),
         "ipam_lock_file": lab_dir.join("ipam.lock"),
         "log_file_path": dir.join("cni.log"),
         "ipam": {"type": "serval-ipam", "assign_ipv4": "true", "assign_ipv6": "false"},
-    })
-    .to_string()
+    });
+    if let Some(kubeconfig) = &store.kubeconfig {
+        config["kubernetes"] = serde_json::json!({ "kubeconfig": kubeconfig });
+    }
+    config.to_string()
 }
 
 /// Runs the CNI plugin in the node's namespace the way a runtime does.
@@ -266,7 +316,7 @@ fn cni(
 /// `per_node` pods on every node: a namespace each, wired by the CNI plugin.
 pub fn create_pods(
     bins: &Binaries,
-    store: &str,
+    store: &StoreAccess,
     nodes: &[LabNode],
     per_node: usize,
     lab_dir: &Path,

@@ -1,10 +1,13 @@
 //! What `serval lab up` and `serval lab status` print: each node's agent status and kernel
 //! routes, the ToR's view of the pod blocks, pod-to-pod pings within and across subnets,
-//! and a pod's egress to the outside host through natOutgoing. Any failed check makes the
-//! command fail, so the lab is a test as well as a demonstration.
+//! a pod's egress to the outside host through natOutgoing, and on the kubernetes
+//! datastore what the agents wrote into the API server, with the kubectl command that
+//! shows it. Any failed check makes the command fail, so the lab is a test as well as a
+//! demonstration.
 
+use super::kube::{self, ControlPlane};
 use super::pods::{self, KernelRoute, Pod};
-use super::topology::{LabNode, EXT, EXT_ADDR};
+use super::topology::{LabNode, EXT, EXT_ADDR, KUBE};
 use super::tor::Tor;
 use super::{Binaries, LabState};
 use anyhow::bail;
@@ -121,12 +124,21 @@ pub fn print(state: &LabState, bins: &Binaries) -> anyhow::Result<()> {
     }
     println!();
 
+    if let Some(cp) = &state.kube {
+        print_kube(state, cp, &mut failures);
+    }
+
     if failures.is_empty() {
         println!(
             "all checks passed. `serval lab status` prints this again; `serval lab down` removes the lab.\n\
-             logs: {}/<node>/agent.log, {}/tor/",
+             logs: {}/<node>/agent.log, {}/tor/{}",
             state.dir.display(),
-            state.dir.display()
+            state.dir.display(),
+            state
+                .kube
+                .as_ref()
+                .map(|cp| format!(", {}/ (etcd, kube-apiserver)", cp.dir.display()))
+                .unwrap_or_default()
         );
         Ok(())
     } else {
@@ -136,6 +148,28 @@ pub fn print(state: &LabState, bins: &Binaries) -> anyhow::Result<()> {
             failures.join("\n  ")
         )
     }
+}
+
+fn print_kube(state: &LabState, cp: &ControlPlane, failures: &mut Vec<String>) {
+    println!(
+        "== the Kubernetes API (kube-apiserver {} at {}, in {KUBE}) — what the agents wrote",
+        cp.version, cp.url
+    );
+    println!("   kubeconfig (cluster admin): {}", cp.kubeconfig.display());
+    println!("   kubectl: {}", cp.argv(&["get", kube::SHOWN]).join(" "));
+    match cp.shown_objects() {
+        Ok(list) => {
+            for line in kube::describe(&list) {
+                println!("     {line}");
+            }
+            for m in kube::missing(&list, &state.nodes, &state.pods) {
+                println!("   MISSING: {m}");
+                failures.push(format!("Kubernetes API: {m}"));
+            }
+        }
+        Err(e) => failures.push(format!("Kubernetes API: {e:#}")),
+    }
+    println!();
 }
 
 fn describe(r: &KernelRoute) -> String {

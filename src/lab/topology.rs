@@ -1,10 +1,14 @@
 //! The lab's network: namespaces for the top-of-rack router, the nodes, their pods and an
-//! "outside" host, wired with veths and bridges. Everything is named `svlab-…` so that
-//! `serval lab down` finds it again, also after a crash.
+//! "outside" host, wired with veths and bridges; on the kubernetes datastore also one for
+//! the control plane (etcd and kube-apiserver), behind the ToR like a management subnet.
+//! Everything is named `svlab-…` so that `serval lab down` finds it again, also after a
+//! crash.
 //!
 //! ```text
 //!                      svlab-ext  10.10.99.10  (outside: routes only 10.10.0.0/16 back)
 //!                          │
+//!                          │       svlab-kube  10.10.100.10:6443 (--datastore kubernetes)
+//!                          │      ╱
 //!                      svlab-tor  BIRD or FRR, AS 65000, one bridge per subnet
 //!            ┌─────────────┴──────────────┐
 //!       br1 10.10.1.1/24              br2 10.10.2.1/24
@@ -25,6 +29,10 @@ pub const EXT: &str = "svlab-ext";
 pub const EXT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 10, 99, 10);
 pub const TOR_EXT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 10, 99, 1);
 pub const TOR_AS: u32 = 65000;
+/// The control plane's namespace and its segment to the ToR (kubernetes datastore).
+pub const KUBE: &str = "svlab-kube";
+pub const KUBE_ADDR: Ipv4Addr = Ipv4Addr::new(10, 10, 100, 10);
+pub const TOR_KUBE_ADDR: Ipv4Addr = Ipv4Addr::new(10, 10, 100, 1);
 pub const NODE_AS: u32 = 64512;
 
 /// One node of the lab.
@@ -239,18 +247,56 @@ pub fn build(nodes: &[LabNode]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Kill everything running in the lab's namespaces and delete them.
+/// The control plane's namespace, on its own segment behind the ToR: the nodes reach it
+/// through their default route, as they would a management network.
+pub fn build_control_plane_host() -> anyhow::Result<()> {
+    add_netns(KUBE)?;
+    ip(&[
+        "link", "add", "eth0", "netns", KUBE, "type", "veth", "peer", "name", "tor-kube", "netns",
+        TOR,
+    ])?;
+    let kube_addr = format!("{KUBE_ADDR}/24");
+    let tor_addr = format!("{TOR_KUBE_ADDR}/24");
+    let gateway = TOR_KUBE_ADDR.to_string();
+    ns_exec(KUBE, &["ip", "addr", "add", &kube_addr, "dev", "eth0"])?;
+    ns_exec(KUBE, &["ip", "link", "set", "eth0", "up"])?;
+    ns_exec(KUBE, &["ip", "route", "add", "default", "via", &gateway])?;
+    ns_exec(TOR, &["ip", "addr", "add", &tor_addr, "dev", "tor-kube"])?;
+    ns_exec(TOR, &["ip", "link", "set", "tor-kube", "up"])?;
+    Ok(())
+}
+
+fn pids_in(ns: &str) -> Vec<i32> {
+    run(None, &["ip", "netns", "pids", ns])
+        .map(|out| {
+            out.split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Kill everything running in the lab's namespaces and delete them. Waits (up to 10 s a
+/// namespace) until the processes are gone, so that none still writes into the lab's
+/// directory (etcd's data, logs) while `down` removes it.
 pub fn destroy() -> Vec<String> {
     let mut errors = Vec::new();
     for ns in existing() {
-        if let Ok(pids) = run(None, &["ip", "netns", "pids", &ns]) {
-            for pid in pids
-                .split_whitespace()
-                .filter_map(|p| p.parse::<i32>().ok())
-            {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let pids = pids_in(&ns);
+            if pids.is_empty() {
+                break;
+            }
+            if std::time::Instant::now() >= deadline {
+                errors.push(format!("{ns}: processes {pids:?} survived SIGKILL"));
+                break;
+            }
+            for pid in pids {
                 // SAFETY: kill(2) on a pid read from the kernel; no memory is involved.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
         if let Err(e) = run(None, &["ip", "netns", "delete", &ns]) {
             errors.push(e.to_string());

@@ -62,7 +62,11 @@ impl NodeLock {
                     ErrorCode::TryAgainLater,
                     "the node's IPAM lock stayed busy".to_owned(),
                 )
-                .details(ipam::store::file::lock_busy(path, timeout).to_string()));
+                .details(format!(
+                    "{}: {}",
+                    path.display(),
+                    ipam::store::file::lock_busy(timeout)
+                )));
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(25));
@@ -697,10 +701,7 @@ mod tests {
             "x",
             IpamError::Store(StoreError::Io {
                 path: "/x/ipam.json.lock".into(),
-                source: ipam::store::file::lock_busy(
-                    Path::new("/x/ipam.json.lock"),
-                    Duration::from_secs(5),
-                ),
+                source: ipam::store::file::lock_busy(Duration::from_secs(5)),
             }),
         );
         assert_eq!(e.code, ErrorCode::TryAgainLater);

@@ -39,7 +39,8 @@ pub fn rotate_if_needed(s: &LogSettings) -> io::Result<()> {
     // Root's alone, and waited for a bounded time: a rotation is worth less than the
     // pod the plugin is wiring.
     let lock = ipam::store::file::open_private(&lock_path)?;
-    ipam::store::file::lock_within(&lock, &lock_path, ROTATE_LOCK_TIMEOUT)?;
+    ipam::store::file::lock_within(&lock, ROTATE_LOCK_TIMEOUT)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", lock_path.display())))?;
     // Another process may have rotated while this one waited.
     if !big(&s.path) {
         return Ok(());

@@ -167,10 +167,9 @@ pub fn open_private(path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
-/// Takes an exclusive lock on `file` (opened from `path`), waiting at most `timeout`;
-/// past it, an error of kind `TimedOut` that names the lock. Blocking: for threads
-/// that may sleep.
-pub fn lock_within(file: &File, path: &Path, timeout: Duration) -> io::Result<()> {
+/// Takes an exclusive lock on `file`, waiting at most `timeout`; past it, an error of
+/// kind `TimedOut`. Blocking: for threads that may sleep.
+pub fn lock_within(file: &File, timeout: Duration) -> io::Result<()> {
     let started = Instant::now();
     let mut pause = Duration::from_millis(1);
     loop {
@@ -180,21 +179,20 @@ pub fn lock_within(file: &File, path: &Path, timeout: Duration) -> io::Result<()
             Err(fs::TryLockError::Error(e)) => return Err(e),
         }
         if started.elapsed() >= timeout {
-            return Err(lock_busy(path, timeout));
+            return Err(lock_busy(timeout));
         }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(20));
     }
 }
 
-/// The error of a lock that stayed busy for `waited`.
-pub fn lock_busy(path: &Path, waited: Duration) -> io::Error {
+/// The error of a lock that stayed busy for `waited` (the caller names the lock).
+pub fn lock_busy(waited: Duration) -> io::Error {
     io::Error::new(
         ErrorKind::TimedOut,
         format!(
-            "the lock {} stayed busy for {waited:?}: another process holds it (a stuck \
-             serval, or something else on the host); nothing was written",
-            path.display()
+            "the lock stayed busy for {waited:?}: another process holds it (a stuck \
+             serval, or something else on the host); nothing was written"
         ),
     )
 }
@@ -515,8 +513,7 @@ impl FileStore {
     fn commit_blocking(&self, writes: &[Write]) -> Result<Vec<Option<Revision>>, StoreError> {
         let lock_path = self.lock_path();
         let lock = open_private(&lock_path).map_err(|e| self.io_err(&lock_path, e))?;
-        lock_within(&lock, &lock_path, self.lock_timeout)
-            .map_err(|e| self.io_err(&lock_path, e))?;
+        lock_within(&lock, self.lock_timeout).map_err(|e| self.io_err(&lock_path, e))?;
         let mut doc = self.read_doc()?.map(|(_, d)| d).unwrap_or_default();
         let generation = doc.generation + 1;
         let mut revs = Vec::with_capacity(writes.len());

@@ -438,15 +438,16 @@ fn add_pool(datastore: &str) {
     });
 }
 
-/// Checks the records against the store; returns (successes, failures).
-fn verify(datastore: &str, records: &[PathBuf]) -> (usize, usize) {
+/// Checks the records of `per_node` attempts each against the store; returns
+/// (successes, failures).
+fn verify(datastore: &str, records: &[PathBuf], per_node: usize) -> (usize, usize) {
     let mut ok: BTreeMap<HandleId, IpAddr> = BTreeMap::new();
     let mut failed: Vec<(String, String)> = Vec::new();
     for p in records {
         let text = std::fs::read_to_string(p).expect("records");
         assert_eq!(
             text.lines().count(),
-            PER_NODE,
+            per_node,
             "{}: every attempt recorded",
             p.display()
         );
@@ -550,7 +551,7 @@ fn eight_processes_on_etcd_through_a_stop_and_a_restart() {
     etcd.restart();
     wait_for_exit(&mut ch, pace, outage);
     let elapsed = started.elapsed();
-    let (ok, failed) = verify(&ds, &ch.records);
+    let (ok, failed) = verify(&ds, &ch.records, ch.count);
     eprintln!("etcd: {ok} allocated, {failed} failed clearly, in {elapsed:?}");
     eprintln!("etcd: {}", ch.summary());
     assert!(ok >= total * 99 / 100, "too many failures: {failed}");
@@ -581,10 +582,71 @@ fn eight_processes_on_the_file_store() {
         pace.budget(total),
         ch.summary()
     );
-    let (ok, failed) = verify(&ds, &ch.records);
+    let (ok, failed) = verify(&ds, &ch.records, ch.count);
     eprintln!("file: {ok} allocated, {failed} failed clearly, in {elapsed:?}");
     assert_eq!(
         failed, 0,
         "the file store has no outage to excuse a failure"
     );
+}
+
+#[path = "support/kube.rs"]
+mod kube_support;
+
+/// Eight nodes on the Kubernetes datastore: a real kube-apiserver with serval's CRDs,
+/// which every child reaches through `KUBECONFIG`, as the agent and the CNI plugin do.
+/// The pool has four blocks for eight nodes, so that at least four of them borrow from
+/// blocks other nodes are writing: the children meet `resourceVersion` conflicts (the
+/// server's 409) and retry them, and no address may be given twice.
+#[test]
+fn eight_processes_on_kubernetes() {
+    const PER_NODE_KUBE: usize = 60;
+    serval_integration::scenario("ipam-concurrency-kube", |test| {
+        let api = kube_support::start(test.path(), &[])?;
+        // This process's own store (pool, calibration, verify) and the children it starts
+        // read it. No other test of this binary looks at KUBECONFIG.
+        std::env::set_var("KUBECONFIG", api.admin_kubeconfig());
+        let ds = "kubernetes";
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let store = select::open(&ds.parse().expect("datastore"))
+                .await
+                .expect("open");
+            // 512 addresses, 94% of them allocated in the end.
+            let mut p = IpPool::new(
+                PoolName::new("pods").unwrap(),
+                "10.128.0.0/23".parse().unwrap(),
+            );
+            p.block_size = 25;
+            Ipam::new(store).add_pool(p).await.expect("pool");
+        });
+        let pace = Pace::measure(ds, &test.path().join("calibration"));
+        let nodes: Vec<String> = (0..NODES).map(|n| format!("node-{n}")).collect();
+        let mut ch = spawn(ds, test.path(), &nodes, PER_NODE_KUBE);
+        wait_for_exit(&mut ch, pace, Duration::ZERO);
+        let elapsed = ch.started.elapsed();
+        eprintln!("kubernetes: {}", ch.summary());
+        let (ok, failed) = verify(ds, &ch.records, ch.count);
+        let conflicts: u64 = ch
+            .records
+            .iter()
+            .filter_map(|r| std::fs::read_to_string(stats_path(r)).ok())
+            .filter_map(|t| ChildStats::parse(&t))
+            .map(|s| s.store.conflicts)
+            .sum();
+        eprintln!(
+            "kubernetes: {ok} allocated, {failed} failed clearly, in {elapsed:?} \
+             ({:.1}/s); {conflicts} conflicts met and retried",
+            ok as f64 / elapsed.as_secs_f64()
+        );
+        assert_eq!(failed, 0, "no outage here to excuse a failure");
+        assert!(
+            conflicts > 0,
+            "eight nodes on four blocks never met a conflict"
+        );
+        Ok(())
+    });
 }

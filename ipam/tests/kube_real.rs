@@ -31,73 +31,31 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use serval_integration::kube::ApiServer;
 use serval_integration::{scenario, wait_until, Poll};
 
-/// Every `serval.dev/v1` kind the store reads or writes (kind, plural), and the
-/// conformance suite's resource kinds.
-const KINDS: [(&str, &str); 7] = [
-    ("IPPool", "ippools"),
-    ("IPAMBlock", "ipamblocks"),
-    ("BlockAffinity", "blockaffinities"),
-    ("IPAMHandle", "ipamhandles"),
-    ("IPAMConfig", "ipamconfigs"),
-    ("Widget", "widgets"),
-    ("Gadget", "gadgets"),
-];
+#[path = "support/kube.rs"]
+mod kube_support;
+
+use kube_support::{plural, IPAM_KINDS};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// CRDs for [`conformance::RESOURCE_KINDS`]: opaque specs, cluster-scoped, like serval's
-/// own resource kinds.
-fn suite_crds() -> String {
-    conformance::RESOURCE_KINDS
-        .iter()
-        .map(|kind| {
-            let plural = format!("{}s", kind.to_lowercase());
-            format!(
-                "apiVersion: apiextensions.k8s.io/v1\n\
-                 kind: CustomResourceDefinition\n\
-                 metadata: {{name: {plural}.serval.dev}}\n\
-                 spec:\n  group: serval.dev\n  scope: Cluster\n\
-                 \x20 names: {{kind: {kind}, plural: {plural}, singular: {}, listKind: {kind}List}}\n\
-                 \x20 versions:\n  - name: v1\n    served: true\n    storage: true\n\
-                 \x20   schema:\n      openAPIV3Schema:\n        type: object\n\
-                 \x20       properties:\n          spec: {{type: object, x-kubernetes-preserve-unknown-fields: true}}\n",
-                kind.to_lowercase()
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("---\n")
+/// A server with serval's CRDs and the suite's resource kinds.
+fn start(dir: &Path) -> serval_integration::Result<ApiServer> {
+    kube_support::start(dir, &conformance::RESOURCE_KINDS)
 }
 
-/// A server with serval's CRDs and the suite's resource kinds, every one served.
-fn start(dir: &Path) -> serval_integration::Result<ApiServer> {
-    let t = Instant::now();
-    let api = ApiServer::start(dir)?;
-    let crds = repo().join("crds");
-    api.kubectl(&["apply", "--server-side", "-f", &crds.display().to_string()])?;
-    api.kubectl_stdin(&["apply", "--server-side", "-f", "-"], &suite_crds())?;
-    api.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd",
-        "--all",
-    ])?;
-    // Established can come a moment before the new endpoints answer.
-    let plurals = KINDS.map(|(_, p)| p).join(",");
-    wait_until(Duration::from_secs(60), "every CRD served", || {
-        match api.kubectl(&["get", &plurals, "-o", "name"]) {
-            Ok(_) => Poll::Ready(()),
-            Err(e) => Poll::Pending(e.to_string()),
-        }
-    })?;
-    eprintln!(
-        "kube-apiserver {} with CRDs ready in {:?}",
-        api.version()?,
-        t.elapsed()
-    );
-    Ok(api)
+/// Every kind the store reads or writes in these tests: (kind, plural).
+fn kinds() -> Vec<(String, String)> {
+    IPAM_KINDS
+        .iter()
+        .map(|(k, p)| ((*k).to_owned(), (*p).to_owned()))
+        .chain(
+            conformance::RESOURCE_KINDS
+                .iter()
+                .map(|k| ((*k).to_owned(), plural(k))),
+        )
+        .collect()
 }
 
 /// A kube client from a kubeconfig file, as `KUBECONFIG` would give the agent.
@@ -114,11 +72,11 @@ fn api_resource(kind: &str, plural: &str) -> ApiResource {
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("serval.dev", "v1", kind), plural)
 }
 
-/// Deletes every object of [`KINDS`] (no finalizers and no controllers here: a delete
+/// Deletes every object of [`kinds`] (no finalizers and no controllers here: a delete
 /// is immediate) and checks that nothing is left.
 async fn empty_every_kind(admin: &kube::Client) {
-    for (kind, plural) in KINDS {
-        let api: Api<DynamicObject> = Api::all_with(admin.clone(), &api_resource(kind, plural));
+    for (kind, plural) in kinds() {
+        let api: Api<DynamicObject> = Api::all_with(admin.clone(), &api_resource(&kind, &plural));
         api.delete_collection(&DeleteParams::default(), &ListParams::default())
             .await
             .unwrap_or_else(|e| panic!("delete every {plural}: {e}"));

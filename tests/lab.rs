@@ -484,3 +484,84 @@ fn lab_on_kubernetes_datastore() {
         down.as_secs_f64()
     );
 }
+
+/// `serval lab up --datastore kubernetes` killed once its API server runs (a crash: no
+/// clean-up of its own): `serval lab down` still ends etcd, kube-apiserver and whatever
+/// else had started, and removes every file.
+#[test]
+fn lab_down_after_a_crash_on_kubernetes() {
+    use std::io::BufRead as _;
+    let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
+    cni_plugin_built();
+    let dir = tempfile::Builder::new()
+        .prefix("serval-lab-crash")
+        .tempdir()
+        .expect("temp dir");
+    let labdir = dir.path().join("lab");
+    let mut lab = Lab { dir, down: false };
+    let mut up = Command::new(serval())
+        .args([
+            "lab",
+            "up",
+            "--datastore",
+            "kubernetes",
+            "--nodes",
+            "2",
+            "--subnets",
+            "1",
+        ])
+        .arg("--dir")
+        .arg(&labdir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("serval lab up");
+    let stdout = up.stdout.take().expect("stdout");
+    let mut seen = Vec::new();
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.expect("lab up output");
+        let ready = line.starts_with("kube-apiserver ") && line.contains(" ready at ");
+        seen.push(line);
+        if ready {
+            break;
+        }
+    }
+    up.kill().expect("killing serval lab up");
+    let _ = up.wait();
+    assert!(
+        seen.last().is_some_and(|l| l.contains(" ready at ")),
+        "lab up ended before its API server was ready:\n{}",
+        seen.join("\n")
+    );
+    let running = processes_using(&labdir);
+    assert!(
+        running.iter().any(|p| p.contains("kube-apiserver"))
+            && running.iter().any(|p| p.contains("etcd")),
+        "the control plane is not running after the crash: {running:?}"
+    );
+    lab.down();
+    assert_eq!(lab_namespaces(), Vec::<String>::new());
+    assert_eq!(processes_using(&labdir), Vec::<String>::new());
+    assert!(!labdir.exists(), "{} is left", labdir.display());
+}
+
+/// Without the control plane's binaries the lab says which command builds them, and
+/// makes nothing.
+#[test]
+fn lab_on_kubernetes_names_the_build_when_the_binaries_are_missing() {
+    let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let labdir = dir.path().join("lab");
+    let out = Command::new(serval())
+        .args(["lab", "up", "--datastore", "kubernetes", "--dir"])
+        .arg(&labdir)
+        .env("SERVAL_K8S_DIR", dir.path().join("no-such-dir"))
+        .output()
+        .expect("serval lab up");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("sh integration/k8s/build.sh"), "{stderr}");
+    assert!(stderr.contains("scripts/setup.sh"), "{stderr}");
+    assert!(!labdir.exists());
+    assert_eq!(lab_namespaces(), Vec::<String>::new());
+}

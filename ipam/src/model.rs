@@ -24,18 +24,20 @@ pub const DEFAULT_IPV4_BLOCK_SIZE: u8 = 26;
 /// Default IPv6 block prefix length: 64 addresses.
 pub const DEFAULT_IPV6_BLOCK_SIZE: u8 = 122;
 
-/// Checks that `s` is a DNS subdomain (RFC 1123, as Kubernetes object names): lowercase
-/// letters, digits, `-` and `.`, starting and ending with a letter or digit, at most 253
-/// characters. Node names, pool names and handle ids must be, so that every store can use
-/// them in keys and object names unchanged.
+/// Checks that `s` is a DNS subdomain (RFC 1123, as Kubernetes object names): labels of
+/// lowercase letters, digits and `-`, each starting and ending with a letter or digit,
+/// joined by `.`, at most 253 characters. Node names, pool names and handle ids must be,
+/// so that every store can use them in keys and object names unchanged.
 fn check_dns_subdomain(what: &'static str, s: &str) -> Result<(), ModelError> {
-    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.';
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
     let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
     let valid = !s.is_empty()
         && s.len() <= 253
-        && s.chars().all(ok_char)
-        && s.chars().next().is_some_and(alnum)
-        && s.chars().last().is_some_and(alnum);
+        && s.split('.').all(|label| {
+            label.chars().all(ok_char)
+                && label.chars().next().is_some_and(alnum)
+                && label.chars().last().is_some_and(alnum)
+        });
     if valid {
         Ok(())
     } else {
@@ -701,7 +703,21 @@ mod tests {
         for ok in ["node-1", "a", "k8s-pod-network.0123abc", "n.example.com"] {
             assert!(NodeName::new(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "-a", "a-", "A", "a_b", "a/b", &"a".repeat(254)] {
+        // Each dot-separated label too: the API server refuses `a..b` or `a.-b` (422).
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "A",
+            "a_b",
+            "a/b",
+            "a..b",
+            "a.-b",
+            "a-.b",
+            ".a",
+            "a.",
+            &"a".repeat(254),
+        ] {
             assert!(HandleId::new(bad).is_err(), "{bad}");
         }
     }

@@ -7,7 +7,9 @@
 //!   own resource kinds are written by an admin, as people write them in a cluster);
 //!   and what that account must not do, refused;
 //! - optimistic concurrency on `resourceVersion`: a stale update or delete is the
-//!   server's 409, and writers racing on one object lose no update.
+//!   server's 409, and writers racing on one object lose no update;
+//! - a watch resumed after a server restart and an etcd compaction lists again;
+//! - the names the model accepts are the object names the server accepts.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::StreamExt as _;
-use ipam::model::{IpPool, IpamConfig, PoolName};
+use ipam::model::{HandleId, IpPool, IpamConfig, PoolName};
 use ipam::store::kube::KubeStore;
 use ipam::store::{
     conformance, Key, Kind, ListFilter, Object, Revision, Store, Versioned, WatchEvent,
@@ -551,6 +553,62 @@ fn watch_lists_again_after_an_api_server_restart_and_a_compaction() {
                 t.elapsed(),
                 errors.len()
             );
+        });
+        Ok(())
+    });
+}
+
+/// The names the model accepts for handles (and nodes, pools) are the object names the
+/// API server accepts, and the other way round: the store uses them unchanged.
+#[test]
+fn model_names_are_the_names_the_server_accepts() {
+    scenario("kube-real-names", |test| {
+        let api = start(test.path())?;
+        let kubeconfig = api.admin_kubeconfig().to_path_buf();
+        runtime().block_on(async {
+            let raw: Api<DynamicObject> = Api::all_with(
+                client(&kubeconfig).await,
+                &api_resource("IPAMHandle", "ipamhandles"),
+            );
+            let long = format!("{}.{}", "a".repeat(63), "b".repeat(189));
+            let names = [
+                "a",
+                "0",
+                "a-b",
+                "a.b",
+                "k8s-pod-network.0123abcdef",
+                &long,
+                "",
+                "A",
+                "a_b",
+                "-a",
+                "a-",
+                ".a",
+                "a.",
+                "a..b",
+                "a.-b",
+                "a-.b",
+                "a/b",
+            ];
+            for name in names {
+                let model = HandleId::new(name).is_ok();
+                let obj: DynamicObject = serde_json::from_value(serde_json::json!({
+                    "apiVersion": "serval.dev/v1",
+                    "kind": "IPAMHandle",
+                    "metadata": {"name": name},
+                    "spec": {"handleId": name, "block": {}},
+                }))
+                .expect("object");
+                let server = match raw.create(&PostParams::default(), &obj).await {
+                    Ok(_) => true,
+                    Err(kube::Error::Api(s)) if s.code == 422 || s.code == 400 => false,
+                    Err(e) => panic!("{name:?}: {e}"),
+                };
+                assert_eq!(
+                    model, server,
+                    "{name:?}: the model says {model}, the API server says {server}"
+                );
+            }
         });
         Ok(())
     });

@@ -723,6 +723,7 @@ fn agents_on_kubernetes_mesh_report_survive_outages_and_collect_deleted_nodes() 
                 },
             )?;
         }
+        let relisted = t.elapsed();
         for (n, before) in [&n1, &n2, &n3].iter().zip(&routes_before) {
             let now = n.routes()?;
             let lost: Vec<_> = before.iter().filter(|r| !now.contains(r)).collect();
@@ -742,7 +743,7 @@ fn agents_on_kubernetes_mesh_report_survive_outages_and_collect_deleted_nodes() 
         ping_all(&[&n1, &n2, &n3])?;
         eprintln!(
             "phase 5 (etcd compacted at revision {revision}, API server back after {restarted:.1?}, \
-             relisted) after {}",
+             every agent relisted after {relisted:.1?}) after {}",
             secs(t)
         );
 

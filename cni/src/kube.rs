@@ -11,8 +11,25 @@ use kube::{Api, Client};
 
 use crate::spec::{CniError, ErrorCode};
 
-fn api_error(what: String, e: impl std::fmt::Display) -> CniError {
-    CniError::new(ErrorCode::Kubernetes, what).details(e.to_string())
+/// A failed API call as the runtime shows it: what was asked, why the server said no,
+/// and for refused credentials where the token comes from.
+fn api_error(what: String, e: kube::Error) -> CniError {
+    match e {
+        kube::Error::Api(s) if s.code == 401 => CniError::new(
+            ErrorCode::Kubernetes,
+            format!(
+                "{what}: the API server refused the kubeconfig's credentials (401 Unauthorized)"
+            ),
+        )
+        .details(format!(
+            "the token is expired or revoked: `serval install-cni --watch` rewrites the \
+             kubeconfig with the service account's current token ({})",
+            s.message
+        )),
+        kube::Error::Api(s) => CniError::new(ErrorCode::Kubernetes, what)
+            .details(format!("{} {}: {}", s.code, s.reason, s.message)),
+        other => CniError::new(ErrorCode::Kubernetes, what).details(other.to_string()),
+    }
 }
 
 /// A client from `kubeconfig`, else the in-cluster configuration or `KUBECONFIG`.

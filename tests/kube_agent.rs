@@ -34,6 +34,7 @@
 //! revoked fails ADD with a Kubernetes error (code 104) until `install-cni --watch`
 //! picks up the token the kubelet wrote next.
 
+mod kube_support;
 mod node_support;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -69,10 +70,6 @@ const LOG_LEVEL: &str = "info,serval=debug,ipam::store::kube=debug";
 /// How long the API server stays away in the outage phase.
 const OUTAGE: Duration = Duration::from_secs(30);
 
-fn manifest_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn io_err(what: &str, path: &Path, e: std::io::Error) -> Error {
     Error::InvalidSpec(format!("{what} {}: {e}", path.display()))
 }
@@ -86,30 +83,26 @@ fn secs(t: Instant) -> String {
     format!("{:.1}s", t.elapsed().as_secs_f64())
 }
 
-/// The objects of the chart that grant the agents what they may do, rendered by helm
-/// (the path `scripts/chart-check.sh tools` prints) with the ToR password Secret named
-/// in `bgpPasswordSecrets`.
-fn chart_rbac(password_secret: &str) -> Result<String> {
-    let script = manifest_dir().join("scripts/chart-check.sh");
-    let helm =
-        run(Command::new("sh").arg(&script).arg("tools")).map_err(|e| Error::MissingTool {
-            tool: "helm".into(),
-            package: format!("nothing: `sh {}` fetches it ({e})", script.display()),
-        })?;
-    let chart = manifest_dir().join("charts/serval");
-    run(Command::new(helm.trim()).args([
-        "template",
-        "serval",
-        &chart.display().to_string(),
-        "--namespace",
-        NAMESPACE,
-        "--set",
-        &format!("bgpPasswordSecrets={{{password_secret}}}"),
-        "--show-only",
-        "templates/serviceaccount.yaml",
-        "--show-only",
-        "templates/rbac.yaml",
-    ]))
+/// The objects of the chart that grant the agents what they may do, rendered by the
+/// real helm with the ToR password Secret named in `bgpPasswordSecrets`.
+fn chart_rbac(api: &ApiServer, password_secret: &str) -> Result<String> {
+    let chart = kube_support::root().join("charts/serval");
+    kube_support::helm_run(
+        api,
+        &[
+            "template",
+            "serval",
+            &chart.display().to_string(),
+            "--namespace",
+            NAMESPACE,
+            "--set",
+            &format!("bgpPasswordSecrets={{{password_secret}}}"),
+            "--show-only",
+            "templates/serviceaccount.yaml",
+            "--show-only",
+            "templates/rbac.yaml",
+        ],
+    )
 }
 
 /// The API server in `cp` on the nodes' segment, with serval's CRDs established and
@@ -117,16 +110,8 @@ fn chart_rbac(password_secret: &str) -> Result<String> {
 fn control_plane(cp: &Netns, test: &TestDir) -> Result<ApiServer> {
     let t = Instant::now();
     let api = ApiServer::start_in(&cp.handle(), IpAddr::V4(API_ADDR), test.path())?;
-    let crds = manifest_dir().join("crds");
-    api.kubectl(&["apply", "--server-side", "-f", &crds.display().to_string()])?;
-    api.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd",
-        "--all",
-    ])?;
-    api.kubectl_stdin(&["apply", "-f", "-"], &chart_rbac("bgp-tor")?)?;
+    kube_support::install_crds(&api)?;
+    api.kubectl_stdin(&["apply", "-f", "-"], &chart_rbac(&api, "bgp-tor")?)?;
     eprintln!(
         "control plane {} ready with CRDs and RBAC after {}",
         api.version()?,

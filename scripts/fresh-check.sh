@@ -10,11 +10,8 @@
 #                                             inside the root filesystem, so no build-script
 #                                             output of an earlier build hides a missing
 #                                             header or tool
-#   3. serval lab up                          the lab, with every check of its report, from
-#                                             the binaries of step 2 (FRESH_LAB_SH=1: through
-#                                             scripts/lab.sh, which builds serval and its
-#                                             CNI plugin again with fewer features unified,
-#                                             about as long again as step 2)
+#   3. scripts/lab.sh                         the lab up, with every check of its report
+#                                             (its build reuses step 2's)
 #   4. serval lab down
 #
 # What stands for "what a fresh machine of this kind has": the machines serval is developed
@@ -60,12 +57,11 @@
 # --worktree proves the working tree as it is (uncommitted changes too) and records
 # nothing.
 #
-# Time on the development machine (2 cores shared with other builds, load 5-11): with the
-# tarball cached about 20 minutes before setup.sh built the Kubernetes test bed from Go:
-# setup.sh 2.5 (the Debian packages and cargo-fuzz), the cold workspace build 17.5, the
-# lab under one; debootstrap adds 1.5 minutes when the tarball is made; scripts/lab.sh
-# (FRESH_LAB_SH=1) adds 20. Each step's time is printed at the end and kept in
-# .ci/fresh-proven, whose last figure (with the Go build) the README quotes.
+# Time on the development machine (2 cores shared with other builds, load 8-14), with the
+# tarball cached: about 42 minutes to the end of the build — setup.sh 25 (the Debian
+# packages 1.5, cargo-fuzz 1, the Kubernetes test bed's Go build 21), the cold workspace
+# build 17 — then the lab, under a minute once built; debootstrap adds 1.5 minutes when
+# the tarball is made. Each step's time is printed at the end and kept in .ci/fresh-proven.
 #
 #   scripts/fresh-check.sh                 prove HEAD; on success rewrite .ci/fresh-proven
 #   scripts/fresh-check.sh --if-changed    the same, only when an input differs from the record
@@ -286,12 +282,10 @@ inner() {
         say "==> $name: ok ($(($(date +%s) - t0)) s)"
     }
     run_step setup 'sh scripts/setup.sh'
-    run_step build 'cargo build --workspace --bins'
-    if [ "${FRESH_LAB_SH:-0}" = 1 ]; then
-        run_step lab 'sh scripts/lab.sh'
-    else
-        run_step lab '/var/tmp/serval-target/debug/serval lab up'
-    fi
+    # The scripts' own target directory (inside the root filesystem, new), so that
+    # scripts/lab.sh finds this build.
+    run_step build 'CARGO_TARGET_DIR=/var/tmp/serval-target cargo build --workspace --bins'
+    run_step lab 'sh scripts/lab.sh'
     run_step down '/var/tmp/serval-target/debug/serval lab down'
     say "steps:$timings"
     printf '%s\n' "$timings" >"$R/.fresh-timings"

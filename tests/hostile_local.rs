@@ -170,9 +170,9 @@ fn cni_add(
     })
 }
 
-/// The file store's bound (5 s) for the assignment and the release of the partial
-/// allocation, with room for a loaded machine.
-const CNI_BOUND: Duration = Duration::from_secs(30);
+/// The file store's bound for the assignment and the release of the partial allocation,
+/// with room for a loaded machine.
+const CNI_BOUND: Duration = Duration::from_secs(2 * ipam::store::file::LOCK_TIMEOUT.as_secs() + 10);
 
 #[test]
 fn a_held_store_lock_ends_in_try_again_and_the_agent_stays_healthy() {

@@ -64,9 +64,11 @@ const FORMAT: &str = "serval-ipam/1";
 pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_millis(250);
 
 /// How long a write waits for the store's lock. A write holds it for milliseconds (read,
-/// write, fsync, rename); one that waits this long is blocked by a stuck or hostile
-/// process, and fails rather than hanging its caller (the agent's loop, a CNI ADD).
-pub const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+/// write, fsync, rename), but eight writers taking turns on a loaded machine have been
+/// seen to wait 5 s (the lock is polled, not queued); one that waits this long is blocked
+/// by a stuck or hostile process, and fails rather than hanging its caller (the agent's
+/// loop, a CNI ADD, whose runtime gives up after 30 s or more).
+pub const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Creates `dir` and its missing parents with mode 0700. A directory that exists keeps
 /// its mode; when users other than its owner may write into it (and so replace or

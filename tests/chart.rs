@@ -225,6 +225,24 @@ fn the_daemonset_has_what_a_node_agent_needs() {
         });
         assert!(tolerates_all, "{name}: must tolerate every taint");
 
+        // On the kubernetes datastore a sidecar keeps the CNI plugin's token fresh (the
+        // kubelet rotates the pod's token); on etcd the plugin has no token to refresh.
+        let watcher = pod
+            .containers
+            .iter()
+            .find(|c| c.name == "install-cni-watch");
+        match (name, watcher) {
+            ("default", Some(w)) => {
+                let cmd = w.command.clone().unwrap_or_default();
+                assert_eq!(cmd.first().map(String::as_str), Some("serval"), "{name}");
+                assert!(cmd.iter().any(|a| a == "--watch"), "{name}: {cmd:?}");
+                let env = env_of(w);
+                assert_eq!(env["SERVAL_DATASTORE"], json!("kubernetes"), "{name}");
+            }
+            ("default", None) => panic!("{name}: no install-cni-watch sidecar"),
+            (_, Some(_)) => panic!("{name}: a token-refresh sidecar without a token"),
+            (_, None) => {}
+        }
         let init = container(&ds, true, "install-cni");
         let cmd = init.command.clone().unwrap_or_default();
         assert_eq!(

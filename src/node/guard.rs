@@ -281,6 +281,45 @@ impl AsyncRead for GuardedIo {
     }
 }
 
+impl GuardedIo {
+    /// The error to end with when the connection was evicted and its time is up.
+    fn evicted_error(&self) -> Option<io::Error> {
+        if self.state.evicted.load(Ordering::Relaxed) {
+            self.expired()
+        } else {
+            None
+        }
+    }
+
+    /// Records a write's progress; a write that cannot go on (a client that does not
+    /// read its response) waits under the idle deadline.
+    fn after_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        written: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        match written {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.on_write();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                if self.reading.is_some() {
+                    self.reading = None;
+                    self.deadline = Instant::now() + self.limits.idle_timeout;
+                }
+                match self.wait(cx) {
+                    Some(e) => Poll::Ready(Err(e)),
+                    None => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
 impl AsyncWrite for GuardedIo {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -288,31 +327,11 @@ impl AsyncWrite for GuardedIo {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.state.evicted.load(Ordering::Relaxed) {
-            if let Some(e) = this.expired() {
-                return Poll::Ready(Err(e));
-            }
+        if let Some(e) = this.evicted_error() {
+            return Poll::Ready(Err(e));
         }
-        match Pin::new(&mut this.io).poll_write(cx, data) {
-            Poll::Ready(Ok(n)) => {
-                if n > 0 {
-                    this.on_write();
-                }
-                Poll::Ready(Ok(n))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            // A client that does not read its response: the idle deadline.
-            Poll::Pending => {
-                if this.reading.is_some() {
-                    this.reading = None;
-                    this.deadline = Instant::now() + this.limits.idle_timeout;
-                }
-                match this.wait(cx) {
-                    Some(e) => Poll::Ready(Err(e)),
-                    None => Poll::Pending,
-                }
-            }
-        }
+        let written = Pin::new(&mut this.io).poll_write(cx, data);
+        this.after_write(cx, written)
     }
 
     fn poll_write_vectored(
@@ -321,30 +340,11 @@ impl AsyncWrite for GuardedIo {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.state.evicted.load(Ordering::Relaxed) {
-            if let Some(e) = this.expired() {
-                return Poll::Ready(Err(e));
-            }
+        if let Some(e) = this.evicted_error() {
+            return Poll::Ready(Err(e));
         }
-        match Pin::new(&mut this.io).poll_write_vectored(cx, bufs) {
-            Poll::Ready(Ok(n)) => {
-                if n > 0 {
-                    this.on_write();
-                }
-                Poll::Ready(Ok(n))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => {
-                if this.reading.is_some() {
-                    this.reading = None;
-                    this.deadline = Instant::now() + this.limits.idle_timeout;
-                }
-                match this.wait(cx) {
-                    Some(e) => Poll::Ready(Err(e)),
-                    None => Poll::Pending,
-                }
-            }
-        }
+        let written = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.after_write(cx, written)
     }
 
     fn is_write_vectored(&self) -> bool {

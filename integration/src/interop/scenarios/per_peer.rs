@@ -583,20 +583,21 @@ pub fn refresh_serval_asks<P: InteropPeer>(dir: &TestDir) -> Result<Verdict> {
         || serval.peer_status(p),
         |st| st.updates_received > before,
     )?;
-    let routes = serval.received_routes(p)?;
-    for a in &theirs {
-        check(
-            routes
-                .iter()
-                .any(|r| r.prefix == a.prefix && r.stale != Some(true)),
-            || {
-                format!(
-                    "{} missing or stale after the refresh: {routes:?}",
-                    a.prefix
-                )
-            },
-        )?;
-    }
+    // The UPDATE count moves when the session reads the message; the Loc-RIB takes it
+    // (and, after an enhanced refresh's Begin-of-RR, clears the stale marks) a moment
+    // later: wait, within the same bound, for every route to be there and not stale.
+    wait_for(
+        ROUTE_TIMEOUT,
+        "the peer's routes present and not stale after the refresh",
+        || serval.received_routes(p),
+        |routes| {
+            theirs.iter().all(|a| {
+                routes
+                    .iter()
+                    .any(|r| r.prefix == a.prefix && r.stale != Some(true))
+            })
+        },
+    )?;
     Ok(Verdict::Pass(format!(
         "table received again in {} UPDATE(s)",
         after.updates_received - before

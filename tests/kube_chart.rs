@@ -853,16 +853,7 @@ fn chart_on_a_real_api_server() {
         );
         api.kubectl(&["-n", NS, "delete", "serviceaccount", "unbound"])?;
         let sa = api.service_account_kubeconfig(NS, SA, Duration::from_secs(600))?;
-        let whoami = api.kubectl_as(
-            &sa,
-            &[
-                "auth",
-                "whoami",
-                "-o",
-                "jsonpath={.status.userInfo.username}",
-            ],
-            None,
-        )?;
+        let whoami = api.whoami(&sa)?;
         assert_eq!(whoami, user);
         let denied = rejection(
             "reading Nodes with the etcd agent's token",

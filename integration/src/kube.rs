@@ -375,6 +375,20 @@ impl ApiServer {
         Ok(path)
     }
 
+    /// The user name the server authenticates `kubeconfig` as (`kubectl auth whoami`).
+    pub fn whoami(&self, kubeconfig: &Path) -> Result<String> {
+        self.kubectl_as(
+            kubeconfig,
+            &[
+                "auth",
+                "whoami",
+                "-o",
+                "jsonpath={.status.userInfo.username}",
+            ],
+            None,
+        )
+    }
+
     /// kubectl as cluster admin; returns stdout.
     pub fn kubectl(&self, args: &[&str]) -> Result<String> {
         self.kubectl_as(&self.admin, args, None)

@@ -77,16 +77,7 @@ fn loopback_server_with_rbac_and_service_account_tokens() {
             "--serviceaccount=t1:reader",
         ])?;
         api.kubectl_as(&sa, &["-n", "t1", "get", "configmaps"], None)?;
-        let whoami = api.kubectl_as(
-            &sa,
-            &[
-                "auth",
-                "whoami",
-                "-o",
-                "jsonpath={.status.userInfo.username}",
-            ],
-            None,
-        )?;
+        let whoami = api.whoami(&sa)?;
         assert_eq!(whoami, "system:serviceaccount:t1:reader");
         // Still denied outside what the Role grants.
         assert!(api

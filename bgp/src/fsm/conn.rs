@@ -41,6 +41,9 @@ pub(crate) struct Conn {
     /// The peer's OPEN on a connection held by `probe_until`, processed once the old
     /// session is gone.
     pub(crate) held_open: Option<Open>,
+    /// `held_open` set the Restart State bit the Established session's OPEN did not: if
+    /// the old connection fails while this one is held, the peer restarted.
+    pub(crate) held_restarted: bool,
     /// The peer's KEEPALIVE after `held_open`: it chose this connection.
     pub(crate) held_keepalive: bool,
     /// Accepted while the peer was in its idle hold: reaching Established on it resets
@@ -63,6 +66,7 @@ impl Conn {
             established_at: None,
             probe_until: None,
             held_open: None,
+            held_restarted: false,
             held_keepalive: false,
             accepted_in_idle_hold: false,
             probed_at: None,

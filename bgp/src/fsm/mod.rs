@@ -48,12 +48,14 @@
 //! is Established loses too (§6.8), before our OPEN goes out on it — unless graceful
 //! restart is negotiated, where RFC 4724 §4.2 reads a new connection as the end of the old
 //! session. Two speakers that dial each other at once also make a new connection while
-//! Established, so the FSM believes the restart only when it is shown: the OPEN on the new
-//! connection carries a Restart State bit the old session's OPEN did not, or the old
-//! connection fails within `RESTART_PROBE_TIME` of a KEEPALIVE sent to probe it (a
-//! restarted peer's kernel resets it). Until then the new connection is held, our OPEN
-//! unsent, and if the old session survives the probe it keeps the peer and the new
-//! connection gets Cease/Connection Collision Resolution. A Cease/Connection Collision
+//! Established, and anyone who reaches our port from the peer's address (a pod behind the
+//! peer's masquerade) can send an OPEN as the peer with the Restart State bit set, so the
+//! FSM believes the restart only when the old connection shows it: it fails within
+//! `RESTART_PROBE_TIME` of a KEEPALIVE sent to probe it (a restarted host's kernel resets
+//! it, a restarted process has closed it already). The Restart State bit alone replaces
+//! nothing. Until then the new connection is held, our OPEN unsent, and if the old
+//! session survives the probe it keeps the peer and its routes, and the new connection
+//! gets Cease/Connection Collision Resolution. A Cease/Connection Collision
 //! Resolution received on a connection not yet Established is no error: the peer keeps
 //! another connection with us.
 //!
@@ -252,9 +254,9 @@ pub enum DownReason {
     HoldTimerExpired,
     /// The TCP connection closed or was reset.
     ConnectionClosed,
-    /// A new connection arrived while Established with graceful restart negotiated, and
-    /// its OPEN carried the Restart State bit the old session's did not: the peer
-    /// restarted (RFC 4724 §4.2).
+    /// A new connection arrived while Established with graceful restart negotiated, its
+    /// OPEN carried the Restart State bit the old session's did not, and the old
+    /// connection failed when probed: the peer restarted (RFC 4724 §4.2).
     PeerRestarted,
 }
 
@@ -314,7 +316,7 @@ impl fmt::Display for DownReason {
             DownReason::HoldTimerExpired => f.write_str("hold timer expired"),
             DownReason::ConnectionClosed => f.write_str("connection closed"),
             DownReason::PeerRestarted => {
-                f.write_str("peer restarted (its OPEN on a new connection set the restart bit)")
+                f.write_str("peer restarted (its OPEN on a new connection set the restart bit, and the old connection failed)")
             }
         }
     }
@@ -807,6 +809,12 @@ impl PeerFsm {
         if self.conns[i].phase == Phase::Connecting {
             // connect() failed: Active until the ConnectRetryTimer tries again.
             self.conns.remove(i);
+        } else if self.conns[i].phase == Phase::Established
+            && self.conns.iter().any(|c| c.held_restarted)
+        {
+            // The probe ended the old session while a new connection's OPEN says the
+            // peer restarted: RFC 4724 §4.2, the held connection goes on.
+            self.fail(now, i, None, DownReason::PeerRestarted, out);
         } else {
             self.fail(now, i, None, DownReason::ConnectionClosed, out);
         }
@@ -891,26 +899,23 @@ impl PeerFsm {
                 self.collide(i, out);
                 return;
             }
-            if !restarted {
-                // Held until the probe decides (see `tcp_accepted`), or, for the
-                // connection the identifiers favour, until the peer shows which one it
-                // kept (see `establish`).
-                let c = &mut self.conns[i];
-                c.held_open = Some(remote.clone());
-                c.probe_until.get_or_insert(now + RESTART_PROBE_TIME);
-                return;
-            }
-            // RFC 4724 §4.2: the peer says it restarted (Restart State bit), so the
-            // old session is gone; its routes are kept stale and the new one goes on.
-            let old = self.conns.remove(e);
-            out.push(Action::Close(old.id));
-            self.last_error = Some(DownReason::PeerRestarted);
-            self.session_down(now, &old, DownReason::PeerRestarted, out);
+            // Held until the probe decides (see `tcp_accepted`), or, for the connection
+            // the identifiers favour, until the peer shows which one it kept (see
+            // `establish`). A Restart State bit is no evidence on its own: anyone who
+            // reaches our port can set it, while only the peer can end the old
+            // connection. A peer that really restarted has no connection behind the old
+            // one, so the probe ends it at once (its kernel resets it, or its process
+            // closed it already) and RFC 4724 §4.2 replaces the session then.
+            let c = &mut self.conns[i];
+            c.held_open = Some(remote.clone());
+            c.held_restarted = restarted;
+            c.probe_until.get_or_insert(now + RESTART_PROBE_TIME);
+            return;
         }
-        let Some(i) = self.find(id) else { return };
         let c = &mut self.conns[i];
         c.probe_until = None;
         c.held_open = None;
+        c.held_restarted = false;
         // §6.8: the OPEN names the peer's identifier, so a collision with the other
         // connection in OpenSent or OpenConfirm is resolved now.
         let other = self

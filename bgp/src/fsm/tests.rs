@@ -1126,13 +1126,23 @@ fn incoming_connection_while_established_with_graceful_restart_and_a_dead_sessio
     }
 }
 
-/// RFC 4724 §4.2 with evidence: the new OPEN sets the Restart State bit the old session's
-/// OPEN did not, so the peer restarted and the old session ends at once.
+/// RFC 4724 §4.2: the new OPEN sets the Restart State bit the old session's OPEN did not,
+/// and the old connection fails when probed (a restarted host's kernel resets it, a
+/// restarted process has closed it): the old session ends gracefully and the new one
+/// comes up.
 #[test]
-fn incoming_connection_whose_open_says_the_peer_restarted_ends_the_old_session() {
+fn incoming_connection_whose_open_says_the_peer_restarted_replaces_a_dead_session() {
     let (mut h, old) = established_with_gr();
     let new = accept_while_established_with_gr(&mut h, old);
     let out = h.msg(new, gr_open(true));
+    assert_eq!(
+        out,
+        [],
+        "the restart bit alone ends nothing: the connection is held"
+    );
+    assert_eq!(h.fsm.established_conn(), Some(old));
+    let mut all = h.advance_actions(Duration::from_millis(200));
+    let out = h.input(Input::TcpFailed(old));
     assert!(closed(&out, old));
     assert_eq!(
         notifications(&out),
@@ -1149,20 +1159,73 @@ fn incoming_connection_whose_open_says_the_peer_restarted_ends_the_old_session()
     );
     assert_eq!(h.fsm.last_error(), Some(&DownReason::PeerRestarted));
     assert_eq!(h.fsm.state(), State::OpenConfirm);
+    all.extend(out);
     let out = h.msg(new, Message::Keepalive);
     assert!(out
         .iter()
         .any(|a| matches!(a, Action::Established { conn, .. } if *conn == new)));
     assert_eq!(h.fsm.stats().established_transitions, 2);
     assert_eq!(h.fsm.stats().flaps, 1);
+    assert_eq!(h.fsm.stats().collisions, 0);
     // Still established long after the old session's restart time would have run out.
-    let mut all = Vec::new();
     for _ in 0..10 {
         all.extend(h.advance_actions(secs(20)));
         h.msg(new, Message::Keepalive);
     }
     assert!(!all.contains(&Action::StaleRoutesExpired));
     assert_eq!(h.fsm.state(), State::Established);
+}
+
+/// The same OPEN (the peer's AS and identifier, the Restart State bit) from someone who
+/// reached our port but is not the peer: the peer's own connection still stands, so the
+/// impostor is closed with Cease/Connection Collision Resolution, whatever it sends while
+/// held, and the session and its routes stay.
+#[test]
+fn restart_bit_on_a_new_connection_while_the_old_one_stands_replaces_nothing() {
+    // What the impostor sends after its OPEN while held.
+    let follow_ups: [(&str, Vec<Message>); 3] = [
+        ("nothing", vec![]),
+        ("a KEEPALIVE", vec![Message::Keepalive]),
+        (
+            "a KEEPALIVE and an End-of-RIB",
+            vec![Message::Keepalive, update()],
+        ),
+    ];
+    for (what, follow) in follow_ups {
+        let (mut h, old) = established_with_gr();
+        let new = accept_while_established_with_gr(&mut h, old);
+        let mut all = h.msg(new, gr_open(true));
+        for m in follow {
+            all.extend(h.msg(new, m));
+        }
+        // The real peer keeps its session alive meanwhile.
+        all.extend(h.advance_actions(secs(1)));
+        all.extend(h.msg(old, Message::Keepalive));
+        all.extend(h.advance_actions(secs(30)));
+        all.extend(h.msg(old, Message::Keepalive));
+        assert!(closed(&all, new), "{what}: {all:?}");
+        assert!(!closed(&all, old), "{what}: {all:?}");
+        assert!(
+            !sent_on(&all, new)
+                .iter()
+                .any(|m| matches!(m, Message::Open(_) | Message::Keepalive)),
+            "{what}: the impostor never sees our OPEN: {all:?}"
+        );
+        assert_eq!(downs(&all), [], "{what}");
+        assert!(!all.contains(&Action::StaleRoutesExpired), "{what}");
+        assert!(
+            !all.iter().any(|a| matches!(a, Action::Established { .. })),
+            "{what}: {all:?}"
+        );
+        assert_eq!(h.fsm.established_conn(), Some(old), "{what}");
+        assert_eq!(h.fsm.state(), State::Established, "{what}");
+        assert_eq!(h.fsm.stats().flaps, 0, "{what}");
+        assert_ne!(
+            h.fsm.last_error(),
+            Some(&DownReason::PeerRestarted),
+            "{what}"
+        );
+    }
 }
 
 /// Without graceful restart on the Established session, even a restart bit in the new

@@ -270,6 +270,10 @@ impl Session {
             SessionCmd::Accepted(stream) => {
                 self.next_incoming = self.next_incoming.wrapping_add(1);
                 let id = ConnId::incoming(self.next_incoming);
+                if let Err(e) = transport::check_accepted_ttl(&stream, &self.config.transport) {
+                    warn!(peer = %self.peer, error = %e, "refused a connection");
+                    return;
+                }
                 if let Err(e) =
                     transport::apply_accepted(&stream, self.peer, &self.config.transport)
                 {

@@ -109,6 +109,9 @@ pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     } else {
         socket.set_ttl_v4(255)?;
     }
+    // Keep each SYN's headers for `check_accepted_ttl`: the minimum TTL is set per peer
+    // only after accept, too late for what the peer sent with the handshake.
+    setsockopt_int(socket.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_SAVE_SYN, 1)?;
     socket.set_nonblocking(true)?;
     socket.bind(&SockAddr::from(addr))?;
     socket.listen(128)?;
@@ -121,6 +124,50 @@ pub fn apply_accepted(stream: &TcpStream, peer: IpAddr, opts: &TransportOptions)
     stream.set_nodelay(true)?;
     let sock = socket2::SockRef::from(stream);
     apply_ttl(&sock, peer, opts)
+}
+
+/// GTSM for a connection the listener accepted (RFC 5082 §3): the minimum TTL can only be
+/// set once the connection is accepted and the peer known, and by then its first segments
+/// (an OPEN sent right after the handshake) may be queued unchecked. The SYN the listener
+/// saved tells how far away the connection came from: below the minimum it is refused.
+/// Passes when GTSM is off for the peer or no SYN was saved (a listener not made by
+/// [`listen`]).
+pub fn check_accepted_ttl(stream: &TcpStream, opts: &TransportOptions) -> io::Result<()> {
+    let Some(min) = opts.min_ttl() else {
+        return Ok(());
+    };
+    let mut buf = [0u8; 128];
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: `buf` is writable for `len` bytes and `len` is passed by pointer.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_SAVED_SYN,
+            buf.as_mut_ptr() as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let saved = &buf[..(len as usize).min(buf.len())];
+    // The IPv4 TTL is byte 8 of its header, the IPv6 hop limit byte 7.
+    let ttl = match saved.first().map(|b| b >> 4) {
+        Some(4) => saved.get(8),
+        Some(6) => saved.get(7),
+        _ => None,
+    };
+    match ttl {
+        Some(&ttl) if ttl < min => Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "GTSM: the connection's SYN arrived with TTL {ttl}, below the minimum {min} \
+                 (the peer is more hops away than ttlSecurity allows, or it is not the peer)"
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn apply_ttl(sock: &Socket, peer: IpAddr, opts: &TransportOptions) -> io::Result<()> {
@@ -423,6 +470,30 @@ mod tests {
             matches!(read, Err(_) | Ok(0)),
             "the read should end the connection: {read:?}"
         );
+    }
+
+    /// The SYN decides: a client whose packets arrive with TTL 64 (loopback's default) is
+    /// refused under GTSM for a directly connected peer, one sending with 255 is not.
+    #[tokio::test]
+    async fn accepted_connection_whose_syn_came_from_too_far_is_refused() {
+        for addr in ["127.0.0.1:0", "[::1]:0"] {
+            let listener = listen(addr.parse().unwrap()).unwrap();
+            let local = listener.local_addr().unwrap();
+            let gtsm = TransportOptions {
+                ttl_security_hops: Some(1),
+                ..Default::default()
+            };
+            let _far = tokio::net::TcpStream::connect(local).await.unwrap();
+            let (server, _) = listener.accept().await.unwrap();
+            let err = check_accepted_ttl(&server, &gtsm).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{addr}: {err}");
+            assert!(err.to_string().contains("TTL 64"), "{addr}: {err}");
+            check_accepted_ttl(&server, &TransportOptions::default()).unwrap();
+
+            let _near = connect(local, &gtsm).await.unwrap();
+            let (server, _) = listener.accept().await.unwrap();
+            check_accepted_ttl(&server, &gtsm).unwrap();
+        }
     }
 
     #[tokio::test]

@@ -127,6 +127,15 @@ pub struct Match {
     /// these prefixes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub peer_address: Vec<IpNet>,
+    /// The route was learned from a peer whose address is inside one of these prefixes.
+    /// On export this is where the route came from, not where it goes (BIRD's `from`);
+    /// a route this speaker originates never matches.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub learned_from: Vec<IpNet>,
+    /// `true`: the route is one this speaker originates; `false`: it was learned from a
+    /// peer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_origin: Option<bool>,
 }
 
 /// One prefix list entry: `prefix` itself, or with `ge`/`le` any more specific prefix
@@ -395,6 +404,9 @@ pub struct RouteCtx<'a> {
     /// The peer the route comes from (import) or goes to (export); `None` for locally
     /// originated routes on import.
     pub peer_address: Option<IpAddr>,
+    /// The peer the route was learned from (on import the same as `peer_address`);
+    /// `None` for a route this speaker originates.
+    pub learned_from: Option<IpAddr>,
 }
 
 /// Values some actions need from the session.
@@ -515,6 +527,8 @@ struct CompiledMatch {
     ext_all: Vec<ExtCommunity>,
     next_hop_in: Vec<IpNet>,
     peer_address: Vec<IpNet>,
+    learned_from: Vec<IpNet>,
+    local_origin: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -648,6 +662,8 @@ impl Policy {
                     ext_all: exts(&m.ext_community_all),
                     next_hop_in: m.next_hop_in.clone(),
                     peer_address: m.peer_address.clone(),
+                    learned_from: m.learned_from.clone(),
+                    local_origin: m.local_origin,
                 },
                 actions: CompiledActions {
                     verdict: a.action,
@@ -733,6 +749,17 @@ impl CompiledMatch {
             match ctx.peer_address {
                 Some(addr) if self.peer_address.iter().any(|n| n.contains(&addr)) => {}
                 _ => return false,
+            }
+        }
+        if !self.learned_from.is_empty() {
+            match ctx.learned_from {
+                Some(addr) if self.learned_from.iter().any(|n| n.contains(&addr)) => {}
+                _ => return false,
+            }
+        }
+        if let Some(local) = self.local_origin {
+            if local != ctx.learned_from.is_none() {
+                return false;
             }
         }
         if let Some(re) = &self.as_path_regex {
@@ -866,6 +893,7 @@ mod tests {
             prefix: net(prefix),
             attrs: a,
             peer_address: Some("192.0.2.1".parse().unwrap()),
+            learned_from: Some("192.0.2.1".parse().unwrap()),
         });
         (o.rule, o.verdict)
     }
@@ -1076,6 +1104,46 @@ mod tests {
     }
 
     #[test]
+    fn learned_from_and_local_origin_table() {
+        let a = attrs(&[65001]);
+        let to: IpAddr = "192.0.2.9".parse().unwrap();
+        let external: IpAddr = "192.0.2.1".parse().unwrap();
+        let node: IpAddr = "10.0.0.2".parse().unwrap();
+        // (condition, learned from, matches): on export `peer-address` is the target.
+        let cases: &[(&str, Option<IpAddr>, bool)] = &[
+            (r#"learned-from = ["192.0.2.1/32"]"#, Some(external), true),
+            (r#"learned-from = ["192.0.2.1/32"]"#, Some(node), false),
+            (r#"learned-from = ["192.0.2.1/32"]"#, None, false),
+            (r#"learned-from = ["10.0.0.0/24"]"#, Some(node), true),
+            (r#"learned-from = ["192.0.2.9/32"]"#, Some(external), false),
+            (r#"learned-from = ["2001:db8::/32"]"#, Some(external), false),
+            ("local-origin = true", None, true),
+            ("local-origin = true", Some(node), false),
+            ("local-origin = false", Some(node), true),
+            ("local-origin = false", None, false),
+            (
+                r#"local-origin = false, learned-from = ["10.0.0.0/24"]"#,
+                Some(node),
+                true,
+            ),
+            (r#"peer-address = ["192.0.2.9/32"]"#, Some(external), true),
+        ];
+        for (cond, from, want) in cases {
+            let p = parse(&format!(
+                "default = \"reject\"\n[[rules]]\nmatch = {{ {cond} }}\n"
+            ));
+            let o = p.evaluate(&RouteCtx {
+                prefix: net("198.51.100.0/24"),
+                attrs: &a,
+                peer_address: Some(to),
+                learned_from: *from,
+            });
+            assert_eq!(o.accepted(), *want, "{cond} from {from:?}");
+            assert!(!p.prefix_dependent(), "{cond}");
+        }
+    }
+
+    #[test]
     fn first_match_wins_and_default_applies() {
         let p = parse(
             r#"
@@ -1114,6 +1182,7 @@ mod tests {
                     prefix: net("10.0.0.0/24"),
                     attrs: &base,
                     peer_address: None,
+                    learned_from: None,
                 },
                 &env(),
             )
@@ -1209,7 +1278,7 @@ mod tests {
             default = "reject"
             [[rules]]
             name = "r1"
-            match = { prefix = [ { prefix = "10.0.0.0/8", le = 24 } ], community-any = ["65000:1"], large-community-all = ["1:2:3"] }
+            match = { prefix = [ { prefix = "10.0.0.0/8", le = 24 } ], community-any = ["65000:1"], large-community-all = ["1:2:3"], learned-from = ["192.0.2.0/24"], local-origin = false }
             then = { set-local-pref = 200, add-communities = ["no-export"], prepend = 1 }
         "#;
         let p: Policy = toml::from_str(text).unwrap();

@@ -167,11 +167,19 @@ impl Drain {
     ) -> Option<usize> {
         let tps = shared.peer(target)?;
         let policy = &tps.export;
+        // The cache key holds the source peer, so an outcome that depends on it is safe
+        // to share.
+        let learned_from = if path.peer() == PeerId::LOCAL {
+            None
+        } else {
+            shared.peer(path.peer()).map(|s| s.info.address)
+        };
         let outcome = if policy.prefix_dependent() {
             Some(policy.evaluate(&RouteCtx {
                 prefix,
                 attrs: &path.attrs,
                 peer_address: Some(tps.info.address),
+                learned_from,
             }))
         } else {
             None
@@ -197,6 +205,7 @@ impl Drain {
                     prefix,
                     attrs: &path.attrs,
                     peer_address: Some(tps.info.address),
+                    learned_from,
                 })
             });
             let env = ActionEnv {

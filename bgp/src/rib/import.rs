@@ -175,6 +175,7 @@ fn announce_in<K: PrefixKey>(
                         prefix: n.prefix,
                         attrs: &received,
                         peer_address: Some(address),
+                        learned_from: Some(address),
                     });
                     let r = match by_outcome.get(&outcome) {
                         Some(r) => r.clone(),

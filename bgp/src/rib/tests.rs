@@ -803,6 +803,52 @@ fn export_policy_filters_and_modifies() {
 }
 
 #[test]
+fn export_policy_sees_where_a_route_was_learned() {
+    // Towards c: nothing learned from a, everything else; the prefix rule makes the
+    // policy prefix-dependent, the other not, so both evaluation paths are covered.
+    for prefix_rule in [false, true] {
+        let mut rib = new_rib();
+        let a = peer(&mut rib, 1, 65001);
+        let b = peer(&mut rib, 2, 65002);
+        let mut text = String::from(
+            "default = \"reject\"\n[[rules]]\nmatch = { learned-from = [\"192.0.2.1/32\"] }\nthen = { action = \"reject\" }\n",
+        );
+        if prefix_rule {
+            text.push_str(
+                "[[rules]]\nmatch = { prefix = [ { prefix = \"10.0.0.0/8\", le = 32 } ] }\n",
+            );
+        }
+        text.push_str("[[rules]]\nmatch = { local-origin = true }\n");
+        text.push_str("[[rules]]\nmatch = { learned-from = [\"192.0.2.2/32\"] }\n");
+        let policy: Policy = toml::from_str(&text).unwrap();
+        let c = add(&mut rib, 3, 65003, |i| i.export = policy);
+        // The same attribute set from a and from b: the transform cache must not mix them.
+        announce(
+            &mut rib,
+            a,
+            &["10.1.0.0/24", "11.1.0.0/24"],
+            attrs(&[65009], 1),
+        );
+        announce(
+            &mut rib,
+            b,
+            &["10.2.0.0/24", "11.2.0.0/24"],
+            attrs(&[65009], 1),
+        );
+        rib.originate(net("10.3.0.0/24"), PathAttrs::default())
+            .unwrap();
+        let to_c = drain(&mut rib, c);
+        let mut got: Vec<IpNet> = to_c.announced.keys().map(|(p, _)| *p).collect();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![net("10.2.0.0/24"), net("10.3.0.0/24"), net("11.2.0.0/24")],
+            "prefix rule: {prefix_rule}"
+        );
+    }
+}
+
+#[test]
 fn export_groups_by_outgoing_attributes() {
     let mut rib = new_rib();
     let a = peer(&mut rib, 1, 65001);

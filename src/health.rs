@@ -3,7 +3,9 @@
 //! - Live: the agent loop turned recently (a stuck loop is a restart's business).
 //! - Ready: the speaker runs, the datastore answers, the first reconcile was applied,
 //!   and the dataplane holds what was asked (a tunnel the kernel cannot create, e.g.
-//!   no ipip support, makes the node not ready while the other pools keep working).
+//!   no ipip support, makes the node not ready while the other pools keep working), and
+//!   IP forwarding is on (a read-only /proc/sys leaves it off: sessions would come up and
+//!   attract traffic the kernel then drops).
 //!
 //! Pure: the HTTP server asks these with the published state and the time.
 
@@ -19,7 +21,7 @@ pub struct HealthInput {
     pub speaker_running: bool,
     pub datastore_ok: bool,
     pub first_reconcile_done: bool,
-    /// Dataplane failures (tunnels, NAT), each naming what failed.
+    /// Dataplane failures (tunnels, NAT, IP forwarding), each naming what failed.
     pub dataplane_errors: Vec<String>,
 }
 

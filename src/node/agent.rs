@@ -45,6 +45,7 @@ use crate::status::TunnelRow;
 
 use super::autodetect::{self, Interface};
 use super::config::{AddressSource, NodeConfig};
+use super::forwarding;
 use super::index::Index;
 use super::kube::{self as on_kube, node_settings, secrets::SecretCache, KubeEnv};
 use super::register::{self, Detected};
@@ -109,6 +110,8 @@ pub struct Agent {
     tunnel_rows: Vec<TunnelRow>,
     nat_applied: Option<Vec<NatPool>>,
     nat_error: Option<String>,
+    /// Forwarding sysctls that are off and cannot be set (read-only /proc/sys).
+    forwarding_errors: Vec<String>,
     mtu: Option<u32>,
     datastore_ok: bool,
     /// This run has seen its ServalNode in the datastore: if it disappears after that,
@@ -283,21 +286,22 @@ fn write_file(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// Routing pods is this node's job: IPv4 (and IPv6) forwarding on.
-fn enable_forwarding(v6: bool) {
-    let mut knobs = vec!["/proc/sys/net/ipv4/ip_forward"];
-    if v6 {
-        knobs.push("/proc/sys/net/ipv6/conf/all/forwarding");
-    }
-    for k in knobs {
-        match std::fs::read_to_string(k) {
-            Ok(v) if v.trim() == "1" => {}
-            _ => match std::fs::write(k, "1") {
-                Ok(()) => info!(sysctl = k, "forwarding enabled"),
-                Err(e) => warn!(sysctl = k, error = %e, "cannot enable forwarding"),
-            },
+/// Turns forwarding on (see [`forwarding`]); returns the readiness problems, logging a
+/// change only when `before` (the previous look's problems) differs.
+fn enable_forwarding(v6: bool, before: &[String]) -> Vec<String> {
+    let outcomes = forwarding::ensure(Path::new(forwarding::SYSCTL_ROOT), v6);
+    for (k, o) in &outcomes {
+        if *o == forwarding::Outcome::Enabled {
+            info!(sysctl = k, "forwarding enabled");
         }
     }
+    let problems = forwarding::problems(&outcomes);
+    if problems != before {
+        for p in &problems {
+            error!(problem = %p, "forwarding");
+        }
+    }
+    problems
 }
 
 fn unix_now() -> u64 {
@@ -418,7 +422,7 @@ impl Agent {
         // From here on the agent changes things.
         write_file(&cfg.nodename_file, node.as_str())
             .with_context(|| format!("nodename-file {}", cfg.nodename_file.display()))?;
-        enable_forwarding(v6.is_some());
+        let forwarding_errors = enable_forwarding(v6.is_some(), &[]);
         let adopted = dp.adopt().await.context("reading serval's routes")?;
         if adopted > 0 {
             info!(
@@ -476,6 +480,7 @@ impl Agent {
             tunnel_rows: Vec::new(),
             nat_applied: None,
             nat_error: None,
+            forwarding_errors,
             mtu: None,
             datastore_ok: true,
             registered: false,
@@ -563,6 +568,15 @@ impl Agent {
     }
 
     async fn on_tick(&mut self, inputs: &mut Inputs) {
+        if !self.forwarding_errors.is_empty() {
+            // The host (or an operator) may have set it meanwhile.
+            let v6 = self.detected.v6.is_some();
+            self.forwarding_errors = enable_forwarding(v6, &self.forwarding_errors);
+            if self.forwarding_errors.is_empty() {
+                info!("IP forwarding is on");
+                self.publish();
+            }
+        }
         if let Some(k) = &mut self.kube {
             let now = Instant::now();
             let names = k.referenced.clone();
@@ -1027,6 +1041,7 @@ impl Agent {
             .filter_map(|r| r.error.clone())
             .collect();
         dataplane_errors.extend(self.nat_error.clone());
+        dataplane_errors.extend(self.forwarding_errors.iter().cloned());
         p.health = crate::health::HealthInput {
             speaker_running: self.speaker.is_some(),
             datastore_ok: self.datastore_ok,

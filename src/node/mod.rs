@@ -11,6 +11,7 @@
 //! - `shared.rs`: what the loop publishes for status, health and metrics;
 //! - `http.rs`: `/healthz`, `/readyz`, `/metrics`; `guard.rs`: its listener's limits
 //!   (connection cap, header-read and idle timeouts);
+//! - `forwarding.rs`: IP forwarding on, or a readiness problem saying why not;
 //! - `control.rs`: the status socket;
 //! - `gc.rs`: what a node that leaves for good held, released;
 //! - `kube/`: on the kubernetes datastore, the Node's settings, password Secrets, the
@@ -22,6 +23,7 @@ pub mod agent;
 pub mod autodetect;
 pub mod config;
 pub mod control;
+pub mod forwarding;
 pub mod gc;
 pub mod guard;
 pub mod http;

@@ -53,6 +53,16 @@ impl NodeInfo {
         Some(net.addr())
     }
 
+    /// The node's address of one family with the prefix length it publishes.
+    fn subnet(&self, v4: bool) -> Option<IpNet> {
+        let bgp = self.spec.bgp.as_ref()?;
+        if v4 {
+            bgp.ipv4_address
+        } else {
+            bgp.ipv6_address
+        }
+    }
+
     fn addresses(&self) -> impl Iterator<Item = IpAddr> + '_ {
         [true, false].into_iter().filter_map(|v4| self.address(v4))
     }
@@ -409,6 +419,9 @@ fn peers(snap: &Snapshot, me: &NodeInfo, d: &mut Desired) {
                     cfg.passive = node_pair_passive(mine_of(me, v4), theirs);
                     cfg.graceful_on_hold_expiry = false;
                     apply_peer_spec(snap, p, pw.clone(), &policies, &mut cfg);
+                    if cfg.ttl_security.is_none() {
+                        cfg.ttl_security = node_pair_gtsm(me, other, v4);
+                    }
                     let kind = if client {
                         PeerType::RrClient
                     } else {
@@ -450,6 +463,7 @@ fn peers(snap: &Snapshot, me: &NodeInfo, d: &mut Desired) {
             cfg.source_address = Some(mine);
             cfg.password = mesh_pw.clone();
             cfg.passive = node_pair_passive(Some(mine), theirs);
+            cfg.ttl_security = node_pair_gtsm(me, other, v4);
             cfg.graceful_on_hold_expiry = false;
             cfg.restart_time = snap
                 .config
@@ -470,6 +484,18 @@ fn mine_of(me: &NodeInfo, v4: bool) -> Option<IpAddr> {
 /// connection is not crossed by one its peer opens while it is still in its idle hold.
 fn node_pair_passive(mine: Option<IpAddr>, theirs: IpAddr) -> bool {
     mine.is_some_and(|m| m > theirs)
+}
+
+/// RFC 5082 GTSM between two serval nodes on one L2 subnet: each sends with TTL 255 and
+/// takes only what arrives with 255, what nothing but a host on the link can send. A pod
+/// (even one whose traffic its node masquerades) or anything routed is at least one hop
+/// further away. Both nodes decide from the same two published addresses, so they agree:
+/// on only when each node's address lies in the other's subnet. Where the masks disagree
+/// one of them reaches the other through a router, and GTSM would cut the session; it
+/// stays off there.
+fn node_pair_gtsm(me: &NodeInfo, other: &NodeInfo, v4: bool) -> Option<u8> {
+    let (mine, theirs) = (me.subnet(v4)?, other.subnet(v4)?);
+    (mine.contains(&theirs.addr()) && theirs.contains(&mine.addr())).then_some(1)
 }
 
 fn apply_peer_spec(

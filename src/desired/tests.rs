@@ -287,6 +287,79 @@ fn mesh_sessions_per_family_with_source_and_password() {
     assert_eq!(d.peers[&ip("2001:db8::2")].restart_time, Some(45));
 }
 
+/// GTSM between nodes on one L2 subnet, decided the same way on both ends from the
+/// addresses both publish; off across subnets and where the masks disagree.
+#[test]
+fn mesh_sessions_on_a_shared_subnet_use_gtsm_on_both_ends() {
+    let view = |s: &Snapshot, me: &str| {
+        let mut s = s.clone();
+        s.node = me.into();
+        desired(&s)
+    };
+    let gtsm = |d: &Desired, to: &str| d.peers[&ip(to)].ttl_security;
+    let s = three_nodes();
+    let n1 = view(&s, "n1");
+    let n2 = view(&s, "n2");
+    let n3 = view(&s, "n3");
+    assert_eq!(gtsm(&n1, "192.0.2.2"), Some(1));
+    assert_eq!(gtsm(&n2, "192.0.2.1"), Some(1));
+    assert_eq!(gtsm(&n1, "2001:db8::2"), Some(1));
+    assert_eq!(gtsm(&n2, "2001:db8::1"), Some(1));
+    assert_eq!(n1.peers[&ip("192.0.2.2")].multihop, None);
+    // Across subnets: routed, so no GTSM on either end.
+    assert_eq!(gtsm(&n1, "198.51.100.3"), None);
+    assert_eq!(gtsm(&n3, "192.0.2.1"), None);
+
+    // n2 publishes a /25 that does not hold n1: n2 routes to n1, so neither end uses
+    // GTSM, although n1's /24 holds n2.
+    let mut asym = three_nodes();
+    asym.nodes
+        .insert("n2".into(), node(Some("192.0.2.200/25"), None, &[]));
+    assert_eq!(gtsm(&view(&asym, "n1"), "192.0.2.200"), None);
+    assert_eq!(gtsm(&view(&asym, "n2"), "192.0.2.1"), None);
+    // A host address says nothing of a shared link.
+    let mut host = three_nodes();
+    host.nodes
+        .insert("n2".into(), node(Some("192.0.2.2/32"), None, &[]));
+    assert_eq!(gtsm(&view(&host, "n1"), "192.0.2.2"), None);
+    assert_eq!(gtsm(&view(&host, "n2"), "192.0.2.1"), None);
+
+    // An explicit BGPPeer at a node's address keeps its own setting, set or not.
+    for (set, want) in [(Some(3), Some(3)), (None, None)] {
+        let mut s = three_nodes();
+        let mut p = peer_ip("192.0.2.2", DEFAULT_AS);
+        p.ttl_security = set;
+        s.peers.insert("n2-explicit".into(), p);
+        assert_eq!(
+            gtsm(&view(&s, "n1"), "192.0.2.2"),
+            want,
+            "ttlSecurity {set:?}"
+        );
+    }
+    // Node-to-node sessions from a peerSelector: on by default on a shared subnet, and
+    // the BGPPeer's ttlSecurity where it sets one.
+    for (set, want) in [(None, Some(1)), (Some(2), Some(2))] {
+        let mut s = three_nodes();
+        s.config.node_to_node_mesh_enabled = Some(false);
+        s.peers.insert(
+            "all-nodes".into(),
+            BGPPeerSpec {
+                peer_selector: sel("all()"),
+                ttl_security: set,
+                ..BGPPeerSpec::default()
+            },
+        );
+        let n1 = view(&s, "n1");
+        assert_eq!(gtsm(&n1, "192.0.2.2"), want, "ttlSecurity {set:?}");
+        assert_eq!(gtsm(&n1, "198.51.100.3"), set, "ttlSecurity {set:?}");
+        assert_eq!(
+            gtsm(&view(&s, "n2"), "192.0.2.1"),
+            want,
+            "ttlSecurity {set:?}"
+        );
+    }
+}
+
 #[test]
 fn restart_time_and_hold_expiry_per_kind_of_peer() {
     let mut s = three_nodes();

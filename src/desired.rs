@@ -522,6 +522,7 @@ fn apply_peer_spec(
     if let Some(t) = p.max_restart_time {
         cfg.restart_time = Some(t.restart_secs());
     }
+    cfg.max_prefix = p.max_prefix_config();
     cfg.import = policies.0.clone().map(PolicyRef::Inline);
     cfg.export = policies.1.clone().map(PolicyRef::Inline);
 }

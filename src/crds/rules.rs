@@ -279,6 +279,26 @@ fn bgp_peer() -> Vec<Patch> {
         at("spec.filters", json!({"maxItems": 64})),
         at("spec.filters[]", object_name()),
         at("spec.reachableBy", ip()),
+        at(
+            "spec.maxPrefix.limit",
+            json!({"minimum": 1, "maximum": 4_294_967_295u64}),
+        ),
+        at("spec.maxPrefix.restartAfter", duration()),
+        at(
+            "spec.maxPrefix.restartAfter",
+            cel(
+                "duration(self) >= duration('1s') && duration(self) <= duration('24h')",
+                "restartAfter is 1s to 24h",
+            ),
+        ),
+        at(
+            "spec.maxPrefix",
+            cel_at(
+                "!has(self.restartAfter) || !has(self.action) || self.action == 'Shutdown'",
+                "restartAfter only with action Shutdown (Warn never closes the session)",
+                ".restartAfter",
+            ),
+        ),
     ];
     p.extend(password("spec.password"));
     p

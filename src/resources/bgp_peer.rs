@@ -6,10 +6,15 @@
 //! - `peerIP` + `asNumber`: one remote router. `peerSelector` instead: every node it
 //!   selects (route reflector topologies: a node with `routeReflectorClusterID` peers with
 //!   the nodes the selector picks as its clients).
+//! - `maxPrefix` (serval's addition to Calico's fields): how many prefixes the peer may
+//!   send. A peering with `peerIP` without it gets [`MaxPrefix::DEFAULT`], so no router
+//!   can fill a node's memory by accident or on purpose.
 
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use bgp::config::MaxPrefixConfig;
 
 use super::common::{BgpPassword, GoDuration, PeerAddress};
 use ipam::model::Selector;
@@ -79,6 +84,93 @@ pub struct BGPPeerSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub keep_alive_time: Option<GoDuration>,
+    /// The most prefixes the peer may send per address family, and what happens beyond
+    /// (serval's addition to Calico's fields). A peering with `peerIP` without it has
+    /// `{limit: 100000, action: Shutdown, restartAfter: 5m}`; one with `peerSelector`
+    /// (other nodes) has no limit unless given here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_prefix: Option<MaxPrefix>,
+}
+
+/// A per-peer maximum-prefix limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MaxPrefix {
+    /// The most prefixes per address family. Every prefix received counts, also those a
+    /// BGPFilter rejects: the speaker keeps them too (a route refresh can bring them in).
+    pub limit: u32,
+    /// `Shutdown` (default): close the session with Cease / Maximum Number of Prefixes
+    /// Reached (RFC 4486); `Warn`: log and keep the routes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<MaxPrefixAction>,
+    /// After a shutdown, connect again this long after; without it the session stays
+    /// down until reset (`serval bgp reset PEER`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_after: Option<GoDuration>,
+}
+
+/// What happens when a peer sends more than `maxPrefix.limit` prefixes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum MaxPrefixAction {
+    /// Close the session with a NOTIFICATION (Cease, subcode 1).
+    #[default]
+    Shutdown,
+    /// Log it and count it; the session and its routes stay.
+    Warn,
+}
+
+/// The longest `restartAfter`: a day.
+const MAX_RESTART_AFTER_SECS: u64 = 86_400;
+
+impl MaxPrefix {
+    /// The limit of a peering with a router (`peerIP`) that sets none: larger than every
+    /// node's blocks of a big cluster learned through a top-of-rack router (100,000
+    /// blocks of /26 are 6.4 million pod addresses), small enough that the table costs
+    /// a few tens of MiB at most. Retried after 5 minutes, so a peer that sent too much
+    /// once is back without an operator, and one that keeps doing it costs one table
+    /// per 5 minutes.
+    pub const DEFAULT: MaxPrefix = MaxPrefix {
+        limit: 100_000,
+        action: Some(MaxPrefixAction::Shutdown),
+        restart_after: Some(GoDuration(std::time::Duration::from_secs(300))),
+    };
+
+    /// The speaker's form. Received prefixes count, filtered or not.
+    pub fn to_config(self) -> MaxPrefixConfig {
+        MaxPrefixConfig {
+            limit: self.limit,
+            action: match self.action.unwrap_or_default() {
+                MaxPrefixAction::Shutdown => bgp::config::MaxPrefixAction::Shutdown,
+                MaxPrefixAction::Warn => bgp::config::MaxPrefixAction::Warn,
+            },
+            count_filtered: true,
+            restart_after: self.restart_after.map(|d| {
+                u32::try_from(d.0.as_secs().clamp(1, MAX_RESTART_AFTER_SECS)).unwrap_or(u32::MAX)
+            }),
+        }
+    }
+
+    fn check(&self) -> Vec<(String, String)> {
+        let mut errors = Vec::new();
+        if self.limit == 0 {
+            errors.push((
+                "maxPrefix.limit".into(),
+                "at least 1 (leave maxPrefix out on a peerSelector peering for no limit)".into(),
+            ));
+        }
+        if let Some(r) = self.restart_after {
+            if !(1..=MAX_RESTART_AFTER_SECS).contains(&r.0.as_secs()) {
+                errors.push(("maxPrefix.restartAfter".into(), format!("{r}: 1s to 24h")));
+            }
+            if self.action == Some(MaxPrefixAction::Warn) {
+                errors.push((
+                    "maxPrefix.restartAfter".into(),
+                    "only with action Shutdown (Warn never closes the session)".into(),
+                ));
+            }
+        }
+        errors
+    }
 }
 
 /// Which source address the session uses.
@@ -92,6 +184,18 @@ pub enum SourceAddress {
 }
 
 impl BGPPeerSpec {
+    /// The speaker's maximum-prefix setting of the sessions this peering makes: what
+    /// `maxPrefix` says, else [`MaxPrefix::DEFAULT`] towards a router (`peerIP`) and no
+    /// limit towards other nodes (`peerSelector`): their routes are the cluster's own
+    /// blocks, and what they pass on from outside came through a limited session.
+    pub fn max_prefix_config(&self) -> Option<MaxPrefixConfig> {
+        match (self.max_prefix, &self.peer_ip) {
+            (Some(m), _) => Some(m.to_config()),
+            (None, Some(_)) => Some(MaxPrefix::DEFAULT.to_config()),
+            (None, None) => None,
+        }
+    }
+
     /// Checks serde cannot make, each error as (field path under `spec`, message).
     pub fn check(&self) -> Vec<(String, String)> {
         let mut errors = Vec::new();
@@ -149,6 +253,9 @@ impl BGPPeerSpec {
         if let Some(Err(e)) = self.max_restart_time.map(GoDuration::check_restart_time) {
             errors.push(("maxRestartTime".into(), e));
         }
+        if let Some(m) = &self.max_prefix {
+            errors.extend(m.check());
+        }
         errors
     }
 }
@@ -191,5 +298,73 @@ mod tests {
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert_eq!(errors[0].0, "maxRestartTime");
         assert!(errors[0].1.contains("4095"), "{errors:?}");
+    }
+
+    fn peer(extra: serde_json::Value) -> BGPPeerSpec {
+        let mut v = serde_json::json!({"peerIP": "192.0.2.1", "asNumber": 65000});
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn max_prefix_defaults_towards_routers_only() {
+        use bgp::config::MaxPrefixAction as Speaker;
+        let d = peer(serde_json::json!({})).max_prefix_config().unwrap();
+        assert_eq!(
+            (d.limit, d.action, d.count_filtered, d.restart_after),
+            (100_000, Speaker::Shutdown, true, Some(300))
+        );
+        let given = peer(serde_json::json!(
+            {"maxPrefix": {"limit": 500, "action": "Warn"}}
+        ));
+        assert!(given.check().is_empty(), "{:?}", given.check());
+        let c = given.max_prefix_config().unwrap();
+        assert_eq!(
+            (c.limit, c.action, c.count_filtered, c.restart_after),
+            (500, Speaker::Warn, true, None)
+        );
+        let shut = peer(serde_json::json!({"maxPrefix": {"limit": 10, "restartAfter": "1m30s"}}))
+            .max_prefix_config()
+            .unwrap();
+        assert_eq!(
+            (shut.action, shut.restart_after),
+            (Speaker::Shutdown, Some(90))
+        );
+        // Towards other nodes only when asked.
+        let mut nodes: BGPPeerSpec =
+            serde_json::from_value(serde_json::json!({"peerSelector": "all()"})).unwrap();
+        assert_eq!(nodes.max_prefix_config(), None);
+        nodes.max_prefix = Some(MaxPrefix {
+            limit: 7,
+            action: None,
+            restart_after: None,
+        });
+        assert_eq!(nodes.max_prefix_config().map(|c| c.limit), Some(7));
+    }
+
+    #[test]
+    fn max_prefix_checks() {
+        let errors = |m: serde_json::Value| -> Vec<String> {
+            peer(serde_json::json!({ "maxPrefix": m }))
+                .check()
+                .into_iter()
+                .map(|(f, _)| f)
+                .collect()
+        };
+        assert_eq!(errors(serde_json::json!({"limit": 0})), ["maxPrefix.limit"]);
+        assert_eq!(
+            errors(serde_json::json!({"limit": 5, "restartAfter": "48h"})),
+            ["maxPrefix.restartAfter"]
+        );
+        assert_eq!(
+            errors(serde_json::json!({"limit": 5, "action": "Warn", "restartAfter": "1m"})),
+            ["maxPrefix.restartAfter"]
+        );
+        assert!(serde_json::from_value::<BGPPeerSpec>(serde_json::json!(
+            {"peerIP": "192.0.2.1", "asNumber": 1, "maxPrefix": {"limit": 5, "action": "Drop"}}
+        ))
+        .is_err());
     }
 }

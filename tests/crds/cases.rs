@@ -317,6 +317,42 @@ pub fn invalid() -> Vec<Invalid> {
             Source::Schema,
         ),
         (
+            "BGPPeer",
+            vec![("spec.maxPrefix.limit", Some(json!(0)))],
+            "spec.maxPrefix.limit",
+            Source::Schema,
+        ),
+        (
+            "BGPPeer",
+            vec![("spec.maxPrefix.action", Some(json!("Drop")))],
+            "spec.maxPrefix.action",
+            Source::Schema,
+        ),
+        (
+            "BGPPeer",
+            vec![("spec.maxPrefix.restartAfter", Some(json!("5 minutes")))],
+            "spec.maxPrefix.restartAfter",
+            Source::Schema,
+        ),
+        (
+            "BGPPeer",
+            vec![("spec.maxPrefix.restartAfter", Some(json!("48h")))],
+            "spec.maxPrefix.restartAfter",
+            Source::Cel,
+        ),
+        (
+            "BGPPeer",
+            vec![("spec.maxPrefix.action", Some(json!("Warn")))],
+            "spec.maxPrefix.restartAfter",
+            Source::Cel,
+        ),
+        (
+            "BGPPeer",
+            vec![("spec.maxPrefix", Some(json!({"action": "Warn"})))],
+            "spec.maxPrefix",
+            Source::Schema,
+        ),
+        (
             "BGPFilter",
             vec![("spec.exportV4.0.cidr", Some(json!("fd00::/8")))],
             "spec.exportV4[0].cidr",

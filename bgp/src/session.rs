@@ -200,6 +200,9 @@ pub(crate) fn tally(mut chunk: &[u8]) -> MessageTally {
 
 enum WriterMsg {
     Bytes(Bytes),
+    /// The session negotiated hold time 0: let TCP find a dead peer within this bound
+    /// (see [`transport::set_dead_peer_probe`]).
+    DeadPeerBound(Duration),
     /// Write what is queued on the control channel, then shut the socket down.
     Close,
 }
@@ -366,9 +369,17 @@ impl Session {
                     return;
                 }
                 let established = self.fsm.established_conn() == Some(id);
+                let holdless =
+                    established && self.fsm.negotiated().is_some_and(|n| n.hold_time == 0);
                 self.drop_conn(id);
                 self.fsm
                     .handle(now, Input::TcpFailed(id), &mut self.actions);
+                if holdless {
+                    self.connect_error = Some(format!(
+                        "the peer acknowledged nothing for {}s (hold time 0: TCP keepalive ended the session)",
+                        self.dead_peer_bound().as_secs()
+                    ));
+                }
                 if !established {
                     self.connect_error = Some(unacked_text(
                         self.config.remote,
@@ -498,6 +509,9 @@ impl Session {
                         continue;
                     };
                     let (data, local, remote) = (data_tx.clone(), *local, *remote);
+                    if negotiated.hold_time == 0 {
+                        self.probe_dead_peer(conn);
+                    }
                     self.established = Some((conn, negotiated.codec.clone()));
                     self.connect_error = None;
                     info!(peer = %self.peer, asn = %negotiated.peer_asn, id = %negotiated.peer_id, "session established");
@@ -542,6 +556,25 @@ impl Session {
                         .await;
                 }
             }
+        }
+    }
+
+    /// RFC 4271 §4.2: with hold time 0 neither side sends KEEPALIVEs and no hold timer
+    /// runs, so only TCP can tell that the peer is gone: within our own configured hold
+    /// time ([`transport::HOLDLESS_DEFAULT_BOUND`] when that is 0 too).
+    fn probe_dead_peer(&mut self, id: ConnId) {
+        let bound = self.dead_peer_bound();
+        if let Some(ConnIo::Open { ctl, .. }) = self.conns.get(&id) {
+            debug!(peer = %self.peer, ?bound, "hold time 0: TCP keepalive and user timeout");
+            // A full control queue means the connection is being closed already.
+            let _ = ctl.try_send(WriterMsg::DeadPeerBound(bound));
+        }
+    }
+
+    fn dead_peer_bound(&self) -> Duration {
+        match self.fsm.config().hold_time {
+            0 => transport::HOLDLESS_DEFAULT_BOUND,
+            h => Duration::from_secs(u64::from(h)),
         }
     }
 
@@ -900,6 +933,11 @@ async fn write_loop(
                 }
                 if data.len() < DATA_QUEUE / 2 {
                     drained.notify_one();
+                }
+            }
+            Some(WriterMsg::DeadPeerBound(bound)) => {
+                if let Err(e) = transport::set_dead_peer_probe(wr.as_ref(), bound) {
+                    warn!(error = %e, "cannot set TCP keepalive for a session without hold timer");
                 }
             }
             Some(WriterMsg::Close) | None => {

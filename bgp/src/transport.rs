@@ -1,5 +1,6 @@
 //! TCP for BGP sessions: TCP MD5 signatures (RFC 2385), the Generalized TTL Security
-//! Mechanism (RFC 5082), multihop TTL, source address and listening sockets.
+//! Mechanism (RFC 5082), multihop TTL, source address, listening sockets, and TCP
+//! liveness for sessions that negotiated no hold timer.
 //!
 //! This is IO at the edge of the crate: everything else in `bgp` is pure.
 
@@ -7,6 +8,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
+use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 
 /// The well-known BGP port (RFC 4271 §8.2.1).
@@ -33,7 +35,7 @@ pub struct TransportOptions {
     /// accepted from a peer that is too far away: the listener cannot filter SYNs per
     /// peer, so the handshake completes, and only then does the minimum TTL drop every
     /// segment of the peer, its ACKs included (RFC 5082 §3).
-    pub unacked_timeout: Option<std::time::Duration>,
+    pub unacked_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for TransportOptions {
@@ -200,6 +202,59 @@ fn apply_ttl(sock: &Socket, peer: IpAddr, opts: &TransportOptions) -> io::Result
         }
     }
     Ok(())
+}
+
+/// How long a session that negotiated hold time 0 may go without hearing from its peer's
+/// TCP when its own configured hold time is 0 too: RFC 4271 §10's suggested hold time.
+pub const HOLDLESS_DEFAULT_BOUND: Duration = Duration::from_secs(90);
+
+/// TCP liveness for a connection whose session negotiated hold time 0.
+///
+/// RFC 4271 §4.2 lets a hold time of 0 mean no KEEPALIVEs and no hold timer: nothing in
+/// BGP then notices a peer that died without closing its connection (power loss, a
+/// partition, a dropped route), and the session would stay Established with its routes
+/// for ever. TCP notices instead: keepalive probes while the connection is idle (the
+/// first after a third of `bound`, then every ninth), and the user timeout
+/// (`TCP_USER_TIMEOUT` = `bound`) both for data left unacknowledged and, once probes
+/// go unanswered, for the probes (tcp(7)). A peer that answers nothing for `bound` is
+/// dropped within about `bound` plus one probe interval; reads then fail with
+/// `ETIMEDOUT`, which the session treats as a failed connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeadPeerProbe {
+    pub idle: Duration,
+    pub interval: Duration,
+    pub count: u32,
+    pub user_timeout: Duration,
+}
+
+impl DeadPeerProbe {
+    pub fn for_bound(bound: Duration) -> DeadPeerProbe {
+        let secs = bound.as_secs().max(3);
+        DeadPeerProbe {
+            idle: Duration::from_secs((secs / 3).max(1)),
+            interval: Duration::from_secs((secs / 9).max(1)),
+            count: 3,
+            user_timeout: Duration::from_secs(secs),
+        }
+    }
+}
+
+/// Sets [`DeadPeerProbe::for_bound`] on a connected socket.
+pub fn set_dead_peer_probe(stream: &TcpStream, bound: Duration) -> io::Result<()> {
+    let p = DeadPeerProbe::for_bound(bound);
+    let fd = stream.as_raw_fd();
+    let secs = |d: Duration| i32::try_from(d.as_secs()).unwrap_or(i32::MAX);
+    let ms = i32::try_from(p.user_timeout.as_millis()).unwrap_or(i32::MAX);
+    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, secs(p.idle))?;
+    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, secs(p.interval))?;
+    setsockopt_int(
+        fd,
+        libc::IPPROTO_TCP,
+        libc::TCP_KEEPCNT,
+        i32::try_from(p.count).unwrap_or(i32::MAX),
+    )?;
+    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, ms)?;
+    setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)
 }
 
 /// Kernel layout of `struct tcp_md5sig` (include/uapi/linux/tcp.h).
@@ -385,6 +440,41 @@ mod tests {
             "{lo:?}"
         );
         assert!(interface_of("192.0.2.77".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn dead_peer_probe_ends_within_the_bound() {
+        let p = DeadPeerProbe::for_bound(Duration::from_secs(90));
+        assert_eq!(p.idle, Duration::from_secs(30));
+        assert_eq!(p.interval, Duration::from_secs(10));
+        assert_eq!(p.user_timeout, Duration::from_secs(90));
+        // The smallest hold time RFC 4271 allows still probes every second.
+        let p = DeadPeerProbe::for_bound(Duration::from_secs(3));
+        assert_eq!(
+            (p.idle, p.interval),
+            (Duration::from_secs(1), Duration::from_secs(1))
+        );
+        assert!(p.idle + p.interval * p.count <= Duration::from_secs(3) * 2);
+    }
+
+    #[tokio::test]
+    async fn dead_peer_probe_is_set_on_the_socket() {
+        let listener = listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        set_dead_peer_probe(&client, Duration::from_secs(9)).unwrap();
+        let sock = socket2::SockRef::from(&client);
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(3));
+        assert_eq!(
+            sock.tcp_keepalive_interval().unwrap(),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            sock.tcp_user_timeout().unwrap(),
+            Some(Duration::from_secs(9))
+        );
     }
 
     #[test]

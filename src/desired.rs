@@ -798,6 +798,7 @@ pub fn route_for(prefix: &IpNet, best: &BestRoute, snap: &Snapshot) -> Option<Ro
 pub fn routes(d: &Desired, learned: &BTreeMap<IpNet, BestRoute>, snap: &Snapshot) -> DesiredRoutes {
     let mut out = DesiredRoutes::default();
     for (prefix, best) in learned {
+        route_changes::work();
         if let Some(t) = route_for(prefix, best, snap) {
             out.routes.insert(*prefix, t);
         }
@@ -826,6 +827,9 @@ pub fn route_diff(old: &DesiredRoutes, new: &DesiredRoutes) -> dataplane::RouteD
     }
     diff
 }
+
+mod route_changes;
+pub use route_changes::{learn, route_changes};
 
 #[cfg(test)]
 mod tests;

@@ -5,7 +5,8 @@
 //!   (file: stat every 10 ms;                                     ├─▶ speaker_sync::ops ──▶ Speaker (peers, announcements)
 //!    etcd: watch)                                                ├─▶ tunnels::apply ──▶ tunl0 / vxlan.serval
 //!                                                                ├─▶ NAT (nftables table `serval`)
-//!   Speaker::subscribe() ──best paths──▶ learned ──routes()/route_diff()──▶ Dataplane (proto 83 routes, FDB)
+//!   Speaker::subscribe() ──best paths──▶ learned ──route_changes()──▶ Dataplane (proto 83 routes, FDB)
+//!                     (a snapshot change: routes()/route_diff() over all of learned)
 //!   tick (1 s) ── initial-sync check, retries, periodic full route sync
 //! ```
 //!
@@ -551,19 +552,15 @@ impl Agent {
             error!("the BGP speaker stopped");
             return;
         };
-        for c in batch {
-            match c.route {
-                Some(r) => {
-                    self.learned.insert(c.prefix, r);
-                }
-                None => {
-                    self.learned.remove(&c.prefix);
-                }
-            }
-        }
+        let changed = desired::learn(&mut self.learned, batch);
         self.last_best = Instant::now();
         self.shared.metrics.route_batches.inc();
-        self.apply_routes().await;
+        // Only the batch's prefixes: its cost does not grow with the table.
+        if let Some(d) = &self.desired {
+            let diff =
+                desired::route_changes(d, &self.learned, &self.snap, &self.programmed, &changed);
+            self.program(diff).await;
+        }
         self.publish();
     }
 
@@ -679,13 +676,19 @@ impl Agent {
         }
     }
 
-    /// Applies the difference between the routes wanted now and those programmed.
+    /// Applies the difference between every route wanted now and those programmed: after
+    /// a change of the snapshot, which any route may depend on.
     async fn apply_routes(&mut self) {
         let Some(d) = &self.desired else {
             return;
         };
         let want = desired::routes(d, &self.learned, &self.snap);
         let diff: RouteDiff = desired::route_diff(&self.programmed, &want);
+        self.program(diff).await;
+    }
+
+    /// Programs `diff` and records it in what is programmed and published.
+    async fn program(&mut self, diff: RouteDiff) {
         if diff.upsert.is_empty() && diff.withdraw.is_empty() {
             return;
         }
@@ -708,7 +711,8 @@ impl Agent {
                 }
             }
         }
-        self.programmed = want;
+        self.programmed.apply(&diff);
+        self.shared.lock().routes.apply(&diff);
     }
 
     /// Password files that resources name, read afresh.
@@ -1029,9 +1033,6 @@ impl Agent {
         p.status.mtu = self.mtu;
         p.status.problems = self.problems.clone();
         p.status.last_reconcile_errors = self.problems.clone();
-        if p.routes != self.programmed {
-            p.routes = self.programmed.clone();
-        }
         p.route_errors = self.route_errors.clone();
         p.subnets = local_subnets(&self.ifaces);
         p.usage = self.index.usage();

@@ -178,6 +178,13 @@ impl Snapshot {
         self.local_subnets.iter().any(|n| n.contains(&ip))
     }
 
+    /// Whether `ip` is an address of this node (or inside one of its blocks).
+    fn is_mine(&self, ip: IpAddr) -> bool {
+        self.local_subnets.iter().any(|n| n.addr() == ip)
+            || self.me().is_some_and(|n| n.addresses().any(|a| a == ip))
+            || self.own_blocks.iter().any(|b| b.contains(&ip))
+    }
+
     /// The node whose address is `ip`.
     fn node_at(&self, ip: IpAddr) -> Option<(&String, &NodeInfo)> {
         self.nodes
@@ -279,6 +286,7 @@ pub fn desired(snap: &Snapshot) -> Desired {
         problems: Vec::new(),
     };
     peers(snap, &me, &mut d);
+    exports(snap, &me, &mut d);
     announcements(snap, &mut d);
     d.nat = snap
         .pools
@@ -341,22 +349,34 @@ fn add_peer(d: &mut Desired, peer: PeerConfig, kind: PeerType) {
     d.peer_types.insert(addr, kind);
 }
 
+/// Whether a BGPPeer applies to this node, and as which kind.
+fn explicit_kind(snap: &Snapshot, me: &NodeInfo, p: &BGPPeerSpec) -> Option<PeerType> {
+    match (&p.node, &p.node_selector) {
+        (Some(n), _) if *n == snap.node => Some(PeerType::NodeSpecific),
+        (Some(_), _) => None,
+        (None, Some(sel)) if sel.matches(&me.labels) => Some(PeerType::NodeSpecific),
+        (None, Some(_)) => None,
+        (None, None) => Some(PeerType::Global),
+    }
+}
+
+/// The external peers of this node: the `peerIP` of every BGPPeer that applies to it
+/// (routers outside the cluster, or whatever the operator names that way; an address
+/// named there is external even when a serval node has it, as the peering itself is).
+fn external_peers<'a>(snap: &'a Snapshot, me: &'a NodeInfo) -> impl Iterator<Item = IpAddr> + 'a {
+    snap.peers
+        .values()
+        .filter(|p| explicit_kind(snap, me, p).is_some())
+        .filter_map(|p| p.peer_ip.map(|a| a.ip))
+}
+
 fn peers(snap: &Snapshot, me: &NodeInfo, d: &mut Desired) {
     let my_addrs: BTreeSet<IpAddr> = me.addresses().collect();
     // Explicit BGPPeers first: node-specific, then global, then by name.
     let mut applicable: Vec<(&String, &BGPPeerSpec, PeerType)> = snap
         .peers
         .iter()
-        .filter_map(|(name, p)| {
-            let kind = match (&p.node, &p.node_selector) {
-                (Some(n), _) if *n == snap.node => PeerType::NodeSpecific,
-                (Some(_), _) => return None,
-                (None, Some(sel)) if sel.matches(&me.labels) => PeerType::NodeSpecific,
-                (None, Some(_)) => return None,
-                (None, None) => PeerType::Global,
-            };
-            Some((name, p, kind))
-        })
+        .filter_map(|(name, p)| explicit_kind(snap, me, p).map(|kind| (name, p, kind)))
         .collect();
     applicable.sort_by_key(|(name, _, kind)| (*kind, (*name).clone()));
     for (name, p, kind) in applicable {
@@ -524,11 +544,13 @@ fn apply_peer_spec(
     }
     cfg.max_prefix = p.max_prefix_config();
     cfg.import = policies.0.clone().map(PolicyRef::Inline);
+    // The filters' export rules only: `exports` adds the default after them.
     cfg.export = policies.1.clone().map(PolicyRef::Inline);
 }
 
 /// The import and export policies of a peer's filters, in order; `None` when the peer
-/// has no filters (accept all).
+/// has no filters. Import falls through to accept; the export rules are completed by
+/// [`export_policy`].
 fn filters(
     snap: &Snapshot,
     names: &[String],
@@ -604,6 +626,107 @@ fn filters(
         }
     }
     Ok((Some(import), Some(export)))
+}
+
+// ---------------------------------------------------------------------------------------
+// Export
+
+/// Gives every peer its export policy (see [`export_policy`]).
+fn exports(snap: &Snapshot, me: &NodeInfo, d: &mut Desired) {
+    let external: BTreeSet<IpNet> = external_peers(snap, me).map(IpNet::from).collect();
+    let external: Vec<IpNet> = external.into_iter().collect();
+    for (addr, cfg) in d.peers.iter_mut() {
+        let Some(kind) = d.peer_types.get(addr) else {
+            continue;
+        };
+        let filter_rules = match cfg.export.take() {
+            Some(PolicyRef::Inline(p)) => p.rules,
+            _ => Vec::new(),
+        };
+        let policy = export_policy(snap, *kind, filter_rules, &external);
+        cfg.export = (policy != Policy::accept_all()).then_some(PolicyRef::Inline(policy));
+    }
+}
+
+/// What a peer of `kind` is sent: the export rules of its BGPFilters first (as Calico
+/// evaluates a BGPFilter before its own export filter: an `Accept` there exports a
+/// route the default would not, a `Reject` withholds one it would), then the default.
+///
+/// The default keeps a node from being a transit router between the routers it peers
+/// with:
+/// * to an external peer (a BGPPeer with `peerIP`): the routes the node originates
+///   (its blocks, borrowed addresses, service addresses) and routes inside an IP pool
+///   (without `disableBGPExport`) learned from other serval nodes; never a route learned
+///   from an external peer, not even one inside a pool; nothing else;
+/// * to serval nodes (the mesh, `peerSelector` peers, route-reflector clients): every
+///   route except those learned from external peers, so that a reflector passes on its
+///   clients' routes and each node takes the outside world's routes from its own peers.
+pub(crate) fn export_policy(
+    snap: &Snapshot,
+    kind: PeerType,
+    filter_rules: Vec<Rule>,
+    external: &[IpNet],
+) -> Policy {
+    let mut rules = filter_rules;
+    let rule = |name: &str, matches: Match, action: Verdict| Rule {
+        name: Some(format!("serval/{name}")),
+        matches,
+        then: Actions {
+            action,
+            ..Actions::default()
+        },
+    };
+    // An empty list in a Match matches everything: only with addresses.
+    if !external.is_empty() {
+        rules.push(rule(
+            "not-transit",
+            Match {
+                learned_from: external.to_vec(),
+                ..Match::default()
+            },
+            Verdict::Reject,
+        ));
+    }
+    match kind {
+        PeerType::Global | PeerType::NodeSpecific => {
+            rules.push(rule(
+                "own-routes",
+                Match {
+                    local_origin: Some(true),
+                    ..Match::default()
+                },
+                Verdict::Accept,
+            ));
+            let pools: Vec<PrefixEntry> = snap
+                .pools
+                .iter()
+                .filter(|p| !p.disable_bgp_export)
+                .map(|p| PrefixEntry {
+                    prefix: p.cidr,
+                    ge: None,
+                    le: Some(p.cidr.max_prefix_len()),
+                })
+                .collect();
+            if !pools.is_empty() {
+                rules.push(rule(
+                    "pools",
+                    Match {
+                        prefix: pools,
+                        ..Match::default()
+                    },
+                    Verdict::Accept,
+                ));
+            }
+            Policy {
+                rules,
+                default: Verdict::Reject,
+            }
+        }
+        PeerType::Mesh | PeerType::RrClient | PeerType::NodePeer => Policy {
+            rules,
+            default: Verdict::Accept,
+        },
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -772,20 +895,70 @@ fn hop_for(
 
 /// The kernel route for a prefix the speaker selected `best` for; `None` when serval
 /// programs no route for it: our own announcements (blackholes and pod routes come
-/// from elsewhere), prefixes outside every pool (the ToR's business), or no usable
-/// next hop.
+/// from elsewhere), or no usable next hop.
+///
+/// * Inside a pool: towards the node (or the router reflecting the nodes' routes) the
+///   best path names, encapsulated as the pool says.
+/// * Outside every pool: only a route learned from an external peer (a BGPPeer with
+///   `peerIP`), as plain routing through a gateway on one of the node's subnets: a
+///   default route or the networks of the data centre from the ToR. Never one inside the
+///   node's own blocks or inside one of its subnets (it would take over pods or
+///   neighbours the node reaches directly); a prefix outside the pools is never more
+///   specific than a pool route, so it cannot override one. Routes outside the pools
+///   that serval nodes announce (service addresses) are not programmed: every node
+///   originates them itself.
+/// * Never a next hop that is this node itself.
 pub fn route_for(prefix: &IpNet, best: &BestRoute, snap: &Snapshot) -> Option<RouteTarget> {
     if best.is_local() || snap.own_blocks.contains(prefix) {
         return None;
     }
-    let pool = snap.pool_of(prefix)?;
+    let Some(pool) = snap.pool_of(prefix) else {
+        return external_route_for(prefix, best, snap);
+    };
     let hops: BTreeSet<dataplane::NextHop> = best
         .next_hops()
         .iter()
         .map(next_hop_ip)
-        .filter(|nh| nh.is_ipv4() == prefix.addr().is_ipv4())
+        .filter(|nh| nh.is_ipv4() == prefix.addr().is_ipv4() && !snap.is_mine(*nh))
         .filter_map(|nh| hop_for(snap, prefix, pool, nh))
         .collect();
+    target_of(hops)
+}
+
+/// The route of a prefix outside every pool (see [`route_for`]).
+fn external_route_for(prefix: &IpNet, best: &BestRoute, snap: &Snapshot) -> Option<RouteTarget> {
+    if snap.own_blocks.iter().any(|b| b.contains(prefix))
+        || snap
+            .local_subnets
+            .iter()
+            .any(|n| n.trunc().contains(prefix))
+    {
+        return None;
+    }
+    let nobody = NodeInfo::default();
+    let external: BTreeSet<IpAddr> = external_peers(snap, snap.me().unwrap_or(&nobody)).collect();
+    let from_external =
+        |p: &bgp::rib::SelectedPath| p.peer_address.is_some_and(|a| external.contains(&a));
+    if !from_external(best.best()) {
+        return None;
+    }
+    let hops: BTreeSet<dataplane::NextHop> = best
+        .paths
+        .iter()
+        .filter(|p| from_external(p))
+        .filter_map(|p| p.attrs.next_hop.as_ref().map(next_hop_ip))
+        .filter(|nh| {
+            nh.is_ipv4() == prefix.addr().is_ipv4()
+                && snap.on_local_subnet(*nh)
+                && !snap.is_mine(*nh)
+                && snap.pool_of(&IpNet::from(*nh)).is_none()
+        })
+        .map(|gateway| dataplane::NextHop::Direct { gateway, dev: None })
+        .collect();
+    target_of(hops)
+}
+
+fn target_of(hops: BTreeSet<dataplane::NextHop>) -> Option<RouteTarget> {
     match hops.len() {
         0 => None,
         1 => hops.into_iter().next().map(RouteTarget::Unicast),

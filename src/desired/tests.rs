@@ -507,9 +507,26 @@ fn filters_become_policies_in_order() {
     let Some(PolicyRef::Inline(export)) = &t.export else {
         panic!("{:?}", t.export)
     };
+    // The filter's rules come first, then serval's default for an external peer.
+    let names: Vec<&str> = export
+        .rules
+        .iter()
+        .filter_map(|r| r.name.as_deref())
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            "pods-only/exportV4[0]",
+            "pods-only/exportV4[1]",
+            "serval/not-transit",
+            "serval/own-routes",
+        ]
+    );
+    assert_eq!(export.default, Verdict::Reject);
     let entries: Vec<(IpNet, Option<u8>, Option<u8>, Verdict)> = export
         .rules
         .iter()
+        .take(2)
         .map(|r| {
             let e = r.matches.prefix[0];
             (e.prefix, e.ge, e.le, r.then.action)
@@ -970,4 +987,292 @@ fn one_side_of_each_node_pair_connects() {
     s.peers.insert("tor".into(), peer_ip("10.0.0.1", 65000));
     let d = desired(&s);
     assert!(!d.peers[&ip("10.0.0.1")].passive);
+}
+
+/// A selection of paths, each (learned from, next hop).
+fn best_from(paths: &[(&str, &str)]) -> BestRoute {
+    let mut b = best(&paths.iter().map(|(_, nh)| *nh).collect::<Vec<_>>());
+    for (p, (from, _)) in b.paths.iter_mut().zip(paths) {
+        p.peer_address = Some(ip(from));
+    }
+    b
+}
+
+/// n1 with a pool, a pool that is not exported, a ToR (global BGPPeer), an upstream
+/// (BGPPeer for n1), a BGPPeer of another node and a route reflector peering by
+/// selector.
+fn with_external_peers() -> Snapshot {
+    let mut s = three_nodes();
+    let mut quiet = pool("10.66.0.0/16", EncapMode::Never, EncapMode::Never);
+    quiet.disable_bgp_export = true;
+    s.pools = vec![
+        pool("10.65.0.0/16", EncapMode::Never, EncapMode::Never),
+        quiet,
+        pool("fd00:65::/48", EncapMode::Never, EncapMode::Never),
+    ];
+    s.own_blocks = [net("10.65.0.0/26")].into();
+    s.peers.insert("tor".into(), peer_ip("192.0.2.254", 65000));
+    s.peers
+        .insert("tor-v6".into(), peer_ip("2001:db8::fe", 65000));
+    let mut upstream = peer_ip("192.0.2.253", 65100);
+    upstream.node = Some("n1".into());
+    s.peers.insert("upstream".into(), upstream);
+    let mut other = peer_ip("192.0.2.252", 65200);
+    other.node = Some("n2".into());
+    s.peers.insert("n2-only".into(), other);
+    let mut rr = BGPPeerSpec {
+        peer_selector: sel("rack == 'b'"),
+        ..BGPPeerSpec::default()
+    };
+    rr.node_selector = sel("rack == 'a'");
+    s.peers.insert("to-rack-b".into(), rr);
+    s
+}
+
+fn export_of(d: &Desired, peer: &str) -> bgp::policy::CompiledPolicy {
+    match &d.peers[&ip(peer)].export {
+        Some(PolicyRef::Inline(p)) => p.compile().unwrap(),
+        None => bgp::policy::CompiledPolicy::default(),
+        Some(other) => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn default_export_keeps_a_node_from_being_a_transit_router() {
+    let s = with_external_peers();
+    let d = desired(&s);
+    assert_eq!(d.peer_types[&ip("192.0.2.254")], PeerType::Global);
+    assert_eq!(d.peer_types[&ip("192.0.2.253")], PeerType::NodeSpecific);
+    assert_eq!(d.peer_types[&ip("192.0.2.2")], PeerType::Mesh);
+    assert_eq!(d.peer_types[&ip("198.51.100.3")], PeerType::NodePeer);
+    assert!(!d.peers.contains_key(&ip("192.0.2.252")));
+    const LOCAL: Option<&str> = None;
+    // (sent to, prefix, learned from, exported)
+    let cases: &[(&str, &str, Option<&str>, bool)] = &[
+        // To external peers: own routes and pool routes of serval nodes only.
+        ("192.0.2.254", "10.65.0.0/26", LOCAL, true),
+        ("192.0.2.254", "10.96.0.0/12", LOCAL, true),
+        ("192.0.2.254", "10.65.1.0/26", Some("192.0.2.2"), true),
+        ("192.0.2.254", "10.65.3.7/32", Some("198.51.100.3"), true),
+        ("192.0.2.254", "203.0.113.0/24", Some("192.0.2.253"), false),
+        ("192.0.2.254", "0.0.0.0/0", Some("192.0.2.253"), false),
+        ("192.0.2.254", "10.65.7.0/26", Some("192.0.2.253"), false),
+        ("192.0.2.254", "10.65.7.0/26", Some("2001:db8::fe"), false),
+        ("192.0.2.254", "203.0.113.0/24", Some("192.0.2.2"), false),
+        ("192.0.2.254", "10.66.1.0/26", Some("192.0.2.2"), false),
+        ("192.0.2.253", "203.0.113.0/24", Some("192.0.2.254"), false),
+        ("192.0.2.253", "10.65.0.0/26", LOCAL, true),
+        ("2001:db8::fe", "fd00:65::40/122", Some("2001:db8::2"), true),
+        (
+            "2001:db8::fe",
+            "2001:db8:9::/48",
+            Some("192.0.2.254"),
+            false,
+        ),
+        // To serval nodes: everything but what external peers sent.
+        ("192.0.2.2", "10.65.0.0/26", LOCAL, true),
+        ("192.0.2.2", "203.0.113.0/24", Some("198.51.100.3"), true),
+        ("192.0.2.2", "203.0.113.0/24", Some("192.0.2.254"), false),
+        ("192.0.2.2", "10.65.7.0/26", Some("192.0.2.253"), false),
+        ("198.51.100.3", "10.65.1.0/26", Some("192.0.2.2"), true),
+        ("198.51.100.3", "0.0.0.0/0", Some("192.0.2.254"), false),
+        // A peer of another node is not an external peer of this one.
+        ("192.0.2.2", "10.65.8.0/26", Some("192.0.2.252"), true),
+    ];
+    let attrs = PathAttrs::default();
+    for (to, prefix, from, want) in cases {
+        let p = export_of(&d, to);
+        let o = p.evaluate(&bgp::policy::RouteCtx {
+            prefix: net(prefix),
+            attrs: &attrs,
+            peer_address: Some(ip(to)),
+            learned_from: from.map(ip),
+        });
+        assert_eq!(o.accepted(), *want, "{prefix} from {from:?} to {to}");
+    }
+}
+
+#[test]
+fn filter_rules_come_before_the_default_export() {
+    let mut s = with_external_peers();
+    s.filters.insert(
+        "transit".into(),
+        BGPFilterSpec {
+            export_v4: vec![
+                BGPFilterRule {
+                    action: FilterAction::Accept,
+                    match_operator: Some(MatchOperator::Equal),
+                    cidr: Some(net("203.0.113.0/24")),
+                    prefix_length: None,
+                },
+                BGPFilterRule {
+                    action: FilterAction::Reject,
+                    match_operator: Some(MatchOperator::In),
+                    cidr: Some(net("10.65.0.0/16")),
+                    prefix_length: None,
+                },
+            ],
+            ..BGPFilterSpec::default()
+        },
+    );
+    s.peers.get_mut("tor").unwrap().filters = vec!["transit".into()];
+    let d = desired(&s);
+    let p = export_of(&d, "192.0.2.254");
+    let attrs = PathAttrs::default();
+    let cases: &[(&str, Option<&str>, bool)] = &[
+        ("203.0.113.0/24", Some("192.0.2.253"), true),
+        ("198.51.100.0/24", Some("192.0.2.253"), false),
+        ("10.65.0.0/26", None, false),
+        ("10.96.0.0/12", None, true),
+    ];
+    for (prefix, from, want) in cases {
+        let o = p.evaluate(&bgp::policy::RouteCtx {
+            prefix: net(prefix),
+            attrs: &attrs,
+            peer_address: Some(ip("192.0.2.254")),
+            learned_from: from.map(ip),
+        });
+        assert_eq!(o.accepted(), *want, "{prefix} from {from:?}");
+    }
+}
+
+#[test]
+fn without_external_peers_the_mesh_exports_everything() {
+    let mut s = three_nodes();
+    s.pools = vec![pool("10.65.0.0/16", EncapMode::Never, EncapMode::Never)];
+    let d = desired(&s);
+    assert!(d.peers.values().all(|p| p.export.is_none()));
+}
+
+#[test]
+fn external_routes_in_the_kernel() {
+    let mut s = with_external_peers();
+    // A block of a pool since deleted.
+    s.own_blocks.insert(net("10.70.0.0/26"));
+    let direct = |g: &str| {
+        Some(RouteTarget::Unicast(NextHop::Direct {
+            gateway: ip(g),
+            dev: None,
+        }))
+    };
+    let tor = "192.0.2.254";
+    let upstream = "192.0.2.253";
+    #[allow(clippy::type_complexity)]
+    let cases: Vec<(&str, &str, Vec<(&str, &str)>, Option<RouteTarget>)> = vec![
+        (
+            "default route from the ToR",
+            "0.0.0.0/0",
+            vec![(tor, tor)],
+            direct(tor),
+        ),
+        (
+            "a data-centre network",
+            "198.18.0.0/15",
+            vec![(tor, tor)],
+            direct(tor),
+        ),
+        (
+            "a third-party next hop on the subnet",
+            "198.18.0.0/15",
+            vec![(tor, "192.0.2.250")],
+            direct("192.0.2.250"),
+        ),
+        (
+            "a node on another subnet, through the ToR",
+            "198.51.100.3/32",
+            vec![(tor, tor)],
+            direct(tor),
+        ),
+        (
+            "ECMP over two external peers",
+            "0.0.0.0/0",
+            vec![(tor, tor), (upstream, upstream)],
+            Some(RouteTarget::Multipath(
+                [
+                    NextHop::Direct {
+                        gateway: ip(tor),
+                        dev: None,
+                    },
+                    NextHop::Direct {
+                        gateway: ip(upstream),
+                        dev: None,
+                    },
+                ]
+                .into(),
+            )),
+        ),
+        (
+            "IPv6 default route",
+            "::/0",
+            vec![("2001:db8::fe", "2001:db8::fe")],
+            direct("2001:db8::fe"),
+        ),
+        (
+            "learned from a serval node: it originates nothing outside the pools for us",
+            "0.0.0.0/0",
+            vec![("192.0.2.2", "192.0.2.2")],
+            None,
+        ),
+        (
+            "from a peer of another node",
+            "0.0.0.0/0",
+            vec![("192.0.2.252", "192.0.2.252")],
+            None,
+        ),
+        (
+            "inside the node's subnet: reached directly",
+            "192.0.2.128/25",
+            vec![(tor, tor)],
+            None,
+        ),
+        (
+            "a neighbour's address",
+            "192.0.2.2/32",
+            vec![(tor, tor)],
+            None,
+        ),
+        (
+            "inside an own block of a deleted pool",
+            "10.70.0.0/28",
+            vec![(tor, tor)],
+            None,
+        ),
+        (
+            "next hop is this node",
+            "0.0.0.0/0",
+            vec![(tor, "192.0.2.1")],
+            None,
+        ),
+        (
+            "next hop off the node's subnets",
+            "0.0.0.0/0",
+            vec![(tor, "203.0.113.9")],
+            None,
+        ),
+        (
+            "next hop of the other family",
+            "0.0.0.0/0",
+            vec![(tor, "2001:db8::fe")],
+            None,
+        ),
+        (
+            "a pool route whose next hop is this node",
+            "10.65.1.0/26",
+            vec![(tor, "192.0.2.1")],
+            None,
+        ),
+        (
+            "a pool route from a reflecting ToR, as before",
+            "10.65.1.0/26",
+            vec![(tor, "192.0.2.2")],
+            direct("192.0.2.2"),
+        ),
+    ];
+    for (what, prefix, paths, want) in cases {
+        assert_eq!(
+            route_for(&net(prefix), &best_from(&paths), &s),
+            want,
+            "{what}"
+        );
+    }
 }

@@ -5,7 +5,7 @@
 mod dataplane_support;
 
 use dataplane_support::{ping, require_tool, veth, NetNs};
-use serval::dataplane::{NatPool, NatProgrammer, NatReport};
+use serval::dataplane::{BgpGuard, NatPool, NatProgrammer, NatReport};
 
 fn pool(cidr: &str, nat_outgoing: bool) -> NatPool {
     NatPool {
@@ -115,7 +115,7 @@ fn lab() -> Lab {
 }
 
 fn sync(ns: &NetNs, pools: &[NatPool]) -> NatReport {
-    ns.run(|| async { NatProgrammer::new().unwrap().sync(pools).await.unwrap() })
+    sync_guarded(ns, pools, &BgpGuard::default())
 }
 
 #[test]
@@ -244,12 +244,108 @@ fn nat_sync_is_idempotent_touches_nothing_else_and_removes_its_tables() {
     sync(&lab.node, &pools);
     assert_eq!(serval_table(&lab.node, "ip").expect("ip serval"), v4);
 
-    // natOutgoing off everywhere: serval's tables go, the other table stays as it was.
+    // natOutgoing off everywhere: no masquerade; the IPv4 table stays for the BGP guard,
+    // the IPv6 one (no IPv6 pool left) goes.
     let report = sync(&lab.node, &[pool("10.70.0.0/16", false)]);
+    assert_eq!(
+        report,
+        NatReport {
+            ipv4_table: true,
+            ipv6_table: false
+        }
+    );
+    let v4 = serval_table(&lab.node, "ip")
+        .expect("ip serval")
+        .to_string();
+    assert!(!v4.contains("masquerade"), "{v4}");
+    assert!(serval_table(&lab.node, "ip6").is_none());
+    // No pool at all: serval's tables go, the other table stays as it was.
+    let report = sync(&lab.node, &[]);
     assert_eq!(report, NatReport::default());
     assert!(serval_table(&lab.node, "ip").is_none());
     assert!(serval_table(&lab.node, "ip6").is_none());
     // Removing again is not an error.
     sync(&lab.node, &[]);
     assert_eq!(other(), other_before);
+}
+
+/// A TCP listener bound inside `ns` (a socket keeps the namespace it was made in). The
+/// kernel completes handshakes into its backlog without an accept.
+fn listen(ns: &NetNs, addr: &str) -> std::net::TcpListener {
+    let addr: std::net::SocketAddr = addr.parse().unwrap();
+    ns.run(|| async move {
+        std::net::TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"))
+    })
+}
+
+/// Whether a TCP handshake from `ns` to `addr` completes within a second.
+fn connects(ns: &NetNs, addr: &str) -> bool {
+    let addr: std::net::SocketAddr = addr.parse().unwrap();
+    ns.run(|| async move {
+        std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(1)).is_ok()
+    })
+}
+
+fn sync_guarded(ns: &NetNs, pools: &[NatPool], guard: &BgpGuard) -> NatReport {
+    ns.run(|| async {
+        NatProgrammer::new()
+            .unwrap()
+            .sync(pools, guard)
+            .await
+            .unwrap()
+    })
+}
+
+/// A pod cannot reach the node's BGP port, nor a BGP peer's port as the node (its
+/// traffic would leave masqueraded); every other port stays open to it, the node's own
+/// connections to its peers are untouched, and the peer set follows the peers.
+#[test]
+fn bgp_guard_keeps_pods_off_the_bgp_port_and_the_peers() {
+    let lab = lab();
+    // The node's speaker, on every address of the node, and another service of the node.
+    let _speaker = listen(&lab.node, "0.0.0.0:1790");
+    let _node_web = listen(&lab.node, "0.0.0.0:8080");
+    // The peer's speaker and another port of the peer's.
+    let _peer = listen(&lab.outside, "198.51.100.2:1790");
+    let _peer_web = listen(&lab.outside, "198.51.100.2:8080");
+    let pools = [pool("10.70.0.0/16", true), pool("10.71.0.0/16", false)];
+
+    // natOutgoing alone: the pod reaches the peer's BGP port as the node.
+    sync(&lab.node, &pools);
+    assert!(connects(&lab.pod, "198.51.100.2:1790"));
+    assert!(connects(&lab.pod, "10.70.0.1:1790"));
+
+    let guard = BgpGuard::new(1790, ["198.51.100.2:1790".parse().unwrap()]);
+    let report = sync_guarded(&lab.node, &pools, &guard);
+    assert!(report.ipv4_table);
+    for target in ["10.70.0.1:1790", "198.51.100.1:1790", "198.51.100.2:1790"] {
+        assert!(!connects(&lab.pod, target), "pod reached {target}");
+        // Also from a pool without natOutgoing.
+        assert!(!connects(&lab.pod2, target), "pod2 reached {target}");
+    }
+    for target in ["10.70.0.1:8080", "198.51.100.1:8080", "198.51.100.2:8080"] {
+        assert!(connects(&lab.pod, target), "pod cannot reach {target}");
+    }
+    // The node itself still reaches its peer, and the peer the node.
+    assert!(connects(&lab.node, "198.51.100.2:1790"));
+    assert!(connects(&lab.outside, "198.51.100.1:1790"));
+    let v4 = serval_table(&lab.node, "ip")
+        .expect("ip serval")
+        .to_string();
+    assert!(
+        v4.contains(r#""name":"bgp-input""#) && v4.contains(r#""name":"bgp-forward""#),
+        "{v4}"
+    );
+
+    // The peer is gone: its port is open to pods again; a new one is guarded.
+    let guard = BgpGuard::new(1790, ["198.51.100.2:8080".parse().unwrap()]);
+    sync_guarded(&lab.node, &pools, &guard);
+    assert!(connects(&lab.pod, "198.51.100.2:1790"));
+    assert!(!connects(&lab.pod, "198.51.100.2:8080"));
+    assert!(!connects(&lab.pod, "10.70.0.1:1790"));
+
+    // Without natOutgoing the guard stays.
+    sync_guarded(&lab.node, &[pool("10.70.0.0/16", false)], &guard);
+    assert!(!connects(&lab.pod, "10.70.0.1:1790"));
+    assert!(connects(&lab.pod, "10.70.0.1:8080"));
 }

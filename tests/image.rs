@@ -394,8 +394,16 @@ fn image_is_a_reproducible_self_contained_oci_archive() {
             nat_outgoing: true,
         },
     ];
-    let ruleset = serde_json::to_vec(&serval::dataplane::nat::ruleset(&pools).to_nftables())
-        .expect("the ruleset serializes");
+    let guard = serval::dataplane::BgpGuard::new(
+        179,
+        [
+            "192.0.2.1:179".parse().unwrap(),
+            "[2001:db8::1]:179".parse().unwrap(),
+        ],
+    );
+    let ruleset =
+        serde_json::to_vec(&serval::dataplane::nat::ruleset(&pools, &guard).to_nftables())
+            .expect("the ruleset serializes");
     image.run(Some(&ns.handle()), &[], &["nft", "-j", "-f", "-"], &ruleset);
     for family in ["ip", "ip6"] {
         let out = image.run(
@@ -406,6 +414,7 @@ fn image_is_a_reproducible_self_contained_oci_archive() {
         );
         let text = stdout(&out);
         assert!(text.contains("masquerade"), "{family} serval: {text}");
+        assert!(text.contains("bgp-peers"), "{family} serval: {text}");
     }
     drop(ns);
 

@@ -30,7 +30,7 @@ use std::net::IpAddr;
 pub use desired::{DesiredRoutes, Mac, NatPool, NextHop, RouteDiff, RouteTarget, VxlanPeer};
 pub use error::Error;
 pub use mtu::Encapsulation;
-pub use nat::{NatProgrammer, NatReport};
+pub use nat::{BgpGuard, NatProgrammer, NatReport};
 pub use netlink::{Netlink, NetlinkError};
 pub use plan::Conflict;
 pub use routes::{
@@ -138,8 +138,8 @@ impl Dataplane {
     }
 
     /// See [`NatProgrammer::sync`]; fails clearly when `nft` is missing.
-    pub async fn sync_nat(&self, pools: &[NatPool]) -> Result<NatReport, Error> {
-        NatProgrammer::new()?.sync(pools).await
+    pub async fn sync_nat(&self, pools: &[NatPool], guard: &BgpGuard) -> Result<NatReport, Error> {
+        NatProgrammer::new()?.sync(pools, guard).await
     }
 
     async fn sync_peers(&self) -> Result<Vec<(&'static str, PeerReport)>, Error> {

@@ -39,7 +39,7 @@ use ipnet::IpNet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, info_span, warn, Instrument as _};
 
-use crate::dataplane::{Dataplane, DesiredRoutes, NatPool, RouteConfig, RouteDiff};
+use crate::dataplane::{BgpGuard, Dataplane, DesiredRoutes, NatPool, RouteConfig, RouteDiff};
 use crate::desired::{self, Desired, Snapshot, Tunnels};
 use crate::resources::{ClusterResource, Spec};
 use crate::status::TunnelRow;
@@ -109,8 +109,11 @@ pub struct Agent {
     desired: Option<Desired>,
     tunnels_applied: Option<Tunnels>,
     tunnel_rows: Vec<TunnelRow>,
-    nat_applied: Option<Vec<NatPool>>,
+    nat_applied: Option<(Vec<NatPool>, BgpGuard)>,
     nat_error: Option<String>,
+    /// The BGP guard's nftables table could not be applied (no natOutgoing pool, so not
+    /// a readiness error: a kernel without nftables still routes).
+    guard_error: Option<String>,
     /// Forwarding sysctls that are off and cannot be set (read-only /proc/sys).
     forwarding_errors: Vec<String>,
     mtu: Option<u32>,
@@ -481,6 +484,7 @@ impl Agent {
             tunnel_rows: Vec::new(),
             nat_applied: None,
             nat_error: None,
+            guard_error: None,
             forwarding_errors,
             mtu: None,
             datastore_ok: true,
@@ -616,7 +620,10 @@ impl Agent {
         }
         if self.last_resync.elapsed() >= RESYNC_EVERY {
             self.last_resync = Instant::now();
-            if self.tunnel_rows.iter().any(|r| r.error.is_some()) || self.nat_error.is_some() {
+            if self.tunnel_rows.iter().any(|r| r.error.is_some())
+                || self.nat_error.is_some()
+                || self.guard_error.is_some()
+            {
                 self.tunnels_applied = None;
                 self.nat_applied = None;
                 self.reconcile(inputs).await;
@@ -849,7 +856,7 @@ impl Agent {
             // A device the kernel had to recreate lost its routes and VXLAN entries.
             self.full_sync().await;
         }
-        self.apply_nat().await;
+        self.apply_nat(&mut problems).await;
         self.write_mtu(&mut problems);
         if !self.first_reconcile_done && self.speaker.is_some() && self.datastore_ok {
             self.first_reconcile_done = true;
@@ -972,29 +979,35 @@ impl Agent {
         }
     }
 
-    async fn apply_nat(&mut self) {
-        let Some(d) = &self.desired else {
-            return;
-        };
-        let mut want = d.nat.clone();
-        want.sort();
-        if self.nat_applied.as_ref() == Some(&want) {
-            return;
-        }
-        let had = self
-            .nat_applied
-            .as_ref()
-            .is_some_and(|n| n.iter().any(|p| p.nat_outgoing));
-        if want.iter().any(|p| p.nat_outgoing) || had {
-            match self.dp.sync_nat(&want).await {
-                Ok(_) => self.nat_error = None,
-                Err(e) => {
-                    error!(error = %e, "natOutgoing");
-                    self.nat_error = Some(format!("natOutgoing: {e}"));
+    /// serval's nftables tables: natOutgoing and the guard that keeps pods off the BGP
+    /// port and the peers' ports.
+    async fn apply_nat(&mut self, problems: &mut Vec<String>) {
+        if let Some(d) = &self.desired {
+            let mut pools = d.nat.clone();
+            pools.sort();
+            let peers = d
+                .peers
+                .values()
+                .map(|p| SocketAddr::new(p.address, p.port));
+            let want = (pools, BgpGuard::new(d.listen_port, peers));
+            if self.nat_applied.as_ref() != Some(&want) {
+                self.nat_error = None;
+                self.guard_error = None;
+                if let Err(e) = self.dp.sync_nat(&want.0, &want.1).await {
+                    if want.0.iter().any(|p| p.nat_outgoing) {
+                        error!(error = %e, "natOutgoing");
+                        self.nat_error = Some(format!("natOutgoing: {e}"));
+                    } else {
+                        warn!(error = %e, "BGP guard");
+                        self.guard_error = Some(format!(
+                            "pods are not kept off the BGP port and the peers' ports: {e}"
+                        ));
+                    }
                 }
+                self.nat_applied = Some(want);
             }
         }
-        self.nat_applied = Some(want);
+        problems.extend(self.guard_error.clone());
     }
 
     fn write_mtu(&mut self, problems: &mut Vec<String>) {

@@ -985,10 +985,7 @@ impl Agent {
         if let Some(d) = &self.desired {
             let mut pools = d.nat.clone();
             pools.sort();
-            let peers = d
-                .peers
-                .values()
-                .map(|p| SocketAddr::new(p.address, p.port));
+            let peers = d.peers.values().map(|p| SocketAddr::new(p.address, p.port));
             let want = (pools, BgpGuard::new(d.listen_port, peers));
             if self.nat_applied.as_ref() != Some(&want) {
                 self.nat_error = None;

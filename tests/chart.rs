@@ -14,7 +14,11 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
 use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use serde_json::{json, Value};
@@ -73,11 +77,22 @@ fn etcd_values() -> String {
         .to_string()
 }
 
-/// The two value sets CI renders.
+/// What a Kubernetes 1.30 or later API server offers the chart (`helm template` asks no
+/// server).
+const ADMISSION_API: [&str; 2] = [
+    "--api-versions",
+    "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy",
+];
+
+/// The value sets CI renders.
 fn renders() -> Vec<(&'static str, Vec<Value>)> {
     vec![
-        ("default", render(&[])),
-        ("etcd", render(&["-f", &etcd_values()])),
+        ("default", render(&ADMISSION_API)),
+        (
+            "etcd",
+            render(&[&["-f", etcd_values().as_str()][..], &ADMISSION_API].concat()),
+        ),
+        ("before 1.30", render(&[])),
     ]
 }
 
@@ -144,6 +159,11 @@ fn every_rendered_object_is_valid_for_its_kind() {
                 "Role" => round_trip::<Role>(o),
                 "RoleBinding" => round_trip::<RoleBinding>(o),
                 "ConfigMap" => round_trip::<ConfigMap>(o),
+                "ValidatingAdmissionPolicy" => round_trip::<ValidatingAdmissionPolicy>(o),
+                "ValidatingAdmissionPolicyBinding" => {
+                    round_trip::<ValidatingAdmissionPolicyBinding>(o)
+                }
+                "Lease" => round_trip::<Lease>(o),
                 "Service" => round_trip::<Service>(o),
                 "ServiceMonitor" => service_monitor(o),
                 "IPPool" | "BGPConfiguration" => {
@@ -162,13 +182,57 @@ fn every_rendered_object_is_valid_for_its_kind() {
         for k in ["DaemonSet", "ServiceAccount", "ConfigMap"] {
             assert!(kinds.contains(k), "{name}: no {k}");
         }
-        if name == "default" {
+        if name != "etcd" {
             assert!(
                 kinds.contains("ClusterRole") && kinds.contains("Role"),
                 "{name}: no RBAC"
             );
         }
+        // The admission policy where the API has it and the datastore is Kubernetes.
+        let policy = [
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
+            "Lease",
+        ];
+        for k in policy {
+            assert_eq!(kinds.contains(k), name == "default", "{name}: {k}");
+        }
     }
+}
+
+/// The policy binds to the collector's Lease that the chart creates, in the release's
+/// namespace, and holds the requests of the agents' ServiceAccount only.
+#[test]
+fn admission_policy_is_bound_to_the_agents_and_the_lease() {
+    let objs = render(&[&["--namespace", "kube-system"][..], &ADMISSION_API].concat());
+    let policy = one(&objs, "ValidatingAdmissionPolicy");
+    let binding = one(&objs, "ValidatingAdmissionPolicyBinding");
+    let lease = one(&objs, "Lease");
+    assert_eq!(binding["spec"]["policyName"], policy["metadata"]["name"]);
+    assert_eq!(binding["spec"]["validationActions"], json!(["Deny"]));
+    assert_eq!(
+        binding["spec"]["paramRef"]["name"],
+        lease["metadata"]["name"]
+    );
+    assert_eq!(binding["spec"]["paramRef"]["namespace"], "kube-system");
+    assert_eq!(lease["metadata"]["namespace"], "kube-system");
+    assert_eq!(lease["metadata"]["name"], "serval-node-gc");
+    assert_eq!(policy["spec"]["failurePolicy"], "Fail");
+    let who = policy["spec"]["matchConditions"][0]["expression"]
+        .as_str()
+        .unwrap_or_default();
+    assert_eq!(
+        who,
+        "request.userInfo.username == 'system:serviceaccount:kube-system:serval'"
+    );
+    let off = render(
+        &[
+            &["--set", "admissionPolicy.enabled=false"][..],
+            &ADMISSION_API,
+        ]
+        .concat(),
+    );
+    assert!(off.iter().all(|o| o["kind"] != "ValidatingAdmissionPolicy"));
 }
 
 /// The prometheus-operator kind has no Rust type here: its fields are checked by name.
@@ -232,14 +296,14 @@ fn the_daemonset_has_what_a_node_agent_needs() {
             .iter()
             .find(|c| c.name == "install-cni-watch");
         match (name, watcher) {
-            ("default", Some(w)) => {
+            ("default" | "before 1.30", Some(w)) => {
                 let cmd = w.command.clone().unwrap_or_default();
                 assert_eq!(cmd.first().map(String::as_str), Some("serval"), "{name}");
                 assert!(cmd.iter().any(|a| a == "--watch"), "{name}: {cmd:?}");
                 let env = env_of(w);
                 assert_eq!(env["SERVAL_DATASTORE"], json!("kubernetes"), "{name}");
             }
-            ("default", None) => panic!("{name}: no install-cni-watch sidecar"),
+            ("default" | "before 1.30", None) => panic!("{name}: no install-cni-watch sidecar"),
             (_, Some(_)) => panic!("{name}: a token-refresh sidecar without a token"),
             (_, None) => {}
         }
@@ -270,7 +334,7 @@ fn the_daemonset_has_what_a_node_agent_needs() {
         );
         let datastore = env["SERVAL_DATASTORE"].as_str().unwrap();
         match name {
-            "default" => assert_eq!(datastore, "kubernetes"),
+            "default" | "before 1.30" => assert_eq!(datastore, "kubernetes"),
             _ => assert_eq!(
                 datastore,
                 "etcd:https://192.0.2.1:2379,https://192.0.2.2:2379"

@@ -101,6 +101,11 @@ fn chart_rbac(api: &ApiServer, password_secret: &str) -> Result<String> {
             "templates/serviceaccount.yaml",
             "--show-only",
             "templates/rbac.yaml",
+            "--show-only",
+            "templates/admission.yaml",
+            // helm template asks no server: say the admission policy API is there.
+            "--api-versions",
+            "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy",
         ],
     )
 }
@@ -480,13 +485,18 @@ fn agents_on_kubernetes_mesh_report_survive_outages_and_collect_deleted_nodes() 
         }
         api.kubectl_stdin(&["apply", "-f", "-"], &cluster_yaml())?;
 
-        // Phase 1 — mesh and ToR: the agents speak as the chart's ServiceAccount.
+        // Phase 1 — mesh and ToR: the agents speak as the chart's ServiceAccount, each
+        // with a token bound to its pod on its node, under the chart's admission policy.
         let t = Instant::now();
-        let kubeconfig =
-            api.service_account_kubeconfig(NAMESPACE, SERVICE_ACCOUNT, Duration::from_secs(3600))?;
-        let kc = kubeconfig.display().to_string();
-        let env = [("KUBECONFIG", kc.as_str()), ("SERVAL_NAMESPACE", NAMESPACE)];
         for n in [&mut n1, &mut n2, &mut n3] {
+            let kubeconfig = api.node_agent_kubeconfig(
+                NAMESPACE,
+                SERVICE_ACCOUNT,
+                &n.name,
+                Duration::from_secs(3600),
+            )?;
+            let kc = kubeconfig.display().to_string();
+            let env = [("KUBECONFIG", kc.as_str()), ("SERVAL_NAMESPACE", NAMESPACE)];
             n.start_with_env("kubernetes", &env, LOG_LEVEL)?;
         }
         let want_addr = [
@@ -532,9 +542,13 @@ fn agents_on_kubernetes_mesh_report_survive_outages_and_collect_deleted_nodes() 
 
         // Phase 2 — pods wired by the CNI plugin with the kubeconfig install-cni writes.
         let t = Instant::now();
-        let token =
-            api.service_account_token(NAMESPACE, SERVICE_ACCOUNT, Duration::from_secs(3600))?;
         for n in [&mut n1, &mut n2, &mut n3] {
+            let token = api.pod_token(
+                NAMESPACE,
+                SERVICE_ACCOUNT,
+                &format!("{SERVICE_ACCOUNT}-{}", n.name),
+                Duration::from_secs(3600),
+            )?;
             let mut sa = ProjectedToken::new(n.dir.join("serviceaccount"))?;
             sa.write(&token, api.ca())?;
             let cni_dir = n.dir.join("cni");
@@ -833,20 +847,11 @@ fn cni_keeps_working_when_its_token_is_revoked_and_rotated() {
             "apiVersion: serval.dev/v1\nkind: IPPool\nmetadata: {name: pods}\nspec: {cidr: 10.66.0.0/16, blockSize: 26}\n",
         )?;
 
-        // The kubelet's first token, bound to an object whose deletion revokes it.
-        let bound_token = |secret: &str| -> Result<String> {
-            api.kubectl(&["-n", NAMESPACE, "create", "secret", "generic", secret])?;
-            let out = api.kubectl(&[
-                "-n",
-                NAMESPACE,
-                "create",
-                "token",
-                SERVICE_ACCOUNT,
-                "--bound-object-kind=Secret",
-                &format!("--bound-object-name={secret}"),
-                "--duration=3600s",
-            ])?;
-            Ok(out.trim().to_owned())
+        // The kubelet's first token, bound to the agent's pod on n1: deleting the pod
+        // revokes it.
+        let bound_token = |pod: &str| -> Result<String> {
+            api.pod_on_node(NAMESPACE, SERVICE_ACCOUNT, pod, "n1")?;
+            api.pod_token(NAMESPACE, SERVICE_ACCOUNT, pod, Duration::from_secs(3600))
         };
         let first = bound_token("cni-token-1")?;
         let dir = test.subdir("n1")?;
@@ -883,7 +888,16 @@ fn cni_keeps_working_when_its_token_is_revoked_and_rotated() {
 
         // The bound object goes: the server refuses the token at once.
         let t = Instant::now();
-        api.kubectl(&["-n", NAMESPACE, "delete", "secret", "cni-token-1"])?;
+        // Forced: no kubelet confirms a graceful deletion.
+        api.kubectl(&[
+            "-n",
+            NAMESPACE,
+            "delete",
+            "pod",
+            "cni-token-1",
+            "--grace-period=0",
+            "--force",
+        ])?;
         let as_cni = api.dir().join("as-cni.kubeconfig");
         api.write_kubeconfig(&as_cni, &Credentials::Token(first.clone()))?;
         wait_until(

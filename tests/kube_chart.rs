@@ -669,6 +669,236 @@ spec:
             spec: {type: object, x-kubernetes-preserve-unknown-fields: true}
 "#;
 
+/// Node `name`'s ServalNode as its agent registers it.
+fn serval_node(name: &str) -> String {
+    serde_json::json!({
+        "apiVersion": "serval.dev/v1", "kind": "ServalNode", "metadata": {"name": name},
+        "spec": {"bgp": {"ipv4Address": "192.0.2.10/24"}},
+    })
+    .to_string()
+}
+
+/// Who an address of a block was given to, as the IPAM writes it.
+fn owner(node: &str, handle: &str) -> Value {
+    serde_json::json!({"handleId": handle, "node": node, "namespace": "default", "pod": handle})
+}
+
+/// What the chart's admission policy lets each agent write, on the real server: its own
+/// ServalNode, status and block affinities; in any block only its own addresses; a free
+/// block claimed, its own released; the collector Lease only as itself, and with it
+/// another node's ServalNode removed. Every refusal names the policy and the node.
+fn node_writes(api: &ApiServer) -> Result<()> {
+    let life = Duration::from_secs(600);
+    let w1 = api.node_agent_kubeconfig(NS, SA, "worker-1", life)?;
+    let w2 = api.node_agent_kubeconfig(NS, SA, "worker-2", life)?;
+    let unbound = api.service_account_kubeconfig(NS, SA, life)?;
+    let as_ =
+        |kc: &std::path::Path, args: &[&str], input: Option<&str>| api.kubectl_as(kc, args, input);
+    let refused = |what: &str, node: &str, r: Result<String>| {
+        let said = rejection(what, r);
+        assert!(
+            said.contains("ValidatingAdmissionPolicy 'serval-node-writes'")
+                && said.contains(&format!("node {node} ")),
+            "{what}: {said}"
+        );
+        eprintln!("refused as it must be: {what}");
+    };
+    let create = ["create", "-f", "-"];
+    let replace = ["replace", "-f", "-"];
+
+    // ServalNodes.
+    as_(&w1, &create, Some(&serval_node("worker-1")))?;
+    as_(&w2, &create, Some(&serval_node("worker-2")))?;
+    refused(
+        "worker-1 registering worker-3's ServalNode",
+        "worker-1",
+        as_(&w1, &create, Some(&serval_node("worker-3"))),
+    );
+    let theirs = api.kubectl(&["get", "servalnodes.serval.dev", "worker-2", "-o", "json"])?;
+    refused(
+        "worker-1 rewriting worker-2's ServalNode",
+        "worker-1",
+        as_(&w1, &replace, Some(&theirs)),
+    );
+    refused(
+        "worker-1 deleting worker-2's ServalNode",
+        "worker-1",
+        as_(&w1, &["delete", "servalnodes.serval.dev", "worker-2"], None),
+    );
+    let said = rejection(
+        "a token bound to no pod registering a ServalNode",
+        as_(&unbound, &create, Some(&serval_node("worker-3"))),
+    );
+    assert!(said.contains("bound to a pod on a node"), "{said}");
+
+    // Block affinities.
+    let affinity = |node: &str| {
+        serde_json::json!({
+            "apiVersion": "serval.dev/v1", "kind": "BlockAffinity",
+            "metadata": {"name": format!("10-66-0-0-30.{node}")},
+            "spec": {"node": node, "cidr": "10.66.0.0/30", "state": "confirmed"},
+        })
+        .to_string()
+    };
+    refused(
+        "worker-2 claiming a block affinity for worker-1",
+        "worker-2",
+        as_(&w2, &create, Some(&affinity("worker-1"))),
+    );
+    as_(&w1, &create, Some(&affinity("worker-1")))?;
+
+    // A block: worker-1's, worker-2 borrows an address from it.
+    let get_block = || -> Result<Value> {
+        let out = api.kubectl(&["get", "ipamblocks.serval.dev", "10-66-0-0-30", "-o", "json"])?;
+        serde_json::from_str(&out).map_err(|e| Error::Check(format!("block: {e}: {out}")))
+    };
+    let block = serde_json::json!({
+        "apiVersion": "serval.dev/v1", "kind": "IPAMBlock", "metadata": {"name": "10-66-0-0-30"},
+        "spec": {"cidr": "10.66.0.0/30", "affinity": "worker-1", "allocations": [0, null, null, null],
+                 "unallocated": [1, 2, 3], "attributes": [owner("worker-1", "h1")]},
+    });
+    refused(
+        "worker-2 creating a block holding worker-1's address",
+        "worker-2",
+        as_(&w2, &create, Some(&block.to_string())),
+    );
+    as_(&w1, &create, Some(&block.to_string()))?;
+    let mut b = get_block()?;
+    b["spec"]["allocations"][1] = 1.into();
+    b["spec"]["unallocated"] = serde_json::json!([2, 3]);
+    b["spec"]["attributes"]
+        .as_array_mut()
+        .ok_or_else(|| Error::Check("attributes".into()))?
+        .push(owner("worker-2", "h2"));
+    as_(&w2, &replace, Some(&b.to_string()))?;
+    let edit = |f: &dyn Fn(&mut Value)| -> Result<String> {
+        let mut b = get_block()?;
+        f(&mut b);
+        Ok(b.to_string())
+    };
+    refused(
+        "worker-2 releasing worker-1's address",
+        "worker-2",
+        as_(
+            &w2,
+            &replace,
+            Some(&edit(&|b| {
+                b["spec"]["allocations"][0] = Value::Null;
+                b["spec"]["unallocated"] = serde_json::json!([2, 3, 0]);
+            })?),
+        ),
+    );
+    refused(
+        "worker-2 taking worker-1's address for its own pod",
+        "worker-2",
+        as_(
+            &w2,
+            &replace,
+            Some(&edit(&|b| b["spec"]["allocations"][0] = 1.into())?),
+        ),
+    );
+    refused(
+        "worker-2 taking worker-1's block",
+        "worker-2",
+        as_(
+            &w2,
+            &replace,
+            Some(&edit(&|b| b["spec"]["affinity"] = "worker-2".into())?),
+        ),
+    );
+    refused(
+        "worker-2 deleting worker-1's block",
+        "worker-2",
+        as_(
+            &w2,
+            &["delete", "ipamblocks.serval.dev", "10-66-0-0-30"],
+            None,
+        ),
+    );
+    let said = rejection(
+        "worker-1 putting worker-2's address on the free list",
+        as_(
+            &w1,
+            &replace,
+            Some(&edit(&|b| {
+                b["spec"]["unallocated"] = serde_json::json!([2, 3, 1])
+            })?),
+        ),
+    );
+    assert!(
+        said.contains("the free list may hold only free addresses"),
+        "{said}"
+    );
+    // Its own address worker-1 releases; the block it may not delete while worker-2's
+    // address is in it.
+    as_(
+        &w1,
+        &replace,
+        Some(&edit(&|b| {
+            b["spec"]["allocations"][0] = Value::Null;
+            b["spec"]["unallocated"] = serde_json::json!([2, 3, 0]);
+        })?),
+    )?;
+    refused(
+        "worker-1 deleting a block with worker-2's address in it",
+        "worker-1",
+        as_(
+            &w1,
+            &["delete", "ipamblocks.serval.dev", "10-66-0-0-30"],
+            None,
+        ),
+    );
+
+    // The collector Lease: held only as oneself; its holder removes another node's
+    // ServalNode.
+    let lease_as = |holder: &str| -> Result<String> {
+        let out = api.kubectl(&["-n", NS, "get", "lease", "serval-node-gc", "-o", "json"])?;
+        let mut l: Value =
+            serde_json::from_str(&out).map_err(|e| Error::Check(format!("lease: {e}: {out}")))?;
+        l["spec"]["holderIdentity"] = holder.into();
+        Ok(l.to_string())
+    };
+    refused(
+        "worker-1 writing worker-2 into the collector Lease",
+        "worker-1",
+        as_(&w1, &replace, Some(&lease_as("worker-2")?)),
+    );
+    as_(&w1, &replace, Some(&lease_as("worker-1")?))?;
+    refused(
+        "worker-2 deleting worker-1's ServalNode while worker-1 collects",
+        "worker-2",
+        as_(&w2, &["delete", "servalnodes.serval.dev", "worker-1"], None),
+    );
+    as_(&w1, &["delete", "servalnodes.serval.dev", "worker-2"], None)?;
+    as_(
+        &w1,
+        &["delete", "ipamblocks.serval.dev", "10-66-0-0-30"],
+        None,
+    )?;
+    as_(&w1, &replace, Some(&lease_as("")?))?;
+
+    for o in [
+        "servalnodes.serval.dev/worker-1",
+        "blockaffinities.serval.dev/10-66-0-0-30.worker-1",
+    ] {
+        api.kubectl(&["delete", o])?;
+    }
+    for pod in ["serval-worker-1", "serval-worker-2"] {
+        // No kubelet confirms a graceful deletion.
+        api.kubectl(&[
+            "-n",
+            NS,
+            "delete",
+            "pod",
+            pod,
+            "--grace-period=0",
+            "--force",
+        ])?;
+    }
+    api.kubectl(&["delete", "node", "worker-1", "worker-2"])?;
+    Ok(())
+}
+
 #[test]
 fn chart_on_a_real_api_server() {
     scenario("kube-chart", |dir| {
@@ -692,6 +922,9 @@ fn chart_on_a_real_api_server() {
             "clusterrolebinding.rbac.authorization.k8s.io",
             "role.rbac.authorization.k8s.io",
             "rolebinding.rbac.authorization.k8s.io",
+            "validatingadmissionpolicy.admissionregistration.k8s.io",
+            "validatingadmissionpolicybinding.admissionregistration.k8s.io",
+            "lease.coordination.k8s.io",
             "ippool.serval.dev",
             "bgpconfiguration.serval.dev",
         ] {
@@ -764,15 +997,12 @@ fn chart_on_a_real_api_server() {
             wrong.join("\n")
         );
 
-        // 4. With a token the server issued for the ServiceAccount, for real.
-        let sa = api.service_account_kubeconfig(NS, SA, Duration::from_secs(600))?;
+        // 4. With tokens the server issued for the ServiceAccount, for real: bound to a
+        //    pod on a node, as the kubelet projects them, each agent writes as its node
+        //    and no other.
+        let sa = api.node_agent_kubeconfig(NS, SA, "worker-1", Duration::from_secs(600))?;
         let pools = api.kubectl_as(&sa, &["get", "ippools.serval.dev", "-o", "name"], None)?;
         assert_eq!(pools.trim(), "ippool.serval.dev/default-ipv4");
-        api.kubectl_as(
-            &sa,
-            &["create", "-f", "-"],
-            Some(r#"{"apiVersion": "serval.dev/v1", "kind": "ServalNode", "metadata": {"name": "worker-1"}, "spec": {"bgp": {"ipv4Address": "192.0.2.10/24"}}}"#),
-        )?;
         let denied = rejection(
             "listing Secrets with the agent's token",
             api.kubectl_as(&sa, &["-n", NS, "get", "secrets"], None),
@@ -786,7 +1016,7 @@ fn chart_on_a_real_api_server() {
             api.kubectl_as(&sa, &["delete", "ippools.serval.dev", "default-ipv4"], None),
         );
         assert!(denied.contains("forbidden"), "{denied}");
-        api.kubectl(&["delete", "servalnodes.serval.dev", "worker-1"])?;
+        node_writes(&api)?;
         let checked = t0.elapsed();
 
         // 5. Uninstall: only what is kept on purpose stays; then it goes too.

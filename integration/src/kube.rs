@@ -375,6 +375,77 @@ impl ApiServer {
         Ok(path)
     }
 
+    /// A Pod `namespace/pod` of ServiceAccount `service_account` on Node `node`, as the
+    /// scheduler leaves it (no kubelet runs it); the Node is registered if it is not yet.
+    /// Tokens bound to this pod carry the node's name, as a kubelet's projected token
+    /// does; deleting the pod revokes them.
+    pub fn pod_on_node(
+        &self,
+        namespace: &str,
+        service_account: &str,
+        pod: &str,
+        node: &str,
+    ) -> Result<()> {
+        if self.kubectl(&["get", "node", node, "-o", "name"]).is_err() {
+            let obj =
+                serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node}});
+            self.kubectl_stdin(&["create", "-f", "-"], &obj.to_string())?;
+        }
+        let obj = serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": pod, "namespace": namespace},
+            "spec": {
+                "nodeName": node,
+                "serviceAccountName": service_account,
+                "containers": [{"name": "agent", "image": "serval"}],
+            },
+        });
+        self.kubectl_stdin(&["apply", "-f", "-"], &obj.to_string())?;
+        Ok(())
+    }
+
+    /// A token for the ServiceAccount of Pod `namespace/pod` (see [`Self::pod_on_node`]),
+    /// bound to that pod, valid for `lifetime`: the server authenticates it with the
+    /// pod's node name (`authentication.kubernetes.io/node-name`).
+    pub fn pod_token(
+        &self,
+        namespace: &str,
+        service_account: &str,
+        pod: &str,
+        lifetime: Duration,
+    ) -> Result<String> {
+        let duration = format!("--duration={}s", lifetime.as_secs());
+        let token = self.kubectl(&[
+            "-n",
+            namespace,
+            "create",
+            "token",
+            service_account,
+            "--bound-object-kind=Pod",
+            &format!("--bound-object-name={pod}"),
+            &duration,
+        ])?;
+        Ok(token.trim().to_owned())
+    }
+
+    /// A kubeconfig at `dir/<namespace>-<pod>.kubeconfig` that speaks as the agent on
+    /// `node` does: ServiceAccount `namespace/service_account` with a token bound to a
+    /// pod on that node (created by [`Self::pod_on_node`] as `<service_account>-<node>`).
+    pub fn node_agent_kubeconfig(
+        &self,
+        namespace: &str,
+        service_account: &str,
+        node: &str,
+        lifetime: Duration,
+    ) -> Result<PathBuf> {
+        let pod = format!("{service_account}-{node}");
+        self.pod_on_node(namespace, service_account, &pod, node)?;
+        let token = self.pod_token(namespace, service_account, &pod, lifetime)?;
+        let path = self.dir.join(format!("{namespace}-{pod}.kubeconfig"));
+        self.write_kubeconfig(&path, &Credentials::Token(token))?;
+        Ok(path)
+    }
+
     /// The user name the server authenticates `kubeconfig` as (`kubectl auth whoami`).
     pub fn whoami(&self, kubeconfig: &Path) -> Result<String> {
         self.kubectl_as(

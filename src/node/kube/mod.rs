@@ -174,6 +174,13 @@ pub async fn write_lease(
                     spec.acquire_time = None;
                 }
             }
+            // Keep the labels and annotations others put on the Lease (the chart creates
+            // it, and Helm knows its objects by them). The write still goes over the
+            // version the decision was made on: a newer Lease fails it with 409.
+            if let Some(current) = api.get_opt(name).await? {
+                l.metadata.labels = current.metadata.labels;
+                l.metadata.annotations = current.metadata.annotations;
+            }
             api.replace(name, &pp, &l).await
         }
     };

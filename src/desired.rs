@@ -661,7 +661,7 @@ fn exports(snap: &Snapshot, me: &NodeInfo, d: &mut Desired) {
 /// * to serval nodes (the mesh, `peerSelector` peers, route-reflector clients): every
 ///   route except those learned from external peers, so that a reflector passes on its
 ///   clients' routes and each node takes the outside world's routes from its own peers.
-pub(crate) fn export_policy(
+fn export_policy(
     snap: &Snapshot,
     kind: PeerType,
     filter_rules: Vec<Rule>,

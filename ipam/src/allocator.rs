@@ -91,6 +91,9 @@ pub struct Snapshot {
     /// Loaded handles; `None` means read and absent.
     pub handles: BTreeMap<HandleId, Option<Versioned<Handle>>>,
     pub all_handles: bool,
+    /// The wall-clock time of the read, in seconds since the Unix epoch: what new
+    /// allocations record as their `allocated_at`. `None` records nothing.
+    pub now_unix: Option<u64>,
 }
 
 /// Returns early from a planner with a read request when the snapshot lacks something.
@@ -475,12 +478,13 @@ impl AutoAssignRequest {
         }
     }
 
-    fn attribute(&self) -> AllocationAttribute {
+    fn attribute(&self, now_unix: Option<u64>) -> AllocationAttribute {
         AllocationAttribute {
             handle_id: self.handle.clone(),
             namespace: self.namespace.clone(),
             pod: self.pod.clone(),
             node: Some(self.node.name.clone()),
+            allocated_at: now_unix,
         }
     }
 
@@ -559,7 +563,7 @@ impl Plan for AutoAssignRequest {
                 take,
             ));
             let mut b = block.value.clone();
-            b.allocate(take, &self.attribute());
+            b.allocate(take, &self.attribute(snap.now_unix));
             writes.push(Write::update(Object::Block(b), block.revision.clone()));
             return Ok(Step::Write(writes));
         }
@@ -793,6 +797,7 @@ impl Plan for AssignIpRequest {
                         namespace: self.namespace.clone(),
                         pod: self.pod.clone(),
                         node: Some(self.node.name.clone()),
+                        allocated_at: snap.now_unix,
                     },
                 )?;
                 writes.push(Write::update(Object::Block(b), block.revision.clone()));

@@ -1,11 +1,21 @@
 //! Consistency check and repair over a full snapshot.
 //!
-//! [`analyze`] finds leaks (allocations no live or recorded handle owns), orphans (blocks
+//! [`analyze`] finds leaks (allocations no live handle owns), orphans (blocks
 //! outside every pool, affinities without their block, blocks without their affinity,
 //! half-done claims and releases), double allocations (an address held in two
 //! overlapping blocks), corrupt blocks and handle records that disagree with the blocks.
 //! [`fix`] returns the writes that repair one problem, when a safe repair exists; the
 //! [`Check`] plan applies them one by one, re-analysing after each.
+//!
+//! A list of live handles is a picture taken at one moment, by a caller that knows the
+//! workloads (e.g. from the container runtime); two kinds of allocation are never
+//! leaks whatever it says:
+//! - tunnel addresses (IPIP, VXLAN), which each node's agent holds under its own
+//!   handles ([`TUNNEL_HANDLE_PREFIXES`], Calico's names) and releases itself;
+//! - allocations made at or after the moment the list was taken
+//!   ([`LiveHandles::taken_at`], less the clock skew allowed between hosts): a pod
+//!   started meanwhile is missing from the list but alive. Allocations without a
+//!   recorded time predate serval recording it, and count as older than any list.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -15,7 +25,7 @@ use serde::Serialize;
 
 use crate::allocator::{heal_affinity, Need, Plan, Snapshot, Step};
 use crate::error::IpamError;
-use crate::model::{AffinityState, BlockAffinity, Handle, HandleId, NodeName};
+use crate::model::{AffinityState, AllocationAttribute, BlockAffinity, Handle, HandleId, NodeName};
 use crate::store::{Key, Object, Write};
 
 /// One inconsistency.
@@ -138,8 +148,58 @@ impl std::fmt::Display for Problem {
     }
 }
 
-/// Every problem in a full snapshot. With `live`, allocations of other handles are leaks.
-pub fn analyze(snap: &Snapshot, live: Option<&BTreeSet<HandleId>>) -> Vec<Problem> {
+/// The handles of node tunnel addresses: `<prefix><node>`, as the agent allocates them.
+pub const TUNNEL_HANDLE_PREFIXES: [&str; 3] = [
+    "ipip-tunnel-addr-",
+    "vxlan-tunnel-addr-",
+    "vxlan-v6-tunnel-addr-",
+];
+
+/// Whether `h` holds a node's tunnel address.
+pub fn is_tunnel_handle(h: &HandleId) -> bool {
+    TUNNEL_HANDLE_PREFIXES.iter().any(|p| {
+        h.as_str()
+            .strip_prefix(p)
+            .is_some_and(|node| !node.is_empty())
+    })
+}
+
+/// The handles that were live at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LiveHandles {
+    pub handles: BTreeSet<HandleId>,
+    /// When the list was taken (seconds since the Unix epoch), already less the clock
+    /// skew allowed between the hosts that allocate; `None`: no allocation is judged by
+    /// its time (only safe while nothing allocates).
+    pub taken_at: Option<u64>,
+}
+
+/// A list judged without times: only safe while nothing allocates.
+impl From<BTreeSet<HandleId>> for LiveHandles {
+    fn from(handles: BTreeSet<HandleId>) -> Self {
+        LiveHandles {
+            handles,
+            taken_at: None,
+        }
+    }
+}
+
+impl LiveHandles {
+    /// Whether the allocation `attr` is a leak by this list.
+    pub fn leaked(&self, attr: &AllocationAttribute) -> bool {
+        if self.handles.contains(&attr.handle_id) || is_tunnel_handle(&attr.handle_id) {
+            return false;
+        }
+        match (self.taken_at, attr.allocated_at) {
+            (Some(list), Some(at)) => at < list,
+            _ => true,
+        }
+    }
+}
+
+/// Every problem in a full snapshot. With `live`, allocations it does not account for
+/// are leaks (see [`LiveHandles::leaked`]).
+pub fn analyze(snap: &Snapshot, live: Option<&LiveHandles>) -> Vec<Problem> {
     let mut out = Vec::new();
     let blocks: Vec<_> = snap.blocks.values().flatten().collect();
     for b in &blocks {
@@ -215,7 +275,7 @@ pub fn analyze(snap: &Snapshot, live: Option<&BTreeSet<HandleId>>) -> Vec<Proble
                 .or_default()
                 .entry(b.value.cidr)
                 .or_default() += 1;
-            if live.is_some_and(|l| !l.contains(&attr.handle_id)) {
+            if live.is_some_and(|l| l.leaked(attr)) {
                 out.push(Problem::Leak {
                     ip,
                     handle: attr.handle_id.clone(),
@@ -384,13 +444,13 @@ impl CheckReport {
 #[derive(Clone, Debug)]
 pub struct Check {
     repair: bool,
-    live: Option<BTreeSet<HandleId>>,
+    live: Option<LiveHandles>,
     found: Option<Vec<Problem>>,
     repairs: usize,
 }
 
 impl Check {
-    pub fn new(repair: bool, live: Option<BTreeSet<HandleId>>) -> Self {
+    pub fn new(repair: bool, live: Option<LiveHandles>) -> Self {
         Check {
             repair,
             live,
@@ -432,5 +492,67 @@ impl Plan for Check {
             repaired: self.repair,
             remaining: problems,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attr(handle: &str, at: Option<u64>) -> AllocationAttribute {
+        AllocationAttribute {
+            allocated_at: at,
+            ..AllocationAttribute::for_handle(HandleId::new(handle).unwrap())
+        }
+    }
+
+    #[test]
+    fn what_a_live_list_calls_a_leak() {
+        let live = LiveHandles {
+            handles: [HandleId::new("pod-a").unwrap()].into(),
+            taken_at: Some(1_000),
+        };
+        let cases = [
+            (attr("pod-a", Some(10)), false, "live"),
+            (attr("gone", Some(999)), true, "older than the list"),
+            (
+                attr("gone", None),
+                true,
+                "no time: older than serval's recording it",
+            ),
+            (
+                attr("new", Some(1_000)),
+                false,
+                "given when the list was taken",
+            ),
+            (
+                attr("new", Some(5_000)),
+                false,
+                "given after the list was taken",
+            ),
+            (
+                attr("ipip-tunnel-addr-n1", Some(1)),
+                false,
+                "a tunnel address",
+            ),
+            (
+                attr("vxlan-tunnel-addr-n1", None),
+                false,
+                "a tunnel address",
+            ),
+            (
+                attr("vxlan-v6-tunnel-addr-n1", None),
+                false,
+                "a tunnel address",
+            ),
+        ];
+        for (a, leaked, why) in cases {
+            assert_eq!(live.leaked(&a), leaked, "{}: {why}", a.handle_id);
+        }
+        let untimed = LiveHandles {
+            taken_at: None,
+            ..live
+        };
+        assert!(untimed.leaked(&attr("new", Some(5_000))));
     }
 }

@@ -74,6 +74,9 @@ pub struct AllocationAttributeSpec {
     pub pod: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// When the address was given (seconds since the Unix epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocated_at: Option<u64>,
 }
 
 /// A block of a pool (Calico's IPAMBlock).

@@ -327,6 +327,12 @@ pub struct AllocationAttribute {
     /// address was borrowed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<NodeName>,
+    /// When the address was given, in seconds since the Unix epoch, by the clock of the
+    /// host that gave it; `None` for allocations made before serval recorded it. A
+    /// consistency repair never takes an address given after its list of live handles
+    /// was made (see [`crate::check::LiveHandles`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocated_at: Option<u64>,
 }
 
 impl AllocationAttribute {
@@ -336,6 +342,7 @@ impl AllocationAttribute {
             namespace: None,
             pod: None,
             node: None,
+            allocated_at: None,
         }
     }
 }

@@ -21,7 +21,7 @@ use crate::allocator::{
     Plan, ReleaseAffinity, ReleaseHandle, ReleaseIps, ReleaseNode, Released, SetConfig, Snapshot,
     Step,
 };
-use crate::check::{Check, CheckReport};
+use crate::check::{Check, CheckReport, LiveHandles};
 use crate::error::{IpamError, StoreError};
 use crate::model::{HandleId, IpPool, IpamConfig, NodeName, PoolName};
 use crate::store::{Key, Kind, ListFilter, Object, Read, Store, Versioned};
@@ -142,11 +142,11 @@ impl Ipam {
     }
 
     /// Checks consistency; with `repair`, fixes what can be fixed safely. With `live`,
-    /// allocations of other handles count as leaks.
+    /// allocations it does not account for count as leaks ([`LiveHandles::leaked`]).
     pub async fn check(
         &self,
         repair: bool,
-        live: Option<BTreeSet<HandleId>>,
+        live: Option<LiveHandles>,
     ) -> Result<CheckReport, IpamError> {
         self.run(Check::new(repair, live)).await
     }
@@ -305,7 +305,13 @@ async fn read_base(store: &dyn Store, needs: Vec<Need>) -> Result<Snapshot, Stor
     ];
     reads.extend(needs.iter().flat_map(reads_of));
     let mut answers = store.read_many(&reads).await?.into_iter();
-    let mut snap = Snapshot::default();
+    let mut snap = Snapshot {
+        now_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_secs()),
+        ..Snapshot::default()
+    };
     for c in next_answer(&mut answers)? {
         snap.put(of_kind(Kind::Config, c.value)?, c.revision);
     }

@@ -527,7 +527,7 @@ fn verify(datastore: &str, records: &[PathBuf], per_node: usize) -> (usize, usiz
                 "gc freed {ip} of live-looking {h}"
             );
         }
-        let report = ipam.check(false, Some(live)).await.expect("check");
+        let report = ipam.check(false, Some(live.into())).await.expect("check");
         assert!(report.is_clean(), "check after gc: {:#?}", report.problems);
         let usage = ipam.usage().await.expect("usage");
         let in_use: u64 = usage.pools.iter().map(|p| p.in_use).sum();

@@ -6,11 +6,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use ipam::allocator::{AssignIpRequest, AutoAssignRequest, NodeInfo};
+use ipam::check::LiveHandles;
 use ipam::model::{HandleId, NodeName};
 use ipam::store::select::{self, Datastore};
 use ipam::store::Store;
@@ -105,9 +107,26 @@ pub enum Command {
         #[arg(long)]
         repair: bool,
         /// A file listing the live handles, one per line: allocations of any other handle
-        /// are leaks (and --repair frees them).
+        /// are leaks (and --repair frees them), except tunnel addresses and allocations
+        /// made after the list was taken.
         #[arg(long)]
         live_handles: Option<PathBuf>,
+        /// When the live handles were listed, in seconds since the Unix epoch
+        /// [default: the file's modification time].
+        #[arg(long, requires = "live_handles")]
+        live_handles_taken_at: Option<u64>,
+        /// How far the clocks of the hosts that allocate may be behind this one's, in
+        /// seconds: an allocation is judged against the list only when it is older than
+        /// the list by more than this.
+        #[arg(long, default_value_t = DEFAULT_MAX_CLOCK_SKEW)]
+        max_clock_skew: u64,
+        /// The CNI plugin's node-wide IPAM lock, held while --repair runs so that no pod
+        /// on this node allocates or releases meanwhile.
+        #[arg(long, default_value = cni::config::DEFAULT_IPAM_LOCK_FILE)]
+        ipam_lock_file: PathBuf,
+        /// How long --repair waits for that lock, in seconds.
+        #[arg(long, default_value_t = cni::ipam::LOCK_TIMEOUT.as_secs())]
+        lock_timeout: u64,
         #[arg(long)]
         json: bool,
     },
@@ -163,8 +182,38 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Command::Check {
                 repair,
                 live_handles,
+                live_handles_taken_at,
+                max_clock_skew,
+                ipam_lock_file,
+                lock_timeout,
                 json,
-            } => check(&ipam, repair, live_handles, json).await,
+            } => {
+                let live = match live_handles {
+                    Some(path) => Some(read_live_handles(
+                        &path,
+                        live_handles_taken_at,
+                        max_clock_skew,
+                    )?),
+                    None => None,
+                };
+                // The plugin's lock: no pod of this node allocates or releases while the
+                // repair decides and writes (pods elsewhere are judged by their time).
+                let _lock = if repair {
+                    Some(
+                        cni::ipam::NodeLock::acquire(
+                            &ipam_lock_file,
+                            Duration::from_secs(lock_timeout),
+                        )
+                        .await
+                        .map_err(|e| {
+                            anyhow::anyhow!("{}: {}; nothing was repaired", e.msg, e.details)
+                        })?,
+                    )
+                } else {
+                    None
+                };
+                check(&ipam, repair, live, json).await
+            }
             Command::Assign {
                 node,
                 handle,
@@ -346,25 +395,45 @@ async fn show(ipam: &Ipam, show_blocks: bool, json: bool) -> anyhow::Result<()> 
     Ok(())
 }
 
-async fn check(ipam: &Ipam, repair: bool, live: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
-    let live = match live {
-        None => None,
-        Some(path) => {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            let mut set = BTreeSet::new();
-            for (i, line) in text
-                .lines()
-                .enumerate()
-                .filter(|(_, l)| !l.trim().is_empty())
-            {
-                let h = HandleId::new(line.trim())
-                    .with_context(|| format!("{}:{}: not a handle id", path.display(), i + 1))?;
-                set.insert(h);
-            }
-            Some(set)
-        }
+/// How far behind this host's clock the allocating hosts' clocks may be, by default.
+pub const DEFAULT_MAX_CLOCK_SKEW: u64 = 60;
+
+/// The live handles of `path`, taken at `taken_at` (default: the file's modification
+/// time), less `skew`.
+fn read_live_handles(path: &Path, taken_at: Option<u64>, skew: u64) -> anyhow::Result<LiveHandles> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut handles = BTreeSet::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let h = HandleId::new(line.trim())
+            .with_context(|| format!("{}:{}: not a handle id", path.display(), i + 1))?;
+        handles.insert(h);
+    }
+    let taken_at = match taken_at {
+        Some(t) => t,
+        None => std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .with_context(|| format!("{}: modification time", path.display()))?
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
     };
+    Ok(LiveHandles {
+        handles,
+        taken_at: Some(taken_at.saturating_sub(skew)),
+    })
+}
+
+async fn check(
+    ipam: &Ipam,
+    repair: bool,
+    live: Option<LiveHandles>,
+    json: bool,
+) -> anyhow::Result<()> {
     let report = ipam
         .check(repair, live)
         .await

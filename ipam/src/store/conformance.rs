@@ -761,8 +761,28 @@ pub async fn gc_and_check_repair(store: Arc<dyn Store>) {
             .await
             .expect("assign");
     }
+    // Every allocation records when it was made, and the store keeps it (the
+    // Kubernetes CRD schema must not prune it).
+    let blocks = store.list_blocks().await.expect("list blocks");
+    let untimed: Vec<String> = blocks
+        .iter()
+        .flat_map(|b| b.value.allocated().map(|(ip, a)| (ip, a.clone())))
+        .filter(|(_, a)| a.allocated_at.is_none())
+        .map(|(ip, a)| format!("{ip} {}", a.handle_id))
+        .collect();
+    assert!(
+        untimed.is_empty(),
+        "{d}: allocations without a time: {untimed:?}"
+    );
     let live: BTreeSet<HandleId> = [handle("live-1"), handle("live-2")].into();
-    let report = ipam.check(false, Some(live.clone())).await.expect("check");
+    let live_list = crate::check::LiveHandles {
+        handles: live.clone(),
+        taken_at: None,
+    };
+    let report = ipam
+        .check(false, Some(live_list.clone()))
+        .await
+        .expect("check");
     assert_eq!(
         report.counts().get("leak"),
         Some(&2),
@@ -772,7 +792,7 @@ pub async fn gc_and_check_repair(store: Arc<dyn Store>) {
     let freed = ipam.gc(live.clone()).await.expect("gc");
     assert_eq!(freed.len(), 2, "{d}: {freed:?}");
     assert!(
-        ipam.check(false, Some(live.clone()))
+        ipam.check(false, Some(live_list.clone()))
             .await
             .expect("check")
             .is_clean(),

@@ -436,8 +436,17 @@ fn a_peer_flooding_a_full_table_is_stopped_at_the_default_limit() {
             |n| n.is_some(),
         )
         .map_err(|e| {
+            // What the flood did instead, for the failure's message.
+            let memory = node_support::agent_lab::memory_kib(pid)
+                .map(|(rss, hwm)| format!("VmRSS {} MiB, VmHWM {} MiB", rss / 1024, hwm / 1024))
+                .unwrap_or_else(|e| e.to_string());
+            let tor = bgp_status(&n1)
+                .ok()
+                .and_then(|p| peer_at(&p, TOR).map(|p| format!("{} {:?}", p.state, p.families)));
+            let kernel = n1.routes().map(|r| r.len());
             err(format!(
-                "{e}\nthe feeder wrote {written} of {FLOOD} prefixes"
+                "{e}\nthe feeder wrote {written} of {FLOOD} prefixes; the feeder's session: \
+                 {tor:?}; the agent: {memory}, {kernel:?} kernel routes"
             ))
         })?
         .ok_or_else(|| err("no NOTIFICATION"))?;

@@ -28,6 +28,25 @@ impl DesiredRoutes {
             .collect()
     }
 
+    /// Whether applying `diff` may change [`DesiredRoutes::vxlan_peers`], looking at the
+    /// diff's prefixes only: when the peers their routes use before and after are the
+    /// same, every peer stays in use and none is new. `true` asks for the full sets.
+    pub fn vxlan_peers_may_change(&self, diff: &RouteDiff) -> bool {
+        let before: BTreeSet<VxlanPeer> = diff
+            .withdraw
+            .iter()
+            .chain(diff.upsert.keys())
+            .filter_map(|p| self.routes.get(p))
+            .flat_map(RouteTarget::vxlan_peers)
+            .collect();
+        let after: BTreeSet<VxlanPeer> = diff
+            .upsert
+            .values()
+            .flat_map(RouteTarget::vxlan_peers)
+            .collect();
+        before != after
+    }
+
     /// Applies an incremental change to this state.
     pub fn apply(&mut self, diff: &RouteDiff) {
         for prefix in &diff.withdraw {
@@ -208,6 +227,52 @@ mod tests {
             .routes
             .insert("10.0.0.0/26".parse().unwrap(), RouteTarget::Blackhole);
         assert_eq!(desired.vxlan_peers(), [peer(1), peer(2)].into());
+    }
+
+    #[test]
+    fn vxlan_peers_may_change_only_when_the_diffs_peers_do() {
+        let peer = |n: u8| VxlanPeer {
+            vtep_addr: IpAddr::from([10, 0, n, 0]),
+            vtep_mac: Mac([2, 0, 0, 0, 0, n]),
+            node_addr: IpAddr::from([192, 0, 2, n]),
+        };
+        let net = |s: &str| -> IpNet { s.parse().unwrap() };
+        let mut desired = DesiredRoutes::default();
+        desired
+            .routes
+            .insert(net("10.0.1.0/26"), RouteTarget::vxlan(peer(1)));
+        desired
+            .routes
+            .insert(net("10.0.2.0/26"), RouteTarget::vxlan(peer(1)));
+        let upsert = |p: &str, t: RouteTarget| RouteDiff {
+            upsert: [(net(p), t)].into(),
+            withdraw: BTreeSet::new(),
+        };
+        let withdraw = |p: &str| RouteDiff {
+            upsert: BTreeMap::new(),
+            withdraw: [net(p)].into(),
+        };
+        let direct = RouteTarget::direct("192.0.2.9".parse().unwrap());
+        // Routes without VXLAN, or the same peer again: nothing to look at.
+        assert!(!desired.vxlan_peers_may_change(&upsert("198.18.0.0/24", direct.clone())));
+        assert!(!desired.vxlan_peers_may_change(&withdraw("198.18.0.0/24")));
+        assert!(
+            !desired.vxlan_peers_may_change(&upsert("10.0.1.0/26", RouteTarget::vxlan(peer(1))))
+        );
+        // A peer that may be new, or may be no longer used.
+        assert!(desired.vxlan_peers_may_change(&upsert("10.0.3.0/26", RouteTarget::vxlan(peer(2)))));
+        assert!(desired.vxlan_peers_may_change(&withdraw("10.0.1.0/26")));
+        assert!(desired.vxlan_peers_may_change(&upsert("10.0.1.0/26", direct)));
+        // Whenever it says no, the full sets agree.
+        for diff in [
+            upsert("10.0.2.0/26", RouteTarget::vxlan(peer(1))),
+            withdraw("10.0.9.0/26"),
+        ] {
+            let mut after = desired.clone();
+            after.apply(&diff);
+            assert!(!desired.vxlan_peers_may_change(&diff));
+            assert_eq!(after.vxlan_peers(), desired.vxlan_peers());
+        }
     }
 
     #[test]

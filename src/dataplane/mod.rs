@@ -126,12 +126,19 @@ impl Dataplane {
     /// Applies an incremental change (BGP): the routes in `diff` and, for VXLAN, the
     /// peers that appear or stop being used.
     pub async fn apply_changes(&mut self, diff: &RouteDiff) -> Result<DataplaneReport, Error> {
-        let before = self.desired.vxlan_peers();
-        self.desired.apply(diff);
-        let peers = if before == self.desired.vxlan_peers() {
+        // The full sets only when the diff's own routes use other peers than before:
+        // a batch costs its own routes, not the table.
+        let peers = if !self.desired.vxlan_peers_may_change(diff) {
+            self.desired.apply(diff);
             Vec::new()
         } else {
-            self.sync_peers().await?
+            let before = self.desired.vxlan_peers();
+            self.desired.apply(diff);
+            if before == self.desired.vxlan_peers() {
+                Vec::new()
+            } else {
+                self.sync_peers().await?
+            }
         };
         let routes = self.routes.apply_changes(diff).await?;
         Ok(DataplaneReport { routes, peers })

@@ -286,6 +286,13 @@ fn bgp_route(n: &Node, prefix: &str) -> Result<Vec<RouteEntry>> {
     serde_json::from_str(&text).map_err(|e| err(format!("bgp routes JSON: {e}")))
 }
 
+/// How many of serval's kernel routes lie in the flood's range (32.0.0.0/4).
+fn flood_routes_in_kernel(n: &Node) -> Result<usize> {
+    let text =
+        n.ns.ip(&["-4", "route", "show", "root", "32.0.0.0/4", "proto", "83"])?;
+    Ok(text.lines().filter(|l| !l.trim().is_empty()).count())
+}
+
 /// Polls `/healthz` until stopped; what it saw.
 struct HealthProbe {
     stop: Arc<AtomicBool>,
@@ -471,28 +478,32 @@ fn a_peer_flooding_a_full_table_is_stopped_at_the_default_limit() {
             |c| c.is_some(),
         )?;
 
-        // The feeder's routes leave the node: its RIB and serval's kernel routes.
-        let after = wait_for(
-            Duration::from_secs(120),
-            "the feeder's session down and its routes gone",
-            || {
-                let peers = bgp_status(&n1)?;
-                let routes = n1.routes()?.len();
-                Ok((peer_at(&peers, TOR).cloned(), routes))
-            },
-            |(p, routes)| {
+        // The feeder's routes leave the node: its RIB, then serval's kernel routes.
+        let down = wait_for(
+            Duration::from_secs(60),
+            "the feeder's session down and its routes out of the RIB",
+            || Ok(peer_at(&bgp_status(&n1)?, TOR).cloned()),
+            |p| {
                 p.as_ref().is_some_and(|p| {
                     p.state != "Established" && p.families.iter().all(|f| f.received == 0)
-                }) && *routes < 10
+                })
             },
         )?;
-        let shown = after.0.and_then(|p| p.last_error).unwrap_or_default();
+        let shown = down.and_then(|p| p.last_error).unwrap_or_default();
         assert!(
             shown.contains("maximum prefixes"),
             "bgp status names the limit: {shown:?}"
         );
+        let rib_clear = t0.elapsed();
+        wait_for(
+            Duration::from_secs(120),
+            "the feeder's routes out of the kernel",
+            || flood_routes_in_kernel(&n1),
+            |n| *n == 0,
+        )?;
         eprintln!(
-            "feeder's routes gone {:?} after the flood began",
+            "the feeder's routes left the RIB {rib_clear:?} and the kernel {:?} after the \
+             flood began",
             t0.elapsed()
         );
         let (answers, bad, slowest) = health.finish();

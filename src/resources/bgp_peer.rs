@@ -187,7 +187,7 @@ impl BGPPeerSpec {
     /// The speaker's maximum-prefix setting of the sessions this peering makes: what
     /// `maxPrefix` says, else [`MaxPrefix::DEFAULT`] towards a router (`peerIP`) and no
     /// limit towards other nodes (`peerSelector`): their routes are the cluster's own
-    /// blocks, and what they pass on from outside came through a limited session.
+    /// blocks (a node passes no route learned from a router on to other nodes).
     pub fn max_prefix_config(&self) -> Option<MaxPrefixConfig> {
         match (self.max_prefix, &self.peer_ip) {
             (Some(m), _) => Some(m.to_config()),

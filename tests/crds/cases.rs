@@ -30,10 +30,11 @@ pub fn extra_samples() -> Vec<Value> {
     vec![
         json!({"apiVersion": "serval.dev/v1", "kind": "IPAMBlock",
             "metadata": {"name": "10-65-12-0-26"},
-            "spec": {"cidr": "10.65.12.0/26", "affinity": "host:worker-1",
+            "spec": {"cidr": "10.65.12.0/26", "affinity": "worker-1",
                 "allocations": [0, null, 1], "unallocated": [3, 4, 5],
                 "attributes": [{"handleId": "k8s-pod-network.abc", "namespace": "default",
-                    "pod": "web-1", "node": "worker-1"}, {"handleId": "vxlan-tunnel-addr-worker-1"}]}}),
+                    "pod": "web-1", "node": "worker-1", "allocatedAt": 1796601600},
+                    {"handleId": "vxlan-tunnel-addr-worker-1"}]}}),
         json!({"apiVersion": "serval.dev/v1", "kind": "BlockAffinity",
             "metadata": {"name": "worker-1-10-65-12-0-26", "labels": {"serval.dev/node": "worker-1"}},
             "spec": {"cidr": "10.65.12.0/26", "node": "worker-1", "state": "confirmed"}}),

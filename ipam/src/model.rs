@@ -462,13 +462,31 @@ impl Block {
     }
 
     /// Allocates up to `n` free addresses from the front of the free list.
+    ///
+    /// The free list is datastore content: an entry that names an address in use, one
+    /// outside the block or one already taken is dropped as it is met, never handed out.
     pub fn allocate(&mut self, n: u32, attr: &AllocationAttribute) -> Vec<IpAddr> {
-        let take = (n as usize).min(self.unallocated.len());
-        if take == 0 {
+        let mut ords: Vec<u32> = Vec::new();
+        let mut i = 0;
+        while ords.len() < n as usize && i < self.unallocated.len() {
+            let o = self.unallocated[i];
+            let free = self
+                .allocations
+                .get(o as usize)
+                .is_some_and(Option::is_none);
+            if free && !ords.contains(&o) {
+                ords.push(o);
+                i += 1;
+            } else {
+                self.unallocated.remove(i);
+            }
+        }
+        if ords.is_empty() {
             return Vec::new();
         }
+        // The entries taken are exactly the first `ords.len()` of the list now.
+        self.unallocated.drain(..ords.len());
         let idx = self.attribute_index(attr);
-        let ords: Vec<u32> = self.unallocated.drain(..take).collect();
         ords.into_iter()
             .map(|o| {
                 self.allocations[o as usize] = Some(idx);
@@ -703,6 +721,42 @@ mod tests {
         let mut p = IpPool::new(PoolName::new("p").unwrap(), net(cidr));
         p.block_size = bs;
         p
+    }
+
+    #[test]
+    fn a_corrupt_free_list_never_hands_out_an_address_twice() {
+        let mut b = Block::new(net("10.0.0.0/30"), None);
+        let first = b.allocate(
+            1,
+            &AllocationAttribute::for_handle(HandleId::new("a").unwrap()),
+        );
+        assert_eq!(first, vec!["10.0.0.0".parse::<IpAddr>().unwrap()]);
+        // Written by hand or by a broken writer: the address in use, one outside the
+        // block and a duplicate, ahead of the free ones.
+        b.unallocated = vec![0, 9, 1, 1, 2];
+        let got = b.allocate(
+            3,
+            &AllocationAttribute::for_handle(HandleId::new("b").unwrap()),
+        );
+        let want: Vec<IpAddr> = ["10.0.0.1", "10.0.0.2"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(got, want);
+        assert!(b.unallocated.is_empty(), "{:?}", b.unallocated);
+        assert_eq!(
+            b.owner("10.0.0.0".parse().unwrap())
+                .unwrap()
+                .handle_id
+                .as_str(),
+            "a"
+        );
+        assert!(b
+            .allocate(
+                1,
+                &AllocationAttribute::for_handle(HandleId::new("c").unwrap())
+            )
+            .is_empty());
     }
 
     #[test]

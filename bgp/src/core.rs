@@ -5,7 +5,9 @@
 //! Decisions live in the RIB and the FSM; this task only moves data between them and the
 //! sockets, plus the few timers that span sessions: the stale-route timer after a peer
 //! restarted, the restart after a maximum-prefix shutdown, and selection deferral while
-//! this speaker itself restarts (RFC 4724 §4.1).
+//! this speaker itself restarts (RFC 4724 §4.1). Which input it serves next and which
+//! timer is due is decided in `turn`, so that a peer sending without pause delays the
+//! others, the listener and the timers by one bounded turn at most.
 
 use crate::config::{Announcement, MaxPrefixAction, PeerConfig, SpeakerConfig};
 use crate::fsm::{FsmConfig, PeerFsm, State};
@@ -33,19 +35,39 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
+use turn::{Source, Timer, Timers, Turn};
+
+mod turn;
 
 /// Destinations looked at per drain of one peer's Adj-RIB-Out.
 const EXPORT_BUDGET: usize = 8192;
 /// Encoded UPDATEs are handed to the socket writer in chunks of about this size.
 const CHUNK: usize = 64 * 1024;
-/// Session events handled before the core looks at its other inputs again: a status
-/// query waits at most this many UPDATE batches (~20,000 prefixes) during a table load.
+/// Session events handled per turn (see `turn`): a status query, an accepted connection
+/// or a due timer waits at most this many UPDATE batches (each at most one read of the
+/// peer's socket, ~5,000 prefixes of a table load) behind a peer that sends without pause.
 const EVENT_BATCH: usize = 4;
 /// Session events waiting for the core. UPDATEs wait here decoded (~0.5 KB each), so a
 /// short queue keeps a table load's memory to what the RIB holds; the sessions, then TCP,
 /// hold the rest, as compact wire bytes. It also bounds how long a session blocked on it
 /// takes to answer a status query.
 const EVENT_QUEUE: usize = 8;
+
+/// One input taken from a source.
+enum Input {
+    /// `None`: every handle is gone.
+    Command(Option<Command>),
+    Event(SessionEvent),
+    Accepted(TcpStream, SocketAddr),
+    /// The source was empty, or only woke the core (a timer, a drained writer queue).
+    Nothing,
+}
+
+/// The speaker stops: gracefully (RFC 4724) or not, answering `done` once it has.
+struct Stop {
+    graceful: bool,
+    done: Option<oneshot::Sender<()>>,
+}
 
 pub(crate) enum Command {
     AddPeer(Box<PeerConfig>, oneshot::Sender<Result<(), SpeakerError>>),
@@ -76,11 +98,6 @@ struct PeerSlot {
     state: State,
     /// The established connection's writer, with what it negotiated.
     out: Option<Established>,
-    /// The peer restarted gracefully: its stale routes go when this passes (or at its
-    /// End-of-RIB).
-    stale_until: Option<Instant>,
-    /// Restart after a maximum-prefix shutdown.
-    restart_at: Option<Instant>,
     /// Why the speaker (not the session) stopped it, shown until it is up again.
     note: Option<String>,
 }
@@ -109,9 +126,10 @@ pub(crate) struct Core {
     accept_tasks: Vec<JoinHandle<()>>,
     drained: Arc<Notify>,
     subscribers: Vec<mpsc::Sender<Vec<BestChange>>>,
-    /// Restarting (RFC 4724 §4.1): best paths are held until every peer sent its
-    /// End-of-RIB or this deadline passes.
-    deferral_until: Option<Instant>,
+    /// Stale routes of restarted peers, restarts after a maximum-prefix shutdown, and
+    /// while this speaker restarts (RFC 4724 §4.1) the end of selection deferral: best
+    /// paths are held until every peer sent its End-of-RIB or that timer fires.
+    timers: Timers,
     announced: BTreeMap<IpNet, Announcement>,
 }
 
@@ -165,10 +183,13 @@ impl Core {
         rib_cfg.multipath_relax = cfg.multipath_relax;
         rib_cfg.always_compare_med = cfg.always_compare_med;
         rib_cfg.defer_until_released = restarting;
-        let deferral_until = restarting.then(|| {
-            Instant::now() + Duration::from_secs(u64::from(cfg.graceful_restart.selection_deferral))
-        });
+        let mut timers = Timers::default();
         if restarting {
+            let deferral = u64::from(cfg.graceful_restart.selection_deferral);
+            timers.set(
+                Timer::Deferral,
+                Instant::now() + Duration::from_secs(deferral),
+            );
             info!("restarting gracefully: peers keep our routes; holding best paths until their End-of-RIB");
         }
         if let Some(dir) = &cfg.state_dir {
@@ -189,7 +210,7 @@ impl Core {
             accept_tasks,
             drained: Arc::new(Notify::new()),
             subscribers: Vec::new(),
-            deferral_until,
+            timers,
             announced: BTreeMap::new(),
         };
         for p in peers_cfg {
@@ -201,41 +222,91 @@ impl Core {
         Ok(core)
     }
 
+    /// Sleep until a source has something, serve that, then give every source its turn
+    /// (`turn`): a peer that keeps the event queue full delays the rest by one turn at
+    /// most.
     pub(crate) async fn run(mut self) {
         loop {
-            let timer = self.next_timer();
+            let deadline = self.timers.next_deadline();
             let sleep = async {
-                match timer {
+                match deadline {
                     Some(t) => tokio::time::sleep_until(t.into()).await,
                     None => std::future::pending().await,
                 }
             };
-            tokio::select! {
+            let first = tokio::select! {
                 biased;
-                cmd = self.cmd_rx.recv() => match cmd {
-                    Some(Command::Shutdown { graceful, done }) => {
-                        self.shutdown(graceful).await;
-                        let _ = done.send(());
-                        return;
+                cmd = self.cmd_rx.recv() => Input::Command(cmd),
+                Some(ev) = self.events_rx.recv() => Input::Event(ev),
+                Some((stream, addr)) = self.accept_rx.recv() => Input::Accepted(stream, addr),
+                () = self.drained.notified() => Input::Nothing,
+                () = sleep => Input::Nothing,
+            };
+            if let Err(stop) = self.input(first) {
+                return self.stop(stop).await;
+            }
+            let mut turn = Turn::default();
+            while let Some(source) = turn.next() {
+                let input = match source {
+                    Source::Commands => match self.cmd_rx.try_recv() {
+                        Ok(cmd) => Input::Command(Some(cmd)),
+                        Err(mpsc::error::TryRecvError::Empty) => Input::Nothing,
+                        Err(mpsc::error::TryRecvError::Disconnected) => Input::Command(None),
+                    },
+                    Source::Events => self
+                        .events_rx
+                        .try_recv()
+                        .map_or(Input::Nothing, Input::Event),
+                    Source::Accepts => self
+                        .accept_rx
+                        .try_recv()
+                        .map_or(Input::Nothing, |(s, a)| Input::Accepted(s, a)),
+                    Source::Timers => {
+                        self.on_timer(Instant::now());
+                        Input::Nothing
                     }
-                    Some(cmd) => self.command(cmd),
-                    None => { self.shutdown(false).await; return; }
-                },
-                Some(ev) = self.events_rx.recv() => {
-                    self.session_event(ev);
-                    for _ in 1..EVENT_BATCH {
-                        match self.events_rx.try_recv() {
-                            Ok(ev) => self.session_event(ev),
-                            Err(_) => break,
-                        }
-                    }
+                };
+                turn.served(!matches!(input, Input::Nothing));
+                if let Err(stop) = self.input(input) {
+                    return self.stop(stop).await;
                 }
-                Some((stream, addr)) = self.accept_rx.recv() => self.accepted(stream, addr),
-                () = self.drained.notified() => {}
-                () = sleep => self.on_timer(Instant::now()),
             }
             self.pump_exports();
             self.pump_best();
+        }
+    }
+
+    /// Apply one input; `Err` when the speaker is to stop.
+    fn input(&mut self, input: Input) -> Result<(), Stop> {
+        match input {
+            Input::Command(Some(Command::Shutdown { graceful, done })) => Err(Stop {
+                graceful,
+                done: Some(done),
+            }),
+            Input::Command(None) => Err(Stop {
+                graceful: false,
+                done: None,
+            }),
+            Input::Command(Some(cmd)) => {
+                self.command(cmd);
+                Ok(())
+            }
+            Input::Event(ev) => {
+                self.session_event(ev);
+                Ok(())
+            }
+            Input::Accepted(stream, addr) => {
+                self.accepted(stream, addr);
+                Ok(())
+            }
+            Input::Nothing => Ok(()),
+        }
+    }
+
+    async fn stop(mut self, stop: Stop) {
+        self.shutdown(stop.graceful).await;
+        if let Some(done) = stop.done {
+            let _ = done.send(());
         }
     }
 
@@ -278,7 +349,7 @@ impl Core {
         caps.push(Capability::FourOctetAsn(local_as));
         let gr = &self.cfg.graceful_restart;
         if gr.enabled && p.graceful_restart {
-            let restarting = self.deferral_until.is_some();
+            let restarting = self.timers.is_running(Timer::Deferral);
             caps.push(Capability::GracefulRestart {
                 restart_state: restarting,
                 notification: gr.notification,
@@ -391,8 +462,6 @@ impl Core {
                 session,
                 state: State::Idle,
                 out: None,
-                stale_until: None,
-                restart_at: None,
                 note: None,
             },
         );
@@ -415,6 +484,7 @@ impl Core {
             .cmd
             .try_send(SessionCmd::Shutdown { silent: true });
         self.set_md5(addr, None);
+        self.timers.cancel_peer(addr);
         self.by_id.remove(&slot.id);
         if let Err(e) = self.rib.remove_peer(slot.id) {
             warn!(peer = %addr, error = %e, "removing peer from the RIB");
@@ -599,7 +669,7 @@ impl Core {
                 let res = match self.peers.get_mut(&addr) {
                     None => Err(SpeakerError::UnknownPeer(addr)),
                     Some(s) => {
-                        s.restart_at = None;
+                        self.timers.cancel(Timer::Restart(addr));
                         let _ = s
                             .session
                             .cmd
@@ -757,7 +827,7 @@ impl Core {
             }
             SessionEvent::StaleRoutesExpired { peer } => {
                 if let Some(slot) = self.peers.get_mut(&peer) {
-                    slot.stale_until = None;
+                    self.timers.cancel(Timer::Stale(peer));
                     match self.rib.stale_expired(slot.id) {
                         Ok(n) if n > 0 => {
                             info!(%peer, routes = n, "restart time passed; stale routes withdrawn")
@@ -828,9 +898,9 @@ impl Core {
                 self.rib.sweep_stale(slot.id, f);
             }
         }
-        slot.stale_until = Some(
-            Instant::now() + Duration::from_secs(u64::from(self.cfg.graceful_restart.stale_time)),
-        );
+        let stale_time = Duration::from_secs(u64::from(self.cfg.graceful_restart.stale_time));
+        self.timers
+            .set(Timer::Stale(peer), Instant::now() + stale_time);
         if let Err(e) = self.rib.peer_up(slot.id, info) {
             warn!(%peer, error = %e, "peer up");
         }
@@ -866,7 +936,7 @@ impl Core {
             if !report.end_of_rib.is_empty()
                 && slot.out.as_ref().is_some_and(|e| e.eor_received_all())
             {
-                slot.stale_until = None;
+                self.timers.cancel(Timer::Stale(peer));
             }
             if let Some(m) = report.max_prefix {
                 if m.warn_only {
@@ -880,8 +950,13 @@ impl Core {
                         m.limit, m.family
                     ));
                     let restart = slot.config.max_prefix.and_then(|m| m.restart_after);
-                    slot.restart_at =
-                        restart.map(|s| Instant::now() + Duration::from_secs(u64::from(s)));
+                    match restart {
+                        Some(s) => self.timers.set(
+                            Timer::Restart(peer),
+                            Instant::now() + Duration::from_secs(u64::from(s)),
+                        ),
+                        None => self.timers.cancel(Timer::Restart(peer)),
+                    }
                     if slot
                         .config
                         .max_prefix
@@ -959,41 +1034,38 @@ impl Core {
 
     // ---- timers ----
 
-    fn next_timer(&self) -> Option<Instant> {
-        self.peers
-            .values()
-            .flat_map(|s| [s.stale_until, s.restart_at])
-            .chain([self.deferral_until])
-            .flatten()
-            .min()
-    }
-
     fn on_timer(&mut self, now: Instant) {
-        for (addr, slot) in self.peers.iter_mut() {
-            if slot.stale_until.is_some_and(|t| t <= now) {
-                slot.stale_until = None;
-                if let Ok(n) = self.rib.stale_expired(slot.id) {
-                    if n > 0 {
-                        info!(peer = %addr, routes = n, "no End-of-RIB within the stale time; stale routes withdrawn");
+        for t in self.timers.expire(now) {
+            match t {
+                Timer::Stale(addr) => {
+                    let Some(slot) = self.peers.get(&addr) else {
+                        continue;
+                    };
+                    if let Ok(n) = self.rib.stale_expired(slot.id) {
+                        if n > 0 {
+                            info!(peer = %addr, routes = n, "no End-of-RIB within the stale time; stale routes withdrawn");
+                        }
                     }
                 }
+                Timer::Restart(addr) => {
+                    let Some(slot) = self.peers.get(&addr) else {
+                        continue;
+                    };
+                    info!(peer = %addr, "restarting after the maximum-prefix hold-down");
+                    let _ = slot.session.cmd.try_send(SessionCmd::Start);
+                }
+                Timer::Deferral => {
+                    info!("selection deferral timer expired");
+                    self.release_deferral();
+                }
             }
-            if slot.restart_at.is_some_and(|t| t <= now) {
-                slot.restart_at = None;
-                info!(peer = %addr, "restarting after the maximum-prefix hold-down");
-                let _ = slot.session.cmd.try_send(SessionCmd::Start);
-            }
-        }
-        if self.deferral_until.is_some_and(|t| t <= now) {
-            info!("selection deferral timer expired");
-            self.release_deferral();
         }
     }
 
     /// RFC 4724 §4.1: the restarting speaker selects and advertises once every peer
     /// that takes part in graceful restart has sent End-of-RIB.
     fn check_deferral(&mut self) {
-        if self.deferral_until.is_none() {
+        if !self.timers.is_running(Timer::Deferral) {
             return;
         }
         let all = self
@@ -1011,7 +1083,7 @@ impl Core {
     }
 
     fn release_deferral(&mut self) {
-        self.deferral_until = None;
+        self.timers.cancel(Timer::Deferral);
         self.rib.release_deferral();
         // Later sessions no longer announce a restart.
         for slot in self.peers.values() {

@@ -1163,6 +1163,9 @@ impl Core {
             let _ = t.await;
         }
         self.listeners.clear();
+        // Nothing the sessions report matters any more; a session blocked on a full
+        // queue (a peer still sending) would not see its Shutdown until it timed out.
+        self.events_rx.close();
         let mut tasks = Vec::new();
         for (_, slot) in self.peers.drain() {
             let _ = slot

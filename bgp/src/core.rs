@@ -898,9 +898,21 @@ impl Core {
                 self.rib.sweep_stale(slot.id, f);
             }
         }
-        let stale_time = Duration::from_secs(u64::from(self.cfg.graceful_restart.stale_time));
-        self.timers
-            .set(Timer::Stale(peer), Instant::now() + stale_time);
+        // Only a peer that comes back to stale routes gets the timer: one left from a
+        // session that had none would, were that session to end gracefully too, withdraw
+        // the routes kept through that restart before its restart time.
+        let stale = Family::ALL.into_iter().any(|f| {
+            self.rib
+                .peer_counters(slot.id, f)
+                .is_some_and(|c| c.stale > 0)
+        });
+        if stale {
+            let stale_time = Duration::from_secs(u64::from(self.cfg.graceful_restart.stale_time));
+            self.timers
+                .set(Timer::Stale(peer), Instant::now() + stale_time);
+        } else {
+            self.timers.cancel(Timer::Stale(peer));
+        }
         if let Err(e) = self.rib.peer_up(slot.id, info) {
             warn!(%peer, error = %e, "peer up");
         }

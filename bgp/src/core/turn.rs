@@ -7,10 +7,10 @@
 //! holds — a peer that never stops sending UPDATEs keeps the events full — the others
 //! wait at most one turn, and a turn is bounded work.
 //!
-//! Between the sessions themselves the event channel is fair already: it is bounded, a
-//! session has at most one event in flight, and a full channel hands freed slots to the
-//! waiting sessions in the order they came, so an event waits behind at most the queue
-//! and one event of every other busy session.
+//! Between the sessions themselves the event channel is fair already: it is bounded
+//! (`EVENT_QUEUE`), a session waits on one send at a time, and a full channel hands freed
+//! slots to the waiting sessions in the order they came, so an event waits behind at most
+//! the queue and one event of every other busy session.
 
 use std::collections::HashMap;
 use std::net::IpAddr;

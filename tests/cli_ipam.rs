@@ -1,60 +1,18 @@
 //! `serval ipam` and `serval pool` run as a user would, against a temporary file store.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod cli_support;
 
-/// A temporary directory removed on drop.
-struct TempDir(PathBuf);
+use std::path::Path;
 
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("serval-cli-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("temp dir");
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn serval(store: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_serval"))
-        .args(args)
-        .arg("--datastore")
-        .arg(format!("file:{}", store.display()))
-        .env_remove("SERVAL_DATASTORE")
-        .env_remove("RUST_BACKTRACE")
-        .output()
-        .expect("run serval")
-}
-
-fn ok(store: &Path, args: &[&str]) -> String {
-    let out = serval(store, args);
-    assert!(
-        out.status.success(),
-        "serval {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
-}
+use cli_support::{json, ok, TempDir};
 
 fn fails(store: &Path, args: &[&str], why: &str) -> String {
-    let out = serval(store, args);
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success(), "serval {args:?} should fail");
+    let err = cli_support::fails(Some(store), args);
     assert!(
         err.contains(why),
         "serval {args:?}: expected {why:?} in {err}"
     );
     err
-}
-
-fn json(s: &str) -> serde_json::Value {
-    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
 }
 
 #[test]

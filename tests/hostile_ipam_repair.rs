@@ -10,56 +10,16 @@
 //! holding the lock makes it wait, then fail with an error that names the lock, having
 //! changed nothing.
 
+mod cli_support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use ipam::check::is_tunnel_handle;
 use ipam::model::HandleId;
 
-/// A temporary directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("serval-repair-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("temp dir");
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn serval(store: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_serval"))
-        .args(args)
-        .arg("--datastore")
-        .arg(format!("file:{}", store.display()))
-        .env_remove("SERVAL_DATASTORE")
-        .env_remove("RUST_BACKTRACE")
-        .output()
-        .expect("run serval")
-}
-
-fn ok(store: &Path, args: &[&str]) -> String {
-    let out = serval(store, args);
-    assert!(
-        out.status.success(),
-        "serval {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
-}
-
-fn json(s: &str) -> serde_json::Value {
-    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
-}
+use cli_support::{json, ok, serval, TempDir};
 
 fn assign(store: &Path, handle: &str) -> String {
     ok(
@@ -146,7 +106,7 @@ impl Scene {
             "--json",
         ];
         args.extend_from_slice(extra);
-        serval(&self.store, &args)
+        serval(Some(&self.store), &args)
     }
 }
 

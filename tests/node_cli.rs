@@ -1,52 +1,19 @@
 //! `serval apply/get/delete` and the start-up checks of `serval node run`, run as a user
 //! would against a temporary file store.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod cli_support;
 
-struct TempDir(PathBuf);
+use std::path::Path;
+use std::process::Command;
 
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("serval-node-cli-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("temp dir");
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn serval(args: &[&str], store: Option<&Path>) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_serval"));
-    c.args(args)
-        .env_remove("SERVAL_DATASTORE")
-        .env_remove("SERVAL_NODE")
-        .env_remove("RUST_BACKTRACE");
-    if let Some(s) = store {
-        c.arg("--datastore").arg(format!("file:{}", s.display()));
-    }
-    c.output().expect("run serval")
-}
+use cli_support::TempDir;
 
 fn ok(args: &[&str], store: &Path) -> String {
-    let out = serval(args, Some(store));
-    assert!(
-        out.status.success(),
-        "serval {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
+    cli_support::ok(store, args)
 }
 
 fn fails(args: &[&str], store: Option<&Path>) -> String {
-    let out = serval(args, store);
-    assert!(!out.status.success(), "serval {args:?} should fail");
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    cli_support::fails(store, args)
 }
 
 const GOOD: &str = "\

@@ -23,11 +23,11 @@
 //! Needs root, bird2, iproute2, nftables and the CNI plugin built beside serval
 //! (`cargo build --bins`). The lab's namespaces have fixed names: one lab at a time.
 
+mod lab_support;
+
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bgp::wire::attr::NextHop;
@@ -36,6 +36,8 @@ use bgp::wire::update::{Nlri, Update};
 use bgp::wire::{encode_message, Capability, CodecParams, Message, Open, PathAttrs};
 use bgp::{AfiSafi, Asn, Family, RouterId};
 use serval_integration::netns::NsHandle;
+
+use lab_support::{routes, Lab};
 
 const NODE_AS: u32 = 64512;
 const NODE1: Ipv4Addr = Ipv4Addr::new(10, 10, 1, 11);
@@ -46,128 +48,10 @@ const ATTACKER_PREFIX: &str = "10.99.99.0/24";
 /// How long each attack goes on while node2 is watched.
 const ATTACK_WINDOW: Duration = Duration::from_secs(12);
 
-fn serval() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_serval"))
-}
-
-struct Lab {
-    dir: tempfile::TempDir,
-}
-
-impl Lab {
-    fn up() -> Lab {
-        let cni = serval().with_file_name("serval-cni");
-        assert!(
-            cni.exists(),
-            "the CNI plugin {} is missing: run `cargo build --bins` first",
-            cni.display()
-        );
-        let others = lab_namespaces();
-        assert!(
-            others.is_empty(),
-            "another serval lab is up (its namespaces: {others:?}); the lab's names are fixed"
-        );
-        let dir = tempfile::Builder::new()
-            .prefix("serval-hostile-pod")
-            .tempdir()
-            .expect("temp dir");
-        let lab = Lab { dir };
-        let out = Command::new(serval())
-            .args(["lab", "up", "--pods", "1", "--dir"])
-            .arg(lab.path())
-            .output()
-            .expect("running serval lab up");
-        assert!(
-            out.status.success(),
-            "serval lab up failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        lab
-    }
-
-    fn path(&self) -> PathBuf {
-        self.dir.path().join("lab")
-    }
-
-    /// `serval node status --json` of one node.
-    fn status(&self, node: &str) -> serde_json::Value {
-        let sock = self.path().join(node).join("node.sock");
-        let out = Command::new(serval())
-            .args(["node", "status", "--json", "--socket"])
-            .arg(&sock)
-            .output()
-            .expect("serval node status");
-        assert!(
-            out.status.success(),
-            "{node} status: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("{node} status is not JSON: {e}"))
-    }
-
-    /// The last lines of every agent log, for a failure message.
-    fn logs(&self) -> String {
-        let mut s = String::new();
-        for node in ["node1", "node2", "node3"] {
-            let dir = self.path().join(node);
-            let Ok(rd) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            for e in rd.flatten() {
-                let p = e.path();
-                if p.extension().is_some_and(|x| x == "log") {
-                    let text = std::fs::read_to_string(&p).unwrap_or_default();
-                    let lines: Vec<&str> = text.lines().collect();
-                    let tail = lines[lines.len().saturating_sub(40)..].join("\n");
-                    s.push_str(&format!("===== {} =====\n{tail}\n", p.display()));
-                }
-            }
-        }
-        s
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let out = Command::new(serval())
-            .args(["lab", "down", "--dir"])
-            .arg(self.path())
-            .output();
-        if std::thread::panicking() {
-            return;
-        }
-        let out = out.expect("serval lab down");
-        assert!(
-            out.status.success(),
-            "lab down: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-fn lab_namespaces() -> Vec<String> {
-    let out = Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .expect("ip netns list (iproute2)");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with("svlab-"))
-        .map(str::to_string)
-        .collect()
-}
-
 /// serval's routes in a node's kernel: (destination, type).
 fn kernel_routes(netns: &str) -> Vec<(String, String)> {
-    let out = Command::new("ip")
-        .args(["-n", netns, "-j", "route", "show", "proto", "83"])
-        .output()
-        .expect("ip route");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::json!([]));
-    v.as_array()
+    routes(netns)
+        .as_array()
         .into_iter()
         .flatten()
         .map(|r| {
@@ -412,7 +296,7 @@ fn attack_and_watch(lab: &Lab, pod: &str, victim: &str, victim_addr: Ipv4Addr) -
 
 #[test]
 fn a_pod_cannot_take_over_its_nodes_bgp_sessions() {
-    let lab = Lab::up();
+    let (lab, _) = Lab::up(&["--pods", "1"]);
     // The attacker claims the router ids the nodes have: their addresses.
     // From a pod on node1, node2's neighbour on the same subnet.
     let out = attack_and_watch(&lab, "svlab-node1-pod1", "node1", NODE1);

@@ -8,157 +8,15 @@
 //! (`cargo build --bins`) and the control plane `integration/k8s/build.sh` builds. The
 //! lab's namespaces have fixed names, so these tests run one at a time.
 
+mod lab_support;
+
+use lab_support::{cni_plugin_built, lab_namespaces, routes, serval, Lab};
 use serval_integration::uml::Uml;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Mutex;
 
 static ONE_LAB: Mutex<()> = Mutex::new(());
-
-fn serval() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_serval"))
-}
-
-fn cni_plugin_built() {
-    let cni = serval().with_file_name("serval-cni");
-    assert!(
-        cni.exists(),
-        "the CNI plugin {} is missing: run `cargo build --bins` first",
-        cni.display()
-    );
-}
-
-struct Lab {
-    dir: tempfile::TempDir,
-    down: bool,
-}
-
-impl Lab {
-    fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// `serval lab down`, which must succeed.
-    fn down(&mut self) {
-        self.down = true;
-        let out = Command::new(serval())
-            .args(["lab", "down", "--dir"])
-            .arg(self.dir().join("lab"))
-            .output()
-            .expect("serval lab down");
-        assert!(
-            out.status.success(),
-            "lab down: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn up(args: &[&str]) -> (Lab, String) {
-        cni_plugin_built();
-        let dir = tempfile::Builder::new()
-            .prefix("serval-lab-test")
-            .tempdir()
-            .expect("temp dir");
-        let lab = Lab { dir, down: false };
-        let labdir = lab.dir().join("lab");
-        let out = Command::new(serval())
-            .args(["lab", "up", "--dir"])
-            .arg(&labdir)
-            .args(args)
-            .output()
-            .expect("running serval lab up");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        if !out.status.success() {
-            let logs = lab.logs();
-            panic!("serval lab up {args:?} failed:\n{text}\n{logs}");
-        }
-        (lab, text)
-    }
-
-    fn logs(&self) -> String {
-        let mut s = String::new();
-        let lab = self.dir().join("lab");
-        for entry in walk(&lab) {
-            if entry.extension().is_some_and(|e| e == "log") {
-                let text = std::fs::read_to_string(&entry).unwrap_or_default();
-                let tail: String = text
-                    .lines()
-                    .rev()
-                    .take(60)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect::<Vec<_>>()
-                    .join("\n");
-                s.push_str(&format!("===== {} =====\n{tail}\n", entry.display()));
-            }
-        }
-        s
-    }
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        if self.down {
-            return;
-        }
-        let out = Command::new(serval())
-            .args(["lab", "down", "--dir"])
-            .arg(self.dir().join("lab"))
-            .output();
-        if std::thread::panicking() {
-            return;
-        }
-        let out = out.expect("serval lab down");
-        assert!(
-            out.status.success(),
-            "lab down: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let left = lab_namespaces();
-        assert!(left.is_empty(), "lab down left namespaces: {left:?}");
-    }
-}
-
-fn lab_namespaces() -> Vec<String> {
-    let out = Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .expect("ip netns list");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with("svlab-"))
-        .map(str::to_string)
-        .collect()
-}
-
-fn routes(netns: &str) -> serde_json::Value {
-    let out = Command::new("ip")
-        .args(["-n", netns, "-j", "route", "show", "proto", "83"])
-        .output()
-        .expect("ip route");
-    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::json!([]))
-}
 
 /// The devices serval's routes in `netns` use for destinations other than blackholes.
 fn route_devices(netns: &str) -> Vec<(String, String)> {
@@ -498,7 +356,7 @@ fn lab_down_after_a_crash_on_kubernetes() {
         .tempdir()
         .expect("temp dir");
     let labdir = dir.path().join("lab");
-    let mut lab = Lab { dir, down: false };
+    let mut lab = Lab::adopt(dir);
     let mut up = Command::new(serval())
         .args([
             "lab",

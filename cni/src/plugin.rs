@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::hash::Hasher;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipam::model::{EncapMode, HandleId, IpPool, PoolName};
+use ipam::model::{HandleId, IpPool, PoolName};
 use ipnet::IpNet;
 
 use crate::config::{IpamSettings, PoolRef};
@@ -40,10 +40,6 @@ pub const HOST_MAC: [u8; 6] = [0xee; 6];
 pub const HOST_PREFIX: &str = "sv";
 /// Host veth aliases start with this; the rest names the attachment (for GC and DEL).
 pub const ALIAS_PREFIX: &str = "serval/";
-/// Encapsulation overheads (bytes): IP-in-IP adds an IPv4 header, VXLAN an outer
-/// Ethernet + IPv4 + UDP + VXLAN header.
-pub const IPIP_OVERHEAD: u32 = 20;
-pub const VXLAN_OVERHEAD: u32 = 50;
 /// The MTU assumed for the underlay when neither the configuration nor the agent says.
 pub const DEFAULT_UNDERLAY_MTU: u32 = 1500;
 
@@ -335,7 +331,8 @@ fn describe_ref(r: &PoolRef) -> String {
 }
 
 /// The pod MTU: the configuration's, else the agent's file, else the underlay default
-/// less the overhead of the encapsulation the address's pool uses.
+/// less the overhead of the encapsulation the address's pool uses (the agent's rule,
+/// [`ipam::encap::pod_mtu`], over that pool).
 pub fn mtu(explicit: Option<u32>, agent_file: Option<&str>, pool: Option<&IpPool>) -> u32 {
     if let Some(m) = explicit {
         return m;
@@ -345,12 +342,9 @@ pub fn mtu(explicit: Option<u32>, agent_file: Option<&str>, pool: Option<&IpPool
             return m;
         }
     }
-    let overhead = match pool {
-        Some(p) if p.vxlan_mode != EncapMode::Never => VXLAN_OVERHEAD,
-        Some(p) if p.ipip_mode != EncapMode::Never => IPIP_OVERHEAD,
-        _ => 0,
-    };
-    DEFAULT_UNDERLAY_MTU - overhead
+    pool.map_or(DEFAULT_UNDERLAY_MTU, |p| {
+        ipam::encap::pod_mtu(DEFAULT_UNDERLAY_MTU, std::slice::from_ref(p))
+    })
 }
 
 /// A sysctl under /proc/sys, by its path there (`net/ipv4/conf/X/proxy_arp`).
@@ -741,6 +735,7 @@ pub fn compare(exp: &Expected, obs: &Observed) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::env::ContainerId;
+    use ipam::model::EncapMode;
 
     fn att(cid: &str, ifname: &str) -> Attachment {
         Attachment {
@@ -964,6 +959,10 @@ mod tests {
         p.ipip_mode = EncapMode::CrossSubnet;
         assert_eq!(mtu(None, None, Some(&p)), 1480);
         assert_eq!(mtu(None, None, None), 1500);
+        // VXLAN over IPv6 costs 70 bytes, as the agent counts it.
+        let mut p6 = pool("b", "fd00:65::/64");
+        p6.vxlan_mode = EncapMode::Always;
+        assert_eq!(mtu(None, None, Some(&p6)), 1430);
     }
 
     fn dual() -> (Wiring, Attachment) {

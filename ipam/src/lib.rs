@@ -27,6 +27,7 @@ pub mod allocator;
 pub mod check;
 #[cfg(feature = "kubernetes")]
 pub mod crd;
+pub mod encap;
 pub mod error;
 pub mod model;
 pub mod ops;

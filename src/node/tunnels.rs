@@ -8,8 +8,6 @@
 
 use std::net::IpAddr;
 
-use ipam::model::{EncapMode, IpPool};
-
 use crate::dataplane::{
     Dataplane, Encapsulation, IpipTunnel, VxlanTunnel, IPIP_DEVICE, VXLAN_DEVICE, VXLAN_V6_DEVICE,
 };
@@ -25,35 +23,7 @@ pub struct Underlay {
     pub v6: Option<(u32, u32)>,
 }
 
-/// The encapsulations the pools use.
-pub fn encapsulations(pools: &[IpPool]) -> Vec<Encapsulation> {
-    let mut out = Vec::new();
-    for p in pools {
-        let v4 = p.cidr.addr().is_ipv4();
-        if v4 && p.ipip_mode != EncapMode::Never {
-            out.push(Encapsulation::Ipip);
-        }
-        if p.vxlan_mode != EncapMode::Never {
-            out.push(if v4 {
-                Encapsulation::Vxlan
-            } else {
-                Encapsulation::VxlanV6
-            });
-        }
-    }
-    out
-}
-
-/// The MTU pods get over an underlay of `underlay` bytes: every pod may talk through
-/// any tunnel, so the largest overhead in use counts.
-pub fn pod_mtu(underlay: u32, pools: &[IpPool]) -> u32 {
-    let overhead = encapsulations(pools)
-        .into_iter()
-        .map(Encapsulation::overhead)
-        .max()
-        .unwrap_or(0);
-    underlay.saturating_sub(overhead)
-}
+pub use ipam::encap::{encapsulations, pod_mtu};
 
 /// Makes the wanted tunnel devices exist, removes serval's VXLAN devices no pool wants,
 /// and reports each device. `underlay_mtu` is the MTU of the interface carrying the
@@ -148,42 +118,5 @@ fn row(device: &str, w: &TunnelWant, mtu: Option<u32>, error: Option<String>) ->
         mtu,
         pools: w.requested_by.clone(),
         error,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use ipam::model::PoolName;
-
-    fn pool(cidr: &str, ipip: EncapMode, vxlan: EncapMode) -> IpPool {
-        let mut p = IpPool::new(PoolName::new("p").unwrap(), cidr.parse().unwrap());
-        p.ipip_mode = ipip;
-        p.vxlan_mode = vxlan;
-        p
-    }
-
-    #[test]
-    fn pod_mtu_subtracts_the_largest_overhead_in_use() {
-        use EncapMode::*;
-        let cases = [
-            (vec![], 1500),
-            (vec![pool("10.65.0.0/16", Never, Never)], 1500),
-            (vec![pool("10.65.0.0/16", CrossSubnet, Never)], 1480),
-            (vec![pool("10.65.0.0/16", Always, Never)], 1480),
-            (vec![pool("10.65.0.0/16", Never, Always)], 1450),
-            (
-                vec![
-                    pool("10.65.0.0/16", Always, Never),
-                    pool("10.66.0.0/16", Never, CrossSubnet),
-                ],
-                1450,
-            ),
-            (vec![pool("fd00::/48", Never, Always)], 1430),
-        ];
-        for (pools, want) in cases {
-            assert_eq!(pod_mtu(1500, &pools), want, "{pools:?}");
-        }
-        assert_eq!(pod_mtu(9000, &[pool("10.65.0.0/16", Never, Always)]), 8950);
     }
 }

@@ -759,7 +759,7 @@ fn unusable_next_hop(nh: IpAddr, local: Option<IpAddr>) -> bool {
                 a.is_unspecified()
                     || (a.is_loopback() && !on_loopback)
                     || a.is_multicast()
-                    || (a.segments()[0] & 0xffc0) == 0xfe80
+                    || a.is_unicast_link_local()
             }
         },
     }
@@ -787,8 +787,8 @@ fn withdraw_unusable_next_hops(
             global,
             link_local: Some(ll),
         } => {
-            (global.is_unspecified() || (global.segments()[0] & 0xffc0) == 0xfe80)
-                && (ll.segments()[0] & 0xffc0) == 0xfe80
+            (global.is_unspecified() || global.is_unicast_link_local())
+                && ll.is_unicast_link_local()
         }
         _ => false,
     };

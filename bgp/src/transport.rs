@@ -364,7 +364,7 @@ pub fn interface_of(local: IpAddr) -> Option<InterfaceInfo> {
             IpAddr::V4(v4) => {
                 info.v4.get_or_insert(v4);
             }
-            IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80 => {
+            IpAddr::V6(v6) if v6.is_unicast_link_local() => {
                 info.link_local.get_or_insert(v6);
             }
             IpAddr::V6(v6) => {

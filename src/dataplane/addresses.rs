@@ -107,7 +107,7 @@ fn address_of(a: &AddressMessage) -> Option<IpAddr> {
 
 fn is_link_local(ip: IpAddr) -> bool {
     match ip {
-        IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,
+        IpAddr::V6(v6) => v6.is_unicast_link_local(),
         IpAddr::V4(_) => false,
     }
 }

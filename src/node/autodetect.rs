@@ -138,7 +138,7 @@ fn usable(net: &IpNet, v4: bool) -> bool {
     a.is_ipv4() == v4
         && !a.is_loopback()
         && !a.is_unspecified()
-        && !matches!(a, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80)
+        && !matches!(a, IpAddr::V6(v6) if v6.is_unicast_link_local())
 }
 
 /// Picks the node's address of one family. `reach_source`: for `can-reach`, the source

@@ -106,12 +106,12 @@ pub fn render(m: &Metrics, s: &ScrapeInput) -> String {
                 .unwrap_or_default(),
         };
         up.get_or_create(&l)
-            .set(i64::from(p.state == "Established"));
+            .set(i64::from(p.state.is_established()));
         state
             .get_or_create(&StateLabels {
                 peer: l.peer.clone(),
                 peer_type: l.peer_type.clone(),
-                state: p.state.clone(),
+                state: p.state.to_string(),
             })
             .set(1);
         flaps.get_or_create(&l).inc_by(p.flaps);
@@ -223,7 +223,7 @@ mod tests {
                 name: None,
                 peer_type: PeerType::Mesh,
                 asn: 64512,
-                state: "Established".into(),
+                state: bgp::status::SessionState::Established,
                 uptime_secs: Some(1),
                 prefixes_received: 3,
                 prefixes_accepted: 3,

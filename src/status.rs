@@ -62,7 +62,7 @@ pub struct PeerRow {
     pub peer_type: PeerType,
     pub asn: u32,
     /// RFC 4271 state name.
-    pub state: String,
+    pub state: bgp::status::SessionState,
     /// Seconds in Established.
     pub uptime_secs: Option<u64>,
     pub prefixes_received: u32,
@@ -116,7 +116,7 @@ pub fn peer_rows(peers: &[PeerStatus], types: &BTreeMap<IpAddr, PeerType>) -> Ve
                 name: p.name.clone(),
                 peer_type: types.get(&p.address).copied().unwrap_or(PeerType::Global),
                 asn: p.asn.0,
-                state: p.state.clone(),
+                state: p.state,
                 uptime_secs: p.uptime_secs,
                 prefixes_received: rcv,
                 prefixes_accepted: acc,
@@ -266,7 +266,7 @@ mod tests {
                 name: Some("n2".into()),
                 peer_type: PeerType::Mesh,
                 asn: 64512,
-                state: "Established".into(),
+                state: bgp::status::SessionState::Established,
                 uptime_secs: Some(3),
                 prefixes_received: 1,
                 prefixes_accepted: 1,

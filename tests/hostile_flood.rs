@@ -426,7 +426,7 @@ fn a_peer_flooding_a_full_table_is_stopped_at_the_default_limit() {
         let edge_before = peer_at(&edge_before, EDGE)
             .cloned()
             .ok_or_else(|| err("no edge peer"))?;
-        assert_eq!(edge_before.state, "Established");
+        assert_eq!(edge_before.state, bgp::status::SessionState::Established);
 
         // The flood.
         let health = HealthProbe::start(&n1.ns);
@@ -485,7 +485,7 @@ fn a_peer_flooding_a_full_table_is_stopped_at_the_default_limit() {
             || Ok(peer_at(&bgp_status(&n1)?, TOR).cloned()),
             |p| {
                 p.as_ref().is_some_and(|p| {
-                    p.state != "Established" && p.families.iter().all(|f| f.received == 0)
+                    !p.state.is_established() && p.families.iter().all(|f| f.received == 0)
                 })
             },
         )?;
@@ -530,7 +530,11 @@ fn a_peer_flooding_a_full_table_is_stopped_at_the_default_limit() {
         // The edge session kept its state and its routes both ways.
         let peers = bgp_status(&n1)?;
         let edge_after = peer_at(&peers, EDGE).ok_or_else(|| err("no edge peer"))?;
-        assert_eq!(edge_after.state, "Established", "{edge_after:?}");
+        assert_eq!(
+            edge_after.state,
+            bgp::status::SessionState::Established,
+            "{edge_after:?}"
+        );
         assert_eq!(
             (edge_after.established_count, edge_after.flaps),
             (edge_before.established_count, edge_before.flaps),

@@ -15,7 +15,7 @@ use crate::negotiate::Negotiated;
 use crate::rib::{BestChange, OutBody, PeerId, PeerInfo, Rib, RibConfig, SessionInfo};
 use crate::session::{self, SessionCmd, SessionEvent, SessionHandle, SessionStatus};
 use crate::speaker::{RouteQuery, SpeakerError};
-use crate::status::{FamilyStatus, PathEntry, PeerStatus, RouteEntry};
+use crate::status::{FamilyStatus, PathEntry, PeerStatus, RouteEntry, SessionState};
 use crate::transport::{self, TransportOptions};
 use crate::types::{Family, RouterId};
 use crate::wire::attr::{NextHop, PathAttrs};
@@ -862,7 +862,7 @@ impl Core {
             })
             .unwrap_or_default();
         let local_v6 = match local.ip() {
-            IpAddr::V6(v6) if !is_link_local(v6) => Some(v6),
+            IpAddr::V6(v6) if !v6.is_unicast_link_local() => Some(v6),
             _ => slot
                 .config
                 .local_ipv6
@@ -1282,9 +1282,9 @@ fn status_of(
     }
     let neg = s.as_ref().and_then(|s| s.negotiated.as_ref());
     let state = match (&s, cfg.shutdown) {
-        (_, true) => "Shutdown".to_string(),
-        (Some(s), _) => s.state.to_string(),
-        (None, _) => "Unknown".to_string(),
+        (_, true) => SessionState::Shutdown,
+        (Some(s), _) => SessionState::from(s.state),
+        (None, _) => SessionState::Unknown,
     };
     PeerStatus {
         address: cfg.address,
@@ -1350,10 +1350,6 @@ fn capability_names(n: &Negotiated) -> Vec<String> {
         v.push("extended-message".into());
     }
     v
-}
-
-fn is_link_local(a: std::net::Ipv6Addr) -> bool {
-    (a.segments()[0] & 0xffc0) == 0xfe80
 }
 
 /// Per-peer jitter seed, so that the nodes of a cluster do not retry in lockstep.

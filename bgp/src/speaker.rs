@@ -331,7 +331,7 @@ mod tests {
     async fn both_established(a: &Speaker, b: &Speaker, limit: Duration) -> Option<Duration> {
         let start = tokio::time::Instant::now();
         while start.elapsed() < limit {
-            let up = |s: Vec<PeerStatus>| s.first().is_some_and(|p| p.state == "Established");
+            let up = |s: Vec<PeerStatus>| s.first().is_some_and(|p| p.state.is_established());
             if up(a.peers().await.ok()?) && up(b.peers().await.ok()?) {
                 return Some(start.elapsed());
             }

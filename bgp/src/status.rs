@@ -10,6 +10,60 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
 
+/// A peer's session as reported: a state of RFC 4271 §8.2.2, administratively shut
+/// down, or not known yet (its session task has not answered). Serialized by name
+/// (`"Established"`), as status JSON has always shown it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SessionState {
+    Idle,
+    Connect,
+    Active,
+    OpenSent,
+    OpenConfirm,
+    Established,
+    Shutdown,
+    Unknown,
+}
+
+impl SessionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionState::Idle => "Idle",
+            SessionState::Connect => "Connect",
+            SessionState::Active => "Active",
+            SessionState::OpenSent => "OpenSent",
+            SessionState::OpenConfirm => "OpenConfirm",
+            SessionState::Established => "Established",
+            SessionState::Shutdown => "Shutdown",
+            SessionState::Unknown => "Unknown",
+        }
+    }
+
+    pub fn is_established(self) -> bool {
+        self == SessionState::Established
+    }
+}
+
+impl std::fmt::Display for SessionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<crate::fsm::State> for SessionState {
+    fn from(s: crate::fsm::State) -> Self {
+        use crate::fsm::State;
+        match s {
+            State::Idle => SessionState::Idle,
+            State::Connect => SessionState::Connect,
+            State::Active => SessionState::Active,
+            State::OpenSent => SessionState::OpenSent,
+            State::OpenConfirm => SessionState::OpenConfirm,
+            State::Established => SessionState::Established,
+        }
+    }
+}
+
 /// One peer, as `serval bgp status` shows it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -19,8 +73,7 @@ pub struct PeerStatus {
     pub asn: Asn,
     /// "ibgp", "ebgp", "ibgp rr-client".
     pub kind: String,
-    /// RFC 4271 state name, or "Shutdown" when administratively down.
-    pub state: String,
+    pub state: SessionState,
     /// Seconds in Established; `None` when not established.
     pub uptime_secs: Option<u64>,
     /// What ended the last session (or attempt), as an operator reads it.

@@ -339,7 +339,7 @@ impl Serval {
             READY_TIMEOUT,
             &format!("serval's session with {peer} to go down"),
             || self.peer_status(peer),
-            |p| p.state != "Established",
+            |p| !p.state.is_established(),
         )
     }
 
@@ -433,10 +433,10 @@ impl BgpDaemon for Serval {
             .into_iter()
             .map(|p| SessionStatus {
                 neighbor: p.address,
-                established: p.state == "Established",
+                established: p.state.is_established(),
                 state: match &p.last_error {
-                    Some(e) if p.state != "Established" => format!("{} ({e})", p.state),
-                    _ => p.state,
+                    Some(e) if !p.state.is_established() => format!("{} ({e})", p.state),
+                    _ => p.state.to_string(),
                 },
             })
             .collect())

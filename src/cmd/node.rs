@@ -342,7 +342,7 @@ fn text(s: &NodeStatus, with_routes: bool) -> String {
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_owned))
                     .unwrap_or_default(),
-                p.state.clone(),
+                p.state.to_string(),
                 p.uptime_secs.map(duration).unwrap_or_default(),
                 format!("{}/{}", p.prefixes_received, p.prefixes_sent),
                 p.last_error.clone().unwrap_or_default(),
@@ -441,7 +441,7 @@ mod tests {
                 name: Some("n2".into()),
                 peer_type: PeerType::Mesh,
                 asn: 64512,
-                state: "Established".into(),
+                state: bgp::status::SessionState::Established,
                 uptime_secs: Some(61),
                 prefixes_received: 1,
                 prefixes_accepted: 1,

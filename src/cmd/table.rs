@@ -62,7 +62,7 @@ pub fn peers(peers: &[PeerStatus]) -> String {
                 name,
                 p.asn.to_string(),
                 p.kind.clone(),
-                p.state.clone(),
+                p.state.to_string(),
                 since,
                 format!("{rcv}/{acc}/{sent}"),
                 p.last_error.clone().unwrap_or_default(),

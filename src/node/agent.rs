@@ -274,7 +274,7 @@ fn local_subnets(ifaces: &[Interface]) -> Vec<(IpNet, String)> {
         .filter(|i| !skip(&i.name))
         .flat_map(|i| i.addrs.iter().map(move |a| (a, &i.name)))
         .filter(|(a, _)| a.prefix_len() < a.max_prefix_len())
-        .filter(|(a, _)| !matches!(a.addr(), IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80))
+        .filter(|(a, _)| !matches!(a.addr(), IpAddr::V6(v6) if v6.is_unicast_link_local()))
         .map(|(a, n)| (a.trunc(), n.clone()))
         .collect()
 }
@@ -339,7 +339,7 @@ pub fn converged(
     peers.values().filter(|p| !p.shutdown).all(|p| {
         status.iter().any(|s| {
             s.address == p.address
-                && s.state == "Established"
+                && s.state.is_established()
                 && s.uptime_secs.unwrap_or(0) >= SETTLE
         })
     })
@@ -1078,14 +1078,19 @@ impl Agent {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bgp::status::SessionState;
 
-    fn peer_status(addr: &str, state: &str, up: Option<u64>) -> bgp::status::PeerStatus {
+    fn peer_status(
+        addr: &str,
+        state: bgp::status::SessionState,
+        up: Option<u64>,
+    ) -> bgp::status::PeerStatus {
         bgp::status::PeerStatus {
             address: addr.parse().unwrap(),
             name: None,
             asn: Asn(64512),
             kind: "ibgp".into(),
-            state: state.into(),
+            state,
             uptime_secs: up,
             last_error: None,
             router_id: None,
@@ -1120,13 +1125,13 @@ mod tests {
         down.values_mut().last().unwrap().shutdown = true;
         let up = |secs| {
             vec![
-                peer_status("192.0.2.2", "Established", Some(secs)),
-                peer_status("192.0.2.3", "Established", Some(secs)),
+                peer_status("192.0.2.2", SessionState::Established, Some(secs)),
+                peer_status("192.0.2.3", SessionState::Established, Some(secs)),
             ]
         };
         let one_down = vec![
-            peer_status("192.0.2.2", "Established", Some(10)),
-            peer_status("192.0.2.3", "Active", None),
+            peer_status("192.0.2.2", SessionState::Established, Some(10)),
+            peer_status("192.0.2.3", SessionState::Active, None),
         ];
         let s = Duration::from_secs;
         let none = BTreeMap::new();

@@ -19,6 +19,7 @@ use crate::resources::node_status::{
     ServalNodeStatus, ServalNodeStatusSpec, ServalNodeStatusStatus,
 };
 use crate::status::NodeStatus;
+use bgp::status::SessionState;
 
 /// The field manager of the agent's writes.
 pub const FIELD_MANAGER: &str = "serval-agent";
@@ -27,15 +28,15 @@ pub const DEFAULT_PERIOD: Duration = Duration::from_secs(10);
 /// The least time between two writes, even for a session change.
 pub const MIN_GAP: Duration = Duration::from_secs(1);
 
-fn session_state(s: &str) -> BgpSessionState {
+fn session_state(s: SessionState) -> BgpSessionState {
     match s {
-        "Established" => BgpSessionState::Established,
-        "Connect" => BgpSessionState::Connect,
-        "Active" => BgpSessionState::Active,
-        "OpenSent" => BgpSessionState::OpenSent,
-        "OpenConfirm" => BgpSessionState::OpenConfirm,
-        "Shutdown" | "Close" | "AdminShutdown" => BgpSessionState::Close,
-        _ => BgpSessionState::Idle,
+        SessionState::Established => BgpSessionState::Established,
+        SessionState::Connect => BgpSessionState::Connect,
+        SessionState::Active => BgpSessionState::Active,
+        SessionState::OpenSent => BgpSessionState::OpenSent,
+        SessionState::OpenConfirm => BgpSessionState::OpenConfirm,
+        SessionState::Shutdown => BgpSessionState::Close,
+        SessionState::Idle | SessionState::Unknown => BgpSessionState::Idle,
     }
 }
 
@@ -81,7 +82,7 @@ pub fn build(
     if wants(NodeStatusClass::Bgp) {
         let (mut v4, mut v6) = (Vec::new(), Vec::new());
         for p in &s.peers {
-            let state = session_state(&p.state);
+            let state = session_state(p.state);
             let since = p
                 .uptime_secs
                 .filter(|_| state == BgpSessionState::Established)
@@ -166,7 +167,7 @@ pub fn apply_body(name: &str, status: &ServalNodeStatusStatus) -> serde_json::Va
 pub fn established(s: &NodeStatus) -> BTreeMap<IpAddr, bool> {
     s.peers
         .iter()
-        .map(|p| (p.address, p.state == "Established"))
+        .map(|p| (p.address, p.state.is_established()))
         .collect()
 }
 
@@ -240,13 +241,13 @@ mod tests {
     use super::*;
     use crate::status::{PeerRow, RouteRow};
 
-    fn peer(addr: &str, t: PeerType, state: &str, up: Option<u64>) -> PeerRow {
+    fn peer(addr: &str, t: PeerType, state: SessionState, up: Option<u64>) -> PeerRow {
         PeerRow {
             address: addr.parse().unwrap(),
             name: None,
             peer_type: t,
             asn: 64512,
-            state: state.into(),
+            state,
             uptime_secs: up,
             prefixes_received: 3,
             prefixes_accepted: 2,
@@ -262,12 +263,17 @@ mod tests {
             ready: true,
             router_id: Some("192.0.2.10".parse().unwrap()),
             peers: vec![
-                peer("192.0.2.11", PeerType::Mesh, "Established", Some(60)),
-                peer("192.0.2.254", PeerType::Global, "Active", None),
+                peer(
+                    "192.0.2.11",
+                    PeerType::Mesh,
+                    SessionState::Established,
+                    Some(60),
+                ),
+                peer("192.0.2.254", PeerType::Global, SessionState::Active, None),
                 peer(
                     "2001:db8::1",
                     PeerType::NodeSpecific,
-                    "Established",
+                    SessionState::Established,
                     Some(5),
                 ),
             ],
@@ -361,7 +367,7 @@ mod tests {
         assert!(l.should_write(t0 + s(10), period, &up), "the period passed");
         l.wrote(t0 + s(10), up.clone());
         // A session goes down: at once, but not within a second of the last write.
-        status.peers[0].state = "Idle".into();
+        status.peers[0].state = SessionState::Idle;
         let down = established(&status);
         assert!(!l.should_write(t0 + s(10) + Duration::from_millis(500), period, &down));
         assert!(l.should_write(t0 + s(11), period, &down));

@@ -345,7 +345,7 @@ pub fn md5<P: InteropPeer>(dir: &TestDir) -> Result<Verdict> {
         Duration::from_secs(12),
         "the session with mismatched passwords to stay down",
         || Ok((serval.peer_status(addr4(bad))?, wrong.session(addr4(s))?)),
-        |(x, y)| x.state != "Established" && !y.established,
+        |(x, y)| !x.state.is_established() && !y.established,
     )?;
     let said = last.0.last_error.clone().unwrap_or_default();
     check(said.to_ascii_lowercase().contains("md5"), || {

@@ -66,7 +66,7 @@ pub fn malformed_origin(dir: &TestDir) -> Result<Verdict> {
     check(n.is_none(), || format!("serval reset the session: {n:?}"))?;
     check(serval.running(), || "serval exited".into())?;
     let st = serval.peer_status(addr4(&link.b))?;
-    check(st.state == "Established", || {
+    check(st.state.is_established(), || {
         format!("the session did not survive a treat-as-withdraw error: {st:?}")
     })?;
     let left = serval.received_routes(addr4(&link.b))?;
@@ -108,7 +108,7 @@ pub fn malformed_duplicate_mp_reach(dir: &TestDir) -> Result<Verdict> {
         SESSION_TIMEOUT,
         "serval's status to show the reset",
         || serval.peer_status(addr4(&link.b)),
-        |st| st.state != "Established" && st.last_error.is_some(),
+        |st| !st.state.is_established() && st.last_error.is_some(),
     )?;
     let routes = serval.received_routes(addr4(&link.b))?;
     check(routes.is_empty(), || {

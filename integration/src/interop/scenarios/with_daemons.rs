@@ -132,14 +132,14 @@ pub fn reconfigure(dir: &TestDir) -> Result<Verdict> {
         SESSION_TIMEOUT,
         "the first session to come back with hold time 6",
         || serval.peer_status(addr4(b1)),
-        |st| st.state == "Established" && st.hold_time == Some(6),
+        |st| st.state.is_established() && st.hold_time == Some(6),
     )?;
     let now = serval.peer_status(addr4(b2))?;
     check(
         now.established_count == other.established_count
             && now.flaps == other.flaps
             && now.uptime_secs >= other.uptime_secs
-            && now.state == "Established",
+            && now.state.is_established(),
         || format!("the other session was disturbed: before {other:?}, after {now:?}"),
     )?;
     Ok(Verdict::pass())
@@ -205,7 +205,7 @@ pub fn graceful_notification_frr(dir: &TestDir) -> Result<Verdict> {
                 serval.peer_status(addr4(p))?,
             ))
         },
-        |(rs, st)| all(rs, true) && st.state != "Established",
+        |(rs, st)| all(rs, true) && !st.state.is_established(),
     )?
     .1;
     established_both(&serval, &[(&frr, addr4(p), addr4(s))])?;

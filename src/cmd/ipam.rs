@@ -463,24 +463,11 @@ async fn check(
     Ok(())
 }
 
-/// Prints rows as left-aligned columns.
+/// Prints rows as left-aligned columns, the first row being the header.
 pub fn print_table(rows: &[Vec<String>]) {
-    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..cols)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|s| s.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .enumerate()
-            .map(|(i, s)| format!("{s:<w$}", w = widths[i]))
-            .collect();
-        println!("{}", line.join("  ").trim_end());
-    }
+    let Some((header, body)) = rows.split_first() else {
+        return;
+    };
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    print!("{}", super::table::render(&header, body));
 }

@@ -12,19 +12,16 @@
 //! busy anyway (a stuck plugin) ends in "try again later" (11) after [`LOCK_TIMEOUT`],
 //! as does the file store's own lock after its shorter bound.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ipam::allocator::{
-    release_where, AssignIpRequest, AutoAssignRequest, Need, NodeInfo, Plan, Snapshot, Step,
-    MAX_BATCH,
-};
+use ipam::allocator::{AssignIpRequest, AutoAssignRequest, Gc, NodeInfo, Plan, Snapshot, Step};
 use ipam::model::{AffinityState, AllowedUse, Family, HandleId, IpPool, NodeName};
-use ipam::store::{Key, Store, Write};
+use ipam::store::Store;
 use ipam::{Ipam, IpamError, StoreError};
 
 use crate::plugin::AddressRequest;
@@ -239,7 +236,7 @@ impl NodeIpam {
     ) -> Result<Vec<(IpAddr, HandleId)>, CniError> {
         let _lock = self.lock().await?;
         self.ipam
-            .run(NodeGc::new(node.clone(), prefix.to_owned(), live))
+            .run(Gc::of_node(node.clone(), prefix.to_owned(), live))
             .await
             .map_err(|e| cni_error("garbage collection failed", e))
     }
@@ -262,15 +259,7 @@ impl NodeIpam {
     }
 }
 
-/// Unwraps a snapshot lookup or asks for the read it needs.
-macro_rules! need {
-    ($e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(need) => return Ok(Step::Need(need)),
-        }
-    };
-}
+use ipam::need;
 
 /// The addresses a handle holds.
 struct Held {
@@ -294,93 +283,6 @@ impl Plan for Held {
                 .iter()
                 .flat_map(|b| b.value.ips_of(&self.handle))
                 .collect(),
-        ))
-    }
-}
-
-/// Garbage collection of one node's allocations within one network: the CNI GC verb.
-///
-/// An allocation is released when its attribute names this node, its handle starts with
-/// the network's prefix and the handle is not live. Handle records are deleted once no
-/// block holds an address of them; a record that holds none is deleted only when every
-/// block it names is affine to this node, because a record of another node's allocation
-/// in flight (the Kubernetes store writes the record before the block) must survive.
-pub struct NodeGc {
-    node: NodeName,
-    prefix: String,
-    live: BTreeSet<HandleId>,
-    freed: BTreeMap<IpAddr, HandleId>,
-}
-
-impl NodeGc {
-    pub fn new(node: NodeName, prefix: String, live: BTreeSet<HandleId>) -> Self {
-        NodeGc {
-            node,
-            prefix,
-            live,
-            freed: BTreeMap::new(),
-        }
-    }
-
-    fn dead(&self, h: &HandleId) -> bool {
-        dead(&self.prefix, &self.live, h)
-    }
-}
-
-/// A handle of the network (`prefix`) that no live attachment has.
-fn dead(prefix: &str, live: &BTreeSet<HandleId>, h: &HandleId) -> bool {
-    h.as_str().starts_with(prefix) && !live.contains(h)
-}
-
-impl Plan for NodeGc {
-    type Output = Vec<(IpAddr, HandleId)>;
-
-    fn name(&self) -> &'static str {
-        "node garbage collection"
-    }
-
-    fn step(&mut self, snap: &Snapshot) -> Result<Step<Self::Output>, IpamError> {
-        let blocks: Vec<_> = need!(snap.all_blocks()).collect();
-        if !snap.all_handles {
-            return Ok(Step::Need(Need::AllHandles));
-        }
-        let (node, prefix, live) = (&self.node, &self.prefix, &self.live);
-        let mut writes = release_where(&blocks, &mut self.freed, |a| {
-            a.node.as_ref() == Some(node) && dead(prefix, live, &a.handle_id)
-        });
-        if !writes.is_empty() {
-            return Ok(Step::Write(writes));
-        }
-        let freed_handles: BTreeSet<&HandleId> = self.freed.values().collect();
-        for h in snap.handles.values().flatten() {
-            let id = &h.value.handle_id;
-            if !self.dead(id) {
-                continue;
-            }
-            let holds = blocks.iter().any(|b| !b.value.ips_of(id).is_empty());
-            if holds {
-                continue;
-            }
-            let ours = freed_handles.contains(id)
-                || (!h.value.block.is_empty()
-                    && h.value.block.keys().all(|cidr| {
-                        blocks
-                            .iter()
-                            .find(|b| b.value.cidr == *cidr)
-                            .is_some_and(|b| b.value.affinity.as_ref() == Some(&self.node))
-                    }));
-            if ours {
-                writes.push(Write::delete(Key::Handle(id.clone()), h.revision.clone()));
-                if writes.len() >= MAX_BATCH {
-                    break;
-                }
-            }
-        }
-        if !writes.is_empty() {
-            return Ok(Step::Write(writes));
-        }
-        Ok(Step::Done(
-            self.freed.iter().map(|(ip, h)| (*ip, h.clone())).collect(),
         ))
     }
 }
@@ -463,7 +365,7 @@ mod tests {
     use super::*;
     use ipam::model::{AllocationAttribute, Block, Handle, PoolName};
     use ipam::store::memory::MemStore;
-    use ipam::store::{Object, Revision};
+    use ipam::store::{Object, Revision, Write};
     use std::collections::BTreeMap;
 
     fn node(n: &str) -> NodeName {
@@ -504,7 +406,7 @@ mod tests {
         let other_node = alloc(&ipam, "net.elsewhere.eth0", "b").await;
         let live: BTreeSet<HandleId> = [h("net.live.eth0")].into();
         let freed = ipam
-            .run(NodeGc::new(node("a"), "net.".into(), live.clone()))
+            .run(Gc::of_node(node("a"), "net.".into(), live.clone()))
             .await
             .unwrap();
         assert_eq!(freed, vec![(dead, h("net.dead.eth0"))]);
@@ -530,7 +432,7 @@ mod tests {
         assert!(snap.handles.contains_key(&h("net.live.eth0")));
         // Idempotent.
         let again = ipam
-            .run(NodeGc::new(node("a"), "net.".into(), live))
+            .run(Gc::of_node(node("a"), "net.".into(), live))
             .await
             .unwrap();
         assert!(again.is_empty());
@@ -567,7 +469,7 @@ mod tests {
                 .await
                 .unwrap();
         }
-        ipam.run(NodeGc::new(
+        ipam.run(Gc::of_node(
             node("a"),
             "net.".into(),
             [h("net.x.eth0")].into(),

@@ -96,12 +96,15 @@ pub struct Snapshot {
     pub now_unix: Option<u64>,
 }
 
-/// Returns early from a planner with a read request when the snapshot lacks something.
+/// Returns early from a planner with a read request when the snapshot lacks something:
+/// `let blocks = need!(snap.all_blocks());` in any [`Plan::step`], here or in another
+/// crate's plans.
+#[macro_export]
 macro_rules! need {
     ($e:expr) => {
         match $e {
             Ok(v) => v,
-            Err(need) => return Ok(Step::Need(need)),
+            Err(need) => return Ok($crate::allocator::Step::Need(need)),
         }
     };
 }
@@ -1144,19 +1147,70 @@ pub fn release_where(
 /// sandbox on every node, plus operators' reservations). An allocation made after that
 /// list was taken is not in it: run GC only for handles older than a grace period, or
 /// while the allocators are quiet, as Calico's controller does.
+///
+/// [`Gc::of_node`] narrows it to one node's allocations within one network: the CNI GC
+/// verb.
 #[derive(Clone, Debug)]
 pub struct Gc {
     live: BTreeSet<HandleId>,
+    scope: Option<NodeScope>,
     freed: BTreeMap<IpAddr, HandleId>,
+}
+
+/// One node's allocations within one network.
+#[derive(Clone, Debug)]
+struct NodeScope {
+    node: NodeName,
+    /// Handles of the network start with it.
+    prefix: String,
 }
 
 impl Gc {
     pub fn new(live: BTreeSet<HandleId>) -> Self {
         Gc {
             live,
+            scope: None,
             freed: BTreeMap::new(),
         }
     }
+
+    /// Only the allocations whose attribute names `node` and whose handle starts with
+    /// the network's `prefix`. Handle records are deleted once no block holds an address
+    /// of them; a record that holds none is deleted only when every block it names is
+    /// affine to this node, because a record of another node's allocation in flight (the
+    /// Kubernetes store writes the record before the block) must survive.
+    pub fn of_node(node: NodeName, prefix: String, live: BTreeSet<HandleId>) -> Self {
+        Gc {
+            live,
+            scope: Some(NodeScope { node, prefix }),
+            freed: BTreeMap::new(),
+        }
+    }
+
+    /// A handle this collection may release: not live, and of the network if scoped.
+    fn dead(&self, h: &HandleId) -> bool {
+        gc_dead(&self.live, self.scope.as_ref(), h)
+    }
+    /// Whether the record of dead handle `h`, which no block holds an address of any
+    /// more, may go.
+    fn deletes_record(&self, h: &Handle, blocks: &[&Versioned<Block>]) -> bool {
+        let Some(s) = &self.scope else {
+            return true;
+        };
+        let freed_here = self.freed.values().any(|f| *f == h.handle_id);
+        freed_here
+            || (!h.block.is_empty()
+                && h.block.keys().all(|cidr| {
+                    blocks
+                        .iter()
+                        .find(|b| b.value.cidr == *cidr)
+                        .is_some_and(|b| b.value.affinity.as_ref() == Some(&s.node))
+                }))
+    }
+}
+
+fn gc_dead(live: &BTreeSet<HandleId>, scope: Option<&NodeScope>, h: &HandleId) -> bool {
+    !live.contains(h) && scope.is_none_or(|s| h.as_str().starts_with(&s.prefix))
 }
 
 impl Plan for Gc {
@@ -1171,17 +1225,21 @@ impl Plan for Gc {
         if !snap.all_handles {
             return Ok(Step::Need(Need::AllHandles));
         }
-        let live = &self.live;
-        let mut writes = release_where(&blocks, &mut self.freed, |a| !live.contains(&a.handle_id));
+        let (live, scope) = (&self.live, self.scope.as_ref());
+        let mut writes = release_where(&blocks, &mut self.freed, |a| {
+            gc_dead(live, scope, &a.handle_id)
+                && scope.is_none_or(|s| a.node.as_ref() == Some(&s.node))
+        });
         if !writes.is_empty() {
             return Ok(Step::Write(writes));
         }
         for h in snap.handles.values().flatten() {
-            if !self.live.contains(&h.value.handle_id) {
-                writes.push(Write::delete(
-                    Key::Handle(h.value.handle_id.clone()),
-                    h.revision.clone(),
-                ));
+            let id = &h.value.handle_id;
+            if !self.dead(id) || blocks.iter().any(|b| !b.value.ips_of(id).is_empty()) {
+                continue;
+            }
+            if self.deletes_record(&h.value, &blocks) {
+                writes.push(Write::delete(Key::Handle(id.clone()), h.revision.clone()));
                 if writes.len() >= MAX_BATCH {
                     break;
                 }

@@ -854,9 +854,9 @@ impl PeerFsm {
             (phase, _) => {
                 // RFC 6608 §4: the subcode names the state the message was unexpected in.
                 let subcode = match phase {
-                    Phase::OpenSent => fsm_sub::IN_OPEN_SENT,
-                    Phase::OpenConfirm => fsm_sub::IN_OPEN_CONFIRM,
-                    Phase::Established => fsm_sub::IN_ESTABLISHED,
+                    Phase::OpenSent => fsm_sub::UNEXPECTED_IN_OPENSENT,
+                    Phase::OpenConfirm => fsm_sub::UNEXPECTED_IN_OPENCONFIRM,
+                    Phase::Established => fsm_sub::UNEXPECTED_IN_ESTABLISHED,
                     Phase::Connecting | Phase::DelayOpen => fsm_sub::UNSPECIFIED,
                 };
                 let n = notify::notification(FSM_ERROR, subcode);
@@ -971,7 +971,7 @@ impl PeerFsm {
     fn collide_unlisted(&mut self, id: ConnId, out: &mut Vec<Action>) {
         self.send(
             id,
-            Message::Notification(notify::cease(cease::COLLISION_RESOLUTION)),
+            Message::Notification(notify::cease(cease::CONNECTION_COLLISION)),
             out,
         );
         out.push(Action::Close(id));
@@ -1064,7 +1064,7 @@ impl PeerFsm {
         // Also on a session just Established: the peer had not seen it up when it chose
         // its other connection, which then carries the session.
         let lost_collision = matches!(&reason, DownReason::NotificationReceived(n)
-                if n.code == CEASE && n.subcode == cease::COLLISION_RESOLUTION);
+                if n.code == CEASE && n.subcode == cease::CONNECTION_COLLISION);
         if (conn.phase >= Phase::OpenSent || notified) && !lost_collision {
             self.last_error = Some(reason.clone());
         }

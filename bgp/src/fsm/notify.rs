@@ -1,43 +1,18 @@
 //! The NOTIFICATION codes the FSM and the OPEN checks send (IANA "BGP Error (Notification)
 //! Codes" and "... Subcodes"), and the Hard Reset wrapping of RFC 8538.
 //!
-//! Kept private to the crate until the codec's typed constructors replace them.
+//! The codes are defined once, in `wire::consts`; this module names them for the FSM.
 
 use crate::wire::Notification;
 use bytes::Bytes;
 
-pub(crate) const OPEN_MESSAGE_ERROR: u8 = 2;
-pub(crate) const HOLD_TIMER_EXPIRED: u8 = 4;
-pub(crate) const FSM_ERROR: u8 = 5;
-pub(crate) const CEASE: u8 = 6;
-
-/// OPEN Message Error subcodes (RFC 4271 §4.5, RFC 5492 §5).
-pub(crate) mod open {
-    pub(crate) const UNSUPPORTED_VERSION: u8 = 1;
-    pub(crate) const BAD_PEER_AS: u8 = 2;
-    pub(crate) const BAD_BGP_IDENTIFIER: u8 = 3;
-    pub(crate) const UNACCEPTABLE_HOLD_TIME: u8 = 6;
-    pub(crate) const UNSUPPORTED_CAPABILITY: u8 = 7;
-}
-
-/// Finite State Machine Error subcodes (RFC 6608 §3).
-pub(crate) mod fsm {
-    pub(crate) const UNSPECIFIED: u8 = 0;
-    pub(crate) const IN_OPEN_SENT: u8 = 1;
-    pub(crate) const IN_OPEN_CONFIRM: u8 = 2;
-    pub(crate) const IN_ESTABLISHED: u8 = 3;
-}
-
-/// Cease subcodes (RFC 4486 §4, RFC 8538 §3).
-pub(crate) mod cease {
-    pub(crate) const MAX_PREFIXES: u8 = 1;
-    pub(crate) const ADMIN_SHUTDOWN: u8 = 2;
-    pub(crate) const PEER_DECONFIGURED: u8 = 3;
-    pub(crate) const ADMIN_RESET: u8 = 4;
-    pub(crate) const CONNECTION_REJECTED: u8 = 5;
-    pub(crate) const COLLISION_RESOLUTION: u8 = 7;
-    pub(crate) const HARD_RESET: u8 = 9;
-}
+// The codes themselves are the codec's (`wire::consts`), under the names the FSM uses.
+pub(crate) use crate::wire::consts::cease_subcode as cease;
+pub(crate) use crate::wire::consts::error_code::{
+    CEASE, FSM as FSM_ERROR, HOLD_TIMER_EXPIRED, OPEN_MESSAGE as OPEN_MESSAGE_ERROR,
+};
+pub(crate) use crate::wire::consts::fsm_subcode as fsm;
+pub(crate) use crate::wire::consts::open_subcode as open;
 
 pub(crate) fn notification(code: u8, subcode: u8) -> Notification {
     Notification {

@@ -118,7 +118,7 @@ async fn lease_is_created_renewed_and_a_lost_race_is_not_leadership() {
     let t0 = Instant::now();
     let mut a = LeaseState::new("node-a", Duration::from_secs(15), Duration::from_secs(5));
     a.observe(None, t0);
-    let made = write_lease(&api, "serval-node-gc", &a, &LeaseAction::Create)
+    let made = write_lease(&api, "serval-node-gc", &a, &LeaseAction::Create, None)
         .await
         .expect("create");
     a.written(made, t0);
@@ -132,15 +132,31 @@ async fn lease_is_created_renewed_and_a_lost_race_is_not_leadership() {
         create.body.as_ref().unwrap()["spec"]["leaseDurationSeconds"],
         15
     );
-    // Renewal with the version read.
+    // Renewal with the version read, keeping the labels and annotations of the Lease
+    // read (Helm knows the Lease the chart creates by them).
     let renew = LeaseAction::Take {
         version: "1".into(),
         transition: false,
     };
-    let got = write_lease(&api, "serval-node-gc", &a, &renew)
+    let read = kube::api::ObjectMeta {
+        labels: Some(BTreeMap::from([(
+            "app.kubernetes.io/managed-by".to_owned(),
+            "Helm".to_owned(),
+        )])),
+        annotations: Some(BTreeMap::from([(
+            "meta.helm.sh/release-name".to_owned(),
+            "serval".to_owned(),
+        )])),
+        ..Default::default()
+    };
+    let got = write_lease(&api, "serval-node-gc", &a, &renew, Some(&read))
         .await
         .expect("renew");
     assert_eq!(got.map(|r| r.version), Some("2".into()));
+    let put = seen.lock().unwrap().last().cloned().expect("the renewal");
+    let meta = &put.body.as_ref().unwrap()["metadata"];
+    assert_eq!(meta["labels"]["app.kubernetes.io/managed-by"], "Helm");
+    assert_eq!(meta["annotations"]["meta.helm.sh/release-name"], "serval");
     // Another node writing over a version that is gone loses: 409, nothing held.
     let mut b = LeaseState::new("node-b", Duration::from_secs(15), Duration::from_secs(5));
     b.observe(
@@ -164,7 +180,7 @@ async fn lease_is_created_renewed_and_a_lost_race_is_not_leadership() {
         ),
         "{steal:?}"
     );
-    let lost = write_lease(&api, "serval-node-gc", &b, &steal)
+    let lost = write_lease(&api, "serval-node-gc", &b, &steal, None)
         .await
         .expect("a 409 is an answer");
     assert_eq!(lost, None);

@@ -129,12 +129,15 @@ pub async fn read_lease(api: &Api<Lease>, name: &str) -> Result<Option<LeaseReco
     Ok(api.get_opt(name).await?.as_ref().map(record_of))
 }
 
-/// Carries out a lease action; `Ok(None)` when the write lost a race (409).
+/// Carries out a lease action; `Ok(None)` when the write lost a race (409). `read` is
+/// the metadata of the Lease the decision was made on: its labels and annotations are
+/// written back.
 pub async fn write_lease(
     api: &Api<Lease>,
     name: &str,
     state: &LeaseState,
     action: &LeaseAction,
+    read: Option<&ObjectMeta>,
 ) -> Result<Option<LeaseRecord>, kube::Error> {
     let Some(rec) = state.record_for(action) else {
         return Ok(None);
@@ -175,11 +178,11 @@ pub async fn write_lease(
                 }
             }
             // Keep the labels and annotations others put on the Lease (the chart creates
-            // it, and Helm knows its objects by them). The write still goes over the
-            // version the decision was made on: a newer Lease fails it with 409.
-            if let Some(current) = api.get_opt(name).await? {
-                l.metadata.labels = current.metadata.labels;
-                l.metadata.annotations = current.metadata.annotations;
+            // it, and Helm knows its objects by them). The write goes over the version
+            // read: a newer Lease fails it with 409.
+            if let Some(m) = read {
+                l.metadata.labels = m.labels.clone();
+                l.metadata.annotations = m.annotations.clone();
             }
             api.replace(name, &pp, &l).await
         }
@@ -195,19 +198,28 @@ pub async fn write_lease(
 /// turn again.
 pub async fn lease_turn(api: &Api<Lease>, name: &str, state: &mut LeaseState) -> (bool, Instant) {
     let now = Instant::now();
-    match read_lease(api, name).await {
-        Ok(r) => state.observe(r, now),
+    let read = match api.get_opt(name).await {
+        Ok(l) => l,
         Err(e) => {
             debug!(error = %e, lease = name, "reading the lease");
             state.written(None, now);
             return (state.is_leader(now), now + LEASE_RENEW);
         }
-    }
+    };
+    state.observe(read.as_ref().map(record_of), now);
     let action = state.decide(now);
     let next = match &action {
         LeaseAction::Wait { until } => *until,
         _ => {
-            let outcome = match write_lease(api, name, state, &action).await {
+            let outcome = match write_lease(
+                api,
+                name,
+                state,
+                &action,
+                read.as_ref().map(|l| &l.metadata),
+            )
+            .await
+            {
                 Ok(o) => o,
                 Err(e) => {
                     debug!(error = %e, lease = name, "writing the lease");

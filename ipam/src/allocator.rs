@@ -1191,14 +1191,26 @@ impl Gc {
     fn dead(&self, h: &HandleId) -> bool {
         gc_dead(&self.live, self.scope.as_ref(), h)
     }
-    /// Whether the record of dead handle `h`, which no block holds an address of any
-    /// more, may go.
-    fn deletes_record(&self, h: &Handle, blocks: &[&Versioned<Block>]) -> bool {
+    /// Whether the record of dead handle `h` may go. Unscoped, every dead handle's
+    /// addresses were released before this is asked, so its record goes. Scoped, another
+    /// node may still hold an address under it, and a record holding none goes only when
+    /// this collection freed its addresses or every block it names is this node's.
+    fn deletes_record(
+        &self,
+        h: &Handle,
+        blocks: &[&Versioned<Block>],
+        freed: &BTreeSet<&HandleId>,
+    ) -> bool {
         let Some(s) = &self.scope else {
             return true;
         };
-        let freed_here = self.freed.values().any(|f| *f == h.handle_id);
-        freed_here
+        if blocks
+            .iter()
+            .any(|b| !b.value.ips_of(&h.handle_id).is_empty())
+        {
+            return false;
+        }
+        freed.contains(&h.handle_id)
             || (!h.block.is_empty()
                 && h.block.keys().all(|cidr| {
                     blocks
@@ -1233,12 +1245,10 @@ impl Plan for Gc {
         if !writes.is_empty() {
             return Ok(Step::Write(writes));
         }
+        let freed: BTreeSet<&HandleId> = self.freed.values().collect();
         for h in snap.handles.values().flatten() {
             let id = &h.value.handle_id;
-            if !self.dead(id) || blocks.iter().any(|b| !b.value.ips_of(id).is_empty()) {
-                continue;
-            }
-            if self.deletes_record(&h.value, &blocks) {
+            if self.dead(id) && self.deletes_record(&h.value, &blocks, &freed) {
                 writes.push(Write::delete(Key::Handle(id.clone()), h.revision.clone()));
                 if writes.len() >= MAX_BATCH {
                     break;

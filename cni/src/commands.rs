@@ -18,10 +18,10 @@ use ipam::store::Store;
 use serde_json::Value;
 
 use crate::config::{NetConf, NodeSource};
+use crate::decide::{self, Annotations};
 use crate::env::{DelTarget, Target};
 use crate::ipam::NodeIpam;
 use crate::netlink::{Netns, Nl};
-use crate::plugin::{self, Annotations};
 use crate::spec::{CniError, ErrorCode};
 use crate::{kube, veth};
 
@@ -137,8 +137,8 @@ fn fault(_point: &str) {}
 pub async fn add(conf: &NetConf, t: &Target) -> Result<Value, CniError> {
     let netns = open_netns(&t.netns)?;
     let att = &t.attachment;
-    let host_name = plugin::host_veth_name(att, &t.args);
-    let handle = plugin::handle_id(&conf.name, att);
+    let host_name = decide::host_veth_name(att, &t.args);
+    let handle = decide::handle_id(&conf.name, att);
     let node = node_name(&conf.node)?;
     let (store, client) = open_store(conf).await?;
     let node = node_info(node, client.as_ref()).await?;
@@ -165,7 +165,7 @@ pub async fn add(conf: &NetConf, t: &Target) -> Result<Value, CniError> {
     if names_pools {
         pools = Some(nipam.pools().await?);
     }
-    let req = plugin::address_request(
+    let req = decide::address_request(
         &conf.ipam,
         &conf.runtime_ips,
         &t.args,
@@ -186,13 +186,13 @@ pub async fn add(conf: &NetConf, t: &Target) -> Result<Value, CniError> {
         }
     };
     fault("after-veth");
-    let ours = plugin::result(
+    let ours = decide::result(
         &wiring,
         &built.routes,
         &built.pod_mac,
         &t.netns.to_string_lossy(),
     );
-    let result = plugin::merge(conf.prev_result.as_ref(), ours);
+    let result = decide::merge(conf.prev_result.as_ref(), ours);
     Ok(result.to_json(conf.version))
 }
 
@@ -204,7 +204,7 @@ async fn wire(
     addresses: &[IpAddr],
     nipam: &NodeIpam,
     pools: &mut Option<Vec<IpPool>>,
-) -> Result<(plugin::Wiring, veth::Built), CniError> {
+) -> Result<(decide::Wiring, veth::Built), CniError> {
     let agent_mtu = std::fs::read_to_string(&conf.mtu.file).ok();
     let needs_pool = conf.mtu.explicit.is_none()
         && agent_mtu
@@ -218,8 +218,8 @@ async fn wire(
         let first = addresses.first()?;
         ps.iter().find(|p| p.cidr.contains(first))
     });
-    let mtu = plugin::mtu(conf.mtu.explicit, agent_mtu.as_deref(), pool);
-    let wiring = plugin::wiring(
+    let mtu = decide::mtu(conf.mtu.explicit, agent_mtu.as_deref(), pool);
+    let wiring = decide::wiring(
         &conf.name,
         &t.attachment,
         host_name,
@@ -236,7 +236,7 @@ async fn wire(
 
 /// Rolls back a failed ADD: the veth (the pod side goes with it), then the addresses.
 async fn undo(conf: &NetConf, t: &Target, host_name: &str, handle: &HandleId, nipam: &NodeIpam) {
-    let alias = plugin::veth_alias(&conf.name, &t.attachment);
+    let alias = decide::veth_alias(&conf.name, &t.attachment);
     match Nl::connect(None) {
         Ok(host) => {
             if let Err(e) = veth::delete_host(&host, host_name, &alias).await {
@@ -252,9 +252,9 @@ async fn undo(conf: &NetConf, t: &Target, host_name: &str, handle: &HandleId, ni
 
 pub async fn del(conf: &NetConf, t: &DelTarget) -> Result<(), CniError> {
     let att = &t.attachment;
-    let host_name = plugin::host_veth_name(att, &t.args);
-    let alias = plugin::veth_alias(&conf.name, att);
-    let handle = plugin::handle_id(&conf.name, att);
+    let host_name = decide::host_veth_name(att, &t.args);
+    let alias = decide::veth_alias(&conf.name, att);
+    let handle = decide::handle_id(&conf.name, att);
     let mut first_error = None;
     if let Some(path) = &t.netns {
         match Netns::open(path) {
@@ -296,8 +296,8 @@ pub async fn check(conf: &NetConf, t: &Target) -> Result<(), CniError> {
     })?;
     let netns = open_netns(&t.netns)?;
     let att = &t.attachment;
-    let host_name = plugin::host_veth_name(att, &t.args);
-    let expected = plugin::expected(
+    let host_name = decide::host_veth_name(att, &t.args);
+    let expected = decide::expected(
         prev,
         &conf.name,
         att,
@@ -310,8 +310,8 @@ pub async fn check(conf: &NetConf, t: &Target) -> Result<(), CniError> {
         .map_err(dataplane)?;
     let (store, _) = open_store(conf).await?;
     let nipam = NodeIpam::new(store, &conf.ipam_lock_file);
-    observed.held = nipam.held(&plugin::handle_id(&conf.name, att)).await?;
-    let problems = plugin::compare(&expected, &observed);
+    observed.held = nipam.held(&decide::handle_id(&conf.name, att)).await?;
+    let problems = decide::compare(&expected, &observed);
     if problems.is_empty() {
         return Ok(());
     }
@@ -336,7 +336,7 @@ pub async fn gc(conf: &NetConf) -> Result<(), CniError> {
     })?;
     let live: BTreeSet<HandleId> = valid
         .iter()
-        .map(|a| plugin::handle_id(&conf.name, a))
+        .map(|a| decide::handle_id(&conf.name, a))
         .collect();
     let keys: BTreeSet<(String, String)> = valid
         .iter()
@@ -346,7 +346,7 @@ pub async fn gc(conf: &NetConf) -> Result<(), CniError> {
     let (store, _) = open_store(conf).await?;
     let nipam = NodeIpam::new(store, &conf.ipam_lock_file);
     let freed = nipam
-        .gc(&node, &plugin::handle_prefix(&conf.name), live)
+        .gc(&node, &decide::handle_prefix(&conf.name), live)
         .await?;
     tracing::info!(?freed, "stale allocations released");
     let host = Nl::connect(None).map_err(dataplane)?;

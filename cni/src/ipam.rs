@@ -24,7 +24,7 @@ use ipam::model::{AffinityState, AllowedUse, Family, HandleId, IpPool, NodeName}
 use ipam::store::Store;
 use ipam::{Ipam, IpamError, StoreError};
 
-use crate::plugin::AddressRequest;
+use crate::decide::AddressRequest;
 use crate::spec::{CniError, ErrorCode};
 
 /// How long a plugin waits for the node's IPAM lock before asking the runtime to try

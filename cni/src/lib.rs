@@ -10,18 +10,18 @@
 //! - [`spec`]: versions, results per version, errors and their codes.
 //! - [`env`]: the `CNI_*` variables as a typed [`env::Command`].
 //! - [`config`]: the network configuration (Calico's keys where Calico has them).
-//! - [`plugin`]: the decisions — names, handles, addresses, wiring, CHECK — without IO.
+//! - [`decide`]: the decisions — names, handles, addresses, wiring, CHECK — without IO.
 //! - [`netlink`], [`veth`]: the kernel side; [`ipam`]: addresses; [`kube`]: the API.
 //! - [`commands`]: the verbs; [`log`]: the file log.
 
 pub mod commands;
 pub mod config;
+pub mod decide;
 pub mod env;
 pub mod ipam;
 pub mod kube;
 pub mod log;
 pub mod netlink;
-pub mod plugin;
 pub mod spec;
 pub mod veth;
 

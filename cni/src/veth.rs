@@ -1,10 +1,10 @@
 //! Building, tearing down, inspecting and collecting the veth wiring that
-//! [`crate::plugin::Wiring`] describes.
+//! [`crate::decide::Wiring`] describes.
 
 use std::collections::BTreeSet;
 
+use crate::decide::{self, LinkState, Observed, Wiring};
 use crate::netlink::{self, NetError, Netns, Nl};
-use crate::plugin::{self, LinkState, Observed, Wiring};
 
 /// What building the wiring learned.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -12,7 +12,7 @@ pub struct Built {
     pub pod_mac: String,
     /// The pod routes this ADD installed (a route another network of the pod already
     /// has, such as the default route, is left to it).
-    pub routes: Vec<plugin::PodRoute>,
+    pub routes: Vec<decide::PodRoute>,
 }
 
 /// Builds the wiring. `host` is a socket in the host namespace, the caller's. On error
@@ -58,7 +58,7 @@ pub async fn build(host: &Nl, pod_ns: &Netns, w: &Wiring) -> Result<Built, NetEr
         .await?
         .ok_or_else(|| gone(ifname))?;
     let pod_index = link.header.index;
-    let pod_mac = plugin::format_mac(netlink::link_mac(&link).unwrap_or_default());
+    let pod_mac = decide::format_mac(netlink::link_mac(&link).unwrap_or_default());
     if !w.pod.sysctls.is_empty() {
         let _in_pod = pod_ns
             .enter()
@@ -142,7 +142,7 @@ pub async fn delete_in_pod(pod_ns: &Netns, ifname: &str) -> Result<bool, NetErro
 fn state(l: &netlink_packet_route::link::LinkMessage) -> LinkState {
     LinkState {
         up: netlink::link_is_up(l),
-        mac: plugin::format_mac(netlink::link_mac(l).unwrap_or_default()),
+        mac: decide::format_mac(netlink::link_mac(l).unwrap_or_default()),
         mtu: netlink::link_mtu(l).unwrap_or_default(),
         alias: netlink::link_alias(l).map(str::to_owned),
         is_veth: netlink::link_is_veth(l),
@@ -192,10 +192,10 @@ pub async fn collect(
         else {
             continue;
         };
-        let Some((cid, ifname)) = plugin::alias_attachment(alias, network) else {
+        let Some((cid, ifname)) = decide::alias_attachment(alias, network) else {
             continue;
         };
-        if !name.starts_with(plugin::HOST_PREFIX)
+        if !name.starts_with(decide::HOST_PREFIX)
             || valid.contains(&(cid.to_owned(), ifname.to_owned()))
         {
             continue;

@@ -687,19 +687,21 @@ impl SpeakerConfig {
             ));
         }
         let mut plan = ReloadPlan::default();
-        for p in &new.peers {
-            let want = new.peer_with_inline_policies(p);
-            match self.peers.iter().find(|o| o.address == p.address) {
-                None => plan.add_peers.push(want),
-                Some(old) if self.peer_with_inline_policies(old) != want => {
-                    plan.update_peers.push(want)
-                }
-                Some(_) => {}
-            }
-        }
-        for old in &self.peers {
-            if !new.peers.iter().any(|p| p.address == old.address) {
-                plan.remove_peers.push(old.address);
+        let have: Vec<PeerConfig> = self
+            .peers
+            .iter()
+            .map(|p| self.peer_with_inline_policies(p))
+            .collect();
+        let want: Vec<PeerConfig> = new
+            .peers
+            .iter()
+            .map(|p| new.peer_with_inline_policies(p))
+            .collect();
+        for op in diff_peers(&have, &want) {
+            match op {
+                PeerOp::Add(p) => plan.add_peers.push(p),
+                PeerOp::Update(p, _) => plan.update_peers.push(p),
+                PeerOp::Remove(a) => plan.remove_peers.push(a),
             }
         }
         for a in &new.announce {
@@ -714,6 +716,84 @@ impl SpeakerConfig {
         }
         Ok(plan)
     }
+}
+
+/// How one peer's configuration changed, and so what a running speaker does about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerChange {
+    Unchanged,
+    /// Only what the RIB applies changed (policies, maximum prefixes, name, next-hop
+    /// mode, allowas-in, route-reflector client): the session stays up, our table is sent
+    /// again through the new export policy and, when `import_changed`, the peer is asked
+    /// for its table again.
+    Policy {
+        import_changed: bool,
+    },
+    /// Something the session negotiated or is built from changed (AS, timers, password,
+    /// families, transport…): the session is reset.
+    Session,
+}
+
+impl PeerChange {
+    pub fn of(old: &PeerConfig, new: &PeerConfig) -> PeerChange {
+        if old == new {
+            return PeerChange::Unchanged;
+        }
+        let session_part = |p: &PeerConfig| {
+            let mut p = p.clone();
+            p.import = None;
+            p.export = None;
+            p.max_prefix = None;
+            p.name = None;
+            p.allowas_in = 0;
+            p.next_hop = NextHopMode::default();
+            p.route_reflector_client = false;
+            p
+        };
+        if session_part(old) != session_part(new) {
+            return PeerChange::Session;
+        }
+        PeerChange::Policy {
+            import_changed: old.import != new.import || old.allowas_in != new.allowas_in,
+        }
+    }
+}
+
+/// One step from a running set of peers to a wanted one.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PeerOp {
+    Add(PeerConfig),
+    Update(PeerConfig, PeerChange),
+    Remove(IpAddr),
+}
+
+/// The steps from the peers `have` to the peers `want`, both keyed by address: removals
+/// first, in `have`'s order (a peer moving between sources is removed, then added), then
+/// additions and changes in `want`'s order. Unchanged peers give no step.
+pub fn diff_peers<'a>(
+    have: impl IntoIterator<Item = &'a PeerConfig>,
+    want: impl IntoIterator<Item = &'a PeerConfig>,
+) -> Vec<PeerOp> {
+    let have: Vec<&PeerConfig> = have.into_iter().collect();
+    let want: Vec<&PeerConfig> = want.into_iter().collect();
+    let by_addr: std::collections::HashMap<IpAddr, &PeerConfig> =
+        have.iter().map(|p| (p.address, *p)).collect();
+    let wanted: std::collections::HashSet<IpAddr> = want.iter().map(|p| p.address).collect();
+    let mut ops: Vec<PeerOp> = have
+        .iter()
+        .filter(|p| !wanted.contains(&p.address))
+        .map(|p| PeerOp::Remove(p.address))
+        .collect();
+    for p in want {
+        match by_addr.get(&p.address) {
+            None => ops.push(PeerOp::Add(p.clone())),
+            Some(old) => match PeerChange::of(old, p) {
+                PeerChange::Unchanged => {}
+                change => ops.push(PeerOp::Update(p.clone(), change)),
+            },
+        }
+    }
+    ops
 }
 
 /// The longest Restart Time, in seconds: the capability carries it in 12 bits
@@ -899,6 +979,99 @@ mod tests {
             plan.withdraw,
             vec!["10.244.0.0/24".parse::<IpNet>().unwrap()]
         );
+    }
+
+    #[test]
+    fn a_peer_change_is_classified_by_what_it_touches() {
+        let base = PeerConfig::new("10.0.0.2".parse().unwrap(), Asn(65002));
+        fn accept() -> Option<PolicyRef> {
+            Some(PolicyRef::Inline(Policy::accept_all()))
+        }
+        type Edit = fn(&mut PeerConfig);
+        let policy = |import_changed| PeerChange::Policy { import_changed };
+        let cases: Vec<(&str, Edit, PeerChange)> = vec![
+            ("nothing", |_| {}, PeerChange::Unchanged),
+            ("import policy", |p| p.import = accept(), policy(true)),
+            ("allowas-in", |p| p.allowas_in = 2, policy(true)),
+            ("export policy", |p| p.export = accept(), policy(false)),
+            (
+                "max-prefix",
+                |p| {
+                    p.max_prefix = Some(MaxPrefixConfig {
+                        limit: 10,
+                        action: MaxPrefixAction::Shutdown,
+                        count_filtered: false,
+                        restart_after: None,
+                    })
+                },
+                policy(false),
+            ),
+            ("name", |p| p.name = Some("tor".into()), policy(false)),
+            (
+                "next-hop mode",
+                |p| p.next_hop = NextHopMode::SelfAlways,
+                policy(false),
+            ),
+            (
+                "rr client",
+                |p| p.route_reflector_client = true,
+                policy(false),
+            ),
+            ("asn", |p| p.asn = Asn(65009), PeerChange::Session),
+            ("hold time", |p| p.hold_time = Some(9), PeerChange::Session),
+            (
+                "password",
+                |p| p.password = Some("x".into()),
+                PeerChange::Session,
+            ),
+            (
+                "families",
+                |p| p.families = vec![Family::Ipv6Unicast],
+                PeerChange::Session,
+            ),
+            ("shutdown", |p| p.shutdown = true, PeerChange::Session),
+            (
+                "session and policy",
+                |p| {
+                    p.import = accept();
+                    p.port = 1179;
+                },
+                PeerChange::Session,
+            ),
+        ];
+        for (what, edit, want) in cases {
+            let mut new = base.clone();
+            edit(&mut new);
+            assert_eq!(PeerChange::of(&base, &new), want, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_peer_diff_removes_first_then_adds_and_changes_in_wanted_order() {
+        let peer = |a: &str, asn: u32| PeerConfig::new(a.parse().unwrap(), Asn(asn));
+        let have = [
+            peer("10.0.0.1", 1),
+            peer("10.0.0.2", 2),
+            peer("10.0.0.3", 3),
+        ];
+        let mut named = peer("10.0.0.1", 1);
+        named.name = Some("one".into());
+        let want = [peer("10.0.0.4", 4), peer("10.0.0.2", 22), named.clone()];
+        assert_eq!(
+            diff_peers(&have, &want),
+            vec![
+                PeerOp::Remove("10.0.0.3".parse().unwrap()),
+                PeerOp::Add(peer("10.0.0.4", 4)),
+                PeerOp::Update(peer("10.0.0.2", 22), PeerChange::Session),
+                PeerOp::Update(
+                    named,
+                    PeerChange::Policy {
+                        import_changed: false
+                    }
+                ),
+            ]
+        );
+        assert!(diff_peers(&have, &have).is_empty());
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! timer is due is decided in `turn`, so that a peer sending without pause delays the
 //! others, the listener and the timers by one bounded turn at most.
 
-use crate::config::{Announcement, MaxPrefixAction, PeerConfig, SpeakerConfig};
+use crate::config::{Announcement, MaxPrefixAction, PeerChange, PeerConfig, SpeakerConfig};
 use crate::fsm::{FsmConfig, PeerFsm, State};
 use crate::negotiate::Negotiated;
 use crate::rib::{BestChange, OutBody, PeerId, PeerInfo, Rib, RibConfig, SessionInfo};
@@ -501,29 +501,16 @@ impl Core {
             .ok_or(SpeakerError::UnknownPeer(p.address))?
             .config
             .clone();
-        if old == p {
-            return Ok(());
-        }
-        let policy_only = {
-            let mut a = old.clone();
-            let mut b = p.clone();
-            for c in [&mut a, &mut b] {
-                c.import = None;
-                c.export = None;
-                c.max_prefix = None;
-                c.name = None;
-                c.allowas_in = 0;
-                c.next_hop = Default::default();
-                c.route_reflector_client = false;
+        let import_changed = match PeerChange::of(&old, &p) {
+            PeerChange::Unchanged => return Ok(()),
+            PeerChange::Session => {
+                // The session itself changed (AS, timers, password, families…): restart
+                // just this peer.
+                self.remove_peer(p.address)?;
+                return self.add_peer(p);
             }
-            a == b
+            PeerChange::Policy { import_changed } => import_changed,
         };
-        if !policy_only {
-            // The session itself changed (AS, timers, password, families…): restart just
-            // this peer.
-            self.remove_peer(p.address)?;
-            return self.add_peer(p);
-        }
         let info = self.rib_info(&p);
         let slot = self
             .peers
@@ -532,7 +519,6 @@ impl Core {
         self.rib
             .update_peer(slot.id, info)
             .map_err(|e| SpeakerError::Rejected(e.to_string()))?;
-        let import_changed = old.import != p.import || old.allowas_in != p.allowas_in;
         let p_addr = p.address;
         slot.config = p;
         let Some((families, route_refresh)) = slot.out.as_ref().map(|e| {

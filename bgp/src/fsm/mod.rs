@@ -268,7 +268,7 @@ impl fmt::Display for DownReason {
                 "{}/{} {}",
                 n.code,
                 n.subcode,
-                notify::describe(n.code, n.subcode)
+                notify::error_status(n.code, n.subcode)
             )?;
             let mut inner = n;
             let unwrapped;
@@ -281,7 +281,7 @@ impl fmt::Display for DownReason {
                 write!(
                     f,
                     " ({})",
-                    notify::describe(unwrapped.code, unwrapped.subcode)
+                    notify::error_status(unwrapped.code, unwrapped.subcode)
                 )?;
                 inner = &unwrapped;
             }

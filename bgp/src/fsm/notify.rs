@@ -1,7 +1,8 @@
 //! The NOTIFICATION codes the FSM and the OPEN checks send (IANA "BGP Error (Notification)
 //! Codes" and "... Subcodes"), and the Hard Reset wrapping of RFC 8538.
 //!
-//! The codes are defined once, in `wire::consts`; this module names them for the FSM.
+//! The codes and their names are defined once, in `wire::consts`; this module names them
+//! for the FSM.
 
 use crate::wire::Notification;
 use bytes::Bytes;
@@ -11,6 +12,7 @@ pub(crate) use crate::wire::consts::cease_subcode as cease;
 pub(crate) use crate::wire::consts::error_code::{
     CEASE, FSM as FSM_ERROR, HOLD_TIMER_EXPIRED, OPEN_MESSAGE as OPEN_MESSAGE_ERROR,
 };
+pub(crate) use crate::wire::consts::error_status;
 pub(crate) use crate::wire::consts::fsm_subcode as fsm;
 pub(crate) use crate::wire::consts::open_subcode as open;
 
@@ -27,7 +29,7 @@ pub(crate) fn cease(subcode: u8) -> Notification {
 }
 
 pub(crate) fn is_hard_reset(n: &Notification) -> bool {
-    n.code == CEASE && n.subcode == cease::HARD_RESET
+    n.is_hard_reset()
 }
 
 /// RFC 8538 §5: once the N bit is exchanged, the Cease subcodes that mean "this peer is
@@ -48,62 +50,7 @@ pub(crate) fn needs_hard_reset(n: &Notification) -> bool {
 
 /// RFC 8538 §3: a Hard Reset carries the original code, subcode and data as its data.
 pub(crate) fn hard_reset(inner: &Notification) -> Notification {
-    let mut data = Vec::with_capacity(2 + inner.data.len());
-    data.push(inner.code);
-    data.push(inner.subcode);
-    data.extend_from_slice(&inner.data);
-    Notification {
-        code: CEASE,
-        subcode: cease::HARD_RESET,
-        data: Bytes::from(data),
-    }
-}
-
-/// The RFC's name for a code and subcode, for `status` and logs.
-pub(crate) fn describe(code: u8, subcode: u8) -> &'static str {
-    match (code, subcode) {
-        (1, 1) => "message header error: connection not synchronized",
-        (1, 2) => "message header error: bad message length",
-        (1, 3) => "message header error: bad message type",
-        (1, _) => "message header error",
-        (2, 1) => "OPEN error: unsupported version number",
-        (2, 2) => "OPEN error: bad peer AS",
-        (2, 3) => "OPEN error: bad BGP identifier",
-        (2, 4) => "OPEN error: unsupported optional parameter",
-        (2, 6) => "OPEN error: unacceptable hold time",
-        (2, 7) => "OPEN error: unsupported capability",
-        (2, 11) => "OPEN error: role mismatch",
-        (2, _) => "OPEN error",
-        (3, 1) => "UPDATE error: malformed attribute list",
-        (3, 2) => "UPDATE error: unrecognized well-known attribute",
-        (3, 3) => "UPDATE error: missing well-known attribute",
-        (3, 4) => "UPDATE error: attribute flags error",
-        (3, 5) => "UPDATE error: attribute length error",
-        (3, 6) => "UPDATE error: invalid ORIGIN attribute",
-        (3, 8) => "UPDATE error: invalid NEXT_HOP attribute",
-        (3, 9) => "UPDATE error: optional attribute error",
-        (3, 10) => "UPDATE error: invalid network field",
-        (3, 11) => "UPDATE error: malformed AS_PATH",
-        (3, _) => "UPDATE error",
-        (4, _) => "hold timer expired",
-        (5, 1) => "FSM error: unexpected message in OpenSent",
-        (5, 2) => "FSM error: unexpected message in OpenConfirm",
-        (5, 3) => "FSM error: unexpected message in Established",
-        (5, _) => "FSM error",
-        (6, 1) => "cease: maximum number of prefixes reached",
-        (6, 2) => "cease: administrative shutdown",
-        (6, 3) => "cease: peer de-configured",
-        (6, 4) => "cease: administrative reset",
-        (6, 5) => "cease: connection rejected",
-        (6, 6) => "cease: other configuration change",
-        (6, 7) => "cease: connection collision resolution",
-        (6, 8) => "cease: out of resources",
-        (6, 9) => "cease: hard reset",
-        (6, 10) => "cease: BFD down",
-        (6, _) => "cease",
-        (7, _) => "ROUTE-REFRESH error",
-        _ => "unknown error code",
-    }
+    Notification::hard_reset(inner)
 }
 
 #[cfg(test)]
@@ -143,10 +90,16 @@ mod tests {
     }
 
     #[test]
-    fn describe_names_the_rfc_subcodes() {
-        assert_eq!(describe(2, 6), "OPEN error: unacceptable hold time");
-        assert_eq!(describe(6, 7), "cease: connection collision resolution");
-        assert_eq!(describe(5, 0), "FSM error");
-        assert_eq!(describe(42, 0), "unknown error code");
+    fn status_names_the_rfc_subcodes() {
+        let said = |code, subcode| error_status(code, subcode).to_string();
+        assert_eq!(said(2, 6), "OPEN error: unacceptable hold time");
+        assert_eq!(said(6, 7), "cease: connection collision resolution");
+        assert_eq!(said(6, 10), "cease: BFD down");
+        assert_eq!(said(5, 0), "FSM error");
+        assert_eq!(said(5, 2), "FSM error: unexpected message in OpenConfirm");
+        assert_eq!(said(3, 7), "UPDATE error");
+        assert_eq!(said(4, 0), "hold timer expired");
+        assert_eq!(said(7, 1), "ROUTE-REFRESH error");
+        assert_eq!(said(42, 0), "unknown error code");
     }
 }

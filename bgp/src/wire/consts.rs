@@ -97,9 +97,146 @@ pub mod cease_subcode {
     pub const CONNECTION_COLLISION: u8 = 7;
     pub const OUT_OF_RESOURCES: u8 = 8;
     pub const HARD_RESET: u8 = 9;
+    /// RFC 9384 §5.
+    pub const BFD_DOWN: u8 = 10;
 }
 
 /// ROUTE-REFRESH Message Error subcodes (RFC 7313 §5).
 pub mod route_refresh_subcode {
     pub const INVALID_MESSAGE_LENGTH: u8 = 1;
+}
+
+/// The name of a NOTIFICATION error code or subcode, in the two wordings serval shows: the
+/// IANA registry's ("Maximum Number of Prefixes Reached": logs and the message's `Display`)
+/// and the shorter lower-case one of a peer's last error in `serval bgp status` and
+/// `serval node status` ("cease: maximum number of prefixes reached").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ErrorName {
+    pub code: u8,
+    /// `None` names the code itself.
+    pub subcode: Option<u8>,
+    pub iana: &'static str,
+    /// Empty where the status names the code alone.
+    pub status: &'static str,
+}
+
+const fn code(code: u8, iana: &'static str, status: &'static str) -> ErrorName {
+    ErrorName {
+        code,
+        subcode: None,
+        iana,
+        status,
+    }
+}
+
+const fn sub(code: u8, subcode: u8, iana: &'static str, status: &'static str) -> ErrorName {
+    ErrorName {
+        code,
+        subcode: Some(subcode),
+        iana,
+        status,
+    }
+}
+
+/// Every code and subcode serval names (IANA "BGP Error (Notification) Codes" and "BGP
+/// Error Subcodes"): the one table the codec's `Display` and the FSM's status read.
+#[rustfmt::skip]
+pub const ERROR_NAMES: &[ErrorName] = {
+    use error_code::*;
+    &[
+        code(MESSAGE_HEADER, "Message Header Error", "message header error"),
+        sub(MESSAGE_HEADER, header_subcode::CONNECTION_NOT_SYNCHRONIZED, "Connection Not Synchronized", "connection not synchronized"),
+        sub(MESSAGE_HEADER, header_subcode::BAD_MESSAGE_LENGTH, "Bad Message Length", "bad message length"),
+        sub(MESSAGE_HEADER, header_subcode::BAD_MESSAGE_TYPE, "Bad Message Type", "bad message type"),
+        code(OPEN_MESSAGE, "OPEN Message Error", "OPEN error"),
+        sub(OPEN_MESSAGE, open_subcode::UNSUPPORTED_VERSION, "Unsupported Version Number", "unsupported version number"),
+        sub(OPEN_MESSAGE, open_subcode::BAD_PEER_AS, "Bad Peer AS", "bad peer AS"),
+        sub(OPEN_MESSAGE, open_subcode::BAD_BGP_IDENTIFIER, "Bad BGP Identifier", "bad BGP identifier"),
+        sub(OPEN_MESSAGE, open_subcode::UNSUPPORTED_OPTIONAL_PARAMETER, "Unsupported Optional Parameter", "unsupported optional parameter"),
+        sub(OPEN_MESSAGE, open_subcode::UNACCEPTABLE_HOLD_TIME, "Unacceptable Hold Time", "unacceptable hold time"),
+        sub(OPEN_MESSAGE, open_subcode::UNSUPPORTED_CAPABILITY, "Unsupported Capability", "unsupported capability"),
+        sub(OPEN_MESSAGE, open_subcode::ROLE_MISMATCH, "Role Mismatch", "role mismatch"),
+        code(UPDATE_MESSAGE, "UPDATE Message Error", "UPDATE error"),
+        sub(UPDATE_MESSAGE, update_subcode::MALFORMED_ATTRIBUTE_LIST, "Malformed Attribute List", "malformed attribute list"),
+        sub(UPDATE_MESSAGE, update_subcode::UNRECOGNIZED_WELL_KNOWN, "Unrecognized Well-known Attribute", "unrecognized well-known attribute"),
+        sub(UPDATE_MESSAGE, update_subcode::MISSING_WELL_KNOWN, "Missing Well-known Attribute", "missing well-known attribute"),
+        sub(UPDATE_MESSAGE, update_subcode::ATTRIBUTE_FLAGS, "Attribute Flags Error", "attribute flags error"),
+        sub(UPDATE_MESSAGE, update_subcode::ATTRIBUTE_LENGTH, "Attribute Length Error", "attribute length error"),
+        sub(UPDATE_MESSAGE, update_subcode::INVALID_ORIGIN, "Invalid ORIGIN Attribute", "invalid ORIGIN attribute"),
+        sub(UPDATE_MESSAGE, update_subcode::INVALID_NEXT_HOP, "Invalid NEXT_HOP Attribute", "invalid NEXT_HOP attribute"),
+        sub(UPDATE_MESSAGE, update_subcode::OPTIONAL_ATTRIBUTE, "Optional Attribute Error", "optional attribute error"),
+        sub(UPDATE_MESSAGE, update_subcode::INVALID_NETWORK_FIELD, "Invalid Network Field", "invalid network field"),
+        sub(UPDATE_MESSAGE, update_subcode::MALFORMED_AS_PATH, "Malformed AS_PATH", "malformed AS_PATH"),
+        code(HOLD_TIMER_EXPIRED, "Hold Timer Expired", "hold timer expired"),
+        code(FSM, "Finite State Machine Error", "FSM error"),
+        sub(FSM, fsm_subcode::UNSPECIFIED, "Unspecified Error", ""),
+        sub(FSM, fsm_subcode::UNEXPECTED_IN_OPENSENT, "Receive Unexpected Message in OpenSent State", "unexpected message in OpenSent"),
+        sub(FSM, fsm_subcode::UNEXPECTED_IN_OPENCONFIRM, "Receive Unexpected Message in OpenConfirm State", "unexpected message in OpenConfirm"),
+        sub(FSM, fsm_subcode::UNEXPECTED_IN_ESTABLISHED, "Receive Unexpected Message in Established State", "unexpected message in Established"),
+        code(CEASE, "Cease", "cease"),
+        sub(CEASE, cease_subcode::MAX_PREFIXES, "Maximum Number of Prefixes Reached", "maximum number of prefixes reached"),
+        sub(CEASE, cease_subcode::ADMIN_SHUTDOWN, "Administrative Shutdown", "administrative shutdown"),
+        sub(CEASE, cease_subcode::PEER_DECONFIGURED, "Peer De-configured", "peer de-configured"),
+        sub(CEASE, cease_subcode::ADMIN_RESET, "Administrative Reset", "administrative reset"),
+        sub(CEASE, cease_subcode::CONNECTION_REJECTED, "Connection Rejected", "connection rejected"),
+        sub(CEASE, cease_subcode::OTHER_CONFIG_CHANGE, "Other Configuration Change", "other configuration change"),
+        sub(CEASE, cease_subcode::CONNECTION_COLLISION, "Connection Collision Resolution", "connection collision resolution"),
+        sub(CEASE, cease_subcode::OUT_OF_RESOURCES, "Out of Resources", "out of resources"),
+        sub(CEASE, cease_subcode::HARD_RESET, "Hard Reset", "hard reset"),
+        sub(CEASE, cease_subcode::BFD_DOWN, "BFD Down", "BFD down"),
+        code(ROUTE_REFRESH_MESSAGE, "ROUTE-REFRESH Message Error", "ROUTE-REFRESH error"),
+        sub(ROUTE_REFRESH_MESSAGE, route_refresh_subcode::INVALID_MESSAGE_LENGTH, "Invalid Message Length", ""),
+    ]
+};
+
+/// The name of an error code.
+pub fn error_code_name(code: u8) -> Option<&'static ErrorName> {
+    ERROR_NAMES
+        .iter()
+        .find(|n| n.code == code && n.subcode.is_none())
+}
+
+/// The name of a subcode within its code.
+pub fn error_subcode_name(code: u8, subcode: u8) -> Option<&'static ErrorName> {
+    ERROR_NAMES
+        .iter()
+        .find(|n| n.code == code && n.subcode == Some(subcode))
+}
+
+/// A code and subcode as a peer's last error reads in the status:
+/// "cease: administrative shutdown", "hold timer expired", "unknown error code".
+pub fn error_status(code: u8, subcode: u8) -> impl std::fmt::Display {
+    struct Status(u8, u8);
+    impl std::fmt::Display for Status {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            let Some(code) = error_code_name(self.0) else {
+                return f.write_str("unknown error code");
+            };
+            f.write_str(code.status)?;
+            match error_subcode_name(self.0, self.1) {
+                Some(sub) if !sub.status.is_empty() => write!(f, ": {}", sub.status),
+                _ => Ok(()),
+            }
+        }
+    }
+    Status(code, subcode)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_is_once_in_the_table_under_a_named_code() {
+        for (i, n) in ERROR_NAMES.iter().enumerate() {
+            assert!(
+                !ERROR_NAMES[..i]
+                    .iter()
+                    .any(|m| (m.code, m.subcode) == (n.code, n.subcode)),
+                "{n:?} twice"
+            );
+            assert!(error_code_name(n.code).is_some(), "{n:?} under no code");
+            assert!(!n.iana.is_empty(), "{n:?}");
+        }
+    }
 }

@@ -4,8 +4,8 @@
 
 use crate::types::AfiSafi;
 use crate::wire::consts::{
-    cease_subcode, error_code, fsm_subcode, header_subcode, open_subcode, route_refresh_subcode,
-    update_subcode, HEADER_LEN,
+    cease_subcode, error_code, error_code_name, error_subcode_name, fsm_subcode, header_subcode,
+    open_subcode, route_refresh_subcode, update_subcode, HEADER_LEN,
 };
 use bytes::{BufMut, Bytes, BytesMut};
 use std::fmt;
@@ -345,71 +345,16 @@ fn shutdown_data(message: &str) -> Bytes {
     data.freeze()
 }
 
-/// The name of an error code (RFC 4271 §4.5, IANA "BGP Error Codes").
-pub fn code_name(code: u8) -> Option<&'static str> {
-    Some(match code {
-        error_code::MESSAGE_HEADER => "Message Header Error",
-        error_code::OPEN_MESSAGE => "OPEN Message Error",
-        error_code::UPDATE_MESSAGE => "UPDATE Message Error",
-        error_code::HOLD_TIMER_EXPIRED => "Hold Timer Expired",
-        error_code::FSM => "Finite State Machine Error",
-        error_code::CEASE => "Cease",
-        error_code::ROUTE_REFRESH_MESSAGE => "ROUTE-REFRESH Message Error",
-        _ => return None,
-    })
-}
-
-/// The name of a subcode within its code (IANA "BGP Error Subcodes").
-pub fn subcode_name(code: u8, subcode: u8) -> Option<&'static str> {
-    Some(match (code, subcode) {
-        (error_code::MESSAGE_HEADER, 1) => "Connection Not Synchronized",
-        (error_code::MESSAGE_HEADER, 2) => "Bad Message Length",
-        (error_code::MESSAGE_HEADER, 3) => "Bad Message Type",
-        (error_code::OPEN_MESSAGE, 1) => "Unsupported Version Number",
-        (error_code::OPEN_MESSAGE, 2) => "Bad Peer AS",
-        (error_code::OPEN_MESSAGE, 3) => "Bad BGP Identifier",
-        (error_code::OPEN_MESSAGE, 4) => "Unsupported Optional Parameter",
-        (error_code::OPEN_MESSAGE, 6) => "Unacceptable Hold Time",
-        (error_code::OPEN_MESSAGE, 7) => "Unsupported Capability",
-        (error_code::OPEN_MESSAGE, 11) => "Role Mismatch",
-        (error_code::UPDATE_MESSAGE, 1) => "Malformed Attribute List",
-        (error_code::UPDATE_MESSAGE, 2) => "Unrecognized Well-known Attribute",
-        (error_code::UPDATE_MESSAGE, 3) => "Missing Well-known Attribute",
-        (error_code::UPDATE_MESSAGE, 4) => "Attribute Flags Error",
-        (error_code::UPDATE_MESSAGE, 5) => "Attribute Length Error",
-        (error_code::UPDATE_MESSAGE, 6) => "Invalid ORIGIN Attribute",
-        (error_code::UPDATE_MESSAGE, 8) => "Invalid NEXT_HOP Attribute",
-        (error_code::UPDATE_MESSAGE, 9) => "Optional Attribute Error",
-        (error_code::UPDATE_MESSAGE, 10) => "Invalid Network Field",
-        (error_code::UPDATE_MESSAGE, 11) => "Malformed AS_PATH",
-        (error_code::FSM, 0) => "Unspecified Error",
-        (error_code::FSM, 1) => "Receive Unexpected Message in OpenSent State",
-        (error_code::FSM, 2) => "Receive Unexpected Message in OpenConfirm State",
-        (error_code::FSM, 3) => "Receive Unexpected Message in Established State",
-        (error_code::CEASE, 1) => "Maximum Number of Prefixes Reached",
-        (error_code::CEASE, 2) => "Administrative Shutdown",
-        (error_code::CEASE, 3) => "Peer De-configured",
-        (error_code::CEASE, 4) => "Administrative Reset",
-        (error_code::CEASE, 5) => "Connection Rejected",
-        (error_code::CEASE, 6) => "Other Configuration Change",
-        (error_code::CEASE, 7) => "Connection Collision Resolution",
-        (error_code::CEASE, 8) => "Out of Resources",
-        (error_code::CEASE, 9) => "Hard Reset",
-        (error_code::ROUTE_REFRESH_MESSAGE, 1) => "Invalid Message Length",
-        _ => return None,
-    })
-}
-
 /// "Cease / Maximum Number of Prefixes Reached", with the operator's message or the
 /// cause of a Hard Reset after it.
 impl fmt::Display for Notification {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match code_name(self.code) {
-            Some(name) => f.write_str(name)?,
+        match error_code_name(self.code) {
+            Some(name) => f.write_str(name.iana)?,
             None => write!(f, "Error code {}", self.code)?,
         }
-        match subcode_name(self.code, self.subcode) {
-            Some(name) => write!(f, " / {name}")?,
+        match error_subcode_name(self.code, self.subcode) {
+            Some(name) => write!(f, " / {}", name.iana)?,
             None if self.subcode != 0 || self.code == error_code::CEASE => {
                 write!(f, " / subcode {}", self.subcode)?
             }
@@ -544,7 +489,7 @@ mod tests {
         for sub in 1..=9 {
             let c = CeaseSubcode::from_code(sub).unwrap();
             assert_eq!(c.code(), sub);
-            assert!(subcode_name(6, sub).is_some());
+            assert!(error_subcode_name(6, sub).is_some());
         }
         assert_eq!(CeaseSubcode::from_code(10), None);
     }

@@ -1,8 +1,10 @@
 //! serval's BGP speaker: a library the node agent embeds, and that `serval bgp` runs on
 //! its own. `wire` is the codec, `fsm` and `negotiate` the session state machine, `rib`
 //! and `policy` the routing decisions; all of them are pure. `session`, `core` and
-//! `transport` are the IO around them, `speaker` the handle to drive it all.
+//! `transport` are the IO around them, `speaker` the handle to drive it all. `bfd` is
+//! BFD's packet codec and session state machine, pure as well.
 
+pub mod bfd;
 pub mod config;
 mod core;
 pub mod fsm;

@@ -97,7 +97,8 @@ pub(crate) enum SessionEvent {
         reason: DownReason,
         graceful: bool,
     },
-    StaleRoutesExpired {
+    /// The peer's Restart Time passed while it was down (the FSM's restart timer).
+    RestartTimeExpired {
         peer: IpAddr,
     },
 }
@@ -542,7 +543,7 @@ impl Session {
                 Action::StaleRoutesExpired => {
                     let _ = self
                         .events
-                        .send(SessionEvent::StaleRoutesExpired { peer: self.peer })
+                        .send(SessionEvent::RestartTimeExpired { peer: self.peer })
                         .await;
                 }
                 Action::StateChanged { from, to } => {

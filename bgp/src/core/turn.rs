@@ -65,20 +65,21 @@ impl Turn {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Timer {
     /// A restarted peer is back: its routes still stale when this passes go
-    /// (RFC 4724 §4.2; its End-of-RIB cancels it).
-    Stale(IpAddr),
+    /// (RFC 4724 §4.2, the stale time; its End-of-RIB cancels it). Not the session's
+    /// restart timer, which runs while the peer is down.
+    EndOfRibWait(IpAddr),
     /// A peer stopped for sending too many prefixes starts again.
-    Restart(IpAddr),
+    MaxPrefixRestart(IpAddr),
     /// This speaker restarted: select and advertise even without every peer's
     /// End-of-RIB (RFC 4724 §4.1 selection deferral).
-    Deferral,
+    SelectionDeferral,
 }
 
 impl Timer {
     fn peer(self) -> Option<IpAddr> {
         match self {
-            Timer::Stale(p) | Timer::Restart(p) => Some(p),
-            Timer::Deferral => None,
+            Timer::EndOfRibWait(p) | Timer::MaxPrefixRestart(p) => Some(p),
+            Timer::SelectionDeferral => None,
         }
     }
 }
@@ -190,21 +191,21 @@ mod tests {
         let (p, q): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
         let mut timers = Timers::default();
         assert_eq!(timers.next_deadline(), None);
-        timers.set(Timer::Stale(p), t0 + s(30));
-        timers.set(Timer::Restart(q), t0 + s(10));
-        timers.set(Timer::Deferral, t0 + s(20));
+        timers.set(Timer::EndOfRibWait(p), t0 + s(30));
+        timers.set(Timer::MaxPrefixRestart(q), t0 + s(10));
+        timers.set(Timer::SelectionDeferral, t0 + s(20));
         assert_eq!(timers.next_deadline(), Some(t0 + s(10)));
         assert!(timers.expire(t0 + s(9)).is_empty());
         assert_eq!(
             timers.expire(t0 + s(25)),
-            vec![Timer::Restart(q), Timer::Deferral]
+            vec![Timer::MaxPrefixRestart(q), Timer::SelectionDeferral]
         );
-        assert!(!timers.is_running(Timer::Deferral));
+        assert!(!timers.is_running(Timer::SelectionDeferral));
         assert_eq!(timers.next_deadline(), Some(t0 + s(30)));
         // Set again, a timer moves.
-        timers.set(Timer::Stale(p), t0 + s(40));
+        timers.set(Timer::EndOfRibWait(p), t0 + s(40));
         assert!(timers.expire(t0 + s(35)).is_empty());
-        assert_eq!(timers.expire(t0 + s(40)), vec![Timer::Stale(p)]);
+        assert_eq!(timers.expire(t0 + s(40)), vec![Timer::EndOfRibWait(p)]);
         assert_eq!(timers.next_deadline(), None);
     }
 
@@ -213,13 +214,13 @@ mod tests {
         let t0 = Instant::now();
         let (p, q): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
         let mut timers = Timers::default();
-        timers.set(Timer::Stale(p), t0);
-        timers.set(Timer::Restart(p), t0);
-        timers.set(Timer::Stale(q), t0);
-        timers.set(Timer::Deferral, t0);
+        timers.set(Timer::EndOfRibWait(p), t0);
+        timers.set(Timer::MaxPrefixRestart(p), t0);
+        timers.set(Timer::EndOfRibWait(q), t0);
+        timers.set(Timer::SelectionDeferral, t0);
         timers.cancel_peer(p);
         let mut left = timers.expire(t0);
         left.sort_by_key(|t| format!("{t:?}"));
-        assert_eq!(left, vec![Timer::Deferral, Timer::Stale(q)]);
+        assert_eq!(left, vec![Timer::EndOfRibWait(q), Timer::SelectionDeferral]);
     }
 }

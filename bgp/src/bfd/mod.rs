@@ -80,7 +80,14 @@
 //!   from the next packet, and no detection is timed on the old value.
 
 pub mod encap;
+mod jitter;
 pub mod packet;
+pub mod session;
+#[cfg(test)]
+mod tests;
 
 pub use encap::{accept_ttl, Hop};
 pub use packet::{ControlPacket, Demux, Diag, PacketError, State};
+pub use session::{
+    Action, ConfigError, Input, Session, SessionConfig, SessionStats, Timers, IDLE_TX,
+};

@@ -33,6 +33,8 @@ use tokio::task::JoinHandle;
 use tracing::warn;
 use turn::{Source, Turn};
 
+#[cfg(test)]
+mod replay;
 pub(crate) mod state;
 mod turn;
 

@@ -1161,3 +1161,192 @@ fn seed(id: RouterId, peer: IpAddr) -> u64 {
     peer.hash(&mut h);
     h.finish()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AddPathConfig;
+
+    fn cfg() -> SpeakerConfig {
+        let mut c = SpeakerConfig::new(Asn(65001), RouterId("10.0.0.1".parse().unwrap()));
+        c.listen.clear();
+        c
+    }
+
+    fn state(c: SpeakerConfig, restarting: bool) -> SpeakerState {
+        SpeakerState::new(c, restarting, Instant::now(), &mut Vec::new()).unwrap()
+    }
+
+    fn peer(a: &str, asn: u32) -> PeerConfig {
+        PeerConfig::new(a.parse().unwrap(), Asn(asn))
+    }
+
+    #[test]
+    fn the_restart_marker_decides_a_restarting_start() {
+        let now = 10_000;
+        let mut off = cfg();
+        off.graceful_restart.enabled = false;
+        let cases: [(&str, &SpeakerConfig, Option<&str>, bool); 6] = [
+            ("no marker", &cfg(), None, false),
+            ("unreadable", &cfg(), Some("yesterday"), false),
+            ("just stopped", &cfg(), Some("9990\n"), true),
+            ("one second short", &cfg(), Some("9881"), true),
+            ("restart time passed", &cfg(), Some("9880"), false),
+            ("graceful restart off", &off, Some("9990"), false),
+        ];
+        for (what, c, marker, want) in cases {
+            assert_eq!(restarting(c, marker, now), want, "{what}");
+        }
+    }
+
+    #[test]
+    fn start_up_removes_the_marker_and_a_restart_defers_selection() {
+        let mut c = cfg();
+        c.state_dir = Some("/var/lib/serval".into());
+        c.graceful_restart.selection_deferral = 45;
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        let s = SpeakerState::new(c.clone(), true, t0, &mut out).unwrap();
+        assert!(
+            matches!(&out[..], [Effect::RemoveRestartMarker { dir }] if dir == c.state_dir.as_ref().unwrap())
+        );
+        assert!(s.deferring());
+        assert_eq!(s.next_deadline(), Some(t0 + Duration::from_secs(45)));
+        let s = state(cfg(), false);
+        assert!(!s.deferring());
+        assert_eq!(s.next_deadline(), None);
+    }
+
+    #[test]
+    fn capabilities_follow_the_peer_and_the_restart() {
+        let gr = |caps: &[Capability]| {
+            caps.iter().find_map(|c| match c {
+                Capability::GracefulRestart {
+                    restart_state,
+                    restart_time,
+                    families,
+                    ..
+                } => Some((
+                    *restart_state,
+                    *restart_time,
+                    families.iter().all(|f| f.forwarding_preserved),
+                )),
+                _ => None,
+            })
+        };
+        let p = peer("10.0.0.2", 65002);
+        assert_eq!(
+            gr(&state(cfg(), false).capabilities(&p)),
+            Some((false, 120, false))
+        );
+        assert_eq!(
+            gr(&state(cfg(), true).capabilities(&p)),
+            Some((true, 120, true))
+        );
+        let mut short = p.clone();
+        short.restart_time = Some(7);
+        assert_eq!(
+            gr(&state(cfg(), false).capabilities(&short)),
+            Some((false, 7, false))
+        );
+        let mut no_gr = p.clone();
+        no_gr.graceful_restart = false;
+        assert_eq!(gr(&state(cfg(), true).capabilities(&no_gr)), None);
+
+        let v6 = peer("fd00::2", 65002);
+        let has = |p: &PeerConfig, want: fn(&Capability) -> bool| {
+            state(cfg(), false).capabilities(p).iter().any(want)
+        };
+        let enh = |c: &Capability| matches!(c, Capability::ExtendedNextHop(_));
+        assert!(has(&v6, enh), "IPv4 routes over an IPv6 session (RFC 8950)");
+        assert!(!has(&p, enh));
+        let add_path = |c: &Capability| matches!(c, Capability::AddPath(_));
+        let mut ap = p.clone();
+        ap.add_path = Some(AddPathConfig::Both);
+        assert!(has(&ap, add_path) && !has(&p, add_path));
+    }
+
+    #[test]
+    fn the_ttl_follows_the_kind_of_peer() {
+        let s = state(cfg(), false);
+        let ebgp = peer("10.0.0.2", 65002);
+        let ibgp = peer("10.0.0.3", 65001);
+        let mut multihop = ebgp.clone();
+        multihop.multihop = Some(4);
+        let mut gtsm = ebgp.clone();
+        gtsm.ttl_security = Some(1);
+        gtsm.hold_time = Some(9);
+        let t = |p: &PeerConfig| {
+            let o = s.transport_options(p);
+            (o.ttl, o.ttl_security_hops, o.unacked_timeout)
+        };
+        assert_eq!(t(&ebgp), (Some(1), None, None));
+        assert_eq!(t(&ibgp), (None, None, None));
+        assert_eq!(t(&multihop), (Some(4), None, None));
+        assert_eq!(t(&gtsm), (None, Some(1), Some(Duration::from_secs(9))));
+    }
+
+    #[test]
+    fn a_status_row_names_the_kind_and_prefers_the_speakers_note() {
+        let mut p = peer("10.0.0.3", 65001);
+        p.route_reflector_client = true;
+        let row = |p: &PeerConfig, note: Option<&str>| StatusRow {
+            config: p.clone(),
+            families: Vec::new(),
+            note: note.map(String::from),
+            local_as: Asn(65001),
+        };
+        let now = Instant::now();
+        let session = SessionStatus {
+            state: State::Idle,
+            established_since: None,
+            last_error: Some("connection refused".into()),
+            stats: Default::default(),
+            negotiated: None,
+            local: None,
+            remote: None,
+            idle_hold_until: Some(now + Duration::from_secs(5)),
+        };
+        let st = status_of(row(&p, None), Some(session.clone()), now);
+        assert_eq!(st.kind, "ibgp rr-client");
+        assert_eq!(st.last_error.as_deref(), Some("connection refused"));
+        assert_eq!(st.idle_hold_secs, Some(5));
+        let st = status_of(row(&p, Some("maximum prefixes")), Some(session), now);
+        assert_eq!(st.last_error.as_deref(), Some("maximum prefixes"));
+        let ebgp = peer("10.0.0.2", 65002);
+        let st = status_of(row(&ebgp, None), None, now);
+        assert_eq!(
+            (st.kind.as_str(), st.state),
+            ("ebgp", SessionState::Unknown)
+        );
+        let mut down = ebgp.clone();
+        down.shutdown = true;
+        assert_eq!(
+            status_of(row(&down, None), None, now).state,
+            SessionState::Shutdown
+        );
+    }
+
+    #[test]
+    fn an_invalid_peer_is_refused_before_anything_happens() {
+        let mut s = state(cfg(), false);
+        let mut p = peer("10.0.0.2", 65002);
+        p.hold_time = Some(2);
+        let mut out = Vec::new();
+        s.handle(Instant::now(), Event::AddPeer(Box::new(p)), &mut out);
+        assert!(
+            matches!(
+                &out[..],
+                [Effect::Reply(Reply::Done(Err(SpeakerError::Config(_))))]
+            ),
+            "{out:?}"
+        );
+        let mut out = Vec::new();
+        let a = crate::config::Announcement::new("10.244.0.1/24".parse().unwrap());
+        s.handle(Instant::now(), Event::Announce(Box::new(a)), &mut out);
+        assert!(
+            matches!(&out[..], [Effect::Reply(Reply::Done(Err(SpeakerError::Rejected(m))))] if m.contains("host bits")),
+            "{out:?}"
+        );
+    }
+}

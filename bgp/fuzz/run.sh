@@ -44,7 +44,7 @@ else
     echo "run.sh: $how has no AddressSanitizer runtime for $host: fuzzing without a sanitizer" >&2
 fi
 
-targets=(message open update notification route_refresh round_trip)
+targets=(message open update notification route_refresh round_trip bfd)
 log=$(mktemp)
 if ! cargo fuzz build -O --sanitizer "$sanitizer" >"$log" 2>&1; then
     cat "$log" >&2

@@ -27,7 +27,6 @@ mod lab_support;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use bgp::wire::attr::NextHop;
@@ -146,24 +145,11 @@ struct Outcome {
     notification: Option<(u8, u8)>,
 }
 
-/// Connects from inside `netns` (this thread only enters it) with a deadline.
+/// Connects from inside `netns` (a thread only enters it) with a deadline.
 fn connect_from(netns: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
-    let handle = NsHandle::named(netns);
-    let path = format!("/run/netns/{}", handle.name());
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                let file = std::fs::File::open(&path)?;
-                // SAFETY: setns on a namespace file descriptor this thread holds open; it
-                // only moves this thread, which ends after connecting.
-                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                TcpStream::connect_timeout(&to, Duration::from_secs(3))
-            })
-            .join()
-            .expect("the connecting thread panicked")
-    })
+    NsHandle::named(netns)
+        .in_thread(|| TcpStream::connect_timeout(&to, Duration::from_secs(3)))
+        .map_err(std::io::Error::other)?
 }
 
 /// One message from `stream` (type, body), `None` on timeout or close.

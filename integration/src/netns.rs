@@ -18,6 +18,7 @@ use crate::tools;
 use ipnet::IpNet;
 use std::fs::{File, OpenOptions};
 use std::net::IpAddr;
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -87,6 +88,11 @@ impl Netns {
     /// Starts a long-running child inside; see [`NsHandle::spawn`].
     pub fn spawn(&self, argv: &[&str], log: Option<&Path>) -> Result<NsChild> {
         self.handle.spawn(argv, log)
+    }
+
+    /// Runs `f` on a thread inside; see [`NsHandle::in_thread`].
+    pub fn in_thread<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {
+        self.handle.in_thread(f)
     }
 
     /// `ip -n NAME ARGS…`
@@ -236,6 +242,30 @@ impl NsHandle {
         let mut cmd = Command::new("ip");
         cmd.args(["-n", &self.name]).args(args);
         run(&mut cmd)
+    }
+
+    /// Runs `f` to completion on a new thread that has entered this namespace, for what
+    /// a child process cannot do: sockets and netlink handles `f` opens live in the
+    /// namespace, also once handed back, and an async body can run on a runtime `f`
+    /// builds. `setns(2)` moves only that thread, never the test process. A panic in
+    /// `f` is the caller's panic.
+    pub fn in_thread<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {
+        let path = Path::new(NETNS_DIR).join(&self.name);
+        std::thread::scope(|scope| {
+            let thread = scope.spawn(|| -> Result<T> {
+                let file = File::open(&path).map_err(|e| Error::io("opening", &path, e))?;
+                // SAFETY: setns on a namespace file descriptor this thread holds open; it
+                // changes the network namespace of this thread only.
+                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    let err = std::io::Error::last_os_error();
+                    return Err(Error::io("entering the network namespace", &path, err));
+                }
+                Ok(f())
+            });
+            thread
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
     }
 
     /// Starts `argv` inside as a long-running child in its own process group, with
@@ -560,6 +590,39 @@ mod tests {
         assert_eq!(parse_netstat(text, "TcpExt:", "TCPMD5Failure"), Some(7));
         assert_eq!(parse_netstat(text, "IpExt:", "InNoRoutes"), Some(3));
         assert_eq!(parse_netstat(text, "TcpExt:", "Nope"), None);
+    }
+
+    /// The namespace of the calling thread, as an inode.
+    fn current_netns() -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino()
+    }
+
+    #[test]
+    fn in_thread_runs_inside_and_leaves_the_caller_outside() {
+        let ns = Netns::new().expect("a namespace (needs root and iproute2)");
+        let here = current_netns();
+        let inside = ns.in_thread(current_netns).unwrap();
+        let want = std::fs::metadata(Path::new(NETNS_DIR).join(ns.name()))
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+            .unwrap();
+        assert_eq!(inside, want);
+        assert_ne!(inside, here);
+        assert_eq!(current_netns(), here);
+    }
+
+    #[test]
+    fn in_thread_passes_a_panic_on() {
+        let ns = Netns::new().expect("a namespace (needs root and iproute2)");
+        let caught = std::panic::catch_unwind(|| ns.in_thread(|| panic!("inside")));
+        let panic = caught.unwrap_err();
+        assert_eq!(panic.downcast_ref::<&str>(), Some(&"inside"));
+    }
+
+    #[test]
+    fn in_thread_names_a_namespace_that_is_gone() {
+        let err = NsHandle::named("sv-0-gone").in_thread(|| ()).unwrap_err();
+        assert!(err.to_string().contains("/run/netns/sv-0-gone"), "{err}");
     }
 
     #[test]

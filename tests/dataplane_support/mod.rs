@@ -1,46 +1,41 @@
-//! Network namespaces for the dataplane tests: created per test, removed on drop (also
-//! when the test panics), entered by a thread that runs the test body so that the
+//! Network namespaces for the dataplane tests: the test bed's [`Netns`] (created per
+//! test, removed on drop, also when the test panics) with calls that fail the test
+//! instead of returning errors, and [`NetNs::run`] to run a test body inside, so that the
 //! netlink socket, `nft` and `ping` all act inside the namespace.
-//!
-//! The shared test bed in `integration/` will replace this once it exists.
 
 #![allow(dead_code)]
 
-use std::fs::File;
+use serval_integration::{tools, Netns};
 use std::future::Future;
-use std::os::fd::AsRawFd;
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-/// A network namespace named `sv-dp-<tag>-<pid>-<n>`.
+/// A network namespace of the test bed. `tag` only names it in failure messages.
 pub struct NetNs {
-    name: String,
+    ns: Netns,
+    tag: String,
 }
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 impl NetNs {
     /// Creates the namespace and brings its loopback up.
     pub fn new(tag: &str) -> NetNs {
-        require_tool("ip");
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let name = format!("sv-dp-{tag}-{}-{n}", std::process::id());
-        run_ok(Command::new("ip").args(["netns", "add", &name]));
-        let ns = NetNs { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
+        let ns = Netns::new().unwrap_or_else(|e| panic!("namespace {tag}: {e}"));
+        NetNs {
+            ns,
+            tag: tag.to_owned(),
+        }
     }
 
     /// The namespace's name.
     pub fn name(&self) -> &str {
-        &self.name
+        self.ns.name()
     }
 
     /// `ip -n NAME ARGS…`, which must succeed; returns stdout.
     pub fn ip(&self, args: &[&str]) -> String {
-        let out = run_ok(Command::new("ip").arg("-n").arg(&self.name).args(args));
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.ns
+            .ip(args)
+            .unwrap_or_else(|e| panic!("in namespace {}: {e}", self.tag))
     }
 
     /// `ip -n NAME -j ARGS…` parsed as JSON.
@@ -55,11 +50,12 @@ impl NetNs {
     /// Runs `program ARGS…` inside the namespace; returns its output whatever its status.
     pub fn exec(&self, program: &str, args: &[&str]) -> Output {
         require_tool(program);
-        Command::new("ip")
-            .args(["netns", "exec", &self.name, program])
+        self.ns
+            .handle()
+            .command(program)
             .args(args)
             .output()
-            .unwrap_or_else(|e| panic!("ip netns exec {} {program}: {e}", self.name))
+            .unwrap_or_else(|e| panic!("ip netns exec {} {program}: {e}", self.name()))
     }
 
     /// Like [`NetNs::exec`], which must succeed; returns stdout.
@@ -68,7 +64,7 @@ impl NetNs {
         assert!(
             out.status.success(),
             "{program} {args:?} in {} failed: {}",
-            self.name,
+            self.tag,
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
@@ -87,39 +83,16 @@ impl NetNs {
         F: FnOnce() -> Fut + Send,
         Fut: Future<Output = T>,
     {
-        let path = format!("/run/netns/{}", self.name);
-        std::thread::scope(|scope| {
-            let handle = scope.spawn(move || {
-                enter(&path);
-                let runtime = tokio::runtime::Builder::new_current_thread()
+        self.ns
+            .in_thread(|| {
+                tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
-                    .expect("tokio runtime");
-                runtime.block_on(body())
-            });
-            match handle.join() {
-                Ok(value) => value,
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        })
+                    .expect("tokio runtime")
+                    .block_on(body())
+            })
+            .unwrap_or_else(|e| panic!("in namespace {}: {e}", self.tag))
     }
-}
-
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
-
-/// Moves the calling thread into the namespace at `path`.
-fn enter(path: &str) {
-    let file = File::open(path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-    // SAFETY: a valid namespace file descriptor; setns only changes this thread's
-    // network namespace.
-    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
 }
 
 /// A veth pair with one end in each namespace (the same namespace twice is fine), both
@@ -151,15 +124,11 @@ pub fn veth(a: &NetNs, a_if: &str, a_addrs: &[&str], b: &NetNs, b_if: &str, b_ad
     }
 }
 
-/// Fails, naming the tool, when `tool` is not installed.
+/// Fails, naming the tool and its package, when `tool` is not installed.
 pub fn require_tool(tool: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
-        .unwrap_or(false)
-        || ["/usr/sbin", "/sbin", "/usr/bin"]
-            .iter()
-            .any(|d| std::path::Path::new(d).join(tool).is_file());
-    assert!(found, "this test needs `{tool}`, which is not installed");
+    if let Err(e) = tools::require(tool) {
+        panic!("{e}");
+    }
 }
 
 fn run_ok(cmd: &mut Command) -> Output {

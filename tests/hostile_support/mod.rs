@@ -98,23 +98,8 @@ pub fn one_node(test: &TestDir, name: &str) -> Result<Node> {
 
 /// Runs `f` on a thread that has entered `ns`'s network namespace: sockets it opens
 /// live in that namespace (and stay there when handed back).
-pub fn in_netns<T: Send + 'static>(
-    ns: &Netns,
-    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
-) -> Result<T> {
-    let path = format!("/run/netns/{}", ns.name());
-    let handle = std::thread::spawn(move || -> std::io::Result<T> {
-        use std::os::fd::AsRawFd as _;
-        let file = std::fs::File::open(&path)?;
-        // SAFETY: setns on a namespace file descriptor; affects this thread only.
-        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        f()
-    });
-    handle
-        .join()
-        .map_err(|_| Error::InvalidSpec("the thread in the namespace panicked".into()))?
+pub fn in_netns<T: Send>(ns: &Netns, f: impl FnOnce() -> std::io::Result<T> + Send) -> Result<T> {
+    ns.in_thread(f)?
         .map_err(|e| Error::InvalidSpec(format!("in namespace {}: {e}", ns.name())))
 }
 

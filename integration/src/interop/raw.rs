@@ -7,7 +7,6 @@ use crate::error::{Error, Result};
 use crate::netns::NsHandle;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 pub const OPEN: u8 = 1;
@@ -41,26 +40,7 @@ pub struct RawPeer {
 impl RawPeer {
     /// Connects from namespace `ns`, bound to `local`, to `remote`.
     pub fn connect(ns: &NsHandle, local: IpAddr, remote: SocketAddr) -> Result<RawPeer> {
-        let path = format!("/run/netns/{}", ns.name());
-        let stream = std::thread::scope(|scope| {
-            scope
-                .spawn(|| -> Result<TcpStream> {
-                    let file =
-                        std::fs::File::open(&path).map_err(|e| Error::io("opening", &path, e))?;
-                    // SAFETY: setns on a namespace file descriptor this thread holds open;
-                    // it only changes this thread, which ends right after connecting.
-                    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                        return Err(Error::io(
-                            "entering the namespace of",
-                            &path,
-                            std::io::Error::last_os_error(),
-                        ));
-                    }
-                    connect_from(local, remote)
-                })
-                .join()
-                .map_err(|_| Error::Check("the connecting thread panicked".into()))?
-        })?;
+        let stream = ns.in_thread(|| connect_from(local, remote))??;
         stream
             .set_nodelay(true)
             .map_err(|e| Error::io("configuring", "the raw BGP socket", e))?;

@@ -67,8 +67,8 @@
 //!
 //! Departures from the letter of the RFC, each for a reason:
 //! - A poll sequence is run only while Up. Outside Up no detection depends on our timing,
-//!   so a new interval takes effect at once (BIRD and FRR do the same); the poll the RFC
-//!   asks for on every change would only delay it.
+//!   so a new interval takes effect at once; the poll the RFC asks for on every change
+//!   would only delay it.
 //! - A change of the intervals during a poll sequence does not start a second one at
 //!   once (only one may be outstanding): the running one is marked, and its F starts the
 //!   next, whose F then confirms the latest values. The first F may answer a packet with

@@ -332,8 +332,8 @@ mod tests {
         b.to_vec()
     }
 
-    /// What BIRD's `protocol bfd` sends first (state Down, no remote discriminator yet,
-    /// its 1 s idle interval and the default 10 ms receive interval, multiplier 5).
+    /// Shaped like the first packet of BIRD's `protocol bfd` with its defaults: Down, no
+    /// remote discriminator yet, the 1 s idle interval, 10 ms receive, multiplier 5.
     const BIRD_DOWN: [u8; 24] = [
         0x20, 0x40, 0x05, 0x18, // v1, diag 0, Down, mult 5, len 24
         0x1d, 0x6a, 0x3c, 0x01, // my discriminator
@@ -343,7 +343,8 @@ mod tests {
         0x00, 0x00, 0x00, 0x00, // required min echo RX 0
     ];
 
-    /// FRR bfdd Up with a poll for its 300 ms timers, multiplier 3, echo 50 ms.
+    /// Shaped like FRR bfdd's defaults, Up and polling: 300 ms timers, multiplier 3,
+    /// echo receive 50 ms.
     const FRR_UP_POLL: [u8; 24] = [
         0x20, 0xe0, 0x03, 0x18, // v1, diag 0, Up, P, mult 3, len 24
         0x00, 0x00, 0x00, 0x02, // my discriminator 2

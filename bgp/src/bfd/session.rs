@@ -109,7 +109,9 @@ pub enum Action {
     /// Send this packet to the peer now.
     Send(ControlPacket),
     /// The session changed state; `diag` says why (it goes into our packets too). The BGP
-    /// coupling acts on `from == Up` (the path failed) and `to == Up`.
+    /// coupling acts on `from == Up` and `to == Up`. Leaving Up with
+    /// `NeighborSignaledSessionDown` while `remote_state()` is AdminDown is the peer's
+    /// administrative shutdown, which RFC 5882 §3.2 says is no failure of the path.
     StateChanged { from: State, to: State, diag: Diag },
 }
 

@@ -616,6 +616,28 @@ fn admin_down_tells_the_peer_at_once_and_admin_up_starts_over() {
 }
 
 #[test]
+fn a_passive_session_that_knows_no_peer_stays_silent_going_admin_down() {
+    let mut cfg = config(Timers::DEFAULT);
+    cfg.passive = true;
+    let mut h = Harness::new(cfg);
+    let got = h.input(Input::AdminDown);
+    assert!(sends(&got).is_empty());
+    assert_eq!(h.s.state(), State::AdminDown);
+    assert!(h.advance(Duration::from_secs(10)).is_empty());
+}
+
+#[test]
+fn the_peer_going_admin_down_is_told_apart_from_a_failure() {
+    let mut h = Harness::in_state(State::Up);
+    let mut p = peer(State::AdminDown);
+    p.diag = Diag::AdministrativelyDown;
+    h.rx(p);
+    assert_eq!(h.s.local_diag(), Diag::NeighborSignaledSessionDown);
+    assert_eq!(h.s.remote_state(), State::AdminDown);
+    assert_eq!(h.s.remote_diag(), Diag::AdministrativelyDown);
+}
+
+#[test]
 fn flaps_are_counted() {
     let mut h = Harness::in_state(State::Up);
     h.rx(peer(State::Down));

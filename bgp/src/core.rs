@@ -12,7 +12,7 @@
 
 use crate::config::SpeakerConfig;
 use crate::rib::{BestChange, OutBody};
-use crate::session::{self, SessionCmd, SessionEvent, SessionHandle};
+use crate::session::{self, SessionCmd, SessionEvent, SessionHandle, SessionReport};
 use crate::speaker::{RouteQuery, SpeakerError};
 use crate::status::{PeerStatus, RouteEntry};
 use crate::transport;
@@ -314,7 +314,6 @@ impl Core {
     /// stays here.
     fn session_event(&mut self, ev: SessionEvent) -> Option<Event> {
         Some(match ev {
-            SessionEvent::State { peer, state } => Event::SessionState { peer, state },
             SessionEvent::Established {
                 peer,
                 negotiated,
@@ -343,21 +342,12 @@ impl Core {
                     iface: transport::interface_of(local.ip()),
                 }
             }
-            SessionEvent::Updates { peer, updates } => Event::Updates { peer, updates },
-            SessionEvent::RouteRefresh { peer, refresh } => Event::RouteRefresh { peer, refresh },
-            SessionEvent::Down {
-                peer,
-                reason,
-                graceful,
-            } => {
-                self.writers.remove(&peer);
-                Event::Down {
-                    peer,
-                    reason,
-                    graceful,
+            SessionEvent::Report(r) => {
+                if let SessionReport::Down { peer, .. } = &r {
+                    self.writers.remove(peer);
                 }
+                Event::Session(r)
             }
-            SessionEvent::RestartTimeExpired { peer } => Event::RestartTimeExpired { peer },
         })
     }
 

@@ -72,10 +72,6 @@ pub(crate) enum SessionCmd {
 /// What a session tells the core, in the order it happened.
 #[derive(Debug)]
 pub(crate) enum SessionEvent {
-    State {
-        peer: IpAddr,
-        state: State,
-    },
     Established {
         peer: IpAddr,
         negotiated: Box<Negotiated>,
@@ -83,6 +79,17 @@ pub(crate) enum SessionEvent {
         remote: SocketAddr,
         /// Encoded UPDATEs for the peer go here.
         data: mpsc::Sender<Bytes>,
+    },
+    /// Everything else, as the speaker's state takes it.
+    Report(SessionReport),
+}
+
+/// A session's report that carries nothing of its IO.
+#[derive(Debug)]
+pub(crate) enum SessionReport {
+    State {
+        peer: IpAddr,
+        state: State,
     },
     Updates {
         peer: IpAddr,
@@ -459,10 +466,10 @@ impl Session {
                 self.flush_batch().await;
                 let _ = self
                     .events
-                    .send(SessionEvent::RouteRefresh {
+                    .send(SessionEvent::Report(SessionReport::RouteRefresh {
                         peer: self.peer,
                         refresh,
-                    })
+                    }))
                     .await;
             }
             _ => {}
@@ -483,10 +490,10 @@ impl Session {
         let updates = std::mem::replace(&mut self.batch, Vec::with_capacity(UPDATE_BATCH));
         let _ = self
             .events
-            .send(SessionEvent::Updates {
+            .send(SessionEvent::Report(SessionReport::Updates {
                 peer: self.peer,
                 updates,
-            })
+            }))
             .await;
     }
 
@@ -533,27 +540,29 @@ impl Session {
                     info!(peer = %self.peer, %reason, graceful, "session down");
                     let _ = self
                         .events
-                        .send(SessionEvent::Down {
+                        .send(SessionEvent::Report(SessionReport::Down {
                             peer: self.peer,
                             reason,
                             graceful,
-                        })
+                        }))
                         .await;
                 }
                 Action::StaleRoutesExpired => {
                     let _ = self
                         .events
-                        .send(SessionEvent::RestartTimeExpired { peer: self.peer })
+                        .send(SessionEvent::Report(SessionReport::RestartTimeExpired {
+                            peer: self.peer,
+                        }))
                         .await;
                 }
                 Action::StateChanged { from, to } => {
                     debug!(peer = %self.peer, %from, %to, "state");
                     let _ = self
                         .events
-                        .send(SessionEvent::State {
+                        .send(SessionEvent::Report(SessionReport::State {
                             peer: self.peer,
                             state: to,
-                        })
+                        }))
                         .await;
                 }
             }

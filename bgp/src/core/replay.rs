@@ -26,6 +26,7 @@ use crate::fsm::DownReason;
 use crate::negotiate::{negotiate, NegotiationPolicy};
 use crate::policy::Policy;
 use crate::rib::OutBody;
+use crate::session::SessionReport;
 use crate::speaker::RouteQuery;
 use crate::types::{Asn, Family, RouterId};
 use crate::wire::attr::{AsPath, NextHop, PathAttrs};
@@ -268,7 +269,7 @@ impl Replay {
                     next_hop: Some(next_hop),
                     ..PathAttrs::default()
                 };
-                Event::Updates {
+                Event::Session(SessionReport::Updates {
                     peer,
                     updates: vec![Update {
                         withdrawn: Vec::new(),
@@ -277,9 +278,9 @@ impl Replay {
                         mp_reach: None,
                         mp_unreach: None,
                     }],
-                }
+                })
             }
-            "unreach" => Event::Updates {
+            "unreach" => Event::Session(SessionReport::Updates {
                 peer: addr(args, 0)?,
                 updates: vec![Update {
                     withdrawn: nlri(&args[1..])?,
@@ -288,13 +289,13 @@ impl Replay {
                     mp_reach: None,
                     mp_unreach: None,
                 }],
-            },
-            "eor" => Event::Updates {
+            }),
+            "eor" => Event::Session(SessionReport::Updates {
                 peer: addr(args, 0)?,
                 updates: vec![Update::end_of_rib(family(args.get(1))?)],
-            },
+            }),
             // route-refresh PEER request|begin|end: the peer's ROUTE-REFRESH.
-            "route-refresh" => Event::RouteRefresh {
+            "route-refresh" => Event::Session(SessionReport::RouteRefresh {
                 peer: addr(args, 0)?,
                 refresh: RouteRefresh {
                     afi_safi: Family::Ipv4Unicast.afi_safi(),
@@ -305,15 +306,15 @@ impl Replay {
                         x => return Err(format!("route-refresh: subtype {x:?}")),
                     },
                 },
-            },
-            "down" => Event::Down {
+            }),
+            "down" => Event::Session(SessionReport::Down {
                 peer: addr(args, 0)?,
                 reason: DownReason::ConnectionClosed,
                 graceful: args.get(1) == Some(&"graceful"),
-            },
-            "restart-time-expired" => Event::RestartTimeExpired {
+            }),
+            "restart-time-expired" => Event::Session(SessionReport::RestartTimeExpired {
                 peer: addr(args, 0)?,
-            },
+            }),
             "accepted" => Event::Accepted(parse(
                 "address",
                 args.first().ok_or("accepted: from where?")?,

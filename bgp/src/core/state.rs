@@ -22,14 +22,14 @@
 //!   peer's End-of-RIB (RFC 4724 §4.1).
 //!
 //! The FSM's own restart timer (the peer's Restart Time, while its session is down) is
-//! the session's; its expiry arrives as `Event::RestartTimeExpired`.
+//! the session's; its expiry arrives as `SessionReport::RestartTimeExpired`.
 
 use super::turn::{Timer, Timers};
 use crate::config::{Announcement, MaxPrefixAction, PeerChange, PeerConfig, SpeakerConfig};
 use crate::fsm::{DownReason, FsmConfig, PeerFsm, State};
 use crate::negotiate::Negotiated;
 use crate::rib::{BestChange, OutUpdate, PeerId, PeerInfo, Rib, RibConfig, SessionInfo};
-use crate::session::SessionStatus;
+use crate::session::{SessionReport, SessionStatus};
 use crate::speaker::{RouteQuery, SpeakerError};
 use crate::status::{FamilyStatus, PathEntry, PeerStatus, RouteEntry, SessionState};
 use crate::transport::{InterfaceInfo, TransportOptions};
@@ -66,10 +66,6 @@ pub(crate) enum Event {
         graceful: bool,
     },
     // ---- from the sessions ----
-    SessionState {
-        peer: IpAddr,
-        state: State,
-    },
     Established {
         peer: IpAddr,
         negotiated: Box<Negotiated>,
@@ -78,23 +74,7 @@ pub(crate) enum Event {
         /// The interface holding `local`, as the kernel listed it then.
         iface: Option<InterfaceInfo>,
     },
-    Updates {
-        peer: IpAddr,
-        updates: Vec<Update>,
-    },
-    RouteRefresh {
-        peer: IpAddr,
-        refresh: RouteRefresh,
-    },
-    Down {
-        peer: IpAddr,
-        reason: DownReason,
-        graceful: bool,
-    },
-    /// The session's restart timer (the peer's Restart Time) passed while it was down.
-    RestartTimeExpired {
-        peer: IpAddr,
-    },
+    Session(SessionReport),
     /// A listener accepted a connection from this address (the socket stays with the
     /// IO loop until `Effect::HandOver` says whose it is).
     Accepted(SocketAddr),
@@ -342,11 +322,6 @@ impl SpeakerState {
                 }
                 out.push(Effect::Exit { silent: graceful });
             }
-            Event::SessionState { peer, state } => {
-                if let Some(p) = self.peers.get_mut(&peer) {
-                    p.state = state;
-                }
-            }
             Event::Established {
                 peer,
                 negotiated,
@@ -354,21 +329,32 @@ impl SpeakerState {
                 remote,
                 iface,
             } => self.established(now, peer, negotiated, local, remote, iface),
-            Event::Updates { peer, updates } => self.updates(now, peer, &updates, out),
-            Event::RouteRefresh { peer, refresh } => self.route_refresh(peer, refresh, out),
-            Event::Down {
+            Event::Session(r) => self.session_report(now, r, out),
+            Event::Accepted(addr) => self.accepted(addr, out),
+            Event::Timers => self.on_timer(now, out),
+        }
+    }
+
+    fn session_report(&mut self, now: Instant, r: SessionReport, out: &mut Vec<Effect>) {
+        match r {
+            SessionReport::State { peer, state } => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.state = state;
+                }
+            }
+            SessionReport::Updates { peer, updates } => self.updates(now, peer, &updates, out),
+            SessionReport::RouteRefresh { peer, refresh } => self.route_refresh(peer, refresh, out),
+            SessionReport::Down {
                 peer,
                 reason,
                 graceful,
             } => self.down(peer, &reason, graceful, out),
-            Event::RestartTimeExpired { peer } => {
+            SessionReport::RestartTimeExpired { peer } => {
                 if self.peers.contains_key(&peer) {
                     self.timers.cancel(Timer::EndOfRibWait(peer));
                     self.withdraw_stale(peer, "restart time passed");
                 }
             }
-            Event::Accepted(addr) => self.accepted(addr, out),
-            Event::Timers => self.on_timer(now, out),
         }
     }
 

@@ -113,13 +113,25 @@ impl Dataplane {
         Ok(self.routes.adopt().await?.len())
     }
 
+    /// The routes last asked for (by [`Dataplane::sync`] or [`Dataplane::apply_changes`]):
+    /// the node's route set, which the agent reads rather than keeping its own copy.
+    pub fn wanted(&self) -> &DesiredRoutes {
+        &self.desired
+    }
+
     /// Makes the kernel's serval routes, and the FDB/neighbour entries of the VXLAN
     /// devices that exist, equal `desired`. The first call after start removes what a
     /// previous run left and no longer wants, and leaves the rest in place.
     pub async fn sync(&mut self, desired: &DesiredRoutes) -> Result<DataplaneReport, Error> {
         self.desired = desired.clone();
+        self.resync().await
+    }
+
+    /// [`Dataplane::sync`] to the routes last asked for: repairs drift, and removes a
+    /// previous run's routes nobody wants any more.
+    pub async fn resync(&mut self) -> Result<DataplaneReport, Error> {
         let peers = self.sync_peers().await?;
-        let routes = self.routes.sync(desired).await?;
+        let routes = self.routes.sync(&self.desired).await?;
         Ok(DataplaneReport { routes, peers })
     }
 

@@ -1,33 +1,41 @@
 //! The agent loop: the IO shell around the pure decisions.
 //!
 //! ```text
-//!   datastore watch ──events──▶ Index ──snapshot──▶ desired() ──┬─▶ register.rs (ServalNode, tunnel addresses)
-//!   (file: stat every 10 ms;                                     ├─▶ speaker_sync::ops ──▶ Speaker (peers, announcements)
-//!    etcd: watch)                                                ├─▶ tunnels::apply ──▶ tunl0 / vxlan.serval
-//!                                                                ├─▶ NAT (nftables table `serval`)
-//!   Speaker::subscribe() ──best paths──▶ learned ──route_changes()──▶ Dataplane (proto 83 routes, FDB)
-//!                     (a snapshot change: routes()/route_diff() over all of learned)
-//!   tick (1 s) ── initial-sync check, retries, periodic full route sync
+//!   datastore watch ──events──▶ Index ─┐
+//!   (file: stat every 10 ms;           │  register.rs writes the ServalNode and tunnel
+//!    etcd: watch)                      │  addresses first, then every read is made
+//!   password files, Secrets ───────────┤  (snapshot, files, Secrets)
+//!                                      ▼
+//!                          decide(): desired() + wanted routes, NAT, MTU   (pure)
+//!                                      │
+//!              ┌───────────────┬───────┴──────┬──────────────┬──────────────┐
+//!              ▼               ▼              ▼              ▼              ▼
+//!        apply::speaker  apply::tunnels  apply::routes   apply::nat     apply::mtu
+//!        (peers, prefixes) (tunl0, vxlan)  (proto 83, FDB) (nftables)   (mtu file)
+//!
+//!   Speaker::subscribe() ──best paths──▶ learned ──route_changes()──▶ apply::routes
+//!   tick (1 s) ── forwarding, initial-sync check, retries, periodic full route sync
 //! ```
 //!
-//! One task owns all of it; the status socket, health and metrics read what it
-//! publishes in [`Shared`]. Start-up checks everything before it changes anything.
+//! A reconcile is "decide, then apply": the datastore writes and reads come first, the
+//! decision is a pure function of what they gave, and each applier (see [`super::apply`])
+//! owns what it last applied. The route set is the dataplane's. One task owns all of it;
+//! the status socket, health and metrics read what it publishes in [`Shared`]. Start-up checks everything before it changes anything.
 //! A restarted agent adopts the routes its previous run left, updates them in place as
 //! routes are learned again, and removes the ones nobody announces only once BGP has
 //! converged (every peer up and quiet) or `initial_sync_timeout` passed: pods lose
 //! nothing across a restart, and a kill -9 leaves no stale route for long.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, bail, Context as _};
-use bgp::config::{Announcement, PeerConfig, SpeakerConfig};
+use bgp::config::PeerConfig;
 use bgp::rib::BestRoute;
-use bgp::speaker::{BestPathStream, Speaker, SpeakerError};
-use bgp::{Asn, RouterId};
+use bgp::speaker::BestPathStream;
 use futures::{FutureExt as _, StreamExt as _};
 use ipam::model::{IpPool, NodeName};
 use ipam::ops::RetryPolicy;
@@ -37,22 +45,25 @@ use ipam::store::{Kind, Store, WatchEvent, WatchStream};
 use ipam::Ipam;
 use ipnet::IpNet;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, info_span, warn, Instrument as _};
+use tracing::{error, info, info_span, warn, Instrument as _};
 
-use crate::dataplane::{BgpGuard, Dataplane, DesiredRoutes, NatPool, RouteConfig, RouteDiff};
-use crate::desired::{self, Desired, Snapshot, Tunnels};
+use crate::dataplane::{Dataplane, DesiredRoutes, RouteConfig};
+use crate::desired::{self, Desired, Snapshot};
 use crate::resources::{ClusterResource, Spec};
-use crate::status::TunnelRow;
 
+use super::apply::forwarding::{Sysctls, SYSCTL_ROOT};
+use super::apply::mtu::{write_file, MtuFile};
+use super::apply::tunnels::{self, KernelTunnels};
+use super::apply::{
+    ForwardingApplier, MtuApplier, NatApplier, NatWant, RouteApplier, SpeakerApplier,
+    SpeakerParams, SpeakerWant, TunnelApplier, Underlay,
+};
 use super::autodetect::{self, Interface};
 use super::config::{AddressSource, NodeConfig};
-use super::forwarding;
 use super::index::Index;
 use super::kube::{self as on_kube, node_settings, secrets::SecretCache, KubeEnv};
 use super::register::{self, Detected};
 use super::shared::Shared;
-use super::speaker_sync::{self, SpeakerOp};
-use super::tunnels;
 
 /// How often the file store is looked at: one `stat` per look, so a block claimed on
 /// another node is routed here within a few tens of milliseconds.
@@ -65,18 +76,43 @@ const SETTLE: u64 = 2;
 const QUIET: Duration = Duration::from_secs(1);
 /// Full route sync (repairs drift) and retries of failed tunnels and routes.
 const RESYNC_EVERY: Duration = Duration::from_secs(30);
-/// The most paths installed per prefix (ECMP).
-const MAX_PATHS: u8 = 8;
 
 const WATCHED: [Kind; 3] = [Kind::Pool, Kind::Block, Kind::Resource];
 
-/// Speaker settings that need a new speaker when they change.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct SpeakerParams {
-    asn: Asn,
+/// What one reconcile wants, decided from the snapshot alone.
+struct Wants {
+    desired: Desired,
+    speaker: SpeakerParams,
+    routes: DesiredRoutes,
+    nat: NatWant,
+    /// The pod MTU, when the underlay's MTU is known.
+    mtu: Option<u32>,
+}
+
+/// The decision of a reconcile: pure over the snapshot, the best paths learned and the
+/// node's fixed facts.
+fn decide(
+    snap: &Snapshot,
+    learned: &BTreeMap<IpNet, BestRoute>,
     router_id: Ipv4Addr,
-    cluster_id: Option<Ipv4Addr>,
-    port: u16,
+    underlay: Underlay,
+) -> Wants {
+    let d = desired::desired(snap);
+    Wants {
+        speaker: SpeakerParams {
+            asn: d.asn,
+            router_id,
+            cluster_id: d.cluster_id,
+            port: d.listen_port,
+        },
+        routes: desired::routes(&d, learned, snap),
+        nat: NatWant::from_desired(&d),
+        mtu: underlay
+            .v4
+            .or(underlay.v6)
+            .map(|(_, u)| tunnels::pod_mtu(u, &snap.pools)),
+        desired: d,
+    }
 }
 
 /// The streams the loop waits on.
@@ -96,27 +132,19 @@ pub struct Agent {
     detected: Detected,
     router_id: Ipv4Addr,
     ifaces: Vec<Interface>,
-    underlay: tunnels::Underlay,
+    underlay: Underlay,
+    /// The kernel, and the route set (see [`super::apply`]).
     dp: Dataplane,
-    speaker: Option<Speaker>,
-    params: Option<SpeakerParams>,
-    peers: BTreeMap<IpAddr, PeerConfig>,
-    announced: BTreeMap<IpNet, Announcement>,
+    /// The best paths the speaker reported.
     learned: BTreeMap<IpNet, BestRoute>,
-    programmed: DesiredRoutes,
-    route_errors: BTreeMap<IpNet, String>,
     snap: Snapshot,
     desired: Option<Desired>,
-    tunnels_applied: Option<Tunnels>,
-    tunnel_rows: Vec<TunnelRow>,
-    nat_applied: Option<(Vec<NatPool>, BgpGuard)>,
-    nat_error: Option<String>,
-    /// The BGP guard's nftables table could not be applied (no natOutgoing pool, so not
-    /// a readiness error: a kernel without nftables still routes).
-    guard_error: Option<String>,
-    /// Forwarding sysctls that are off and cannot be set (read-only /proc/sys).
-    forwarding_errors: Vec<String>,
-    mtu: Option<u32>,
+    speaker: SpeakerApplier,
+    routes: RouteApplier,
+    tunnels: TunnelApplier,
+    nat: NatApplier,
+    mtu: MtuApplier,
+    forwarding: ForwardingApplier,
     datastore_ok: bool,
     /// This run has seen its ServalNode in the datastore: if it disappears after that,
     /// someone deleted the node, and the agent does not write it back.
@@ -279,35 +307,6 @@ fn local_subnets(ifaces: &[Interface]) -> Vec<(IpNet, String)> {
         .collect()
 }
 
-fn write_file(path: &Path, text: &str) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
-}
-
-/// Turns forwarding on (see [`forwarding`]); returns the readiness problems, logging a
-/// change only when `before` (the previous look's problems) differs.
-fn enable_forwarding(v6: bool, before: &[String]) -> Vec<String> {
-    let outcomes = forwarding::ensure(Path::new(forwarding::SYSCTL_ROOT), v6);
-    for (k, o) in &outcomes {
-        if *o == forwarding::Outcome::Enabled {
-            info!(sysctl = k, "forwarding enabled");
-        }
-    }
-    let problems = forwarding::problems(&outcomes);
-    if problems != before {
-        for p in &problems {
-            error!(problem = %p, "forwarding");
-        }
-    }
-    problems
-}
-
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -343,21 +342,6 @@ pub fn converged(
                 && s.uptime_secs.unwrap_or(0) >= SETTLE
         })
     })
-}
-
-fn speaker_config(d: &Desired, p: SpeakerParams, v6: bool, state_dir: &Path) -> SpeakerConfig {
-    let mut c = SpeakerConfig::new(p.asn, RouterId(p.router_id));
-    c.listen = vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), p.port)];
-    if v6 {
-        c.listen
-            .push(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), p.port));
-    }
-    c.cluster_id = p.cluster_id;
-    c.max_paths = MAX_PATHS;
-    c.state_dir = Some(state_dir.to_owned());
-    c.peers = d.peers.values().cloned().collect();
-    c.announce = d.announcements.values().cloned().collect();
-    c
 }
 
 impl Agent {
@@ -426,7 +410,8 @@ impl Agent {
         // From here on the agent changes things.
         write_file(&cfg.nodename_file, node.as_str())
             .with_context(|| format!("nodename-file {}", cfg.nodename_file.display()))?;
-        let forwarding_errors = enable_forwarding(v6.is_some(), &[]);
+        let mut forwarding = ForwardingApplier::new(v6.is_some());
+        forwarding.apply(&mut Sysctls(Path::new(SYSCTL_ROOT)));
         let adopted = dp.adopt().await.context("reading serval's routes")?;
         if adopted > 0 {
             info!(
@@ -434,7 +419,7 @@ impl Agent {
                 "kept the routes of the previous run until BGP converges"
             );
         }
-        let underlay = tunnels::Underlay {
+        let underlay = Underlay {
             v4: match v4 {
                 Some(n) => dp.underlay(n.addr()).await.ok().map(|(i, _, m)| (i, m)),
                 None => None,
@@ -471,22 +456,15 @@ impl Agent {
             ifaces,
             underlay,
             dp,
-            speaker: None,
-            params: None,
-            peers: BTreeMap::new(),
-            announced: BTreeMap::new(),
             learned: BTreeMap::new(),
-            programmed: DesiredRoutes::default(),
-            route_errors: BTreeMap::new(),
             snap: Snapshot::default(),
             desired: None,
-            tunnels_applied: None,
-            tunnel_rows: Vec::new(),
-            nat_applied: None,
-            nat_error: None,
-            guard_error: None,
-            forwarding_errors,
-            mtu: None,
+            speaker: SpeakerApplier::default(),
+            routes: RouteApplier::default(),
+            tunnels: TunnelApplier::default(),
+            nat: NatApplier::default(),
+            mtu: MtuApplier::default(),
+            forwarding,
             datastore_ok: true,
             registered: false,
             first_reconcile_done: false,
@@ -562,21 +540,19 @@ impl Agent {
         // Only the batch's prefixes: its cost does not grow with the table.
         if let Some(d) = &self.desired {
             let diff =
-                desired::route_changes(d, &self.learned, &self.snap, &self.programmed, &changed);
-            self.program(diff).await;
+                desired::route_changes(d, &self.learned, &self.snap, self.dp.wanted(), &changed);
+            if self.routes.apply_diff(&diff, &mut self.dp).await {
+                self.shared.lock().routes.apply(&diff);
+            }
         }
         self.publish();
     }
 
     async fn on_tick(&mut self, inputs: &mut Inputs) {
-        if !self.forwarding_errors.is_empty() {
-            // The host (or an operator) may have set it meanwhile.
-            let v6 = self.detected.v6.is_some();
-            self.forwarding_errors = enable_forwarding(v6, &self.forwarding_errors);
-            if self.forwarding_errors.is_empty() {
-                info!("IP forwarding is on");
-                self.publish();
-            }
+        // While forwarding is off: the host (or an operator) may have set it meanwhile.
+        if self.forwarding.apply(&mut Sysctls(Path::new(SYSCTL_ROOT))) {
+            info!("IP forwarding is on");
+            self.publish();
         }
         if let Some(k) = &mut self.kube {
             let now = Instant::now();
@@ -620,12 +596,9 @@ impl Agent {
         }
         if self.last_resync.elapsed() >= RESYNC_EVERY {
             self.last_resync = Instant::now();
-            if self.tunnel_rows.iter().any(|r| r.error.is_some())
-                || self.nat_error.is_some()
-                || self.guard_error.is_some()
-            {
-                self.tunnels_applied = None;
-                self.nat_applied = None;
+            if self.tunnels.failed() || self.nat.failed() {
+                self.tunnels.forget();
+                self.nat.forget();
                 self.reconcile(inputs).await;
             }
         }
@@ -636,7 +609,7 @@ impl Agent {
     /// no best-path change lately, or the initial sync timeout passed.
     async fn converged(&self) -> bool {
         let now = Instant::now();
-        let status = match &self.speaker {
+        let status = match self.speaker.speaker() {
             Some(s) if now.duration_since(self.last_best) >= QUIET => s.peers().await.ok(),
             _ => None,
         };
@@ -645,7 +618,7 @@ impl Agent {
             self.started,
             self.cfg.initial_sync_timeout,
             self.last_best,
-            &self.peers,
+            self.speaker.peers(),
             status.as_deref(),
         )
     }
@@ -656,70 +629,7 @@ impl Agent {
         if let Ok(ifaces) = autodetect::interfaces(self.dp.netlink()).await {
             self.ifaces = ifaces;
         }
-        match self.dp.sync(&self.programmed).await {
-            Ok(report) => {
-                if !report.routes.deleted.is_empty() {
-                    info!(removed = ?report.routes.deleted, "stale routes removed");
-                }
-                self.route_errors.clear();
-                self.record(&report.routes);
-            }
-            Err(e) => warn!(error = %e, "full route sync"),
-        }
-    }
-
-    fn record(&mut self, report: &crate::dataplane::SyncReport) {
-        for f in &report.failures {
-            warn!(prefix = %f.prefix, error = %f.error, "route");
-            self.route_errors.insert(f.prefix, f.error.to_string());
-        }
-        for c in &report.conflicts {
-            let why = format!(
-                "another route (protocol {}) holds {}; serval leaves it alone",
-                c.protocol, c.prefix
-            );
-            warn!(prefix = %c.prefix, protocol = c.protocol, "route conflict");
-            self.route_errors.insert(c.prefix, why);
-        }
-    }
-
-    /// Applies the difference between every route wanted now and those programmed: after
-    /// a change of the snapshot, which any route may depend on.
-    async fn apply_routes(&mut self) {
-        let Some(d) = &self.desired else {
-            return;
-        };
-        let want = desired::routes(d, &self.learned, &self.snap);
-        let diff: RouteDiff = desired::route_diff(&self.programmed, &want);
-        self.program(diff).await;
-    }
-
-    /// Programs `diff` and records it in what is programmed and published.
-    async fn program(&mut self, diff: RouteDiff) {
-        if diff.upsert.is_empty() && diff.withdraw.is_empty() {
-            return;
-        }
-        debug!(
-            upsert = diff.upsert.len(),
-            withdraw = diff.withdraw.len(),
-            "routes"
-        );
-        match self.dp.apply_changes(&diff).await {
-            Ok(report) => {
-                for p in diff.upsert.keys().chain(diff.withdraw.iter()) {
-                    self.route_errors.remove(p);
-                }
-                self.record(&report.routes);
-            }
-            Err(e) => {
-                warn!(error = %e, "applying routes");
-                for p in diff.upsert.keys() {
-                    self.route_errors.insert(*p, e.to_string());
-                }
-            }
-        }
-        self.programmed.apply(&diff);
-        self.shared.lock().routes.apply(&diff);
+        self.routes.resync(&mut self.dp).await;
     }
 
     /// Password files that resources name, read afresh.
@@ -806,59 +716,18 @@ impl Agent {
         }
     }
 
-    /// Computes the desired state from the datastore and applies it everywhere.
+    /// Registers the node, reads everything the decision needs, decides, then applies
+    /// the decision everywhere.
     async fn reconcile(&mut self, inputs: &mut Inputs) {
         let t0 = Instant::now();
         let mut problems = Vec::new();
         self.register(&mut problems).await;
-        let subnets = local_subnets(&self.ifaces);
-        let (mut snap, p) = self.index.snapshot(
-            &self.node,
-            Some(self.router_id),
-            subnets.iter().map(|(n, _)| *n).collect(),
-            self.password_files(),
-        );
-        problems.extend(p);
-        problems.extend(self.watch_error.clone());
-        if let Some(k) = &mut self.kube {
-            problems.extend(k.node_problems.iter().cloned());
-            let names = on_kube::secrets::referenced(&snap);
-            k.referenced = names.clone();
-            let now = Instant::now();
-            if k.secrets.due(&names, now) {
-                k.secrets.refresh(&names, now).await;
-            }
-            problems.extend(on_kube::secrets::apply(
-                &mut snap,
-                &k.secrets.data(),
-                k.secrets.namespace(),
-            ));
-        }
-        let d = desired::desired(&snap);
-        problems.extend(d.problems.iter().cloned());
+        let snap = self.read(&mut problems).await;
+        let want = decide(&snap, &self.learned, self.router_id, self.underlay);
+        problems.extend(want.desired.problems.iter().cloned());
         self.snap = snap;
-        self.apply_speaker(&d, inputs, &mut problems).await;
-        let mut retouched = false;
-        if self.tunnels_applied.as_ref() != Some(&d.tunnels) {
-            self.tunnel_rows =
-                tunnels::apply(&self.dp, &d.tunnels, &self.detected, self.underlay).await;
-            for r in &self.tunnel_rows {
-                if let Some(e) = &r.error {
-                    error!(device = %r.device, error = %e, "tunnel");
-                }
-            }
-            self.tunnels_applied = Some(d.tunnels.clone());
-            retouched = true;
-        }
-        self.desired = Some(d);
-        self.apply_routes().await;
-        if retouched && self.bgp_synced {
-            // A device the kernel had to recreate lost its routes and VXLAN entries.
-            self.full_sync().await;
-        }
-        self.apply_nat(&mut problems).await;
-        self.write_mtu(&mut problems);
-        if !self.first_reconcile_done && self.speaker.is_some() && self.datastore_ok {
+        self.apply(want, inputs, &mut problems).await;
+        if !self.first_reconcile_done && self.speaker.speaker().is_some() && self.datastore_ok {
             self.first_reconcile_done = true;
             match write_file(&self.cfg.ready_file, self.node.as_str()) {
                 Ok(()) => info!(ready_file = %self.cfg.ready_file.display(), "node ready"),
@@ -867,7 +736,7 @@ impl Agent {
                 }
             }
         }
-        if self.first_reconcile_done && self.peers.is_empty() && !self.bgp_synced {
+        if self.first_reconcile_done && self.speaker.peers().is_empty() && !self.bgp_synced {
             // No peer to wait for: what we have is all there will be.
             self.bgp_synced = true;
             self.full_sync().await;
@@ -894,134 +763,75 @@ impl Agent {
         self.publish();
     }
 
-    async fn apply_speaker(
-        &mut self,
-        d: &Desired,
-        inputs: &mut Inputs,
-        problems: &mut Vec<String>,
-    ) {
-        let params = SpeakerParams {
-            asn: d.asn,
-            router_id: self.router_id,
-            cluster_id: d.cluster_id,
-            port: d.listen_port,
-        };
-        if self.params.is_some() && self.params != Some(params) {
-            info!(?params, "speaker settings changed: restarting the speaker");
-            if let Some(s) = self.speaker.take() {
-                let _ = s.shutdown(true).await;
+    /// Everything the decision reads: the snapshot of the index, the password files and,
+    /// on Kubernetes, the password Secrets it refers to (fetched when due).
+    async fn read(&mut self, problems: &mut Vec<String>) -> Snapshot {
+        let subnets = local_subnets(&self.ifaces);
+        let (mut snap, p) = self.index.snapshot(
+            &self.node,
+            Some(self.router_id),
+            subnets.iter().map(|(n, _)| *n).collect(),
+            self.password_files(),
+        );
+        problems.extend(p);
+        problems.extend(self.watch_error.clone());
+        if let Some(k) = &mut self.kube {
+            problems.extend(k.node_problems.iter().cloned());
+            let names = on_kube::secrets::referenced(&snap);
+            k.referenced = names.clone();
+            let now = Instant::now();
+            if k.secrets.due(&names, now) {
+                k.secrets.refresh(&names, now).await;
             }
+            problems.extend(on_kube::secrets::apply(
+                &mut snap,
+                &k.secrets.data(),
+                k.secrets.namespace(),
+            ));
+        }
+        snap
+    }
+
+    /// Hands each applier its part of `want`.
+    async fn apply(&mut self, want: Wants, inputs: &mut Inputs, problems: &mut Vec<String>) {
+        let d = &want.desired;
+        let out = self
+            .speaker
+            .apply(&SpeakerWant {
+                params: want.speaker,
+                v6: self.detected.v6.is_some(),
+                state_dir: &self.cfg.state_dir,
+                peers: &d.peers,
+                announcements: &d.announcements,
+            })
+            .await;
+        if out.stopped {
             inputs.best = None;
-            self.params = None;
             self.bgp_synced = false;
             self.started = Instant::now();
         }
-        let Some(speaker) = self.speaker.clone() else {
-            let cfg = speaker_config(d, params, self.detected.v6.is_some(), &self.cfg.state_dir);
-            match Speaker::start(cfg).await {
-                Ok(s) => match s.subscribe().await {
-                    Ok(best) => {
-                        info!(asn = %params.asn, port = params.port, peers = d.peers.len(), "BGP speaker started");
-                        inputs.best = Some(best);
-                        self.speaker = Some(s.clone());
-                        self.params = Some(params);
-                        self.peers = d.peers.clone();
-                        self.announced = d.announcements.clone();
-                        self.shared.lock().speaker = Some(s);
-                    }
-                    Err(e) => problems.push(format!("BGP speaker: {e}")),
-                },
-                Err(e) => problems.push(format!("BGP speaker: {e}")),
-            }
-            return;
+        if let Some((s, best)) = out.started {
+            inputs.best = Some(best);
+            self.shared.lock().speaker = Some(s);
+        }
+        problems.extend(out.problems);
+        let mut io = KernelTunnels {
+            dp: &self.dp,
+            detected: &self.detected,
+            underlay: self.underlay,
         };
-        let ops = speaker_sync::ops(&self.peers, &d.peers, &self.announced, &d.announcements);
-        for op in ops {
-            let label = match &op {
-                SpeakerOp::AddPeer(p) => format!("adding peer {}", p.address),
-                SpeakerOp::UpdatePeer(p) => format!("changing peer {}", p.address),
-                SpeakerOp::RemovePeer(a) => format!("removing peer {a}"),
-                SpeakerOp::Announce(a) => format!("announcing {}", a.prefix),
-                SpeakerOp::Withdraw(p) => format!("withdrawing {p}"),
-            };
-            let outcome = match &op {
-                SpeakerOp::AddPeer(p) => match speaker.add_peer((**p).clone()).await {
-                    Err(SpeakerError::DuplicatePeer(_)) => speaker.update_peer((**p).clone()).await,
-                    other => other,
-                },
-                SpeakerOp::UpdatePeer(p) => speaker.update_peer((**p).clone()).await,
-                SpeakerOp::RemovePeer(a) => match speaker.remove_peer(*a).await {
-                    Err(SpeakerError::UnknownPeer(_)) => Ok(()),
-                    other => other,
-                },
-                SpeakerOp::Announce(a) => speaker.announce((**a).clone()).await,
-                SpeakerOp::Withdraw(p) => speaker.withdraw(*p).await.map(drop),
-            };
-            match (outcome, op) {
-                (Ok(()), SpeakerOp::AddPeer(p) | SpeakerOp::UpdatePeer(p)) => {
-                    info!(peer = %p.address, name = ?p.name, "peer configured");
-                    self.peers.insert(p.address, *p);
-                }
-                (Ok(()), SpeakerOp::RemovePeer(a)) => {
-                    info!(peer = %a, "peer removed");
-                    self.peers.remove(&a);
-                }
-                (Ok(()), SpeakerOp::Announce(a)) => {
-                    debug!(prefix = %a.prefix, "announced");
-                    self.announced.insert(a.prefix, *a);
-                }
-                (Ok(()), SpeakerOp::Withdraw(p)) => {
-                    debug!(prefix = %p, "withdrawn");
-                    self.announced.remove(&p);
-                }
-                (Err(e), _) => problems.push(format!("BGP speaker, {label}: {e}")),
-            }
+        let retouched = self.tunnels.apply(&d.tunnels, &mut io).await;
+        if let Some(diff) = self.routes.apply(&want.routes, &mut self.dp).await {
+            self.shared.lock().routes.apply(&diff);
         }
-    }
-
-    /// serval's nftables tables: natOutgoing and the guard that keeps pods off the BGP
-    /// port and the peers' ports.
-    async fn apply_nat(&mut self, problems: &mut Vec<String>) {
-        if let Some(d) = &self.desired {
-            let mut pools = d.nat.clone();
-            pools.sort();
-            let peers = d.peers.values().map(|p| SocketAddr::new(p.address, p.port));
-            let want = (pools, BgpGuard::new(d.listen_port, peers));
-            if self.nat_applied.as_ref() != Some(&want) {
-                self.nat_error = None;
-                self.guard_error = None;
-                if let Err(e) = self.dp.sync_nat(&want.0, &want.1).await {
-                    if want.0.iter().any(|p| p.nat_outgoing) {
-                        error!(error = %e, "natOutgoing");
-                        self.nat_error = Some(format!("natOutgoing: {e}"));
-                    } else {
-                        warn!(error = %e, "BGP guard");
-                        self.guard_error = Some(format!(
-                            "pods are not kept off the BGP port and the peers' ports: {e}"
-                        ));
-                    }
-                }
-                self.nat_applied = Some(want);
-            }
+        self.desired = Some(want.desired);
+        if retouched && self.bgp_synced {
+            // A device the kernel had to recreate lost its routes and VXLAN entries.
+            self.full_sync().await;
         }
-        problems.extend(self.guard_error.clone());
-    }
-
-    fn write_mtu(&mut self, problems: &mut Vec<String>) {
-        let Some((_, underlay)) = self.underlay.v4.or(self.underlay.v6) else {
-            return;
-        };
-        let mtu = tunnels::pod_mtu(underlay, &self.snap.pools);
-        if self.mtu == Some(mtu) {
-            return;
-        }
-        match write_file(&self.cfg.mtu_file, &mtu.to_string()) {
-            Ok(()) => {
-                info!(mtu, "pod MTU");
-                self.mtu = Some(mtu);
-            }
-            Err(e) => problems.push(format!("mtu-file {}: {e}", self.cfg.mtu_file.display())),
-        }
+        self.nat.apply(&want.nat, &mut &self.dp).await;
+        problems.extend(self.nat.guard_error().cloned());
+        problems.extend(self.mtu.apply(want.mtu, &mut MtuFile(&self.cfg.mtu_file)));
     }
 
     /// Publishes the state for status, health and metrics.
@@ -1039,22 +849,18 @@ impl Agent {
                 .collect();
         }
         p.status.bgp_initial_sync_done = self.bgp_synced;
-        p.status.tunnels = self.tunnel_rows.clone();
-        p.status.mtu = self.mtu;
+        p.status.tunnels = self.tunnels.rows().to_vec();
+        p.status.mtu = self.mtu.applied();
         p.status.problems = self.problems.clone();
         p.status.last_reconcile_errors = self.problems.clone();
-        p.route_errors = self.route_errors.clone();
+        p.route_errors = self.routes.errors().clone();
         p.subnets = local_subnets(&self.ifaces);
         p.usage = self.index.usage();
-        let mut dataplane_errors: Vec<String> = self
-            .tunnel_rows
-            .iter()
-            .filter_map(|r| r.error.clone())
-            .collect();
-        dataplane_errors.extend(self.nat_error.clone());
-        dataplane_errors.extend(self.forwarding_errors.iter().cloned());
+        let mut dataplane_errors: Vec<String> = self.tunnels.errors().collect();
+        dataplane_errors.extend(self.nat.nat_error().cloned());
+        dataplane_errors.extend(self.forwarding.errors().iter().cloned());
         p.health = crate::health::HealthInput {
-            speaker_running: self.speaker.is_some(),
+            speaker_running: self.speaker.speaker().is_some(),
             datastore_ok: self.datastore_ok,
             first_reconcile_done: self.first_reconcile_done,
             dataplane_errors,
@@ -1065,10 +871,8 @@ impl Agent {
     /// serval's routes, the ready file goes.
     async fn stop(&mut self) {
         info!("stopping: sessions close for a graceful restart, kernel routes stay");
-        if let Some(s) = self.speaker.take() {
-            if let Err(e) = s.shutdown(true).await {
-                warn!(error = %e, "speaker shutdown");
-            }
+        if let Err(e) = self.speaker.stop().await {
+            warn!(error = %e, "speaker shutdown");
         }
         self.shared.lock().speaker = None;
         let _ = std::fs::remove_file(&self.cfg.ready_file);
@@ -1079,6 +883,7 @@ impl Agent {
 mod tests {
     use super::*;
     use bgp::status::SessionState;
+    use bgp::Asn;
 
     fn peer_status(
         addr: &str,

@@ -5,13 +5,13 @@
 //! - `autodetect.rs`: the node address, as Calico's `IP_AUTODETECTION_METHOD`;
 //! - `index.rs`: the datastore as the watch reports it, and the snapshot for decisions;
 //! - `register.rs`: this node's ServalNode and tunnel addresses;
-//! - `speaker_sync.rs`: peers and announcements as speaker calls (pure diff);
-//! - `tunnels.rs`: tunnel devices and the pod MTU;
-//! - `agent.rs`: the loop that applies all of it;
+//! - `apply/`: one applier per kind of state the agent changes — the speaker's peers
+//!   and announcements, routes, tunnel devices, NAT, the pod MTU, IP forwarding — each
+//!   keeping what it last applied;
+//! - `agent.rs`: the loop: reads, decides, hands each applier its part;
 //! - `shared.rs`: what the loop publishes for status, health and metrics;
 //! - `http.rs`: `/healthz`, `/readyz`, `/metrics`; `guard.rs`: its listener's limits
 //!   (connection cap, header-read and idle timeouts);
-//! - `forwarding.rs`: IP forwarding on, or a readiness problem saying why not;
 //! - `control.rs`: the status socket;
 //! - `gc.rs`: what a node that leaves for good held, released;
 //! - `kube/`: on the kubernetes datastore, the Node's settings, password Secrets, the
@@ -20,10 +20,10 @@
 //! The decisions themselves are in [`crate::desired`].
 
 pub mod agent;
+pub mod apply;
 pub mod autodetect;
 pub mod config;
 pub mod control;
-pub mod forwarding;
 pub mod gc;
 pub mod guard;
 pub mod http;
@@ -31,8 +31,6 @@ pub mod index;
 pub mod kube;
 pub mod register;
 pub mod shared;
-pub mod speaker_sync;
-pub mod tunnels;
 
 pub use agent::run;
 pub use config::NodeConfig;

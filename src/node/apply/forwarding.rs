@@ -8,8 +8,13 @@
 //! cannot be set is a readiness problem, which `/readyz` and `serval node status` show,
 //! and the agent looks again on its tick, so a host that sets the sysctl itself makes
 //! the node ready without a restart.
+//!
+//! [`ForwardingApplier`] keeps the problems of the last look: once every knob is on it
+//! does not look again.
 
 use std::path::Path;
+
+use tracing::{error, info};
 
 /// Where the kernel's sysctls are.
 pub const SYSCTL_ROOT: &str = "/proc/sys";
@@ -72,9 +77,127 @@ pub fn problems(outcomes: &[(&'static str, Outcome)]) -> Vec<String> {
         .collect()
 }
 
+/// How the forwarding applier reaches the sysctls.
+pub(crate) trait ForwardingIo {
+    /// Turns every knob on; see [`ensure`].
+    fn ensure(&mut self, v6: bool) -> Vec<(&'static str, Outcome)>;
+}
+
+/// The sysctl tree under a root ([`SYSCTL_ROOT`] but in tests).
+pub struct Sysctls<'a>(pub &'a Path);
+
+impl ForwardingIo for Sysctls<'_> {
+    fn ensure(&mut self, v6: bool) -> Vec<(&'static str, Outcome)> {
+        ensure(self.0, v6)
+    }
+}
+
+/// The knobs that could not be set at the last look.
+#[derive(Debug)]
+pub struct ForwardingApplier {
+    v6: bool,
+    looked: bool,
+    errors: Vec<String>,
+}
+
+impl ForwardingApplier {
+    /// For a node with (`v6`) or without an IPv6 address.
+    pub fn new(v6: bool) -> Self {
+        ForwardingApplier {
+            v6,
+            looked: false,
+            errors: Vec::new(),
+        }
+    }
+
+    /// Whether a look is due: never looked, or a knob was off.
+    pub fn due(&self) -> bool {
+        !self.looked || !self.errors.is_empty()
+    }
+
+    /// Looks and turns forwarding on when due; returns true when forwarding was off at
+    /// the previous look and is on now. A problem is logged when it first appears.
+    pub(crate) fn apply(&mut self, io: &mut impl ForwardingIo) -> bool {
+        if !self.due() {
+            return false;
+        }
+        let outcomes = io.ensure(self.v6);
+        for (k, o) in &outcomes {
+            if *o == Outcome::Enabled {
+                info!(sysctl = k, "forwarding enabled");
+            }
+        }
+        let problems = problems(&outcomes);
+        if problems != self.errors {
+            for p in &problems {
+                error!(problem = %p, "forwarding");
+            }
+        }
+        let fixed = self.looked && !self.errors.is_empty() && problems.is_empty();
+        self.looked = true;
+        self.errors = problems;
+        fixed
+    }
+
+    /// The readiness problems.
+    pub fn errors(&self) -> &[String] {
+        &self.errors
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Answers with `failing` knobs failed, counting the looks.
+    struct Fake {
+        looks: usize,
+        failing: bool,
+    }
+
+    impl ForwardingIo for Fake {
+        fn ensure(&mut self, v6: bool) -> Vec<(&'static str, Outcome)> {
+            self.looks += 1;
+            assert!(v6);
+            let o = if self.failing {
+                Outcome::Failed("read-only".into())
+            } else {
+                Outcome::On
+            };
+            vec![("net.ipv4.ip_forward", o)]
+        }
+    }
+
+    #[test]
+    fn on_is_looked_at_once() {
+        let mut a = ForwardingApplier::new(true);
+        let mut io = Fake {
+            looks: 0,
+            failing: false,
+        };
+        assert!(!a.apply(&mut io), "on from the start is no change");
+        assert!(!a.due());
+        assert!(!a.apply(&mut io));
+        assert_eq!(io.looks, 1);
+    }
+
+    #[test]
+    fn off_is_looked_at_again_until_on() {
+        let mut a = ForwardingApplier::new(true);
+        let mut io = Fake {
+            looks: 0,
+            failing: true,
+        };
+        assert!(!a.apply(&mut io));
+        assert_eq!(a.errors(), ["read-only".to_owned()]);
+        assert!(!a.apply(&mut io));
+        assert_eq!(io.looks, 2);
+        io.failing = false;
+        assert!(a.apply(&mut io), "the host set it: forwarding is on now");
+        assert!(a.errors().is_empty());
+        assert!(!a.apply(&mut io));
+        assert_eq!(io.looks, 3);
+    }
 
     fn tree(ipv4: Option<&str>, ipv6: Option<&str>) -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();

@@ -1,12 +1,198 @@
-//! The difference between what the speaker runs and what the desired state wants, as
-//! the calls to make: pure, so a reconcile touches only the peers and prefixes that
-//! changed (an unchanged peer's session is never reset).
+//! The BGP speaker: started with the wanted settings (and started anew when the AS,
+//! router id, cluster id or port change), then given the peers and announcements that
+//! differ from what it runs, so an unchanged peer's session is never reset.
+//!
+//! The difference is pure ([`ops`], [`SpeakerApplier::plan`]); [`SpeakerApplier::apply`]
+//! makes the calls and keeps what the speaker accepted. A call that failed stays in the
+//! difference and is made again at the next reconcile.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
 
-use bgp::config::{Announcement, PeerConfig};
+use bgp::config::{diff_peers, Announcement, PeerConfig, PeerOp, SpeakerConfig};
+use bgp::speaker::{BestPathStream, Speaker, SpeakerError};
+use bgp::{Asn, RouterId};
 use ipnet::IpNet;
+use tracing::{debug, info};
+
+/// The most paths installed per prefix (ECMP).
+const MAX_PATHS: u8 = 8;
+
+/// Speaker settings that need a new speaker when they change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpeakerParams {
+    pub asn: Asn,
+    pub router_id: Ipv4Addr,
+    pub cluster_id: Option<Ipv4Addr>,
+    pub port: u16,
+}
+
+/// What the speaker should run.
+#[derive(Clone, Copy, Debug)]
+pub struct SpeakerWant<'a> {
+    pub params: SpeakerParams,
+    /// Listen on IPv6 too.
+    pub v6: bool,
+    /// Where the speaker keeps its graceful-restart state.
+    pub state_dir: &'a Path,
+    pub peers: &'a BTreeMap<IpAddr, PeerConfig>,
+    pub announcements: &'a BTreeMap<IpNet, Announcement>,
+}
+
+impl SpeakerWant<'_> {
+    /// The configuration a new speaker starts with.
+    fn config(&self) -> SpeakerConfig {
+        let p = self.params;
+        let mut c = SpeakerConfig::new(p.asn, RouterId(p.router_id));
+        c.listen = vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), p.port)];
+        if self.v6 {
+            c.listen
+                .push(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), p.port));
+        }
+        c.cluster_id = p.cluster_id;
+        c.max_paths = MAX_PATHS;
+        c.state_dir = Some(self.state_dir.to_owned());
+        c.peers = self.peers.values().cloned().collect();
+        c.announce = self.announcements.values().cloned().collect();
+        c
+    }
+}
+
+/// What an apply did that the agent reacts to.
+#[derive(Default)]
+pub struct SpeakerOutcome {
+    /// The running speaker was shut down for new settings: its best paths are gone and
+    /// BGP has to converge again.
+    pub stopped: bool,
+    /// A speaker was started: its handle and best-path stream.
+    pub started: Option<(Speaker, BestPathStream)>,
+    /// Calls that failed, each naming what it was for.
+    pub problems: Vec<String>,
+}
+
+/// The running speaker and what it was given.
+#[derive(Default)]
+pub struct SpeakerApplier {
+    speaker: Option<Speaker>,
+    params: Option<SpeakerParams>,
+    peers: BTreeMap<IpAddr, PeerConfig>,
+    announced: BTreeMap<IpNet, Announcement>,
+}
+
+impl SpeakerApplier {
+    /// The running speaker.
+    pub fn speaker(&self) -> Option<&Speaker> {
+        self.speaker.as_ref()
+    }
+
+    /// The peers the speaker runs.
+    pub fn peers(&self) -> &BTreeMap<IpAddr, PeerConfig> {
+        &self.peers
+    }
+
+    /// The calls that bring the running speaker to `want`'s peers and announcements.
+    pub fn plan(&self, want: &SpeakerWant<'_>) -> Vec<SpeakerOp> {
+        ops(&self.peers, want.peers, &self.announced, want.announcements)
+    }
+
+    /// Takes note that the speaker accepted `op`.
+    pub fn record(&mut self, op: SpeakerOp) {
+        match op {
+            SpeakerOp::AddPeer(p) | SpeakerOp::UpdatePeer(p) => {
+                info!(peer = %p.address, name = ?p.name, "peer configured");
+                self.peers.insert(p.address, *p);
+            }
+            SpeakerOp::RemovePeer(a) => {
+                info!(peer = %a, "peer removed");
+                self.peers.remove(&a);
+            }
+            SpeakerOp::Announce(a) => {
+                debug!(prefix = %a.prefix, "announced");
+                self.announced.insert(a.prefix, *a);
+            }
+            SpeakerOp::Withdraw(p) => {
+                debug!(prefix = %p, "withdrawn");
+                self.announced.remove(&p);
+            }
+        }
+    }
+
+    /// Makes the speaker run `want`: starts it (anew when its settings changed), else
+    /// makes the calls of [`SpeakerApplier::plan`].
+    pub async fn apply(&mut self, want: &SpeakerWant<'_>) -> SpeakerOutcome {
+        let mut out = SpeakerOutcome::default();
+        if self.params.is_some() && self.params != Some(want.params) {
+            info!(params = ?want.params, "speaker settings changed: restarting the speaker");
+            if let Some(s) = self.speaker.take() {
+                let _ = s.shutdown(true).await;
+            }
+            self.params = None;
+            out.stopped = true;
+        }
+        let Some(speaker) = self.speaker.clone() else {
+            match Speaker::start(want.config()).await {
+                Ok(s) => match s.subscribe().await {
+                    Ok(best) => {
+                        info!(asn = %want.params.asn, port = want.params.port, peers = want.peers.len(), "BGP speaker started");
+                        self.speaker = Some(s.clone());
+                        self.params = Some(want.params);
+                        self.peers = want.peers.clone();
+                        self.announced = want.announcements.clone();
+                        out.started = Some((s, best));
+                    }
+                    Err(e) => out.problems.push(format!("BGP speaker: {e}")),
+                },
+                Err(e) => out.problems.push(format!("BGP speaker: {e}")),
+            }
+            return out;
+        };
+        for op in self.plan(want) {
+            match call(&speaker, &op).await {
+                Ok(()) => self.record(op),
+                Err(e) => out
+                    .problems
+                    .push(format!("BGP speaker, {}: {e}", label(&op))),
+            }
+        }
+        out
+    }
+
+    /// Shuts the speaker down for a graceful restart: peers keep our routes.
+    pub async fn stop(&mut self) -> Result<(), SpeakerError> {
+        match self.speaker.take() {
+            Some(s) => s.shutdown(true).await,
+            None => Ok(()),
+        }
+    }
+}
+
+fn label(op: &SpeakerOp) -> String {
+    match op {
+        SpeakerOp::AddPeer(p) => format!("adding peer {}", p.address),
+        SpeakerOp::UpdatePeer(p) => format!("changing peer {}", p.address),
+        SpeakerOp::RemovePeer(a) => format!("removing peer {a}"),
+        SpeakerOp::Announce(a) => format!("announcing {}", a.prefix),
+        SpeakerOp::Withdraw(p) => format!("withdrawing {p}"),
+    }
+}
+
+/// One call; a peer already there is changed, a peer already gone is fine.
+async fn call(speaker: &Speaker, op: &SpeakerOp) -> Result<(), SpeakerError> {
+    match op {
+        SpeakerOp::AddPeer(p) => match speaker.add_peer((**p).clone()).await {
+            Err(SpeakerError::DuplicatePeer(_)) => speaker.update_peer((**p).clone()).await,
+            other => other,
+        },
+        SpeakerOp::UpdatePeer(p) => speaker.update_peer((**p).clone()).await,
+        SpeakerOp::RemovePeer(a) => match speaker.remove_peer(*a).await {
+            Err(SpeakerError::UnknownPeer(_)) => Ok(()),
+            other => other,
+        },
+        SpeakerOp::Announce(a) => speaker.announce((**a).clone()).await,
+        SpeakerOp::Withdraw(p) => speaker.withdraw(*p).await.map(drop),
+    }
+}
 
 /// One call on the speaker.
 #[derive(Clone, Debug, PartialEq)]
@@ -19,31 +205,30 @@ pub enum SpeakerOp {
 }
 
 /// The calls that turn (`peers`, `announced`) into (`want_peers`, `want_announced`):
-/// removals first (a peer moving between resources is re-added), then changes.
+/// removals first (a peer moving between resources is re-added), then changes. The peer
+/// part is the speaker's own diff, [`diff_peers`].
 pub fn ops(
     peers: &BTreeMap<IpAddr, PeerConfig>,
     want_peers: &BTreeMap<IpAddr, PeerConfig>,
     announced: &BTreeMap<IpNet, Announcement>,
     want_announced: &BTreeMap<IpNet, Announcement>,
 ) -> Vec<SpeakerOp> {
-    let mut out = Vec::new();
-    for addr in peers.keys() {
-        if !want_peers.contains_key(addr) {
-            out.push(SpeakerOp::RemovePeer(*addr));
-        }
-    }
+    let (removals, changes): (Vec<PeerOp>, Vec<PeerOp>) =
+        diff_peers(peers.values(), want_peers.values())
+            .into_iter()
+            .partition(|op| matches!(op, PeerOp::Remove(_)));
+    let peer_op = |op| match op {
+        PeerOp::Add(p) => SpeakerOp::AddPeer(Box::new(p)),
+        PeerOp::Update(p, _) => SpeakerOp::UpdatePeer(Box::new(p)),
+        PeerOp::Remove(a) => SpeakerOp::RemovePeer(a),
+    };
+    let mut out: Vec<SpeakerOp> = removals.into_iter().map(peer_op).collect();
     for p in announced.keys() {
         if !want_announced.contains_key(p) {
             out.push(SpeakerOp::Withdraw(*p));
         }
     }
-    for (addr, want) in want_peers {
-        match peers.get(addr) {
-            None => out.push(SpeakerOp::AddPeer(Box::new(want.clone()))),
-            Some(have) if have != want => out.push(SpeakerOp::UpdatePeer(Box::new(want.clone()))),
-            Some(_) => {}
-        }
-    }
+    out.extend(changes.into_iter().map(peer_op));
     for (p, want) in want_announced {
         if announced.get(p) != Some(want) {
             out.push(SpeakerOp::Announce(Box::new(want.clone())));
@@ -109,5 +294,54 @@ mod tests {
             ]
         );
         assert!(ops(&want_p, &want_p, &want_a, &want_a).is_empty());
+    }
+
+    fn want<'a>(
+        peers: &'a BTreeMap<IpAddr, PeerConfig>,
+        announcements: &'a BTreeMap<IpNet, Announcement>,
+    ) -> SpeakerWant<'a> {
+        SpeakerWant {
+            params: SpeakerParams {
+                asn: Asn(64512),
+                router_id: Ipv4Addr::new(192, 0, 2, 1),
+                cluster_id: None,
+                port: 179,
+            },
+            v6: false,
+            state_dir: Path::new("/nonexistent"),
+            peers,
+            announcements,
+        }
+    }
+
+    #[test]
+    fn what_the_speaker_accepted_is_not_asked_again_what_failed_is() {
+        let mut a = SpeakerApplier::default();
+        let peers: BTreeMap<_, _> = [peer("10.0.0.1", 1), peer("10.0.0.2", 2)].into();
+        let anns: BTreeMap<_, _> = [ann("10.65.0.0/26", None)].into();
+        let w = want(&peers, &anns);
+        let first = a.plan(&w);
+        assert_eq!(first.len(), 3);
+        // The second peer's call fails: only the others are recorded.
+        for op in first {
+            if !matches!(&op, SpeakerOp::AddPeer(p) if p.address.to_string() == "10.0.0.2") {
+                a.record(op);
+            }
+        }
+        assert_eq!(
+            a.plan(&w),
+            vec![SpeakerOp::AddPeer(Box::new(
+                peers[&"10.0.0.2".parse::<IpAddr>().unwrap()].clone()
+            ))],
+            "the failed call is made again"
+        );
+        for op in a.plan(&w) {
+            a.record(op);
+        }
+        assert!(
+            a.plan(&w).is_empty(),
+            "the same wanted value twice: no call"
+        );
+        assert_eq!(a.peers(), &peers);
     }
 }

@@ -4,9 +4,12 @@
 //!
 //! [`pod_mtu`] is pure; [`apply`] makes the devices exist through the dataplane and
 //! reports each one's outcome (a kernel without ipip gives an error naming the pool, and
-//! the other devices go ahead).
+//! the other devices go ahead). [`TunnelApplier`] keeps the devices last asked for, so
+//! an unchanged [`Tunnels`] touches nothing.
 
 use std::net::IpAddr;
+
+use tracing::error;
 
 use crate::dataplane::{
     Dataplane, Encapsulation, IpipTunnel, VxlanTunnel, IPIP_DEVICE, VXLAN_DEVICE, VXLAN_V6_DEVICE,
@@ -14,7 +17,7 @@ use crate::dataplane::{
 use crate::desired::{TunnelWant, Tunnels};
 use crate::status::TunnelRow;
 
-use super::register::Detected;
+use crate::node::register::Detected;
 
 /// The interface carrying the node's address of each family, as (index, MTU).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -24,6 +27,70 @@ pub struct Underlay {
 }
 
 pub use ipam::encap::{encapsulations, pod_mtu};
+
+/// How the tunnel applier reaches the kernel.
+pub(crate) trait TunnelIo {
+    /// Makes the devices of `want` exist; one row per device, with its error.
+    async fn apply(&mut self, want: &Tunnels) -> Vec<TunnelRow>;
+}
+
+/// The kernel's tunnel devices through the dataplane.
+pub struct KernelTunnels<'a> {
+    pub dp: &'a Dataplane,
+    pub detected: &'a Detected,
+    pub underlay: Underlay,
+}
+
+impl TunnelIo for KernelTunnels<'_> {
+    async fn apply(&mut self, want: &Tunnels) -> Vec<TunnelRow> {
+        apply(self.dp, want, self.detected, self.underlay).await
+    }
+}
+
+/// The tunnel devices last asked for, and each one's outcome (shown by status).
+#[derive(Debug, Default)]
+pub struct TunnelApplier {
+    applied: Option<Tunnels>,
+    rows: Vec<TunnelRow>,
+}
+
+impl TunnelApplier {
+    /// Makes the devices `want` exist unless they were the last ones asked for; returns
+    /// whether it touched the kernel (a device it recreated lost its routes).
+    pub(crate) async fn apply(&mut self, want: &Tunnels, io: &mut impl TunnelIo) -> bool {
+        if self.applied.as_ref() == Some(want) {
+            return false;
+        }
+        self.rows = io.apply(want).await;
+        for r in &self.rows {
+            if let Some(e) = &r.error {
+                error!(device = %r.device, error = %e, "tunnel");
+            }
+        }
+        self.applied = Some(want.clone());
+        true
+    }
+
+    /// Each device's outcome.
+    pub fn rows(&self) -> &[TunnelRow] {
+        &self.rows
+    }
+
+    /// Whether a device failed.
+    pub fn failed(&self) -> bool {
+        self.rows.iter().any(|r| r.error.is_some())
+    }
+
+    /// The errors, for readiness.
+    pub fn errors(&self) -> impl Iterator<Item = String> + '_ {
+        self.rows.iter().filter_map(|r| r.error.clone())
+    }
+
+    /// Forgets what was applied, so the next [`TunnelApplier::apply`] applies again.
+    pub fn forget(&mut self) {
+        self.applied = None;
+    }
+}
 
 /// Makes the wanted tunnel devices exist, removes serval's VXLAN devices no pool wants,
 /// and reports each device. `underlay_mtu` is the MTU of the interface carrying the
@@ -118,5 +185,79 @@ fn row(device: &str, w: &TunnelWant, mtu: Option<u32>, error: Option<String>) ->
         mtu,
         pools: w.requested_by.clone(),
         error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counts the calls; `fail` makes every device fail.
+    #[derive(Default)]
+    struct Fake {
+        calls: usize,
+        fail: bool,
+    }
+
+    impl TunnelIo for Fake {
+        async fn apply(&mut self, want: &Tunnels) -> Vec<TunnelRow> {
+            self.calls += 1;
+            want.vxlan_v4
+                .iter()
+                .map(|w| TunnelRow {
+                    device: VXLAN_DEVICE.into(),
+                    address: w.address,
+                    mtu: None,
+                    pools: w.requested_by.clone(),
+                    error: self.fail.then(|| "no vxlan".to_owned()),
+                })
+                .collect()
+        }
+    }
+
+    fn want(pool: &str) -> Tunnels {
+        Tunnels {
+            vxlan_v4: Some(TunnelWant {
+                requested_by: pool.into(),
+                address: None,
+                mac: None,
+            }),
+            ..Tunnels::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn same_tunnels_twice_touch_the_kernel_once() {
+        {
+            let (mut a, mut io) = (TunnelApplier::default(), Fake::default());
+            assert!(a.apply(&want("p"), &mut io).await);
+            assert!(!a.apply(&want("p"), &mut io).await);
+            assert_eq!(io.calls, 1);
+            assert!(a.apply(&want("q"), &mut io).await, "a change is applied");
+            assert_eq!(io.calls, 2);
+            assert_eq!(a.rows()[0].pools, "q");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_device_is_applied_again_once_forgotten() {
+        {
+            let mut a = TunnelApplier::default();
+            let mut io = Fake {
+                fail: true,
+                ..Fake::default()
+            };
+            a.apply(&want("p"), &mut io).await;
+            assert!(a.failed());
+            assert_eq!(a.errors().collect::<Vec<_>>(), vec!["no vxlan".to_owned()]);
+            // Not at every reconcile: only when the periodic retry forgets it.
+            a.apply(&want("p"), &mut io).await;
+            assert_eq!(io.calls, 1);
+            a.forget();
+            io.fail = false;
+            assert!(a.apply(&want("p"), &mut io).await);
+            assert_eq!(io.calls, 2);
+            assert!(!a.failed());
+        }
     }
 }

@@ -6,6 +6,16 @@
 //! graceful-restart marker, answers the handle. It also pumps each peer's Adj-RIB-Out into
 //! its socket as fast as the socket takes it and hands best-path changes to subscribers.
 //!
+//! ```text
+//!  Speaker handle ── commands ────┐
+//!  session tasks ─── events ──────┤   core task           state.handle(now, event)
+//!  accept tasks ──── connections ─┼─► (this file) ──────► SpeakerState (pure)
+//!  state.next_deadline() ─ timer ─┘        ▲                   │ effects
+//!                                          └───────────────────┘
+//!  effects carried out: spawn/order sessions, MD5 keys, restart marker, answers;
+//!  then each writer takes what the RIB has for it, subscribers the best-path changes
+//! ```
+//!
 //! Which input it serves next and which timer is due is decided in `turn`, so that a
 //! peer sending without pause delays the others, the listener and the timers by one
 //! bounded turn at most.

@@ -351,7 +351,7 @@ fn passwords_stay_out_of_debug_output() {
     for r in parsed {
         match r.spec {
             Spec::BgpPeer(p) => {
-                snap.peers.insert(r.name, p);
+                snap.peers.insert(r.name.to_string(), p);
             }
             Spec::BgpConfiguration(c) => snap.config = c,
             _ => {}

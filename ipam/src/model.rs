@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::str::FromStr;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -28,7 +27,7 @@ pub const DEFAULT_IPV6_BLOCK_SIZE: u8 = 122;
 /// lowercase letters, digits and `-`, each starting and ending with a letter or digit,
 /// joined by `.`, at most 253 characters. Node names, pool names and handle ids must be,
 /// so that every store can use them in keys and object names unchanged.
-fn check_dns_subdomain(what: &'static str, s: &str) -> Result<(), ModelError> {
+pub(crate) fn check_dns_subdomain(what: &'static str, s: &str) -> Result<(), ModelError> {
     let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
     let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
     let valid = !s.is_empty()
@@ -51,15 +50,15 @@ fn check_dns_subdomain(what: &'static str, s: &str) -> Result<(), ModelError> {
 macro_rules! name_type {
     ($(#[$doc:meta])* $name:ident, $what:literal) => {
         $(#[$doc])*
-        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
         #[serde(transparent)]
         pub struct $name(String);
 
         impl $name {
             /// Validates `s` (a DNS subdomain: lowercase letters, digits, `-`, `.`).
-            pub fn new(s: impl Into<String>) -> Result<Self, ModelError> {
+            pub fn new(s: impl Into<String>) -> Result<Self, $crate::error::ModelError> {
                 let s = s.into();
-                check_dns_subdomain($what, &s)?;
+                $crate::model::check_dns_subdomain($what, &s)?;
                 Ok(Self(s))
             }
 
@@ -68,27 +67,28 @@ macro_rules! name_type {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(&self.0)
             }
         }
 
-        impl FromStr for $name {
-            type Err = ModelError;
-            fn from_str(s: &str) -> Result<Self, ModelError> {
+        impl std::str::FromStr for $name {
+            type Err = $crate::error::ModelError;
+            fn from_str(s: &str) -> Result<Self, $crate::error::ModelError> {
                 Self::new(s)
             }
         }
 
-        impl<'de> Deserialize<'de> for $name {
+        impl<'de> serde::Deserialize<'de> for $name {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let s = String::deserialize(d)?;
+                let s = <String as serde::Deserialize>::deserialize(d)?;
                 Self::new(s).map_err(serde::de::Error::custom)
             }
         }
     };
 }
+pub(crate) use name_type;
 
 name_type!(
     /// A Kubernetes node name.

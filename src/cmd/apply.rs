@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context as _};
 use ipam::store::select::Datastore;
-use ipam::store::{Key, Object, Store, StoreExt as _, Write};
+use ipam::store::{Key, Object, ResourceName, Store, StoreExt as _, Write};
 use serval::resources::document;
 use serval::resources::{ClusterResource, ResourceKind};
 
@@ -122,7 +122,7 @@ async fn apply_once(
     let keys: Vec<Key> = resources
         .iter()
         .map(|r| Key::Resource {
-            kind: r.kind().as_str().to_owned(),
+            kind: r.kind().stored(),
             name: r.name.clone(),
         })
         .collect();
@@ -164,7 +164,7 @@ pub fn get(a: GetArgs) -> anyhow::Result<()> {
         let store = open(&a.store, "get").await?;
         let mut found = Vec::new();
         for v in store.list_resources(kind.as_str()).await? {
-            if a.name.as_ref().is_some_and(|n| *n != v.value.name) {
+            if a.name.as_ref().is_some_and(|n| v.value.name != n.as_str()) {
                 continue;
             }
             match ClusterResource::from_stored(&v.value) {
@@ -193,7 +193,7 @@ pub fn get(a: GetArgs) -> anyhow::Result<()> {
                     .map(|r| {
                         let labels: Vec<String> =
                             r.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                        vec![r.name.clone(), labels.join(",")]
+                        vec![r.name.to_string(), labels.join(",")]
                     })
                     .collect();
                 print!("{}", render(&["NAME", "LABELS"], &rows));
@@ -210,9 +210,13 @@ pub fn delete(a: DeleteArgs) -> anyhow::Result<()> {
         if kind == ResourceKind::ServalNode {
             return delete_node(store, &a.name).await;
         }
+        // Nothing is stored under a name that is not valid.
+        let Ok(name) = ResourceName::new(&a.name) else {
+            bail!("{kind} {} not found", a.name);
+        };
         let key = Key::Resource {
-            kind: kind.as_str().to_owned(),
-            name: a.name.clone(),
+            kind: kind.stored(),
+            name,
         };
         for _ in 0..5 {
             let Some(v) = store.get(&key).await? else {

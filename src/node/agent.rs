@@ -693,7 +693,7 @@ impl Agent {
         problems.extend(p);
         let want = register::node_resource(
             existing.as_ref(),
-            self.node.as_str(),
+            &self.node,
             &self.detected,
             self.cfg.as_number,
             &self.cfg.labels,

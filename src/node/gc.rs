@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 
 use ipam::model::{HandleId, NodeName};
-use ipam::store::{Key, Object, StoreExt as _, Write};
+use ipam::store::{Key, Object, ResourceName, StoreExt as _, Write};
 use ipam::Ipam;
 
 use crate::node::register::TunnelKind;
@@ -46,12 +46,13 @@ pub async fn collect_node(ipam: &Ipam, name: &str) -> anyhow::Result<Collected> 
             out.handles_released.push(h);
         }
     }
+    let resource_name = ResourceName::from(node.clone());
     let released = ipam.release_node(node).await?;
     out.blocks_deleted = released.blocks_deleted.len();
     out.blocks_orphaned = released.blocks_orphaned.len();
     let key = Key::Resource {
-        kind: ResourceKind::ServalNode.as_str().to_owned(),
-        name: name.to_owned(),
+        kind: ResourceKind::ServalNode.stored(),
+        name: resource_name,
     };
     if let Some(v) = store.get(&key).await? {
         if let Object::Resource(_) = v.value {

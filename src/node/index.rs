@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
 use ipam::model::{Block, IpPool, NodeName, PoolName};
-use ipam::store::{Key, Object, Resource, Versioned, WatchEvent};
+use ipam::store::{Key, Object, Resource, ResourceKind, ResourceName, Versioned, WatchEvent};
 use ipnet::IpNet;
 
 use crate::desired::{NodeInfo, Snapshot};
@@ -19,7 +19,7 @@ use crate::resources::{ClusterResource, Spec};
 pub struct Index {
     pools: BTreeMap<PoolName, IpPool>,
     blocks: BTreeMap<IpNet, Block>,
-    resources: BTreeMap<(String, String), Versioned<Resource>>,
+    resources: BTreeMap<(ResourceKind, ResourceName), Versioned<Resource>>,
 }
 
 /// IPAM usage of one pool, for the metrics.
@@ -74,8 +74,9 @@ impl Index {
 
     /// This node's ServalNode as stored, with its revision.
     pub fn node_resource(&self, node: &str) -> Option<&Versioned<Resource>> {
+        let name = ResourceName::new(node).ok()?;
         self.resources
-            .get(&("ServalNode".to_owned(), node.to_owned()))
+            .get(&(crate::resources::ResourceKind::ServalNode.stored(), name))
     }
 
     /// The snapshot for node `node`; stored resources that do not decode are skipped
@@ -108,7 +109,7 @@ impl Index {
             match r.spec {
                 Spec::ServalNode(spec) => {
                     s.nodes.insert(
-                        r.name,
+                        r.name.to_string(),
                         NodeInfo {
                             labels: r.labels,
                             spec,
@@ -118,10 +119,10 @@ impl Index {
                 Spec::BgpConfiguration(c) if r.name == DEFAULT_NAME => s.config = c,
                 Spec::BgpConfiguration(_) => {}
                 Spec::BgpPeer(p) => {
-                    s.peers.insert(r.name, p);
+                    s.peers.insert(r.name.to_string(), p);
                 }
                 Spec::BgpFilter(f) => {
-                    s.filters.insert(r.name, f);
+                    s.filters.insert(r.name.to_string(), f);
                 }
             }
         }

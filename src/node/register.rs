@@ -147,7 +147,7 @@ pub fn tunnel_addrs(spec: Option<&ServalNodeSpec>) -> TunnelAddrs {
 /// The ServalNode this node should have: `existing` with the agent's fields set.
 pub fn node_resource(
     existing: Option<&ClusterResource>,
-    node: &str,
+    node: &NodeName,
     detected: &Detected,
     as_number: Option<u32>,
     labels: &BTreeMap<String, String>,
@@ -171,11 +171,15 @@ pub fn node_resource(
     bgp.ipv4_ipip_tunnel_addr = tunnels.ipip;
     spec.bgp = Some(bgp);
     spec.ipv4_vxlan_tunnel_addr = tunnels.vxlan_v4;
-    spec.vxlan_tunnel_mac_addr = tunnels.vxlan_v4.map(|_| MacAddr(Mac::vtep(node, false)));
+    spec.vxlan_tunnel_mac_addr = tunnels
+        .vxlan_v4
+        .map(|_| MacAddr(Mac::vtep(node.as_str(), false)));
     spec.ipv6_vxlan_tunnel_addr = tunnels.vxlan_v6;
-    spec.vxlan_tunnel_mac_addr_v6 = tunnels.vxlan_v6.map(|_| MacAddr(Mac::vtep(node, true)));
+    spec.vxlan_tunnel_mac_addr_v6 = tunnels
+        .vxlan_v6
+        .map(|_| MacAddr(Mac::vtep(node.as_str(), true)));
     ClusterResource {
-        name: node.to_owned(),
+        name: node.clone().into(),
         labels: all_labels,
         spec: Spec::ServalNode(spec),
     }
@@ -423,7 +427,8 @@ mod tests {
             vxlan_v6: None,
         };
         let labels: BTreeMap<String, String> = [("zone".to_owned(), "z1".to_owned())].into();
-        let r = node_resource(Some(&existing), "n1", &both(), None, &labels, &tunnels);
+        let n1 = NodeName::new("n1").unwrap();
+        let r = node_resource(Some(&existing), &n1, &both(), None, &labels, &tunnels);
         let Spec::ServalNode(s) = &r.spec else {
             panic!("{r:?}")
         };
@@ -451,7 +456,7 @@ mod tests {
         );
         assert_eq!(s.vxlan_tunnel_mac_addr_v6, None);
         assert_eq!(r.labels.len(), 2, "{:?}", r.labels);
-        let r2 = node_resource(Some(&r), "n1", &both(), Some(65002), &labels, &tunnels);
+        let r2 = node_resource(Some(&r), &n1, &both(), Some(65002), &labels, &tunnels);
         let Spec::ServalNode(s2) = &r2.spec else {
             panic!()
         };

@@ -25,6 +25,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use bgp::policy::{CommunityValue, LargeCommunityValue};
+use ipam::store::ResourceName;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -52,6 +53,11 @@ impl ResourceKind {
         ResourceKind::BgpFilter,
         ResourceKind::ServalNode,
     ];
+
+    /// The kind as the datastore keys it.
+    pub fn stored(self) -> ipam::store::ResourceKind {
+        ipam::store::ResourceKind::from_static(self.as_str())
+    }
 
     /// The kind as written in `kind:`.
     pub fn as_str(self) -> &'static str {
@@ -96,7 +102,7 @@ pub enum Spec {
 /// A resource: name, labels and typed spec.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClusterResource {
-    pub name: String,
+    pub name: ResourceName,
     pub labels: BTreeMap<String, String>,
     pub spec: Spec,
 }
@@ -165,9 +171,9 @@ impl ClusterResource {
         spec: serde_json::Value,
     ) -> Result<ClusterResource, Vec<FieldError>> {
         let mut errors = Vec::new();
-        if let Err(e) = ipam::store::resource::check_name(name) {
-            errors.push(FieldError::new("metadata.name", e.to_string()));
-        }
+        let checked_name = ResourceName::new(name)
+            .map_err(|e| errors.push(FieldError::new("metadata.name", e.to_string())))
+            .ok();
         if kind == ResourceKind::BgpConfiguration {
             if let Err(e) = bgp_configuration::check_name(name) {
                 errors.push(FieldError::new("metadata.name", e));
@@ -193,14 +199,10 @@ impl ClusterResource {
         match spec {
             Ok((problems, spec)) => {
                 errors.extend(problems);
-                if errors.is_empty() {
-                    return Ok(ClusterResource {
-                        name: name.to_owned(),
-                        labels,
-                        spec,
-                    });
+                match checked_name {
+                    Some(name) if errors.is_empty() => Ok(ClusterResource { name, labels, spec }),
+                    _ => Err(errors),
                 }
-                Err(errors)
             }
             Err(e) => {
                 errors.push(e);
@@ -222,7 +224,7 @@ impl ClusterResource {
     /// As the IPAM store keeps it.
     pub fn to_stored(&self) -> ipam::store::Resource {
         ipam::store::Resource {
-            kind: self.kind().as_str().to_owned(),
+            kind: self.kind().stored(),
             name: self.name.clone(),
             labels: self.labels.clone(),
             spec: self.spec_json(),
@@ -235,15 +237,14 @@ impl ClusterResource {
     ) -> Option<Result<ClusterResource, StoredResourceError>> {
         let kind = ResourceKind::ALL
             .into_iter()
-            .find(|k| k.as_str() == r.kind)?;
+            .find(|k| r.kind == k.as_str())?;
         Some(
-            ClusterResource::from_parts(kind, &r.name, r.labels.clone(), r.spec.clone()).map_err(
-                |errors| StoredResourceError {
-                    kind: r.kind.clone(),
-                    name: r.name.clone(),
+            ClusterResource::from_parts(kind, r.name.as_str(), r.labels.clone(), r.spec.clone())
+                .map_err(|errors| StoredResourceError {
+                    kind: r.kind.to_string(),
+                    name: r.name.to_string(),
                     errors,
-                },
-            ),
+                }),
         )
     }
 
@@ -337,6 +338,13 @@ mod tests {
     }
 
     #[test]
+    fn every_kind_is_a_datastore_kind() {
+        for kind in ResourceKind::ALL {
+            assert_eq!(kind.stored(), kind.as_str());
+        }
+    }
+
+    #[test]
     fn stored_round_trip() {
         let spec = serde_json::json!({"peerIP": "[fd00::1]:1790", "asNumber": 65000,
             "nodeSelector": "rack == 'a'", "password": {"value": "pw"}, "keepAliveTime": "10s"});
@@ -347,7 +355,7 @@ mod tests {
         let back = ClusterResource::from_stored(&stored).unwrap().unwrap();
         assert_eq!(back, r);
         let other = ipam::store::Resource {
-            kind: "Widget".into(),
+            kind: ipam::store::ResourceKind::from_static("Widget"),
             ..stored
         };
         assert!(ClusterResource::from_stored(&other).is_none());

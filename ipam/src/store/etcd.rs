@@ -53,6 +53,7 @@ use futures::StreamExt as _;
 use ipnet::IpNet;
 use tokio::sync::mpsc;
 
+use super::resource::{ResourceKind, ResourceName};
 use super::select::EtcdConfig;
 use super::{
     Expect, Key, Kind, ListFilter, Object, Op, Read, Revision, Store, Versioned, WatchEvent,
@@ -249,11 +250,9 @@ fn parse_key_of(prefix: &str, raw: &str) -> Option<Key> {
         "handles" => HandleId::new(name).ok().map(Key::Handle),
         "resources" => {
             let (kind, name) = name.split_once('/')?;
-            super::resource::check_kind(kind).ok()?;
-            super::resource::check_name(name).ok()?;
             Some(Key::Resource {
-                kind: kind.to_owned(),
-                name: name.to_owned(),
+                kind: ResourceKind::new(kind).ok()?,
+                name: ResourceName::new(name).ok()?,
             })
         }
         _ => None,
@@ -378,15 +377,6 @@ impl Store for EtcdStore {
         let mut compares = Vec::with_capacity(writes.len());
         let mut ops = Vec::with_capacity(writes.len());
         for w in writes {
-            if let Key::Resource { kind, name } = &w.key {
-                // A `/` in either would put the object under another key.
-                super::resource::check_kind(kind)
-                    .and_then(|()| super::resource::check_name(name))
-                    .map_err(|e| StoreError::Rejected {
-                        store: self.describe(),
-                        detail: e.to_string(),
-                    })?;
-            }
             let k = self.key(&w.key);
             compares.push(match &w.expect {
                 Expect::Absent => Compare::version(k.clone(), CompareOp::Equal, 0),
@@ -553,8 +543,8 @@ mod tests {
             (Key::Config, "/serval/ipam/v1/config"),
             (
                 Key::Resource {
-                    kind: "BGPPeer".into(),
-                    name: "tor-1".into(),
+                    kind: ResourceKind::from_static("BGPPeer"),
+                    name: ResourceName::new("tor-1").unwrap(),
                 },
                 "/serval/ipam/v1/resources/BGPPeer/tor-1",
             ),

@@ -520,15 +520,6 @@ impl FileStore {
         let generation = doc.generation + 1;
         let mut revs = Vec::with_capacity(writes.len());
         for w in writes {
-            if let Key::Resource { kind, name } = &w.key {
-                // The key becomes part of a line: no tab or newline may slip in.
-                super::resource::check_kind(kind)
-                    .and_then(|()| super::resource::check_name(name))
-                    .map_err(|e| StoreError::Rejected {
-                        store: self.describe(),
-                        detail: e.to_string(),
-                    })?;
-            }
             let (kind, name) = kind_key(&w.key);
             let table = doc.table_mut(kind);
             let current = table.get(&name).map(|e| e.revision.to_string());

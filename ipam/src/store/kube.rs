@@ -110,7 +110,7 @@ pub fn object_name(key: &Key) -> Option<String> {
         Key::Affinity { node, cidr } => format!("{}.{node}", block_object_name(cidr)),
         Key::Handle(h) => h.to_string(),
         Key::Config => "default".to_owned(),
-        Key::Resource { name, .. } => name.clone(),
+        Key::Resource { name, .. } => name.to_string(),
     };
     (name.len() <= 253).then_some(name)
 }
@@ -267,7 +267,7 @@ fn decode_dyn(kind: &str, o: &DynamicObject) -> Result<Versioned<Object>, StoreE
 
 /// A stored resource as a dynamic object.
 fn encode_dyn(r: &StoredResource, rev: Option<&Revision>) -> DynamicObject {
-    let mut o = DynamicObject::new(&r.name, &api_resource(&r.kind))
+    let mut o = DynamicObject::new(r.name.as_str(), &api_resource(r.kind.as_str()))
         .data(serde_json::json!({ "spec": r.spec }));
     o.metadata.resource_version = rev.map(|r| r.0.clone());
     o.metadata.labels = (!r.labels.is_empty()).then(|| r.labels.clone());
@@ -691,7 +691,7 @@ impl Store for KubeStore {
             Kind::Handle => self.get_k::<IPAMHandle>(key).await,
             Kind::Config => self.get_k::<IPAMConfig>(key).await,
             Kind::Resource => match key {
-                Key::Resource { kind, name } => self.get_dyn(kind, name).await,
+                Key::Resource { kind, name } => self.get_dyn(kind.as_str(), name.as_str()).await,
                 _ => Ok(None),
             },
         }
@@ -700,7 +700,10 @@ impl Store for KubeStore {
     async fn list(&self, filter: &ListFilter) -> Result<Vec<Versioned<Object>>, StoreError> {
         match filter {
             ListFilter::Kind(k) => Ok(self.list_kind(*k, &ListParams::default()).await?.0),
-            ListFilter::Resources(kind) => Ok(self.list_dyn(kind, &ListParams::default()).await?.0),
+            ListFilter::Resources(kind) => Ok(self
+                .list_dyn(kind.as_str(), &ListParams::default())
+                .await?
+                .0),
             ListFilter::AffinitiesOf(node) => {
                 let lp = if node_label_fits(node) {
                     ListParams::default().labels(&format!("{NODE_LABEL}={node}"))
@@ -726,7 +729,9 @@ impl Store for KubeStore {
                 Kind::Handle => self.write_k::<IPAMHandle>(w).await?,
                 Kind::Config => self.write_k::<IPAMConfig>(w).await?,
                 Kind::Resource => match &w.key {
-                    Key::Resource { kind, name } => self.write_dyn(w, kind, name).await?,
+                    Key::Resource { kind, name } => {
+                        self.write_dyn(w, kind.as_str(), name.as_str()).await?
+                    }
                     _ => None,
                 },
             });

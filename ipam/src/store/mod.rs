@@ -34,7 +34,7 @@ pub mod memory;
 pub mod resource;
 pub mod select;
 
-pub use resource::Resource;
+pub use resource::{Resource, ResourceKind, ResourceName};
 
 /// An opaque compare-and-swap token: a file generation, an etcd `mod_revision`, a
 /// Kubernetes `resourceVersion`. Only equality means anything.
@@ -96,10 +96,10 @@ pub enum Key {
     Handle(HandleId),
     /// The cluster's single IPAM configuration.
     Config,
-    /// A [`Resource`] of `kind` called `name`.
+    /// A [`Resource`] of `kind` called `name`, both checked when they were made.
     Resource {
-        kind: String,
-        name: String,
+        kind: ResourceKind,
+        name: ResourceName,
     },
 }
 
@@ -265,7 +265,7 @@ pub enum ListFilter {
     /// The block affinities of one node.
     AffinitiesOf(NodeName),
     /// The resources of one kind (`ListFilter::Kind(Kind::Resource)` lists every kind).
-    Resources(String),
+    Resources(ResourceKind),
 }
 
 /// One read of a [`Store::read_many`] batch.
@@ -448,22 +448,24 @@ pub trait StoreExt: Store {
         typed_all(self.list(&ListFilter::AffinitiesOf(node.clone())).await?)
     }
 
-    /// One resource.
+    /// One resource; none is stored under a kind or name that is not valid.
     async fn get_resource(
         &self,
         kind: &str,
         name: &str,
     ) -> Result<Option<Versioned<Resource>>, StoreError> {
-        self.get_as(&Key::Resource {
-            kind: kind.to_owned(),
-            name: name.to_owned(),
-        })
-        .await
+        let (Ok(kind), Ok(name)) = (ResourceKind::new(kind), ResourceName::new(name)) else {
+            return Ok(None);
+        };
+        self.get_as(&Key::Resource { kind, name }).await
     }
 
-    /// Every resource of one kind.
+    /// Every resource of one kind; none is stored under a kind that is not valid.
     async fn list_resources(&self, kind: &str) -> Result<Vec<Versioned<Resource>>, StoreError> {
-        typed_all(self.list(&ListFilter::Resources(kind.to_owned())).await?)
+        let Ok(kind) = ResourceKind::new(kind) else {
+            return Ok(Vec::new());
+        };
+        typed_all(self.list(&ListFilter::Resources(kind)).await?)
     }
 
     /// The IPAM configuration, if one was stored.

@@ -39,7 +39,7 @@ pub async fn holders(
         .list_resources(ResourceKind::ServalNode.as_str())
         .await?
         .into_iter()
-        .map(|r| r.value.name)
+        .map(|r| r.value.name.to_string())
         .collect();
     let affine = store
         .list_affinities()

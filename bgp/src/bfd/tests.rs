@@ -993,3 +993,61 @@ fn a_restarted_peer_is_seen_at_once() {
     assert_eq!(l.both(), (State::Up, State::Up));
     assert_eq!(l.a.remote_discriminator(), 7);
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_timers() -> impl Strategy<Value = Timers> {
+        (10u64..1500, 10u64..1500, 1u8..6).prop_map(|(tx, rx, mult)| timers(tx, rx, mult))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// Whatever both sides configure: they come Up, stay Up on a clean link, each
+        /// detects a cut within its own detection time (the peer's multiplier × the agreed
+        /// receive interval), and they come back Up when the link heals.
+        #[test]
+        fn any_timers_come_up_hold_and_detect_a_cut_in_time(
+            ta in arb_timers(),
+            tb in arb_timers(),
+            seeds in any::<(u64, u64)>(),
+            delay in 0u64..5,
+            cut_after in 0u64..3000,
+        ) {
+            let mut a = config(ta);
+            a.local_discriminator = disc(1);
+            a.jitter_seed = seeds.0;
+            let mut b = config(tb);
+            b.local_discriminator = disc(2);
+            b.jitter_seed = seeds.1;
+            let mut l = Link::new(a, b);
+            l.delay = ms(delay);
+            l.run(Duration::from_secs(10));
+            prop_assert_eq!(l.both(), (State::Up, State::Up));
+            let settled = l.log.len();
+            l.run(Duration::from_secs(20) + ms(cut_after));
+            prop_assert_eq!(&l.log[settled..], &[]);
+            let limits = match (l.a.detection_time(), l.b.detection_time()) {
+                (Some(a), Some(b)) => (a, b),
+                other => panic!("Up without a detection time: {other:?}"),
+            };
+            let cut_at = l.elapsed();
+            l.cut = true;
+            l.run(limits.0.max(limits.1) + ms(1));
+            for (side, limit) in [(Side::A, limits.0), (Side::B, limits.1)] {
+                let down = l.log[settled..]
+                    .iter()
+                    .find(|(_, s, from, _, _)| *s == side && *from == State::Up);
+                let Some((t, _, _, to, diag)) = down else {
+                    panic!("{side:?} still Up {limit:?} after the cut: {:?}", l.log)
+                };
+                prop_assert_eq!((*to, *diag), (State::Down, Diag::ControlDetectionTimeExpired));
+                prop_assert!(*t - cut_at <= limit, "{:?} took {:?} > {:?}", side, *t - cut_at, limit);
+            }
+            l.cut = false;
+            l.run(Duration::from_secs(10));
+            prop_assert_eq!(l.both(), (State::Up, State::Up));
+        }
+    }
+}

@@ -223,6 +223,7 @@ impl Session {
         Ok(s)
     }
 
+    /// Takes one input at `now`, appending what to do to `out`.
     pub fn handle(&mut self, now: Instant, input: Input<'_>, out: &mut Vec<Action>) {
         match input {
             Input::Packet(p) => self.receive(now, p, out),

@@ -106,35 +106,84 @@ pub mod route_refresh_subcode {
     pub const INVALID_MESSAGE_LENGTH: u8 = 1;
 }
 
-/// The name of a NOTIFICATION error code or subcode, in the two wordings serval shows: the
-/// IANA registry's ("Maximum Number of Prefixes Reached": logs and the message's `Display`)
-/// and the shorter lower-case one of a peer's last error in `serval bgp status` and
-/// `serval node status` ("cease: maximum number of prefixes reached").
+/// The name of a NOTIFICATION error code or subcode: the IANA registry's ("Maximum Number
+/// of Prefixes Reached", for logs and the message's `Display`) and the shorter lower-case
+/// wording of a peer's last error in `serval bgp status` and `serval node status`
+/// ("cease: maximum number of prefixes reached"), derived from it unless the row says
+/// otherwise.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ErrorName {
     pub code: u8,
     /// `None` names the code itself.
     pub subcode: Option<u8>,
     pub iana: &'static str,
-    /// Empty where the status names the code alone.
-    pub status: &'static str,
+    status: Status,
 }
 
-const fn code(code: u8, iana: &'static str, status: &'static str) -> ErrorName {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Status {
+    /// The IANA name with its capitalised words in lower case ("Bad Peer AS" → "bad peer AS").
+    Lowercase,
+    Own(&'static str),
+    /// The status names the code alone.
+    Omitted,
+}
+
+const fn code(code: u8, iana: &'static str) -> ErrorName {
     ErrorName {
         code,
         subcode: None,
         iana,
-        status,
+        status: Status::Lowercase,
     }
 }
 
-const fn sub(code: u8, subcode: u8, iana: &'static str, status: &'static str) -> ErrorName {
+const fn sub(code: u8, subcode: u8, iana: &'static str) -> ErrorName {
     ErrorName {
         code,
         subcode: Some(subcode),
         iana,
-        status,
+        status: Status::Lowercase,
+    }
+}
+
+impl ErrorName {
+    const fn in_status(self, words: &'static str) -> ErrorName {
+        ErrorName {
+            status: Status::Own(words),
+            ..self
+        }
+    }
+
+    const fn not_in_status(self) -> ErrorName {
+        ErrorName {
+            status: Status::Omitted,
+            ..self
+        }
+    }
+
+    /// Writes the status wording (nothing when the status leaves this name out).
+    fn write_status(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.status {
+            Status::Omitted => {}
+            Status::Own(words) => f.write_str(words)?,
+            Status::Lowercase => {
+                for (i, word) in self.iana.split(' ').enumerate() {
+                    if i > 0 {
+                        f.write_str(" ")?;
+                    }
+                    let mut chars = word.chars();
+                    match chars.next() {
+                        // An acronym or a name (`AS`, `NEXT_HOP`) keeps its capitals.
+                        Some(first) if !chars.as_str().chars().any(char::is_uppercase) => {
+                            write!(f, "{}{}", first.to_lowercase(), chars.as_str())?
+                        }
+                        _ => f.write_str(word)?,
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -144,48 +193,48 @@ const fn sub(code: u8, subcode: u8, iana: &'static str, status: &'static str) ->
 pub const ERROR_NAMES: &[ErrorName] = {
     use error_code::*;
     &[
-        code(MESSAGE_HEADER, "Message Header Error", "message header error"),
-        sub(MESSAGE_HEADER, header_subcode::CONNECTION_NOT_SYNCHRONIZED, "Connection Not Synchronized", "connection not synchronized"),
-        sub(MESSAGE_HEADER, header_subcode::BAD_MESSAGE_LENGTH, "Bad Message Length", "bad message length"),
-        sub(MESSAGE_HEADER, header_subcode::BAD_MESSAGE_TYPE, "Bad Message Type", "bad message type"),
-        code(OPEN_MESSAGE, "OPEN Message Error", "OPEN error"),
-        sub(OPEN_MESSAGE, open_subcode::UNSUPPORTED_VERSION, "Unsupported Version Number", "unsupported version number"),
-        sub(OPEN_MESSAGE, open_subcode::BAD_PEER_AS, "Bad Peer AS", "bad peer AS"),
-        sub(OPEN_MESSAGE, open_subcode::BAD_BGP_IDENTIFIER, "Bad BGP Identifier", "bad BGP identifier"),
-        sub(OPEN_MESSAGE, open_subcode::UNSUPPORTED_OPTIONAL_PARAMETER, "Unsupported Optional Parameter", "unsupported optional parameter"),
-        sub(OPEN_MESSAGE, open_subcode::UNACCEPTABLE_HOLD_TIME, "Unacceptable Hold Time", "unacceptable hold time"),
-        sub(OPEN_MESSAGE, open_subcode::UNSUPPORTED_CAPABILITY, "Unsupported Capability", "unsupported capability"),
-        sub(OPEN_MESSAGE, open_subcode::ROLE_MISMATCH, "Role Mismatch", "role mismatch"),
-        code(UPDATE_MESSAGE, "UPDATE Message Error", "UPDATE error"),
-        sub(UPDATE_MESSAGE, update_subcode::MALFORMED_ATTRIBUTE_LIST, "Malformed Attribute List", "malformed attribute list"),
-        sub(UPDATE_MESSAGE, update_subcode::UNRECOGNIZED_WELL_KNOWN, "Unrecognized Well-known Attribute", "unrecognized well-known attribute"),
-        sub(UPDATE_MESSAGE, update_subcode::MISSING_WELL_KNOWN, "Missing Well-known Attribute", "missing well-known attribute"),
-        sub(UPDATE_MESSAGE, update_subcode::ATTRIBUTE_FLAGS, "Attribute Flags Error", "attribute flags error"),
-        sub(UPDATE_MESSAGE, update_subcode::ATTRIBUTE_LENGTH, "Attribute Length Error", "attribute length error"),
-        sub(UPDATE_MESSAGE, update_subcode::INVALID_ORIGIN, "Invalid ORIGIN Attribute", "invalid ORIGIN attribute"),
-        sub(UPDATE_MESSAGE, update_subcode::INVALID_NEXT_HOP, "Invalid NEXT_HOP Attribute", "invalid NEXT_HOP attribute"),
-        sub(UPDATE_MESSAGE, update_subcode::OPTIONAL_ATTRIBUTE, "Optional Attribute Error", "optional attribute error"),
-        sub(UPDATE_MESSAGE, update_subcode::INVALID_NETWORK_FIELD, "Invalid Network Field", "invalid network field"),
-        sub(UPDATE_MESSAGE, update_subcode::MALFORMED_AS_PATH, "Malformed AS_PATH", "malformed AS_PATH"),
-        code(HOLD_TIMER_EXPIRED, "Hold Timer Expired", "hold timer expired"),
-        code(FSM, "Finite State Machine Error", "FSM error"),
-        sub(FSM, fsm_subcode::UNSPECIFIED, "Unspecified Error", ""),
-        sub(FSM, fsm_subcode::UNEXPECTED_IN_OPENSENT, "Receive Unexpected Message in OpenSent State", "unexpected message in OpenSent"),
-        sub(FSM, fsm_subcode::UNEXPECTED_IN_OPENCONFIRM, "Receive Unexpected Message in OpenConfirm State", "unexpected message in OpenConfirm"),
-        sub(FSM, fsm_subcode::UNEXPECTED_IN_ESTABLISHED, "Receive Unexpected Message in Established State", "unexpected message in Established"),
-        code(CEASE, "Cease", "cease"),
-        sub(CEASE, cease_subcode::MAX_PREFIXES, "Maximum Number of Prefixes Reached", "maximum number of prefixes reached"),
-        sub(CEASE, cease_subcode::ADMIN_SHUTDOWN, "Administrative Shutdown", "administrative shutdown"),
-        sub(CEASE, cease_subcode::PEER_DECONFIGURED, "Peer De-configured", "peer de-configured"),
-        sub(CEASE, cease_subcode::ADMIN_RESET, "Administrative Reset", "administrative reset"),
-        sub(CEASE, cease_subcode::CONNECTION_REJECTED, "Connection Rejected", "connection rejected"),
-        sub(CEASE, cease_subcode::OTHER_CONFIG_CHANGE, "Other Configuration Change", "other configuration change"),
-        sub(CEASE, cease_subcode::CONNECTION_COLLISION, "Connection Collision Resolution", "connection collision resolution"),
-        sub(CEASE, cease_subcode::OUT_OF_RESOURCES, "Out of Resources", "out of resources"),
-        sub(CEASE, cease_subcode::HARD_RESET, "Hard Reset", "hard reset"),
-        sub(CEASE, cease_subcode::BFD_DOWN, "BFD Down", "BFD down"),
-        code(ROUTE_REFRESH_MESSAGE, "ROUTE-REFRESH Message Error", "ROUTE-REFRESH error"),
-        sub(ROUTE_REFRESH_MESSAGE, route_refresh_subcode::INVALID_MESSAGE_LENGTH, "Invalid Message Length", ""),
+        code(MESSAGE_HEADER, "Message Header Error"),
+        sub(MESSAGE_HEADER, header_subcode::CONNECTION_NOT_SYNCHRONIZED, "Connection Not Synchronized"),
+        sub(MESSAGE_HEADER, header_subcode::BAD_MESSAGE_LENGTH, "Bad Message Length"),
+        sub(MESSAGE_HEADER, header_subcode::BAD_MESSAGE_TYPE, "Bad Message Type"),
+        code(OPEN_MESSAGE, "OPEN Message Error").in_status("OPEN error"),
+        sub(OPEN_MESSAGE, open_subcode::UNSUPPORTED_VERSION, "Unsupported Version Number"),
+        sub(OPEN_MESSAGE, open_subcode::BAD_PEER_AS, "Bad Peer AS"),
+        sub(OPEN_MESSAGE, open_subcode::BAD_BGP_IDENTIFIER, "Bad BGP Identifier"),
+        sub(OPEN_MESSAGE, open_subcode::UNSUPPORTED_OPTIONAL_PARAMETER, "Unsupported Optional Parameter"),
+        sub(OPEN_MESSAGE, open_subcode::UNACCEPTABLE_HOLD_TIME, "Unacceptable Hold Time"),
+        sub(OPEN_MESSAGE, open_subcode::UNSUPPORTED_CAPABILITY, "Unsupported Capability"),
+        sub(OPEN_MESSAGE, open_subcode::ROLE_MISMATCH, "Role Mismatch"),
+        code(UPDATE_MESSAGE, "UPDATE Message Error").in_status("UPDATE error"),
+        sub(UPDATE_MESSAGE, update_subcode::MALFORMED_ATTRIBUTE_LIST, "Malformed Attribute List"),
+        sub(UPDATE_MESSAGE, update_subcode::UNRECOGNIZED_WELL_KNOWN, "Unrecognized Well-known Attribute"),
+        sub(UPDATE_MESSAGE, update_subcode::MISSING_WELL_KNOWN, "Missing Well-known Attribute"),
+        sub(UPDATE_MESSAGE, update_subcode::ATTRIBUTE_FLAGS, "Attribute Flags Error"),
+        sub(UPDATE_MESSAGE, update_subcode::ATTRIBUTE_LENGTH, "Attribute Length Error"),
+        sub(UPDATE_MESSAGE, update_subcode::INVALID_ORIGIN, "Invalid ORIGIN Attribute"),
+        sub(UPDATE_MESSAGE, update_subcode::INVALID_NEXT_HOP, "Invalid NEXT_HOP Attribute"),
+        sub(UPDATE_MESSAGE, update_subcode::OPTIONAL_ATTRIBUTE, "Optional Attribute Error"),
+        sub(UPDATE_MESSAGE, update_subcode::INVALID_NETWORK_FIELD, "Invalid Network Field"),
+        sub(UPDATE_MESSAGE, update_subcode::MALFORMED_AS_PATH, "Malformed AS_PATH"),
+        code(HOLD_TIMER_EXPIRED, "Hold Timer Expired"),
+        code(FSM, "Finite State Machine Error").in_status("FSM error"),
+        sub(FSM, fsm_subcode::UNSPECIFIED, "Unspecified Error").not_in_status(),
+        sub(FSM, fsm_subcode::UNEXPECTED_IN_OPENSENT, "Receive Unexpected Message in OpenSent State").in_status("unexpected message in OpenSent"),
+        sub(FSM, fsm_subcode::UNEXPECTED_IN_OPENCONFIRM, "Receive Unexpected Message in OpenConfirm State").in_status("unexpected message in OpenConfirm"),
+        sub(FSM, fsm_subcode::UNEXPECTED_IN_ESTABLISHED, "Receive Unexpected Message in Established State").in_status("unexpected message in Established"),
+        code(CEASE, "Cease"),
+        sub(CEASE, cease_subcode::MAX_PREFIXES, "Maximum Number of Prefixes Reached"),
+        sub(CEASE, cease_subcode::ADMIN_SHUTDOWN, "Administrative Shutdown"),
+        sub(CEASE, cease_subcode::PEER_DECONFIGURED, "Peer De-configured"),
+        sub(CEASE, cease_subcode::ADMIN_RESET, "Administrative Reset"),
+        sub(CEASE, cease_subcode::CONNECTION_REJECTED, "Connection Rejected"),
+        sub(CEASE, cease_subcode::OTHER_CONFIG_CHANGE, "Other Configuration Change"),
+        sub(CEASE, cease_subcode::CONNECTION_COLLISION, "Connection Collision Resolution"),
+        sub(CEASE, cease_subcode::OUT_OF_RESOURCES, "Out of Resources"),
+        sub(CEASE, cease_subcode::HARD_RESET, "Hard Reset"),
+        sub(CEASE, cease_subcode::BFD_DOWN, "BFD Down"),
+        code(ROUTE_REFRESH_MESSAGE, "ROUTE-REFRESH Message Error").in_status("ROUTE-REFRESH error"),
+        sub(ROUTE_REFRESH_MESSAGE, route_refresh_subcode::INVALID_MESSAGE_LENGTH, "Invalid Message Length").not_in_status(),
     ]
 };
 
@@ -206,20 +255,23 @@ pub fn error_subcode_name(code: u8, subcode: u8) -> Option<&'static ErrorName> {
 /// A code and subcode as a peer's last error reads in the status:
 /// "cease: administrative shutdown", "hold timer expired", "unknown error code".
 pub fn error_status(code: u8, subcode: u8) -> impl std::fmt::Display {
-    struct Status(u8, u8);
-    impl std::fmt::Display for Status {
+    struct Said(u8, u8);
+    impl std::fmt::Display for Said {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             let Some(code) = error_code_name(self.0) else {
                 return f.write_str("unknown error code");
             };
-            f.write_str(code.status)?;
+            code.write_status(f)?;
             match error_subcode_name(self.0, self.1) {
-                Some(sub) if !sub.status.is_empty() => write!(f, ": {}", sub.status),
+                Some(sub) if sub.status != Status::Omitted => {
+                    f.write_str(": ")?;
+                    sub.write_status(f)
+                }
                 _ => Ok(()),
             }
         }
     }
-    Status(code, subcode)
+    Said(code, subcode)
 }
 
 #[cfg(test)]

@@ -85,12 +85,6 @@ impl<'de> Deserialize<'de> for ResourceKind {
     }
 }
 
-impl PartialEq<str> for ResourceKind {
-    fn eq(&self, other: &str) -> bool {
-        self.0 == other
-    }
-}
-
 impl PartialEq<&str> for ResourceKind {
     fn eq(&self, other: &&str) -> bool {
         self.0 == *other
@@ -108,12 +102,6 @@ impl From<NodeName> for ResourceName {
     /// A node's own resource (its `ServalNode`) is named after it: the same rule.
     fn from(node: NodeName) -> Self {
         ResourceName(node.as_str().to_owned())
-    }
-}
-
-impl PartialEq<str> for ResourceName {
-    fn eq(&self, other: &str) -> bool {
-        self.0 == other
     }
 }
 

@@ -16,11 +16,17 @@
 //! match = { prefix = [{ prefix = "0.0.0.0/0" }] }
 //! then = { action = "accept" }
 //!
+//! [bfd]                 # BFD for every peer (RFC 5880/5881/5883), these timers
+//! min-rx = 300           # milliseconds
+//! min-tx = 300
+//! multiplier = 3
+//!
 //! [[peer]]
 //! address = "10.0.0.254"
 //! asn = 65000
 //! password = "s3cret"
 //! import = "from-tor"
+//! bfd = { min-rx = 100, min-tx = 100 }   # this peer's own; `bfd = false`: none
 //!
 //! [[announce]]
 //! prefix = "10.244.1.0/26"
@@ -91,6 +97,151 @@ pub struct SpeakerConfig {
     /// Prefixes this speaker originates.
     #[serde(default, rename = "announce")]
     pub announce: Vec<Announcement>,
+    /// BFD for every peer that does not say otherwise (`bfd = false`, or its own
+    /// settings), with these settings.
+    #[serde(default)]
+    pub bfd: Option<BfdConfig>,
+}
+
+/// BFD on a BGP session (RFC 5880 asynchronous mode; RFC 5882 coupling): intervals in
+/// milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct BfdConfig {
+    /// The fastest we accept the peer's packets (Required Min RX Interval).
+    #[serde(default = "bfd_interval")]
+    pub min_rx: u32,
+    /// How often we would like to send (Desired Min TX Interval).
+    #[serde(default = "bfd_interval")]
+    pub min_tx: u32,
+    /// The peer declares the session down after this many intervals without a packet.
+    #[serde(default = "bfd_multiplier")]
+    pub multiplier: u8,
+    /// Send nothing until the peer has sent (RFC 5880 §6.1 passive role).
+    #[serde(default)]
+    pub passive: bool,
+}
+
+fn bfd_interval() -> u32 {
+    300
+}
+fn bfd_multiplier() -> u8 {
+    3
+}
+
+impl Default for BfdConfig {
+    /// 300 ms × 3, what `serval bgp --bfd` turns on.
+    fn default() -> Self {
+        BfdConfig {
+            min_rx: bfd_interval(),
+            min_tx: bfd_interval(),
+            multiplier: bfd_multiplier(),
+            passive: false,
+        }
+    }
+}
+
+impl BfdConfig {
+    pub fn timers(&self) -> crate::bfd::Timers {
+        crate::bfd::Timers {
+            desired_min_tx: std::time::Duration::from_millis(u64::from(self.min_tx)),
+            required_min_rx: std::time::Duration::from_millis(u64::from(self.min_rx)),
+            detect_mult: self.multiplier,
+        }
+    }
+
+    fn check(&self, field: &str) -> Result<(), ConfigError> {
+        for (name, v) in [("min-rx", self.min_rx), ("min-tx", self.min_tx)] {
+            if v == 0 || v > 3_600_000 {
+                return Err(invalid(
+                    format!("{field}.{name}"),
+                    format!("{v} ms: must be between 1 ms and one hour"),
+                ));
+            }
+        }
+        if self.multiplier == 0 {
+            return Err(invalid(format!("{field}.multiplier"), "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// Some BFD settings: the rest come from `[bfd]`, else the defaults.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct BfdSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_rx: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_tx: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multiplier: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passive: Option<bool>,
+}
+
+impl BfdSettings {
+    /// These settings over `base`.
+    pub fn over(&self, base: BfdConfig) -> BfdConfig {
+        BfdConfig {
+            min_rx: self.min_rx.unwrap_or(base.min_rx),
+            min_tx: self.min_tx.unwrap_or(base.min_tx),
+            multiplier: self.multiplier.unwrap_or(base.multiplier),
+            passive: self.passive.unwrap_or(base.passive),
+        }
+    }
+}
+
+impl From<BfdConfig> for BfdSettings {
+    fn from(c: BfdConfig) -> Self {
+        BfdSettings {
+            min_rx: Some(c.min_rx),
+            min_tx: Some(c.min_tx),
+            multiplier: Some(c.multiplier),
+            passive: Some(c.passive),
+        }
+    }
+}
+
+/// A peer's `bfd`: `false` (none, whatever `[bfd]` says), `true` (on, with `[bfd]`'s
+/// settings or the defaults) or a table of its own settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerBfd {
+    Off,
+    On(BfdSettings),
+}
+
+impl Serialize for PeerBfd {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            PeerBfd::Off => s.serialize_bool(false),
+            PeerBfd::On(settings) => settings.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PeerBfd {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = PeerBfd;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("true, false or a table { min-rx, min-tx, multiplier, passive }")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<PeerBfd, E> {
+                Ok(if v {
+                    PeerBfd::On(BfdSettings::default())
+                } else {
+                    PeerBfd::Off
+                })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<PeerBfd, A::Error> {
+                BfdSettings::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(PeerBfd::On)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 fn default_listen() -> Vec<SocketAddr> {
@@ -298,6 +449,9 @@ pub struct PeerConfig {
     /// Configured but administratively down.
     #[serde(default)]
     pub shutdown: bool,
+    /// BFD on this session; unset: as `[bfd]` says (see `SpeakerConfig::bfd_of`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfd: Option<PeerBfd>,
 }
 
 /// Shows every field but the password, which is only said to be set: configurations
@@ -333,6 +487,7 @@ impl std::fmt::Debug for PeerConfig {
             graceful_on_hold_expiry,
             local_ipv6,
             shutdown,
+            bfd,
         } = self;
         f.debug_struct("PeerConfig")
             .field("address", address)
@@ -362,6 +517,7 @@ impl std::fmt::Debug for PeerConfig {
             .field("graceful_on_hold_expiry", graceful_on_hold_expiry)
             .field("local_ipv6", local_ipv6)
             .field("shutdown", shutdown)
+            .field("bfd", bfd)
             .finish()
     }
 }
@@ -410,6 +566,7 @@ impl PeerConfig {
             graceful_on_hold_expiry: true,
             local_ipv6: None,
             shutdown: false,
+            bfd: None,
         }
     }
 
@@ -477,6 +634,7 @@ impl SpeakerConfig {
             policies: BTreeMap::new(),
             peers: Vec::new(),
             announce: Vec::new(),
+            bfd: None,
         }
     }
 
@@ -515,9 +673,17 @@ impl SpeakerConfig {
                 .compile()
                 .map_err(|e| invalid(format!("policy.{name}"), e.to_string()))?;
         }
+        if let Some(b) = &self.bfd {
+            b.check("bfd")?;
+        }
         let mut seen = std::collections::HashSet::new();
         for (i, p) in self.peers.iter().enumerate() {
             let field = |f: &str| format!("peer[{i}] ({}).{f}", p.address);
+            if let Some(PeerBfd::On(_)) = p.bfd {
+                if let Some(b) = self.bfd_of(p) {
+                    b.check(&field("bfd"))?;
+                }
+            }
             if !seen.insert(p.address) {
                 return Err(invalid(field("address"), "configured twice"));
             }
@@ -608,6 +774,16 @@ impl SpeakerConfig {
         Ok(())
     }
 
+    /// The BFD settings of a peer's session, `None` without BFD: its own `bfd` over
+    /// `[bfd]` over the defaults; unset, as `[bfd]` says.
+    pub fn bfd_of(&self, p: &PeerConfig) -> Option<BfdConfig> {
+        match p.bfd {
+            Some(PeerBfd::Off) => None,
+            Some(PeerBfd::On(s)) => Some(s.over(self.bfd.unwrap_or_default())),
+            None => self.bfd,
+        }
+    }
+
     /// The policy a peer's `import`/`export` names, accept-all when absent.
     pub fn resolve(&self, r: &Option<PolicyRef>) -> Policy {
         match r {
@@ -659,7 +835,7 @@ impl SpeakerConfig {
     /// change at run time: the error names the first that did.
     pub fn reload_plan(&self, new: &SpeakerConfig) -> Result<ReloadPlan, ConfigError> {
         new.validate()?;
-        let fixed: [(&str, bool); 10] = [
+        let fixed: [(&str, bool); 11] = [
             ("asn", self.asn != new.asn),
             ("router-id", self.router_id != new.router_id),
             ("listen", self.listen != new.listen),
@@ -679,6 +855,8 @@ impl SpeakerConfig {
                 "graceful-restart",
                 self.graceful_restart != new.graceful_restart,
             ),
+            // The peers that follow it resolve it in the running speaker.
+            ("bfd", self.bfd != new.bfd),
         ];
         if let Some((field, _)) = fixed.iter().find(|(_, changed)| *changed) {
             return Err(invalid(
@@ -732,6 +910,9 @@ pub enum PeerChange {
     /// Something the session negotiated or is built from changed (AS, timers, password,
     /// families, transport…): the session is reset.
     Session,
+    /// Only the BFD settings changed: the BFD session takes them (new intervals by a
+    /// poll sequence, RFC 5880 §6.5), the BGP session stays.
+    Bfd,
 }
 
 impl PeerChange {
@@ -748,10 +929,16 @@ impl PeerChange {
             p.allowas_in = 0;
             p.next_hop = NextHopMode::default();
             p.route_reflector_client = false;
+            p.bfd = None;
             p
         };
         if session_part(old) != session_part(new) {
             return PeerChange::Session;
+        }
+        let mut old_bfd = old.clone();
+        old_bfd.bfd = new.bfd;
+        if old_bfd == *new {
+            return PeerChange::Bfd;
         }
         PeerChange::Policy {
             import_changed: old.import != new.import || old.allowas_in != new.allowas_in,
@@ -1131,5 +1318,119 @@ mod tests {
                 "config {text:?}: error {err:?} does not mention {want:?}"
             );
         }
+    }
+
+    #[test]
+    fn bfd_per_peer_over_the_global_default() {
+        let text = r#"
+            asn = 65001
+            router-id = "10.0.0.1"
+            [bfd]
+            min-rx = 200
+            multiplier = 5
+            [[peer]]
+            address = "10.0.0.2"
+            asn = 65002
+            [[peer]]
+            address = "10.0.0.3"
+            asn = 65002
+            bfd = false
+            [[peer]]
+            address = "10.0.0.4"
+            asn = 65002
+            bfd = { min-tx = 100, passive = true }
+            [[peer]]
+            address = "10.0.0.5"
+            asn = 65002
+            bfd = true
+        "#;
+        let c = SpeakerConfig::from_toml(text).unwrap();
+        let global = BfdConfig {
+            min_rx: 200,
+            min_tx: 300,
+            multiplier: 5,
+            passive: false,
+        };
+        let got: Vec<Option<BfdConfig>> = c.peers.iter().map(|p| c.bfd_of(p)).collect();
+        assert_eq!(
+            got,
+            [
+                Some(global),
+                None,
+                Some(BfdConfig {
+                    min_tx: 100,
+                    passive: true,
+                    ..global
+                }),
+                Some(global),
+            ]
+        );
+        // Without [bfd], only the peers that ask have it, with 300 ms x 3.
+        let text = "asn = 65001\nrouter-id = \"10.0.0.1\"\n[[peer]]\naddress = \"10.0.0.2\"\nasn = 1\n[[peer]]\naddress = \"10.0.0.3\"\nasn = 1\nbfd = {}";
+        let c = SpeakerConfig::from_toml(text).unwrap();
+        assert_eq!(c.bfd_of(&c.peers[0]), None);
+        assert_eq!(c.bfd_of(&c.peers[1]), Some(BfdConfig::default()));
+        assert_eq!(
+            BfdConfig::default().timers(),
+            crate::bfd::Timers::DEFAULT,
+            "the defaults are the state machine's"
+        );
+        // It survives a round trip through TOML.
+        let back = SpeakerConfig::from_toml(&toml::to_string(&c).unwrap()).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn bfd_errors_name_the_field() {
+        let peer =
+            "asn = 65001\nrouter-id = \"10.0.0.1\"\n[[peer]]\naddress = \"10.0.0.2\"\nasn = 1\n";
+        let cases = [
+            (
+                format!("{peer}bfd = {{ min-rx = 0 }}"),
+                "peer[0] (10.0.0.2).bfd.min-rx",
+            ),
+            (
+                format!("{peer}bfd = {{ multiplier = 0 }}"),
+                "bfd.multiplier",
+            ),
+            (format!("{peer}bfd = {{ min-rxx = 10 }}"), "min-rxx"),
+            (format!("{peer}bfd = \"fast\""), "true, false or a table"),
+            (
+                "asn = 65001\nrouter-id = \"10.0.0.1\"\n[bfd]\nmin-tx = 0".to_string(),
+                "bfd.min-tx",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = SpeakerConfig::from_toml(&text).unwrap_err().to_string();
+            assert!(err.contains(want), "{text:?}: {err:?} lacks {want:?}");
+        }
+    }
+
+    #[test]
+    fn a_bfd_change_alone_keeps_the_session() {
+        let old = PeerConfig::new("10.0.0.2".parse().unwrap(), Asn(65002));
+        let mut new = old.clone();
+        new.bfd = Some(PeerBfd::On(BfdSettings {
+            min_rx: Some(100),
+            ..BfdSettings::default()
+        }));
+        assert_eq!(PeerChange::of(&old, &new), PeerChange::Bfd);
+        new.name = Some("tor".into());
+        assert!(matches!(
+            PeerChange::of(&old, &new),
+            PeerChange::Policy { .. }
+        ));
+        new.hold_time = Some(9);
+        assert_eq!(PeerChange::of(&old, &new), PeerChange::Session);
+        let mut a = SpeakerConfig::new(Asn(65001), RouterId("10.0.0.1".parse().unwrap()));
+        let mut b = a.clone();
+        b.bfd = Some(BfdConfig::default());
+        assert!(a
+            .reload_plan(&b)
+            .unwrap_err()
+            .to_string()
+            .starts_with("bfd:"));
+        a.bfd = b.bfd;
+        assert!(a.reload_plan(&b).unwrap().is_empty());
     }
 }

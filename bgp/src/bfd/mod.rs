@@ -83,6 +83,7 @@ pub mod encap;
 mod jitter;
 pub mod packet;
 pub mod session;
+pub mod table;
 #[cfg(test)]
 mod tests;
 

@@ -128,6 +128,8 @@ struct Remote {
     desired_min_tx: Duration,
     /// Zero until the first packet.
     detect_mult: u8,
+    /// C: the peer's BFD does not share fate with its control plane (RFC 5882 §4.3).
+    control_plane_independent: bool,
 }
 
 impl Remote {
@@ -138,6 +140,7 @@ impl Remote {
         min_rx: Duration::from_micros(1),
         desired_min_tx: Duration::ZERO,
         detect_mult: 0,
+        control_plane_independent: false,
     };
 }
 
@@ -295,6 +298,12 @@ impl Session {
         self.remote.state
     }
 
+    /// The C bit of the peer's last packet: its BFD survives a restart of its control
+    /// plane, so a failure is one of the forwarding path (RFC 5882 §4.3).
+    pub fn remote_control_plane_independent(&self) -> bool {
+        self.remote.control_plane_independent
+    }
+
     /// The diagnostic of the peer's last packet.
     pub fn remote_diag(&self) -> Diag {
         self.remote.diag
@@ -346,6 +355,7 @@ impl Session {
             min_rx: p.required_min_rx,
             desired_min_tx: p.desired_min_tx,
             detect_mult: p.detect_mult,
+            control_plane_independent: p.control_plane_independent,
         };
         if p.final_ {
             self.final_received();

@@ -592,6 +592,7 @@ impl SpeakerState {
                 return self.add_peer(p, out);
             }
             PeerChange::Policy { import_changed } => import_changed,
+            PeerChange::Bfd => false,
         };
         let info = self.rib_info(&p);
         let addr = p.address;

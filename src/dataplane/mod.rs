@@ -52,7 +52,8 @@ pub struct DataplaneReport {
 pub struct Dataplane {
     nl: Netlink,
     routes: RouteProgrammer,
-    /// The routes last asked for, so an incremental change knows which VXLAN peers
+    /// The routes last asked for: the node's one route set (the agent reads it through
+    /// [`Dataplane::wanted`]), and how an incremental change knows which VXLAN peers
     /// remain in use.
     desired: DesiredRoutes,
 }

@@ -1006,6 +1006,28 @@ mod tests {
     }
 
     #[test]
+    fn the_decision_takes_the_speaker_settings_and_the_mtu_from_the_snapshot() {
+        let rid = Ipv4Addr::new(192, 0, 2, 1);
+        let snap = Snapshot::default();
+        let none = decide(&snap, &BTreeMap::new(), rid, Underlay::default());
+        assert_eq!(none.mtu, None, "no underlay known: no MTU to write");
+        assert_eq!(none.speaker.router_id, rid);
+        assert_eq!(none.speaker.asn, none.desired.asn);
+        assert_eq!(none.speaker.port, none.desired.listen_port);
+        assert!(none.routes.routes.is_empty());
+        assert_eq!(none.nat, NatWant::from_desired(&none.desired));
+        let v6_only = Underlay {
+            v4: None,
+            v6: Some((2, 9000)),
+        };
+        // No pool encapsulates: the pods get the underlay's MTU.
+        assert_eq!(
+            decide(&snap, &BTreeMap::new(), rid, v6_only).mtu,
+            Some(9000)
+        );
+    }
+
+    #[test]
     fn local_subnets_skip_loopback_tunnels_and_host_routes() {
         let i = |name: &str, addrs: &[&str]| Interface {
             name: name.into(),

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::dataplane::{self, DesiredRoutes, Mac, NatPool, RouteTarget, VxlanPeer};
 use crate::resources::bgp_configuration::DEFAULT_AS;
 use crate::resources::bgp_filter::{FilterAction, MatchOperator};
-use crate::resources::bgp_peer::SourceAddress;
+use crate::resources::bgp_peer::{ReversePeering, SourceAddress};
 use crate::resources::common::{BgpPassword, GoDuration};
 use crate::resources::{
     parse_community, BGPConfigurationSpec, BGPFilterSpec, BGPPeerSpec, Community, ServalNodeSpec,
@@ -410,7 +410,7 @@ fn peers(snap: &Snapshot, me: &NodeInfo, d: &mut Desired) {
                 if gw.is_ipv4() == addr.ip.is_ipv4() {
                     d.static_routes
                         .insert(IpNet::from(addr.ip), RouteTarget::direct(gw));
-                    if cfg.ttl_security.is_none() && cfg.asn != d.asn {
+                    if cfg.ttl_security.is_none() && cfg.asn != cfg.local_asn.unwrap_or(d.asn) {
                         cfg.multihop = Some(2);
                     }
                 } else {
@@ -426,32 +426,11 @@ fn peers(snap: &Snapshot, me: &NodeInfo, d: &mut Desired) {
                 if *other_name == snap.node || !sel.matches(&other.labels) {
                     continue;
                 }
-                let client = d.cluster_id.is_some() && other.cluster_id().is_none();
-                for v4 in [true, false] {
-                    let (Some(theirs), Some(_)) = (other.address(v4), me.address(v4)) else {
-                        continue;
-                    };
-                    let mut cfg = PeerConfig::new(theirs, other.asn(&snap.config));
-                    cfg.name = Some(other_name.clone());
-                    cfg.port = d.listen_port;
-                    cfg.families = vec![family_of(theirs)];
-                    cfg.route_reflector_client = client;
-                    cfg.passive = node_pair_passive(mine_of(me, v4), theirs);
-                    cfg.graceful_on_hold_expiry = false;
-                    apply_peer_spec(snap, p, pw.clone(), &policies, &mut cfg);
-                    if cfg.ttl_security.is_none() {
-                        cfg.ttl_security = node_pair_gtsm(me, other, v4);
-                    }
-                    let kind = if client {
-                        PeerType::RrClient
-                    } else {
-                        PeerType::NodePeer
-                    };
-                    add_peer(d, cfg, kind);
-                }
+                node_peer(snap, me, (other_name, other), p, (&pw, &policies), d);
             }
         }
     }
+    reverse_peers(snap, me, d);
     if snap.config.node_to_node_mesh_enabled == Some(false) {
         return;
     }
@@ -494,6 +473,84 @@ fn peers(snap: &Snapshot, me: &NodeInfo, d: &mut Desired) {
     }
 }
 
+/// The sessions of a `peerSelector` peering with one other serval node, one per family
+/// both nodes have an address of.
+fn node_peer(
+    snap: &Snapshot,
+    me: &NodeInfo,
+    (other_name, other): (&String, &NodeInfo),
+    p: &BGPPeerSpec,
+    (pw, policies): (&Option<String>, &(Option<Policy>, Option<Policy>)),
+    d: &mut Desired,
+) {
+    let client = d.cluster_id.is_some() && other.cluster_id().is_none();
+    for v4 in [true, false] {
+        let (Some(theirs), Some(_)) = (other.address(v4), me.address(v4)) else {
+            continue;
+        };
+        let mut cfg = PeerConfig::new(theirs, other.asn(&snap.config));
+        cfg.name = Some(other_name.clone());
+        cfg.port = d.listen_port;
+        cfg.families = vec![family_of(theirs)];
+        cfg.route_reflector_client = client;
+        cfg.passive = node_pair_passive(mine_of(me, v4), theirs);
+        cfg.graceful_on_hold_expiry = false;
+        apply_peer_spec(snap, p, pw.clone(), policies, &mut cfg);
+        if cfg.ttl_security.is_none() {
+            cfg.ttl_security = node_pair_gtsm(me, other, v4);
+        }
+        let kind = if client {
+            PeerType::RrClient
+        } else {
+            PeerType::NodePeer
+        };
+        add_peer(d, cfg, kind);
+    }
+}
+
+/// Calico's `reversePeering: Auto` (the default): a node that a BGPPeer's
+/// `peerSelector` selects peers back with every other node the BGPPeer applies to
+/// (`node`, `nodeSelector`, or all), with the BGPPeer's settings, so that one BGPPeer
+/// makes both ends of each session. Added after the explicit peerings: where another
+/// BGPPeer already names the pair, it wins.
+fn reverse_peers(snap: &Snapshot, me: &NodeInfo, d: &mut Desired) {
+    for (name, p) in &snap.peers {
+        let Some(sel) = &p.peer_selector else {
+            continue;
+        };
+        if p.reverse_peering == Some(ReversePeering::Manual) || !sel.matches(&me.labels) {
+            continue;
+        }
+        let what = format!("BGPPeer {name} (reverse peering)");
+        let pw = match p.password.as_ref().map(|pw| password(snap, pw, &what)) {
+            Some(Err(e)) => {
+                d.problems.push(e);
+                continue;
+            }
+            Some(Ok(v)) => v,
+            None => None,
+        };
+        let policies = match filters(snap, &p.filters, &what) {
+            Ok(v) => v,
+            Err(e) => {
+                d.problems.push(e);
+                continue;
+            }
+        };
+        for (other_name, other) in &snap.nodes {
+            let applies = match (&p.node, &p.node_selector) {
+                (Some(n), _) => n == other_name,
+                (None, Some(s)) => s.matches(&other.labels),
+                (None, None) => true,
+            };
+            if *other_name == snap.node || !applies {
+                continue;
+            }
+            node_peer(snap, me, (other_name, other), p, (&pw, &policies), d);
+        }
+    }
+}
+
 fn mine_of(me: &NodeInfo, v4: bool) -> Option<IpAddr> {
     me.address(v4)
 }
@@ -526,8 +583,11 @@ fn apply_peer_spec(
     cfg: &mut PeerConfig,
 ) {
     cfg.password = password;
-    if p.keep_original_next_hop {
-        cfg.next_hop = NextHopMode::KeepOriginal;
+    if p.next_hop() != NextHopMode::Auto {
+        cfg.next_hop = p.next_hop();
+    }
+    if let Some(asn) = p.local_as_number {
+        cfg.local_asn = Some(Asn(asn));
     }
     if p.source_address.unwrap_or_default() == SourceAddress::UseNodeIP {
         cfg.source_address = snap.my_address(cfg.address.is_ipv4());

@@ -129,7 +129,7 @@ fn route_reflectors_and_nodes() {
         "selectors match labels"
     );
     let mesh = doc(&r, "BGPPeer", "rr-mesh");
-    assert_eq!(mesh["spec"]["keepOriginalNextHop"], true);
+    assert_eq!(mesh["spec"]["nextHopMode"], "Keep");
     let w = doc(&r, "ServalNode", "worker-7");
     assert_eq!(w["spec"]["bgp"]["asNumber"], 65546, "asdot 1.10");
     assert_eq!(w["spec"]["bgp"]["ipv4Address"], "192.0.2.37/32");
@@ -137,7 +137,6 @@ fn route_reflectors_and_nodes() {
     assert_eq!(
         findings(&r),
         want(&[
-            ("rr-mesh", "spec.nextHopMode", Converted),
             ("rr-1", "spec.orchRefs", Dropped),
             ("rr-1", "spec.addresses", Dropped),
             ("worker-7", "spec.bgp.asNumber", Converted),
@@ -145,6 +144,59 @@ fn route_reflectors_and_nodes() {
             ("worker-7", "spec.wireguard", Dropped),
         ])
     );
+}
+
+/// Recent Calico fields with their exact spellings: `localASNumber` (also asdot),
+/// `nextHopMode`, `reversePeering`, `serviceLoadBalancerAggregation` come over as they
+/// are; `programClusterRoutes` is reported with what serval does instead.
+#[test]
+fn newer_peer_and_configuration_fields() {
+    use Severity::*;
+    let r = import("newer-fields.yaml");
+    passes_the_crds(&r);
+    assert_eq!(r.documents.len(), 5, "{:#?}", r.findings);
+    let config = doc(&r, "BGPConfiguration", "default");
+    assert_eq!(config["spec"]["serviceLoadBalancerAggregation"], "Disabled");
+    assert!(config["spec"].get("programClusterRoutes").is_none());
+    let border = doc(&r, "BGPPeer", "border-local-as");
+    assert_eq!(border["spec"]["localASNumber"], 65636, "asdot 1.100");
+    assert_eq!(border["spec"]["nextHopMode"], "Self");
+    let up = doc(&r, "BGPPeer", "upstream-local-as");
+    assert_eq!(up["spec"]["localASNumber"], 65010);
+    assert_eq!(up["spec"]["nextHopMode"], "Keep");
+    let rr = doc(&r, "BGPPeer", "peer-with-rr");
+    assert_eq!(rr["spec"]["reversePeering"], "Manual");
+    assert_eq!(rr["spec"]["nextHopMode"], "Self");
+    assert_eq!(
+        doc(&r, "BGPPeer", "peer-from-rr")["spec"]["reversePeering"],
+        "Manual"
+    );
+    assert_eq!(
+        findings(&r),
+        want(&[
+            ("default", "spec.programClusterRoutes", Dropped),
+            ("border-local-as", "spec.localASNumber", Converted),
+        ])
+    );
+    let pcr = r
+        .findings
+        .iter()
+        .find(|f| f.path == "spec.programClusterRoutes")
+        .unwrap();
+    assert!(
+        pcr.reason.contains("programs every pod route itself"),
+        "{pcr}"
+    );
+    // The peers as the agent reads them.
+    for d in r.documents.iter().filter(|d| d["kind"] == "BGPPeer") {
+        let spec: serval::resources::BGPPeerSpec =
+            serde_json::from_value(d["spec"].clone()).unwrap();
+        assert!(spec.check().is_empty(), "{d}: {:?}", spec.check());
+    }
+    let border: serval::resources::BGPPeerSpec =
+        serde_json::from_value(border["spec"].clone()).unwrap();
+    assert_eq!(border.local_as_number, Some(65636));
+    assert_eq!(border.next_hop(), bgp::rib::NextHopMode::SelfAlways);
 }
 
 #[test]

@@ -251,11 +251,36 @@ fn bgp_peer() -> Vec<Patch> {
                 ".asNumber",
             ),
         ),
+        at(
+            "spec",
+            cel_at(
+                "!has(self.localASNumber) || has(self.peerIP)",
+                "localASNumber only with peerIP (other serval nodes expect a node's own AS)",
+                ".localASNumber",
+            ),
+        ),
+        at(
+            "spec",
+            cel_at(
+                "!has(self.reversePeering) || has(self.peerSelector)",
+                "reversePeering only with peerSelector",
+                ".reversePeering",
+            ),
+        ),
+        at(
+            "spec",
+            cel_at(
+                "!has(self.keepOriginalNextHop) || !self.keepOriginalNextHop || !has(self.nextHopMode) || self.nextHopMode == 'Keep'",
+                "keepOriginalNextHop: true means nextHopMode Keep: give one of them",
+                ".nextHopMode",
+            ),
+        ),
         at("spec.node", object_name()),
         at("spec.nodeSelector", selector()),
         at("spec.peerSelector", selector()),
         at("spec.peerIP", ip_maybe_port()),
         at("spec.asNumber", asn()),
+        at("spec.localASNumber", asn()),
         // RFC 5082: the hop count a GTSM peer may be away, 1 (directly connected) to 255.
         at("spec.ttlSecurity", json!({"minimum": 1, "maximum": 255})),
         at("spec.maxRestartTime", duration()),

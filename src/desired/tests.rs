@@ -429,6 +429,79 @@ fn peer_settings_follow_the_resource() {
     );
 }
 
+/// `nextHopMode` and `localASNumber` reach the speaker's peer settings; the local AS
+/// also decides whether a peer behind a gateway is eBGP (multihop).
+#[test]
+fn next_hop_mode_and_local_as_per_peer() {
+    use crate::resources::bgp_peer::NextHopMode as Mode;
+    let mut s = three_nodes();
+    s.config.node_to_node_mesh_enabled = Some(false);
+    for (addr, mode) in [
+        ("192.0.2.250", None),
+        ("192.0.2.251", Some(Mode::Auto)),
+        ("192.0.2.252", Some(Mode::SelfAlways)),
+        ("192.0.2.253", Some(Mode::Keep)),
+    ] {
+        let mut p = peer_ip(addr, 65000);
+        p.next_hop_mode = mode;
+        s.peers.insert(addr.into(), p);
+    }
+    let mut local = peer_ip("192.0.2.254", 65000);
+    local.local_as_number = Some(65000);
+    local.reachable_by = Some(ip("192.0.2.249"));
+    s.peers.insert("ibgp-by-local-as".into(), local);
+    let d = desired(&s);
+    let nh = |a: &str| d.peers[&ip(a)].next_hop;
+    assert_eq!(nh("192.0.2.250"), NextHopMode::Auto);
+    assert_eq!(nh("192.0.2.251"), NextHopMode::Auto);
+    assert_eq!(nh("192.0.2.252"), NextHopMode::SelfAlways);
+    assert_eq!(nh("192.0.2.253"), NextHopMode::KeepOriginal);
+    assert_eq!(d.peers[&ip("192.0.2.250")].local_asn, None);
+    let l = &d.peers[&ip("192.0.2.254")];
+    assert_eq!(l.local_asn, Some(Asn(65000)));
+    assert_eq!(l.multihop, None, "iBGP with the local AS: no eBGP multihop");
+}
+
+/// `reversePeering`: by default the nodes a `peerSelector` selects peer back with the
+/// nodes the BGPPeer applies to; `Manual` leaves them without.
+#[test]
+fn reverse_peering_auto_and_manual() {
+    let mut s = three_nodes();
+    s.config.node_to_node_mesh_enabled = Some(false);
+    let rr = s.nodes.get_mut("n3").unwrap();
+    rr.labels.insert("rr".into(), "true".into());
+    rr.spec.bgp.as_mut().unwrap().route_reflector_cluster_id = Some("224.0.0.1".parse().unwrap());
+    s.peers.insert(
+        "clients-to-rr".into(),
+        BGPPeerSpec {
+            node_selector: sel("!has(rr)"),
+            peer_selector: sel("has(rr)"),
+            next_hop_mode: Some(crate::resources::bgp_peer::NextHopMode::SelfAlways),
+            ..BGPPeerSpec::default()
+        },
+    );
+    s.node = "n3".into();
+    let d = desired(&s);
+    let got: Vec<(String, PeerType)> = peer_table(&d).into_iter().map(|(a, t, _)| (a, t)).collect();
+    assert_eq!(
+        got,
+        [
+            ("192.0.2.1".to_string(), PeerType::RrClient),
+            ("192.0.2.2".to_string(), PeerType::RrClient)
+        ],
+        "the reflector peers back with the nodes the BGPPeer applies to"
+    );
+    assert_eq!(d.peers[&ip("192.0.2.1")].next_hop, NextHopMode::SelfAlways);
+    assert!(d.problems.is_empty(), "{:?}", d.problems);
+    // A node the peerSelector does not select gets no reverse peering.
+    s.node = "n1".into();
+    assert_eq!(desired(&s).peers.len(), 1);
+    s.peers.get_mut("clients-to-rr").unwrap().reverse_peering =
+        Some(crate::resources::bgp_peer::ReversePeering::Manual);
+    s.node = "n3".into();
+    assert!(desired(&s).peers.is_empty(), "Manual: no reverse peering");
+}
+
 #[test]
 fn unusable_peers_are_reported_not_half_configured() {
     let mut s = three_nodes();

@@ -317,20 +317,21 @@ fn as_number(v: &Value) -> Result<Value, String> {
     }
 }
 
-fn take_asn(f: &mut Fields, out: &mut Map<String, Value>, doc: &mut Doc) {
-    if let Some(v) = f.take("asNumber") {
+/// An AS number field (`asNumber`, `localASNumber`) in every form Calico takes.
+fn take_asn(f: &mut Fields, key: &str, out: &mut Map<String, Value>, doc: &mut Doc) {
+    if let Some(v) = f.take(key) {
         match as_number(&v) {
             Ok(n) => {
                 if n != v {
                     doc.note(
-                        &f.at("asNumber"),
+                        &f.at(key),
                         Severity::Converted,
                         format!("{v} written as {n}"),
                     );
                 }
-                out.insert("asNumber".into(), n);
+                out.insert(key.to_owned(), n);
             }
-            Err(e) => doc.note(&f.at("asNumber"), Severity::Error, e),
+            Err(e) => doc.note(&f.at(key), Severity::Error, e),
         }
     }
 }
@@ -371,13 +372,26 @@ fn bgp_configuration(mut f: Fields, doc: &mut Doc) -> Map<String, Value> {
             "serviceClusterIPs",
             "serviceExternalIPs",
             "serviceLoadBalancerIPs",
+            "serviceLoadBalancerAggregation",
             "nodeMeshMaxRestartTime",
             "ignoredInterfaces",
         ],
         &mut out,
     );
-    take_asn(&mut f, &mut out, doc);
+    take_asn(&mut f, "asNumber", &mut out, doc);
     take_password(&mut f, "nodeMeshPassword", &mut out, doc);
+    if let Some(v) = f.take("programClusterRoutes") {
+        doc.note(
+            &f.at("programClusterRoutes"),
+            Severity::Dropped,
+            format!(
+                "{v}: chooses whether Calico's Felix or its BIRD programs the IP-in-IP routes; \
+                 serval's agent programs every pod route itself (direct, IP-in-IP and VXLAN \
+                 alike) from the routes its own BGP speaker learned, so either value works \
+                 as serval always does"
+            ),
+        );
+    }
     const ROUTE_PRIORITY: &str =
         "serval programs its routes with its own priority; the kernel route metric is not configurable";
     f.finish(
@@ -405,6 +419,8 @@ fn bgp_peer(mut f: Fields, doc: &mut Doc) -> Map<String, Value> {
             "nodeSelector",
             "peerSelector",
             "keepOriginalNextHop",
+            "nextHopMode",
+            "reversePeering",
             "sourceAddress",
             "maxRestartTime",
             "numAllowedLocalASNumbers",
@@ -415,7 +431,8 @@ fn bgp_peer(mut f: Fields, doc: &mut Doc) -> Map<String, Value> {
         ],
         &mut out,
     );
-    take_asn(&mut f, &mut out, doc);
+    take_asn(&mut f, "asNumber", &mut out, doc);
+    take_asn(&mut f, "localASNumber", &mut out, doc);
     take_password(&mut f, "password", &mut out, doc);
     if let Some(v) = f.take("keepaliveTime") {
         doc.note(
@@ -428,16 +445,6 @@ fn bgp_peer(mut f: Fields, doc: &mut Doc) -> Map<String, Value> {
     // Enumerations whose Calico default is what serval does: only other values are
     // reported.
     let mode = |f: &mut Fields, key: &str| f.take(key).map(|v| (f.at(key), v));
-    if let Some((path, v)) = mode(&mut f, "nextHopMode") {
-        match v.as_str() {
-            Some("Auto") => {}
-            Some("Keep") => {
-                doc.note(&path, Severity::Converted, "written as keepOriginalNextHop: true");
-                out.insert("keepOriginalNextHop".into(), Value::Bool(true));
-            }
-            _ => doc.note(&path, Severity::Dropped, format!("{v}: serval sets the next hop as Calico's Auto mode does (itself towards eBGP peers, kept towards iBGP peers); it has no forced next-hop-self")),
-        }
-    }
     if let Some((path, v)) = mode(&mut f, "failureDetectionMode") {
         if v != "None" {
             doc.note(&path, Severity::Dropped, format!("{v}: serval has no BFD; a dead peer is detected by the hold timer (3 × keepAliveTime)"));
@@ -467,8 +474,6 @@ fn bgp_peer(mut f: Fields, doc: &mut Doc) -> Map<String, Value> {
         doc,
         &[
             ("localWorkloadSelector", Severity::Skipped, "serval has no BGP peering with workloads: without the selector this would be a peering with routers"),
-            ("localAsNumber", Severity::Skipped, "serval's BGPPeer has no local AS override: the session would open with the node's AS"),
-            ("reversePeering", Severity::Dropped, "serval's peerSelector peerings are made from both sides by the one BGPPeer"),
         ],
         Severity::Dropped,
     );
@@ -613,7 +618,7 @@ fn node(mut f: Fields, doc: &mut Doc) -> Map<String, Value> {
         let mut b = Fields::new(&f.at("bgp"), Some(bgp));
         let mut o = Map::new();
         b.copy(&["routeReflectorClusterID", "ipv4IPIPTunnelAddr"], &mut o);
-        take_asn(&mut b, &mut o, doc);
+        take_asn(&mut b, "asNumber", &mut o, doc);
         for (key, host) in [("ipv4Address", "/32"), ("ipv6Address", "/128")] {
             if let Some(v) = b.take(key) {
                 let v = match v.as_str() {

@@ -58,6 +58,11 @@ pub struct BGPConfigurationSpec {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub service_load_balancer_ips: Vec<CidrBlock>,
+    /// `Enabled` (default): LoadBalancer addresses of Services with
+    /// `externalTrafficPolicy: Cluster` are advertised as the `serviceLoadBalancerIPs`
+    /// ranges; `Disabled`: each address on its own (/32, /128).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_load_balancer_aggregation: Option<Aggregation>,
     /// TCP MD5 password of the node-to-node mesh sessions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_mesh_password: Option<BgpPassword>,
@@ -67,6 +72,14 @@ pub struct BGPConfigurationSpec {
     /// Interface names (or `*` patterns) never used for address autodetection.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ignored_interfaces: Vec<String>,
+}
+
+/// Whether addresses inside a configured range are advertised as the range.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Aggregation {
+    #[default]
+    Enabled,
+    Disabled,
 }
 
 /// Agent log levels, as Calico names them.

@@ -42,6 +42,14 @@ pub struct BGPPeerSpec {
     /// The remote router's AS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub as_number: Option<u32>,
+    /// The AS this node's sessions of this peering open with, instead of the node's own
+    /// (with `peerIP` only: other serval nodes expect a node's own AS).
+    #[serde(
+        default,
+        rename = "localASNumber",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub local_as_number: Option<u32>,
     /// Peer with every node this selects instead of one router.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<String>")]
@@ -49,9 +57,19 @@ pub struct BGPPeerSpec {
     /// TCP MD5 password (RFC 2385).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<BgpPassword>,
-    /// Send routes with their original next hop instead of this node (eBGP).
+    /// Send routes with their original next hop instead of this node (eBGP). The older
+    /// spelling of `nextHopMode: Keep`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub keep_original_next_hop: bool,
+    /// The next hop of routes sent on this peering: `Auto` (default: this node towards
+    /// eBGP peers, unchanged towards iBGP peers), `Self` (always this node) or `Keep`
+    /// (never changed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_hop_mode: Option<NextHopMode>,
+    /// With `peerSelector`: `Auto` (default) makes the selected nodes peer back with the
+    /// nodes this peering applies to; `Manual` leaves that to another BGPPeer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverse_peering: Option<ReversePeering>,
     /// `UseNodeIP` (default): the session's source is the node address; `None`: the
     /// kernel picks it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -173,6 +191,42 @@ impl MaxPrefix {
     }
 }
 
+/// How the next hop of routes sent to a peer is set (Calico's `nextHopMode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum NextHopMode {
+    /// This node towards eBGP peers, unchanged towards iBGP peers (RFC 4271 §5.1.3).
+    #[default]
+    Auto,
+    /// Always this node (next-hop-self), also towards iBGP peers; reflected routes
+    /// excepted (RFC 4456 §10).
+    #[serde(rename = "Self")]
+    SelfAlways,
+    /// Never changed, also towards eBGP peers.
+    Keep,
+}
+
+impl NextHopMode {
+    /// The speaker's setting.
+    pub fn to_config(self) -> bgp::rib::NextHopMode {
+        match self {
+            NextHopMode::Auto => bgp::rib::NextHopMode::Auto,
+            NextHopMode::SelfAlways => bgp::rib::NextHopMode::SelfAlways,
+            NextHopMode::Keep => bgp::rib::NextHopMode::KeepOriginal,
+        }
+    }
+}
+
+/// Whether a `peerSelector` peering is also made from the selected nodes' side.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ReversePeering {
+    /// The selected nodes peer back with the nodes the peering applies to.
+    #[default]
+    Auto,
+    /// Only the nodes the peering applies to configure it; the other side needs its own
+    /// BGPPeer.
+    Manual,
+}
+
 /// Which source address the session uses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum SourceAddress {
@@ -196,9 +250,39 @@ impl BGPPeerSpec {
         }
     }
 
+    /// The speaker's next-hop setting: `nextHopMode`, else `keepOriginalNextHop`.
+    pub fn next_hop(&self) -> bgp::rib::NextHopMode {
+        match (self.next_hop_mode, self.keep_original_next_hop) {
+            (Some(m), _) => m.to_config(),
+            (None, true) => bgp::rib::NextHopMode::KeepOriginal,
+            (None, false) => bgp::rib::NextHopMode::Auto,
+        }
+    }
+
     /// Checks serde cannot make, each error as (field path under `spec`, message).
     pub fn check(&self) -> Vec<(String, String)> {
         let mut errors = Vec::new();
+        if self.keep_original_next_hop && self.next_hop_mode.is_some_and(|m| m != NextHopMode::Keep)
+        {
+            errors.push((
+                "nextHopMode".into(),
+                "keepOriginalNextHop: true means nextHopMode Keep: give one of them".into(),
+            ));
+        }
+        match self.local_as_number {
+            Some(0) => errors.push(("localASNumber".into(), "AS 0 is reserved".into())),
+            Some(_) if self.peer_ip.is_none() => errors.push((
+                "localASNumber".into(),
+                "only with peerIP (other serval nodes expect a node's own AS)".into(),
+            )),
+            _ => {}
+        }
+        if self.reverse_peering.is_some() && self.peer_selector.is_none() {
+            errors.push((
+                "reversePeering".into(),
+                "only with peerSelector (a router named by peerIP configures its own side)".into(),
+            ));
+        }
         match (&self.peer_ip, &self.peer_selector) {
             (Some(_), Some(_)) => errors.push((
                 "peerSelector".into(),
@@ -342,6 +426,49 @@ mod tests {
             restart_after: None,
         });
         assert_eq!(nodes.max_prefix_config().map(|c| c.limit), Some(7));
+    }
+
+    #[test]
+    fn calicos_newer_fields_in_its_spelling_and_their_checks() {
+        let p = peer(serde_json::json!({"localASNumber": 65010, "nextHopMode": "Self"}));
+        assert!(p.check().is_empty(), "{:?}", p.check());
+        assert_eq!(p.local_as_number, Some(65010));
+        assert_eq!(p.next_hop(), bgp::rib::NextHopMode::SelfAlways);
+        let keep = peer(serde_json::json!({"keepOriginalNextHop": true}));
+        assert_eq!(keep.next_hop(), bgp::rib::NextHopMode::KeepOriginal);
+        let both = peer(serde_json::json!({"keepOriginalNextHop": true, "nextHopMode": "Keep"}));
+        assert!(both.check().is_empty());
+        let errors = |v: serde_json::Value| -> Vec<String> {
+            let p: BGPPeerSpec = serde_json::from_value(v).unwrap();
+            p.check().into_iter().map(|(f, _)| f).collect()
+        };
+        assert_eq!(
+            errors(serde_json::json!({"peerIP": "192.0.2.1", "asNumber": 1,
+                "keepOriginalNextHop": true, "nextHopMode": "Auto"})),
+            ["nextHopMode"]
+        );
+        assert_eq!(
+            errors(serde_json::json!({"peerIP": "192.0.2.1", "asNumber": 1, "localASNumber": 0})),
+            ["localASNumber"]
+        );
+        assert_eq!(
+            errors(serde_json::json!({"peerSelector": "all()", "localASNumber": 65010})),
+            ["localASNumber"]
+        );
+        assert_eq!(
+            errors(serde_json::json!({"peerIP": "192.0.2.1", "asNumber": 1,
+                "reversePeering": "Manual"})),
+            ["reversePeering"]
+        );
+        assert!(
+            errors(serde_json::json!({"peerSelector": "all()", "reversePeering": "Manual"}))
+                .is_empty()
+        );
+        // The serval-only spelling is not Calico's and is refused.
+        assert!(serde_json::from_value::<BGPPeerSpec>(serde_json::json!(
+            {"peerIP": "192.0.2.1", "asNumber": 1, "localAsNumber": 65010}
+        ))
+        .is_err());
     }
 
     #[test]

@@ -295,6 +295,44 @@ pub fn invalid() -> Vec<Invalid> {
         ),
         (
             "BGPPeer",
+            vec![("spec.localASNumber", Some(json!(0)))],
+            "spec.localASNumber",
+            Source::Schema,
+        ),
+        (
+            "BGPPeer",
+            vec![
+                ("spec.peerIP", None),
+                ("spec.asNumber", None),
+                ("spec.peerSelector", Some(json!("all()"))),
+                ("spec.localASNumber", Some(json!(65010))),
+            ],
+            "spec.localASNumber",
+            Source::Cel,
+        ),
+        (
+            "BGPPeer",
+            vec![("spec.reversePeering", Some(json!("Manual")))],
+            "spec.reversePeering",
+            Source::Cel,
+        ),
+        (
+            "BGPPeer",
+            vec![
+                ("spec.keepOriginalNextHop", Some(json!(true))),
+                ("spec.nextHopMode", Some(json!("Self"))),
+            ],
+            "spec.nextHopMode",
+            Source::Cel,
+        ),
+        (
+            "BGPPeer",
+            vec![("spec.nextHopMode", Some(json!("Always")))],
+            "spec.nextHopMode",
+            Source::Schema,
+        ),
+        (
+            "BGPPeer",
             vec![("spec.asNumber", None)],
             "spec.asNumber",
             Source::Cel,

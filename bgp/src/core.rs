@@ -8,11 +8,13 @@
 //!
 //! ```text
 //!  Speaker handle ── commands ────┐
+//!  BFD task ──────── BFD changes ─┤
 //!  session tasks ─── events ──────┤   core task           state.handle(now, event)
 //!  accept tasks ──── connections ─┼─► (this file) ──────► SpeakerState (pure)
 //!  state.next_deadline() ─ timer ─┘        ▲                   │ effects
 //!                                          └───────────────────┘
-//!  effects carried out: spawn/order sessions, MD5 keys, restart marker, answers;
+//!  effects carried out: spawn/order sessions, MD5 keys, restart marker, BFD orders
+//!  (the BFD task, `bfd/io.rs`, starts with the first peer that has BFD), answers;
 //!  then each writer takes what the RIB has for it, subscribers the best-path changes
 //! ```
 //!
@@ -20,6 +22,8 @@
 //! peer sending without pause delays the others, the listener and the timers by one
 //! bounded turn at most.
 
+use crate::bfd::io::{self as bfd_io, BfdCmd, BfdHandle};
+use crate::bfd::table::Change;
 use crate::config::SpeakerConfig;
 use crate::rib::{BestChange, OutBody};
 use crate::session::{self, SessionCmd, SessionEvent, SessionHandle, SessionReport};
@@ -43,6 +47,7 @@ use tokio::task::JoinHandle;
 use tracing::warn;
 use turn::{Source, Turn};
 
+mod bfd_link;
 #[cfg(test)]
 mod replay;
 pub(crate) mod state;
@@ -70,6 +75,7 @@ enum Input {
     Accepted(TcpStream, SocketAddr),
     /// The timers' turn.
     Timers,
+    Bfd(Change),
     /// The source was empty, or only woke the core (a timer, a drained writer queue).
     Nothing,
 }
@@ -143,6 +149,10 @@ pub(crate) struct Core {
     drained: Arc<Notify>,
     subscribers: Vec<mpsc::Sender<Vec<BestChange>>>,
     effects: Vec<Effect>,
+    /// The BFD task, once a peer has BFD.
+    bfd: Option<BfdHandle>,
+    bfd_tx: mpsc::Sender<Change>,
+    bfd_rx: mpsc::Receiver<Change>,
 }
 
 fn wall_secs() -> u64 {
@@ -175,6 +185,7 @@ impl Core {
             .as_ref()
             .and_then(|d| std::fs::read_to_string(state::restart_marker(d)).ok());
         let restarting = state::restarting(&cfg, marker.as_deref(), wall_secs());
+        let (bfd_tx, bfd_rx) = mpsc::channel(64);
         let mut effects = Vec::new();
         let started = SpeakerState::new(cfg, restarting, Instant::now(), &mut effects);
         let mut core = Core {
@@ -200,6 +211,9 @@ impl Core {
             drained: Arc::new(Notify::new()),
             subscribers: Vec::new(),
             effects: Vec::new(),
+            bfd: None,
+            bfd_tx,
+            bfd_rx,
         };
         let mut stream = None;
         for eff in effects {
@@ -224,6 +238,7 @@ impl Core {
             let first = tokio::select! {
                 biased;
                 cmd = self.cmd_rx.recv() => Input::Command(cmd),
+                Some(c) = self.bfd_rx.recv() => Input::Bfd(c),
                 Some(ev) = self.events_rx.recv() => Input::Event(ev),
                 Some((stream, addr)) = self.accept_rx.recv() => Input::Accepted(stream, addr),
                 () = self.drained.notified() => Input::Nothing,
@@ -283,6 +298,7 @@ impl Core {
                 (Event::Accepted(addr), None)
             }
             Input::Timers => (Event::Timers, None),
+            Input::Bfd(c) => (Event::Bfd(c), None),
             Input::Nothing => return Ok(()),
         };
         let mut effects = std::mem::take(&mut self.effects);
@@ -426,6 +442,13 @@ impl Core {
             Effect::RemoveRestartMarker { dir } => {
                 let _ = std::fs::remove_file(state::restart_marker(&dir));
             }
+            Effect::Bfd(order) => {
+                let changes = self.bfd_tx.clone();
+                let bfd = self.bfd.get_or_insert_with(|| bfd_io::spawn(changes));
+                if bfd.cmd.try_send(BfdCmd::Order(order)).is_err() {
+                    warn!("the BFD task is not taking orders");
+                }
+            }
             Effect::Reply(r) => self.answer(r, reply.take()),
             Effect::Exit { silent } => {
                 let done = match reply.take() {
@@ -464,6 +487,11 @@ impl Core {
     /// the core to take its events) and combine it with what the state knows.
     fn peer_status(&self, rows: Vec<state::StatusRow>, reply: oneshot::Sender<Vec<PeerStatus>>) {
         let now = Instant::now();
+        let bfd = self.bfd.as_ref().map(|b| {
+            let (tx, rx) = oneshot::channel();
+            let _ = b.cmd.try_send(BfdCmd::Query(tx));
+            rx
+        });
         let mut pending = Vec::new();
         for row in rows {
             let (tx, rx) = oneshot::channel();
@@ -473,13 +501,22 @@ impl Core {
             pending.push((row, rx));
         }
         tokio::spawn(async move {
+            let mut bfd = match bfd {
+                Some(rx) => tokio::time::timeout(Duration::from_secs(2), rx)
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or_default(),
+                None => HashMap::new(),
+            };
             let mut out = Vec::new();
             for (row, rx) in pending {
                 let s = tokio::time::timeout(Duration::from_secs(2), rx)
                     .await
                     .ok()
                     .and_then(Result::ok);
-                out.push(state::status_of(row, s, now));
+                let b = bfd.remove(&row.config.address);
+                out.push(state::status_of(row, s, b, now));
             }
             out.sort_by_key(|p| p.address);
             let _ = reply.send(out);
@@ -568,6 +605,11 @@ impl Core {
         }
         for t in tasks {
             let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+        }
+        // The BFD task tells every peer AdminDown as it ends.
+        if let Some(b) = self.bfd.take() {
+            drop(b.cmd);
+            let _ = tokio::time::timeout(Duration::from_secs(2), b.task).await;
         }
     }
 }

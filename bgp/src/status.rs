@@ -95,6 +95,42 @@ pub struct PeerStatus {
     pub flaps: u64,
     /// Seconds until an automatic restart after an error, while idle.
     pub idle_hold_secs: Option<u64>,
+    /// With BFD configured on the session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfd: Option<BfdStatus>,
+}
+
+/// A peer's BFD session (RFC 5880), as `serval bgp status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct BfdStatus {
+    /// "AdminDown", "Down", "Init", "Up"; "Unknown" when the BFD task did not answer.
+    pub state: String,
+    /// The state of the peer's last packet.
+    pub remote_state: Option<String>,
+    /// RFC 5883 (UDP 4784) rather than RFC 5881 single hop (UDP 3784).
+    pub multihop: bool,
+    /// As configured.
+    pub min_rx_ms: u32,
+    pub min_tx_ms: u32,
+    pub multiplier: u8,
+    pub passive: bool,
+    /// In use: the negotiated transmit interval (before jitter) and receive interval.
+    pub tx_interval_ms: Option<u32>,
+    pub rx_interval_ms: Option<u32>,
+    /// How long without a packet before the session fails.
+    pub detection_time_ms: Option<u32>,
+    /// Why our session last changed state, and the peer's (RFC 5880 §4.1 diagnostics).
+    pub local_diag: Option<String>,
+    pub remote_diag: Option<String>,
+    pub local_discriminator: Option<u32>,
+    pub remote_discriminator: Option<u32>,
+    pub packets_sent: u64,
+    pub packets_received: u64,
+    /// Times BFD went down from Up (not counting the peer's AdminDown).
+    pub failures: u64,
+    /// Seconds BGP stays held down after failures in a row (the dampening).
+    pub hold_down_secs: Option<u64>,
 }
 
 /// Prefix counters of one peer in one family.

@@ -375,6 +375,16 @@ pub fn interface_of(local: IpAddr) -> Option<InterfaceInfo> {
     Some(info)
 }
 
+/// Whether `peer` is on a subnet of one of this host's interfaces (no router between):
+/// BFD's single-hop encapsulation applies to it.
+pub fn on_link(peer: IpAddr) -> bool {
+    interface_addresses().is_ok_and(|addrs| {
+        addrs.iter().any(|(_, a, plen)| {
+            *a != peer && ipnet::IpNet::new(*a, *plen).is_ok_and(|n| n.contains(&peer))
+        })
+    })
+}
+
 /// (interface, address, prefix length) of every address on the host.
 fn interface_addresses() -> io::Result<Vec<(String, IpAddr, u8)>> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();

@@ -912,6 +912,7 @@ mod tests {
             established_count: 0,
             flaps: 0,
             idle_hold_secs: None,
+            bfd: None,
         }
     }
 

@@ -36,6 +36,16 @@ impl Hop {
     }
 }
 
+/// How a BGP peer's BFD session is carried, as the speaker's state decides it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HopChoice {
+    Fixed(Hop),
+    /// Single hop when the peer is on a subnet of one of our interfaces, else multihop
+    /// with `DEFAULT_MULTIHOP_MIN_TTL`: for iBGP peers, which say nothing about their
+    /// distance. The IO task looks at the interfaces when it adds the session.
+    Connected,
+}
+
 /// Whether a packet that arrived with this TTL or Hop Limit may be processed. RFC 5881
 /// §5: single hop requires 255, so nobody off the link can forge a packet (every router
 /// decrements it). RFC 5883 §5: multihop requires the configured minimum.

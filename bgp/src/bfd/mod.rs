@@ -80,6 +80,7 @@
 //!   from the next packet, and no detection is timed on the old value.
 
 pub mod encap;
+pub(crate) mod io;
 mod jitter;
 pub mod packet;
 pub mod session;
@@ -87,7 +88,7 @@ pub mod table;
 #[cfg(test)]
 mod tests;
 
-pub use encap::{accept_ttl, Hop};
+pub use encap::{accept_ttl, Hop, HopChoice};
 pub use packet::{ControlPacket, Demux, Diag, PacketError, State};
 pub use session::{
     Action, ConfigError, Input, Session, SessionConfig, SessionStats, Timers, IDLE_TX,

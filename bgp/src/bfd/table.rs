@@ -17,13 +17,29 @@
 //!
 //! Anything else is dropped and counted ([`TableStats`]); a session never sees it.
 
-use super::encap::{accept_ttl, Hop};
+use super::encap::{accept_ttl, Hop, HopChoice};
 use super::packet::{ControlPacket, Demux, Diag, PacketError, State};
 use super::session::{Action, ConfigError, Input, Session, SessionConfig, SessionStats, Timers};
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
+
+/// What the speaker asks of its BFD sessions (`core/state.rs` decides, `io.rs` does).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Order {
+    /// A session with the peer, or new settings for the one there is.
+    Add {
+        peer: IpAddr,
+        timers: Timers,
+        passive: bool,
+        hop: HopChoice,
+        /// The address the peer knows us by, when the BGP session sets one.
+        source: Option<IpAddr>,
+    },
+    /// The session goes (the peer is told AdminDown).
+    Remove(IpAddr),
+}
 
 /// What one peer's session is created with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

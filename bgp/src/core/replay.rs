@@ -15,13 +15,22 @@
 //! at 5 timers                                          # no `>` lines: no effect
 //! ```
 //!
+//! BFD: a peer added with `bfd` (300 ms × 3), `bfd=MS` (both intervals) or `bfd-passive`
+//! has a BFD session; the input `bfd PEER up|down|admin-down [cpi]` is its session's
+//! change (`down`: the detection time passed; `admin-down`: the peer's AdminDown; `cpi`:
+//! the peer's packets had the C bit set).
+//!
 //! Inputs are the state's events in a few words (see `event`), plus the queries `routes`,
 //! `peers`, `deadline`, `exports PEER` (what the IO loop would send now) and `best` (the
 //! best-path changes a subscriber would get now), whose answers are lines like effects.
 //! A mismatch names the file and line and shows every effect the input had.
 
 use super::state::{restarting, Effect, Event, Order, Reply, SpeakerState};
-use crate::config::{MaxPrefixAction, MaxPrefixConfig, PeerConfig, PolicyRef, SpeakerConfig};
+use crate::bfd::table::{Change, Order as BfdOrder};
+use crate::bfd::{Diag, Hop, HopChoice, State as BfdState};
+use crate::config::{
+    BfdSettings, MaxPrefixAction, MaxPrefixConfig, PeerBfd, PeerConfig, PolicyRef, SpeakerConfig,
+};
 use crate::fsm::DownReason;
 use crate::negotiate::{negotiate, NegotiationPolicy};
 use crate::policy::Policy;
@@ -87,6 +96,7 @@ fn speaker(args: &[&str]) -> Result<(SpeakerConfig, bool), String> {
             "deferral" => cfg.graceful_restart.selection_deferral = parse(k, v)?,
             "restart-time" => cfg.graceful_restart.restart_time = parse(k, v)?,
             "gr" if v == "off" => cfg.graceful_restart.enabled = false,
+            "bfd" => cfg.bfd = Some(crate::config::BfdConfig::default()),
             _ => return Err(format!("speaker: unknown setting {k}")),
         }
     }
@@ -127,6 +137,21 @@ fn peer_config(args: &[&str]) -> Result<PeerConfig, String> {
             "name" => p.name = Some(v.clone()),
             "shutdown" => p.shutdown = true,
             "no-gr" => p.graceful_restart = false,
+            "multihop" => p.multihop = Some(parse(k, v)?),
+            "bfd" | "bfd-passive" => {
+                let mut b = match p.bfd {
+                    Some(PeerBfd::On(b)) => b,
+                    _ => BfdSettings::default(),
+                };
+                if k == "bfd-passive" {
+                    b.passive = Some(true);
+                } else if !v.is_empty() {
+                    b.min_rx = Some(parse(k, v)?);
+                    b.min_tx = b.min_rx;
+                }
+                p.bfd = Some(PeerBfd::On(b));
+            }
+            "no-bfd" => p.bfd = Some(PeerBfd::Off),
             _ => return Err(format!("peer: unknown setting {k}")),
         }
     }
@@ -320,6 +345,33 @@ impl Replay {
                 args.first().ok_or("accepted: from where?")?,
             )?),
             "timers" => Event::Timers,
+            "bfd" => {
+                let peer = addr(args, 0)?;
+                let (from, to, diag, admin) = match args.get(1).copied() {
+                    Some("up") => (BfdState::Init, BfdState::Up, Diag::None, false),
+                    Some("down") => (
+                        BfdState::Up,
+                        BfdState::Down,
+                        Diag::ControlDetectionTimeExpired,
+                        false,
+                    ),
+                    Some("admin-down") => (
+                        BfdState::Up,
+                        BfdState::Down,
+                        Diag::NeighborSignaledSessionDown,
+                        true,
+                    ),
+                    x => return Err(format!("bfd: up, down or admin-down, not {x:?}")),
+                };
+                Event::Bfd(Change {
+                    peer,
+                    from,
+                    to,
+                    diag,
+                    peer_admin_down: admin,
+                    control_plane_independent: args.get(2) == Some(&"cpi"),
+                })
+            }
             "refresh" => Event::Refresh(addr(args, 0)?, None),
             "reset" => Event::Reset(addr(args, 0)?),
             "shutdown" => Event::Shutdown {
@@ -432,6 +484,25 @@ fn render(e: &Effect, out: &mut Vec<String>) {
             m => format!("send {p} {m:?}"),
         },
         Effect::HandOver(p) => format!("hand-over {p}"),
+        Effect::Bfd(BfdOrder::Add {
+            peer,
+            timers,
+            passive,
+            hop,
+            ..
+        }) => format!(
+            "bfd-add {peer} tx={}ms rx={}ms x{} {}{}",
+            timers.desired_min_tx.as_millis(),
+            timers.required_min_rx.as_millis(),
+            timers.detect_mult,
+            match hop {
+                HopChoice::Fixed(Hop::Single) => "single-hop".to_string(),
+                HopChoice::Fixed(Hop::Multi { min_ttl }) => format!("multihop min-ttl={min_ttl}"),
+                HopChoice::Connected => "single-hop-if-on-link".to_string(),
+            },
+            if *passive { " passive" } else { "" }
+        ),
+        Effect::Bfd(BfdOrder::Remove(p)) => format!("bfd-remove {p}"),
         Effect::WriteRestartMarker { .. } => "write-restart-marker".into(),
         Effect::RemoveRestartMarker { .. } => "remove-restart-marker".into(),
         Effect::Exit { silent } => format!("exit{}", if *silent { " silent" } else { "" }),

@@ -21,17 +21,36 @@
 //! - `SelectionDeferral`: this speaker restarted; select and advertise even without every
 //!   peer's End-of-RIB (RFC 4724 §4.1).
 //!
+//! - `BfdHold(peer)`: the peer's BFD is Up again after failures in a row; its BGP session
+//!   starts when this passes (`bfd_link`: the dampening).
+//!
+//! BFD (RFC 5882): a peer with BFD gets a BFD session (`Effect::Bfd`); its BGP session
+//! starts, and a connection from it is taken, only while BFD is Up (`bfd_link`). A BFD
+//! failure stops the BGP session at once with Cease/Administrative Reset, which RFC 8538
+//! turns into a Hard Reset where the N bit was negotiated, so neither side keeps the
+//! other's routes as stale: the path between them is what failed, not a control plane
+//! that restarts. A peer that restarts closes its TCP connection when its process goes
+//! (at once, well before any BFD detection time), so its session has ended gracefully
+//! by the time BFD notices; a BFD failure after that keeps the stale routes unless the
+//! peer's BFD said it is independent of its control plane (C bit), in which case the
+//! forwarding path failed too and they go (RFC 5882 §4.3).
+//!
 //! The FSM's own restart timer (the peer's Restart Time, while its session is down) is
 //! the session's; its expiry arrives as `SessionReport::RestartTimeExpired`.
 
+use super::bfd_link::{BfdLink, Decision};
 use super::turn::{Timer, Timers};
-use crate::config::{Announcement, MaxPrefixAction, PeerChange, PeerConfig, SpeakerConfig};
+use crate::bfd::table::{Change, Order as BfdOrder, SessionView};
+use crate::bfd::{Hop, HopChoice};
+use crate::config::{
+    Announcement, BfdConfig, MaxPrefixAction, PeerChange, PeerConfig, SpeakerConfig,
+};
 use crate::fsm::{DownReason, FsmConfig, PeerFsm, State};
 use crate::negotiate::Negotiated;
 use crate::rib::{BestChange, OutUpdate, PeerId, PeerInfo, Rib, RibConfig, SessionInfo};
 use crate::session::{SessionReport, SessionStatus};
 use crate::speaker::{RouteQuery, SpeakerError};
-use crate::status::{FamilyStatus, PathEntry, PeerStatus, RouteEntry, SessionState};
+use crate::status::{BfdStatus, FamilyStatus, PathEntry, PeerStatus, RouteEntry, SessionState};
 use crate::transport::{InterfaceInfo, TransportOptions};
 use crate::types::{Asn, Family, RouterId};
 use crate::wire::attr::{NextHop, PathAttrs};
@@ -80,6 +99,8 @@ pub(crate) enum Event {
     Accepted(SocketAddr),
     /// The timers' turn: whatever is due at `now` fires.
     Timers,
+    /// A peer's BFD session changed state.
+    Bfd(Change),
 }
 
 /// An order for one session task.
@@ -111,6 +132,16 @@ pub(crate) struct StatusRow {
     pub families: Vec<FamilyStatus>,
     pub note: Option<String>,
     pub local_as: Asn,
+    pub bfd: Option<BfdRow>,
+}
+
+/// What the speaker knows of a peer's BFD for `status`, before the BFD task's report.
+#[derive(Clone, Debug)]
+pub(crate) struct BfdRow {
+    pub config: BfdConfig,
+    pub failures: u64,
+    /// Until when BGP is held down after BFD failures in a row.
+    pub hold_until: Option<Instant>,
 }
 
 /// What the IO loop is to do, in order.
@@ -144,6 +175,7 @@ pub(crate) enum Effect {
     RemoveRestartMarker {
         dir: PathBuf,
     },
+    Bfd(BfdOrder),
     Reply(Reply),
     /// Stop every session (`silent`: without NOTIFICATION, so peers keep our routes)
     /// and end.
@@ -177,6 +209,10 @@ struct Peer {
     up: Option<Up>,
     /// Why the speaker (not the session) stopped it, shown until it is up again.
     note: Option<String>,
+    /// With BFD configured: what it says.
+    bfd: Option<BfdLink>,
+    /// Not started because BFD is not Up (or its dampening hold runs).
+    held: bool,
 }
 
 struct Up {
@@ -300,13 +336,15 @@ impl SpeakerState {
                 out.push(Effect::Reply(Reply::Done(res)));
             }
             Event::Reset(addr) => {
-                let res = if self.peers.contains_key(&addr) {
+                let res = if let Some(p) = self.peers.get(&addr) {
                     self.timers.cancel(Timer::MaxPrefixRestart(addr));
                     out.push(Effect::Session(
                         addr,
                         Order::Stop(Some(Notification::admin_reset(""))),
                     ));
-                    out.push(Effect::Session(addr, Order::Start));
+                    if !p.held {
+                        out.push(Effect::Session(addr, Order::Start));
+                    }
                     Ok(())
                 } else {
                     Err(SpeakerError::UnknownPeer(addr))
@@ -332,6 +370,7 @@ impl SpeakerState {
             Event::Session(r) => self.session_report(now, r, out),
             Event::Accepted(addr) => self.accepted(addr, out),
             Event::Timers => self.on_timer(now, out),
+            Event::Bfd(c) => self.bfd_changed(now, c, out),
         }
     }
 
@@ -534,10 +573,14 @@ impl SpeakerState {
             transport: Box::new(self.transport_options(&p)),
             fsm: Box::new(fsm),
         });
-        if !p.shutdown {
+        let bfd = self.cfg.bfd_of(&p).filter(|_| !p.shutdown);
+        if let Some(b) = &bfd {
+            // RFC 5882 §4.2: BGP waits for BFD.
+            out.push(Effect::Bfd(self.bfd_add(&p, b)));
+        } else if !p.shutdown {
             out.push(Effect::Session(p.address, Order::Start));
         }
-        info!(peer = %p.address, asn = %p.asn, "peer added");
+        info!(peer = %p.address, asn = %p.asn, bfd = bfd.is_some(), "peer added");
         self.by_id.insert(id, p.address);
         self.peers.insert(
             p.address,
@@ -546,7 +589,9 @@ impl SpeakerState {
                 id,
                 state: State::Idle,
                 up: None,
-                note: None,
+                note: bfd.map(|_| "waiting for BFD".to_string()),
+                held: bfd.is_some(),
+                bfd: bfd.map(BfdLink::new),
             },
         );
         Ok(())
@@ -567,6 +612,9 @@ impl SpeakerState {
             peer: addr,
             key: None,
         });
+        if peer.bfd.is_some() {
+            out.push(Effect::Bfd(BfdOrder::Remove(addr)));
+        }
         self.timers.cancel_peer(addr);
         self.by_id.remove(&peer.id);
         if let Err(e) = self.rib.remove_peer(peer.id) {
@@ -592,8 +640,15 @@ impl SpeakerState {
                 return self.add_peer(p, out);
             }
             PeerChange::Policy { import_changed } => import_changed,
-            PeerChange::Bfd => false,
+            PeerChange::Bfd => {
+                self.bfd_reconfigure(&p, out);
+                if let Some(peer) = self.peers.get_mut(&p.address) {
+                    peer.config = p;
+                }
+                return Ok(());
+            }
         };
+        self.bfd_reconfigure(&p, out);
         let info = self.rib_info(&p);
         let addr = p.address;
         let peer = self
@@ -764,6 +819,11 @@ impl SpeakerState {
                     .collect(),
                 note: p.note.clone(),
                 local_as: self.cfg.asn,
+                bfd: p.bfd.as_ref().map(|l| BfdRow {
+                    config: l.config,
+                    failures: l.failures,
+                    hold_until: self.timers.at(Timer::BfdHold(p.config.address)),
+                }),
             })
             .collect()
     }
@@ -990,8 +1050,144 @@ impl SpeakerState {
             v4 => v4,
         };
         match self.peers.get(&ip) {
-            Some(p) if !p.config.shutdown => out.push(Effect::HandOver(ip)),
+            Some(p) if !p.config.shutdown && !p.held => out.push(Effect::HandOver(ip)),
             _ => debug!(remote = %from, "connection from an address that is not a peer; closed"),
+        }
+    }
+
+    // ---- BFD (RFC 5882) ----
+
+    fn bfd_add(&self, p: &PeerConfig, b: &BfdConfig) -> BfdOrder {
+        // The distance the BGP session is configured for: eBGP multihop and GTSM give
+        // it, a plain eBGP peer is directly connected (TTL 1), an iBGP peer may be either.
+        let away = |hops: u8| match hops {
+            0 | 1 => HopChoice::Fixed(Hop::Single),
+            h => HopChoice::Fixed(Hop::Multi {
+                min_ttl: 255 - (h - 1),
+            }),
+        };
+        let ebgp = p.asn != p.local_asn.unwrap_or(self.cfg.asn);
+        let hop = match (p.multihop, p.ttl_security) {
+            (Some(h), _) | (None, Some(h)) => away(h),
+            (None, None) if ebgp => HopChoice::Fixed(Hop::Single),
+            (None, None) => HopChoice::Connected,
+        };
+        BfdOrder::Add {
+            peer: p.address,
+            timers: b.timers(),
+            passive: b.passive,
+            hop,
+            source: p.source_address,
+        }
+    }
+
+    /// A peer's BFD settings changed (the BGP session itself did not).
+    fn bfd_reconfigure(&mut self, p: &PeerConfig, out: &mut Vec<Effect>) {
+        let addr = p.address;
+        let want = self.cfg.bfd_of(p).filter(|_| !p.shutdown);
+        let Some(peer) = self.peers.get(&addr) else {
+            return;
+        };
+        let have = peer.bfd.as_ref().map(|l| l.config);
+        if want == have {
+            return;
+        }
+        let order = want.as_ref().map(|b| self.bfd_add(p, b));
+        let Some(peer) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        match (order, want) {
+            (Some(order), Some(b)) => {
+                out.push(Effect::Bfd(order));
+                match peer.bfd.as_mut() {
+                    // New timers: negotiated by a poll sequence, BGP untouched.
+                    Some(l) => l.config = b,
+                    // BFD added to a running session: it is required from the next
+                    // start on, not for the session that runs.
+                    None => peer.bfd = Some(BfdLink::new(b)),
+                }
+            }
+            _ => {
+                out.push(Effect::Bfd(BfdOrder::Remove(addr)));
+                peer.bfd = None;
+                self.timers.cancel(Timer::BfdHold(addr));
+                if peer.held {
+                    peer.held = false;
+                    peer.note = None;
+                    out.push(Effect::Session(addr, Order::Start));
+                }
+            }
+        }
+    }
+
+    fn bfd_changed(&mut self, now: Instant, c: Change, out: &mut Vec<Effect>) {
+        let addr = c.peer;
+        let Some(peer) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        let Some(link) = peer.bfd.as_mut() else {
+            return;
+        };
+        match link.on_change(now, &c) {
+            Decision::Nothing => {}
+            Decision::StartAt(at) if at <= now => {
+                self.timers.cancel(Timer::BfdHold(addr));
+                self.bfd_release(addr, out);
+            }
+            Decision::StartAt(at) => {
+                let run = link.run();
+                if peer.held {
+                    peer.note = Some(format!(
+                        "BFD failed {run} times in a row: BGP waits until BFD has been up for {} s",
+                        at.saturating_duration_since(now).as_secs()
+                    ));
+                }
+                self.timers.set(Timer::BfdHold(addr), at);
+            }
+            Decision::TakeDown => {
+                self.timers.cancel(Timer::BfdHold(addr));
+                peer.note = Some(format!("BFD down: {}", c.diag));
+                let id = peer.id;
+                if !peer.held {
+                    peer.held = true;
+                    warn!(peer = %addr, diag = %c.diag, "BFD down: stopping the BGP session");
+                    out.push(Effect::Session(
+                        addr,
+                        Order::Stop(Some(Notification::admin_reset("BFD session down"))),
+                    ));
+                    // The routes go now, not when the session task reports its end.
+                    if peer.up.take().is_some() {
+                        if let Err(e) = self.rib.peer_down(id, false, &[]) {
+                            warn!(peer = %addr, error = %e, "peer down");
+                        }
+                        self.check_deferral(out);
+                    }
+                }
+                if c.control_plane_independent {
+                    // RFC 5882 §4.3: the peer's forwarding failed, not (only) its
+                    // control plane: routes kept through its restart go too.
+                    self.timers.cancel(Timer::EndOfRibWait(addr));
+                    self.withdraw_stale(
+                        addr,
+                        "BFD down and the peer's BFD is independent of its control plane",
+                    );
+                }
+            }
+        }
+    }
+
+    /// BFD allows the peer's BGP session (Up and past its hold, or the peer AdminDown):
+    /// it starts if it was held.
+    fn bfd_release(&mut self, addr: IpAddr, out: &mut Vec<Effect>) {
+        let Some(peer) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        let allowed = peer.bfd.as_ref().is_none_or(BfdLink::allows_bgp);
+        if peer.held && allowed && !peer.config.shutdown {
+            peer.held = false;
+            peer.note = None;
+            info!(peer = %addr, "BFD up: starting the BGP session");
+            out.push(Effect::Session(addr, Order::Start));
         }
     }
 
@@ -1004,7 +1200,7 @@ impl SpeakerState {
                     self.withdraw_stale(addr, "no End-of-RIB within the stale time");
                 }
                 Timer::MaxPrefixRestart(addr) => {
-                    if self.peers.contains_key(&addr) {
+                    if self.peers.get(&addr).is_some_and(|p| !p.held) {
                         info!(peer = %addr, "restarting after the maximum-prefix hold-down");
                         out.push(Effect::Session(addr, Order::Start));
                     }
@@ -1013,6 +1209,7 @@ impl SpeakerState {
                     info!("selection deferral timer expired");
                     self.release_deferral(out);
                 }
+                Timer::BfdHold(addr) => self.bfd_release(addr, out),
             }
         }
     }
@@ -1052,13 +1249,20 @@ impl SpeakerState {
 
 /// A peer's status row: what the speaker knows (`row`) with its session's report (`s`,
 /// `None` when the session did not answer).
-pub(crate) fn status_of(row: StatusRow, s: Option<SessionStatus>, now: Instant) -> PeerStatus {
+pub(crate) fn status_of(
+    row: StatusRow,
+    s: Option<SessionStatus>,
+    bfd: Option<SessionView>,
+    now: Instant,
+) -> PeerStatus {
     let StatusRow {
         config: cfg,
         families,
         note,
         local_as,
+        bfd: bfd_row,
     } = row;
+    let bfd = bfd_row.map(|r| bfd_status(&r, bfd.as_ref(), now));
     let local_as = cfg.local_asn.unwrap_or(local_as);
     let mut kind = if cfg.asn == local_as {
         "ibgp".to_string()
@@ -1101,6 +1305,34 @@ pub(crate) fn status_of(row: StatusRow, s: Option<SessionStatus>, now: Instant) 
         idle_hold_secs: s
             .as_ref()
             .and_then(|s| s.idle_hold_until)
+            .map(|t| t.saturating_duration_since(now).as_secs()),
+        bfd,
+    }
+}
+
+fn bfd_status(r: &BfdRow, v: Option<&SessionView>, now: Instant) -> BfdStatus {
+    let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+    let diag = |d: crate::bfd::Diag| (d != crate::bfd::Diag::None).then(|| d.to_string());
+    BfdStatus {
+        state: v.map_or("Unknown".into(), |v| v.state.to_string()),
+        remote_state: v.map(|v| v.remote_state.to_string()),
+        multihop: v.is_some_and(|v| matches!(v.hop, Hop::Multi { .. })),
+        min_rx_ms: r.config.min_rx,
+        min_tx_ms: r.config.min_tx,
+        multiplier: r.config.multiplier,
+        passive: r.config.passive,
+        tx_interval_ms: v.map(|v| ms(v.tx_interval)),
+        rx_interval_ms: v.map(|v| ms(v.rx_interval)),
+        detection_time_ms: v.and_then(|v| v.detection_time).map(ms),
+        local_diag: v.and_then(|v| diag(v.local_diag)),
+        remote_diag: v.and_then(|v| diag(v.remote_diag)),
+        local_discriminator: v.map(|v| v.local_discriminator.get()),
+        remote_discriminator: v.map(|v| v.remote_discriminator).filter(|d| *d != 0),
+        packets_sent: v.map_or(0, |v| v.stats.sent),
+        packets_received: v.map_or(0, |v| v.stats.received),
+        failures: r.failures,
+        hold_down_secs: r
+            .hold_until
             .map(|t| t.saturating_duration_since(now).as_secs()),
     }
 }
@@ -1282,6 +1514,7 @@ mod tests {
             families: Vec::new(),
             note: note.map(String::from),
             local_as: Asn(65001),
+            bfd: None,
         };
         let now = Instant::now();
         let session = SessionStatus {
@@ -1294,14 +1527,14 @@ mod tests {
             remote: None,
             idle_hold_until: Some(now + Duration::from_secs(5)),
         };
-        let st = status_of(row(&p, None), Some(session.clone()), now);
+        let st = status_of(row(&p, None), Some(session.clone()), None, now);
         assert_eq!(st.kind, "ibgp rr-client");
         assert_eq!(st.last_error.as_deref(), Some("connection refused"));
         assert_eq!(st.idle_hold_secs, Some(5));
-        let st = status_of(row(&p, Some("maximum prefixes")), Some(session), now);
+        let st = status_of(row(&p, Some("maximum prefixes")), Some(session), None, now);
         assert_eq!(st.last_error.as_deref(), Some("maximum prefixes"));
         let ebgp = peer("10.0.0.2", 65002);
-        let st = status_of(row(&ebgp, None), None, now);
+        let st = status_of(row(&ebgp, None), None, None, now);
         assert_eq!(
             (st.kind.as_str(), st.state),
             ("ebgp", SessionState::Unknown)
@@ -1309,7 +1542,7 @@ mod tests {
         let mut down = ebgp.clone();
         down.shutdown = true;
         assert_eq!(
-            status_of(row(&down, None), None, now).state,
+            status_of(row(&down, None), None, None, now).state,
             SessionState::Shutdown
         );
     }

@@ -73,12 +73,15 @@ pub(crate) enum Timer {
     /// This speaker restarted: select and advertise even without every peer's
     /// End-of-RIB (RFC 4724 §4.1 selection deferral).
     SelectionDeferral,
+    /// A peer's BFD is Up again after failures in a row: its BGP session starts when
+    /// this passes (the dampening hold of `bfd_link`).
+    BfdHold(IpAddr),
 }
 
 impl Timer {
     fn peer(self) -> Option<IpAddr> {
         match self {
-            Timer::EndOfRibWait(p) | Timer::MaxPrefixRestart(p) => Some(p),
+            Timer::EndOfRibWait(p) | Timer::MaxPrefixRestart(p) | Timer::BfdHold(p) => Some(p),
             Timer::SelectionDeferral => None,
         }
     }
@@ -103,6 +106,11 @@ impl Timers {
     /// Stop every timer of a peer that is going away.
     pub(crate) fn cancel_peer(&mut self, peer: IpAddr) {
         self.at.retain(|t, _| t.peer() != Some(peer));
+    }
+
+    /// When a running timer fires.
+    pub(crate) fn at(&self, t: Timer) -> Option<Instant> {
+        self.at.get(&t).copied()
     }
 
     pub(crate) fn is_running(&self, t: Timer) -> bool {

@@ -3,7 +3,7 @@
 
 use crate::cmd::runtime;
 use anyhow::{bail, Context};
-use bgp::config::{Announcement, PeerConfig, ReloadPlan, SpeakerConfig};
+use bgp::config::{Announcement, BfdConfig, PeerConfig, ReloadPlan, SpeakerConfig};
 use bgp::policy::{CommunityValue, LargeCommunityValue};
 use bgp::speaker::{RouteQuery, Speaker};
 use bgp::status::{PeerStatus, RouteEntry};
@@ -31,7 +31,8 @@ pub struct Args {
 
 #[derive(Subcommand)]
 enum BgpCommand {
-    /// Show the peers: state, uptime, prefixes received/accepted/sent, last error.
+    /// Show the peers: state, uptime, prefixes received/accepted/sent, last error; and
+    /// each BFD session: state, intervals in use, last diagnostic.
     Status {
         #[arg(long)]
         json: bool,
@@ -107,7 +108,7 @@ enum BgpCommand {
 #[derive(clap::Args)]
 struct RunArgs {
     /// TOML configuration file (see the README for every key).
-    #[arg(long, short = 'c', conflicts_with_all = ["asn", "router_id", "peer", "announce", "listen"])]
+    #[arg(long, short = 'c', conflicts_with_all = ["asn", "router_id", "peer", "announce", "listen", "bfd"])]
     config: Option<PathBuf>,
     /// Local AS number.
     #[arg(long)]
@@ -124,6 +125,10 @@ struct RunArgs {
     /// A prefix to originate (repeatable).
     #[arg(long)]
     announce: Vec<IpNet>,
+    /// BFD on every --peer (300 ms × 3): a BGP session starts only once its BFD session
+    /// is Up, and goes down with it.
+    #[arg(long)]
+    bfd: bool,
     /// Control socket for `serval bgp status` and friends.
     #[arg(long, default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
@@ -197,6 +202,9 @@ fn speaker_config(a: &RunArgs) -> anyhow::Result<SpeakerConfig> {
         }
         cfg.peers = a.peer.clone();
         cfg.announce = a.announce.iter().map(|p| Announcement::new(*p)).collect();
+        if a.bfd {
+            cfg.bfd = Some(BfdConfig::default());
+        }
         cfg.validate()?;
         cfg
     };
@@ -389,6 +397,48 @@ fn summary(plan: &ReloadPlan) -> serde_json::Value {
     })
 }
 
+/// The BFD sessions of the peers that have one; empty when none has.
+fn bfd_table(peers: &[PeerStatus]) -> String {
+    use std::fmt::Write;
+    let ms = |v: Option<u32>| v.map_or("-".to_string(), |v| format!("{v} ms"));
+    let mut out = String::new();
+    for p in peers {
+        let Some(b) = &p.bfd else { continue };
+        if out.is_empty() {
+            out.push_str("\nBFD\n");
+        }
+        let _ = write!(
+            out,
+            "  {:<24} {:<9} peer {:<9} {:<10} tx {:<8} rx {:<8} detect {:<8} (configured {}/{} ms x{}{})",
+            p.address.to_string(),
+            b.state,
+            b.remote_state.as_deref().unwrap_or("-"),
+            if b.multihop { "multihop" } else { "single-hop" },
+            ms(b.tx_interval_ms),
+            ms(b.rx_interval_ms),
+            ms(b.detection_time_ms),
+            b.min_tx_ms,
+            b.min_rx_ms,
+            b.multiplier,
+            if b.passive { ", passive" } else { "" },
+        );
+        if b.failures > 0 {
+            let _ = write!(out, " failures {}", b.failures);
+        }
+        if let Some(h) = b.hold_down_secs {
+            let _ = write!(out, " BGP held {h} s");
+        }
+        if let Some(d) = &b.local_diag {
+            let _ = write!(out, " last: {d}");
+        }
+        if let Some(d) = &b.remote_diag {
+            let _ = write!(out, " peer's: {d}");
+        }
+        out.push('\n');
+    }
+    out
+}
+
 async fn query(cmd: BgpCommand) -> anyhow::Result<()> {
     match cmd {
         BgpCommand::Status { json, socket } => {
@@ -397,6 +447,7 @@ async fn query(cmd: BgpCommand) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&peers)?);
             } else {
                 print!("{}", crate::cmd::table::peers(&peers));
+                print!("{}", bfd_table(&peers));
             }
         }
         BgpCommand::Routes {
@@ -535,6 +586,88 @@ mod tests {
         match serde_json::from_str::<Request>(&text).unwrap() {
             Request::Announce { announcement } => assert_eq!(announcement, a),
             _ => panic!("{text}"),
+        }
+    }
+
+    #[test]
+    fn bfd_from_the_flag_and_in_the_status() {
+        let cli = Cli::try_parse_from([
+            "serval",
+            "bgp",
+            "--asn",
+            "65001",
+            "--router-id",
+            "10.0.0.1",
+            "--peer",
+            "10.0.0.2:65002",
+            "--bfd",
+        ])
+        .unwrap();
+        let Top::Bgp(args) = cli.bgp;
+        let cfg = speaker_config(&args.run).unwrap();
+        assert_eq!(cfg.bfd_of(&cfg.peers[0]), Some(BfdConfig::default()));
+        assert!(Cli::try_parse_from(["serval", "bgp", "--config", "x.toml", "--bfd"]).is_err());
+
+        let status = |bfd| PeerStatus {
+            address: "10.0.0.2".parse().unwrap(),
+            name: None,
+            asn: Asn(65002),
+            kind: "ebgp".into(),
+            state: bgp::status::SessionState::Idle,
+            uptime_secs: None,
+            last_error: None,
+            router_id: None,
+            local_address: None,
+            remote_address: None,
+            hold_time: None,
+            keepalive: None,
+            capabilities: vec![],
+            families: vec![],
+            messages_received: 0,
+            messages_sent: 0,
+            updates_received: 0,
+            updates_sent: 0,
+            established_count: 0,
+            flaps: 0,
+            idle_hold_secs: None,
+            bfd,
+        };
+        assert_eq!(bfd_table(&[status(None)]), "");
+        let b = bgp::status::BfdStatus {
+            state: "Down".into(),
+            remote_state: Some("Down".into()),
+            multihop: false,
+            min_rx_ms: 100,
+            min_tx_ms: 100,
+            multiplier: 3,
+            passive: false,
+            tx_interval_ms: Some(1000),
+            rx_interval_ms: Some(100),
+            detection_time_ms: None,
+            local_diag: Some("control detection time expired".into()),
+            remote_diag: None,
+            local_discriminator: Some(7),
+            remote_discriminator: None,
+            packets_sent: 10,
+            packets_received: 9,
+            failures: 2,
+            hold_down_secs: Some(4),
+        };
+        let t = bfd_table(&[status(Some(b))]);
+        for want in [
+            "BFD",
+            "10.0.0.2",
+            "Down",
+            "single-hop",
+            "tx 1000 ms",
+            "rx 100 ms",
+            "detect -",
+            "configured 100/100 ms x3",
+            "failures 2",
+            "BGP held 4 s",
+            "last: control detection time expired",
+        ] {
+            assert!(t.contains(want), "{want:?} missing from {t}");
         }
     }
 

@@ -60,8 +60,8 @@ pub use netns::{Bridge, Netns, NsChild, NsHandle};
 pub use observed::{Route, SessionStatus};
 pub use serval::Serval;
 pub use spec::{
-    Announcement, Asn, Community, Family, LargeCommunity, NeighborSpec, Password, RouterSpec,
-    TtlMode,
+    Announcement, Asn, BfdSpec, Community, Family, LargeCommunity, NeighborSpec, Password,
+    RouterSpec, TtlMode,
 };
 pub use wait::{holds_for, wait_for, wait_until, Poll};
 pub use workdir::{scenario, TestDir};

@@ -138,6 +138,14 @@ pub fn speaker_config(spec: &RouterSpec) -> Result<SpeakerConfig> {
         if n.add_path {
             p.add_path = Some(AddPathConfig::Both);
         }
+        p.bfd = n.bfd.map(|b| {
+            bgp::config::PeerBfd::On(bgp::config::BfdSettings {
+                min_rx: Some(b.min_rx_ms),
+                min_tx: Some(b.min_tx_ms),
+                multiplier: Some(b.multiplier),
+                passive: None,
+            })
+        });
         cfg.peers.push(p);
     }
     cfg.announce = spec.announce.iter().map(announcement).collect();

@@ -188,6 +188,16 @@ pub struct NeighborSpec {
     /// Proposed hold time in seconds (keepalives every third of it); the daemon's
     /// default when `None`.
     pub hold_time: Option<u16>,
+    /// BFD on the session (RFC 5880), tying the BGP session to it.
+    pub bfd: Option<BfdSpec>,
+}
+
+/// BFD timers: what we accept, what we would like to send (milliseconds), the multiplier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BfdSpec {
+    pub min_rx_ms: u32,
+    pub min_tx_ms: u32,
+    pub multiplier: u8,
 }
 
 impl NeighborSpec {
@@ -205,7 +215,18 @@ impl NeighborSpec {
             rr_client: false,
             families: vec![Family::of_addr(address)],
             hold_time: None,
+            bfd: None,
         }
+    }
+
+    /// BFD on the session with these timers.
+    pub fn bfd(mut self, min_rx_ms: u32, min_tx_ms: u32, multiplier: u8) -> Self {
+        self.bfd = Some(BfdSpec {
+            min_rx_ms,
+            min_tx_ms,
+            multiplier,
+        });
+        self
     }
 
     /// Proposes this hold time (seconds, 3 or more).

@@ -199,6 +199,19 @@ pub fn render(spec: &RouterSpec) -> Result<String> {
         c.push_str("}\n\n");
     }
 
+    // BIRD takes BFD timers per interface (and for multihop sessions), not per BGP
+    // neighbour: the first neighbour with BFD sets them for all.
+    if let Some(b) = spec.neighbors.iter().find_map(|n| n.bfd) {
+        let timers = format!(
+            "min rx interval {} ms; min tx interval {} ms; idle tx interval 1000 ms; multiplier {};",
+            b.min_rx_ms, b.min_tx_ms, b.multiplier
+        );
+        let _ = writeln!(
+            c,
+            "protocol bfd sv_bfd {{\n  interface \"*\" {{ {timers} }};\n  multihop {{ {timers} }};\n}}\n"
+        );
+    }
+
     // Accept all, adding the attributes of each originated prefix.
     c.push_str("filter sv_export {\n");
     for a in &spec.announce {
@@ -285,6 +298,9 @@ pub fn render(spec: &RouterSpec) -> Result<String> {
         }
         if n.rr_client {
             c.push_str("  rr client;\n");
+        }
+        if n.bfd.is_some() {
+            c.push_str("  bfd on;\n");
         }
         // Quick retries: tests wait on sessions, not on BIRD's minute-long defaults.
         c.push_str("  connect delay time 1;\n  connect retry time 2;\n  error wait time 1, 5;\n");

@@ -29,12 +29,14 @@ macro_rules! instance_lifecycle {
     };
 }
 
+pub mod bfdd;
 pub mod bird;
 pub mod exabgp;
 pub mod frr;
 pub mod gobgp;
 pub mod openbgpd;
 
+pub use bfdd::Bfdd;
 pub use bird::Bird;
 pub use exabgp::ExaBgp;
 pub use frr::Frr;

@@ -36,5 +36,5 @@ pub use forwarding::ForwardingApplier;
 pub use mtu::MtuApplier;
 pub use nat::{NatApplier, NatWant};
 pub use routes::RouteApplier;
-pub use speaker::{SpeakerApplier, SpeakerParams, SpeakerWant};
+pub use speaker::{SpeakerApplier, SpeakerParams, SpeakerStep, SpeakerWant};
 pub use tunnels::{TunnelApplier, Underlay};

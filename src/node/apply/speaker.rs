@@ -71,6 +71,17 @@ pub struct SpeakerOutcome {
     pub problems: Vec<String>,
 }
 
+/// What it takes to bring the speaker to a wanted state.
+#[derive(Debug, PartialEq)]
+pub enum SpeakerStep {
+    /// None runs: start one with the whole configuration.
+    Start,
+    /// Its AS, router id, cluster id or port changed: stop it and start anew.
+    Restart,
+    /// These calls on the running speaker (none when nothing changed).
+    Calls(Vec<SpeakerOp>),
+}
+
 /// The running speaker and what it was given.
 #[derive(Default)]
 pub struct SpeakerApplier {
@@ -118,27 +129,45 @@ impl SpeakerApplier {
         }
     }
 
+    /// What bringing the speaker to `want` takes: pure.
+    pub fn step(&self, want: &SpeakerWant<'_>) -> SpeakerStep {
+        match self.params {
+            None => SpeakerStep::Start,
+            Some(p) if p != want.params => SpeakerStep::Restart,
+            Some(_) => SpeakerStep::Calls(self.plan(want)),
+        }
+    }
+
+    /// Takes note that a speaker started with `want`'s configuration.
+    fn started(&mut self, want: &SpeakerWant<'_>) {
+        self.params = Some(want.params);
+        self.peers = want.peers.clone();
+        self.announced = want.announcements.clone();
+    }
+
     /// Makes the speaker run `want`: starts it (anew when its settings changed), else
     /// makes the calls of [`SpeakerApplier::plan`].
     pub async fn apply(&mut self, want: &SpeakerWant<'_>) -> SpeakerOutcome {
         let mut out = SpeakerOutcome::default();
-        if self.params.is_some() && self.params != Some(want.params) {
-            info!(params = ?want.params, "speaker settings changed: restarting the speaker");
-            if let Some(s) = self.speaker.take() {
-                let _ = s.shutdown(true).await;
+        let ops = match (self.step(want), self.speaker.clone()) {
+            (SpeakerStep::Calls(ops), Some(speaker)) => Some((ops, speaker)),
+            (SpeakerStep::Restart, _) => {
+                info!(params = ?want.params, "speaker settings changed: restarting the speaker");
+                if let Err(e) = self.stop().await {
+                    debug!(error = %e, "stopping the speaker");
+                }
+                out.stopped = true;
+                None
             }
-            self.params = None;
-            out.stopped = true;
-        }
-        let Some(speaker) = self.speaker.clone() else {
+            _ => None,
+        };
+        let Some((ops, speaker)) = ops else {
             match Speaker::start(want.config()).await {
                 Ok(s) => match s.subscribe().await {
                     Ok(best) => {
                         info!(asn = %want.params.asn, port = want.params.port, peers = want.peers.len(), "BGP speaker started");
                         self.speaker = Some(s.clone());
-                        self.params = Some(want.params);
-                        self.peers = want.peers.clone();
-                        self.announced = want.announcements.clone();
+                        self.started(want);
                         out.started = Some((s, best));
                     }
                     Err(e) => out.problems.push(format!("BGP speaker: {e}")),
@@ -147,7 +176,7 @@ impl SpeakerApplier {
             }
             return out;
         };
-        for op in self.plan(want) {
+        for op in ops {
             match call(&speaker, &op).await {
                 Ok(()) => self.record(op),
                 Err(e) => out
@@ -160,6 +189,7 @@ impl SpeakerApplier {
 
     /// Shuts the speaker down for a graceful restart: peers keep our routes.
     pub async fn stop(&mut self) -> Result<(), SpeakerError> {
+        self.params = None;
         match self.speaker.take() {
             Some(s) => s.shutdown(true).await,
             None => Ok(()),
@@ -343,5 +373,27 @@ mod tests {
             "the same wanted value twice: no call"
         );
         assert_eq!(a.peers(), &peers);
+    }
+
+    #[test]
+    fn new_settings_restart_the_speaker_new_peers_do_not() {
+        let mut a = SpeakerApplier::default();
+        let peers: BTreeMap<_, _> = [peer("10.0.0.1", 1)].into();
+        let anns = BTreeMap::new();
+        let w = want(&peers, &anns);
+        assert_eq!(a.step(&w), SpeakerStep::Start);
+        a.started(&w);
+        assert_eq!(a.step(&w), SpeakerStep::Calls(vec![]));
+        let more: BTreeMap<_, _> = [peer("10.0.0.1", 1), peer("10.0.0.2", 2)].into();
+        assert!(matches!(
+            &a.step(&want(&more, &anns)),
+            SpeakerStep::Calls(ops) if ops.len() == 1
+        ));
+        let mut port = w;
+        port.params.port = 1179;
+        assert_eq!(a.step(&port), SpeakerStep::Restart);
+        let mut asn = w;
+        asn.params.asn = Asn(65000);
+        assert_eq!(a.step(&asn), SpeakerStep::Restart);
     }
 }

@@ -541,6 +541,7 @@ fn rbac_is_least_privilege() {
         "bgpfilters",
         "ippools",
         "ipamconfigs",
+        "ipreservations",
         "servalnodestatuses",
     ] {
         for v in read {

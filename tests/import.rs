@@ -147,14 +147,20 @@ fn route_reflectors_and_nodes() {
 }
 
 /// Recent Calico fields with their exact spellings: `localASNumber` (also asdot),
-/// `nextHopMode`, `reversePeering`, `serviceLoadBalancerAggregation` come over as they
-/// are; `programClusterRoutes` is reported with what serval does instead.
+/// `nextHopMode`, `reversePeering`, `serviceLoadBalancerAggregation` and IPReservation's
+/// `reservedCIDRs` come over as they are; `programClusterRoutes` is reported with what
+/// serval does instead.
 #[test]
 fn newer_peer_and_configuration_fields() {
     use Severity::*;
     let r = import("newer-fields.yaml");
     passes_the_crds(&r);
-    assert_eq!(r.documents.len(), 5, "{:#?}", r.findings);
+    assert_eq!(r.documents.len(), 6, "{:#?}", r.findings);
+    let res = doc(&r, "IPReservation", "gateways");
+    assert_eq!(
+        res["spec"]["reservedCIDRs"],
+        json!(["10.65.0.0/29", "10.65.7.13", "fd00:65::1"])
+    );
     let config = doc(&r, "BGPConfiguration", "default");
     assert_eq!(config["spec"]["serviceLoadBalancerAggregation"], "Disabled");
     assert!(config["spec"].get("programClusterRoutes").is_none());

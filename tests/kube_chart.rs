@@ -195,12 +195,13 @@ fn can_in(
 /// `ipam/src/store/kube.rs`, the CNI plugin's `cni/src/kube.rs` through the kubeconfig
 /// `src/cmd/install_cni.rs` writes), and what it must not be able to do.
 fn agent_table() -> Vec<Can> {
-    const CONFIG: [&str; 6] = [
+    const CONFIG: [&str; 7] = [
         "bgpconfigurations.serval.dev",
         "bgppeers.serval.dev",
         "bgpfilters.serval.dev",
         "ippools.serval.dev",
         "ipamconfigs.serval.dev",
+        "ipreservations.serval.dev",
         "servalnodestatuses.serval.dev",
     ];
     const OWNED: [&str; 4] = [

@@ -34,6 +34,7 @@ use crate::model::{
     AffinityState, AllocationAttribute, AllowedUse, Block, BlockAffinity, Family, Handle, HandleId,
     IpPool, IpamConfig, NodeName, PoolName,
 };
+use crate::reservation::{self, Reserved};
 use crate::store::{Key, Object, Op, Revision, Versioned, Write};
 
 /// Most writes in one batch: etcd refuses transactions of more than 128 operations by
@@ -94,6 +95,9 @@ pub struct Snapshot {
     /// The wall-clock time of the read, in seconds since the Unix epoch: what new
     /// allocations record as their `allocated_at`. `None` records nothing.
     pub now_unix: Option<u64>,
+    /// Every address reservation (IPReservation), read with the pools: no plan hands
+    /// out an address inside one.
+    pub reserved: Vec<Reserved>,
 }
 
 /// Returns early from a planner with a read request when the snapshot lacks something:
@@ -183,6 +187,19 @@ impl Snapshot {
             .find(|p| p.cidr.contains(net))
     }
 
+    /// The reservation that holds `ip`, if one does.
+    pub fn reserved(&self, ip: &IpAddr) -> Option<&Reserved> {
+        reservation::holding(&self.reserved, ip)
+    }
+
+    /// How many addresses of `b` are free and not reserved: what an allocation can take.
+    pub fn assignable(&self, b: &Block) -> u32 {
+        if !reservation::overlaps(&self.reserved, &b.cidr) {
+            return b.free();
+        }
+        unreserved_free(self, b).count() as u32
+    }
+
     /// The pool that contains `ip`.
     pub fn pool_of_ip(&self, ip: &IpAddr) -> Option<&IpPool> {
         self.pools
@@ -254,6 +271,37 @@ impl Snapshot {
 
 fn min_net() -> IpNet {
     IpNet::V4(ipnet::Ipv4Net::default())
+}
+
+/// The free addresses of `b` outside every reservation, in free-list order (each once;
+/// free-list entries that name an address in use or outside the block are left out).
+fn unreserved_free<'a>(snap: &'a Snapshot, b: &'a Block) -> impl Iterator<Item = IpAddr> + 'a {
+    let mut seen = BTreeSet::new();
+    b.unallocated
+        .iter()
+        .copied()
+        .filter(move |o| {
+            b.allocations.get(*o as usize).is_some_and(Option::is_none) && seen.insert(*o)
+        })
+        .map(|o| b.ip_at(o))
+        .filter(|ip| snap.reserved(ip).is_none())
+}
+
+/// Allocates up to `n` addresses of `b` to `attr`, skipping reserved ones (Calico leaves
+/// them free in the block; they are simply never taken).
+fn allocate_unreserved(
+    snap: &Snapshot,
+    b: &mut Block,
+    n: u32,
+    attr: &AllocationAttribute,
+) -> Vec<IpAddr> {
+    if !reservation::overlaps(&snap.reserved, &b.cidr) {
+        return b.allocate(n, attr);
+    }
+    let ips: Vec<IpAddr> = unreserved_free(snap, b).take(n as usize).collect();
+    ips.into_iter()
+        .filter(|ip| b.allocate_ip(*ip, attr).is_ok())
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -556,7 +604,7 @@ impl Plan for AutoAssignRequest {
                 }
             };
             let in_block = held.get(&block.value.cidr).map_or(0, |v| v.len() as u32);
-            let take = missing.min(block.value.free());
+            let take = missing.min(snap.assignable(&block.value));
             let mut writes = Vec::new();
             writes.extend(reserve_in_handle(
                 record,
@@ -566,7 +614,7 @@ impl Plan for AutoAssignRequest {
                 take,
             ));
             let mut b = block.value.clone();
-            b.allocate(take, &self.attribute(snap.now_unix));
+            allocate_unreserved(snap, &mut b, take, &self.attribute(snap.now_unix));
             writes.push(Write::update(Object::Block(b), block.revision.clone()));
             return Ok(Step::Write(writes));
         }
@@ -592,7 +640,7 @@ impl AutoAssignRequest {
         let node = &self.node.name;
         let usable = |b: &Block| {
             !b.deleted
-                && b.free() > 0
+                && snap.assignable(b) > 0
                 && b.family() == family
                 && snap
                     .pool_of(&b.cidr)
@@ -673,7 +721,7 @@ impl AutoAssignRequest {
         if let Some(b) = all
             .into_iter()
             .filter(|b| usable(&b.value))
-            .max_by_key(|b| (b.value.free(), std::cmp::Reverse(b.value.cidr)))
+            .max_by_key(|b| (snap.assignable(&b.value), std::cmp::Reverse(b.value.cidr)))
         {
             return Ok(Found::Block(b));
         }
@@ -705,6 +753,10 @@ fn free_cidr(
         for i in 0..probes.min(count) {
             let cidr = p.nth_block((start + i) % count);
             if matches!(snap.blocks.get(&cidr), Some(Some(_))) {
+                continue;
+            }
+            // A block every address of which is reserved would give the node nothing.
+            if reservation::covers(&snap.reserved, &cidr) {
                 continue;
             }
             if pending.contains(&cidr) {
@@ -750,7 +802,16 @@ impl Plan for AssignIpRequest {
         if let Some(w) = need!(heal_node(snap, &self.node.name)) {
             return Ok(Step::Write(w));
         }
+        let refuse_reserved = |r: &Reserved| {
+            IpamError::Invalid(format!(
+                "{} is reserved by IPReservation {} ({}): the IPAM does not hand it out",
+                self.ip, r.name, r.cidr
+            ))
+        };
         let Some(block) = need!(snap.block(&cidr)) else {
+            if let Some(r) = snap.reserved(&self.ip) {
+                return Err(refuse_reserved(r));
+            }
             let claim = pool.usable_by(&self.node.labels, AllowedUse::Workload)
                 && snap.config.auto_allocate_blocks;
             let obj = if claim {
@@ -789,6 +850,9 @@ impl Plan for AssignIpRequest {
                 Ok(Step::Write(writes))
             }
             None => {
+                if let Some(r) = snap.reserved(&self.ip) {
+                    return Err(refuse_reserved(r));
+                }
                 let in_block = block.value.ips_of(&self.handle).len() as u32;
                 let mut writes = Vec::new();
                 writes.extend(reserve_in_handle(record, &self.handle, cidr, in_block, 1));
@@ -1580,6 +1644,202 @@ mod tests {
             Step::Done(got) => assert_eq!(got.v4.len(), 2),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Runs a plan to its end over an in-memory snapshot that knows every object.
+    fn drive<P: Plan>(plan: &mut P, s: &mut Snapshot) -> Result<P::Output, IpamError> {
+        s.all_blocks = true;
+        s.all_affinities = true;
+        s.all_handles = true;
+        let mut n = 100;
+        for _ in 0..100 {
+            match plan.step(s)? {
+                Step::Done(out) => return Ok(out),
+                Step::Need(need) => panic!("everything is known, yet {need:?}"),
+                Step::Write(w) => {
+                    let revs: Vec<Option<Revision>> = w
+                        .iter()
+                        .map(|_| {
+                            n += 1;
+                            Some(rev(n))
+                        })
+                        .collect();
+                    s.apply(&w, &revs);
+                }
+            }
+        }
+        panic!("{} did not finish", plan.name())
+    }
+
+    fn reserved(name: &str, cidrs: &[&str]) -> Vec<Reserved> {
+        cidrs
+            .iter()
+            .map(|c| Reserved {
+                name: name.into(),
+                cidr: crate::reservation::parse_entry(c).unwrap(),
+            })
+            .collect()
+    }
+
+    /// Reserved addresses are never handed out: not from the node's own blocks, not from
+    /// a block it claims, not from a block it borrows from; a block that is reserved
+    /// whole is not claimed; a pool whose only free addresses are reserved is exhausted.
+    #[test]
+    fn reserved_addresses_are_never_handed_out() {
+        // (what, pool, block size, blocks already there (cidr, affine node, used),
+        //  reservations, addresses asked for node a, want: Ok(addresses) or Err(fragment))
+        type Case = (
+            &'static str,
+            &'static str,
+            u8,
+            Vec<(&'static str, &'static str, u32)>,
+            Vec<&'static str>,
+            u32,
+            Result<Vec<&'static str>, &'static str>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "no reservation: the first addresses of the claimed block",
+                "10.0.0.0/30",
+                30,
+                vec![],
+                vec![],
+                2,
+                Ok(vec!["10.0.0.0", "10.0.0.1"]),
+            ),
+            (
+                "a reserved range in the claimed block is skipped",
+                "10.0.0.0/30",
+                30,
+                vec![],
+                vec!["10.0.0.0/31"],
+                2,
+                Ok(vec!["10.0.0.2", "10.0.0.3"]),
+            ),
+            (
+                "a single reserved address in the node's own block is skipped",
+                "10.0.0.0/30",
+                30,
+                vec![("10.0.0.0/30", "a", 1)],
+                vec!["10.0.0.1"],
+                2,
+                Ok(vec!["10.0.0.2", "10.0.0.3"]),
+            ),
+            (
+                "a block reserved whole is not claimed",
+                "10.0.0.0/29",
+                30,
+                vec![],
+                vec!["10.0.0.0/30"],
+                1,
+                Ok(vec!["10.0.0.4"]),
+            ),
+            (
+                "the only free addresses are reserved: exhausted",
+                "10.0.0.0/30",
+                30,
+                vec![("10.0.0.0/30", "a", 2)],
+                vec!["10.0.0.2/31"],
+                1,
+                Err("no IPv4 address available"),
+            ),
+            (
+                "another node's block whose free addresses are reserved is not borrowed from",
+                "10.0.0.0/30",
+                30,
+                vec![("10.0.0.0/30", "b", 3)],
+                vec!["10.0.0.3"],
+                1,
+                Err("every pool the node may use is full"),
+            ),
+            (
+                "borrowing skips the reserved address",
+                "10.0.0.0/30",
+                30,
+                vec![("10.0.0.0/30", "b", 2)],
+                vec!["10.0.0.2"],
+                1,
+                Ok(vec!["10.0.0.3"]),
+            ),
+        ];
+        for (what, pool, size, blocks, res, want_n, want) in cases {
+            let mut s = Snapshot::default();
+            let mut p = IpPool::new(PoolName::new("p").unwrap(), net(pool));
+            p.block_size = size;
+            s.pools.push(Versioned::new(p, rev(1)));
+            s.reserved = reserved("gateways", &res);
+            for (cidr, owner, used) in blocks {
+                let mut b = Block::new(net(cidr), Some(node(owner)));
+                b.allocate(
+                    used,
+                    &AllocationAttribute::for_handle(HandleId::new("other").unwrap()),
+                );
+                s.blocks.insert(net(cidr), Some(Versioned::new(b, rev(2))));
+                s.affinities.insert(
+                    (node(owner), net(cidr)),
+                    Versioned::new(
+                        BlockAffinity {
+                            node: node(owner),
+                            cidr: net(cidr),
+                            state: AffinityState::Confirmed,
+                        },
+                        rev(3),
+                    ),
+                );
+            }
+            // A node may own one block at most: the "borrow" cases cannot claim.
+            s.config.max_blocks_per_host = 1;
+            let mut req = AutoAssignRequest::new(
+                HandleId::new("h").unwrap(),
+                NodeInfo::new(node("a")),
+                want_n,
+                0,
+            );
+            if what.contains("borrow") {
+                // Node a has a full block of its own, elsewhere, so it may not claim.
+                s.config.max_blocks_per_host = 0;
+                s.config.auto_allocate_blocks = false;
+            }
+            let got = drive(&mut req, &mut s);
+            match (got, want) {
+                (Ok(a), Ok(w)) => {
+                    let w: Vec<IpAddr> = w.iter().map(|x| x.parse().unwrap()).collect();
+                    assert_eq!(a.v4, w, "{what}");
+                    for ip in &a.v4 {
+                        assert!(s.reserved(ip).is_none(), "{what}: {ip} is reserved");
+                    }
+                }
+                (Err(e), Err(frag)) => {
+                    assert!(e.to_string().contains(frag), "{what}: {e}")
+                }
+                (got, want) => panic!("{what}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_reserved_address_is_not_assigned_on_request() {
+        let mut s = snap_with(Some(Block::new(net("10.0.0.0/26"), Some(node("a")))));
+        s.reserved = reserved("gateways", &["10.0.0.1"]);
+        let req = |ip: &str| AssignIpRequest {
+            ip: ip.parse().unwrap(),
+            handle: HandleId::new("h").unwrap(),
+            node: NodeInfo::new(node("a")),
+            namespace: None,
+            pod: None,
+        };
+        let e = drive(&mut req("10.0.0.1"), &mut s).unwrap_err();
+        assert!(e.to_string().contains("IPReservation gateways"), "{e}");
+        assert_eq!(
+            drive(&mut req("10.0.0.2"), &mut s).unwrap(),
+            "10.0.0.2".parse::<IpAddr>().unwrap()
+        );
+        // Without a block yet: refused before anything is written.
+        let mut empty = snap_with(None);
+        empty.reserved = reserved("gateways", &["10.0.0.0/26"]);
+        let e = drive(&mut req("10.0.0.9"), &mut empty).unwrap_err();
+        assert!(e.to_string().contains("reserved"), "{e}");
+        assert!(empty.blocks.values().all(Option::is_none));
     }
 
     #[test]

@@ -74,6 +74,17 @@ pub enum Problem {
     /// A block marked deleted whose release did not finish.
     #[serde(rename_all = "camelCase")]
     DeletedBlock { block: IpNet, in_use: u32 },
+    /// An address allocated inside an IPReservation (allocated before the reservation
+    /// was made, or by something that ignores it). Not repaired: the owner may be a live
+    /// pod; the operator releases it or narrows the reservation.
+    #[serde(rename_all = "camelCase")]
+    ReservedInUse {
+        ip: IpAddr,
+        handle: HandleId,
+        block: IpNet,
+        reservation: String,
+        reserved: IpNet,
+    },
 }
 
 impl Problem {
@@ -86,6 +97,7 @@ impl Problem {
             | Problem::OrphanedAffinity { .. }
             | Problem::MissingAffinity { .. }
             | Problem::DeletedBlock { .. } => "orphan",
+            Problem::ReservedInUse { .. } => "reserved",
         }
     }
 }
@@ -144,6 +156,17 @@ impl std::fmt::Display for Problem {
                     "block {block} ({in_use} in use) is marked deleted but still exists"
                 )
             }
+            Problem::ReservedInUse {
+                ip,
+                handle,
+                block,
+                reservation,
+                reserved,
+            } => write!(
+                f,
+                "{ip} in block {block} is held by {handle} but IPReservation {reservation} \
+                 reserves {reserved}"
+            ),
         }
     }
 }
@@ -282,6 +305,15 @@ pub fn analyze(snap: &Snapshot, live: Option<&LiveHandles>) -> Vec<Problem> {
                     block: b.value.cidr,
                 });
             }
+            if let Some(r) = snap.reserved(&ip) {
+                out.push(Problem::ReservedInUse {
+                    ip,
+                    handle: attr.handle_id.clone(),
+                    block: b.value.cidr,
+                    reservation: r.name.clone(),
+                    reserved: r.cidr,
+                });
+            }
         }
     }
     let empty = BTreeMap::new();
@@ -350,6 +382,8 @@ pub fn fix(snap: &Snapshot, p: &Problem) -> Option<Vec<Write>> {
             Some(vec![Write::delete(Key::Block(*c), b.revision.clone())])
         }
         Problem::OrphanedBlock { .. } => None,
+        // The holder may be a live pod: releasing its address is the operator's call.
+        Problem::ReservedInUse { .. } => None,
         Problem::DoubleAllocation { ip, blocks, .. } => {
             // Keep the address in the block that fits its pool's layout; free the others.
             let keep = blocks
@@ -554,5 +588,57 @@ mod tests {
             ..live
         };
         assert!(untimed.leaked(&attr("new", Some(5_000))));
+    }
+}
+
+#[cfg(test)]
+mod reservation_tests {
+    use super::*;
+    use crate::model::{Block, IpPool, PoolName};
+    use crate::reservation::Reserved;
+    use crate::store::{Revision, Versioned};
+
+    /// An allocation inside a reservation is reported with the reservation's name and
+    /// left alone by repair; one outside is not reported.
+    #[test]
+    fn allocations_inside_a_reservation_are_reported_not_repaired() {
+        let mut s = Snapshot::default();
+        let mut p = IpPool::new(PoolName::new("p").unwrap(), "10.0.0.0/24".parse().unwrap());
+        p.block_size = 26;
+        s.pools.push(Versioned::new(p, Revision("1".into())));
+        let cidr: IpNet = "10.0.0.0/26".parse().unwrap();
+        let mut b = Block::new(cidr, None);
+        b.allocate(
+            2,
+            &AllocationAttribute::for_handle(HandleId::new("pod-a").unwrap()),
+        );
+        s.blocks
+            .insert(cidr, Some(Versioned::new(b, Revision("2".into()))));
+        s.handles.insert(
+            HandleId::new("pod-a").unwrap(),
+            Some(Versioned::new(
+                Handle {
+                    handle_id: HandleId::new("pod-a").unwrap(),
+                    block: [(cidr, 2)].into(),
+                },
+                Revision("3".into()),
+            )),
+        );
+        assert!(analyze(&s, None).is_empty());
+        s.reserved = vec![Reserved {
+            name: "gateways".into(),
+            cidr: "10.0.0.1/32".parse().unwrap(),
+        }];
+        let problems = analyze(&s, None);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        let p = &problems[0];
+        assert!(
+            matches!(p, Problem::ReservedInUse { ip, reservation, .. }
+                if *ip == "10.0.0.1".parse::<IpAddr>().unwrap() && reservation == "gateways"),
+            "{p:?}"
+        );
+        assert_eq!(p.category(), "reserved");
+        assert!(p.to_string().contains("IPReservation gateways"), "{p}");
+        assert_eq!(fix(&s, p), None);
     }
 }

@@ -31,6 +31,7 @@ pub mod encap;
 pub mod error;
 pub mod model;
 pub mod ops;
+pub mod reservation;
 pub mod selector;
 pub mod store;
 pub mod usage;

@@ -302,6 +302,7 @@ async fn read_base(store: &dyn Store, needs: Vec<Need>) -> Result<Snapshot, Stor
     let mut reads = vec![
         Read::Get(Key::Config),
         Read::List(ListFilter::Kind(Kind::Pool)),
+        Read::List(ListFilter::Resources(crate::reservation::KIND)),
     ];
     reads.extend(needs.iter().flat_map(reads_of));
     let mut answers = store.read_many(&reads).await?.into_iter();
@@ -317,6 +318,20 @@ async fn read_base(store: &dyn Store, needs: Vec<Need>) -> Result<Snapshot, Stor
     }
     for p in next_answer(&mut answers)? {
         snap.put(of_kind(Kind::Pool, p.value)?, p.revision);
+    }
+    for r in next_answer(&mut answers)? {
+        // A reservation that does not parse fails the operation: handing out an address
+        // it meant to keep is worse than allocating nothing until it is fixed.
+        let reserved = match of_kind(Kind::Resource, r.value)? {
+            Object::Resource(res) => crate::reservation::of_resource(&res).map_err(|detail| {
+                StoreError::Corrupt {
+                    location: format!("IPReservation {}", res.name),
+                    detail,
+                }
+            })?,
+            _ => Vec::new(),
+        };
+        snap.reserved.extend(reserved);
     }
     fill(&mut snap, needs, &mut answers)?;
     Ok(snap)

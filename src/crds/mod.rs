@@ -11,6 +11,7 @@
 //! | `BGPFilter`        | `resources::bgp_filter`                      | people            |
 //! | `ServalNode`       | `resources::serval_node`                     | each node's agent |
 //! | `ServalNodeStatus` | `resources::node_status`                     | people (spec), agent (status) |
+//! | `IPReservation`    | `resources::ip_reservation`                  | people            |
 //! | `IPPool`           | `ipam::crd`                                  | people            |
 //! | `IPAMBlock`, `BlockAffinity`, `IPAMHandle`, `IPAMConfig` | `ipam::crd` | the IPAM       |
 //!
@@ -27,7 +28,9 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::CustomResourceExt;
 use serde_json::Value;
 
-use crate::resources::{bgp_configuration, bgp_filter, bgp_peer, node_status, serval_node};
+use crate::resources::{
+    bgp_configuration, bgp_filter, bgp_peer, ip_reservation, node_status, serval_node,
+};
 
 /// The directories the generator keeps, relative to the repository root: the plain
 /// manifests and the Helm chart's copy (Helm installs what is in a chart's `crds/`).
@@ -70,6 +73,7 @@ pub fn derived() -> Vec<CustomResourceDefinition> {
         bgp_filter::BGPFilter::crd(),
         serval_node::ServalNode::crd(),
         node_status::ServalNodeStatus::crd(),
+        ip_reservation::IPReservation::crd(),
         ipam::crd::IPPool::crd(),
         ipam::crd::IPAMBlock::crd(),
         ipam::crd::BlockAffinity::crd(),
@@ -284,7 +288,7 @@ mod tests {
     #[test]
     fn every_kind_strengthens_and_has_a_description() {
         let files = files().unwrap();
-        assert_eq!(files.len(), 10);
+        assert_eq!(files.len(), 11);
         for f in &files {
             let kind = &f.kind;
             assert!(rules::description(kind).is_some(), "{kind}");

@@ -148,6 +148,7 @@ pub fn description(kind: &str) -> Option<&'static str> {
         "ServalNode" => "One node's networking: BGP address, AS, route reflector cluster id and tunnel addresses (Calico's Node). Written by the node's agent.",
         "ServalNodeStatus" => "The live state of one node's agent, BGP sessions and routes (Calico's CalicoNodeStatus). Create it naming a node; that node's agent fills the status.",
         "IPPool" => "A range of pod addresses cut into node-affine blocks (Calico's IPPool).",
+        "IPReservation" => "Addresses the IPAM never hands out: CIDRs or single addresses (Calico's IPReservation).",
         "IPAMBlock" => "One block of an IP pool and its allocations (Calico's IPAMBlock). Written by the agents' IPAM.",
         "BlockAffinity" => "A node's claim on a block (Calico's BlockAffinity). Written by the agents' IPAM.",
         "IPAMHandle" => "The addresses given to one handle (a pod's network), counted per block (Calico's IPAMHandle). Written by the agents' IPAM.",
@@ -165,6 +166,11 @@ pub fn patches(kind: &str) -> Vec<Patch> {
         "ServalNode" => serval_node(),
         "ServalNodeStatus" => serval_node_status(),
         "IPPool" => ip_pool(),
+        // A CIDR (host bits allowed, as in Calico) or a single address.
+        "IPReservation" => vec![at(
+            "spec.reservedCIDRs[]",
+            json!({"maxLength": 49, "anyOf": [{"format": "cidr"}, {"format": "ipv4"}, {"format": "ipv6"}]}),
+        )],
         "IPAMBlock" => ipam_block(),
         "BlockAffinity" => block_affinity(),
         "IPAMHandle" => vec![at(

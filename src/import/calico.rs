@@ -10,6 +10,7 @@
 //! | `IPPool`                | `IPPool`           |
 //! | `Node` (its `spec.bgp` and tunnel addresses) | `ServalNode` |
 //! | `IPAMConfiguration`     | `IPAMConfig`       |
+//! | `IPReservation`         | `IPReservation`    |
 //! | `CalicoNodeStatus`      | `ServalNodeStatus` |
 //!
 //! Field names are Calico's, so most fields copy as they are; every other field is
@@ -199,6 +200,11 @@ fn one(item: Value, at: String, out: &mut Imported) {
             "default".to_owned(),
             ipam_config(spec, &mut doc),
         )),
+        "IPReservation" => Some((
+            "IPReservation",
+            name.clone(),
+            ip_reservation(spec, &mut doc),
+        )),
         "CalicoNodeStatus" => Some((
             "ServalNodeStatus",
             name.clone(),
@@ -250,9 +256,6 @@ fn unsupported_kind(kind: &str) -> String {
         }
         "FelixConfiguration" | "KubeControllersConfiguration" | "ClusterInformation" => {
             format!("{kind} configures Calico's own components; serval's agent takes its settings from the chart values (serval node run)")
-        }
-        "IPReservation" => {
-            "serval has no address reservations: IPReservation has no equivalent".into()
         }
         "WorkloadEndpoint" | "IPAMBlock" | "BlockAffinity" | "IPAMHandle" => {
             format!("{kind} is live IPAM or endpoint state, not configuration: serval's IPAM builds its own")
@@ -664,6 +667,13 @@ fn node(mut f: Fields, doc: &mut Doc) -> Map<String, Value> {
         ],
         Severity::Dropped,
     );
+    out
+}
+
+fn ip_reservation(mut f: Fields, doc: &mut Doc) -> Map<String, Value> {
+    let mut out = Map::new();
+    f.copy(&["reservedCIDRs"], &mut out);
+    f.finish(doc, &[], Severity::Dropped);
     out
 }
 

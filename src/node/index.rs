@@ -124,6 +124,8 @@ impl Index {
                 Spec::BgpFilter(f) => {
                     s.filters.insert(r.name.to_string(), f);
                 }
+                // The IPAM reads reservations itself when it allocates.
+                Spec::IpReservation(_) => {}
             }
         }
         for b in self.blocks.values() {

@@ -6,6 +6,7 @@
 //! | `BGPConfiguration` | mesh on/off, default AS, communities, service CIDRs       |
 //! | `BGPPeer`          | global, per-node and route-reflector peerings             |
 //! | `BGPFilter`        | prefix filters peers refer to                             |
+//! | `IPReservation`    | addresses the IPAM never hands out                        |
 //! | `ServalNode`       | one node's address, AS, tunnel addresses, labels          |
 //!
 //! On the file and etcd datastores they are stored as opaque IPAM resources
@@ -18,6 +19,7 @@ pub mod bgp_filter;
 pub mod bgp_peer;
 pub mod common;
 pub mod document;
+pub mod ip_reservation;
 pub mod node_status;
 pub mod serval_node;
 
@@ -32,6 +34,7 @@ use serde::Serialize;
 pub use bgp_configuration::BGPConfigurationSpec;
 pub use bgp_filter::BGPFilterSpec;
 pub use bgp_peer::BGPPeerSpec;
+pub use ip_reservation::IPReservationSpec;
 pub use serval_node::ServalNodeSpec;
 
 /// The apiVersion of every serval resource.
@@ -44,14 +47,16 @@ pub enum ResourceKind {
     BgpPeer,
     BgpFilter,
     ServalNode,
+    IpReservation,
 }
 
 impl ResourceKind {
-    pub const ALL: [ResourceKind; 4] = [
+    pub const ALL: [ResourceKind; 5] = [
         ResourceKind::BgpConfiguration,
         ResourceKind::BgpPeer,
         ResourceKind::BgpFilter,
         ResourceKind::ServalNode,
+        ResourceKind::IpReservation,
     ];
 
     /// The kind as the datastore keys it.
@@ -66,6 +71,7 @@ impl ResourceKind {
             ResourceKind::BgpPeer => "BGPPeer",
             ResourceKind::BgpFilter => "BGPFilter",
             ResourceKind::ServalNode => "ServalNode",
+            ResourceKind::IpReservation => "IPReservation",
         }
     }
 
@@ -79,6 +85,7 @@ impl ResourceKind {
             "bgppeer" => Some(ResourceKind::BgpPeer),
             "bgpfilter" => Some(ResourceKind::BgpFilter),
             "servalnode" | "node" => Some(ResourceKind::ServalNode),
+            "ipreservation" => Some(ResourceKind::IpReservation),
             _ => None,
         }
     }
@@ -97,6 +104,7 @@ pub enum Spec {
     BgpPeer(BGPPeerSpec),
     BgpFilter(BGPFilterSpec),
     ServalNode(ServalNodeSpec),
+    IpReservation(IPReservationSpec),
 }
 
 /// A resource: name, labels and typed spec.
@@ -159,6 +167,7 @@ impl ClusterResource {
             Spec::BgpPeer(_) => ResourceKind::BgpPeer,
             Spec::BgpFilter(_) => ResourceKind::BgpFilter,
             Spec::ServalNode(_) => ResourceKind::ServalNode,
+            Spec::IpReservation(_) => ResourceKind::IpReservation,
         }
     }
 
@@ -195,6 +204,8 @@ impl ClusterResource {
             }
             ResourceKind::ServalNode => decode_spec::<ServalNodeSpec>(spec)
                 .map(|s| (checked(s.check()), Spec::ServalNode(s))),
+            ResourceKind::IpReservation => decode_spec::<IPReservationSpec>(spec)
+                .map(|s| (checked(s.check()), Spec::IpReservation(s))),
         };
         match spec {
             Ok((problems, spec)) => {
@@ -218,6 +229,7 @@ impl ClusterResource {
             Spec::BgpPeer(s) => spec_json(s),
             Spec::BgpFilter(s) => spec_json(s),
             Spec::ServalNode(s) => spec_json(s),
+            Spec::IpReservation(s) => spec_json(s),
         }
     }
 
@@ -296,6 +308,7 @@ mod tests {
             bgp_peer::BGPPeer::crd(),
             bgp_filter::BGPFilter::crd(),
             serval_node::ServalNode::crd(),
+            ip_reservation::IPReservation::crd(),
         ];
         for crd in &crds {
             assert_eq!(crd.spec.group, "serval.dev");
@@ -331,6 +344,8 @@ mod tests {
             ("node", ResourceKind::ServalNode),
             ("ServalNodes", ResourceKind::ServalNode),
             ("bgpfilter", ResourceKind::BgpFilter),
+            ("ipreservations", ResourceKind::IpReservation),
+            ("IPReservation", ResourceKind::IpReservation),
         ] {
             assert_eq!(ResourceKind::parse(s), Some(k), "{s}");
         }
@@ -342,6 +357,11 @@ mod tests {
         for kind in ResourceKind::ALL {
             assert_eq!(kind.stored(), kind.as_str());
         }
+        // The kind the IPAM reads reservations as.
+        assert_eq!(
+            ResourceKind::IpReservation.stored(),
+            ipam::reservation::KIND
+        );
     }
 
     #[test]

@@ -332,6 +332,12 @@ pub fn invalid() -> Vec<Invalid> {
             Source::Schema,
         ),
         (
+            "IPReservation",
+            vec![("spec.reservedCIDRs.1", Some(json!("10.244.7.300")))],
+            "spec.reservedCIDRs[1]",
+            Source::Schema,
+        ),
+        (
             "BGPPeer",
             vec![("spec.asNumber", None)],
             "spec.asNumber",

@@ -199,6 +199,50 @@ fn bird_bfd_up_renegotiated_and_a_cut_detected() {
 }
 
 #[test]
+fn bird_bfd_over_ipv6() {
+    scenario("bfd-bird-v6", |dir| {
+        tools::require_root()?;
+        let link = topology::link()?;
+        let (s, p) = (&link.a, &link.b);
+        let (sa, pa) = (IpAddr::V6(s.v6), IpAddr::V6(p.v6));
+        let bird = Bird::start(
+            &p.ns,
+            dir,
+            RouterSpec::new(PEER_AS, p.v4).neighbor(
+                NeighborSpec::new(sa, SERVAL_AS)
+                    .local(pa)
+                    .hold_time(9)
+                    .bfd(100, 100, 3),
+            ),
+        )?;
+        let serval = Serval::start(
+            &s.ns,
+            dir,
+            RouterSpec::new(SERVAL_AS, s.v4).neighbor(
+                NeighborSpec::new(pa, PEER_AS)
+                    .local(sa)
+                    .hold_time(9)
+                    .bfd(100, 100, 3),
+            ),
+        )?;
+        serval.wait_established(pa, T)?;
+        wait_for(
+            T,
+            "serval's BFD Up at 100 ms",
+            || serval_bfd(&serval, pa),
+            |v| *v == up(100, 100, 300),
+        )?;
+        wait_for(
+            T,
+            "BIRD's BFD Up at 100 ms",
+            || bird_bfd(&bird, sa),
+            |v| *v == row("Up", "0.100", "0.300"),
+        )?;
+        Ok(())
+    });
+}
+
+#[test]
 fn frr_bfdd_up_renegotiated_and_its_admin_down_keeps_bgp() {
     scenario("bfd-frr", |dir| {
         tools::require_root()?;

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use ipnet::{IpNet, Ipv4Net};
-use serval::dataplane::{Dataplane, DesiredRoutes, RouteConfig, RouteTarget};
+use serval::node::dataplane::{Dataplane, DesiredRoutes, RouteConfig, RouteTarget};
 
 fn main() -> anyhow::Result<()> {
     let mut count: u32 = 100_000;

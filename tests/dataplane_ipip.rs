@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use dataplane_support::{ping, veth, NetNs};
 use ipnet::IpNet;
-use serval::dataplane::{
+use serval::node::dataplane::{
     Dataplane, DesiredRoutes, Encapsulation, Error, IpipTunnel, RouteConfig, RouteTarget,
     IPIP_DEVICE,
 };

@@ -5,7 +5,7 @@
 mod dataplane_support;
 
 use dataplane_support::{ping, require_tool, veth, NetNs};
-use serval::dataplane::{BgpGuard, NatPool, NatProgrammer, NatReport};
+use serval::node::dataplane::{BgpGuard, NatPool, NatProgrammer, NatReport};
 
 fn pool(cidr: &str, nat_outgoing: bool) -> NatPool {
     NatPool {

@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use ipnet::IpNet;
 use netlink_packet_core::NetlinkPayload;
 use netlink_packet_route::RouteNetlinkMessage;
-use serval::dataplane::{
+use serval::node::dataplane::{
     Conflict, Dataplane, DesiredRoutes, NextHop, RouteConfig, RouteDiff, RouteTarget,
     SERVAL_PROTOCOL,
 };

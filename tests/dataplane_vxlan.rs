@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use dataplane_support::{ping, require_tool, veth, NetNs};
 use ipnet::IpNet;
-use serval::dataplane::{
+use serval::node::dataplane::{
     Dataplane, DataplaneReport, DesiredRoutes, Encapsulation, Mac, RouteConfig, RouteTarget,
     VxlanPeer, VxlanTunnel, VXLAN_DEVICE, VXLAN_V6_DEVICE,
 };

@@ -216,7 +216,7 @@ fn a_held_store_lock_ends_in_try_again_and_the_agent_stays_healthy() {
         );
 
         // Live for longer than the liveness limit with the lock still held.
-        let live_until = held_since + serval::health::STUCK_AFTER + Duration::from_secs(5);
+        let live_until = held_since + serval::node::health::STUCK_AFTER + Duration::from_secs(5);
         holds_for(
             live_until.saturating_duration_since(Instant::now()),
             "/healthz to answer 200 while the store lock is held",
@@ -299,7 +299,7 @@ fn leaks(what: &str, text: &str, secret: &str) -> Option<String> {
 fn passwords_stay_out_of_debug_output() {
     use bgp::config::PeerConfig;
     use bgp::transport::TransportOptions;
-    use serval::desired::{desired, Snapshot};
+    use serval::node::desired::{desired, Snapshot};
     use serval::resources::common::BgpPassword;
     use serval::resources::Spec;
 

@@ -18,7 +18,7 @@ use std::process::{Command, Output, Stdio};
 
 use ipnet::IpNet;
 use serde_json::Value;
-use serval::dataplane::desired::NatPool;
+use serval::node::dataplane::spec::NatPool;
 use serval_integration::netns::{Netns, NsHandle};
 use serval_integration::tools;
 
@@ -394,7 +394,7 @@ fn image_is_a_reproducible_self_contained_oci_archive() {
             nat_outgoing: true,
         },
     ];
-    let guard = serval::dataplane::BgpGuard::new(
+    let guard = serval::node::dataplane::BgpGuard::new(
         179,
         [
             "192.0.2.1:179".parse().unwrap(),
@@ -402,7 +402,7 @@ fn image_is_a_reproducible_self_contained_oci_archive() {
         ],
     );
     let ruleset =
-        serde_json::to_vec(&serval::dataplane::nat::ruleset(&pools, &guard).to_nftables())
+        serde_json::to_vec(&serval::node::dataplane::nat::ruleset(&pools, &guard).to_nftables())
             .expect("the ruleset serializes");
     image.run(Some(&ns.handle()), &[], &["nft", "-j", "-f", "-"], &ruleset);
     for family in ["ip", "ip6"] {

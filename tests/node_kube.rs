@@ -25,7 +25,7 @@ use serval::node::kube::{
 };
 use serval::resources::node_status::ServalNodeStatus;
 use serval::resources::{ClusterResource, ResourceKind};
-use serval::status::NodeStatus;
+use serval::node::status::NodeStatus;
 
 /// One request as the mock saw it.
 #[derive(Clone, Debug)]

@@ -11,7 +11,7 @@ use bgp::{Asn, RouterId};
 use clap::{Parser, Subcommand};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use serval::control;
+use serval::control_socket;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -227,7 +227,7 @@ fn run_speaker(a: RunArgs) -> anyhow::Result<()> {
     crate::cmd::init_logging(&a.log)?;
     let cfg = speaker_config(&a)?;
     runtime()?.block_on(async move {
-        let listener = control::bind(&a.socket).await?;
+        let listener = control_socket::bind(&a.socket).await?;
         let graceful = cfg.graceful_restart.enabled;
         let mut start_cfg = cfg.clone();
         // Peers get their policies inline, as a reload gives them (see `reload`).
@@ -246,7 +246,7 @@ fn run_speaker(a: RunArgs) -> anyhow::Result<()> {
             state_dir: cfg.state_dir.clone(),
             running: tokio::sync::Mutex::new(cfg),
         });
-        let server = tokio::spawn(control::serve::<Request, _>(
+        let server = tokio::spawn(control_socket::serve::<Request, _>(
             listener,
             a.socket.clone(),
             handler.clone(),
@@ -324,7 +324,7 @@ impl Control {
     }
 }
 
-impl control::Handler<Request> for Control {
+impl control_socket::Handler<Request> for Control {
     async fn handle(&self, req: Request) -> anyhow::Result<serde_json::Value> {
         Ok(match req {
             Request::Status => serde_json::to_value(self.speaker.peers().await?)?,
@@ -442,7 +442,7 @@ fn bfd_table(peers: &[PeerStatus]) -> String {
 async fn query(cmd: BgpCommand) -> anyhow::Result<()> {
     match cmd {
         BgpCommand::Status { json, socket } => {
-            let peers: Vec<PeerStatus> = control::request(&socket, &Request::Status).await?;
+            let peers: Vec<PeerStatus> = control_socket::request(&socket, &Request::Status).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&peers)?);
             } else {
@@ -457,7 +457,7 @@ async fn query(cmd: BgpCommand) -> anyhow::Result<()> {
             limit,
             socket,
         } => {
-            let routes: Vec<RouteEntry> = control::request(
+            let routes: Vec<RouteEntry> = control_socket::request(
                 &socket,
                 &Request::Routes {
                     prefix,
@@ -473,13 +473,13 @@ async fn query(cmd: BgpCommand) -> anyhow::Result<()> {
             }
         }
         BgpCommand::Refresh { peer, socket } => {
-            control::request::<_, serde_json::Value>(&socket, &Request::Refresh { peer }).await?;
+            control_socket::request::<_, serde_json::Value>(&socket, &Request::Refresh { peer }).await?;
         }
         BgpCommand::Reset { peer, socket } => {
-            control::request::<_, serde_json::Value>(&socket, &Request::Reset { peer }).await?;
+            control_socket::request::<_, serde_json::Value>(&socket, &Request::Reset { peer }).await?;
         }
         BgpCommand::Shutdown { socket } => {
-            control::request::<_, serde_json::Value>(&socket, &Request::Shutdown).await?;
+            control_socket::request::<_, serde_json::Value>(&socket, &Request::Shutdown).await?;
         }
         BgpCommand::Announce {
             prefix,
@@ -496,15 +496,15 @@ async fn query(cmd: BgpCommand) -> anyhow::Result<()> {
             announcement.med = med;
             announcement.local_pref = local_pref;
             announcement.next_hop = next_hop;
-            control::request::<_, serde_json::Value>(&socket, &Request::Announce { announcement })
+            control_socket::request::<_, serde_json::Value>(&socket, &Request::Announce { announcement })
                 .await?;
         }
         BgpCommand::Withdraw { prefix, socket } => {
-            control::request::<_, serde_json::Value>(&socket, &Request::Withdraw { prefix })
+            control_socket::request::<_, serde_json::Value>(&socket, &Request::Withdraw { prefix })
                 .await?;
         }
         BgpCommand::Reload { socket } => {
-            let done: serde_json::Value = control::request(&socket, &Request::Reload).await?;
+            let done: serde_json::Value = control_socket::request(&socket, &Request::Reload).await?;
             println!("{}", serde_json::to_string_pretty(&done)?);
         }
     }

@@ -11,11 +11,11 @@ use std::sync::Arc;
 use anyhow::{bail, Context as _};
 use bgp::speaker::RouteQuery;
 use clap::{Parser, Subcommand};
-use serval::control;
+use serval::control_socket;
 use serval::node::config::{self, FileConfig, DEFAULT_SOCKET};
-use serval::node::control::{NodeControl, NodeRequest};
+use serval::node::requests::{NodeControl, NodeRequest};
 use serval::node::{http, Shared};
-use serval::status::NodeStatus;
+use serval::node::status::NodeStatus;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -188,15 +188,15 @@ fn run_agent(a: RunArgs) -> anyhow::Result<()> {
         let shared = Shared::new();
         // Sockets first: a second agent with the same sockets stops here, before it
         // changes anything.
-        let node_listener = control::bind(&cfg.socket).await.context("socket")?;
-        let bgp_listener = control::bind(&cfg.bgp_socket).await.context("bgp-socket")?;
+        let node_listener = control_socket::bind(&cfg.socket).await.context("socket")?;
+        let bgp_listener = control_socket::bind(&cfg.bgp_socket).await.context("bgp-socket")?;
         let http_listener = match cfg.metrics_addr {
             Some(addr) => Some(http::bind(addr).await?),
             None => None,
         };
         let stop = CancellationToken::new();
         let servers = vec![
-            tokio::spawn(control::serve::<NodeRequest, _>(
+            tokio::spawn(control_socket::serve::<NodeRequest, _>(
                 node_listener,
                 cfg.socket.clone(),
                 Arc::new(NodeControl {
@@ -204,7 +204,7 @@ fn run_agent(a: RunArgs) -> anyhow::Result<()> {
                 }),
                 stop.clone(),
             )),
-            tokio::spawn(control::serve::<BgpRequest, _>(
+            tokio::spawn(control_socket::serve::<BgpRequest, _>(
                 bgp_listener,
                 cfg.bgp_socket.clone(),
                 Arc::new(BgpControl {
@@ -246,7 +246,7 @@ struct BgpControl {
     shared: Arc<Shared>,
 }
 
-impl control::Handler<BgpRequest> for BgpControl {
+impl control_socket::Handler<BgpRequest> for BgpControl {
     async fn handle(&self, req: BgpRequest) -> anyhow::Result<serde_json::Value> {
         let Some(speaker) = self.shared.speaker() else {
             bail!("the BGP speaker is not running");
@@ -290,7 +290,7 @@ impl control::Handler<BgpRequest> for BgpControl {
 }
 
 async fn status(json: bool, routes: bool, socket: PathBuf) -> anyhow::Result<()> {
-    let s: NodeStatus = control::request(&socket, &NodeRequest::Status { routes }).await?;
+    let s: NodeStatus = control_socket::request(&socket, &NodeRequest::Status { routes }).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);
     } else {
@@ -427,8 +427,8 @@ fn text(s: &NodeStatus, with_routes: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serval::desired::PeerType;
-    use serval::status::{PeerRow, RouteRow};
+    use serval::node::desired::PeerType;
+    use serval::node::status::{PeerRow, RouteRow};
 
     #[test]
     fn text_status_shows_peers_routes_and_problems() {

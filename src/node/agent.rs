@@ -47,8 +47,8 @@ use ipnet::IpNet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, info_span, warn, Instrument as _};
 
-use crate::dataplane::{Dataplane, DesiredRoutes, RouteConfig};
-use crate::desired::{self, Desired, Snapshot};
+use crate::node::dataplane::{Dataplane, DesiredRoutes, RouteConfig};
+use crate::node::desired::{self, Desired, Snapshot};
 use crate::resources::{ClusterResource, Spec};
 
 use super::apply::forwarding::{Sysctls, SYSCTL_ROOT};
@@ -293,9 +293,9 @@ async fn detect(
 fn local_subnets(ifaces: &[Interface]) -> Vec<(IpNet, String)> {
     let skip = |name: &str| {
         name == "lo"
-            || name == crate::dataplane::IPIP_DEVICE
-            || name == crate::dataplane::VXLAN_DEVICE
-            || name == crate::dataplane::VXLAN_V6_DEVICE
+            || name == crate::node::dataplane::IPIP_DEVICE
+            || name == crate::node::dataplane::VXLAN_DEVICE
+            || name == crate::node::dataplane::VXLAN_V6_DEVICE
     };
     ifaces
         .iter()
@@ -859,7 +859,7 @@ impl Agent {
         let mut dataplane_errors: Vec<String> = self.tunnels.errors().collect();
         dataplane_errors.extend(self.nat.nat_error().cloned());
         dataplane_errors.extend(self.forwarding.errors().iter().cloned());
-        p.health = crate::health::HealthInput {
+        p.health = crate::node::health::HealthInput {
             speaker_running: self.speaker.speaker().is_some(),
             datastore_ok: self.datastore_ok,
             first_reconcile_done: self.first_reconcile_done,

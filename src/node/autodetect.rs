@@ -17,7 +17,7 @@ use std::str::FromStr;
 use ipnet::IpNet;
 use regex::Regex;
 
-use crate::dataplane::{addresses, links, Netlink};
+use crate::node::dataplane::{addresses, links, Netlink};
 
 /// How to find the node's address.
 #[derive(Clone, Debug)]
@@ -179,7 +179,7 @@ pub fn choose(
 }
 
 /// Every interface with its addresses.
-pub async fn interfaces(nl: &Netlink) -> Result<Vec<Interface>, crate::dataplane::Error> {
+pub async fn interfaces(nl: &Netlink) -> Result<Vec<Interface>, crate::node::dataplane::Error> {
     let names: std::collections::BTreeMap<u32, String> = links::indices(nl)
         .await?
         .into_iter()

@@ -1,5 +1,5 @@
 //! The agent's HTTP endpoints: `/healthz` (the loop turns), `/readyz` (see
-//! [`crate::health`]) and `/metrics` (Prometheus, OpenMetrics text), on a listener
+//! [`crate::node::health`]) and `/metrics` (Prometheus, OpenMetrics text), on a listener
 //! that caps connections and closes silent or slow ones ([`super::guard`]).
 
 use std::net::SocketAddr;
@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::guard::{GuardedListener, Limits};
 use super::shared::Shared;
-use crate::health::{liveness, readiness};
+use crate::node::health::{liveness, readiness};
 
 /// Binds `addr`; fails at start-up when the address is taken.
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {

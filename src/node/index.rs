@@ -10,7 +10,7 @@ use ipam::model::{Block, IpPool, NodeName, PoolName};
 use ipam::store::{Key, Object, Resource, ResourceKind, ResourceName, Versioned, WatchEvent};
 use ipnet::IpNet;
 
-use crate::desired::{NodeInfo, Snapshot};
+use crate::node::desired::{NodeInfo, Snapshot};
 use crate::resources::bgp_configuration::DEFAULT_NAME;
 use crate::resources::{ClusterResource, Spec};
 

@@ -17,20 +17,25 @@
 //! - `kube/`: on the kubernetes datastore, the Node's settings, password Secrets, the
 //!   node collector (Lease) and the ServalNodeStatus status.
 //!
-//! The decisions themselves are in [`crate::desired`].
+//! The decisions themselves are in [`crate::node::desired`].
 
 pub mod agent;
 pub mod apply;
 pub mod autodetect;
 pub mod config;
-pub mod control;
+pub mod dataplane;
+pub mod desired;
 pub mod gc;
 pub mod guard;
+pub mod health;
 pub mod http;
 pub mod index;
 pub mod kube;
+pub mod metrics;
 pub mod register;
+pub mod requests;
 pub mod shared;
+pub mod status;
 
 pub use agent::run;
 pub use config::NodeConfig;

@@ -15,7 +15,7 @@ use ipam::store::{Object, Store, Versioned, Write};
 use ipam::Ipam;
 use ipnet::IpNet;
 
-use crate::dataplane::Mac;
+use crate::node::dataplane::Mac;
 use crate::resources::common::MacAddr;
 use crate::resources::serval_node::NodeBgpSpec;
 use crate::resources::{ClusterResource, ResourceKind, ServalNodeSpec, Spec};

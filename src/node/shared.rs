@@ -11,11 +11,11 @@ use bgp::speaker::Speaker;
 use bgp::status::PeerStatus;
 use ipnet::IpNet;
 
-use crate::dataplane::DesiredRoutes;
-use crate::desired::PeerType;
-use crate::health::{readiness, HealthInput};
-use crate::metrics::{Metrics, ScrapeInput};
-use crate::status::{peer_rows, route_row, NodeStatus};
+use crate::node::dataplane::DesiredRoutes;
+use crate::node::desired::PeerType;
+use crate::node::health::{readiness, HealthInput};
+use crate::node::metrics::{Metrics, ScrapeInput};
+use crate::node::status::{peer_rows, route_row, NodeStatus};
 
 use super::index::PoolUsage;
 
@@ -92,7 +92,7 @@ impl Shared {
                 datastore_up: p.health.datastore_ok,
             }
         };
-        crate::metrics::render(&self.metrics, &input)
+        crate::node::metrics::render(&self.metrics, &input)
     }
 
     /// The full status; `with_routes`: list every route (the count is always there).

@@ -12,7 +12,7 @@ use bgp::config::MAX_RESTART_TIME;
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::dataplane::Mac;
+use crate::node::dataplane::Mac;
 
 /// Where a BGP (TCP MD5) password comes from. Exactly one source: a Kubernetes secret
 /// (the only choice with the kubernetes datastore), or on file and etcd datastores an

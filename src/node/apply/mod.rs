@@ -1,6 +1,6 @@
 //! The appliers: one per kind of kernel or speaker state the agent changes. Each owns
 //! what it last applied and takes a wanted value; the agent decides the wanted values
-//! from its snapshot (pure, [`crate::desired`]) and hands each to its applier.
+//! from its snapshot (pure, [`crate::node::desired`]) and hands each to its applier.
 //!
 //! | applier | what it applies | what it keeps |
 //! |---|---|---|
@@ -16,7 +16,7 @@
 //! is usually a missing kernel module or binary, at the next periodic resync
 //! (`forget_if_failed`).
 //!
-//! The route set lives in one place, the [`crate::dataplane::Dataplane`]: it holds the
+//! The route set lives in one place, the [`crate::node::dataplane::Dataplane`]: it holds the
 //! routes last asked for (it needs them to know which VXLAN peers stay in use), and the
 //! route applier and the agent read them from there ([`routes::RouteIo::wanted`]). The
 //! copy in the status snapshot ([`super::shared::Published::routes`]) is a publication

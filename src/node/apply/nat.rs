@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 
 use tracing::{error, warn};
 
-use crate::dataplane::{BgpGuard, Dataplane, NatPool};
-use crate::desired::Desired;
+use crate::node::dataplane::{BgpGuard, Dataplane, NatPool};
+use crate::node::desired::Desired;
 
 /// The wanted tables: the pools (sorted) and the guard.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use ipnet::IpNet;
 use tracing::{debug, info, warn};
 
-use crate::dataplane::{self, Dataplane, DesiredRoutes, RouteDiff, SyncReport};
-use crate::desired;
+use crate::node::dataplane::{self, Dataplane, DesiredRoutes, RouteDiff, SyncReport};
+use crate::node::desired;
 
 /// How the route applier reaches the kernel; the route set lives behind it.
 pub(crate) trait RouteIo {
@@ -124,7 +124,7 @@ impl RouteApplier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataplane::{Conflict, RouteFailure, RouteTarget};
+    use crate::node::dataplane::{Conflict, RouteFailure, RouteTarget};
 
     /// A kernel that refuses the prefixes in `refuse` and records every call.
     #[derive(Default)]

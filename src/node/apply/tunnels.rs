@@ -11,11 +11,11 @@ use std::net::IpAddr;
 
 use tracing::error;
 
-use crate::dataplane::{
+use crate::node::dataplane::{
     Dataplane, Encapsulation, IpipTunnel, VxlanTunnel, IPIP_DEVICE, VXLAN_DEVICE, VXLAN_V6_DEVICE,
 };
-use crate::desired::{TunnelWant, Tunnels};
-use crate::status::TunnelRow;
+use crate::node::desired::{TunnelWant, Tunnels};
+use crate::node::status::TunnelRow;
 
 use crate::node::register::Detected;
 

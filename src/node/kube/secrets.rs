@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 
-use crate::desired::Snapshot;
+use crate::node::desired::Snapshot;
 use crate::resources::common::{BgpPassword, SecretKeyRef};
 
 /// How often a referenced Secret is read again.
@@ -311,7 +311,7 @@ mod tests {
             Some("m3sh")
         );
         // The result passes the decisions without a password error.
-        let d = crate::desired::desired(&snap);
+        let d = crate::node::desired::desired(&snap);
         assert!(
             !d.problems.iter().any(|p| p.contains("password")),
             "{:?}",

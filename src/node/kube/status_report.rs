@@ -12,13 +12,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, Patch, PatchParams};
 
-use crate::desired::PeerType;
+use crate::node::desired::PeerType;
 use crate::resources::node_status::{
     AgentState, AgentStatus, BgpPeerStatus, BgpPeerType, BgpSessionState, BgpStatus,
     NodeStatusClass, RouteSource, RouteSourceType, RouteStatus, RouteTable, RoutesStatus,
     ServalNodeStatus, ServalNodeStatusSpec, ServalNodeStatusStatus,
 };
-use crate::status::NodeStatus;
+use crate::node::status::NodeStatus;
 use bgp::status::SessionState;
 
 /// The field manager of the agent's writes.
@@ -239,7 +239,7 @@ pub async fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::{PeerRow, RouteRow};
+    use crate::node::status::{PeerRow, RouteRow};
 
     fn peer(addr: &str, t: PeerType, state: SessionState, up: Option<u64>) -> PeerRow {
         PeerRow {

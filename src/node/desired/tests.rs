@@ -7,7 +7,7 @@ use bgp::wire::attr::{NextHop as BgpNextHop, PathAttrs};
 use ipam::model::{PoolName, Selector};
 
 use super::*;
-use crate::dataplane::NextHop;
+use crate::node::dataplane::NextHop;
 use crate::resources::bgp_configuration::{CidrBlock, NamedCommunity, PrefixAdvertisement};
 use crate::resources::bgp_filter::{BGPFilterRule, PrefixLength};
 use crate::resources::common::PeerAddress;

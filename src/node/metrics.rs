@@ -28,7 +28,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::status::PeerRow;
+use crate::node::status::PeerRow;
 
 /// The metrics that accumulate over the agent's life.
 pub struct Metrics {
@@ -211,7 +211,7 @@ pub fn render(m: &Metrics, s: &ScrapeInput) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::desired::PeerType;
+    use crate::node::desired::PeerType;
 
     #[test]
     fn scrape_has_every_family_with_labels() {

@@ -38,7 +38,7 @@ use nftables::schema::{
 use nftables::stmt::{Counter, Match, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
-use super::desired::NatPool;
+use super::spec::NatPool;
 use super::Error;
 
 /// Serval's table name, in both families.

@@ -23,7 +23,7 @@ use netlink_packet_route::route::{
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
-use super::desired::{DesiredRoutes, NextHop, RouteDiff, RouteTarget};
+use super::spec::{DesiredRoutes, NextHop, RouteDiff, RouteTarget};
 use super::netlink::Netlink;
 use super::plan::{self, Conflict, Hop, Installed};
 use super::tunnel::{IPIP_DEVICE, VXLAN_DEVICE, VXLAN_V6_DEVICE};
@@ -620,7 +620,7 @@ pub fn write_rt_protos_entry(dir: &Path, protocol: u8) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataplane::desired::{Mac, VxlanPeer};
+    use crate::node::dataplane::spec::{Mac, VxlanPeer};
 
     fn net(s: &str) -> IpNet {
         s.parse().unwrap()

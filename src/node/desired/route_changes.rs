@@ -15,7 +15,7 @@ use bgp::rib::{BestChange, BestRoute};
 use ipnet::IpNet;
 
 use super::{route_for, Desired, Snapshot};
-use crate::dataplane::{DesiredRoutes, RouteDiff, RouteTarget};
+use crate::node::dataplane::{DesiredRoutes, RouteDiff, RouteTarget};
 
 #[cfg(test)]
 thread_local! {

@@ -17,7 +17,7 @@ use netlink_packet_route::route::RouteType;
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::{LinkIpIp, LinkUnspec, LinkVxlan};
 
-use super::desired::{Mac, VxlanPeer};
+use super::spec::{Mac, VxlanPeer};
 use super::netlink::{Netlink, NetlinkError};
 use super::{addresses, links, Error};
 

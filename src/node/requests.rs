@@ -22,7 +22,7 @@ pub struct NodeControl {
     pub shared: Arc<Shared>,
 }
 
-impl crate::control::Handler<NodeRequest> for NodeControl {
+impl crate::control_socket::Handler<NodeRequest> for NodeControl {
     async fn handle(&self, req: NodeRequest) -> anyhow::Result<serde_json::Value> {
         match req {
             NodeRequest::Status { routes } => {

@@ -25,7 +25,7 @@ use ipam::model::{EncapMode, IpPool};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::dataplane::{self, DesiredRoutes, Mac, NatPool, RouteTarget, VxlanPeer};
+use crate::node::dataplane::{self, DesiredRoutes, Mac, NatPool, RouteTarget, VxlanPeer};
 use crate::resources::bgp_configuration::DEFAULT_AS;
 use crate::resources::bgp_filter::{FilterAction, MatchOperator};
 use crate::resources::bgp_peer::{ReversePeering, SourceAddress};

@@ -15,7 +15,7 @@
 //! ```
 
 pub mod addresses;
-pub mod desired;
+pub mod spec;
 mod error;
 pub mod links;
 pub mod mtu;
@@ -27,7 +27,7 @@ pub mod tunnel;
 
 use std::net::IpAddr;
 
-pub use desired::{DesiredRoutes, Mac, NatPool, NextHop, RouteDiff, RouteTarget, VxlanPeer};
+pub use spec::{DesiredRoutes, Mac, NatPool, NextHop, RouteDiff, RouteTarget, VxlanPeer};
 pub use error::Error;
 pub use mtu::Encapsulation;
 pub use nat::{BgpGuard, NatProgrammer, NatReport};

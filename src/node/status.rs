@@ -12,8 +12,8 @@ use bgp::status::PeerStatus;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::dataplane::{NextHop, RouteTarget, IPIP_DEVICE, VXLAN_DEVICE, VXLAN_V6_DEVICE};
-use crate::desired::PeerType;
+use crate::node::dataplane::{NextHop, RouteTarget, IPIP_DEVICE, VXLAN_DEVICE, VXLAN_V6_DEVICE};
+use crate::node::desired::PeerType;
 
 /// The whole report.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -179,7 +179,7 @@ pub fn route_row(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataplane::{Mac, VxlanPeer};
+    use crate::node::dataplane::{Mac, VxlanPeer};
 
     #[test]
     fn route_rows_name_kind_via_and_device() {

@@ -1,4 +1,4 @@
-//! serval's block IPAM.
+//! serval's block IPAM, and the cluster datastore it keeps its objects in.
 //!
 //! Pod addresses come from [pools](model::IpPool) cut into [blocks](model::Block) that
 //! nodes claim ([affinities](model::BlockAffinity)), as in Calico, so that each node
@@ -8,8 +8,12 @@
 //! - [`allocator`]: pure planning of every operation over a snapshot (no IO).
 //! - [`ops::Ipam`]: the operations, running plans against a store with compare-and-swap
 //!   writes and bounded retries. Start here.
-//! - [`store`]: the [`Store`](store::Store) trait and its implementations (a file, etcd,
-//!   Kubernetes CRDs); [`store::select`] picks one from `--datastore` / `SERVAL_DATASTORE`.
+//! - [`store`]: the cluster datastore — the [`Store`](store::Store) trait and its
+//!   implementations (a file, etcd, Kubernetes CRDs, memory), one conformance suite they
+//!   all pass (`store::conformance`); besides the IPAM's objects it holds every other
+//!   serval resource (BGPPeer, BGPConfiguration, ServalNode, …) as an opaque
+//!   [`Resource`](store::resource::Resource) whose owner parses it; [`store::select`]
+//!   picks one from `--datastore` / `SERVAL_DATASTORE`.
 //! - [`check`]: consistency check and repair; [`usage`]: what `ipam show` prints.
 //!
 //! ```no_run

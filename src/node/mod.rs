@@ -1,23 +1,32 @@
 //! The node agent (`serval node run`): ties the BGP speaker, the block IPAM and the
 //! kernel dataplane together on one node.
 //!
-//! - `config.rs`: flags, environment and file, checked before anything starts;
-//! - `autodetect.rs`: the node address, as Calico's `IP_AUTODETECTION_METHOD`;
+//! Deciding (pure, no IO):
+//! - `desired.rs`: the node's wanted state — peers, announcements, routes, tunnels,
+//!   NAT, MTU — from one snapshot, table-tested in `desired/tests.rs`;
+//!   `desired/route_changes.rs`: a best-path change as route changes;
 //! - `index.rs`: the datastore as the watch reports it, and the snapshot for decisions;
-//! - `register.rs`: this node's ServalNode and tunnel addresses;
+//! - `config.rs`: flags, environment and file, checked before anything starts;
+//! - `autodetect.rs`: the node address, as Calico's `IP_AUTODETECTION_METHOD`.
+//!
+//! Applying:
+//! - `agent.rs`: the loop: reads, decides, hands each applier its part;
 //! - `apply/`: one applier per kind of state the agent changes — the speaker's peers
 //!   and announcements, routes, tunnel devices, NAT, the pod MTU, IP forwarding — each
 //!   keeping what it last applied;
-//! - `agent.rs`: the loop: reads, decides, hands each applier its part;
-//! - `shared.rs`: what the loop publishes for status, health and metrics;
-//! - `http.rs`: `/healthz`, `/readyz`, `/metrics`; `guard.rs`: its listener's limits
-//!   (connection cap, header-read and idle timeouts);
-//! - `control.rs`: the status socket;
+//! - `dataplane/`: the kernel side those appliers drive over rtnetlink and nftables
+//!   (routes, tunnels, NAT and the BGP guard, MTU), its input types in `dataplane/spec.rs`;
+//! - `register.rs`: this node's ServalNode and tunnel addresses;
 //! - `gc.rs`: what a node that leaves for good held, released;
 //! - `kube/`: on the kubernetes datastore, the Node's settings, password Secrets, the
 //!   node collector (Lease) and the ServalNodeStatus status.
 //!
-//! The decisions themselves are in [`crate::node::desired`].
+//! Reporting:
+//! - `shared.rs`: what the loop publishes for status, health and metrics;
+//! - `status.rs`: what `serval node status` shows; `requests.rs`: the node's requests on
+//!   the control socket ([`crate::control_socket`]);
+//! - `http.rs`: `/healthz`, `/readyz`, `/metrics` (`health.rs`, `metrics.rs`); `guard.rs`:
+//!   its listener's limits (connection cap, header-read and idle timeouts).
 
 pub mod agent;
 pub mod apply;

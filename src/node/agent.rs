@@ -5,6 +5,7 @@
 //!   (file: stat every 10 ms;           │  register.rs writes the ServalNode and tunnel
 //!    etcd: watch)                      │  addresses first, then every read is made
 //!   password files, Secrets ───────────┤  (snapshot, files, Secrets)
+//!   Services, EndpointSlices ──────────┤  (kubernetes datastore: ServiceTable)
 //!                                      ▼
 //!                          decide(): desired() + wanted routes, NAT, MTU   (pure)
 //!                                      │
@@ -63,6 +64,7 @@ use super::config::{AddressSource, NodeConfig};
 use super::index::Index;
 use super::kube::{self as on_kube, node_settings, secrets::SecretCache, KubeEnv};
 use super::register::{self, Detected};
+use super::services::{ServiceChange, ServiceTable};
 use super::shared::Shared;
 
 /// How often the file store is looked at: one `stat` per look, so a block claimed on
@@ -120,6 +122,8 @@ struct Inputs {
     watch: WatchStream,
     watch_broken: bool,
     best: Option<BestPathStream>,
+    /// On the kubernetes datastore: the Service watch's changes.
+    services: Option<tokio::sync::mpsc::Receiver<ServiceChange>>,
 }
 
 /// The agent's state; see the module docs.
@@ -170,6 +174,8 @@ struct KubeParts {
     node_problems: Vec<String>,
     /// The Secrets the last snapshot referred to.
     referenced: std::collections::BTreeSet<String>,
+    /// Services and this node's ready endpoints, as the Service watch reports them.
+    services: Arc<ServiceTable>,
 }
 
 /// Runs the agent until `stop` is cancelled, then stops gracefully: the speaker closes
@@ -196,6 +202,14 @@ pub async fn run(
                 agent.shared.clone(),
                 stop.clone(),
             ));
+            let (tx, rx) = tokio::sync::mpsc::channel(SERVICE_CHANGES);
+            inputs.services = Some(rx);
+            tasks.spawn(on_kube::services::run(
+                k.env.client.clone(),
+                agent.node.to_string(),
+                tx,
+                stop.clone(),
+            ));
         }
         agent.reconcile(&mut inputs).await;
         let mut tick = tokio::time::interval(TICK);
@@ -206,6 +220,9 @@ pub async fn run(
                 () = stop.cancelled() => break,
                 ev = inputs.watch.next() => agent.on_watch(ev, &mut inputs).await,
                 batch = next_best(&mut inputs.best) => agent.on_best(batch).await,
+                change = next_service(&mut inputs.services) => {
+                    agent.on_services(change, &mut inputs).await
+                }
                 _ = tick.tick() => agent.on_tick(&mut inputs).await,
             }
             agent.shared.lock().last_turn = Some(Instant::now());
@@ -217,6 +234,18 @@ pub async fn run(
     }
     .instrument(span)
     .await
+}
+
+/// Room for the Service watch's changes between two turns of the loop.
+const SERVICE_CHANGES: usize = 256;
+
+async fn next_service(
+    rx: &mut Option<tokio::sync::mpsc::Receiver<ServiceChange>>,
+) -> Option<ServiceChange> {
+    match rx {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn next_best(best: &mut Option<BestPathStream>) -> Option<Vec<bgp::rib::BestChange>> {
@@ -479,6 +508,7 @@ impl Agent {
                 env,
                 node_problems,
                 referenced: Default::default(),
+                services: Arc::default(),
             }),
             shared,
         };
@@ -488,6 +518,7 @@ impl Agent {
                 watch,
                 watch_broken: false,
                 best: None,
+                services: None,
             },
         ))
     }
@@ -527,6 +558,28 @@ impl Agent {
             }
         }
         self.reconcile(inputs).await;
+    }
+
+    /// Applies the Service watch's changes (every one already there) and, when the
+    /// table changed, reconciles: the speaker's announcement diff then touches only the
+    /// prefixes of the Services that changed.
+    async fn on_services(&mut self, change: Option<ServiceChange>, inputs: &mut Inputs) {
+        let Some(k) = &mut self.kube else { return };
+        let Some(first) = change else {
+            warn!("the Service watch stopped; keeping the advertised Service addresses");
+            inputs.services = None;
+            return;
+        };
+        let table = Arc::make_mut(&mut k.services);
+        let mut changed = table.apply(first);
+        if let Some(rx) = &mut inputs.services {
+            while let Ok(c) = rx.try_recv() {
+                changed |= table.apply(c);
+            }
+        }
+        if changed {
+            self.reconcile(inputs).await;
+        }
     }
 
     async fn on_best(&mut self, batch: Option<Vec<bgp::rib::BestChange>>) {

@@ -6,6 +6,7 @@
 //!   NAT, MTU — from one snapshot, table-tested in `desired/tests.rs`;
 //!   `desired/route_changes.rs`: a best-path change as route changes;
 //! - `index.rs`: the datastore as the watch reports it, and the snapshot for decisions;
+//! - `services.rs`: which Service addresses this node advertises (Calico's semantics);
 //! - `config.rs`: flags, environment and file, checked before anything starts;
 //! - `autodetect.rs`: the node address, as Calico's `IP_AUTODETECTION_METHOD`.
 //!
@@ -43,6 +44,7 @@ pub mod kube;
 pub mod metrics;
 pub mod register;
 pub mod requests;
+pub mod services;
 pub mod shared;
 pub mod status;
 

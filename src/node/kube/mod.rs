@@ -6,6 +6,7 @@
 //!   Secrets (by name, re-read every 30 s) ──secrets::apply──▶ passwords in the snapshot
 //!   Lease serval-node-gc ──lease::LeaseState──▶ leader? ──▶ Node watch ──gc::stale_nodes──▶ gc::collect_node
 //!   Shared (NodeStatus) ──status_report::build + Limiter──▶ SSA ServalNodeStatus/status
+//!   Services, EndpointSlices ──services::run (watch)──▶ ServiceChange ──▶ the agent's ServiceTable
 //! ```
 //!
 //! Each decision is a pure function or state machine in its file; the tasks here are
@@ -15,6 +16,7 @@ pub mod gc;
 pub mod lease;
 pub mod node_settings;
 pub mod secrets;
+pub mod services;
 pub mod status_report;
 
 use std::collections::BTreeSet;

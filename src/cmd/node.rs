@@ -14,8 +14,8 @@ use clap::{Parser, Subcommand};
 use serval::control_socket;
 use serval::node::config::{self, FileConfig, DEFAULT_SOCKET};
 use serval::node::requests::{NodeControl, NodeRequest};
-use serval::node::{http, Shared};
 use serval::node::status::NodeStatus;
+use serval::node::{http, Shared};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -189,7 +189,9 @@ fn run_agent(a: RunArgs) -> anyhow::Result<()> {
         // Sockets first: a second agent with the same sockets stops here, before it
         // changes anything.
         let node_listener = control_socket::bind(&cfg.socket).await.context("socket")?;
-        let bgp_listener = control_socket::bind(&cfg.bgp_socket).await.context("bgp-socket")?;
+        let bgp_listener = control_socket::bind(&cfg.bgp_socket)
+            .await
+            .context("bgp-socket")?;
         let http_listener = match cfg.metrics_addr {
             Some(addr) => Some(http::bind(addr).await?),
             None => None,
@@ -345,6 +347,9 @@ fn text(s: &NodeStatus, with_routes: bool) -> String {
                 p.state.to_string(),
                 p.uptime_secs.map(duration).unwrap_or_default(),
                 format!("{}/{}", p.prefixes_received, p.prefixes_sent),
+                p.bfd
+                    .as_ref()
+                    .map_or_else(|| "-".to_owned(), |b| b.summary()),
                 p.last_error.clone().unwrap_or_default(),
             ]
         })
@@ -357,6 +362,7 @@ fn text(s: &NodeStatus, with_routes: bool) -> String {
             "STATE",
             "SINCE",
             "RECV/SENT",
+            "BFD",
             "LAST ERROR",
         ],
         &rows,
@@ -428,7 +434,7 @@ fn text(s: &NodeStatus, with_routes: bool) -> String {
 mod tests {
     use super::*;
     use serval::node::desired::PeerType;
-    use serval::node::status::{PeerRow, RouteRow};
+    use serval::node::status::{BfdRow, PeerRow, RouteRow};
 
     #[test]
     fn text_status_shows_peers_routes_and_problems() {
@@ -436,19 +442,58 @@ mod tests {
             node: "n1".into(),
             ipv4_address: Some("192.0.2.1/24".parse().unwrap()),
             asn: 64512,
-            peers: vec![PeerRow {
-                address: "192.0.2.2".parse().unwrap(),
-                name: Some("n2".into()),
-                peer_type: PeerType::Mesh,
-                asn: 64512,
-                state: bgp::status::SessionState::Established,
-                uptime_secs: Some(61),
-                prefixes_received: 1,
-                prefixes_accepted: 1,
-                prefixes_sent: 2,
-                flaps: 0,
-                last_error: None,
-            }],
+            peers: vec![
+                PeerRow {
+                    address: "192.0.2.2".parse().unwrap(),
+                    name: Some("n2".into()),
+                    peer_type: PeerType::Mesh,
+                    asn: 64512,
+                    state: bgp::status::SessionState::Established,
+                    uptime_secs: Some(61),
+                    prefixes_received: 1,
+                    prefixes_accepted: 1,
+                    prefixes_sent: 2,
+                    flaps: 0,
+                    last_error: None,
+                    bfd: Some(BfdRow {
+                        state: "Up".into(),
+                        multihop: false,
+                        tx_interval_ms: Some(100),
+                        rx_interval_ms: Some(100),
+                        detection_time_ms: Some(300),
+                        multiplier: 3,
+                        local_diag: None,
+                        remote_diag: None,
+                        failures: 0,
+                        hold_down_secs: None,
+                    }),
+                },
+                PeerRow {
+                    address: "192.0.2.3".parse().unwrap(),
+                    name: Some("n3".into()),
+                    peer_type: PeerType::Mesh,
+                    asn: 64512,
+                    state: bgp::status::SessionState::Active,
+                    uptime_secs: None,
+                    prefixes_received: 0,
+                    prefixes_accepted: 0,
+                    prefixes_sent: 0,
+                    flaps: 1,
+                    last_error: Some("BFD down: Control Detection Time Expired".into()),
+                    bfd: Some(BfdRow {
+                        state: "Down".into(),
+                        multihop: false,
+                        tx_interval_ms: None,
+                        rx_interval_ms: None,
+                        detection_time_ms: None,
+                        multiplier: 3,
+                        local_diag: Some("Control Detection Time Expired".into()),
+                        remote_diag: None,
+                        failures: 1,
+                        hold_down_secs: Some(2),
+                    }),
+                },
+            ],
             routes_programmed: 1,
             routes: vec![RouteRow {
                 prefix: "10.65.0.0/26".parse().unwrap(),
@@ -472,6 +517,9 @@ mod tests {
             "blackhole",
             "NOT READY",
             "no ipip for IP pool p1",
+            "BFD",
+            "Up tx 100ms rx 100ms x3",
+            "Down (Control Detection Time Expired)",
         ] {
             assert!(t.contains(want), "{want} missing:\n{t}");
         }

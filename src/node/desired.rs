@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
-use bgp::config::{Announcement, PeerConfig, PolicyRef};
+use bgp::config::{Announcement, PeerBfd, PeerConfig, PolicyRef};
 use bgp::policy::{Actions, Match, Policy, PrefixEntry, Rule, Verdict};
 use bgp::rib::{BestRoute, NextHopMode};
 use bgp::{Asn, Family, RouterId};
@@ -26,12 +26,16 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::node::dataplane::{self, DesiredRoutes, Mac, NatPool, RouteTarget, VxlanPeer};
+use crate::resources::bfd_profile::DEFAULT_MINIMUM_TTL;
 use crate::resources::bgp_configuration::DEFAULT_AS;
-use crate::resources::bgp_filter::{FilterAction, MatchOperator};
-use crate::resources::bgp_peer::{ReversePeering, SourceAddress};
+use crate::resources::bgp_filter::{
+    BGPFilterRule, FilterAction, FilterPeerType, MatchOperator, RouteSource,
+};
+use crate::resources::bgp_peer::{FailureDetectionMode, ReversePeering, SourceAddress};
 use crate::resources::common::{BgpPassword, GoDuration};
 use crate::resources::{
-    parse_community, BGPConfigurationSpec, BGPFilterSpec, BGPPeerSpec, Community, ServalNodeSpec,
+    parse_community, BFDProfileSpec, BGPConfigurationSpec, BGPFilterSpec, BGPPeerSpec, Community,
+    ServalNodeSpec,
 };
 
 /// One node as the cluster describes it.
@@ -121,6 +125,8 @@ pub struct Snapshot {
     pub peers: BTreeMap<String, BGPPeerSpec>,
     /// BGPFilters by name.
     pub filters: BTreeMap<String, BGPFilterSpec>,
+    /// BFDProfiles by name.
+    pub bfd_profiles: BTreeMap<String, BFDProfileSpec>,
     pub pools: Vec<IpPool>,
     /// Blocks affine to this node.
     pub own_blocks: BTreeSet<IpNet>,
@@ -140,6 +146,7 @@ impl std::fmt::Debug for Snapshot {
             config,
             peers,
             filters,
+            bfd_profiles,
             pools,
             own_blocks,
             borrowed,
@@ -153,6 +160,7 @@ impl std::fmt::Debug for Snapshot {
             .field("config", config)
             .field("peers", peers)
             .field("filters", filters)
+            .field("bfd_profiles", bfd_profiles)
             .field("pools", pools)
             .field("own_blocks", own_blocks)
             .field("borrowed", borrowed)
@@ -389,7 +397,8 @@ fn peers(snap: &Snapshot, me: &NodeInfo, d: &mut Desired) {
             Some(Ok(v)) => v,
             None => None,
         };
-        let policies = match filters(snap, &p.filters, &what) {
+        let local_as = p.local_as_number.map(Asn).unwrap_or(d.asn);
+        let policies = match filters(snap, &p.filters, &what, local_as) {
             Ok(v) => v,
             Err(e) => {
                 d.problems.push(e);
@@ -420,6 +429,7 @@ fn peers(snap: &Snapshot, me: &NodeInfo, d: &mut Desired) {
                     ));
                 }
             }
+            cfg.bfd = peer_bfd(snap, p, &what, &cfg, &mut d.problems);
             add_peer(d, cfg, kind);
         } else if let Some(sel) = &p.peer_selector {
             for (other_name, other) in &snap.nodes {
@@ -468,6 +478,15 @@ fn peers(snap: &Snapshot, me: &NodeInfo, d: &mut Desired) {
                 .config
                 .node_mesh_max_restart_time
                 .map(GoDuration::restart_secs);
+            cfg.bfd = snap.config.node_mesh_bfd_profile.as_ref().and_then(|name| {
+                bfd_of_profile(
+                    snap,
+                    name,
+                    "BGPConfiguration default nodeMeshBFDProfile",
+                    &cfg,
+                    &mut d.problems,
+                )
+            });
             add_peer(d, cfg, PeerType::Mesh);
         }
     }
@@ -480,7 +499,7 @@ fn node_peer(
     me: &NodeInfo,
     (other_name, other): (&String, &NodeInfo),
     p: &BGPPeerSpec,
-    (pw, policies): (&Option<String>, &(Option<Policy>, Option<Policy>)),
+    (pw, policies): (&Option<String>, &PeerPolicies),
     d: &mut Desired,
 ) {
     let client = d.cluster_id.is_some() && other.cluster_id().is_none();
@@ -499,6 +518,13 @@ fn node_peer(
         if cfg.ttl_security.is_none() {
             cfg.ttl_security = node_pair_gtsm(me, other, v4);
         }
+        cfg.bfd = peer_bfd(
+            snap,
+            p,
+            &format!("BGPPeer {}", cfg.name.as_deref().unwrap_or_default()),
+            &cfg,
+            &mut d.problems,
+        );
         let kind = if client {
             PeerType::RrClient
         } else {
@@ -530,7 +556,8 @@ fn reverse_peers(snap: &Snapshot, me: &NodeInfo, d: &mut Desired) {
             Some(Ok(v)) => v,
             None => None,
         };
-        let policies = match filters(snap, &p.filters, &what) {
+        let local_as = p.local_as_number.map(Asn).unwrap_or(d.asn);
+        let policies = match filters(snap, &p.filters, &what, local_as) {
             Ok(v) => v,
             Err(e) => {
                 d.problems.push(e);
@@ -575,11 +602,79 @@ fn node_pair_gtsm(me: &NodeInfo, other: &NodeInfo, v4: bool) -> Option<u8> {
     (mine.contains(&theirs.addr()) && theirs.contains(&mine.addr())).then_some(1)
 }
 
+/// The BFD of one session of a BGPPeer, from its `bfdProfile` and
+/// `failureDetectionMode` (`None` is no BFD: the agent's speaker has no speaker-wide
+/// default). `BFDIfDirectlyConnected` asks for BFD only where the peer's address is on a
+/// subnet of one of this node's interfaces, with the profile's timers or MetalLB's
+/// defaults (300 ms × 3).
+fn peer_bfd(
+    snap: &Snapshot,
+    p: &BGPPeerSpec,
+    what: &str,
+    cfg: &PeerConfig,
+    problems: &mut Vec<String>,
+) -> Option<PeerBfd> {
+    let directly = match p.failure_detection_mode {
+        Some(FailureDetectionMode::BFDIfDirectlyConnected) => {
+            if !snap.on_local_subnet(cfg.address) {
+                return None;
+            }
+            true
+        }
+        Some(FailureDetectionMode::None) | None => false,
+    };
+    match (&p.bfd_profile, directly) {
+        (Some(name), _) => bfd_of_profile(snap, name, what, cfg, problems),
+        (None, true) => Some(PeerBfd::On(BFDProfileSpec::default().settings())),
+        (None, false) => None,
+    }
+}
+
+/// BFD with the named profile's timers; a missing profile is a problem and the session
+/// runs without BFD (its BGP hold timer still detects a dead peer, only later), rather
+/// than not at all. A `minimumTtl` the speaker will not use is reported.
+fn bfd_of_profile(
+    snap: &Snapshot,
+    name: &str,
+    what: &str,
+    cfg: &PeerConfig,
+    problems: &mut Vec<String>,
+) -> Option<PeerBfd> {
+    let mut problem = |text: String| {
+        if !problems.contains(&text) {
+            problems.push(text);
+        }
+    };
+    let Some(profile) = snap.bfd_profiles.get(name) else {
+        problem(format!(
+            "{what}: BFDProfile {name} does not exist; the sessions run without BFD"
+        ));
+        return None;
+    };
+    if let Some(asked) = profile.minimum_ttl {
+        // The speaker's multihop minimum: 255 minus the routers the peering allows
+        // between (RFC 5883 §5), 254 when the peering says nothing.
+        let used = match cfg.multihop.or(cfg.ttl_security) {
+            Some(h) if h > 1 => 255u8.saturating_sub(h - 1),
+            _ => DEFAULT_MINIMUM_TTL,
+        };
+        if asked != used {
+            problem(format!(
+                "{what}: BFDProfile {name} minimumTtl {asked} is not applied to {}: serval's \
+                 multihop BFD takes packets with TTL {used} or more on this peering (from its \
+                 ttlSecurity or reachableBy)",
+                cfg.address
+            ));
+        }
+    }
+    Some(PeerBfd::On(profile.settings()))
+}
+
 fn apply_peer_spec(
     snap: &Snapshot,
     p: &BGPPeerSpec,
     password: Option<String>,
-    policies: &(Option<Policy>, Option<Policy>),
+    policies: &PeerPolicies,
     cfg: &mut PeerConfig,
 ) {
     cfg.password = password;
@@ -603,18 +698,49 @@ fn apply_peer_spec(
         cfg.restart_time = Some(t.restart_secs());
     }
     cfg.max_prefix = p.max_prefix_config();
+    // A filter's `peerType` rules apply by the type of this session.
+    let node_as = snap.me().map_or(Asn(DEFAULT_AS), |m| m.asn(&snap.config));
+    let policies = if cfg.asn == cfg.local_asn.unwrap_or(node_as) {
+        &policies.ibgp
+    } else {
+        &policies.ebgp
+    };
     cfg.import = policies.0.clone().map(PolicyRef::Inline);
     // The filters' export rules only: `exports` adds the default after them.
     cfg.export = policies.1.clone().map(PolicyRef::Inline);
 }
 
+/// A peer's filter policies (import, export), compiled for an eBGP and for an iBGP
+/// session: a rule with `peerType` is in one of them only.
+#[derive(Clone, Debug, Default)]
+struct PeerPolicies {
+    ebgp: (Option<Policy>, Option<Policy>),
+    ibgp: (Option<Policy>, Option<Policy>),
+}
+
 /// The import and export policies of a peer's filters, in order; `None` when the peer
 /// has no filters. Import falls through to accept; the export rules are completed by
-/// [`export_policy`].
+/// [`export_policy`]. `local_as`: the AS of the peering's sessions (what
+/// `prependASPath` may prepend).
 fn filters(
     snap: &Snapshot,
     names: &[String],
     what: &str,
+    local_as: Asn,
+) -> Result<PeerPolicies, String> {
+    Ok(PeerPolicies {
+        ebgp: filters_for(snap, names, what, local_as, FilterPeerType::Ebgp)?,
+        ibgp: filters_for(snap, names, what, local_as, FilterPeerType::Ibgp)?,
+    })
+}
+
+/// [`filters`] for sessions of one type.
+fn filters_for(
+    snap: &Snapshot,
+    names: &[String],
+    what: &str,
+    local_as: Asn,
+    session: FilterPeerType,
 ) -> Result<(Option<Policy>, Option<Policy>), String> {
     if names.is_empty() {
         return Ok((None, None));
@@ -632,6 +758,14 @@ fn filters(
                 &mut export
             };
             for (i, r) in rules.iter().enumerate() {
+                // A rule for the other session type, or one that matches routes taken
+                // from a kernel interface (serval's speaker takes none), matches nothing
+                // here.
+                if r.peer_type.is_some_and(|t| t != session) || r.interface.is_some() {
+                    continue;
+                }
+                let at = format!("{what}: BGPFilter {name} {list}[{i}]");
+                let (matches, then) = rule_extras(r, &at, local_as)?;
                 let entry = match (r.cidr, r.match_operator) {
                     (None, _) => {
                         let (any, max) = if v4 {
@@ -672,20 +806,64 @@ fn filters(
                     name: Some(format!("{name}/{list}[{i}]")),
                     matches: Match {
                         prefix: vec![entry],
-                        ..Match::default()
+                        ..matches
                     },
                     then: Actions {
                         action: match r.action {
                             FilterAction::Accept => Verdict::Accept,
                             FilterAction::Reject => Verdict::Reject,
                         },
-                        ..Actions::default()
+                        ..then
                     },
                 });
             }
         }
     }
     Ok((Some(import), Some(export)))
+}
+
+/// A rule's conditions beyond the prefix (`source`, `communities`, `asPathPrefix`) and
+/// its `operations`, as the speaker's policy engine writes them.
+fn rule_extras(r: &BGPFilterRule, at: &str, local_as: Asn) -> Result<(Match, Actions), String> {
+    let mut m = Match::default();
+    let mut then = Actions::default();
+    if r.source == Some(RouteSource::RemotePeers) {
+        m.local_origin = Some(false);
+    }
+    let community = |v: &str| {
+        parse_community(v).map_err(|e| format!("{at}: {e}; the peering is not configured"))
+    };
+    for v in r.communities.iter().flat_map(|c| &c.values) {
+        match community(v)? {
+            Community::Standard(c) => m.community_all.push(c),
+            Community::Large(c) => m.large_community_all.push(c),
+        }
+    }
+    if !r.as_path_prefix.is_empty() {
+        // `_` is a boundary (start, end, space): the path starts with these ASes.
+        let path: Vec<String> = r.as_path_prefix.iter().map(u32::to_string).collect();
+        m.as_path_regex = Some(format!("^{}_", path.join("_")));
+    }
+    for op in &r.operations {
+        if let Some(c) = &op.add_community {
+            match community(&c.value)? {
+                Community::Standard(c) => then.add_communities.push(c),
+                Community::Large(c) => then.add_large_communities.push(c),
+            }
+        }
+        if let Some(p) = &op.prepend_as_path {
+            if p.prefix.iter().any(|a| Asn(*a) != local_as) {
+                return Err(format!(
+                    "{at}: prependASPath {:?}: serval prepends only the session's own AS \
+                     ({local_as}); the peering is not configured",
+                    p.prefix
+                ));
+            }
+            let n = u8::try_from(p.prefix.len()).unwrap_or(u8::MAX);
+            then.prepend = then.prepend.saturating_add(n);
+        }
+    }
+    Ok((m, then))
 }
 
 // ---------------------------------------------------------------------------------------

@@ -126,6 +126,9 @@ impl Index {
                 }
                 // The IPAM reads reservations itself when it allocates.
                 Spec::IpReservation(_) => {}
+                Spec::BfdProfile(b) => {
+                    s.bfd_profiles.insert(r.name.to_string(), b);
+                }
             }
         }
         for b in self.blocks.values() {

@@ -6,6 +6,10 @@
 //! | `serval_bgp_session_state`               | peer, peer_type, state  | 1 for the session's current state        |
 //! | `serval_bgp_session_flaps_total`         | peer, peer_type         | times the session left Established       |
 //! | `serval_bgp_prefixes_received`           | peer, peer_type         | prefixes held from the peer              |
+//! | `serval_bfd_session_up`                  | peer, peer_type         | 1 when the session's BFD is Up           |
+//! | `serval_bfd_session_state`               | peer, peer_type, state  | 1 for the BFD session's current state    |
+//! | `serval_bfd_session_flaps_total`         | peer, peer_type         | times BFD went down from Up              |
+//! | `serval_bfd_detection_time_seconds`      | peer, peer_type         | the detection time in use                |
 //! | `serval_bgp_prefixes_sent`               | peer, peer_type         | prefixes advertised to the peer          |
 //! | `serval_routes_programmed`               | kind                    | kernel routes by kind                    |
 //! | `serval_route_errors`                    |                         | routes the kernel refused                |
@@ -97,6 +101,10 @@ pub fn render(m: &Metrics, s: &ScrapeInput) -> String {
     let flaps = Family::<PeerLabels, Counter>::default();
     let received = Family::<PeerLabels, Gauge>::default();
     let sent = Family::<PeerLabels, Gauge>::default();
+    let bfd_up = Family::<PeerLabels, Gauge>::default();
+    let bfd_state = Family::<StateLabels, Gauge>::default();
+    let bfd_flaps = Family::<PeerLabels, Counter>::default();
+    let bfd_detect = Family::<PeerLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
     for p in &s.peers {
         let l = PeerLabels {
             peer: p.address.to_string(),
@@ -119,6 +127,23 @@ pub fn render(m: &Metrics, s: &ScrapeInput) -> String {
             .get_or_create(&l)
             .set(i64::from(p.prefixes_received));
         sent.get_or_create(&l).set(i64::from(p.prefixes_sent));
+        // Sessions without BFD have no BFD series at all.
+        if let Some(b) = &p.bfd {
+            bfd_up
+                .get_or_create(&l)
+                .set(i64::from(b.state_code() == Some(3)));
+            bfd_state
+                .get_or_create(&StateLabels {
+                    peer: l.peer.clone(),
+                    peer_type: l.peer_type.clone(),
+                    state: b.state.clone(),
+                })
+                .set(1);
+            bfd_flaps.get_or_create(&l).inc_by(b.failures);
+            if let Some(ms) = b.detection_time_ms {
+                bfd_detect.get_or_create(&l).set(f64::from(ms) / 1000.0);
+            }
+        }
     }
     r.register(
         "serval_bgp_session_up",
@@ -144,6 +169,26 @@ pub fn render(m: &Metrics, s: &ScrapeInput) -> String {
         "serval_bgp_prefixes_sent",
         "Prefixes advertised to the peer",
         sent,
+    );
+    r.register(
+        "serval_bfd_session_up",
+        "1 when the BGP session's BFD session is Up",
+        bfd_up,
+    );
+    r.register(
+        "serval_bfd_session_state",
+        "1 for the BFD session's current state (AdminDown, Down, Init, Up, Unknown)",
+        bfd_state,
+    );
+    r.register(
+        "serval_bfd_session_flaps",
+        "Times the BFD session went down from Up",
+        bfd_flaps,
+    );
+    r.register(
+        "serval_bfd_detection_time_seconds",
+        "How long without a BFD packet before the session fails, as negotiated",
+        bfd_detect,
     );
     let routes = Family::<KindLabels, Gauge>::default();
     for (kind, n) in &s.routes_by_kind {
@@ -212,6 +257,7 @@ pub fn render(m: &Metrics, s: &ScrapeInput) -> String {
 mod tests {
     use super::*;
     use crate::node::desired::PeerType;
+    use crate::node::status::BfdRow;
 
     #[test]
     fn scrape_has_every_family_with_labels() {
@@ -230,6 +276,18 @@ mod tests {
                 prefixes_sent: 2,
                 flaps: 4,
                 last_error: None,
+                bfd: Some(BfdRow {
+                    state: "Up".into(),
+                    multihop: false,
+                    tx_interval_ms: Some(100),
+                    rx_interval_ms: Some(100),
+                    detection_time_ms: Some(300),
+                    multiplier: 3,
+                    local_diag: None,
+                    remote_diag: None,
+                    failures: 2,
+                    hold_down_secs: None,
+                }),
             }],
             routes_by_kind: [("blackhole".to_owned(), 1), ("vxlan".to_owned(), 2)].into(),
             route_errors: 0,
@@ -244,12 +302,68 @@ mod tests {
             r#"serval_bgp_session_flaps_total{peer="192.0.2.2",peer_type="mesh"} 4"#,
             r#"serval_bgp_prefixes_received{peer="192.0.2.2",peer_type="mesh"} 3"#,
             r#"serval_bgp_prefixes_sent{peer="192.0.2.2",peer_type="mesh"} 2"#,
+            r#"serval_bfd_session_up{peer="192.0.2.2",peer_type="mesh"} 1"#,
+            r#"serval_bfd_session_state{peer="192.0.2.2",peer_type="mesh",state="Up"} 1"#,
+            r#"serval_bfd_session_flaps_total{peer="192.0.2.2",peer_type="mesh"} 2"#,
+            r#"serval_bfd_detection_time_seconds{peer="192.0.2.2",peer_type="mesh"} 0.3"#,
             r#"serval_routes_programmed{kind="vxlan"} 2"#,
             r#"serval_ipam_addresses_used{pool="default"} 5"#,
             r#"serval_ipam_blocks{pool="default"} 2"#,
             "serval_reconcile_duration_seconds_count 1",
             "serval_ready 1",
             "# EOF",
+        ] {
+            assert!(text.contains(want), "{want} missing from\n{text}");
+        }
+    }
+
+    #[test]
+    fn sessions_without_bfd_have_no_bfd_series_and_a_down_one_reads_zero() {
+        let row = |bfd: Option<BfdRow>| PeerRow {
+            address: "192.0.2.9".parse().unwrap(),
+            name: None,
+            peer_type: PeerType::Global,
+            asn: 65000,
+            state: bgp::status::SessionState::Active,
+            uptime_secs: None,
+            prefixes_received: 0,
+            prefixes_accepted: 0,
+            prefixes_sent: 0,
+            flaps: 0,
+            last_error: None,
+            bfd,
+        };
+        let text = render(
+            &Metrics::default(),
+            &ScrapeInput {
+                peers: vec![row(None)],
+                ..ScrapeInput::default()
+            },
+        );
+        assert!(!text.contains("serval_bfd_session_up{"), "{text}");
+        let down = BfdRow {
+            state: "Down".into(),
+            multihop: true,
+            tx_interval_ms: None,
+            rx_interval_ms: None,
+            detection_time_ms: None,
+            multiplier: 3,
+            local_diag: Some("Control Detection Time Expired".into()),
+            remote_diag: None,
+            failures: 1,
+            hold_down_secs: Some(2),
+        };
+        let text = render(
+            &Metrics::default(),
+            &ScrapeInput {
+                peers: vec![row(Some(down))],
+                ..ScrapeInput::default()
+            },
+        );
+        for want in [
+            r#"serval_bfd_session_up{peer="192.0.2.9",peer_type="global"} 0"#,
+            r#"serval_bfd_session_state{peer="192.0.2.9",peer_type="global",state="Down"} 1"#,
+            r#"serval_bfd_session_flaps_total{peer="192.0.2.9",peer_type="global"} 1"#,
         ] {
             assert!(text.contains(want), "{want} missing from\n{text}");
         }

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
-use bgp::status::PeerStatus;
+use bgp::status::{BfdStatus, PeerStatus};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
@@ -70,6 +70,82 @@ pub struct PeerRow {
     pub prefixes_sent: u32,
     pub flaps: u64,
     pub last_error: Option<String>,
+    /// The session's BFD (RFC 5880), when it runs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfd: Option<BfdRow>,
+}
+
+/// A session's BFD: its state, the intervals in use and why it last changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BfdRow {
+    /// `AdminDown`, `Down`, `Init`, `Up`; `Unknown` when the BFD task did not answer.
+    pub state: String,
+    /// RFC 5883 multihop rather than RFC 5881 single hop.
+    pub multihop: bool,
+    /// The negotiated transmit interval (before jitter) and receive interval, once the
+    /// peer has been heard.
+    pub tx_interval_ms: Option<u32>,
+    pub rx_interval_ms: Option<u32>,
+    /// How long without a packet before the session fails.
+    pub detection_time_ms: Option<u32>,
+    /// This side's multiplier, as configured.
+    pub multiplier: u8,
+    /// Why this side last changed state and the peer's (RFC 5880 §4.1 names).
+    pub local_diag: Option<String>,
+    pub remote_diag: Option<String>,
+    /// Times BFD went down from Up.
+    pub failures: u64,
+    /// Seconds BGP stays held down after BFD failures in a row.
+    pub hold_down_secs: Option<u64>,
+}
+
+impl BfdRow {
+    pub fn from_status(b: &BfdStatus) -> BfdRow {
+        BfdRow {
+            state: b.state.clone(),
+            multihop: b.multihop,
+            tx_interval_ms: b.tx_interval_ms,
+            rx_interval_ms: b.rx_interval_ms,
+            detection_time_ms: b.detection_time_ms,
+            multiplier: b.multiplier,
+            local_diag: b.local_diag.clone(),
+            remote_diag: b.remote_diag.clone(),
+            failures: b.failures,
+            hold_down_secs: b.hold_down_secs,
+        }
+    }
+
+    /// `Up`, `Down` and the like as a number for the metrics (RFC 5880 §4.1 codes:
+    /// AdminDown 0, Down 1, Init 2, Up 3); `None` for `Unknown`.
+    pub fn state_code(&self) -> Option<u8> {
+        match self.state.as_str() {
+            "AdminDown" => Some(0),
+            "Down" => Some(1),
+            "Init" => Some(2),
+            "Up" => Some(3),
+            _ => None,
+        }
+    }
+
+    /// The last diagnostic worth showing: ours, else the peer's.
+    pub fn last_diag(&self) -> Option<&str> {
+        self.local_diag.as_deref().or(self.remote_diag.as_deref())
+    }
+
+    /// One cell of the text table: `Up 300/300ms ×3` or `Down (Control Detection
+    /// Time Expired)`.
+    pub fn summary(&self) -> String {
+        let mut out = self.state.clone();
+        if let (Some(tx), Some(rx)) = (self.tx_interval_ms, self.rx_interval_ms) {
+            out.push_str(&format!(" tx {tx}ms rx {rx}ms x{}", self.multiplier));
+        }
+        if self.state != "Up" {
+            if let Some(d) = self.last_diag() {
+                out.push_str(&format!(" ({d})"));
+            }
+        }
+        out
+    }
 }
 
 /// One route serval programmed (or tried to).
@@ -123,6 +199,7 @@ pub fn peer_rows(peers: &[PeerStatus], types: &BTreeMap<IpAddr, PeerType>) -> Ve
                 prefixes_sent: sent,
                 flaps: p.flaps,
                 last_error: p.last_error.clone(),
+                bfd: p.bfd.as_ref().map(BfdRow::from_status),
             }
         })
         .collect()
@@ -180,6 +257,53 @@ pub fn route_row(
 mod tests {
     use super::*;
     use crate::node::dataplane::{Mac, VxlanPeer};
+
+    fn speaker_bfd(state: &str, diag: Option<&str>) -> BfdStatus {
+        BfdStatus {
+            state: state.into(),
+            remote_state: None,
+            multihop: true,
+            min_rx_ms: 100,
+            min_tx_ms: 100,
+            multiplier: 3,
+            passive: false,
+            tx_interval_ms: Some(100),
+            rx_interval_ms: Some(120),
+            detection_time_ms: Some(360),
+            local_diag: diag.map(str::to_owned),
+            remote_diag: None,
+            local_discriminator: Some(1),
+            remote_discriminator: Some(2),
+            packets_sent: 10,
+            packets_received: 9,
+            failures: 2,
+            hold_down_secs: Some(4),
+        }
+    }
+
+    #[test]
+    fn bfd_rows_carry_state_intervals_and_diagnostic() {
+        let up = BfdRow::from_status(&speaker_bfd("Up", None));
+        assert_eq!(
+            (up.tx_interval_ms, up.rx_interval_ms, up.detection_time_ms),
+            (Some(100), Some(120), Some(360))
+        );
+        assert!(up.multihop);
+        assert_eq!((up.failures, up.hold_down_secs), (2, Some(4)));
+        assert_eq!(up.summary(), "Up tx 100ms rx 120ms x3");
+        assert_eq!(up.state_code(), Some(3));
+        let down =
+            BfdRow::from_status(&speaker_bfd("Down", Some("Control Detection Time Expired")));
+        assert_eq!(
+            down.summary(),
+            "Down tx 100ms rx 120ms x3 (Control Detection Time Expired)"
+        );
+        assert_eq!(down.state_code(), Some(1));
+        assert_eq!(
+            BfdRow::from_status(&speaker_bfd("Unknown", None)).state_code(),
+            None
+        );
+    }
 
     #[test]
     fn route_rows_name_kind_via_and_device() {
@@ -273,11 +397,36 @@ mod tests {
                 prefixes_sent: 2,
                 flaps: 0,
                 last_error: None,
+                bfd: Some(BfdRow {
+                    state: "Up".into(),
+                    multihop: false,
+                    tx_interval_ms: Some(100),
+                    rx_interval_ms: Some(100),
+                    detection_time_ms: Some(300),
+                    multiplier: 3,
+                    local_diag: None,
+                    remote_diag: Some("Neighbor Signaled Session Down".into()),
+                    failures: 1,
+                    hold_down_secs: None,
+                }),
             }],
             ..NodeStatus::default()
         };
         let v = serde_json::to_value(&s).unwrap();
         let p = &v["peers"][0];
+        for k in [
+            "state",
+            "multihop",
+            "tx_interval_ms",
+            "rx_interval_ms",
+            "detection_time_ms",
+            "local_diag",
+            "remote_diag",
+            "failures",
+        ] {
+            assert!(p["bfd"].get(k).is_some(), "bfd.{k} missing in {p}");
+        }
+        assert_eq!(p["bfd"]["state"], "Up");
         for k in [
             "address",
             "type",

@@ -1,6 +1,10 @@
 //! `BGPConfiguration`: the cluster's BGP settings, Calico's resource of the same name
 //! with its field names. The object named `default` applies to every node; an object
 //! named `node.<node name>` overrides `logSeverityScreen` and `listenPort` for one node.
+//!
+//! `nodeMeshBFDProfile` is serval's addition (in the spelling of Calico's
+//! `nodeMeshPassword` and `nodeMeshMaxRestartTime`): the `BFDProfile` of every
+//! node-to-node mesh session.
 
 use ipnet::IpNet;
 use kube::CustomResource;
@@ -69,6 +73,14 @@ pub struct BGPConfigurationSpec {
     /// Graceful-restart time of the mesh sessions (default 120s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_mesh_max_restart_time: Option<GoDuration>,
+    /// The `BFDProfile` of the node-to-node mesh sessions: BFD on each with its timers
+    /// (serval's addition). Unset: the mesh runs no BFD.
+    #[serde(
+        default,
+        rename = "nodeMeshBFDProfile",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub node_mesh_bfd_profile: Option<String>,
     /// Interface names (or `*` patterns) never used for address autodetection.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ignored_interfaces: Vec<String>,
@@ -197,6 +209,11 @@ impl BGPConfigurationSpec {
             .map(GoDuration::check_restart_time)
         {
             errors.push(("nodeMeshMaxRestartTime".into(), e));
+        }
+        if let Some(name) = &self.node_mesh_bfd_profile {
+            if let Err(e) = ipam::store::ResourceName::new(name.as_str()) {
+                errors.push(("nodeMeshBFDProfile".into(), format!("{name:?}: {e}")));
+            }
         }
         errors
     }

@@ -9,6 +9,11 @@
 //! - `maxPrefix` (serval's addition to Calico's fields): how many prefixes the peer may
 //!   send. A peering with `peerIP` without it gets [`MaxPrefix::DEFAULT`], so no router
 //!   can fill a node's memory by accident or on purpose.
+//! - `bfdProfile` (MetalLB's field): BFD on this peering's sessions with the timers of
+//!   that `BFDProfile`. `failureDetectionMode: BFDIfDirectlyConnected` (Calico
+//!   Enterprise's field): BFD only on sessions whose peer is on a subnet of one of the
+//!   node's interfaces, with `bfdProfile`'s timers or 300 ms × 3. A profile that does not
+//!   exist leaves the sessions running without BFD and says so in the node's status.
 
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -108,6 +113,30 @@ pub struct BGPPeerSpec {
     /// (other nodes) has no limit unless given here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_prefix: Option<MaxPrefix>,
+    /// The `BFDProfile` of this peering's sessions: BFD on with its timers (MetalLB's
+    /// field). With `failureDetectionMode: BFDIfDirectlyConnected`, only on sessions
+    /// with a directly connected peer.
+    #[serde(
+        default,
+        rename = "bfdProfile",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub bfd_profile: Option<String>,
+    /// Calico Enterprise's switch: `None` (default: BFD as `bfdProfile` says) or
+    /// `BFDIfDirectlyConnected` (BFD where the peer is on a subnet of one of the node's
+    /// interfaces, else none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_detection_mode: Option<FailureDetectionMode>,
+}
+
+/// When a peering's sessions run BFD (Calico Enterprise's `failureDetectionMode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum FailureDetectionMode {
+    /// BFD only as `bfdProfile` asks; with no profile, none.
+    #[default]
+    None,
+    /// BFD on the sessions whose peer is on a directly connected subnet.
+    BFDIfDirectlyConnected,
 }
 
 /// A per-peer maximum-prefix limit.
@@ -340,6 +369,17 @@ impl BGPPeerSpec {
         if let Some(m) = &self.max_prefix {
             errors.extend(m.check());
         }
+        if let Some(name) = &self.bfd_profile {
+            if let Err(e) = ipam::store::ResourceName::new(name.as_str()) {
+                errors.push(("bfdProfile".into(), format!("{name:?}: {e}")));
+            }
+            if self.failure_detection_mode == Some(FailureDetectionMode::None) {
+                errors.push((
+                    "failureDetectionMode".into(),
+                    "None turns BFD off, and bfdProfile asks for it: give one of them".into(),
+                ));
+            }
+        }
         errors
     }
 }
@@ -467,6 +507,28 @@ mod tests {
         // The serval-only spelling is not Calico's and is refused.
         assert!(serde_json::from_value::<BGPPeerSpec>(serde_json::json!(
             {"peerIP": "192.0.2.1", "asNumber": 1, "localAsNumber": 65010}
+        ))
+        .is_err());
+    }
+
+    #[test]
+    fn bfd_fields_in_metallb_and_calico_spelling() {
+        let p = peer(serde_json::json!({"bfdProfile": "fast",
+            "failureDetectionMode": "BFDIfDirectlyConnected"}));
+        assert!(p.check().is_empty(), "{:?}", p.check());
+        assert_eq!(p.bfd_profile.as_deref(), Some("fast"));
+        assert_eq!(
+            p.failure_detection_mode,
+            Some(FailureDetectionMode::BFDIfDirectlyConnected)
+        );
+        let both = peer(serde_json::json!({"bfdProfile": "fast", "failureDetectionMode": "None"}));
+        let errors: Vec<String> = both.check().into_iter().map(|(f, _)| f).collect();
+        assert_eq!(errors, ["failureDetectionMode"]);
+        let bad = peer(serde_json::json!({"bfdProfile": "Not A Name"}));
+        let errors: Vec<String> = bad.check().into_iter().map(|(f, _)| f).collect();
+        assert_eq!(errors, ["bfdProfile"]);
+        assert!(serde_json::from_value::<BGPPeerSpec>(serde_json::json!(
+            {"peerIP": "192.0.2.1", "asNumber": 1, "failureDetectionMode": "BFD"}
         ))
         .is_err());
     }

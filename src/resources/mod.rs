@@ -6,6 +6,7 @@
 //! | `BGPConfiguration` | mesh on/off, default AS, communities, service CIDRs       |
 //! | `BGPPeer`          | global, per-node and route-reflector peerings             |
 //! | `BGPFilter`        | prefix filters peers refer to                             |
+//! | `BFDProfile`       | BFD timers peers and the mesh refer to (MetalLB's)        |
 //! | `IPReservation`    | addresses the IPAM never hands out                        |
 //! | `ServalNode`       | one node's address, AS, tunnel addresses, labels          |
 //!
@@ -14,6 +15,7 @@
 //! CRDs derived here. Every spec deserializes with unknown fields rejected, then passes
 //! the checks serde cannot make; an error names the field path and the value.
 
+pub mod bfd_profile;
 pub mod bgp_configuration;
 pub mod bgp_filter;
 pub mod bgp_peer;
@@ -31,6 +33,7 @@ use ipam::store::ResourceName;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub use bfd_profile::BFDProfileSpec;
 pub use bgp_configuration::BGPConfigurationSpec;
 pub use bgp_filter::BGPFilterSpec;
 pub use bgp_peer::BGPPeerSpec;
@@ -48,15 +51,17 @@ pub enum ResourceKind {
     BgpFilter,
     ServalNode,
     IpReservation,
+    BfdProfile,
 }
 
 impl ResourceKind {
-    pub const ALL: [ResourceKind; 5] = [
+    pub const ALL: [ResourceKind; 6] = [
         ResourceKind::BgpConfiguration,
         ResourceKind::BgpPeer,
         ResourceKind::BgpFilter,
         ResourceKind::ServalNode,
         ResourceKind::IpReservation,
+        ResourceKind::BfdProfile,
     ];
 
     /// The kind as the datastore keys it.
@@ -72,6 +77,7 @@ impl ResourceKind {
             ResourceKind::BgpFilter => "BGPFilter",
             ResourceKind::ServalNode => "ServalNode",
             ResourceKind::IpReservation => "IPReservation",
+            ResourceKind::BfdProfile => "BFDProfile",
         }
     }
 
@@ -86,6 +92,7 @@ impl ResourceKind {
             "bgpfilter" => Some(ResourceKind::BgpFilter),
             "servalnode" | "node" => Some(ResourceKind::ServalNode),
             "ipreservation" => Some(ResourceKind::IpReservation),
+            "bfdprofile" => Some(ResourceKind::BfdProfile),
             _ => None,
         }
     }
@@ -105,6 +112,7 @@ pub enum Spec {
     BgpFilter(BGPFilterSpec),
     ServalNode(ServalNodeSpec),
     IpReservation(IPReservationSpec),
+    BfdProfile(BFDProfileSpec),
 }
 
 /// A resource: name, labels and typed spec.
@@ -168,6 +176,7 @@ impl ClusterResource {
             Spec::BgpFilter(_) => ResourceKind::BgpFilter,
             Spec::ServalNode(_) => ResourceKind::ServalNode,
             Spec::IpReservation(_) => ResourceKind::IpReservation,
+            Spec::BfdProfile(_) => ResourceKind::BfdProfile,
         }
     }
 
@@ -206,6 +215,8 @@ impl ClusterResource {
                 .map(|s| (checked(s.check()), Spec::ServalNode(s))),
             ResourceKind::IpReservation => decode_spec::<IPReservationSpec>(spec)
                 .map(|s| (checked(s.check()), Spec::IpReservation(s))),
+            ResourceKind::BfdProfile => decode_spec::<BFDProfileSpec>(spec)
+                .map(|s| (checked(s.check()), Spec::BfdProfile(s))),
         };
         match spec {
             Ok((problems, spec)) => {
@@ -230,6 +241,7 @@ impl ClusterResource {
             Spec::BgpFilter(s) => spec_json(s),
             Spec::ServalNode(s) => spec_json(s),
             Spec::IpReservation(s) => spec_json(s),
+            Spec::BfdProfile(s) => spec_json(s),
         }
     }
 
@@ -309,6 +321,7 @@ mod tests {
             bgp_filter::BGPFilter::crd(),
             serval_node::ServalNode::crd(),
             ip_reservation::IPReservation::crd(),
+            bfd_profile::BFDProfile::crd(),
         ];
         for crd in &crds {
             assert_eq!(crd.spec.group, "serval.dev");
@@ -329,6 +342,12 @@ mod tests {
             "vxlanTunnelMACAddr",
             "exportV4",
             "matchOperator",
+            "bfdProfile",
+            "nodeMeshBFDProfile",
+            "failureDetectionMode",
+            "receiveInterval",
+            "detectMultiplier",
+            "minimumTtl",
         ] {
             assert!(text.contains(field), "{field} missing from the CRDs");
         }
@@ -346,6 +365,8 @@ mod tests {
             ("bgpfilter", ResourceKind::BgpFilter),
             ("ipreservations", ResourceKind::IpReservation),
             ("IPReservation", ResourceKind::IpReservation),
+            ("bfdprofiles", ResourceKind::BfdProfile),
+            ("BFDProfile", ResourceKind::BfdProfile),
         ] {
             assert_eq!(ResourceKind::parse(s), Some(k), "{s}");
         }

@@ -177,9 +177,56 @@ pub struct BgpPeerStatus {
     /// Prefixes advertised to the peer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefixes_advertised: Option<u32>,
-    /// Why the session last went down (a NOTIFICATION or a connection error).
+    /// Why the session last went down (a NOTIFICATION, a connection error, or
+    /// `BFD down: <diagnostic>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The session's BFD (RFC 5880), when it runs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfd: Option<BfdSessionStatus>,
+}
+
+/// A BGP session's BFD session: its state, the intervals in use (milliseconds, named as
+/// in `BFDProfile`) and why it last changed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BfdSessionStatus {
+    /// The RFC 5880 state.
+    pub state: BfdSessionState,
+    /// RFC 5883 multihop (UDP 4784) rather than single hop (RFC 5881, UDP 3784).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub multihop: bool,
+    /// The negotiated transmit interval, before jitter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transmit_interval: Option<u32>,
+    /// The negotiated receive interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receive_interval: Option<u32>,
+    /// This side's detect multiplier.
+    pub detect_multiplier: u8,
+    /// How long without a packet before the session fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detection_time: Option<u32>,
+    /// Why this side last changed state (RFC 5880 §4.1 diagnostic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_diagnostic: Option<String>,
+    /// The peer's last diagnostic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_diagnostic: Option<String>,
+    /// Times BFD went down from Up.
+    #[serde(default)]
+    pub failures: u64,
+}
+
+/// The states of a BFD session (RFC 5880 §4.1); `Unknown` when the speaker's BFD task
+/// did not answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum BfdSessionState {
+    AdminDown,
+    Down,
+    Init,
+    Up,
+    Unknown,
 }
 
 /// Where a session comes from, as Calico names it.
@@ -307,7 +354,16 @@ status:
       - peerIP: 192.0.2.254
         type: GlobalPeer
         state: Active
-        lastError: "Hold timer expired"
+        lastError: "BFD down: Control Detection Time Expired"
+        bfd:
+          state: Down
+          multihop: true
+          transmitInterval: 300
+          receiveInterval: 300
+          detectMultiplier: 3
+          detectionTime: 900
+          lastDiagnostic: Control Detection Time Expired
+          failures: 2
   routes:
     routesV4:
       - type: FIB
@@ -335,6 +391,12 @@ status:
         let status = s.status.as_ref().unwrap();
         let bgp = status.bgp.as_ref().unwrap();
         assert_eq!(bgp.peers_v4[1].state, BgpSessionState::Active);
+        let bfd = bgp.peers_v4[1].bfd.as_ref().unwrap();
+        assert_eq!(
+            (bfd.state, bfd.transmit_interval, bfd.detection_time),
+            (BfdSessionState::Down, Some(300), Some(900))
+        );
+        assert!(bgp.peers_v4[0].bfd.is_none());
         let routes = &status.routes.as_ref().unwrap().routes_v4;
         assert_eq!(routes[0].route_type, RouteTable::FIB);
         assert_eq!(
@@ -357,6 +419,8 @@ status:
             ("destination: 10.65.0.0/26", "destination: 10.65.0.0"),
             ("updatePeriodSeconds: 10", "updatePeriodSeconds: -1"),
             ("numberEstablishedV4: 1", "numberEstablishedIPv4: 1"),
+            ("state: Down", "state: Failed"),
+            ("detectionTime: 900", "detectionTimeMs: 900"),
         ] {
             let text = CALICO_SHAPED.replace(from, to);
             assert_ne!(text, CALICO_SHAPED, "{from} not in the sample");
@@ -378,6 +442,7 @@ status:
             prefixes_received: None,
             prefixes_advertised: None,
             last_error: None,
+            bfd: None,
         };
         let s = BgpStatus::from_peers(
             vec![
@@ -419,6 +484,9 @@ status:
             "routesV6",
             "learnedFrom",
             "lastBootTime",
+            "detectMultiplier",
+            "lastDiagnostic",
+            "transmitInterval",
         ] {
             assert!(text.contains(field), "{field} missing");
         }

@@ -540,6 +540,110 @@ fn unusable_peers_are_reported_not_half_configured() {
     }
 }
 
+/// Calico's newer BGPFilter fields: `peerType` picks the rules of the session's type,
+/// `interface` rules match nothing (no kernel route source), `source`, `communities`
+/// and `asPathPrefix` become conditions, `addCommunity` and `prependASPath` actions; a
+/// prepend of another AS is refused with the peering.
+#[test]
+fn newer_filter_fields_become_conditions_and_actions() {
+    use crate::resources::bgp_filter::{
+        AddCommunity, CommunityMatch, FilterOperation, FilterPeerType, PrependAsPath, RouteSource,
+    };
+    let rule = |peer_type, name: &str| BGPFilterRule {
+        action: FilterAction::Accept,
+        peer_type,
+        source: Some(RouteSource::RemotePeers),
+        communities: Some(CommunityMatch {
+            values: vec!["65001:10".into(), "65001:1:2".into()],
+        }),
+        as_path_prefix: vec![65001, 65002],
+        operations: vec![
+            FilterOperation {
+                add_community: Some(AddCommunity {
+                    value: format!("64512:{}", name.len()),
+                }),
+                ..FilterOperation::default()
+            },
+            FilterOperation {
+                prepend_as_path: Some(PrependAsPath {
+                    prefix: vec![64512, 64512],
+                }),
+                ..FilterOperation::default()
+            },
+        ],
+        ..BGPFilterRule::default()
+    };
+    let mut s = three_nodes();
+    s.config.node_to_node_mesh_enabled = Some(false);
+    s.filters.insert(
+        "f".into(),
+        BGPFilterSpec {
+            import_v4: vec![
+                rule(Some(FilterPeerType::Ebgp), "e"),
+                rule(Some(FilterPeerType::Ibgp), "ii"),
+                BGPFilterRule {
+                    action: FilterAction::Reject,
+                    interface: Some("eth1".into()),
+                    ..BGPFilterRule::default()
+                },
+            ],
+            ..BGPFilterSpec::default()
+        },
+    );
+    let mut ebgp = peer_ip("192.0.2.254", 65001);
+    ebgp.filters = vec!["f".into()];
+    s.peers.insert("ebgp".into(), ebgp);
+    let mut ibgp = peer_ip("192.0.2.253", DEFAULT_AS);
+    ibgp.filters = vec!["f".into()];
+    s.peers.insert("ibgp".into(), ibgp);
+    let d = desired(&s);
+    assert!(d.problems.is_empty(), "{:?}", d.problems);
+    let import = |a: &str| match &d.peers[&ip(a)].import {
+        Some(PolicyRef::Inline(p)) => p.clone(),
+        other => panic!("{other:?}"),
+    };
+    for (peer, tag) in [("192.0.2.254", 1u32), ("192.0.2.253", 2)] {
+        let p = import(peer);
+        assert_eq!(
+            p.rules.len(),
+            1,
+            "{peer}: one rule of its type, none for eth1"
+        );
+        let r = &p.rules[0];
+        assert_eq!(r.matches.local_origin, Some(false));
+        assert_eq!(r.matches.community_all, vec!["65001:10".parse().unwrap()]);
+        assert_eq!(
+            r.matches.large_community_all,
+            vec!["65001:1:2".parse().unwrap()]
+        );
+        assert_eq!(r.matches.as_path_regex.as_deref(), Some("^65001_65002_"));
+        assert_eq!(
+            r.then.add_communities,
+            vec![format!("64512:{tag}").parse().unwrap()],
+            "{peer}"
+        );
+        assert_eq!(r.then.prepend, 2);
+        assert_eq!(r.then.action, Verdict::Accept);
+    }
+    // The compiled policy means what it says.
+    assert!(import("192.0.2.254").compile().is_ok());
+
+    // Prepending another AS is not something serval does: the peering is refused.
+    s.filters.get_mut("f").unwrap().import_v4[0].operations[1] = FilterOperation {
+        prepend_as_path: Some(PrependAsPath {
+            prefix: vec![65099],
+        }),
+        ..FilterOperation::default()
+    };
+    let d = desired(&s);
+    assert!(!d.peers.contains_key(&ip("192.0.2.254")));
+    assert!(
+        d.problems.iter().any(|p| p.contains("prependASPath")),
+        "{:?}",
+        d.problems
+    );
+}
+
 #[test]
 fn filters_become_policies_in_order() {
     let mut s = three_nodes();
@@ -555,12 +659,14 @@ fn filters_become_policies_in_order() {
                         min: Some(26),
                         max: None,
                     }),
+                    ..BGPFilterRule::default()
                 },
                 BGPFilterRule {
                     action: FilterAction::Reject,
                     match_operator: None,
                     cidr: None,
                     prefix_length: None,
+                    ..BGPFilterRule::default()
                 },
             ],
             import_v6: vec![BGPFilterRule {
@@ -568,6 +674,7 @@ fn filters_become_policies_in_order() {
                 match_operator: Some(MatchOperator::Equal),
                 cidr: Some(net("::/0")),
                 prefix_length: None,
+                ..BGPFilterRule::default()
             }],
             ..BGPFilterSpec::default()
         },
@@ -1177,12 +1284,14 @@ fn filter_rules_come_before_the_default_export() {
                     match_operator: Some(MatchOperator::Equal),
                     cidr: Some(net("203.0.113.0/24")),
                     prefix_length: None,
+                    ..BGPFilterRule::default()
                 },
                 BGPFilterRule {
                     action: FilterAction::Reject,
                     match_operator: Some(MatchOperator::In),
                     cidr: Some(net("10.65.0.0/16")),
                     prefix_length: None,
+                    ..BGPFilterRule::default()
                 },
             ],
             ..BGPFilterSpec::default()
@@ -1348,4 +1457,215 @@ fn external_routes_in_the_kernel() {
             "{what}"
         );
     }
+}
+
+fn bfd(min_rx: u32, min_tx: u32, multiplier: u8, passive: bool) -> Option<PeerBfd> {
+    Some(PeerBfd::On(bgp::config::BfdSettings {
+        min_rx: Some(min_rx),
+        min_tx: Some(min_tx),
+        multiplier: Some(multiplier),
+        passive: Some(passive),
+    }))
+}
+
+fn fast_profile() -> BFDProfileSpec {
+    BFDProfileSpec {
+        receive_interval: Some(100),
+        transmit_interval: Some(120),
+        detect_multiplier: Some(4),
+        ..BFDProfileSpec::default()
+    }
+}
+
+/// BFD per session: the mesh from `nodeMeshBFDProfile`, BGPPeers from `bfdProfile`,
+/// `BFDIfDirectlyConnected` only towards peers on one of this node's subnets, and a
+/// missing profile leaves the session up without BFD and says so.
+#[test]
+fn bfd_per_session_table() {
+    type Case = (
+        &'static str,
+        fn(&mut Snapshot),
+        Vec<(&'static str, Option<PeerBfd>)>,
+        &'static [&'static str],
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "no profile anywhere: no BFD",
+            |s| {
+                s.peers.insert("tor".into(), peer_ip("192.0.2.254", 65000));
+            },
+            vec![
+                ("192.0.2.2", None),
+                ("192.0.2.254", None),
+                ("198.51.100.3", None),
+                ("2001:db8::2", None),
+            ],
+            &[],
+        ),
+        (
+            "the mesh's profile on every mesh session, not on a BGPPeer without one",
+            |s| {
+                s.bfd_profiles.insert("fast".into(), fast_profile());
+                s.config.node_mesh_bfd_profile = Some("fast".into());
+                s.peers.insert("tor".into(), peer_ip("192.0.2.254", 65000));
+            },
+            vec![
+                ("192.0.2.2", bfd(100, 120, 4, false)),
+                ("192.0.2.254", None),
+                ("198.51.100.3", bfd(100, 120, 4, false)),
+                ("2001:db8::2", bfd(100, 120, 4, false)),
+            ],
+            &[],
+        ),
+        (
+            "a global BGPPeer's profile, MetalLB's defaults for unset fields",
+            |s| {
+                s.config.node_to_node_mesh_enabled = Some(false);
+                s.bfd_profiles.insert(
+                    "slow".into(),
+                    BFDProfileSpec {
+                        passive_mode: Some(true),
+                        ..BFDProfileSpec::default()
+                    },
+                );
+                let mut tor = peer_ip("192.0.2.254", 65000);
+                tor.bfd_profile = Some("slow".into());
+                s.peers.insert("tor".into(), tor);
+            },
+            vec![("192.0.2.254", bfd(300, 300, 3, true))],
+            &[],
+        ),
+        (
+            "BFDIfDirectlyConnected: on towards the connected ToR, off towards the far one",
+            |s| {
+                s.config.node_to_node_mesh_enabled = Some(false);
+                let mut near = peer_ip("192.0.2.254", 65000);
+                near.failure_detection_mode =
+                    Some(crate::resources::bgp_peer::FailureDetectionMode::BFDIfDirectlyConnected);
+                let mut far = peer_ip("203.0.113.1", 65000);
+                far.failure_detection_mode = near.failure_detection_mode;
+                far.node = Some("n1".into());
+                s.peers.insert("near".into(), near);
+                s.peers.insert("far".into(), far);
+            },
+            vec![
+                ("192.0.2.254", bfd(300, 300, 3, false)),
+                ("203.0.113.1", None),
+            ],
+            &[],
+        ),
+        (
+            "BFDIfDirectlyConnected with a profile takes its timers",
+            |s| {
+                s.config.node_to_node_mesh_enabled = Some(false);
+                s.bfd_profiles.insert("fast".into(), fast_profile());
+                let mut near = peer_ip("192.0.2.254", 65000);
+                near.failure_detection_mode =
+                    Some(crate::resources::bgp_peer::FailureDetectionMode::BFDIfDirectlyConnected);
+                near.bfd_profile = Some("fast".into());
+                s.peers.insert("near".into(), near);
+            },
+            vec![("192.0.2.254", bfd(100, 120, 4, false))],
+            &[],
+        ),
+        (
+            "peerSelector sessions (both ends) take the BGPPeer's profile",
+            |s| {
+                s.config.node_to_node_mesh_enabled = Some(false);
+                s.bfd_profiles.insert("fast".into(), fast_profile());
+                s.peers.insert(
+                    "rack-a".into(),
+                    BGPPeerSpec {
+                        node_selector: sel("rack == 'a'"),
+                        peer_selector: sel("rack == 'a'"),
+                        bfd_profile: Some("fast".into()),
+                        ..BGPPeerSpec::default()
+                    },
+                );
+            },
+            vec![
+                ("192.0.2.2", bfd(100, 120, 4, false)),
+                ("2001:db8::2", bfd(100, 120, 4, false)),
+            ],
+            &[],
+        ),
+        (
+            "a missing profile: the sessions run without BFD, one problem per referrer",
+            |s| {
+                s.config.node_mesh_bfd_profile = Some("gone".into());
+                let mut tor = peer_ip("192.0.2.254", 65000);
+                tor.bfd_profile = Some("gone".into());
+                s.peers.insert("tor".into(), tor);
+            },
+            vec![
+                ("192.0.2.2", None),
+                ("192.0.2.254", None),
+                ("198.51.100.3", None),
+                ("2001:db8::2", None),
+            ],
+            &[
+                "BGPPeer tor: BFDProfile gone does not exist",
+                "nodeMeshBFDProfile: BFDProfile gone does not exist",
+            ],
+        ),
+        (
+            "a minimumTtl the speaker does not use is reported, BFD still on",
+            |s| {
+                s.config.node_to_node_mesh_enabled = Some(false);
+                let mut p = fast_profile();
+                p.minimum_ttl = Some(250);
+                s.bfd_profiles.insert("ttl".into(), p);
+                let mut tor = peer_ip("192.0.2.254", 65000);
+                tor.bfd_profile = Some("ttl".into());
+                s.peers.insert("tor".into(), tor);
+            },
+            vec![("192.0.2.254", bfd(100, 120, 4, false))],
+            &["minimumTtl 250 is not applied"],
+        ),
+    ];
+    for (what, setup, want, problems) in cases {
+        let mut s = three_nodes();
+        setup(&mut s);
+        let d = desired(&s);
+        let got: Vec<(String, Option<PeerBfd>)> = d
+            .peers
+            .iter()
+            .map(|(a, p)| (a.to_string(), p.bfd))
+            .collect();
+        let want: Vec<(String, Option<PeerBfd>)> =
+            want.into_iter().map(|(a, b)| (a.to_string(), b)).collect();
+        assert_eq!(got, want, "{what}");
+        let all = d.problems.join("\n");
+        assert_eq!(d.problems.len(), problems.len(), "{what}: {all}");
+        for p in problems {
+            assert!(all.contains(p), "{what}: {all} lacks {p}");
+        }
+    }
+}
+
+/// A minimumTtl equal to what the speaker uses (254 by default, 255 minus the routers
+/// ttlSecurity allows) is no problem.
+#[test]
+fn bfd_minimum_ttl_matching_the_speaker_is_quiet() {
+    let mut s = three_nodes();
+    s.config.node_to_node_mesh_enabled = Some(false);
+    for (name, ttl) in [("d", 254), ("three-hops", 253)] {
+        s.bfd_profiles.insert(
+            name.into(),
+            BFDProfileSpec {
+                minimum_ttl: Some(ttl),
+                ..BFDProfileSpec::default()
+            },
+        );
+    }
+    let mut a = peer_ip("192.0.2.254", 65000);
+    a.bfd_profile = Some("d".into());
+    let mut b = peer_ip("203.0.113.1", 65000);
+    b.bfd_profile = Some("three-hops".into());
+    b.ttl_security = Some(3);
+    s.peers.insert("a".into(), a);
+    s.peers.insert("b".into(), b);
+    let d = desired(&s);
+    assert!(d.problems.is_empty(), "{:?}", d.problems);
+    assert!(d.peers.values().all(|p| p.bfd.is_some()));
 }

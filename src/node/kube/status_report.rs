@@ -13,12 +13,12 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, Patch, PatchParams};
 
 use crate::node::desired::PeerType;
+use crate::node::status::{BfdRow, NodeStatus};
 use crate::resources::node_status::{
-    AgentState, AgentStatus, BgpPeerStatus, BgpPeerType, BgpSessionState, BgpStatus,
-    NodeStatusClass, RouteSource, RouteSourceType, RouteStatus, RouteTable, RoutesStatus,
-    ServalNodeStatus, ServalNodeStatusSpec, ServalNodeStatusStatus,
+    AgentState, AgentStatus, BfdSessionState, BfdSessionStatus, BgpPeerStatus, BgpPeerType,
+    BgpSessionState, BgpStatus, NodeStatusClass, RouteSource, RouteSourceType, RouteStatus,
+    RouteTable, RoutesStatus, ServalNodeStatus, ServalNodeStatusSpec, ServalNodeStatusStatus,
 };
-use crate::node::status::NodeStatus;
 use bgp::status::SessionState;
 
 /// The field manager of the agent's writes.
@@ -37,6 +37,26 @@ fn session_state(s: SessionState) -> BgpSessionState {
         SessionState::OpenConfirm => BgpSessionState::OpenConfirm,
         SessionState::Shutdown => BgpSessionState::Close,
         SessionState::Idle | SessionState::Unknown => BgpSessionState::Idle,
+    }
+}
+
+fn bfd_session(b: &BfdRow) -> BfdSessionStatus {
+    BfdSessionStatus {
+        state: match b.state.as_str() {
+            "AdminDown" => BfdSessionState::AdminDown,
+            "Down" => BfdSessionState::Down,
+            "Init" => BfdSessionState::Init,
+            "Up" => BfdSessionState::Up,
+            _ => BfdSessionState::Unknown,
+        },
+        multihop: b.multihop,
+        transmit_interval: b.tx_interval_ms,
+        receive_interval: b.rx_interval_ms,
+        detect_multiplier: b.multiplier,
+        detection_time: b.detection_time_ms,
+        last_diagnostic: b.local_diag.clone(),
+        remote_diagnostic: b.remote_diag.clone(),
+        failures: b.failures,
     }
 }
 
@@ -100,6 +120,7 @@ pub fn build(
                 prefixes_received: Some(p.prefixes_accepted),
                 prefixes_advertised: Some(p.prefixes_sent),
                 last_error: p.last_error.clone(),
+                bfd: p.bfd.as_ref().map(bfd_session),
             };
             if p.address.is_ipv4() {
                 v4.push(row);
@@ -254,6 +275,7 @@ mod tests {
             prefixes_sent: 1,
             flaps: 0,
             last_error: None,
+            bfd: None,
         }
     }
 
@@ -263,12 +285,26 @@ mod tests {
             ready: true,
             router_id: Some("192.0.2.10".parse().unwrap()),
             peers: vec![
-                peer(
-                    "192.0.2.11",
-                    PeerType::Mesh,
-                    SessionState::Established,
-                    Some(60),
-                ),
+                PeerRow {
+                    bfd: Some(BfdRow {
+                        state: "Up".into(),
+                        multihop: false,
+                        tx_interval_ms: Some(100),
+                        rx_interval_ms: Some(150),
+                        detection_time_ms: Some(450),
+                        multiplier: 3,
+                        local_diag: None,
+                        remote_diag: Some("Neighbor Signaled Session Down".into()),
+                        failures: 1,
+                        hold_down_secs: None,
+                    }),
+                    ..peer(
+                        "192.0.2.11",
+                        PeerType::Mesh,
+                        SessionState::Established,
+                        Some(60),
+                    )
+                },
                 peer("192.0.2.254", PeerType::Global, SessionState::Active, None),
                 peer(
                     "2001:db8::1",
@@ -319,6 +355,22 @@ mod tests {
             "up for 60 s"
         );
         assert_eq!(bgp.peers_v4[1].since, None);
+        assert!(bgp.peers_v4[1].bfd.is_none(), "no BFD on that session");
+        let mesh_bfd = bgp.peers_v4[0].bfd.as_ref().unwrap();
+        assert_eq!(
+            (
+                mesh_bfd.state,
+                mesh_bfd.transmit_interval,
+                mesh_bfd.receive_interval,
+                mesh_bfd.detect_multiplier,
+                mesh_bfd.detection_time
+            ),
+            (BfdSessionState::Up, Some(100), Some(150), 3, Some(450))
+        );
+        assert_eq!(
+            mesh_bfd.remote_diagnostic.as_deref(),
+            Some("Neighbor Signaled Session Down")
+        );
         let routes = &st.routes.as_ref().unwrap().routes_v4;
         assert_eq!(routes[0].gateway, Some("192.0.2.11".parse().unwrap()));
         assert_eq!(routes[1].interface.as_deref(), Some("blackhole"));

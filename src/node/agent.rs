@@ -829,6 +829,7 @@ impl Agent {
         problems.extend(p);
         problems.extend(self.watch_error.clone());
         if let Some(k) = &mut self.kube {
+            snap.services = k.services.clone();
             problems.extend(k.node_problems.iter().cloned());
             let names = on_kube::secrets::referenced(&snap);
             k.referenced = names.clone();

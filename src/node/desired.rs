@@ -16,6 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use bgp::config::{Announcement, PeerBfd, PeerConfig, PolicyRef};
 use bgp::policy::{Actions, Match, Policy, PrefixEntry, Rule, Verdict};
@@ -26,6 +27,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::node::dataplane::{self, DesiredRoutes, Mac, NatPool, RouteTarget, VxlanPeer};
+use crate::node::services::{self, ServiceTable};
 use crate::resources::bfd_profile::DEFAULT_MINIMUM_TTL;
 use crate::resources::bgp_configuration::DEFAULT_AS;
 use crate::resources::bgp_filter::{
@@ -134,6 +136,9 @@ pub struct Snapshot {
     pub borrowed: BTreeSet<IpAddr>,
     /// Contents of password files that resources refer to, read by the agent.
     pub password_files: BTreeMap<PathBuf, String>,
+    /// Services and this node's ready endpoints (the kubernetes datastore's Service
+    /// watch; empty on the others).
+    pub services: Arc<ServiceTable>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -151,6 +156,7 @@ impl std::fmt::Debug for Snapshot {
             own_blocks,
             borrowed,
             password_files,
+            services,
         } = self;
         f.debug_struct("Snapshot")
             .field("node", node)
@@ -165,6 +171,7 @@ impl std::fmt::Debug for Snapshot {
             .field("own_blocks", own_blocks)
             .field("borrowed", borrowed)
             .field("password_files", &password_files.keys().collect::<Vec<_>>())
+            .field("services", &services.len())
             .finish()
     }
 }
@@ -995,14 +1002,7 @@ fn announcements(snap: &Snapshot, d: &mut Desired) {
         prefixes.insert(host);
     }
     let c = &snap.config;
-    for block in c
-        .service_cluster_ips
-        .iter()
-        .chain(&c.service_external_ips)
-        .chain(&c.service_load_balancer_ips)
-    {
-        prefixes.insert(block.cidr.trunc());
-    }
+    prefixes.extend(services::advertised(c, &snap.services));
     for prefix in prefixes {
         let mut a = Announcement::new(prefix);
         for adv in &c.prefix_advertisements {

@@ -297,3 +297,40 @@ fn a_slice_without_its_service_label_is_nobody_s() {
     s.metadata.labels = None;
     assert_eq!(local_service_of(&s, "n1"), None);
 }
+
+#[test]
+fn desired_announces_them_with_the_communities_of_their_range() {
+    use crate::node::desired::{desired, Snapshot};
+    use crate::resources::bgp_configuration::PrefixAdvertisement;
+
+    let mut cfg = config(Some(Aggregation::Disabled));
+    cfg.prefix_advertisements = vec![PrefixAdvertisement {
+        cidr: net("198.51.100.0/24"),
+        communities: vec!["65000:100".into()],
+    }];
+    let mut table = ServiceTable::default();
+    let svc = Service::from_k8s(&k8s(&Svc {
+        kind: "LoadBalancer",
+        lb: &["198.51.100.5"],
+        ..SVC
+    }))
+    .unwrap();
+    table.apply(ServiceChange::Service(
+        ObjectKey::new("default", "web"),
+        Some(svc),
+    ));
+    let snap = Snapshot {
+        node: "n1".into(),
+        config: cfg,
+        services: std::sync::Arc::new(table),
+        ..Snapshot::default()
+    };
+    let d = desired(&snap);
+    let host = &d.announcements[&net("198.51.100.5/32")];
+    assert_eq!(host.communities.len(), 1, "{host:?}");
+    assert!(d.announcements.contains_key(&net("10.96.0.0/12")));
+    assert!(
+        !d.announcements.contains_key(&net("198.51.100.0/24")),
+        "aggregation Disabled: no LoadBalancer range"
+    );
+}

@@ -479,7 +479,7 @@ mod tests {
                     prefixes_accepted: 0,
                     prefixes_sent: 0,
                     flaps: 1,
-                    last_error: Some("BFD down: Control Detection Time Expired".into()),
+                    last_error: Some("BFD down: control detection time expired".into()),
                     bfd: Some(BfdRow {
                         state: "Down".into(),
                         multihop: false,
@@ -487,7 +487,7 @@ mod tests {
                         rx_interval_ms: None,
                         detection_time_ms: None,
                         multiplier: 3,
-                        local_diag: Some("Control Detection Time Expired".into()),
+                        local_diag: Some("control detection time expired".into()),
                         remote_diag: None,
                         failures: 1,
                         hold_down_secs: Some(2),
@@ -519,7 +519,7 @@ mod tests {
             "no ipip for IP pool p1",
             "BFD",
             "Up tx 100ms rx 100ms x3",
-            "Down (Control Detection Time Expired)",
+            "Down (control detection time expired)",
         ] {
             assert!(t.contains(want), "{want} missing:\n{t}");
         }

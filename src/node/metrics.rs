@@ -348,7 +348,7 @@ mod tests {
             rx_interval_ms: None,
             detection_time_ms: None,
             multiplier: 3,
-            local_diag: Some("Control Detection Time Expired".into()),
+            local_diag: Some("control detection time expired".into()),
             remote_diag: None,
             failures: 1,
             hold_down_secs: Some(2),

@@ -293,10 +293,10 @@ mod tests {
         assert_eq!(up.summary(), "Up tx 100ms rx 120ms x3");
         assert_eq!(up.state_code(), Some(3));
         let down =
-            BfdRow::from_status(&speaker_bfd("Down", Some("Control Detection Time Expired")));
+            BfdRow::from_status(&speaker_bfd("Down", Some("control detection time expired")));
         assert_eq!(
             down.summary(),
-            "Down tx 100ms rx 120ms x3 (Control Detection Time Expired)"
+            "Down tx 100ms rx 120ms x3 (control detection time expired)"
         );
         assert_eq!(down.state_code(), Some(1));
         assert_eq!(
@@ -405,7 +405,7 @@ mod tests {
                     detection_time_ms: Some(300),
                     multiplier: 3,
                     local_diag: None,
-                    remote_diag: Some("Neighbor Signaled Session Down".into()),
+                    remote_diag: Some("neighbor signaled session down".into()),
                     failures: 1,
                     hold_down_secs: None,
                 }),

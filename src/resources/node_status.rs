@@ -354,7 +354,7 @@ status:
       - peerIP: 192.0.2.254
         type: GlobalPeer
         state: Active
-        lastError: "BFD down: Control Detection Time Expired"
+        lastError: "BFD down: control detection time expired"
         bfd:
           state: Down
           multihop: true
@@ -362,7 +362,7 @@ status:
           receiveInterval: 300
           detectMultiplier: 3
           detectionTime: 900
-          lastDiagnostic: Control Detection Time Expired
+          lastDiagnostic: control detection time expired
           failures: 2
   routes:
     routesV4:

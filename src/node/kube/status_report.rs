@@ -294,7 +294,7 @@ mod tests {
                         detection_time_ms: Some(450),
                         multiplier: 3,
                         local_diag: None,
-                        remote_diag: Some("Neighbor Signaled Session Down".into()),
+                        remote_diag: Some("neighbor signaled session down".into()),
                         failures: 1,
                         hold_down_secs: None,
                     }),
@@ -369,7 +369,7 @@ mod tests {
         );
         assert_eq!(
             mesh_bfd.remote_diagnostic.as_deref(),
-            Some("Neighbor Signaled Session Down")
+            Some("neighbor signaled session down")
         );
         let routes = &st.routes.as_ref().unwrap().routes_v4;
         assert_eq!(routes[0].gateway, Some("192.0.2.11".parse().unwrap()));

@@ -61,6 +61,15 @@ pub struct UpArgs {
     /// The top-of-rack router's software.
     #[arg(long, value_enum, default_value = "bird")]
     pub tor: TorKind,
+    /// Top-of-rack routers: 1, or 2 on one switch, every node peering with both and the
+    /// outside host reaching the nodes through both (BIRD only).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+    pub tors: u8,
+    /// BFD (100 ms × 3) on the node-to-node mesh and on the nodes' sessions to the ToRs
+    /// (BIRD only), so that a dead node or ToR is noticed in a fraction of a second
+    /// instead of the hold time.
+    #[arg(long)]
+    pub bfd: bool,
     /// No natOutgoing on the pool and no egress check (for kernels whose nftables lacks
     /// the ip family, such as the User-Mode Linux one the tests use for IP-in-IP).
     #[arg(long)]
@@ -93,6 +102,23 @@ pub struct LabState {
     /// The control plane, once started (kubernetes datastore).
     #[serde(default)]
     pub kube: Option<kube::ControlPlane>,
+    /// How many top-of-rack routers.
+    #[serde(default = "one")]
+    pub tors: u8,
+    /// BFD on the mesh and the nodes' sessions to the ToRs.
+    #[serde(default)]
+    pub bfd: bool,
+}
+
+fn one() -> u8 {
+    1
+}
+
+impl LabState {
+    /// Every ToR of the lab.
+    pub fn tors(&self) -> Vec<Tor> {
+        Tor::all(self.tor, &self.dir, self.tors, self.bfd)
+    }
 }
 
 fn yes() -> bool {
@@ -160,6 +186,11 @@ pub fn up(a: UpArgs) -> anyhow::Result<()> {
         ("nft", "nftables"),
     ])?;
     require(tor_tools)?;
+    if a.tor != TorKind::Bird && (a.tors > 1 || a.bfd) {
+        bail!(
+            "--tors 2 and --bfd need --tor bird (BIRD runs the ToRs' and the outside host's BFD)"
+        );
+    }
     if a.datastore == LabDatastore::Kubernetes {
         require(&[("openssl", "openssl")])?;
         kube::binaries()?;
@@ -185,6 +216,8 @@ pub fn up(a: UpArgs) -> anyhow::Result<()> {
         nat: !a.no_nat,
         datastore: a.datastore,
         kube: None,
+        tors: a.tors,
+        bfd: a.bfd,
     };
     write_state(&state)?;
     let result = build(&a, &bins, &mut state);
@@ -228,25 +261,39 @@ fn choose_encap(asked: Encap) -> (Encap, Option<String>) {
 
 fn build(a: &UpArgs, bins: &Binaries, state: &mut LabState) -> anyhow::Result<()> {
     println!(
-        "building {} nodes on {} subnets, ToR {:?}",
+        "building {} nodes on {} subnets, {} ToR {:?}{}",
         state.nodes.len(),
         a.subnets,
-        a.tor
+        a.tors,
+        a.tor,
+        if a.bfd { ", BFD 100 ms × 3" } else { "" }
     );
-    topology::build(&state.nodes)?;
+    topology::build(&state.nodes, a.tors)?;
+    let shape = pods::Shape {
+        encap: state.encap,
+        nat: state.nat,
+        tors: state.tors,
+        bfd: state.bfd,
+    };
     let store = match a.datastore {
         LabDatastore::File => {
             let store = format!("file:{}", a.dir.join("store.json").display());
-            pods::configure_cluster(bins, &store, &state.nodes, state.encap, state.nat)?;
+            pods::configure_cluster(bins, &store, &state.nodes, &shape)?;
             pods::StoreAccess {
                 datastore: store,
                 kubeconfig: None,
             }
         }
-        LabDatastore::Kubernetes => start_control_plane(state)?,
+        LabDatastore::Kubernetes => start_control_plane(state, &shape)?,
     };
-    let tor = Tor::new(a.tor, &a.dir);
-    tor.start(&state.nodes)?;
+    let tors = state.tors();
+    for tor in &tors {
+        tor.start(&state.nodes)?;
+    }
+    let ext = (state.tors > 1).then(|| tor::Ext::new(&a.dir, state.tors));
+    if let Some(ext) = &ext {
+        ext.start()?;
+    }
     for n in &state.nodes {
         pods::start_agent(bins, &store, n, &a.dir)?;
     }
@@ -255,10 +302,26 @@ fn build(a: &UpArgs, bins: &Binaries, state: &mut LabState) -> anyhow::Result<()
         Duration::from_secs(60),
         || pods::all_established(bins, state),
     )?;
-    wait("the ToR's sessions up", Duration::from_secs(60), || {
-        tor.established()
-            .map(|(up, all)| up == all && all == state.nodes.len())
-    })?;
+    for tor in &tors {
+        wait(
+            &format!("{}'s sessions up", tor.name()),
+            Duration::from_secs(60),
+            || {
+                tor.established()
+                    .map(|(up, all)| up == all && all == tor.sessions(state.nodes.len()))
+            },
+        )?;
+    }
+    if let Some(ext) = &ext {
+        wait(
+            "the outside host's sessions up",
+            Duration::from_secs(60),
+            || {
+                ext.established()
+                    .map(|(up, all)| up == all && all == usize::from(state.tors))
+            },
+        )?;
+    }
     pods::create_pods(bins, &store, &state.nodes, a.pods, &a.dir, &mut state.pods)?;
     wait(
         "every node's routes to the other nodes' blocks",
@@ -270,7 +333,10 @@ fn build(a: &UpArgs, bins: &Binaries, state: &mut LabState) -> anyhow::Result<()
 
 /// The control plane in its namespace, serval's CRDs, the Nodes, and the cluster's
 /// configuration applied with kubectl: what the agents need before they start.
-fn start_control_plane(state: &mut LabState) -> anyhow::Result<pods::StoreAccess> {
+fn start_control_plane(
+    state: &mut LabState,
+    shape: &pods::Shape,
+) -> anyhow::Result<pods::StoreAccess> {
     let t = Instant::now();
     topology::build_control_plane_host()?;
     let cp = kube::ControlPlane::start(&state.dir)?;
@@ -289,7 +355,7 @@ fn start_control_plane(state: &mut LabState) -> anyhow::Result<pods::StoreAccess
     let config = format!(
         "{}---\n{}",
         pods::pool_yaml(state.encap, state.nat),
-        pods::cluster_yaml(&state.nodes)
+        pods::cluster_yaml(&state.nodes, shape)
     );
     cp.apply(&config)?;
     Ok(cp.store_access())

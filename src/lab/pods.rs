@@ -41,16 +41,30 @@ pub fn node_socket(lab_dir: &Path, node: &str) -> PathBuf {
     node_dir(lab_dir, node).join("node.sock")
 }
 
+/// What the cluster's resources depend on besides the nodes.
+#[derive(Clone, Copy, Debug)]
+pub struct Shape {
+    pub encap: Encap,
+    pub nat: bool,
+    /// ToRs each node peers with.
+    pub tors: u8,
+    /// BFD on the mesh and the ToR sessions (a `BFDProfile` both name).
+    pub bfd: bool,
+}
+
+/// The `BFDProfile` the lab's sessions name with `--bfd`.
+pub const BFD_PROFILE: &str = "lab-fast";
+
 /// The pool (CrossSubnet in the chosen encapsulation, natOutgoing) and the BGP resources:
 /// the iBGP mesh in AS 64512 and, per node, an eBGP peering with its subnet's ToR
-/// address, as a network engineer would ask for it.
+/// address(es), as a network engineer would ask for it.
 pub fn configure_cluster(
     bins: &Binaries,
     store: &str,
     nodes: &[LabNode],
-    encap: Encap,
-    nat: bool,
+    shape: &Shape,
 ) -> anyhow::Result<()> {
+    let (encap, nat) = (shape.encap, shape.nat);
     let (ipip, vxlan) = pool_modes(encap);
     let (ipip, vxlan) = (kebab(ipip), kebab(vxlan));
     let mut args = vec![
@@ -70,7 +84,7 @@ pub fn configure_cluster(
         args.push("--nat-outgoing");
     }
     run_serval(bins, &args)?;
-    apply_yaml(store, &cluster_yaml(nodes))
+    apply_yaml(store, &cluster_yaml(nodes, shape))
 }
 
 /// The pool's `(ipipMode, vxlanMode)` for the chosen encapsulation, in Calico's spelling.
@@ -105,19 +119,40 @@ pub fn pool_yaml(encap: Encap, nat: bool) -> String {
     )
 }
 
-/// The lab's BGPConfiguration and BGPPeers as YAML, in the shape `serval apply` takes.
-pub fn cluster_yaml(nodes: &[LabNode]) -> String {
+/// The lab's BGPConfiguration and BGPPeers (and with BFD its `BFDProfile`) as YAML, in
+/// the shape `serval apply` takes: one peering per node and ToR, named `tor-NODE` for
+/// the first ToR and `torK-NODE` for the others.
+pub fn cluster_yaml(nodes: &[LabNode], shape: &Shape) -> String {
     let mut y = format!(
         "apiVersion: serval.dev/v1\nkind: BGPConfiguration\nmetadata:\n  name: default\n\
          spec:\n  nodeToNodeMeshEnabled: true\n  asNumber: {NODE_AS}\n"
     );
-    for n in nodes {
+    let bfd = if shape.bfd {
+        y.push_str(&format!("  nodeMeshBFDProfile: {BFD_PROFILE}\n"));
         y.push_str(&format!(
-            "---\napiVersion: serval.dev/v1\nkind: BGPPeer\nmetadata:\n  name: tor-{node}\n\
-             spec:\n  node: {node}\n  peerIP: {gw}\n  asNumber: {TOR_AS}\n",
-            node = n.name,
-            gw = n.gateway,
+            "---\napiVersion: serval.dev/v1\nkind: BFDProfile\nmetadata:\n  name: {BFD_PROFILE}\n\
+             spec:\n  receiveInterval: {ms}\n  transmitInterval: {ms}\n  detectMultiplier: {mult}\n",
+            ms = super::tor::BFD_INTERVAL_MS,
+            mult = super::tor::BFD_MULTIPLIER,
         ));
+        format!("  bfdProfile: {BFD_PROFILE}\n")
+    } else {
+        String::new()
+    };
+    for n in nodes {
+        for k in 1..=shape.tors.max(1) {
+            let name = if k == 1 {
+                format!("tor-{}", n.name)
+            } else {
+                format!("tor{k}-{}", n.name)
+            };
+            y.push_str(&format!(
+                "---\napiVersion: serval.dev/v1\nkind: BGPPeer\nmetadata:\n  name: {name}\n\
+                 spec:\n  node: {node}\n  peerIP: {peer}\n  asNumber: {TOR_AS}\n{bfd}",
+                node = n.name,
+                peer = topology::tor_addr(n.subnet, k),
+            ));
+        }
     }
     y
 }
@@ -233,8 +268,8 @@ pub fn all_established(bins: &Binaries, state: &super::LabState) -> anyhow::Resu
         let peers = s["peers"]
             .as_array()
             .ok_or_else(|| anyhow!("{}: status has no peers list", n.name))?;
-        // The other nodes and the ToR.
-        if peers.len() < state.nodes.len() {
+        // The other nodes and the ToR(s).
+        if peers.len() < state.nodes.len() - 1 + usize::from(state.tors.max(1)) {
             return Ok(false);
         }
         if !peers.iter().all(|p| p["state"] == "Established") {

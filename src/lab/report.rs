@@ -8,7 +8,7 @@
 use super::kube::{self, ControlPlane};
 use super::pods::{self, KernelRoute, Pod};
 use super::topology::{LabNode, EXT, EXT_ADDR, KUBE};
-use super::tor::Tor;
+use super::tor::{Ext, Tor};
 use super::{Binaries, LabState};
 use anyhow::bail;
 use std::net::IpAddr;
@@ -48,29 +48,12 @@ pub fn print(state: &LabState, bins: &Binaries) -> anyhow::Result<()> {
         println!();
     }
 
-    let tor = Tor::new(state.tor, &state.dir);
-    println!(
-        "== the top-of-rack router ({:?}, AS {}) — its BGP routes",
-        state.tor,
-        super::topology::TOR_AS
-    );
-    match tor.routes_text() {
-        Ok(t) => print!("{t}"),
-        Err(e) => failures.push(format!("ToR routes: {e:#}")),
+    for tor in state.tors() {
+        print_tor(state, &tor, &mut failures);
     }
-    match tor.established() {
-        Ok((up, all)) => {
-            println!("   sessions Established: {up}/{all}");
-            if up != all || all != state.nodes.len() {
-                failures.push(format!(
-                    "ToR: {up} of {all} sessions up, {} nodes",
-                    state.nodes.len()
-                ));
-            }
-        }
-        Err(e) => failures.push(format!("ToR sessions: {e:#}")),
+    if state.tors > 1 {
+        print_ext(state, &mut failures);
     }
-    println!();
 
     println!("== pod-to-pod pings");
     let node_of = |p: &Pod| state.nodes.iter().find(|n| n.name == p.node);
@@ -102,7 +85,13 @@ pub fn print(state: &LabState, bins: &Binaries) -> anyhow::Result<()> {
     }
     println!();
 
-    println!("== egress to the outside host {EXT} ({EXT_ADDR}), which has no route to the pods");
+    if state.tors > 1 {
+        println!("== egress to the outside host {EXT} ({EXT_ADDR}), through either ToR");
+    } else {
+        println!(
+            "== egress to the outside host {EXT} ({EXT_ADDR}), which has no route to the pods"
+        );
+    }
     if !state.nat {
         println!("   not checked: the lab was made with --no-nat");
     }
@@ -131,9 +120,10 @@ pub fn print(state: &LabState, bins: &Binaries) -> anyhow::Result<()> {
     if failures.is_empty() {
         println!(
             "all checks passed. `serval lab status` prints this again; `serval lab down` removes the lab.\n\
-             logs: {}/<node>/agent.log, {}/tor/{}",
+             logs: {}/<node>/agent.log, {}/tor{}/{}",
             state.dir.display(),
             state.dir.display(),
+            if state.tors > 1 { "*" } else { "" },
             state
                 .kube
                 .as_ref()
@@ -148,6 +138,82 @@ pub fn print(state: &LabState, bins: &Binaries) -> anyhow::Result<()> {
             failures.join("\n  ")
         )
     }
+}
+
+fn print_tor(state: &LabState, tor: &Tor, failures: &mut Vec<String>) {
+    let name = if state.tors > 1 {
+        format!("top-of-rack router {} ", tor.name())
+    } else {
+        "top-of-rack router ".to_string()
+    };
+    println!(
+        "== the {name}({:?}, AS {}) — its BGP routes",
+        state.tor,
+        super::topology::TOR_AS
+    );
+    match tor.routes_text() {
+        Ok(t) => print!("{t}"),
+        Err(e) => failures.push(format!("{} routes: {e:#}", tor.name())),
+    }
+    match tor.established() {
+        Ok((up, all)) => {
+            println!("   sessions Established: {up}/{all}");
+            let want = tor.sessions(state.nodes.len());
+            if up != all || all != want {
+                failures.push(format!(
+                    "{}: {up} of {all} sessions up, {want} expected",
+                    tor.name()
+                ));
+            }
+        }
+        Err(e) => failures.push(format!("{} sessions: {e:#}", tor.name())),
+    }
+    match tor.bfd_text() {
+        Some(Ok(t)) => {
+            println!("   its BFD sessions (birdc show bfd sessions):");
+            for l in t.lines().filter(|l| !l.starts_with("BIRD ")) {
+                println!("     {l}");
+            }
+        }
+        Some(Err(e)) => failures.push(format!("{} BFD sessions: {e:#}", tor.name())),
+        None => {}
+    }
+    println!();
+}
+
+fn print_ext(state: &LabState, failures: &mut Vec<String>) {
+    let ext = Ext::new(&state.dir, state.tors);
+    println!(
+        "== the outside host {EXT} (BIRD, AS {}) — its routes through the ToRs",
+        super::topology::EXT_AS
+    );
+    match ext.routes_text() {
+        Ok(t) => {
+            for l in t.lines() {
+                println!("   {l}");
+            }
+        }
+        Err(e) => failures.push(format!("{EXT} routes: {e:#}")),
+    }
+    match ext.established() {
+        Ok((up, all)) => {
+            println!("   sessions Established: {up}/{all}");
+            if up != all || all != usize::from(state.tors) {
+                failures.push(format!("{EXT}: {up} of {all} sessions up"));
+            }
+        }
+        Err(e) => failures.push(format!("{EXT} sessions: {e:#}")),
+    }
+    match ext.bfd_text() {
+        Ok(t) => {
+            println!("   its BFD sessions (birdc show bfd sessions):");
+            for l in t.lines().filter(|l| !l.starts_with("BIRD ")) {
+                println!("     {l}");
+            }
+        }
+        Err(e) => failures.push(format!("{EXT} BFD sessions: {e:#}")),
+    }
+    println!();
 }
 
 fn print_kube(state: &LabState, cp: &ControlPlane, failures: &mut Vec<String>) {

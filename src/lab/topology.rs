@@ -18,6 +18,26 @@
 //!        │
 //!   svlab-node1-pod1 … (wired by the CNI plugin)
 //! ```
+//!
+//! With `--tors 2` the subnets become a switch of their own (`svlab-sw`, one bridge per
+//! subnet) on which both routers sit, as a rack's two leaf routers share its VLANs; every
+//! node peers with both (`.1` and `.2` of its subnet) and learns the other subnets and the
+//! outside segment from both, as a multipath route. The outside host runs BIRD itself,
+//! learns the nodes' subnets and the pod blocks from both routers and installs them as
+//! multipath routes; BFD on its two sessions takes a dead router's paths out within the
+//! detection time.
+//!
+//! ```text
+//!                 svlab-ext  10.10.99.10  BIRD, AS 65100, multipath over both ToRs
+//!                     │ br-ext 10.10.99.0/24
+//!            ┌────────┴─────────┐
+//!      svlab-tor .1        svlab-tor2 .2      BIRD, AS 65000 each, BFD to every peer
+//!            │  10.10.s.1       │  10.10.s.2
+//!            └────────┬─────────┘
+//!                 svlab-sw   br1, br2 … (plain L2: one bridge per subnet)
+//!            ┌────────┴───────────────────┐
+//!       svlab-node1 svlab-node2       svlab-node3 …     each peers with both ToRs
+//! ```
 
 use anyhow::{bail, Context};
 use std::net::Ipv4Addr;
@@ -34,6 +54,29 @@ pub const KUBE: &str = "svlab-kube";
 pub const KUBE_ADDR: Ipv4Addr = Ipv4Addr::new(10, 10, 100, 10);
 pub const TOR_KUBE_ADDR: Ipv4Addr = Ipv4Addr::new(10, 10, 100, 1);
 pub const NODE_AS: u32 = 64512;
+/// With two ToRs: the subnets' switch, and the outside host's own AS and bridge.
+pub const SWITCH: &str = "svlab-sw";
+pub const EXT_AS: u32 = 65100;
+pub const EXT_BRIDGE: &str = "br-ext";
+
+/// The namespace of ToR `k` (1-based): `svlab-tor`, `svlab-tor2`, …
+pub fn tor_netns(k: u8) -> String {
+    if k <= 1 {
+        TOR.to_string()
+    } else {
+        format!("{TOR}{k}")
+    }
+}
+
+/// ToR `k`'s address on the outside segment (10.10.99.k).
+pub fn tor_ext_addr(k: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 10, 99, k)
+}
+
+/// ToR `k`'s address on a subnet (10.10.s.k): the first is the nodes' gateway.
+pub fn tor_addr(subnet: u8, k: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 10, subnet, k)
+}
 
 /// One node of the lab.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -144,8 +187,11 @@ pub fn existing() -> Vec<String> {
         .collect()
 }
 
-/// Build the ToR, the outside host and the nodes (pods come later, from the CNI plugin).
-pub fn build(nodes: &[LabNode]) -> anyhow::Result<()> {
+/// Build the ToR(s), the outside host and the nodes (pods come later, from the CNI plugin).
+pub fn build(nodes: &[LabNode], tors: u8) -> anyhow::Result<()> {
+    if tors > 1 {
+        return build_with_switch(nodes, tors);
+    }
     add_netns(TOR)?;
     ns_exec(TOR, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
     add_netns(EXT)?;
@@ -242,6 +288,78 @@ pub fn build(nodes: &[LabNode]) -> anyhow::Result<()> {
                 &n.gateway.to_string(),
             ],
         )?;
+        ns_exec(&n.netns, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+    }
+    Ok(())
+}
+
+/// Several ToRs on one switch (see the module's second drawing).
+fn build_with_switch(nodes: &[LabNode], tors: u8) -> anyhow::Result<()> {
+    add_netns(EXT)?;
+    ns_exec(EXT, &["ip", "link", "add", EXT_BRIDGE, "type", "bridge"])?;
+    let ext_addr = format!("{EXT_ADDR}/24");
+    ns_exec(EXT, &["ip", "addr", "add", &ext_addr, "dev", EXT_BRIDGE])?;
+    ns_exec(EXT, &["ip", "link", "set", EXT_BRIDGE, "up"])?;
+    add_netns(SWITCH)?;
+    let mut subnets: Vec<u8> = nodes.iter().map(|n| n.subnet).collect();
+    subnets.dedup();
+    for s in &subnets {
+        let br = format!("br{s}");
+        ns_exec(SWITCH, &["ip", "link", "add", &br, "type", "bridge"])?;
+        ns_exec(SWITCH, &["ip", "link", "set", &br, "up"])?;
+    }
+    for k in 1..=tors {
+        let ns = tor_netns(k);
+        add_netns(&ns)?;
+        ns_exec(&ns, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        let ext_side = format!("ext-tor{k}");
+        ip(&[
+            "link", "add", "tor-ext", "netns", &ns, "type", "veth", "peer", "name", &ext_side,
+            "netns", EXT,
+        ])?;
+        ns_exec(
+            EXT,
+            &["ip", "link", "set", &ext_side, "master", EXT_BRIDGE, "up"],
+        )?;
+        let addr = format!("{}/24", tor_ext_addr(k));
+        ns_exec(&ns, &["ip", "addr", "add", &addr, "dev", "tor-ext"])?;
+        ns_exec(&ns, &["ip", "link", "set", "tor-ext", "up"])?;
+        for s in &subnets {
+            let leg = format!("sub{s}");
+            let sw_side = format!("tor{k}-s{s}");
+            ip(&[
+                "link", "add", &leg, "netns", &ns, "type", "veth", "peer", "name", &sw_side,
+                "netns", SWITCH,
+            ])?;
+            let br = format!("br{s}");
+            ns_exec(
+                SWITCH,
+                &["ip", "link", "set", &sw_side, "master", &br, "up"],
+            )?;
+            let addr = format!("{}/24", tor_addr(*s, k));
+            ns_exec(&ns, &["ip", "addr", "add", &addr, "dev", &leg])?;
+            ns_exec(&ns, &["ip", "link", "set", &leg, "up"])?;
+        }
+    }
+    for n in nodes {
+        add_netns(&n.netns)?;
+        let sw_side = format!("to-{}", n.name);
+        ip(&[
+            "link", "add", "eth0", "netns", &n.netns, "type", "veth", "peer", "name", &sw_side,
+            "netns", SWITCH,
+        ])?;
+        let br = format!("br{}", n.subnet);
+        ns_exec(
+            SWITCH,
+            &["ip", "link", "set", &sw_side, "master", &br, "up"],
+        )?;
+        let addr = format!("{}/24", n.address);
+        ns_exec(&n.netns, &["ip", "addr", "add", &addr, "dev", "eth0"])?;
+        ns_exec(&n.netns, &["ip", "link", "set", "eth0", "up"])?;
+        // The first ToR is the default gateway; the outside segment and the other subnets
+        // come from both ToRs over BGP, as multipath routes that lose a dead ToR's path.
+        let gw = n.gateway.to_string();
+        ns_exec(&n.netns, &["ip", "route", "add", "default", "via", &gw])?;
         ns_exec(&n.netns, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
     }
     Ok(())

@@ -19,7 +19,9 @@
 //!    EndpointSlice write (returned by the API server) to BIRD's table showing the /32
 //!    from the new node only;
 //! 4. the endpoint turns not ready: the /32 is withdrawn; ready again: back;
-//! 5. the Service is deleted: the /32 is withdrawn, the range stays;
+//! 5. the API server is stopped for 5 s: the /32 stays where it is; once it is back
+//!    the watch lists again and the /32 follows the next move;
+//! 6. the Service is deleted: the /32 is withdrawn, the range stays;
 //!
 //! and through all of it no BGP session resets (BIRD's sessions keep their start
 //! time, the agents count no flap).
@@ -38,8 +40,8 @@ use kube::api::{Api, Patch, PatchParams};
 use node_support::{three_nodes, wait_until_fast, Node};
 use serval_integration::kube::ApiServer;
 use serval_integration::{
-    scenario, tools, wait_for, Asn, BgpDaemon, Bird, Error, NeighborSpec, Netns, Poll, Result,
-    RouterSpec,
+    scenario, tools, wait_for, wait_until, Asn, BgpDaemon, Bird, Error, NeighborSpec, Netns, Poll,
+    Result, RouterSpec,
 };
 
 const NAMESPACE: &str = "kube-system";
@@ -54,6 +56,8 @@ const CLUSTER_IP: &str = "10.254.0.50";
 const HOST: &str = "10.254.0.50/32";
 /// How many times the endpoint moves.
 const MOVES: usize = 9;
+/// How long the API server stays away.
+const OUTAGE: Duration = Duration::from_secs(5);
 /// The target from an EndpointSlice write to the ToR's change.
 const TARGET: Duration = Duration::from_millis(200);
 
@@ -334,7 +338,7 @@ fn service_addresses_follow_ready_endpoints_without_session_resets() {
                 .map_err(|_| Error::InvalidSpec("cp".into()))?,
         )?;
         cp.add_default_route(addr("192.0.2.1")?)?;
-        let api = ApiServer::start_in(&cp.handle(), IpAddr::V4(API_ADDR), test.path())?;
+        let mut api = ApiServer::start_in(&cp.handle(), IpAddr::V4(API_ADDR), test.path())?;
         kube_support::install_crds(&api)?;
         api.kubectl_stdin(&["apply", "-f", "-"], &chart_rbac(&api)?)?;
 
@@ -433,7 +437,38 @@ fn service_addresses_follow_ready_endpoints_without_session_resets() {
         wait_tor(&bird, HOST, &["n1"], Duration::from_secs(10))?;
         eprintln!("phase 4: not ready withdraws {HOST}, ready again brings it back");
 
-        // 5. Deleting the Service withdraws the /32; the range stays.
+        // 5. The API server away: the /32 stays; back: the watch follows the next move.
+        api.stop_apiserver()?;
+        let down = Instant::now();
+        while down.elapsed() < OUTAGE {
+            let from = tor_sources(&bird, HOST)?;
+            assert_eq!(from, names(&["n1"]), "{HOST} kept during the outage");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        api.start_apiserver()?;
+        let back = Instant::now();
+        wait_until(
+            Duration::from_secs(30),
+            "the EndpointSlice written again",
+            || match writer.write(slice("n2", true)) {
+                Ok(_) => Poll::Ready(()),
+                Err(e) => Poll::Pending(e.to_string()),
+            },
+        )?;
+        let moved = wait_until(
+            Duration::from_secs(60),
+            &format!("BIRD: {HOST} from n2 after the outage"),
+            || match tor_sources(&bird, HOST) {
+                Ok(s) if s == names(&["n2"]) => Poll::Ready(back.elapsed()),
+                Ok(s) => Poll::Pending(format!("from {s:?}")),
+                Err(e) => Poll::Pending(e.to_string()),
+            },
+        )?;
+        eprintln!(
+            "phase 5: {HOST} kept through a {OUTAGE:?} outage; moved to n2 {moved:.1?} after the restart"
+        );
+
+        // 6. Deleting the Service withdraws the /32; the range stays.
         api.kubectl(&["delete", "service", "web", "-n", "default"])?;
         wait_tor(&bird, HOST, &[], Duration::from_secs(10))?;
         wait_tor(
@@ -442,7 +477,7 @@ fn service_addresses_follow_ready_endpoints_without_session_resets() {
             &["n1", "n2", "n3"],
             Duration::from_secs(1),
         )?;
-        eprintln!("phase 5: the Service deleted, {HOST} withdrawn, {SERVICE_RANGE} kept");
+        eprintln!("phase 6: the Service deleted, {HOST} withdrawn, {SERVICE_RANGE} kept");
 
         // No session reset through any of it.
         let after = tor_sessions(&bird)?;

@@ -539,6 +539,7 @@ fn rbac_is_least_privilege() {
         "bgpconfigurations",
         "bgppeers",
         "bgpfilters",
+        "bfdprofiles",
         "ippools",
         "ipamconfigs",
         "ipreservations",

@@ -195,10 +195,11 @@ fn can_in(
 /// `ipam/src/store/kube.rs`, the CNI plugin's `cni/src/kube.rs` through the kubeconfig
 /// `src/cmd/install_cni.rs` writes), and what it must not be able to do.
 fn agent_table() -> Vec<Can> {
-    const CONFIG: [&str; 7] = [
+    const CONFIG: [&str; 8] = [
         "bgpconfigurations.serval.dev",
         "bgppeers.serval.dev",
         "bgpfilters.serval.dev",
+        "bfdprofiles.serval.dev",
         "ippools.serval.dev",
         "ipamconfigs.serval.dev",
         "ipreservations.serval.dev",

@@ -459,3 +459,42 @@ pub fn kernel_routes(netns: &str) -> anyhow::Result<Vec<KernelRoute>> {
 pub fn ping(from_netns: &str, to: IpAddr) -> bool {
     ns_exec(from_netns, &["ping", "-c", "1", "-W", "2", &to.to_string()]).is_ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_tors_with_bfd_are_resources_the_agents_take() {
+        let nodes = topology::plan(3, 2).unwrap();
+        let shape = Shape {
+            encap: Encap::Vxlan,
+            nat: true,
+            tors: 2,
+            bfd: true,
+        };
+        let y = cluster_yaml(&nodes, &shape);
+        let docs = serval::resources::document::parse(&y).unwrap_or_else(|e| panic!("{e}\n{y}"));
+        let names: Vec<String> = docs
+            .iter()
+            .map(|r| format!("{} {}", r.kind(), r.name))
+            .collect();
+        // The configuration, the profile, and a peering per node and ToR.
+        assert_eq!(docs.len(), 2 + 3 * 2, "{names:?}");
+        assert!(y.contains("nodeMeshBFDProfile: lab-fast"), "{y}");
+        assert!(y.contains("receiveInterval: 100\n  transmitInterval: 100\n  detectMultiplier: 3"));
+        assert!(y.contains("name: tor2-node3\nspec:\n  node: node3\n  peerIP: 10.10.2.2\n"));
+        assert_eq!(y.matches("bfdProfile: lab-fast").count(), 6, "{y}");
+        // One ToR, no BFD: the resources of before.
+        let one = cluster_yaml(
+            &nodes,
+            &Shape {
+                tors: 1,
+                bfd: false,
+                ..shape
+            },
+        );
+        assert!(!one.contains("bfd") && !one.contains("BFD"), "{one}");
+        assert_eq!(one.matches("kind: BGPPeer").count(), 3, "{one}");
+    }
+}

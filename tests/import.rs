@@ -155,7 +155,28 @@ fn newer_peer_and_configuration_fields() {
     use Severity::*;
     let r = import("newer-fields.yaml");
     passes_the_crds(&r);
-    assert_eq!(r.documents.len(), 6, "{:#?}", r.findings);
+    assert_eq!(r.documents.len(), 7, "{:#?}", r.findings);
+    let f = doc(&r, "BGPFilter", "tor-policy");
+    assert_eq!(f["spec"]["exportV4"][0]["peerType"], "eBGP");
+    assert_eq!(
+        f["spec"]["exportV4"][0]["operations"],
+        json!([{"addCommunity": {"value": "65000:100"}},
+               {"prependASPath": {"prefix": [64512, 64512]}}])
+    );
+    assert_eq!(f["spec"]["exportV4"][1]["source"], "RemotePeers");
+    assert_eq!(
+        f["spec"]["importV4"][0]["communities"],
+        json!({"values": ["65001:10"]})
+    );
+    assert!(
+        f["spec"]["importV4"][0].get("operations").is_none(),
+        "setPriority is not carried"
+    );
+    assert_eq!(
+        f["spec"]["importV4"][1]["asPathPrefix"],
+        json!([65001, 65002])
+    );
+    assert_eq!(f["spec"]["importV4"][2]["interface"], "eth1");
     let res = doc(&r, "IPReservation", "gateways");
     assert_eq!(
         res["spec"]["reservedCIDRs"],
@@ -182,6 +203,11 @@ fn newer_peer_and_configuration_fields() {
         want(&[
             ("default", "spec.programClusterRoutes", Dropped),
             ("border-local-as", "spec.localASNumber", Converted),
+            (
+                "tor-policy",
+                "spec.importV4[0].operations[0].setPriority",
+                Dropped,
+            ),
         ])
     );
     let pcr = r
@@ -221,8 +247,11 @@ fn pools_in_every_calico_form() {
     assert_eq!(legacy["spec"]["natOutgoing"], true);
     assert_eq!(legacy["spec"]["blockSize"], 26);
     let manual = doc(&r, "IPPool", "reserved-for-gateways");
-    assert_eq!(manual["spec"]["disabled"], true);
+    assert_eq!(manual["spec"]["assignmentMode"], "Manual");
+    assert!(manual["spec"].get("disabled").is_none());
     assert_eq!(manual["spec"]["disableBGPExport"], true);
+    let team = doc(&r, "IPPool", "team-a");
+    assert_eq!(team["spec"]["namespaceSelector"], "team == 'a'");
     let ipam = doc(&r, "IPAMConfig", "default");
     assert_eq!(ipam["spec"]["maxBlocksPerHost"], 8);
     assert_eq!(
@@ -230,7 +259,6 @@ fn pools_in_every_calico_form() {
         want(&[
             ("legacy-pool", "spec.ipip", Converted),
             ("legacy-pool", "spec.nat-outgoing", Converted),
-            ("reserved-for-gateways", "spec.assignmentMode", Dropped),
         ])
     );
     // The pools are valid for the allocator too.
@@ -260,7 +288,7 @@ fn what_cannot_come_over_is_reported_and_nothing_wider_is_written() {
             ("default", "", Skipped),
             ("deny-all", "", Skipped),
             ("workload-peers", "spec.localWorkloadSelector", Skipped),
-            ("only-from-eth1", "spec.importV4[0].interface", Skipped),
+            ("only-metric-512", "spec.importV4[0].priority", Skipped),
             ("by-name", "spec.peerIP", Error),
             ("still-fine", "spec.restartMode", Dropped),
             ("still-fine", "spec.birdGatewayMode", Dropped),
@@ -296,7 +324,7 @@ fn the_command_writes_per_kind_files_and_reports_on_stderr() {
         ),
         "{stderr}"
     );
-    assert!(stderr.contains("imported 9 resource(s)"), "{stderr}");
+    assert!(stderr.contains("imported 10 resource(s)"), "{stderr}");
     let mut files: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())

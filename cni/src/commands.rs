@@ -142,18 +142,22 @@ pub async fn add(conf: &NetConf, t: &Target) -> Result<Value, CniError> {
     let node = node_name(&conf.node)?;
     let (store, client) = open_store(conf).await?;
     let node = node_info(node, client.as_ref()).await?;
-    let (pod_ann, ns_ann) = match (&client, t.args.pod()) {
+    // The namespace's labels are known on the kubernetes datastore only; elsewhere a
+    // pod takes no address from a pool with a namespaceSelector.
+    let (pod_ann, ns_ann, ns_labels) = match (&client, t.args.pod()) {
         (Some(c), Some((ns, pod))) => {
             let (p, n) = tokio::join!(
                 kube::pod_annotations(c, ns, pod),
-                kube::namespace_annotations(c, ns)
+                kube::namespace_metadata(c, ns)
             );
+            let (n_ann, n_labels) = n?;
             (
                 Annotations::parse(&p?, &format!("pod {ns}/{pod}"))?,
-                Annotations::parse(&n?, &format!("namespace {ns}"))?,
+                Annotations::parse(&n_ann, &format!("namespace {ns}"))?,
+                Some(n_labels),
             )
         }
-        _ => (Annotations::default(), Annotations::default()),
+        _ => (Annotations::default(), Annotations::default(), None),
     };
     let nipam = NodeIpam::new(store, &conf.ipam_lock_file);
     let names_pools = !conf.ipam.ipv4_pools.is_empty()
@@ -173,7 +177,9 @@ pub async fn add(conf: &NetConf, t: &Target) -> Result<Value, CniError> {
         &ns_ann,
         pools.as_deref().unwrap_or_default(),
     )?;
-    let addresses = nipam.assign(&node, &handle, &req, t.args.pod()).await?;
+    let addresses = nipam
+        .assign(&node, &handle, &req, t.args.pod(), ns_labels)
+        .await?;
     tracing::info!(%handle, ?addresses, "addresses assigned");
     fault("after-ipam");
 

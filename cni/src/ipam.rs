@@ -12,7 +12,7 @@
 //! busy anyway (a stuck plugin) ends in "try again later" (11) after [`LOCK_TIMEOUT`],
 //! as does the file store's own lock after its shorter bound.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::net::IpAddr;
 use std::path::Path;
@@ -125,9 +125,12 @@ impl NodeIpam {
         handle: &HandleId,
         req: &AddressRequest,
         pod: Option<(&str, &str)>,
+        namespace_labels: Option<BTreeMap<String, String>>,
     ) -> Result<Vec<IpAddr>, CniError> {
         let _lock = self.lock().await?;
-        let out = self.assign_locked(node, handle, req, pod).await;
+        let out = self
+            .assign_locked(node, handle, req, pod, namespace_labels)
+            .await;
         if out.is_err() {
             if let Err(e) = self.ipam.release_handle(handle.clone()).await {
                 tracing::warn!(%handle, error = %e, "releasing a partial allocation failed");
@@ -142,6 +145,7 @@ impl NodeIpam {
         handle: &HandleId,
         req: &AddressRequest,
         pod: Option<(&str, &str)>,
+        namespace_labels: Option<BTreeMap<String, String>>,
     ) -> Result<Vec<IpAddr>, CniError> {
         let namespace = pod.map(|(ns, _)| ns.to_owned());
         let pod_name = pod.map(|(_, p)| p.to_owned());
@@ -186,6 +190,7 @@ impl NodeIpam {
                 for (n4, n6, pools) in asks {
                     let mut r = AutoAssignRequest::new(handle.clone(), node.clone(), n4, n6);
                     r.namespace = namespace.clone();
+                    r.namespace_labels = namespace_labels.clone();
                     r.pod = pod_name.clone();
                     r.pools = pools;
                     let a = self

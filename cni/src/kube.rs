@@ -78,17 +78,21 @@ pub async fn pod_annotations(
     Ok(got.and_then(|p| p.metadata.annotations).unwrap_or_default())
 }
 
-/// A namespace's annotations.
-pub async fn namespace_annotations(
+/// A namespace's annotations and labels (what pools' `namespaceSelector` matches).
+pub async fn namespace_metadata(
     client: &Client,
     namespace: &str,
-) -> Result<BTreeMap<String, String>, CniError> {
+) -> Result<(BTreeMap<String, String>, BTreeMap<String, String>), CniError> {
     let api: Api<Namespace> = Api::all(client.clone());
     let got = api
         .get_opt(namespace)
         .await
         .map_err(|e| api_error(format!("cannot read namespace {namespace}"), e))?;
-    Ok(got.and_then(|n| n.metadata.annotations).unwrap_or_default())
+    let meta = got.map(|n| n.metadata).unwrap_or_default();
+    Ok((
+        meta.annotations.unwrap_or_default(),
+        meta.labels.unwrap_or_default(),
+    ))
 }
 
 /// A node's labels.

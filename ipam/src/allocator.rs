@@ -31,8 +31,8 @@ use ipnet::IpNet;
 
 use crate::error::IpamError;
 use crate::model::{
-    AffinityState, AllocationAttribute, AllowedUse, Block, BlockAffinity, Family, Handle, HandleId,
-    IpPool, IpamConfig, NodeName, PoolName,
+    AffinityState, AllocationAttribute, AllowedUse, AssignmentMode, Block, BlockAffinity, Family,
+    Handle, HandleId, IpPool, IpamConfig, NodeName, PoolName,
 };
 use crate::reservation::{self, Reserved};
 use crate::store::{Key, Object, Op, Revision, Versioned, Write};
@@ -511,8 +511,14 @@ pub struct AutoAssignRequest {
     pub namespace: Option<String>,
     pub pod: Option<String>,
     pub use_: AllowedUse,
-    /// Restrict to these pools (empty: any pool the node may use).
+    /// Restrict to these pools (empty: any pool the node may use whose assignment mode is
+    /// `Automatic`; named pools may be `Manual`).
     pub pools: Vec<PoolName>,
+    /// The labels of the pod's namespace, for pools' `namespaceSelector`; `None` when
+    /// they are not known (a datastore without Kubernetes): a pod then takes no address
+    /// from a pool that selects namespaces. Not looked at for requests without a
+    /// `namespace` (node tunnel addresses, `serval ipam assign`).
+    pub namespace_labels: Option<BTreeMap<String, String>>,
 }
 
 impl AutoAssignRequest {
@@ -526,6 +532,7 @@ impl AutoAssignRequest {
             pod: None,
             use_: AllowedUse::Workload,
             pools: Vec::new(),
+            namespace_labels: None,
         }
     }
 
@@ -540,9 +547,18 @@ impl AutoAssignRequest {
     }
 
     fn pool_ok(&self, p: &IpPool, family: Family) -> bool {
-        p.family() == family
-            && p.usable_by(&self.node.labels, self.use_)
-            && (self.pools.is_empty() || self.pools.contains(&p.name))
+        let chosen = if self.pools.is_empty() {
+            p.assignment_mode == AssignmentMode::Automatic
+        } else {
+            self.pools.contains(&p.name)
+        };
+        let namespace_ok = self.namespace.is_none()
+            || p.namespace_selector.is_all()
+            || self
+                .namespace_labels
+                .as_ref()
+                .is_some_and(|l| p.namespace_selector.matches(l));
+        p.family() == family && p.usable_by(&self.node.labels, self.use_) && chosen && namespace_ok
     }
 }
 
@@ -666,8 +682,13 @@ impl AutoAssignRequest {
             .collect();
         if pools.is_empty() {
             return Ok(Found::Nothing(format!(
-                "no enabled {family} pool selects this node for {:?}",
-                self.use_
+                "no enabled {family} pool selects this node for {:?}{}",
+                self.use_,
+                if self.namespace.is_some() {
+                    " and this pod's namespace (Manual pools only when named)"
+                } else {
+                    " (Manual pools only when named)"
+                }
             )));
         }
         let cfg = &snap.config;
@@ -1812,6 +1833,123 @@ mod tests {
                 (Err(e), Err(frag)) => {
                     assert!(e.to_string().contains(frag), "{what}: {e}")
                 }
+                (got, want) => panic!("{what}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    /// Which pool a pod's address comes from: `Manual` pools only when named,
+    /// `namespaceSelector` by the namespace's labels (unknown labels select no such
+    /// pool), neither looked at for requests that are not for a pod.
+    #[test]
+    fn pool_choice_by_assignment_mode_and_namespace() {
+        use crate::model::AssignmentMode::Manual;
+        let pools = || {
+            let mut manual = IpPool::new(PoolName::new("manual").unwrap(), net("10.1.0.0/30"));
+            manual.block_size = 30;
+            manual.assignment_mode = Manual;
+            let mut team = IpPool::new(PoolName::new("team").unwrap(), net("10.2.0.0/30"));
+            team.block_size = 30;
+            team.namespace_selector =
+                Box::new(crate::model::Selector::parse("team == 'a'").unwrap());
+            let mut any = IpPool::new(PoolName::new("any").unwrap(), net("10.3.0.0/30"));
+            any.block_size = 30;
+            [manual, team, any]
+        };
+        type Case = (
+            &'static str,
+            Vec<&'static str>,
+            Option<&'static str>,
+            Option<&'static [(&'static str, &'static str)]>,
+            &'static [&'static str],
+            Result<&'static str, &'static str>,
+        );
+        // (what, pools in the store, namespace, its labels, pools asked for, want pool or error)
+        let cases: Vec<Case> = vec![
+            (
+                "a Manual pool is not chosen by default",
+                vec!["manual", "any"],
+                Some("web"),
+                Some(&[]),
+                &[],
+                Ok("10.3.0.0"),
+            ),
+            (
+                "only a Manual pool: exhausted",
+                vec!["manual"],
+                Some("web"),
+                Some(&[]),
+                &[],
+                Err("Manual pools only when named"),
+            ),
+            (
+                "a Manual pool named",
+                vec!["manual", "any"],
+                Some("web"),
+                Some(&[]),
+                &["manual"],
+                Ok("10.1.0.0"),
+            ),
+            (
+                "namespace selected",
+                vec!["team"],
+                Some("web"),
+                Some(&[("team", "a")]),
+                &[],
+                Ok("10.2.0.0"),
+            ),
+            (
+                "namespace not selected",
+                vec!["team", "any"],
+                Some("web"),
+                Some(&[("team", "b")]),
+                &[],
+                Ok("10.3.0.0"),
+            ),
+            (
+                "namespace labels unknown",
+                vec!["team"],
+                Some("web"),
+                None,
+                &[],
+                Err("no enabled IPv4 pool"),
+            ),
+            (
+                "named, but the namespace is not selected",
+                vec!["team"],
+                Some("web"),
+                Some(&[]),
+                &["team"],
+                Err("no enabled IPv4 pool"),
+            ),
+            (
+                "not for a pod: no namespace to select",
+                vec!["team"],
+                None,
+                None,
+                &[],
+                Ok("10.2.0.0"),
+            ),
+        ];
+        for (what, present, ns, labels, asked, want) in cases {
+            let mut s = Snapshot::default();
+            for p in pools() {
+                if present.contains(&p.name.as_str()) {
+                    s.pools.push(Versioned::new(p, rev(1)));
+                }
+            }
+            let mut req =
+                AutoAssignRequest::new(HandleId::new("h").unwrap(), NodeInfo::new(node("a")), 1, 0);
+            req.namespace = ns.map(str::to_owned);
+            req.namespace_labels = labels.map(|l| {
+                l.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            });
+            req.pools = asked.iter().map(|n| PoolName::new(*n).unwrap()).collect();
+            match (drive(&mut req, &mut s), want) {
+                (Ok(a), Ok(ip)) => assert_eq!(a.v4, [ip.parse::<IpAddr>().unwrap()], "{what}"),
+                (Err(e), Err(frag)) => assert!(e.to_string().contains(frag), "{what}: {e}"),
                 (got, want) => panic!("{what}: got {got:?}, want {want:?}"),
             }
         }

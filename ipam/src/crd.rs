@@ -20,7 +20,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{AffinityState, AllowedUse, EncapMode};
+use crate::model::{AffinityState, AllowedUse, AssignmentMode, EncapMode};
 
 /// API group of every serval resource.
 pub const GROUP: &str = "serval.dev";
@@ -57,6 +57,14 @@ pub struct IPPoolSpec {
     pub node_selector: String,
     #[serde(default = "default_uses")]
     pub allowed_uses: Vec<AllowedUse>,
+    /// Kubernetes or Calico selector syntax over the pod's namespace labels; empty:
+    /// every namespace.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace_selector: String,
+    /// `Automatic` (default) or `Manual` (only when a pod, namespace or the CNI
+    /// configuration names the pool).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignment_mode: Option<AssignmentMode>,
 }
 
 fn default_uses() -> Vec<AllowedUse> {

@@ -164,6 +164,29 @@ pub enum AllowedUse {
     LoadBalancer,
 }
 
+/// Whether a pool is chosen without being asked for (Calico's `assignmentMode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "kubernetes", derive(schemars::JsonSchema))]
+pub enum AssignmentMode {
+    /// Used by default selection and when asked for by name.
+    #[default]
+    Automatic,
+    /// Used only when asked for by name (CNI configuration, pod or namespace annotation,
+    /// `serval ipam assign --pool`), never by default selection.
+    Manual,
+}
+
+impl AssignmentMode {
+    pub fn is_automatic(&self) -> bool {
+        *self == AssignmentMode::Automatic
+    }
+}
+
+#[allow(clippy::borrowed_box)] // serde's skip_serializing_if is given the field
+fn every_namespace(s: &Box<Selector>) -> bool {
+    s.is_all()
+}
+
 fn default_allowed_uses() -> Vec<AllowedUse> {
     vec![AllowedUse::Workload, AllowedUse::Tunnel]
 }
@@ -193,6 +216,13 @@ pub struct IpPool {
     pub node_selector: Selector,
     #[serde(default = "default_allowed_uses")]
     pub allowed_uses: Vec<AllowedUse>,
+    /// Which pods may take addresses from this pool, by their namespace's labels (boxed:
+    /// rarely set, and a pool travels inside every store object).
+    #[serde(default, skip_serializing_if = "every_namespace")]
+    pub namespace_selector: Box<Selector>,
+    /// `Manual`: only for requests that name the pool.
+    #[serde(default, skip_serializing_if = "AssignmentMode::is_automatic")]
+    pub assignment_mode: AssignmentMode,
 }
 
 impl IpPool {
@@ -214,6 +244,8 @@ impl IpPool {
             disable_bgp_export: false,
             node_selector: Selector::all(),
             allowed_uses: default_allowed_uses(),
+            namespace_selector: Box::default(),
+            assignment_mode: AssignmentMode::Automatic,
         }
     }
 

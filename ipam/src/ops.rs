@@ -323,12 +323,12 @@ async fn read_base(store: &dyn Store, needs: Vec<Need>) -> Result<Snapshot, Stor
         // A reservation that does not parse fails the operation: handing out an address
         // it meant to keep is worse than allocating nothing until it is fixed.
         let reserved = match of_kind(Kind::Resource, r.value)? {
-            Object::Resource(res) => crate::reservation::of_resource(&res).map_err(|detail| {
-                StoreError::Corrupt {
+            Object::Resource(res) => {
+                crate::reservation::of_resource(&res).map_err(|detail| StoreError::Corrupt {
                     location: format!("IPReservation {}", res.name),
                     detail,
-                }
-            })?,
+                })?
+            }
             _ => Vec::new(),
         };
         snap.reserved.extend(reserved);

@@ -77,6 +77,13 @@ pub enum Command {
         /// What the addresses are for (repeatable) [default: workload, tunnel]
         #[arg(long = "allowed-use", value_enum)]
         allowed_uses: Vec<Use>,
+        /// Pods whose namespace's labels match may use the pool (known on the kubernetes
+        /// datastore only) [default: all()]
+        #[arg(long)]
+        namespace_selector: Option<Selector>,
+        /// Only for requests that name the pool, never chosen by default
+        #[arg(long)]
+        manual: bool,
         #[arg(long)]
         json: bool,
     },
@@ -125,6 +132,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 disable_bgp_export,
                 node_selector,
                 allowed_uses,
+                namespace_selector,
+                manual,
                 json,
             } => {
                 let name = match name {
@@ -145,6 +154,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 }
                 if !allowed_uses.is_empty() {
                     pool.allowed_uses = allowed_uses.into_iter().map(Into::into).collect();
+                }
+                if let Some(s) = namespace_selector {
+                    pool.namespace_selector = Box::new(s);
+                }
+                if manual {
+                    pool.assignment_mode = ipam::model::AssignmentMode::Manual;
                 }
                 ipam.add_pool(pool.clone())
                     .await

@@ -204,10 +204,7 @@ fn bgp_configuration() -> Vec<Patch> {
             "spec.communities[].name",
             json!({"minLength": 1, "maxLength": 64}),
         ),
-        at(
-            "spec.communities[].value",
-            json!({"pattern": "^([0-9]{1,5}:[0-9]{1,5}|[0-9]{1,10}:[0-9]{1,10}:[0-9]{1,10}|no-export|no-advertise|no-export-subconfed|no-peer|graceful-shutdown|blackhole)$"}),
-        ),
+        at("spec.communities[].value", community_value()),
         at("spec.prefixAdvertisements[].cidr", cidr()),
         at("spec.serviceClusterIPs[].cidr", cidr()),
         at("spec.serviceExternalIPs[].cidr", cidr()),
@@ -335,6 +332,12 @@ fn bgp_peer() -> Vec<Patch> {
     p
 }
 
+/// A community as resources write it: standard `AS:VALUE`, large `AS:V1:V2`, or a
+/// well-known name.
+fn community_value() -> Value {
+    json!({"pattern": "^([0-9]{1,5}:[0-9]{1,5}|[0-9]{1,10}:[0-9]{1,10}:[0-9]{1,10}|no-export|no-advertise|no-export-subconfed|no-peer|graceful-shutdown|blackhole)$"})
+}
+
 fn bgp_filter() -> Vec<Patch> {
     let mut p = Vec::new();
     for (list, v4) in [
@@ -352,8 +355,37 @@ fn bgp_filter() -> Vec<Patch> {
                  "message": "cidr and matchOperator go together", "fieldPath": ".matchOperator"},
                 {"rule": "!has(self.prefixLength) || (has(self.matchOperator) && self.matchOperator == 'In')",
                  "message": "prefixLength only with matchOperator In", "fieldPath": ".prefixLength"},
+                {"rule": "!has(self.operations) || self.action == 'Accept'",
+                 "message": "operations apply to accepted routes only", "fieldPath": ".operations"},
             ]}),
         ));
+        let rule = |f: &str| format!("spec.{list}[].{f}");
+        // IFNAMSIZ is 16 with the terminating NUL.
+        p.push(at(
+            rule("interface"),
+            json!({"minLength": 1, "maxLength": 15}),
+        ));
+        p.push(at(rule("communities.values"), json!({"maxItems": 16})));
+        p.push(at(rule("communities.values[]"), community_value()));
+        p.push(at(rule("asPathPrefix"), json!({"maxItems": 32})));
+        p.push(at(rule("asPathPrefix[]"), asn()));
+        p.push(at(rule("operations"), json!({"maxItems": 16})));
+        p.push(at(
+            rule("operations[]"),
+            cel(
+                "has(self.addCommunity) != has(self.prependASPath)",
+                "give exactly one of addCommunity, prependASPath",
+            ),
+        ));
+        p.push(at(
+            rule("operations[].addCommunity.value"),
+            community_value(),
+        ));
+        p.push(at(
+            rule("operations[].prependASPath.prefix"),
+            json!({"maxItems": 16}),
+        ));
+        p.push(at(rule("operations[].prependASPath.prefix[]"), asn()));
         p.push(at(
             format!("spec.{list}[].cidr"),
             if v4 { cidr_v4() } else { cidr_v6() },
@@ -441,6 +473,7 @@ fn ip_pool() -> Vec<Patch> {
         at("spec.blockSize", json!({"minimum": 20, "maximum": 128})),
         at("spec.blockSize", immutable("blockSize")),
         at("spec.nodeSelector", selector()),
+        at("spec.namespaceSelector", selector()),
         at(
             "spec.allowedUses",
             json!({"maxItems": 3, "x-kubernetes-list-type": "set"}),

@@ -15,7 +15,7 @@
 //!
 //! Field names are Calico's, so most fields copy as they are; every other field is
 //! reported with the reason it does not come over. A field whose loss would make a
-//! resource select or match more than it did (a BGPFilter rule's `interface`, a peer's
+//! resource select or match more than it did (a BGPFilter rule's `priority`, a peer's
 //! `localWorkloadSelector`) skips the whole document rather than import a wider one.
 //! Every produced document then goes through serval's own typed parsing, so what is
 //! written is what the agent accepts.
@@ -496,17 +496,40 @@ fn bgp_filter(mut f: Fields, doc: &mut Doc) -> Map<String, Value> {
         for (i, rule) in rules.into_iter().enumerate() {
             let mut r = Fields::new(&format!("{path}[{i}]"), Some(rule));
             let mut o = Map::new();
-            r.copy(&["action", "matchOperator", "cidr", "prefixLength"], &mut o);
-            const NARROWS: &str = "serval's filter rules match on the prefix only: without this condition the rule would match more routes";
+            r.copy(
+                &[
+                    "action",
+                    "matchOperator",
+                    "cidr",
+                    "prefixLength",
+                    "source",
+                    "interface",
+                    "peerType",
+                    "communities",
+                ],
+                &mut o,
+            );
+            if let Some(v) = r.take("asPathPrefix") {
+                let at = r.at("asPathPrefix");
+                if let Some(list) = as_numbers(&v, &at, doc) {
+                    o.insert("asPathPrefix".into(), list);
+                }
+            }
+            if let Some(v) = r.take("operations") {
+                let at = r.at("operations");
+                let ops = filter_operations(v, &at, doc);
+                if ops.as_array().is_some_and(|a| !a.is_empty()) {
+                    o.insert("operations".into(), ops);
+                }
+            }
             r.finish(
                 doc,
-                &[
-                    ("source", Severity::Skipped, NARROWS),
-                    ("interface", Severity::Skipped, NARROWS),
-                    ("peerType", Severity::Skipped, NARROWS),
-                    ("communities", Severity::Skipped, NARROWS),
-                    ("asPathPrefix", Severity::Skipped, NARROWS),
-                ],
+                &[(
+                    "priority",
+                    Severity::Skipped,
+                    "matches the kernel route metric, which serval does not set per route: \
+                     without this condition the rule would match more routes",
+                )],
                 // An unknown condition could narrow the rule too.
                 Severity::Skipped,
             );
@@ -516,6 +539,64 @@ fn bgp_filter(mut f: Fields, doc: &mut Doc) -> Map<String, Value> {
     }
     f.finish(doc, &[], Severity::Dropped);
     out
+}
+
+/// A list of AS numbers in any of Calico's forms, as numbers.
+fn as_numbers(v: &Value, at: &str, doc: &mut Doc) -> Option<Value> {
+    let Value::Array(items) = v else {
+        doc.note(at, Severity::Error, "not a list");
+        return None;
+    };
+    let mut out = Vec::new();
+    for (i, a) in items.iter().enumerate() {
+        match as_number(a) {
+            Ok(n) => out.push(n),
+            Err(e) => {
+                doc.note(&format!("{at}[{i}]"), Severity::Error, e);
+                return None;
+            }
+        }
+    }
+    Some(Value::Array(out))
+}
+
+/// A BGPFilter rule's `operations`: `addCommunity` and `prependASPath` as they are;
+/// `setPriority` (the kernel route metric) is not carried: the rule still accepts and
+/// rejects the same routes.
+fn filter_operations(v: Value, at: &str, doc: &mut Doc) -> Value {
+    let Value::Array(ops) = v else {
+        doc.note(at, Severity::Error, "not a list");
+        return Value::Array(Vec::new());
+    };
+    let mut out = Vec::new();
+    for (i, op) in ops.into_iter().enumerate() {
+        let mut f = Fields::new(&format!("{at}[{i}]"), Some(op));
+        let mut o = Map::new();
+        f.copy(&["addCommunity"], &mut o);
+        if let Some(p) = f.take("prependASPath") {
+            let path = f.at("prependASPath");
+            let mut pf = Fields::new(&path, Some(p));
+            if let Some(prefix) = pf.take("prefix") {
+                if let Some(list) = as_numbers(&prefix, &pf.at("prefix"), doc) {
+                    o.insert("prependASPath".into(), json!({ "prefix": list }));
+                }
+            }
+            pf.finish(doc, &[], Severity::Dropped);
+        }
+        f.finish(
+            doc,
+            &[(
+                "setPriority",
+                Severity::Dropped,
+                "sets the kernel route metric; serval programs its routes with one priority of its own",
+            )],
+            Severity::Dropped,
+        );
+        if !o.is_empty() {
+            out.push(Value::Object(o));
+        }
+    }
+    Value::Array(out)
 }
 
 fn ip_pool(mut f: Fields, doc: &mut Doc) -> Map<String, Value> {
@@ -531,6 +612,8 @@ fn ip_pool(mut f: Fields, doc: &mut Doc) -> Map<String, Value> {
             "disableBGPExport",
             "nodeSelector",
             "allowedUses",
+            "namespaceSelector",
+            "assignmentMode",
         ],
         &mut out,
     );
@@ -584,25 +667,7 @@ fn ip_pool(mut f: Fields, doc: &mut Doc) -> Map<String, Value> {
             out.insert("natOutgoing".into(), nat);
         }
     }
-    if let Some(mode) = f.take("assignmentMode") {
-        if mode == "Manual" {
-            doc.note(
-                &f.at("assignmentMode"),
-                Severity::Dropped,
-                "Manual: imported as disabled (serval assigns from no pool on request only; a disabled pool hands out nothing new)",
-            );
-            out.insert("disabled".into(), Value::Bool(true));
-        }
-    }
-    f.finish(
-        doc,
-        &[(
-            "namespaceSelector",
-            Severity::Skipped,
-            "serval's pools have no namespace selector: without it every namespace would draw from this pool",
-        )],
-        Severity::Dropped,
-    );
+    f.finish(doc, &[], Severity::Dropped);
     out
 }
 

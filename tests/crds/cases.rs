@@ -27,7 +27,17 @@ pub fn documents(path: &Path) -> Vec<Value> {
 /// and of field combinations the examples leave out, so that every validated field
 /// appears in some sample.
 pub fn extra_samples() -> Vec<Value> {
+    // Every condition and operation of a BGPFilter rule, in each of the four lists.
+    let rule = json!({"action": "Accept", "peerType": "iBGP", "source": "RemotePeers",
+        "interface": "eth1", "communities": {"values": ["65000:1", "65000:1:2"]},
+        "asPathPrefix": [65001, 65002],
+        "operations": [{"addCommunity": {"value": "no-export"}},
+                       {"prependASPath": {"prefix": [64512]}}]});
+    let every_condition = json!({"apiVersion": "serval.dev/v1", "kind": "BGPFilter",
+        "metadata": {"name": "every-condition"},
+        "spec": {"exportV4": [rule], "importV4": [rule], "exportV6": [rule], "importV6": [rule]}});
     vec![
+        every_condition,
         json!({"apiVersion": "serval.dev/v1", "kind": "IPAMBlock",
             "metadata": {"name": "10-65-12-0-26"},
             "spec": {"cidr": "10.65.12.0/26", "affinity": "worker-1",
@@ -332,6 +342,43 @@ pub fn invalid() -> Vec<Invalid> {
             Source::Schema,
         ),
         (
+            "BGPFilter",
+            vec![(
+                "spec.exportV4.0.operations",
+                Some(json!([{"addCommunity": {"value": "65000:1"},
+                    "prependASPath": {"prefix": [64512]}}])),
+            )],
+            "spec.exportV4[0].operations[0]",
+            Source::Cel,
+        ),
+        (
+            "BGPFilter",
+            vec![
+                ("spec.exportV4.0.action", Some(json!("Reject"))),
+                (
+                    "spec.exportV4.0.operations",
+                    Some(json!([{"addCommunity": {"value": "65000:1"}}])),
+                ),
+            ],
+            "spec.exportV4[0].operations",
+            Source::Cel,
+        ),
+        (
+            "BGPFilter",
+            vec![(
+                "spec.exportV4.0.communities",
+                Some(json!({"values": ["65000"]})),
+            )],
+            "spec.exportV4[0].communities.values[0]",
+            Source::Schema,
+        ),
+        (
+            "BGPFilter",
+            vec![("spec.exportV4.0.peerType", Some(json!("ebgp")))],
+            "spec.exportV4[0].peerType",
+            Source::Schema,
+        ),
+        (
             "IPReservation",
             vec![("spec.reservedCIDRs.1", Some(json!("10.244.7.300")))],
             "spec.reservedCIDRs[1]",
@@ -616,6 +663,40 @@ pub fn invalid() -> Vec<Invalid> {
             sample,
             vec![(len, Some(json!({"min": 126, "max": 120})))],
             at("prefixLength"),
+            Source::Cel,
+        ));
+    }
+    // The operations rules of the lists the cases above do not reach.
+    for (list, sample) in [
+        ("exportV6", "export-pods-only"),
+        ("importV4", "export-pods-only"),
+        ("importV6", "import-v6"),
+    ] {
+        let ops: &'static str = match list {
+            "exportV6" => "spec.exportV6.0.operations",
+            "importV4" => "spec.importV4.0.operations",
+            _ => "spec.importV6.0.operations",
+        };
+        let action: &'static str = match list {
+            "exportV6" => "spec.exportV6.0.action",
+            "importV4" => "spec.importV4.0.action",
+            _ => "spec.importV6.0.action",
+        };
+        cases.push(named(
+            "BGPFilter",
+            sample,
+            vec![(ops, Some(json!([{}])))],
+            format!("spec.{list}[0].operations[0]"),
+            Source::Cel,
+        ));
+        cases.push(named(
+            "BGPFilter",
+            sample,
+            vec![
+                (action, Some(json!("Reject"))),
+                (ops, Some(json!([{"addCommunity": {"value": "65000:1"}}]))),
+            ],
+            format!("spec.{list}[0].operations"),
             Source::Cel,
         ));
     }

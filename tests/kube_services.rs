@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, Patch, PatchParams};
-use node_support::{three_nodes, wait_until_fast, Node};
+use node_support::{has_problem, three_nodes, wait_until_fast, Node};
 use serval_integration::kube::ApiServer;
 use serval_integration::{
     scenario, tools, wait_for, wait_until, Asn, BgpDaemon, Bird, Error, NeighborSpec, Netns, Poll,
@@ -440,6 +440,13 @@ fn service_addresses_follow_ready_endpoints_without_session_resets() {
         // 5. The API server away: the /32 stays; back: the watch follows the next move.
         api.stop_apiserver()?;
         let down = Instant::now();
+        let s = wait_for(
+            OUTAGE,
+            "n1: the Service watch's failure in its status",
+            || n1.status(),
+            |s| has_problem(s, "Service watch") || has_problem(s, "EndpointSlice watch"),
+        )?;
+        eprintln!("n1 with the API server away: {}", s["problems"]);
         while down.elapsed() < OUTAGE {
             let from = tor_sources(&bird, HOST)?;
             assert_eq!(from, names(&["n1"]), "{HOST} kept during the outage");
@@ -485,6 +492,15 @@ fn service_addresses_follow_ready_endpoints_without_session_resets() {
         assert_eq!(after, sessions, "BIRD's sessions kept their start time");
         assert_eq!(flaps_after, flaps, "no flap counted by the agents");
         assert!(up, "every session still Established");
+        for n in nodes {
+            let s = n.status()?;
+            assert!(
+                s["problems"].as_array().is_none_or(Vec::is_empty),
+                "{}: {}",
+                n.name,
+                s["problems"]
+            );
+        }
         assert!(
             median <= TARGET,
             "EndpointSlice write to the ToR's change: median {median:?} over the target {TARGET:?}: {times:?}"

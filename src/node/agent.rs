@@ -830,6 +830,7 @@ impl Agent {
         problems.extend(self.watch_error.clone());
         if let Some(k) = &mut self.kube {
             snap.services = k.services.clone();
+            problems.extend(k.services.problems());
             problems.extend(k.node_problems.iter().cloned());
             let names = on_kube::secrets::referenced(&snap);
             k.referenced = names.clone();

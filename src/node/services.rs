@@ -158,6 +158,9 @@ pub enum ServiceChange {
     SlicesListed(Vec<(ObjectKey, ObjectKey)>),
     /// One EndpointSlice: its Service when it holds a ready endpoint here, else `None`.
     Slice(ObjectKey, Option<ObjectKey>),
+    /// The watch of one kind (`Service`, `EndpointSlice`) failed (`Some`: why) or
+    /// delivers again (`None`).
+    WatchError(String, Option<String>),
 }
 
 /// The Services and local endpoints as the watch reports them.
@@ -166,6 +169,8 @@ pub struct ServiceTable {
     services: BTreeMap<ObjectKey, Service>,
     /// EndpointSlices holding a ready endpoint on this node → their Service.
     local_slices: BTreeMap<ObjectKey, ObjectKey>,
+    /// The last error of each kind's watch, until it delivers again.
+    watch_errors: BTreeMap<String, String>,
 }
 
 impl ServiceTable {
@@ -190,7 +195,19 @@ impl ServiceTable {
                 self.local_slices.insert(k, svc.clone()) != Some(svc)
             }
             ServiceChange::Slice(k, None) => self.local_slices.remove(&k).is_some(),
+            ServiceChange::WatchError(kind, Some(e)) => {
+                self.watch_errors.insert(kind, e.clone()) != Some(e)
+            }
+            ServiceChange::WatchError(kind, None) => self.watch_errors.remove(&kind).is_some(),
         }
+    }
+
+    /// What the agent reports while a watch fails (it keeps advertising what it last
+    /// decided meanwhile).
+    pub fn problems(&self) -> impl Iterator<Item = String> + '_ {
+        self.watch_errors.iter().map(|(kind, e)| {
+            format!("{kind} watch: {e}; the Service addresses stay as last decided")
+        })
     }
 
     pub fn len(&self) -> usize {

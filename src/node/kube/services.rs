@@ -67,7 +67,18 @@ async fn watch<K, T>(
     let kind = K::kind(&K::DynamicType::default()).into_owned();
     let mut stream = super::watch_objects(api, watcher::Config::default());
     let mut buffer: Vec<(ObjectKey, T)> = Vec::new();
+    let mut failing = false;
     while let Some(ev) = stream.next().await {
+        if failing && ev.is_ok() {
+            failing = false;
+            if tx
+                .send(ServiceChange::WatchError(kind.clone(), None))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
         let change = match ev {
             Ok(watcher::Event::Init) => {
                 buffer.clear();
@@ -87,7 +98,8 @@ async fn watch<K, T>(
             Ok(watcher::Event::Delete(o)) => Some(one(key_of(&o), None)),
             Err(e) => {
                 warn!(kind = %kind, error = %e, "watch; keeping the advertised Service addresses");
-                None
+                failing = true;
+                Some(ServiceChange::WatchError(kind.clone(), Some(e.to_string())))
             }
         };
         if let Some(c) = change {

@@ -334,3 +334,18 @@ fn desired_announces_them_with_the_communities_of_their_range() {
         "aggregation Disabled: no LoadBalancer range"
     );
 }
+
+#[test]
+fn a_failing_watch_is_reported_until_it_delivers_again() {
+    let mut t = ServiceTable::default();
+    let e = Some("endpointslices is forbidden".to_string());
+    assert!(t.apply(ServiceChange::WatchError("EndpointSlice".into(), e.clone())));
+    assert!(!t.apply(ServiceChange::WatchError("EndpointSlice".into(), e)));
+    let p: Vec<String> = t.problems().collect();
+    assert!(
+        p.len() == 1 && p[0].contains("EndpointSlice") && p[0].contains("forbidden"),
+        "{p:?}"
+    );
+    assert!(t.apply(ServiceChange::WatchError("EndpointSlice".into(), None)));
+    assert_eq!(t.problems().count(), 0);
+}

@@ -12,6 +12,7 @@
 //! | `ServalNode`       | `resources::serval_node`                     | each node's agent |
 //! | `ServalNodeStatus` | `resources::node_status`                     | people (spec), agent (status) |
 //! | `IPReservation`    | `resources::ip_reservation`                  | people            |
+//! | `BFDProfile`       | `resources::bfd_profile`                     | people            |
 //! | `IPPool`           | `ipam::crd`                                  | people            |
 //! | `IPAMBlock`, `BlockAffinity`, `IPAMHandle`, `IPAMConfig` | `ipam::crd` | the IPAM       |
 //!
@@ -29,7 +30,7 @@ use kube::CustomResourceExt;
 use serde_json::Value;
 
 use crate::resources::{
-    bgp_configuration, bgp_filter, bgp_peer, ip_reservation, node_status, serval_node,
+    bfd_profile, bgp_configuration, bgp_filter, bgp_peer, ip_reservation, node_status, serval_node,
 };
 
 /// The directories the generator keeps, relative to the repository root: the plain
@@ -74,6 +75,7 @@ pub fn derived() -> Vec<CustomResourceDefinition> {
         serval_node::ServalNode::crd(),
         node_status::ServalNodeStatus::crd(),
         ip_reservation::IPReservation::crd(),
+        bfd_profile::BFDProfile::crd(),
         ipam::crd::IPPool::crd(),
         ipam::crd::IPAMBlock::crd(),
         ipam::crd::BlockAffinity::crd(),
@@ -288,7 +290,7 @@ mod tests {
     #[test]
     fn every_kind_strengthens_and_has_a_description() {
         let files = files().unwrap();
-        assert_eq!(files.len(), 11);
+        assert_eq!(files.len(), 12);
         for f in &files {
             let kind = &f.kind;
             assert!(rules::description(kind).is_some(), "{kind}");

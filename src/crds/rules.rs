@@ -149,6 +149,7 @@ pub fn description(kind: &str) -> Option<&'static str> {
         "ServalNodeStatus" => "The live state of one node's agent, BGP sessions and routes (Calico's CalicoNodeStatus). Create it naming a node; that node's agent fills the status.",
         "IPPool" => "A range of pod addresses cut into node-affine blocks (Calico's IPPool).",
         "IPReservation" => "Addresses the IPAM never hands out: CIDRs or single addresses (Calico's IPReservation).",
+        "BFDProfile" => "BFD timers (RFC 5880, milliseconds) that BGP sessions refer to by name: a BGPPeer's bfdProfile, the mesh's nodeMeshBFDProfile (MetalLB's BFDProfile).",
         "IPAMBlock" => "One block of an IP pool and its allocations (Calico's IPAMBlock). Written by the agents' IPAM.",
         "BlockAffinity" => "A node's claim on a block (Calico's BlockAffinity). Written by the agents' IPAM.",
         "IPAMHandle" => "The addresses given to one handle (a pod's network), counted per block (Calico's IPAMHandle). Written by the agents' IPAM.",
@@ -166,6 +167,7 @@ pub fn patches(kind: &str) -> Vec<Patch> {
         "ServalNode" => serval_node(),
         "ServalNodeStatus" => serval_node_status(),
         "IPPool" => ip_pool(),
+        "BFDProfile" => bfd_profile(),
         // A CIDR (host bits allowed, as in Calico) or a single address.
         "IPReservation" => vec![at(
             "spec.reservedCIDRs[]",
@@ -210,6 +212,7 @@ fn bgp_configuration() -> Vec<Patch> {
         at("spec.serviceExternalIPs[].cidr", cidr()),
         at("spec.serviceLoadBalancerIPs[].cidr", cidr()),
         at("spec.nodeMeshMaxRestartTime", duration()),
+        at("spec.nodeMeshBFDProfile", object_name()),
         // IFNAMSIZ is 16 with the terminating NUL.
         at(
             "spec.ignoredInterfaces[]",
@@ -306,6 +309,15 @@ fn bgp_peer() -> Vec<Patch> {
         ),
         at("spec.filters", json!({"maxItems": 64})),
         at("spec.filters[]", object_name()),
+        at("spec.bfdProfile", object_name()),
+        at(
+            "spec",
+            cel_at(
+                "!has(self.bfdProfile) || !has(self.failureDetectionMode) || self.failureDetectionMode != 'None'",
+                "failureDetectionMode None turns BFD off, and bfdProfile asks for it: give one of them",
+                ".failureDetectionMode",
+            ),
+        ),
         at("spec.reachableBy", ip()),
         at(
             "spec.maxPrefix.limit",
@@ -330,6 +342,29 @@ fn bgp_peer() -> Vec<Patch> {
     ];
     p.extend(password("spec.password"));
     p
+}
+
+/// MetalLB's ranges; echo mode is refused (serval's BFD runs the asynchronous mode only).
+fn bfd_profile() -> Vec<Patch> {
+    let interval = json!({"minimum": 10, "maximum": 60000});
+    vec![
+        at("spec.receiveInterval", interval.clone()),
+        at("spec.transmitInterval", interval.clone()),
+        at("spec.echoInterval", interval),
+        at(
+            "spec.detectMultiplier",
+            json!({"minimum": 2, "maximum": 255}),
+        ),
+        at("spec.minimumTtl", json!({"minimum": 1, "maximum": 254})),
+        at(
+            "spec",
+            cel_at(
+                "!has(self.echoMode) || !self.echoMode",
+                "echo mode is not implemented: serval's BFD runs the asynchronous mode only",
+                ".echoMode",
+            ),
+        ),
+    ]
 }
 
 /// A community as resources write it: standard `AS:VALUE`, large `AS:V1:V2`, or a

@@ -140,6 +140,16 @@ fn on_n1(
     advertised(cfg, &table)
 }
 
+/// A table row: name, configuration, Service, its endpoints (node, ready), and the
+/// single addresses n1 advertises besides the ranges.
+type Case<'a> = (
+    &'a str,
+    &'a BGPConfigurationSpec,
+    Svc,
+    &'a [(&'a str, Option<bool>)],
+    &'a [&'a str],
+);
+
 #[test]
 fn which_prefixes_a_node_advertises() {
     let here = &[("n1", Some(true))][..];
@@ -161,7 +171,7 @@ fn which_prefixes_a_node_advertises() {
         ..SVC
     };
     #[rustfmt::skip]
-    let cases: Vec<(&str, &BGPConfigurationSpec, Svc, &[(&str, Option<bool>)], &[&str])> = vec![
+    let cases: Vec<Case> = vec![
         ("a Cluster ClusterIP Service: the ranges only",
             &enabled, SVC, here, &[]),
         ("internalTrafficPolicy Local, ready endpoint here: its /32",

@@ -329,8 +329,9 @@ fn a_node_cut_off_is_noticed_and_its_routes_gone_everywhere_within_a_second() {
     restore(NODE3);
 }
 
-/// Ping the outside host from `pod` every 10 ms while `tor` is cut off; the replies lost.
-fn lost_while_cut(pod: &str, tor: &str) -> u64 {
+/// Ping the outside host from `pod` every 10 ms while `tor` is cut off: the replies lost,
+/// of how many pings.
+fn lost_while_cut(pod: &str, tor: &str) -> (u64, u64) {
     let ping = Command::new("ip")
         .args([
             "netns", "exec", pod, "ping", "-q", "-i", "0.01", "-c", "500", "-W", "1", EXT_ADDR,
@@ -364,7 +365,7 @@ fn lost_while_cut(pod: &str, tor: &str) -> u64 {
     let sent = num("packets");
     let received = num("received");
     assert!(sent >= 400, "ping sent only {sent}: {summary}");
-    sent - received
+    (sent - received, sent)
 }
 
 /// Both ToRs carry the traffic again: their sessions, the outside host's, node1's
@@ -402,8 +403,8 @@ fn a_pod_keeps_reaching_the_outside_host_when_a_tor_is_cut_off() {
     let mut lost = Vec::new();
     for tor in TORS {
         wait_both_tors(&lab);
-        let n = lost_while_cut(pod, tor);
-        eprintln!("{tor} cut off: {n} of 500 pings (every 10 ms) from {pod} to {EXT_ADDR} lost");
+        let (n, sent) = lost_while_cut(pod, tor);
+        eprintln!("{tor} cut off: {n} of {sent} pings (every 10 ms) from {pod} to {EXT_ADDR} lost");
         lost.push((tor, n));
     }
     for (tor, n) in lost {

@@ -408,6 +408,8 @@ pub struct KernelRoute {
     pub via: Option<String>,
     pub dev: Option<String>,
     pub onlink: bool,
+    /// Every next hop's gateway of a multipath route (empty for a single path).
+    pub multipath: Vec<String>,
 }
 
 /// serval's routes in a namespace (protocol 83).
@@ -444,12 +446,18 @@ pub fn kernel_routes(netns: &str) -> anyhow::Result<Vec<KernelRoute>> {
                 r["dev"].as_str().map(str::to_string),
             ),
         };
+        let multipath = nexthops
+            .into_iter()
+            .flatten()
+            .filter_map(|h| h["gateway"].as_str().map(str::to_string))
+            .collect();
         routes.push(KernelRoute {
             dst,
             kind: r["type"].as_str().unwrap_or("unicast").to_string(),
             via,
             dev,
             onlink: flags.contains(&"onlink"),
+            multipath,
         });
     }
     Ok(routes)

@@ -240,7 +240,9 @@ fn print_kube(state: &LabState, cp: &ControlPlane, failures: &mut Vec<String>) {
 
 fn describe(r: &KernelRoute) -> String {
     let mut s = format!("{:<18} {}", r.dst.to_string(), r.kind);
-    if let Some(v) = &r.via {
+    if r.multipath.len() > 1 {
+        s.push_str(&format!(" via {}", r.multipath.join(" and ")));
+    } else if let Some(v) = &r.via {
         s.push_str(&format!(" via {v}"));
     }
     if let Some(d) = &r.dev {

@@ -570,6 +570,9 @@ impl Agent {
             inputs.services = None;
             return;
         };
+        // The last snapshot's reference goes first, so the table changes in place
+        // rather than being copied (the next reconcile gives the snapshot its own).
+        self.snap.services = Arc::default();
         let table = Arc::make_mut(&mut k.services);
         let mut changed = table.apply(first);
         if let Some(rx) = &mut inputs.services {

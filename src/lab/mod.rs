@@ -3,7 +3,9 @@
 //! on one embedded file store (or, with `--datastore kubernetes`, on a real kube-apiserver
 //! in the lab: `kube.rs`), pods wired by serval's CNI plugin — then the proof that it
 //! works: each node's peers and routes, pod-to-pod pings within and across subnets, the
-//! ToR's view of the pod blocks, and a pod's egress through natOutgoing.
+//! ToR's view of the pod blocks, and a pod's egress through natOutgoing. `--tors 2` puts
+//! two ToRs on one switch and the outside host behind both (`topology.rs` draws it);
+//! `--bfd` runs BFD at 100 ms × 3 on the mesh and the ToR sessions (`tor.rs`, `pods.rs`).
 
 pub mod kube;
 pub mod pods;

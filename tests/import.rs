@@ -81,7 +81,11 @@ fn tor_peering_comes_over_with_its_passwords_and_filters() {
     assert_eq!(a["spec"]["keepAliveTime"], "10s");
     assert_eq!(a["spec"]["password"]["secretKeyRef"]["key"], "rack1");
     assert_eq!(a["spec"]["ttlSecurity"], 1);
-    assert!(a["spec"].get("failureDetectionMode").is_none());
+    assert_eq!(a["spec"]["failureDetectionMode"], "BFDIfDirectlyConnected");
+    assert!(
+        a["spec"].get("bfdProfile").is_none(),
+        "no BFDConfiguration in the input: serval's default timers"
+    );
     let b = doc(&r, "BGPPeer", "rack1-tor-b");
     assert_eq!(
         b["spec"]["asNumber"], 65001,
@@ -97,18 +101,122 @@ fn tor_peering_comes_over_with_its_passwords_and_filters() {
         want(&[
             ("default", "spec.bindMode", Dropped),
             ("rack1-tor-a", "spec.keepaliveTime", Converted),
-            ("rack1-tor-a", "spec.failureDetectionMode", Dropped),
             ("rack1-tor-a", "spec.password.secretKeyRef", Converted),
             ("rack1-tor-b", "spec.asNumber", Converted),
         ])
     );
     assert!(!r.incomplete());
-    let bfd = r
+}
+
+#[test]
+fn calico_enterprise_bfd_comes_over_as_a_profile_the_peers_name() {
+    use Severity::*;
+    let r = import("bfd.yaml");
+    passes_the_crds(&r);
+    let profile = doc(&r, "BFDProfile", "fabric");
+    assert_eq!(
+        profile["spec"],
+        json!({"receiveInterval": 100, "transmitInterval": 100, "detectMultiplier": 3})
+    );
+    for peer in ["ra1", "ra2"] {
+        let p = doc(&r, "BGPPeer", peer);
+        assert_eq!(
+            p["spec"]["failureDetectionMode"], "BFDIfDirectlyConnected",
+            "{peer}"
+        );
+        assert_eq!(p["spec"]["bfdProfile"], "fabric", "{peer}");
+    }
+    let border = doc(&r, "BGPPeer", "border");
+    assert_eq!(border["spec"]["failureDetectionMode"], "None");
+    assert!(border["spec"].get("bfdProfile").is_none());
+    assert_eq!(
+        findings(&r),
+        want(&[
+            ("ra1", "spec.restartMode", Dropped),
+            ("ra1", "spec.birdGatewayMode", Dropped),
+            ("ra1", "spec.failureDetectionMode", Converted),
+            ("ra2", "spec.failureDetectionMode", Converted),
+            ("fabric", "spec.nodeSelector", Converted),
+            ("fabric", "spec.interfaces[0].matchPattern", Converted),
+            ("fabric", "spec.interfaces[0].idleSendInterval", Dropped),
+            ("fabric", "spec.interfaces[1]", Dropped),
+        ])
+    );
+    assert!(!r.incomplete());
+}
+
+#[test]
+fn calico_bfd_defaults_limits_and_several_configurations() {
+    use Severity::*;
+    let text = "\
+apiVersion: projectcalico.org/v3
+kind: BFDConfiguration
+metadata: {name: defaults}
+spec:
+  interfaces: [{matchPattern: '*'}]
+---
+apiVersion: projectcalico.org/v3
+kind: BFDConfiguration
+metadata: {name: extreme}
+spec:
+  interfaces: [{matchPattern: '*', minimumRecvInterval: 5ms, minimumSendInterval: 2m, multiplier: 1}]
+---
+apiVersion: projectcalico.org/v3
+kind: BFDConfiguration
+metadata: {name: nowhere}
+spec: {}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: tor}
+spec: {peerIP: 192.0.2.1, asNumber: 65001, failureDetectionMode: BFDIfDirectlyConnected}
+";
+    let r = calico::import(text, "inline.yaml").unwrap();
+    passes_the_crds(&r);
+    // Calico Enterprise's defaults: 10 ms receive, 100 ms send, x 5.
+    assert_eq!(
+        doc(&r, "BFDProfile", "defaults")["spec"],
+        json!({"receiveInterval": 10, "transmitInterval": 100, "detectMultiplier": 5})
+    );
+    assert_eq!(
+        doc(&r, "BFDProfile", "extreme")["spec"],
+        json!({"receiveInterval": 10, "transmitInterval": 60000, "detectMultiplier": 2})
+    );
+    assert!(r
+        .documents
+        .iter()
+        .all(|d| d["metadata"]["name"] != "nowhere"));
+    // Two profiles: the peer is not given one, and the finding says what to do.
+    assert!(doc(&r, "BGPPeer", "tor")["spec"]
+        .get("bfdProfile")
+        .is_none());
+    assert_eq!(
+        findings(&r),
+        want(&[
+            (
+                "extreme",
+                "spec.interfaces[0].minimumRecvInterval",
+                Converted
+            ),
+            (
+                "extreme",
+                "spec.interfaces[0].minimumSendInterval",
+                Converted
+            ),
+            ("extreme", "spec.interfaces[0].multiplier", Converted),
+            ("nowhere", "spec.interfaces", Skipped),
+            ("tor", "spec.failureDetectionMode", Dropped),
+        ])
+    );
+    let several = r
         .findings
         .iter()
         .find(|f| f.path == "spec.failureDetectionMode")
         .unwrap();
-    assert!(bfd.to_string().contains("no BFD"), "{bfd}");
+    assert!(
+        several.reason.contains("defaults, extreme") && several.reason.contains("bfdProfile"),
+        "{several}"
+    );
 }
 
 #[test]

@@ -12,6 +12,16 @@
 //! | `IPAMConfiguration`     | `IPAMConfig`       |
 //! | `IPReservation`         | `IPReservation`    |
 //! | `CalicoNodeStatus`      | `ServalNodeStatus` |
+//! | `BFDConfiguration` (Calico Enterprise) | `BFDProfile` |
+//!
+//! BFD: a `BGPPeer`'s `failureDetectionMode` (Calico Enterprise's, `None` or
+//! `BFDIfDirectlyConnected`) copies as it is. Calico Enterprise's timers live in
+//! `BFDConfiguration`s (per node selector and interface pattern); serval's in a
+//! `BFDProfile` that a peering names. Each `BFDConfiguration` becomes a profile of its name
+//! with the timers of its first interface entry (Calico's defaults for what it leaves out:
+//! 10 ms receive, 100 ms send, × 5); when the input holds exactly one, every
+//! `BFDIfDirectlyConnected` peer is given it as `bfdProfile`, so its sessions keep
+//! Calico's timers; with several, the peers are reported to be given one by hand.
 //!
 //! Field names are Calico's, so most fields copy as they are; every other field is
 //! reported with the reason it does not come over. A field whose loss would make a
@@ -23,6 +33,7 @@
 use serde_json::{json, Map, Value};
 
 use super::{Finding, Imported, Severity};
+use crate::resources::common::GoDuration;
 use crate::resources::API_VERSION;
 
 const CALICO_API: [&str; 2] = ["projectcalico.org/v3", "crd.projectcalico.org/v1"];
@@ -32,6 +43,7 @@ const CALICO_API: [&str; 2] = ["projectcalico.org/v3", "crd.projectcalico.org/v1
 /// parse.
 pub fn import(text: &str, source: &str) -> Result<Imported, String> {
     let mut out = Imported::default();
+    let mut bfd_profiles = Vec::new();
     let mut n = 0;
     for doc in serde_yaml::Deserializer::from_str(text) {
         let value: Value = serde::Deserialize::deserialize(doc)
@@ -56,10 +68,67 @@ pub fn import(text: &str, source: &str) -> Result<Imported, String> {
             } else {
                 format!("{source}: document {n} item {}", i + 1)
             };
+            let from_bfd = item["kind"] == "BFDConfiguration";
+            let before = out.documents.len();
             one(item, at, &mut out);
+            if from_bfd && out.documents.len() > before {
+                bfd_profiles.push(out.documents[before]["metadata"]["name"].clone());
+            }
         }
     }
+    link_bfd_profiles(&mut out, &bfd_profiles, source);
     Ok(out)
+}
+
+/// Gives every `BFDIfDirectlyConnected` peer without a `bfdProfile` the one profile the
+/// input's `BFDConfiguration` became; with several, says which peers need one named.
+fn link_bfd_profiles(out: &mut Imported, profiles: &[Value], source: &str) {
+    if profiles.is_empty() {
+        return;
+    }
+    for d in out.documents.iter_mut() {
+        if d["kind"] != "BGPPeer"
+            || d["spec"]["failureDetectionMode"] != "BFDIfDirectlyConnected"
+            || d["spec"].get("bfdProfile").is_some()
+        {
+            continue;
+        }
+        let name = d["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let (severity, reason) = match profiles {
+            [one] => {
+                d["spec"]["bfdProfile"] = one.clone();
+                (
+                    Severity::Converted,
+                    format!(
+                        "bfdProfile {one} added: the timers of BFDConfiguration {one}, the \
+                         input's only one"
+                    ),
+                )
+            }
+            _ => (
+                Severity::Dropped,
+                format!(
+                    "several BFDConfigurations ({}) became BFDProfiles: serval's timers are \
+                     per peering, so set this peer's bfdProfile to the one of its nodes; \
+                     until then its sessions run BFD at 300 ms x 3",
+                    profiles
+                        .iter()
+                        .map(|p| p.as_str().unwrap_or_default())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+        };
+        out.findings.push(Finding {
+            document: format!("{source}: (BGPPeer {name})"),
+            path: "spec.failureDetectionMode".into(),
+            severity,
+            reason,
+        });
+    }
 }
 
 /// Collects the findings of one document.
@@ -209,6 +278,11 @@ fn one(item: Value, at: String, out: &mut Imported) {
             "ServalNodeStatus",
             name.clone(),
             node_status(spec, &mut doc),
+        )),
+        "BFDConfiguration" => Some((
+            "BFDProfile",
+            name.clone(),
+            bfd_configuration(spec, &mut doc),
         )),
         other => {
             doc.note("", Severity::Skipped, unsupported_kind(other));
@@ -431,6 +505,7 @@ fn bgp_peer(mut f: Fields, doc: &mut Doc) -> Map<String, Value> {
             "filters",
             "reachableBy",
             "keepAliveTime",
+            "failureDetectionMode",
         ],
         &mut out,
     );
@@ -448,11 +523,6 @@ fn bgp_peer(mut f: Fields, doc: &mut Doc) -> Map<String, Value> {
     // Enumerations whose Calico default is what serval does: only other values are
     // reported.
     let mode = |f: &mut Fields, key: &str| f.take(key).map(|v| (f.at(key), v));
-    if let Some((path, v)) = mode(&mut f, "failureDetectionMode") {
-        if v != "None" {
-            doc.note(&path, Severity::Dropped, format!("{v}: serval has no BFD; a dead peer is detected by the hold timer (3 × keepAliveTime)"));
-        }
-    }
     if let Some((path, v)) = mode(&mut f, "restartMode") {
         if v != "GracefulRestart" {
             doc.note(
@@ -480,6 +550,138 @@ fn bgp_peer(mut f: Fields, doc: &mut Doc) -> Map<String, Value> {
         ],
         Severity::Dropped,
     );
+    out
+}
+
+/// Calico Enterprise's defaults of a `BFDConfiguration` interface entry.
+const CALICO_BFD_RECV_MS: u64 = 10;
+const CALICO_BFD_SEND_MS: u64 = 100;
+const CALICO_BFD_MULTIPLIER: u64 = 5;
+
+/// A `BFDConfiguration` as a `BFDProfile` of the same name: the timers of its first
+/// interface entry. serval's timers are per peering, not per node and interface: the
+/// selector and the patterns are reported, and further entries too.
+fn bfd_configuration(mut f: Fields, doc: &mut Doc) -> Map<String, Value> {
+    let mut out = Map::new();
+    if let Some(sel) = f.take("nodeSelector") {
+        doc.note(
+            &f.at("nodeSelector"),
+            Severity::Converted,
+            format!(
+                "{sel}: a BFDProfile applies to the sessions that name it (a BGPPeer's \
+                 bfdProfile, the mesh's nodeMeshBFDProfile), not to nodes"
+            ),
+        );
+    }
+    let path = f.at("interfaces");
+    let entries = match f.take("interfaces") {
+        Some(Value::Array(a)) if !a.is_empty() => a,
+        Some(Value::Array(_)) | None => {
+            doc.note(
+                &path,
+                Severity::Skipped,
+                "no interfaces: this BFDConfiguration turns BFD on nowhere",
+            );
+            return out;
+        }
+        Some(_) => {
+            doc.note(&path, Severity::Error, "not a list");
+            return out;
+        }
+    };
+    let mut entries = entries.into_iter();
+    let mut e = Fields::new(&format!("{path}[0]"), entries.next());
+    for (i, _) in entries.enumerate() {
+        doc.note(
+            &format!("{path}[{}]", i + 1),
+            Severity::Dropped,
+            "a BFDProfile has one set of timers: only interfaces[0] is carried; make a \
+             BFDProfile of these timers and name it from the BGPPeers concerned",
+        );
+    }
+    if let Some(p) = e.take("matchPattern").filter(|p| p != "*") {
+        doc.note(
+            &e.at("matchPattern"),
+            Severity::Converted,
+            format!(
+                "{p}: serval does not select interfaces; the profile's timers apply to \
+                 every session that names it"
+            ),
+        );
+    }
+    let mut ms = |e: &mut Fields, calico: &str, default: u64, min: u64, max: u64| {
+        let at = e.at(calico);
+        let v = match e.take(calico) {
+            None => default,
+            Some(v) => match v.as_str().map(str::parse::<GoDuration>) {
+                Some(Ok(d)) => u64::try_from(d.0.as_millis()).unwrap_or(u64::MAX),
+                _ => {
+                    doc.note(&at, Severity::Error, format!("{v} is not a duration"));
+                    return None;
+                }
+            },
+        };
+        let clamped = v.clamp(min, max);
+        if clamped != v {
+            doc.note(
+                &at,
+                Severity::Converted,
+                format!("{v} ms written as {clamped} ms, the nearest a BFDProfile takes"),
+            );
+        }
+        Some(clamped)
+    };
+    if let Some(v) = ms(
+        &mut e,
+        "minimumRecvInterval",
+        CALICO_BFD_RECV_MS,
+        10,
+        60_000,
+    ) {
+        out.insert("receiveInterval".into(), json!(v));
+    }
+    if let Some(v) = ms(
+        &mut e,
+        "minimumSendInterval",
+        CALICO_BFD_SEND_MS,
+        10,
+        60_000,
+    ) {
+        out.insert("transmitInterval".into(), json!(v));
+    }
+    let at = e.at("multiplier");
+    let mult = match e.take("multiplier") {
+        None => Some(CALICO_BFD_MULTIPLIER),
+        Some(v) => {
+            let n = v.as_u64();
+            if n.is_none() {
+                doc.note(&at, Severity::Error, format!("{v} is not a number"));
+            }
+            n
+        }
+    };
+    if let Some(m) = mult {
+        let clamped = m.clamp(2, 255);
+        if clamped != m {
+            doc.note(
+                &at,
+                Severity::Converted,
+                format!("{m} written as {clamped}: a BFDProfile's detectMultiplier is 2 to 255"),
+            );
+        }
+        out.insert("detectMultiplier".into(), json!(clamped));
+    }
+    e.finish(
+        doc,
+        &[(
+            "idleSendInterval",
+            Severity::Dropped,
+            "serval sends once a second while a session is not Up (RFC 5880 §6.8.3); that \
+             interval is not configurable",
+        )],
+        Severity::Dropped,
+    );
+    f.finish(doc, &[], Severity::Dropped);
     out
 }
 

@@ -9,6 +9,7 @@ pub mod bfd;
 pub mod config;
 mod core;
 pub mod fsm;
+mod jitter;
 pub mod negotiate;
 pub mod policy;
 pub mod rib;

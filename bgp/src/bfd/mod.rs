@@ -81,7 +81,6 @@
 
 pub mod encap;
 pub(crate) mod io;
-mod jitter;
 pub mod packet;
 pub mod session;
 pub mod table;

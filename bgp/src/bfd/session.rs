@@ -1,8 +1,8 @@
 //! One BFD session's state machine (RFC 5880 §6.2, §6.8), sans-IO. See the module
 //! documentation of `bfd` for the diagram and what is left out.
 
-use super::jitter::Jitter;
 use super::packet::{ControlPacket, Diag, State};
+use crate::jitter::Jitter;
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 

@@ -100,7 +100,6 @@
 
 mod config;
 mod conn;
-mod jitter;
 #[cfg(test)]
 mod mesh_tests;
 pub(crate) mod notify;
@@ -109,11 +108,11 @@ mod tests;
 
 pub use config::{FsmConfig, FsmConfigError};
 
+use crate::jitter::Jitter;
 use crate::negotiate::{self, Negotiated, NegotiationPolicy};
 use crate::wire::open::Capability;
 use crate::wire::{Message, Notification, Open};
 use conn::{Conn, Phase};
-use jitter::Jitter;
 use notify::{cease, fsm as fsm_sub, CEASE, FSM_ERROR, HOLD_TIMER_EXPIRED, OPEN_MESSAGE_ERROR};
 use std::fmt;
 use std::time::Instant;

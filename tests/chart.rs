@@ -563,6 +563,11 @@ fn rbac_is_least_privilege() {
     cluster.extend(read.iter().map(|v| format!("/nodes {v} *")));
     cluster.push("/pods get *".into());
     cluster.push("/namespaces get *".into());
+    // Services and their EndpointSlices: what the node advertises for them.
+    for v in ["list", "watch"] {
+        cluster.push(format!("/services {v} *"));
+        cluster.push(format!("discovery.k8s.io/endpointslices {v} *"));
+    }
     let cluster: BTreeSet<String> = cluster.into_iter().collect();
     let lease = set(&[
         "coordination.k8s.io/leases create *",

@@ -691,6 +691,9 @@ impl AutoAssignRequest {
                 }
             )));
         }
+        if self.use_ == AllowedUse::LoadBalancer {
+            return load_balancer_block(snap, &pools, usable);
+        }
         let cfg = &snap.config;
         let own_count = affs.len() as u32;
         let may_claim = cfg.auto_allocate_blocks
@@ -747,6 +750,42 @@ impl AutoAssignRequest {
             return Ok(Found::Block(b));
         }
         Ok(Found::Nothing("every pool the node may use is full".into()))
+    }
+}
+
+/// A block for a LoadBalancer address. Such addresses belong to Services, not nodes: the
+/// blocks of LoadBalancer pools have no affinity (so neither strict affinity nor a node's
+/// block limit applies, and collecting a node never takes them). The fullest block with a
+/// free address first (in CIDR order), else a new block.
+fn load_balancer_block<'a>(
+    snap: &'a Snapshot,
+    pools: &[&IpPool],
+    usable: impl Fn(&Block) -> bool,
+) -> Result<Found<'a>, Need> {
+    if let Some(b) = snap
+        .all_blocks()?
+        .filter(|b| b.value.affinity.is_none() && usable(&b.value))
+        .min_by_key(|b| (snap.assignable(&b.value), b.value.cidr))
+    {
+        return Ok(Found::Block(b));
+    }
+    // One allocator at a time (the Lease holder): the first free block in order packs the
+    // pools from their start.
+    let pending: BTreeSet<IpNet> = snap.all_affinities()?.map(|a| a.value.cidr).collect();
+    let free = pools.iter().find_map(|p| {
+        (0..p.block_count()).map(|i| p.nth_block(i)).find(|cidr| {
+            !matches!(snap.blocks.get(cidr), Some(Some(_)))
+                && !pending.contains(cidr)
+                && !reservation::covers(&snap.reserved, cidr)
+        })
+    });
+    match free {
+        Some(cidr) => Ok(Found::Writes(vec![Write::create(Object::Block(
+            Block::new(cidr, None),
+        ))])),
+        None => Ok(Found::Nothing(
+            "every LoadBalancer pool asked for is full".into(),
+        )),
     }
 }
 
@@ -1949,6 +1988,155 @@ mod tests {
             req.pools = asked.iter().map(|n| PoolName::new(*n).unwrap()).collect();
             match (drive(&mut req, &mut s), want) {
                 (Ok(a), Ok(ip)) => assert_eq!(a.v4, [ip.parse::<IpAddr>().unwrap()], "{what}"),
+                (Err(e), Err(frag)) => assert!(e.to_string().contains(frag), "{what}: {e}"),
+                (got, want) => panic!("{what}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    /// LoadBalancer pools serve only LoadBalancer requests, and those only from them; their
+    /// blocks belong to no node, so strict affinity and a node's block limit do not apply.
+    #[test]
+    fn pool_choice_for_load_balancer_addresses() {
+        use crate::model::AssignmentMode::Manual;
+        let pools = || {
+            let pod = IpPool::new(PoolName::new("pods").unwrap(), net("10.0.0.0/26"));
+            let mut lb = IpPool::new(PoolName::new("lb").unwrap(), net("192.0.2.0/29"));
+            lb.block_size = 30;
+            lb.allowed_uses = vec![AllowedUse::LoadBalancer];
+            let mut lb_manual =
+                IpPool::new(PoolName::new("lb-manual").unwrap(), net("198.51.100.0/30"));
+            lb_manual.block_size = 30;
+            lb_manual.allowed_uses = vec![AllowedUse::LoadBalancer];
+            lb_manual.assignment_mode = Manual;
+            let mut lb6 = IpPool::new(PoolName::new("lb6").unwrap(), net("2001:db8::/126"));
+            lb6.block_size = 126;
+            lb6.allowed_uses = vec![AllowedUse::LoadBalancer];
+            [pod, lb, lb_manual, lb6]
+        };
+        type Case = (
+            &'static str,
+            AllowedUse,
+            &'static [&'static str],
+            (u32, u32),
+            bool,
+            Result<&'static [&'static str], &'static str>,
+        );
+        // (what, use, pools asked for, (v4, v6), strict affinity, want addresses or error)
+        let cases: Vec<Case> = vec![
+            (
+                "a pod never gets a LoadBalancer address",
+                AllowedUse::Workload,
+                &[],
+                (1, 0),
+                false,
+                Ok(&["10.0.0.0"]),
+            ),
+            (
+                "a tunnel never gets one",
+                AllowedUse::Tunnel,
+                &[],
+                (0, 1),
+                false,
+                Err("no enabled IPv6 pool"),
+            ),
+            (
+                "a pod naming a LoadBalancer pool gets nothing",
+                AllowedUse::Workload,
+                &["lb"],
+                (1, 0),
+                false,
+                Err("no enabled IPv4 pool"),
+            ),
+            (
+                "a Service: the Automatic LoadBalancer pool",
+                AllowedUse::LoadBalancer,
+                &[],
+                (1, 0),
+                false,
+                Ok(&["192.0.2.0"]),
+            ),
+            (
+                "strict affinity does not apply",
+                AllowedUse::LoadBalancer,
+                &[],
+                (1, 0),
+                true,
+                Ok(&["192.0.2.0"]),
+            ),
+            (
+                "a Manual LoadBalancer pool when named",
+                AllowedUse::LoadBalancer,
+                &["lb-manual"],
+                (1, 0),
+                false,
+                Ok(&["198.51.100.0"]),
+            ),
+            (
+                "a Service naming a pod pool gets nothing",
+                AllowedUse::LoadBalancer,
+                &["pods"],
+                (1, 0),
+                false,
+                Err("no enabled IPv4 pool"),
+            ),
+            (
+                "dual-stack",
+                AllowedUse::LoadBalancer,
+                &[],
+                (1, 1),
+                false,
+                Ok(&["192.0.2.0", "2001:db8::"]),
+            ),
+            (
+                "packs then spills into the next block",
+                AllowedUse::LoadBalancer,
+                &["lb"],
+                (5, 0),
+                false,
+                Ok(&[
+                    "192.0.2.0",
+                    "192.0.2.1",
+                    "192.0.2.2",
+                    "192.0.2.3",
+                    "192.0.2.4",
+                ]),
+            ),
+            (
+                "the pool runs out",
+                AllowedUse::LoadBalancer,
+                &["lb"],
+                (9, 0),
+                false,
+                Err("LoadBalancer pool"),
+            ),
+        ];
+        for (what, use_, asked, (v4, v6), strict, want) in cases {
+            let mut s = Snapshot::default();
+            for p in pools() {
+                s.pools.push(Versioned::new(p, rev(1)));
+            }
+            s.config.strict_affinity = strict;
+            let mut req = AutoAssignRequest::new(
+                HandleId::new("lb.default.web").unwrap(),
+                NodeInfo::new(node("a")),
+                v4,
+                v6,
+            );
+            req.use_ = use_;
+            req.pools = asked.iter().map(|n| PoolName::new(*n).unwrap()).collect();
+            match (drive(&mut req, &mut s), want) {
+                (Ok(a), Ok(ips)) => {
+                    let got: Vec<IpAddr> = a.v4.iter().chain(&a.v6).copied().collect();
+                    let want: Vec<IpAddr> = ips.iter().map(|i| i.parse().unwrap()).collect();
+                    assert_eq!(got, want, "{what}");
+                    if use_ == AllowedUse::LoadBalancer {
+                        assert!(
+                            s.all_affinities().unwrap().next().is_none(),
+                            "{what}: affinity claimed"
+                        );
+                    }
+                }
                 (Err(e), Err(frag)) => assert!(e.to_string().contains(frag), "{what}: {e}"),
                 (got, want) => panic!("{what}: got {got:?}, want {want:?}"),
             }

@@ -32,6 +32,8 @@ pub enum ModelError {
     AlreadyAllocated { ip: IpAddr, handle: HandleId },
     #[error("invalid selector {selector:?}: {detail}")]
     InvalidSelector { selector: String, detail: String },
+    #[error("pool {cidr}: allowedUses LoadBalancer cannot be combined with other uses")]
+    LoadBalancerCombined { cidr: IpNet },
 }
 
 /// A store operation that failed.

@@ -283,6 +283,14 @@ impl IpPool {
         if self.ipip_mode != EncapMode::Never && self.vxlan_mode != EncapMode::Never {
             return Err(ModelError::BothEncapsulations { cidr: self.cidr });
         }
+        if self.allowed_uses.contains(&AllowedUse::LoadBalancer)
+            && self
+                .allowed_uses
+                .iter()
+                .any(|u| *u != AllowedUse::LoadBalancer)
+        {
+            return Err(ModelError::LoadBalancerCombined { cidr: self.cidr });
+        }
         Ok(())
     }
 
@@ -319,8 +327,12 @@ impl IpPool {
     }
 
     /// Whether a node with `labels` may take addresses from this pool for `use_`.
+    /// LoadBalancer addresses belong to Services, not nodes: the node selector does not
+    /// apply to them.
     pub fn usable_by(&self, labels: &BTreeMap<String, String>, use_: AllowedUse) -> bool {
-        !self.disabled && self.allowed_uses.contains(&use_) && self.node_selector.matches(labels)
+        !self.disabled
+            && self.allowed_uses.contains(&use_)
+            && (use_ == AllowedUse::LoadBalancer || self.node_selector.matches(labels))
     }
 }
 
@@ -832,6 +844,34 @@ mod tests {
         for (cidr, bs, ok) in cases {
             assert_eq!(pool(cidr, *bs).validate().is_ok(), *ok, "{cidr} /{bs}");
         }
+    }
+
+    #[test]
+    fn load_balancer_pools_serve_nothing_else() {
+        use AllowedUse::*;
+        let cases: &[(&[AllowedUse], bool)] = &[
+            (&[LoadBalancer], true),
+            (&[Workload, Tunnel], true),
+            (&[Workload], true),
+            (&[LoadBalancer, Workload], false),
+            (&[Tunnel, LoadBalancer], false),
+            (&[Workload, Tunnel, LoadBalancer], false),
+        ];
+        for (uses, ok) in cases {
+            let mut p = pool("10.9.0.0/24", 28);
+            p.allowed_uses = uses.to_vec();
+            let got = p.validate();
+            assert_eq!(got.is_ok(), *ok, "{uses:?}");
+            if !ok {
+                assert!(format!("{}", got.unwrap_err()).contains("allowedUses"));
+            }
+        }
+        // The node selector is about nodes; a LoadBalancer pool hands out to Services.
+        let mut p = pool("10.9.0.0/24", 28);
+        p.allowed_uses = vec![LoadBalancer];
+        p.node_selector = Selector::parse("rack == 'a'").unwrap();
+        assert!(p.usable_by(&BTreeMap::new(), LoadBalancer));
+        assert!(!p.usable_by(&BTreeMap::new(), Workload));
     }
 
     #[test]

@@ -503,6 +503,14 @@ fn ip_pool() -> Vec<Patch> {
                 ".ipipMode",
             ),
         ),
+        at(
+            "spec",
+            cel_at(
+                "!has(self.allowedUses) || !('LoadBalancer' in self.allowedUses) || size(self.allowedUses) == 1",
+                "allowedUses LoadBalancer cannot be combined with other uses",
+                ".allowedUses",
+            ),
+        ),
         at("spec.cidr", cidr()),
         at("spec.cidr", immutable("cidr")),
         at("spec.blockSize", json!({"minimum": 20, "maximum": 128})),

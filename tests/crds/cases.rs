@@ -601,6 +601,15 @@ pub fn invalid() -> Vec<Invalid> {
         ),
         (
             "IPPool",
+            vec![(
+                "spec.allowedUses",
+                Some(json!(["LoadBalancer", "Workload"])),
+            )],
+            "spec.allowedUses",
+            Source::Cel,
+        ),
+        (
+            "IPPool",
             vec![
                 ("spec.cidr", Some(json!("fd00:1::/48"))),
                 ("spec.blockSize", Some(json!(122))),

@@ -9,6 +9,8 @@
 //!   closed, no link goes down). n2's block leaves n1's and n3's kernels within a second,
 //!   and their status says why (BFD Down, Control Detection Time Expired).
 //! - The cut is lifted: the sessions and the route come back.
+//! - The mesh then names a profile that does not exist: BFD goes off on every session
+//!   without a BGP reset, and the status names the missing profile.
 //!
 //! Needs root, iproute2, nftables and curl.
 
@@ -18,7 +20,8 @@ use std::time::{Duration, Instant};
 mod node_support;
 
 use node_support::{
-    apply, block_of, http, run, serval_bin, store_with_pool, three_nodes, wait_route, Node,
+    apply, block_of, has_problem, http, run, serval_bin, store_with_pool, three_nodes, wait_route,
+    Node,
 };
 use serval_integration::{scenario, tools, wait_for, Error};
 
@@ -203,6 +206,41 @@ fn mesh_bfd_takes_a_silent_nodes_routes_out_within_a_second() {
             )?;
             wait_route(n, &n2_block, true, Instant::now(), Duration::from_secs(20))?;
         }
+
+        // The mesh naming a profile that does not exist: the sessions stay up without
+        // BFD (no BGP reset), and the status says why.
+        let flaps = |s: &serde_json::Value| -> Vec<serde_json::Value> {
+            s["peers"]
+                .as_array()
+                .map(|ps| ps.iter().map(|p| p["flaps"].clone()).collect())
+                .unwrap_or_default()
+        };
+        let before = flaps(&n1.status()?);
+        apply(
+            &store,
+            test,
+            "gone.yaml",
+            "apiVersion: serval.dev/v1\nkind: BGPConfiguration\nmetadata:\n  name: default\n\
+             spec:\n  nodeMeshBFDProfile: gone\n",
+        )?;
+        let s = wait_for(
+            Duration::from_secs(20),
+            "n1: BFD off on the mesh, the missing profile reported",
+            || n1.status(),
+            |s| {
+                has_problem(s, "BFDProfile gone does not exist")
+                    && s["peers"]
+                        .as_array()
+                        .is_some_and(|ps| ps.iter().all(|p| p["bfd"].is_null()))
+            },
+        )?;
+        assert!(
+            s["peers"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().all(|p| p["state"] == "Established")),
+            "{s}"
+        );
+        assert_eq!(flaps(&s), before, "turning BFD off reset no session");
         Ok(())
     });
 }

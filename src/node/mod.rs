@@ -41,6 +41,7 @@ pub mod health;
 pub mod http;
 pub mod index;
 pub mod kube;
+pub mod lb;
 pub mod metrics;
 pub mod register;
 pub mod requests;

@@ -67,6 +67,17 @@ pub struct BGPConfigurationSpec {
     /// ranges; `Disabled`: each address on its own (/32, /128).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_load_balancer_aggregation: Option<Aggregation>,
+    /// Which Services of type LoadBalancer get an address from the LoadBalancer IPPools:
+    /// `AllServices` (default) or `RequestedServicesOnly` (those that ask by annotation
+    /// or `loadBalancerIP`); Calico's `KubeControllersConfiguration`
+    /// `controllers.loadBalancer.assignIPs`, here as serval's setting. Read from the
+    /// `default` object only.
+    #[serde(
+        default,
+        rename = "loadBalancerAssignIPs",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub load_balancer_assign_ips: Option<AssignIps>,
     /// TCP MD5 password of the node-to-node mesh sessions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_mesh_password: Option<BgpPassword>,
@@ -84,6 +95,16 @@ pub struct BGPConfigurationSpec {
     /// Interface names (or `*` patterns) never used for address autodetection.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ignored_interfaces: Vec<String>,
+}
+
+/// Which Services get a LoadBalancer address (Calico's `assignIPs`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum AssignIps {
+    /// Every Service of type LoadBalancer that serval handles.
+    #[default]
+    AllServices,
+    /// Only those that ask for addresses or pools by annotation or `loadBalancerIP`.
+    RequestedServicesOnly,
 }
 
 /// Whether addresses inside a configured range are advertised as the range.

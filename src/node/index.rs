@@ -269,4 +269,39 @@ mod tests {
         let (s, _) = idx.snapshot(&me, None, vec![], BTreeMap::new());
         assert!(s.own_blocks.is_empty());
     }
+
+    #[test]
+    fn bfd_profiles_follow_the_watch() {
+        let me = NodeName::new("n1").unwrap();
+        let profile = ClusterResource::from_parts(
+            crate::resources::ResourceKind::BfdProfile,
+            "fast",
+            BTreeMap::new(),
+            serde_json::json!({"receiveInterval": 100, "transmitInterval": 100}),
+        )
+        .unwrap();
+        let echo = Resource::new(
+            "BFDProfile",
+            "echo",
+            BTreeMap::new(),
+            serde_json::json!({"echoMode": true}),
+        )
+        .unwrap();
+        let mut idx = Index::default();
+        idx.apply(WatchEvent::Put(v(Object::Resource(profile.to_stored()))));
+        idx.apply(WatchEvent::Put(v(Object::Resource(echo))));
+        let (s, problems) = idx.snapshot(&me, None, vec![], BTreeMap::new());
+        assert_eq!(s.bfd_profiles["fast"].receive_interval, Some(100));
+        assert!(!s.bfd_profiles.contains_key("echo"), "refused, not used");
+        assert!(
+            problems.len() == 1 && problems[0].contains("echoMode"),
+            "{problems:?}"
+        );
+        idx.apply(WatchEvent::Deleted(Key::Resource {
+            kind: crate::resources::ResourceKind::BfdProfile.stored(),
+            name: ResourceName::new("fast").unwrap(),
+        }));
+        let (s, _) = idx.snapshot(&me, None, vec![], BTreeMap::new());
+        assert!(s.bfd_profiles.is_empty());
+    }
 }

@@ -654,7 +654,8 @@ fn bfd_of_profile(
     };
     let Some(profile) = snap.bfd_profiles.get(name) else {
         problem(format!(
-            "{what}: BFDProfile {name} does not exist; the sessions run without BFD"
+            "{what}: BFDProfile {name} does not exist (or is refused: see its own problem); \
+             the sessions run without BFD"
         ));
         return None;
     };

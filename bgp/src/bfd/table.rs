@@ -13,7 +13,14 @@
 //! 3. it comes from that session's peer address, to that session's port (a single-hop
 //!    session takes nothing on the multihop port and the other way round);
 //! 4. its TTL passes the session's rule: 255 on a single hop, so nobody off the link can
-//!    forge one; at least the configured minimum on a multihop session.
+//!    forge one; at least the configured minimum on a multihop session;
+//! 5. once the session knows the peer's discriminator, the packet carries it as My
+//!    Discriminator. A departure from RFC 5880 §6.8.6, which lets a packet with Your
+//!    Discriminator zero reach its session by address alone: on a node, a pod sends its
+//!    node packets with any source address and TTL 255 (no router in between), so a
+//!    forged "Down" from the peer's address would end a live session. A peer that really
+//!    restarted (a new discriminator) is heard once its old one is forgotten, when the
+//!    Detection Time expires: the session fails then as it would have a moment earlier.
 //!
 //! Anything else is dropped and counted ([`TableStats`]); a session never sees it.
 
@@ -91,6 +98,8 @@ pub enum Dropped {
     WrongPort { port: u16, want: u16 },
     #[error("TTL {ttl} refused on a {hop:?} session")]
     Ttl { ttl: u8, hop: Hop },
+    #[error("My Discriminator {got}, the peer's is {want}")]
+    NotThePeers { got: u32, want: u32 },
 }
 
 /// Datagrams dropped, by reason.
@@ -101,6 +110,8 @@ pub struct TableStats {
     pub wrong_address: u64,
     pub wrong_port: u64,
     pub ttl: u64,
+    /// Not the discriminator the session knows the peer by (step 5).
+    pub not_the_peers: u64,
 }
 
 /// One session as status shows it.
@@ -246,6 +257,7 @@ impl Table {
                     Dropped::WrongAddress { .. } => &mut s.wrong_address,
                     Dropped::WrongPort { .. } => &mut s.wrong_port,
                     Dropped::Ttl { .. } => &mut s.ttl,
+                    Dropped::NotThePeers { .. } => &mut s.not_the_peers,
                 } += 1;
                 return Err(e);
             }
@@ -292,6 +304,13 @@ impl Table {
             return Err(Dropped::Ttl {
                 ttl,
                 hop: e.spec.hop,
+            });
+        }
+        let known = e.session.remote_discriminator();
+        if known != 0 && p.my_discriminator.get() != known {
+            return Err(Dropped::NotThePeers {
+                got: p.my_discriminator.get(),
+                want: known,
             });
         }
         Ok((peer, p))
@@ -534,6 +553,55 @@ mod tests {
         assert_eq!(t.view(ip(A)).unwrap().state, State::Up);
         assert_eq!(t.stats().unknown, 2);
         assert_eq!(t.stats().wrong_address, 1);
+    }
+
+    /// A pod on the node can send it a packet from the peer's address with TTL 255; it
+    /// does not know the peer's discriminator, and without it cannot end the session.
+    #[test]
+    fn a_forged_down_without_the_peers_discriminator_is_dropped() {
+        let now = Instant::now();
+        let mut t = Table::new(1);
+        t.add(now, ip(A), spec(Hop::Single), &mut Vec::new())
+            .unwrap();
+        let ours = up(&mut t, now, ip(A), SINGLE_HOP_PORT);
+        let mut out = Vec::new();
+        for forged in [
+            theirs(State::Down, 8, 0),
+            theirs(State::AdminDown, 8, 0),
+            theirs(State::Down, 8, ours),
+        ] {
+            assert_eq!(
+                t.receive(now, ip(A), SINGLE_HOP_PORT, 255, &forged, &mut out),
+                Err(Dropped::NotThePeers { got: 8, want: 7 })
+            );
+        }
+        assert!(out.is_empty());
+        assert_eq!(t.view(ip(A)).unwrap().state, State::Up);
+        assert_eq!(t.stats().not_the_peers, 3);
+        // The peer itself still can.
+        t.receive(
+            now,
+            ip(A),
+            SINGLE_HOP_PORT,
+            255,
+            &theirs(State::Down, 7, ours),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(t.view(ip(A)).unwrap().state, State::Down);
+        // A peer that restarted with a new discriminator is heard once the session has
+        // forgotten the old one (its Detection Time expired).
+        let later = now + Duration::from_secs(5);
+        t.on_timer(later, &mut out);
+        t.receive(
+            later,
+            ip(A),
+            SINGLE_HOP_PORT,
+            255,
+            &theirs(State::Down, 9, 0),
+            &mut out,
+        )
+        .unwrap();
     }
 
     #[test]

@@ -23,9 +23,9 @@ use serval::node::kube::lease::{LeaseAction, LeaseState};
 use serval::node::kube::{
     gc, gc_pass, node_settings, read_lease, read_node, secrets, status_report, write_lease,
 };
+use serval::node::status::NodeStatus;
 use serval::resources::node_status::ServalNodeStatus;
 use serval::resources::{ClusterResource, ResourceKind};
-use serval::node::status::NodeStatus;
 
 /// One request as the mock saw it.
 #[derive(Clone, Debug)]

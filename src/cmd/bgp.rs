@@ -473,10 +473,12 @@ async fn query(cmd: BgpCommand) -> anyhow::Result<()> {
             }
         }
         BgpCommand::Refresh { peer, socket } => {
-            control_socket::request::<_, serde_json::Value>(&socket, &Request::Refresh { peer }).await?;
+            control_socket::request::<_, serde_json::Value>(&socket, &Request::Refresh { peer })
+                .await?;
         }
         BgpCommand::Reset { peer, socket } => {
-            control_socket::request::<_, serde_json::Value>(&socket, &Request::Reset { peer }).await?;
+            control_socket::request::<_, serde_json::Value>(&socket, &Request::Reset { peer })
+                .await?;
         }
         BgpCommand::Shutdown { socket } => {
             control_socket::request::<_, serde_json::Value>(&socket, &Request::Shutdown).await?;
@@ -496,15 +498,19 @@ async fn query(cmd: BgpCommand) -> anyhow::Result<()> {
             announcement.med = med;
             announcement.local_pref = local_pref;
             announcement.next_hop = next_hop;
-            control_socket::request::<_, serde_json::Value>(&socket, &Request::Announce { announcement })
-                .await?;
+            control_socket::request::<_, serde_json::Value>(
+                &socket,
+                &Request::Announce { announcement },
+            )
+            .await?;
         }
         BgpCommand::Withdraw { prefix, socket } => {
             control_socket::request::<_, serde_json::Value>(&socket, &Request::Withdraw { prefix })
                 .await?;
         }
         BgpCommand::Reload { socket } => {
-            let done: serde_json::Value = control_socket::request(&socket, &Request::Reload).await?;
+            let done: serde_json::Value =
+                control_socket::request(&socket, &Request::Reload).await?;
             println!("{}", serde_json::to_string_pretty(&done)?);
         }
     }

@@ -15,7 +15,6 @@
 //! ```
 
 pub mod addresses;
-pub mod spec;
 mod error;
 pub mod links;
 pub mod mtu;
@@ -23,11 +22,11 @@ pub mod nat;
 pub mod netlink;
 pub mod plan;
 pub mod routes;
+pub mod spec;
 pub mod tunnel;
 
 use std::net::IpAddr;
 
-pub use spec::{DesiredRoutes, Mac, NatPool, NextHop, RouteDiff, RouteTarget, VxlanPeer};
 pub use error::Error;
 pub use mtu::Encapsulation;
 pub use nat::{BgpGuard, NatProgrammer, NatReport};
@@ -36,6 +35,7 @@ pub use plan::Conflict;
 pub use routes::{
     RouteConfig, RouteFailure, RouteProgrammer, SyncReport, MAIN_TABLE, SERVAL_PROTOCOL,
 };
+pub use spec::{DesiredRoutes, Mac, NatPool, NextHop, RouteDiff, RouteTarget, VxlanPeer};
 pub use tunnel::{IpipTunnel, PeerReport, VxlanTunnel, IPIP_DEVICE, VXLAN_DEVICE, VXLAN_V6_DEVICE};
 
 /// What a route sync or apply did, VXLAN peers included.

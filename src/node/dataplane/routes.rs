@@ -23,9 +23,9 @@ use netlink_packet_route::route::{
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
-use super::spec::{DesiredRoutes, NextHop, RouteDiff, RouteTarget};
 use super::netlink::Netlink;
 use super::plan::{self, Conflict, Hop, Installed};
+use super::spec::{DesiredRoutes, NextHop, RouteDiff, RouteTarget};
 use super::tunnel::{IPIP_DEVICE, VXLAN_DEVICE, VXLAN_V6_DEVICE};
 use super::{links, Error};
 

@@ -17,8 +17,8 @@ use netlink_packet_route::route::RouteType;
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::{LinkIpIp, LinkUnspec, LinkVxlan};
 
-use super::spec::{Mac, VxlanPeer};
 use super::netlink::{Netlink, NetlinkError};
+use super::spec::{Mac, VxlanPeer};
 use super::{addresses, links, Error};
 
 /// The IP-in-IP device. It is the kernel's fallback tunnel (created in every namespace

@@ -100,14 +100,75 @@ pub struct PeerStatus {
     pub bfd: Option<BfdStatus>,
 }
 
+/// A peer's BFD session as reported: a state of RFC 5880 §4.1, or not known (the BFD
+/// task did not answer). Serialized by name (`"Up"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum BfdState {
+    AdminDown,
+    Down,
+    Init,
+    Up,
+    Unknown,
+}
+
+impl BfdState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BfdState::AdminDown => "AdminDown",
+            BfdState::Down => "Down",
+            BfdState::Init => "Init",
+            BfdState::Up => "Up",
+            BfdState::Unknown => "Unknown",
+        }
+    }
+
+    /// The state's code on the wire (RFC 5880 §4.1: AdminDown 0, Down 1, Init 2, Up 3);
+    /// `None` for `Unknown`.
+    pub fn code(self) -> Option<u8> {
+        match self {
+            BfdState::Unknown => None,
+            s => crate::bfd::State::try_from(s).ok().map(|s| s.code()),
+        }
+    }
+}
+
+impl From<crate::bfd::State> for BfdState {
+    fn from(s: crate::bfd::State) -> Self {
+        match s {
+            crate::bfd::State::AdminDown => BfdState::AdminDown,
+            crate::bfd::State::Down => BfdState::Down,
+            crate::bfd::State::Init => BfdState::Init,
+            crate::bfd::State::Up => BfdState::Up,
+        }
+    }
+}
+
+impl TryFrom<BfdState> for crate::bfd::State {
+    type Error = ();
+    fn try_from(s: BfdState) -> Result<Self, ()> {
+        Ok(match s {
+            BfdState::AdminDown => crate::bfd::State::AdminDown,
+            BfdState::Down => crate::bfd::State::Down,
+            BfdState::Init => crate::bfd::State::Init,
+            BfdState::Up => crate::bfd::State::Up,
+            BfdState::Unknown => return Err(()),
+        })
+    }
+}
+
+impl std::fmt::Display for BfdState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// A peer's BFD session (RFC 5880), as `serval bgp status` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct BfdStatus {
-    /// "AdminDown", "Down", "Init", "Up"; "Unknown" when the BFD task did not answer.
-    pub state: String,
+    pub state: BfdState,
     /// The state of the peer's last packet.
-    pub remote_state: Option<String>,
+    pub remote_state: Option<BfdState>,
     /// RFC 5883 (UDP 4784) rather than RFC 5881 single hop (UDP 3784).
     pub multihop: bool,
     /// As configured.

@@ -9,6 +9,7 @@
 //! built `serval` binary (`cargo build -p serval`).
 
 use bgp::config::{BfdSettings, PeerBfd};
+use bgp::status::BfdState;
 use ipnet::IpNet;
 use serval_integration::daemons::Bfdd;
 use serval_integration::topology;
@@ -73,7 +74,7 @@ fn row(state: &str, interval: &str, timeout: &str) -> Option<(String, String, St
 }
 
 /// serval's view: (state, tx, rx, detection time) in milliseconds.
-fn serval_bfd(serval: &Serval, peer: IpAddr) -> Result<Option<(String, u32, u32, u32)>> {
+fn serval_bfd(serval: &Serval, peer: IpAddr) -> Result<Option<(BfdState, u32, u32, u32)>> {
     Ok(serval.peer_status(peer)?.bfd.map(|b| {
         (
             b.state,
@@ -84,8 +85,8 @@ fn serval_bfd(serval: &Serval, peer: IpAddr) -> Result<Option<(String, u32, u32,
     }))
 }
 
-fn up(tx: u32, rx: u32, detect: u32) -> Option<(String, u32, u32, u32)> {
-    Some(("Up".into(), tx, rx, detect))
+fn up(tx: u32, rx: u32, detect: u32) -> Option<(BfdState, u32, u32, u32)> {
+    Some((BfdState::Up, tx, rx, detect))
 }
 
 fn settings(rx: u32, tx: u32) -> Option<PeerBfd> {
@@ -328,7 +329,7 @@ fn frr_bfdd_up_renegotiated_and_its_admin_down_keeps_bgp() {
             T,
             "serval's BFD to go down",
             || serval.peer_status(pa),
-            |st| st.bfd.as_ref().is_some_and(|b| b.state == "Down"),
+            |st| st.bfd.as_ref().is_some_and(|b| b.state == BfdState::Down),
         )?;
         holds_for(
             Duration::from_secs(2),
@@ -350,7 +351,7 @@ fn frr_bfdd_up_renegotiated_and_its_admin_down_keeps_bgp() {
             T,
             "BFD Up again",
             || serval_bfd(&serval, pa),
-            |v| v.as_ref().is_some_and(|v| v.0 == "Up"),
+            |v| v.as_ref().is_some_and(|v| v.0 == BfdState::Up),
         )?;
         Ok(())
     });

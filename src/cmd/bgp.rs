@@ -412,7 +412,7 @@ fn bfd_table(peers: &[PeerStatus]) -> String {
             "  {:<24} {:<9} peer {:<9} {:<10} tx {:<8} rx {:<8} detect {:<8} (configured {}/{} ms x{}{})",
             p.address.to_string(),
             b.state,
-            b.remote_state.as_deref().unwrap_or("-"),
+            b.remote_state.map_or("-", |s| s.as_str()),
             if b.multihop { "multihop" } else { "single-hop" },
             ms(b.tx_interval_ms),
             ms(b.rx_interval_ms),
@@ -640,8 +640,8 @@ mod tests {
         };
         assert_eq!(bfd_table(&[status(None)]), "");
         let b = bgp::status::BfdStatus {
-            state: "Down".into(),
-            remote_state: Some("Down".into()),
+            state: bgp::status::BfdState::Down,
+            remote_state: Some(bgp::status::BfdState::Down),
             multihop: false,
             min_rx_ms: 100,
             min_tx_ms: 100,

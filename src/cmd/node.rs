@@ -456,7 +456,7 @@ mod tests {
                     flaps: 0,
                     last_error: None,
                     bfd: Some(BfdRow {
-                        state: "Up".into(),
+                        state: bgp::status::BfdState::Up,
                         multihop: false,
                         tx_interval_ms: Some(100),
                         rx_interval_ms: Some(100),
@@ -481,7 +481,7 @@ mod tests {
                     flaps: 1,
                     last_error: Some("BFD down: control detection time expired".into()),
                     bfd: Some(BfdRow {
-                        state: "Down".into(),
+                        state: bgp::status::BfdState::Down,
                         multihop: false,
                         tx_interval_ms: None,
                         rx_interval_ms: None,

@@ -32,6 +32,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use bgp::status::BfdState;
+
 use crate::node::status::PeerRow;
 
 /// The metrics that accumulate over the agent's life.
@@ -131,12 +133,12 @@ pub fn render(m: &Metrics, s: &ScrapeInput) -> String {
         if let Some(b) = &p.bfd {
             bfd_up
                 .get_or_create(&l)
-                .set(i64::from(b.state_code() == Some(3)));
+                .set(i64::from(b.state == BfdState::Up));
             bfd_state
                 .get_or_create(&StateLabels {
                     peer: l.peer.clone(),
                     peer_type: l.peer_type.clone(),
-                    state: b.state.clone(),
+                    state: b.state.to_string(),
                 })
                 .set(1);
             bfd_flaps.get_or_create(&l).inc_by(b.failures);
@@ -277,7 +279,7 @@ mod tests {
                 flaps: 4,
                 last_error: None,
                 bfd: Some(BfdRow {
-                    state: "Up".into(),
+                    state: BfdState::Up,
                     multihop: false,
                     tx_interval_ms: Some(100),
                     rx_interval_ms: Some(100),
@@ -342,7 +344,7 @@ mod tests {
         );
         assert!(!text.contains("serval_bfd_session_up{"), "{text}");
         let down = BfdRow {
-            state: "Down".into(),
+            state: BfdState::Down,
             multihop: true,
             tx_interval_ms: None,
             rx_interval_ms: None,

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
-use bgp::status::{BfdStatus, PeerStatus};
+use bgp::status::{BfdState, BfdStatus, PeerStatus};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
@@ -78,8 +78,7 @@ pub struct PeerRow {
 /// A session's BFD: its state, the intervals in use and why it last changed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BfdRow {
-    /// `AdminDown`, `Down`, `Init`, `Up`; `Unknown` when the BFD task did not answer.
-    pub state: String,
+    pub state: BfdState,
     /// RFC 5883 multihop rather than RFC 5881 single hop.
     pub multihop: bool,
     /// The negotiated transmit interval (before jitter) and receive interval, once the
@@ -102,7 +101,7 @@ pub struct BfdRow {
 impl BfdRow {
     pub fn from_status(b: &BfdStatus) -> BfdRow {
         BfdRow {
-            state: b.state.clone(),
+            state: b.state,
             multihop: b.multihop,
             tx_interval_ms: b.tx_interval_ms,
             rx_interval_ms: b.rx_interval_ms,
@@ -115,16 +114,10 @@ impl BfdRow {
         }
     }
 
-    /// `Up`, `Down` and the like as a number for the metrics (RFC 5880 §4.1 codes:
-    /// AdminDown 0, Down 1, Init 2, Up 3); `None` for `Unknown`.
+    /// The state as a number for the metrics (RFC 5880 §4.1 codes: AdminDown 0, Down 1,
+    /// Init 2, Up 3); `None` for `Unknown`.
     pub fn state_code(&self) -> Option<u8> {
-        match self.state.as_str() {
-            "AdminDown" => Some(0),
-            "Down" => Some(1),
-            "Init" => Some(2),
-            "Up" => Some(3),
-            _ => None,
-        }
+        self.state.code()
     }
 
     /// The last diagnostic worth showing: ours, else the peer's.
@@ -135,11 +128,11 @@ impl BfdRow {
     /// One cell of the text table: `Up 300/300ms ×3` or `Down (Control Detection
     /// Time Expired)`.
     pub fn summary(&self) -> String {
-        let mut out = self.state.clone();
+        let mut out = self.state.to_string();
         if let (Some(tx), Some(rx)) = (self.tx_interval_ms, self.rx_interval_ms) {
             out.push_str(&format!(" tx {tx}ms rx {rx}ms x{}", self.multiplier));
         }
-        if self.state != "Up" {
+        if self.state != BfdState::Up {
             if let Some(d) = self.last_diag() {
                 out.push_str(&format!(" ({d})"));
             }
@@ -258,9 +251,9 @@ mod tests {
     use super::*;
     use crate::node::dataplane::{Mac, VxlanPeer};
 
-    fn speaker_bfd(state: &str, diag: Option<&str>) -> BfdStatus {
+    fn speaker_bfd(state: BfdState, diag: Option<&str>) -> BfdStatus {
         BfdStatus {
-            state: state.into(),
+            state,
             remote_state: None,
             multihop: true,
             min_rx_ms: 100,
@@ -283,7 +276,7 @@ mod tests {
 
     #[test]
     fn bfd_rows_carry_state_intervals_and_diagnostic() {
-        let up = BfdRow::from_status(&speaker_bfd("Up", None));
+        let up = BfdRow::from_status(&speaker_bfd(BfdState::Up, None));
         assert_eq!(
             (up.tx_interval_ms, up.rx_interval_ms, up.detection_time_ms),
             (Some(100), Some(120), Some(360))
@@ -292,15 +285,17 @@ mod tests {
         assert_eq!((up.failures, up.hold_down_secs), (2, Some(4)));
         assert_eq!(up.summary(), "Up tx 100ms rx 120ms x3");
         assert_eq!(up.state_code(), Some(3));
-        let down =
-            BfdRow::from_status(&speaker_bfd("Down", Some("control detection time expired")));
+        let down = BfdRow::from_status(&speaker_bfd(
+            BfdState::Down,
+            Some("control detection time expired"),
+        ));
         assert_eq!(
             down.summary(),
             "Down tx 100ms rx 120ms x3 (control detection time expired)"
         );
         assert_eq!(down.state_code(), Some(1));
         assert_eq!(
-            BfdRow::from_status(&speaker_bfd("Unknown", None)).state_code(),
+            BfdRow::from_status(&speaker_bfd(BfdState::Unknown, None)).state_code(),
             None
         );
     }
@@ -398,7 +393,7 @@ mod tests {
                 flaps: 0,
                 last_error: None,
                 bfd: Some(BfdRow {
-                    state: "Up".into(),
+                    state: BfdState::Up,
                     multihop: false,
                     tx_interval_ms: Some(100),
                     rx_interval_ms: Some(100),

@@ -103,7 +103,11 @@ fn main() -> anyhow::Result<()> {
         |peers| {
             peers
                 .iter()
-                .filter(|p| p.bfd.as_ref().is_some_and(|b| b.state == "Up"))
+                .filter(|p| {
+                    p.bfd
+                        .as_ref()
+                        .is_some_and(|b| b.state == bgp::status::BfdState::Up)
+                })
                 .count()
                 == usize::from(n)
         },
@@ -126,7 +130,11 @@ fn main() -> anyhow::Result<()> {
     let st = a.status()?;
     let up = st
         .iter()
-        .filter(|p| p.bfd.as_ref().is_some_and(|b| b.state == "Up"))
+        .filter(|p| {
+            p.bfd
+                .as_ref()
+                .is_some_and(|b| b.state == bgp::status::BfdState::Up)
+        })
         .count();
     let sent: u64 = st
         .iter()

@@ -50,7 +50,9 @@ use crate::negotiate::Negotiated;
 use crate::rib::{BestChange, OutUpdate, PeerId, PeerInfo, Rib, RibConfig, SessionInfo};
 use crate::session::{SessionReport, SessionStatus};
 use crate::speaker::{RouteQuery, SpeakerError};
-use crate::status::{BfdStatus, FamilyStatus, PathEntry, PeerStatus, RouteEntry, SessionState};
+use crate::status::{
+    BfdState, BfdStatus, FamilyStatus, PathEntry, PeerStatus, RouteEntry, SessionState,
+};
 use crate::transport::{InterfaceInfo, TransportOptions};
 use crate::types::{Asn, Family, RouterId};
 use crate::wire::attr::{NextHop, PathAttrs};
@@ -1314,8 +1316,8 @@ fn bfd_status(r: &BfdRow, v: Option<&SessionView>, now: Instant) -> BfdStatus {
     let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
     let diag = |d: crate::bfd::Diag| (d != crate::bfd::Diag::None).then(|| d.to_string());
     BfdStatus {
-        state: v.map_or("Unknown".into(), |v| v.state.to_string()),
-        remote_state: v.map(|v| v.remote_state.to_string()),
+        state: v.map_or(BfdState::Unknown, |v| v.state.into()),
+        remote_state: v.map(|v| v.remote_state.into()),
         multihop: v.is_some_and(|v| matches!(v.hop, Hop::Multi { .. })),
         min_rx_ms: r.config.min_rx,
         min_tx_ms: r.config.min_tx,

@@ -19,7 +19,7 @@ use crate::resources::node_status::{
     BgpSessionState, BgpStatus, NodeStatusClass, RouteSource, RouteSourceType, RouteStatus,
     RouteTable, RoutesStatus, ServalNodeStatus, ServalNodeStatusSpec, ServalNodeStatusStatus,
 };
-use bgp::status::SessionState;
+use bgp::status::{BfdState, SessionState};
 
 /// The field manager of the agent's writes.
 pub const FIELD_MANAGER: &str = "serval-agent";
@@ -42,12 +42,12 @@ fn session_state(s: SessionState) -> BgpSessionState {
 
 fn bfd_session(b: &BfdRow) -> BfdSessionStatus {
     BfdSessionStatus {
-        state: match b.state.as_str() {
-            "AdminDown" => BfdSessionState::AdminDown,
-            "Down" => BfdSessionState::Down,
-            "Init" => BfdSessionState::Init,
-            "Up" => BfdSessionState::Up,
-            _ => BfdSessionState::Unknown,
+        state: match b.state {
+            BfdState::AdminDown => BfdSessionState::AdminDown,
+            BfdState::Down => BfdSessionState::Down,
+            BfdState::Init => BfdSessionState::Init,
+            BfdState::Up => BfdSessionState::Up,
+            BfdState::Unknown => BfdSessionState::Unknown,
         },
         multihop: b.multihop,
         transmit_interval: b.tx_interval_ms,
@@ -287,7 +287,7 @@ mod tests {
             peers: vec![
                 PeerRow {
                     bfd: Some(BfdRow {
-                        state: "Up".into(),
+                        state: BfdState::Up,
                         multihop: false,
                         tx_interval_ms: Some(100),
                         rx_interval_ms: Some(150),

@@ -50,6 +50,8 @@ impl From<Use> for AllowedUse {
 }
 
 #[derive(clap::Subcommand, Debug)]
+// Parsed once per run: the size of `Add` costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Add a pool. Overlapping pools and bad block sizes are refused.
     Add {
@@ -156,7 +158,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     pool.allowed_uses = allowed_uses.into_iter().map(Into::into).collect();
                 }
                 if let Some(s) = namespace_selector {
-                    pool.namespace_selector = Box::new(s);
+                    *pool.namespace_selector = s;
                 }
                 if manual {
                     pool.assignment_mode = ipam::model::AssignmentMode::Manual;

@@ -447,13 +447,15 @@ async fn check(
             let fixed = repair && !report.remaining.contains(p);
             println!("{}{p}", if fixed { "repaired: " } else { "" });
         }
-        let counts = report.counts();
+        let counts: Vec<String> = report
+            .counts()
+            .iter()
+            .map(|(kind, n)| format!("{kind}: {n}"))
+            .collect();
         println!(
-            "{} problems: {} leaks, {} orphans, {} double allocations; {} remain",
+            "{} problems ({}); {} remain",
             report.problems.len(),
-            counts.get("leak").unwrap_or(&0),
-            counts.get("orphan").unwrap_or(&0),
-            counts.get("double allocation").unwrap_or(&0),
+            counts.join(", "),
             report.remaining.len()
         );
     }

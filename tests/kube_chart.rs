@@ -281,6 +281,20 @@ fn agent_table() -> Vec<Can> {
         can("watch", "services", true, "the Service watch"),
         can("create", "services", false, "Services are the users'"),
         can("delete", "services", false, "Services are the users'"),
+        Can {
+            subresource: Some("status"),
+            ..can(
+                "patch",
+                "services",
+                true,
+                "the LoadBalancer allocator writes status.loadBalancer.ingress (node/kube/lb.rs)",
+            )
+        },
+        Can {
+            subresource: Some("status"),
+            ..can("update", "services", false, "only a merge patch of the status")
+        },
+        can("patch", "services", false, "a Service's spec is the user's"),
         can(
             "list",
             "endpointslices.discovery.k8s.io",

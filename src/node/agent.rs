@@ -190,10 +190,18 @@ pub async fn run(
         let (mut agent, mut inputs) = Agent::start(cfg, shared).await?;
         let mut tasks = tokio::task::JoinSet::new();
         if let Some(k) = &agent.kube {
+            let (leader, leading) = tokio::sync::watch::channel(false);
             tasks.spawn(on_kube::run_gc(
                 k.env.clone(),
                 agent.node.to_string(),
                 agent.ipam.clone(),
+                leader,
+                stop.clone(),
+            ));
+            tasks.spawn(on_kube::lb::run(
+                k.env.client.clone(),
+                agent.ipam.clone(),
+                leading,
                 stop.clone(),
             ));
             tasks.spawn(on_kube::run_status(

@@ -234,7 +234,8 @@ pub enum Action {
 
 /// The decision. `services`: every Service of ours (see [`LbService::from_k8s`]);
 /// `allocations`: the addresses under each Service handle in the IPAM, sorted; `pools`:
-/// every IPPool's CIDR by name.
+/// the CIDR of each IPPool whose `allowedUses` is `LoadBalancer`, by name. A requested
+/// address outside those pools is a problem, never allocated.
 pub fn plan(
     services: &BTreeMap<ObjectKey, Result<LbService, Invalid>>,
     allocations: &BTreeMap<ObjectKey, Vec<IpAddr>>,
@@ -261,6 +262,17 @@ pub fn plan(
             Ok(s) if mode == AssignIps::RequestedServicesOnly && !s.requests() => continue,
             Ok(s) => s,
         };
+        if let Some(ip) = svc
+            .requested_ips
+            .iter()
+            .find(|ip| !pools.values().any(|c| c.contains(*ip)))
+        {
+            out.push(Action::Problem(
+                key.clone(),
+                format!("{ip} is in no LoadBalancer IPPool"),
+            ));
+            continue;
+        }
         let want = svc.want();
         let held = allocations.get(key).map(Vec::as_slice).unwrap_or_default();
         match fit(held, &want, pools) {

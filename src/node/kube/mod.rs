@@ -5,6 +5,7 @@
 //!   Node (annotations, InternalIP, labels) ──node_settings::from_node──▶ addresses, AS, labels at start
 //!   Secrets (by name, re-read every 30 s) ──secrets::apply──▶ passwords in the snapshot
 //!   Lease serval-node-gc ──lease::LeaseState──▶ leader? ──▶ Node watch ──gc::stale_nodes──▶ gc::collect_node
+//!                                                     └──▶ Service watch ──lb (node/lb.rs)──▶ LoadBalancer addresses, Service status
 //!   Shared (NodeStatus) ──status_report::build + Limiter──▶ SSA ServalNodeStatus/status
 //!   Services, EndpointSlices ──services::run (watch)──▶ ServiceChange ──▶ the agent's ServiceTable
 //! ```
@@ -13,6 +14,7 @@
 //! the IO around them, each stopped by the agent's `CancellationToken`.
 
 pub mod gc;
+pub mod lb;
 pub mod lease;
 pub mod node_settings;
 pub mod secrets;
@@ -255,7 +257,14 @@ pub async fn gc_pass(ipam: &ipam::Ipam, live: &BTreeSet<String>) -> anyhow::Resu
 }
 
 /// The node collector: runs the election and, while leading, collects deleted Nodes.
-pub async fn run_gc(env: KubeEnv, identity: String, ipam: ipam::Ipam, stop: CancellationToken) {
+/// `leader` is told each change of leadership (the LoadBalancer allocator acts on it).
+pub async fn run_gc(
+    env: KubeEnv,
+    identity: String,
+    ipam: ipam::Ipam,
+    leader: tokio::sync::watch::Sender<bool>,
+    stop: CancellationToken,
+) {
     let leases: Api<Lease> = Api::namespaced(env.client.clone(), &env.namespace);
     let mut state = LeaseState::new(identity, LEASE_TERM, LEASE_RENEW);
     let mut nodes = watch_objects(
@@ -279,6 +288,7 @@ pub async fn run_gc(env: KubeEnv, identity: String, ipam: ipam::Ipam, stop: Canc
                 }
                 pass = lead && (!leading || last_full.is_none_or(|t| t.elapsed() >= GC_FULL_PASS));
                 leading = lead;
+                leader.send_if_modified(|l| std::mem::replace(l, lead) != lead);
                 next_turn = tokio::time::Instant::from_std(next);
             }
             ev = nodes.next() => match ev {

@@ -401,6 +401,22 @@ fn plan_table() {
             )],
         ),
         (
+            "a requested address outside the LoadBalancer pools: reported, never allocated",
+            AllServices,
+            vec![(
+                "web",
+                Ok(LbService {
+                    requested_ips: ips(&["10.0.0.5"]),
+                    ..plain()
+                }),
+            )],
+            vec![],
+            vec![Action::Problem(
+                key("web"),
+                "10.0.0.5 is in no LoadBalancer IPPool".into(),
+            )],
+        ),
+        (
             "each Service on its own",
             AllServices,
             vec![

@@ -292,7 +292,12 @@ fn agent_table() -> Vec<Can> {
         },
         Can {
             subresource: Some("status"),
-            ..can("update", "services", false, "only a merge patch of the status")
+            ..can(
+                "update",
+                "services",
+                false,
+                "only a merge patch of the status",
+            )
         },
         can("patch", "services", false, "a Service's spec is the user's"),
         can(

@@ -11,7 +11,9 @@
 //! workloads (e.g. from the container runtime); two kinds of allocation are never
 //! leaks whatever it says:
 //! - tunnel addresses (IPIP, VXLAN), which each node's agent holds under its own
-//!   handles ([`TUNNEL_HANDLE_PREFIXES`], Calico's names) and releases itself;
+//!   handles ([`TUNNEL_HANDLE_PREFIXES`], Calico's names) and releases itself, and
+//!   Services' LoadBalancer addresses, which their allocator holds and releases
+//!   ([`crate::model::LOAD_BALANCER_HANDLE_PREFIX`]);
 //! - allocations made at or after the moment the list was taken
 //!   ([`LiveHandles::taken_at`], less the clock skew allowed between hosts): a pod
 //!   started meanwhile is missing from the list but alive. Allocations without a
@@ -210,7 +212,13 @@ impl From<BTreeSet<HandleId>> for LiveHandles {
 impl LiveHandles {
     /// Whether the allocation `attr` is a leak by this list.
     pub fn leaked(&self, attr: &AllocationAttribute) -> bool {
-        if self.handles.contains(&attr.handle_id) || is_tunnel_handle(&attr.handle_id) {
+        if self.handles.contains(&attr.handle_id)
+            || is_tunnel_handle(&attr.handle_id)
+            || attr
+                .handle_id
+                .as_str()
+                .starts_with(crate::model::LOAD_BALANCER_HANDLE_PREFIX)
+        {
             return false;
         }
         match (self.taken_at, attr.allocated_at) {
@@ -578,6 +586,11 @@ mod tests {
                 attr("vxlan-v6-tunnel-addr-n1", None),
                 false,
                 "a tunnel address",
+            ),
+            (
+                attr("serval-lb.default.web", Some(1)),
+                false,
+                "a Service's LoadBalancer address",
             ),
         ];
         for (a, leaked, why) in cases {

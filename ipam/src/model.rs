@@ -152,6 +152,11 @@ pub enum EncapMode {
     Never,
 }
 
+/// The prefix of the handles of Services' LoadBalancer addresses:
+/// `serval-lb.<namespace>.<name>`. Their allocator releases them itself, as a node does
+/// its tunnel addresses.
+pub const LOAD_BALANCER_HANDLE_PREFIX: &str = "serval-lb.";
+
 /// What addresses of a pool may be used for (Calico's `allowedUses`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "kubernetes", derive(schemars::JsonSchema))]

@@ -44,7 +44,7 @@ pub use crate::resources::bgp_configuration::AssignIps;
 /// The `loadBalancerClass` serval answers to (besides none).
 pub const LB_CLASS: &str = "serval.dev/lb";
 /// The prefix of the IPAM handles of Services' addresses: `serval-lb.<namespace>.<name>`.
-pub const HANDLE_PREFIX: &str = "serval-lb.";
+pub const HANDLE_PREFIX: &str = ipam::model::LOAD_BALANCER_HANDLE_PREFIX;
 /// The node the IPAM records LoadBalancer addresses under: no real node, so collecting a
 /// deleted node never takes them.
 pub const LB_NODE: &str = "load-balancer.serval.dev";

@@ -396,16 +396,7 @@ fn peers(snap: &Snapshot, me: &NodeInfo, d: &mut Desired) {
     applicable.sort_by_key(|(name, _, kind)| (*kind, (*name).clone()));
     for (name, p, kind) in applicable {
         let what = format!("BGPPeer {name}");
-        let pw = match p.password.as_ref().map(|pw| password(snap, pw, &what)) {
-            Some(Err(e)) => {
-                d.problems.push(e);
-                continue;
-            }
-            Some(Ok(v)) => v,
-            None => None,
-        };
-        let local_as = p.local_as_number.map(Asn).unwrap_or(d.asn);
-        let policies = match filters(snap, &p.filters, &what, local_as) {
+        let (pw, policies) = match session_basics(snap, p, &what, d.asn) {
             Ok(v) => v,
             Err(e) => {
                 d.problems.push(e);
@@ -555,16 +546,7 @@ fn reverse_peers(snap: &Snapshot, me: &NodeInfo, d: &mut Desired) {
             continue;
         }
         let what = format!("BGPPeer {name} (reverse peering)");
-        let pw = match p.password.as_ref().map(|pw| password(snap, pw, &what)) {
-            Some(Err(e)) => {
-                d.problems.push(e);
-                continue;
-            }
-            Some(Ok(v)) => v,
-            None => None,
-        };
-        let local_as = p.local_as_number.map(Asn).unwrap_or(d.asn);
-        let policies = match filters(snap, &p.filters, &what, local_as) {
+        let (pw, policies) = match session_basics(snap, p, &what, d.asn) {
             Ok(v) => v,
             Err(e) => {
                 d.problems.push(e);
@@ -724,6 +706,22 @@ fn apply_peer_spec(
 struct PeerPolicies {
     ebgp: (Option<Policy>, Option<Policy>),
     ibgp: (Option<Policy>, Option<Policy>),
+}
+
+/// What every session a BGPPeer makes needs first: its password and its filters (for
+/// the AS serval speaks as on it). An error names the peer (`what`).
+fn session_basics(
+    snap: &Snapshot,
+    p: &BGPPeerSpec,
+    what: &str,
+    node_asn: Asn,
+) -> Result<(Option<String>, PeerPolicies), String> {
+    let pw = match &p.password {
+        Some(pw) => password(snap, pw, what)?,
+        None => None,
+    };
+    let local_as = p.local_as_number.map(Asn).unwrap_or(node_asn);
+    Ok((pw, filters(snap, &p.filters, what, local_as)?))
 }
 
 /// The import and export policies of a peer's filters, in order; `None` when the peer

@@ -568,6 +568,8 @@ fn rbac_is_least_privilege() {
         cluster.push(format!("/services {v} *"));
         cluster.push(format!("discovery.k8s.io/endpointslices {v} *"));
     }
+    // The LoadBalancer allocator writes the addresses it gave into each Service's status.
+    cluster.push("/services/status patch *".into());
     let cluster: BTreeSet<String> = cluster.into_iter().collect();
     let lease = set(&[
         "coordination.k8s.io/leases create *",

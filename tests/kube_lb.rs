@@ -15,7 +15,9 @@
 //!    killed and another takes the Lease, and one is deleted meanwhile: every Service
 //!    ends with an address, earlier ones keep theirs, the deleted one's is released by
 //!    the new allocator (it adopts what the IPAM holds), no address is given twice, and
-//!    each status matches the IPAM.
+//!    each status matches the IPAM;
+//! 5. a node that does not hold the Lease may not write a Service's status (the chart's
+//!    admission policy).
 
 mod kube_support;
 mod node_support;
@@ -254,6 +256,40 @@ fn wait_tor(bird: &Bird, prefix: &str, from: &[&str], within: Duration) -> Resul
     )
 }
 
+/// A merge patch of `default/name`'s status with the credentials of `kubeconfig` (the
+/// agent's RBAC grants `patch` on `services/status` and nothing to read it back, so not
+/// through kubectl, which reads first); the server's refusal as the error.
+fn patch_status_as(
+    cp: &Netns,
+    kubeconfig: &std::path::Path,
+    name: &str,
+    body: &serde_json::Value,
+) -> Result<std::result::Result<(), String>> {
+    use k8s_openapi::api::core::v1::Service;
+    use kube::api::{Api, Patch, PatchParams};
+    cp.in_thread(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async {
+            let kc = kube::config::Kubeconfig::read_from(kubeconfig).map_err(|e| e.to_string())?;
+            let config = kube::Config::from_custom_kubeconfig(
+                kc,
+                &kube::config::KubeConfigOptions::default(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            let client = kube::Client::try_from(config).map_err(|e| e.to_string())?;
+            let api: Api<Service> = Api::namespaced(client, "default");
+            api.patch_status(name, &PatchParams::default(), &Patch::Merge(body))
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    })
+}
+
 #[test]
 fn load_balancer_addresses_from_the_pool_survive_a_new_allocator() {
     scenario("kube-lb", |test| {
@@ -299,6 +335,7 @@ fn load_balancer_addresses_from_the_pool_survive_a_new_allocator() {
             ])?;
         }
         api.kubectl_stdin(&["apply", "-f", "-"], &cluster_yaml())?;
+        let mut kubeconfigs = BTreeMap::new();
         for n in [&mut n1, &mut n2, &mut n3] {
             let kubeconfig = api.node_agent_kubeconfig(
                 NAMESPACE,
@@ -309,6 +346,7 @@ fn load_balancer_addresses_from_the_pool_survive_a_new_allocator() {
             let kc = kubeconfig.display().to_string();
             let env = [("KUBECONFIG", kc.as_str()), ("SERVAL_NAMESPACE", NAMESPACE)];
             n.start_with_env("kubernetes", &env, LOG_LEVEL)?;
+            kubeconfigs.insert(n.name.clone(), kubeconfig);
         }
         for a in ["192.0.2.11", "192.0.2.12", "198.18.1.13"] {
             bird.wait_established(addr(a)?, Duration::from_secs(60))?;
@@ -427,6 +465,26 @@ fn load_balancer_addresses_from_the_pool_survive_a_new_allocator() {
                 );
             }
         }
+        // 5. Only the Lease holder writes a Service's status with serval's credentials.
+        let bystander = ["n1", "n2", "n3"]
+            .into_iter()
+            .find(|n| *n != old && *n != new)
+            .ok_or_else(|| Error::Check("no third node".into()))?;
+        let kc = kubeconfigs
+            .get(bystander)
+            .ok_or_else(|| Error::Check(format!("{bystander}: no kubeconfig")))?;
+        let forged =
+            serde_json::json!({"status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.66"}]}}});
+        let said = match patch_status_as(&cp, kc, "fixed", &forged)? {
+            Ok(()) => panic!("{bystander} wrote a Service's status without the Lease"),
+            Err(e) => e,
+        };
+        assert!(
+            said.contains("ValidatingAdmissionPolicy 'serval-node-writes'")
+                && said.contains("only while it holds the collector Lease"),
+            "{said}"
+        );
+        eprintln!("phase 5: {bystander} (not the Lease holder) may not write a Service's status");
         let with: usize = all.values().filter(|v| !v.is_empty()).count();
         assert_eq!(
             with,

@@ -60,7 +60,8 @@ pub fn extra_samples() -> Vec<Value> {
         // The mesh with BFD (the example's design has no mesh).
         json!({"apiVersion": "serval.dev/v1", "kind": "BGPConfiguration",
             "metadata": {"name": "default"},
-            "spec": {"nodeToNodeMeshEnabled": true, "nodeMeshBFDProfile": "mesh"}}),
+            "spec": {"nodeToNodeMeshEnabled": true, "nodeMeshBFDProfile": "mesh",
+                "loadBalancerAssignIPs": "RequestedServicesOnly"}}),
         json!({"apiVersion": "serval.dev/v1", "kind": "BGPPeer",
             "metadata": {"name": "plain-v4"},
             "spec": {"peerIP": "192.0.2.1:1179", "asNumber": 65001, "password": {"value": "s3cret"},

@@ -83,40 +83,16 @@ fn secs(t: Instant) -> String {
     format!("{:.1}s", t.elapsed().as_secs_f64())
 }
 
-/// The objects of the chart that grant the agents what they may do, rendered by the
-/// real helm with the ToR password Secret named in `bgpPasswordSecrets`.
-fn chart_rbac(api: &ApiServer, password_secret: &str) -> Result<String> {
-    let chart = kube_support::root().join("charts/serval");
-    kube_support::helm_run(
-        api,
-        &[
-            "template",
-            "serval",
-            &chart.display().to_string(),
-            "--namespace",
-            NAMESPACE,
-            "--set",
-            &format!("bgpPasswordSecrets={{{password_secret}}}"),
-            "--show-only",
-            "templates/serviceaccount.yaml",
-            "--show-only",
-            "templates/rbac.yaml",
-            "--show-only",
-            "templates/admission.yaml",
-            // helm template asks no server: say the admission policy API is there.
-            "--api-versions",
-            "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy",
-        ],
-    )
-}
-
 /// The API server in `cp` on the nodes' segment, with serval's CRDs established and
 /// the chart's ServiceAccount and RBAC applied.
 fn control_plane(cp: &Netns, test: &TestDir) -> Result<ApiServer> {
     let t = Instant::now();
     let api = ApiServer::start_in(&cp.handle(), IpAddr::V4(API_ADDR), test.path())?;
     kube_support::install_crds(&api)?;
-    api.kubectl_stdin(&["apply", "-f", "-"], &chart_rbac(&api, "bgp-tor")?)?;
+    api.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &kube_support::chart_rbac(&api, NAMESPACE, &["bgpPasswordSecrets={bgp-tor}"])?,
+    )?;
     eprintln!(
         "control plane {} ready with CRDs and RBAC after {}",
         api.version()?,

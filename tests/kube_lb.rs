@@ -50,28 +50,6 @@ fn addr(s: &str) -> Result<IpAddr> {
     s.parse().map_err(|_| Error::InvalidSpec(s.into()))
 }
 
-fn chart_rbac(api: &ApiServer) -> Result<String> {
-    let chart = kube_support::root().join("charts/serval");
-    kube_support::helm_run(
-        api,
-        &[
-            "template",
-            "serval",
-            &chart.display().to_string(),
-            "--namespace",
-            NAMESPACE,
-            "--show-only",
-            "templates/serviceaccount.yaml",
-            "--show-only",
-            "templates/rbac.yaml",
-            "--show-only",
-            "templates/admission.yaml",
-            "--api-versions",
-            "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy",
-        ],
-    )
-}
-
 const NODES: &str = "\
 apiVersion: v1
 kind: Node
@@ -308,7 +286,10 @@ fn load_balancer_addresses_from_the_pool_survive_a_new_allocator() {
         cp.add_default_route(addr("192.0.2.1")?)?;
         let api = ApiServer::start_in(&cp.handle(), IpAddr::V4(API_ADDR), test.path())?;
         kube_support::install_crds(&api)?;
-        api.kubectl_stdin(&["apply", "-f", "-"], &chart_rbac(&api)?)?;
+        api.kubectl_stdin(
+            &["apply", "-f", "-"],
+            &kube_support::chart_rbac(&api, NAMESPACE, &[])?,
+        )?;
 
         let mut spec = RouterSpec::new(Asn(TOR_AS), Ipv4Addr::new(192, 0, 2, 1));
         for (node, local) in [

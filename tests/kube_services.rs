@@ -78,29 +78,6 @@ fn secs(t: Instant) -> String {
     format!("{:.1}s", t.elapsed().as_secs_f64())
 }
 
-/// The chart's ServiceAccount, RBAC and admission policy, rendered by the real helm.
-fn chart_rbac(api: &ApiServer) -> Result<String> {
-    let chart = kube_support::root().join("charts/serval");
-    kube_support::helm_run(
-        api,
-        &[
-            "template",
-            "serval",
-            &chart.display().to_string(),
-            "--namespace",
-            NAMESPACE,
-            "--show-only",
-            "templates/serviceaccount.yaml",
-            "--show-only",
-            "templates/rbac.yaml",
-            "--show-only",
-            "templates/admission.yaml",
-            "--api-versions",
-            "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy",
-        ],
-    )
-}
-
 const NODES: &str = "\
 apiVersion: v1
 kind: Node
@@ -351,7 +328,10 @@ fn service_addresses_follow_ready_endpoints_without_session_resets() {
         cp.add_default_route(addr("192.0.2.1")?)?;
         let mut api = ApiServer::start_in(&cp.handle(), IpAddr::V4(API_ADDR), test.path())?;
         kube_support::install_crds(&api)?;
-        api.kubectl_stdin(&["apply", "-f", "-"], &chart_rbac(&api)?)?;
+        api.kubectl_stdin(
+            &["apply", "-f", "-"],
+            &kube_support::chart_rbac(&api, NAMESPACE, &[])?,
+        )?;
 
         let mut spec = RouterSpec::new(Asn(TOR_AS), Ipv4Addr::new(192, 0, 2, 1));
         for (node, local) in [

@@ -152,6 +152,29 @@ pub fn helm_run(api: &ApiServer, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The objects of the chart that grant the agents what they may do (its ServiceAccount,
+/// RBAC and admission policy), rendered by the real helm for `namespace`, with `sets`
+/// as `--set` values.
+pub fn chart_rbac(api: &ApiServer, namespace: &str, sets: &[&str]) -> Result<String> {
+    let chart = root().join("charts/serval").display().to_string();
+    let mut args = vec!["template", "serval", &chart, "--namespace", namespace];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    args.extend([
+        "--show-only",
+        "templates/serviceaccount.yaml",
+        "--show-only",
+        "templates/rbac.yaml",
+        "--show-only",
+        "templates/admission.yaml",
+        // helm template asks no server: say the admission policy API is there.
+        "--api-versions",
+        "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy",
+    ]);
+    helm_run(api, &args)
+}
+
 /// The stderr of a command that failed, or a panic naming `what` when it succeeded.
 pub fn rejection(what: &str, result: Result<String>) -> String {
     match result {

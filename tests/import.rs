@@ -474,3 +474,122 @@ fn the_command_writes_per_kind_files_and_reports_on_stderr() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+#[test]
+fn kube_controllers_assign_ips_becomes_load_balancer_assign_ips() {
+    use Severity::*;
+    // Beside the input's BGPConfiguration: the field joins it, one `default` comes out.
+    let r = import("kube-controllers.yaml");
+    passes_the_crds(&r);
+    assert!(!r.incomplete(), "{:#?}", r.findings);
+    assert_eq!(r.documents.len(), 1, "{:#?}", r.documents);
+    let config = doc(&r, "BGPConfiguration", "default");
+    assert_eq!(
+        config["spec"]["loadBalancerAssignIPs"],
+        "RequestedServicesOnly"
+    );
+    assert_eq!(config["spec"]["asNumber"], 64512);
+    assert_eq!(
+        config["spec"]["serviceLoadBalancerIPs"],
+        json!([{"cidr": "198.51.100.0/24"}])
+    );
+    let spec: serval::resources::BGPConfigurationSpec =
+        serde_json::from_value(config["spec"].clone()).unwrap();
+    assert_eq!(
+        spec.load_balancer_assign_ips,
+        Some(serval::resources::bgp_configuration::AssignIps::RequestedServicesOnly)
+    );
+    assert_eq!(
+        findings(&r),
+        want(&[
+            (
+                "default",
+                "spec.controllers.loadBalancer.assignIPs",
+                Converted
+            ),
+            ("default", "spec.controllers.node", Dropped),
+            ("default", "spec.etcdV3CompactionPeriod", Dropped),
+            ("default", "spec.healthChecks", Dropped),
+            ("default", "spec.logSeverityScreen", Dropped),
+            ("default", "spec.prometheusMetricsPort", Dropped),
+        ])
+    );
+    let kind = r
+        .findings
+        .iter()
+        .find(|f| f.path == "spec.controllers.loadBalancer.assignIPs")
+        .unwrap();
+    assert!(
+        kind.document.contains("KubeControllersConfiguration")
+            && kind
+                .reason
+                .contains("loadBalancerAssignIPs of BGPConfiguration default"),
+        "{kind}"
+    );
+
+    // The Kubernetes datastore's own object as JSON, alone: a `default` with the field only.
+    let r = import("kube-controllers-crd.json");
+    passes_the_crds(&r);
+    assert_eq!(r.documents.len(), 1, "{:#?}", r.documents);
+    assert_eq!(
+        doc(&r, "BGPConfiguration", "default")["spec"],
+        json!({"loadBalancerAssignIPs": "AllServices"})
+    );
+    assert_eq!(
+        findings(&r),
+        want(&[
+            (
+                "default",
+                "spec.controllers.loadBalancer.assignIPs",
+                Converted
+            ),
+            ("default", "spec.controllers.node", Dropped),
+            ("default", "spec.controllers.policyMigration", Dropped),
+            ("default", "spec.healthChecks", Dropped),
+            ("default", "spec.logSeverityScreen", Dropped),
+        ])
+    );
+
+    // Without the LoadBalancer controller nothing is written, and that is said.
+    let text = "apiVersion: projectcalico.org/v3\nkind: KubeControllersConfiguration\n\
+        metadata: {name: default}\nspec: {controllers: {node: {syncLabels: Enabled}}}\n";
+    let r = calico::import(text, "x").unwrap();
+    assert!(r.documents.is_empty());
+    assert_eq!(
+        findings(&r),
+        want(&[
+            ("default", "spec.controllers.loadBalancer", Dropped),
+            ("default", "spec.controllers.node", Dropped),
+        ])
+    );
+    // A value serval does not know is an error, not output.
+    let r = calico::import(
+        &text.replace(
+            "{node: {syncLabels: Enabled}}",
+            "{loadBalancer: {assignIPs: Some}}",
+        ),
+        "x",
+    )
+    .unwrap();
+    assert!(r.documents.is_empty() && r.incomplete(), "{:#?}", r);
+
+    // Two files on the command line: still one BGPConfiguration default.
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_serval"))
+        .args(["import", "calico", "-o", dir.path().to_str().unwrap()])
+        .arg("-f")
+        .arg(fixture("kube-controllers-crd.json"))
+        .arg("-f")
+        .arg(fixture("tor-peering.yaml"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let configs = std::fs::read_to_string(dir.path().join("bgpconfigurations.yaml")).unwrap();
+    let parsed = serval::resources::document::parse(&configs).unwrap();
+    assert_eq!(parsed.len(), 1, "{configs}");
+    assert!(
+        configs.contains("loadBalancerAssignIPs: AllServices"),
+        "{configs}"
+    );
+}

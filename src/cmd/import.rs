@@ -55,6 +55,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         all.documents.extend(one.documents);
         all.findings.extend(one.findings);
     }
+    calico::merge_load_balancer_settings(&mut all.documents);
     write(&all.documents, &output)?;
     for f in &all.findings {
         eprintln!("{f}");

@@ -13,6 +13,7 @@
 //! | `IPReservation`         | `IPReservation`    |
 //! | `CalicoNodeStatus`      | `ServalNodeStatus` |
 //! | `BFDConfiguration` (Calico Enterprise) | `BFDProfile` |
+//! | `KubeControllersConfiguration` (`controllers.loadBalancer.assignIPs`) | `BGPConfiguration` `default` (`loadBalancerAssignIPs`) |
 //!
 //! BFD: a `BGPPeer`'s `failureDetectionMode` (Calico Enterprise's, `None` or
 //! `BFDIfDirectlyConnected`) copies as it is. Calico Enterprise's timers live in
@@ -77,7 +78,38 @@ pub fn import(text: &str, source: &str) -> Result<Imported, String> {
         }
     }
     link_bfd_profiles(&mut out, &bfd_profiles, source);
+    merge_load_balancer_settings(&mut out.documents);
     Ok(out)
+}
+
+/// A `KubeControllersConfiguration` becomes a BGPConfiguration `default` holding only
+/// `loadBalancerAssignIPs` (no Calico BGPConfiguration has that field, so such a document
+/// came from one). When `docs` also hold a converted BGPConfiguration `default`, the field
+/// moves into it and the lone document goes, so the output has one `default` (call it
+/// again on the documents of several inputs).
+pub fn merge_load_balancer_settings(docs: &mut Vec<Value>) {
+    const FIELD: &str = "loadBalancerAssignIPs";
+    let is_default =
+        |d: &Value| d["kind"] == "BGPConfiguration" && d["metadata"]["name"] == "default";
+    let lone = |d: &Value| {
+        is_default(d)
+            && d["spec"]
+                .as_object()
+                .is_some_and(|s| s.len() == 1 && s.contains_key(FIELD))
+    };
+    let Some(full) = docs.iter().position(|d| is_default(d) && !lone(d)) else {
+        return;
+    };
+    let Some(value) = docs
+        .iter()
+        .rev()
+        .find(|d| lone(d))
+        .map(|d| d["spec"][FIELD].clone())
+    else {
+        return;
+    };
+    docs[full]["spec"][FIELD] = value;
+    docs.retain(|d| !lone(d));
 }
 
 /// Gives every `BFDIfDirectlyConnected` peer without a `bfdProfile` the one profile the
@@ -284,6 +316,8 @@ fn one(item: Value, at: String, out: &mut Imported) {
             name.clone(),
             bfd_configuration(spec, &mut doc),
         )),
+        "KubeControllersConfiguration" => kube_controllers(spec, &mut doc)
+            .map(|spec| ("BGPConfiguration", "default".to_owned(), spec)),
         other => {
             doc.note("", Severity::Skipped, unsupported_kind(other));
             None
@@ -328,7 +362,7 @@ fn unsupported_kind(kind: &str) -> String {
         | "HostEndpoint" => {
             format!("serval does not enforce network policy: {kind} has no equivalent")
         }
-        "FelixConfiguration" | "KubeControllersConfiguration" | "ClusterInformation" => {
+        "FelixConfiguration" | "ClusterInformation" => {
             format!("{kind} configures Calico's own components; serval's agent takes its settings from the chart values (serval node run)")
         }
         "WorkloadEndpoint" | "IPAMBlock" | "BlockAffinity" | "IPAMHandle" => {
@@ -935,6 +969,66 @@ fn node(mut f: Fields, doc: &mut Doc) -> Map<String, Value> {
         Severity::Dropped,
     );
     out
+}
+
+/// Calico's kube-controllers settings: only the LoadBalancer controller's `assignIPs` has a
+/// place in serval (BGPConfiguration `default` `loadBalancerAssignIPs`); `None` when the
+/// input has none.
+fn kube_controllers(mut f: Fields, doc: &mut Doc) -> Option<Map<String, Value>> {
+    const OWN: &str = "configures a controller of Calico's kube-controllers; serval's agent does \
+                       that work itself (the node collector on the Lease holder) with its own settings";
+    const PROCESS: &str = "configures Calico's kube-controllers process; serval's agent takes its \
+                           settings from the chart values (serval node run)";
+    let mut out = Map::new();
+    let mut controllers = Fields::new(&f.at("controllers"), f.take("controllers"));
+    match controllers.take("loadBalancer") {
+        None => doc.note(
+            &controllers.at("loadBalancer"),
+            Severity::Dropped,
+            "absent: Calico's LoadBalancer controller is off; serval gives LoadBalancer \
+             Services addresses whenever an IPPool has allowedUses [LoadBalancer], so create \
+             no such pool to keep it idle",
+        ),
+        Some(v) => {
+            let mut lb = Fields::new(&controllers.at("loadBalancer"), Some(v));
+            // Calico's default when the controller is on.
+            let assign = lb.take("assignIPs").unwrap_or_else(|| json!("AllServices"));
+            doc.note(
+                &lb.at("assignIPs"),
+                Severity::Converted,
+                format!(
+                    "{assign}: written as loadBalancerAssignIPs of BGPConfiguration default, \
+                     where serval keeps it"
+                ),
+            );
+            out.insert("loadBalancerAssignIPs".into(), assign);
+            lb.finish(doc, &[], Severity::Dropped);
+        }
+    }
+    controllers.finish(
+        doc,
+        &[
+            ("node", Severity::Dropped, OWN),
+            ("policy", Severity::Dropped, OWN),
+            ("workloadEndpoint", Severity::Dropped, OWN),
+            ("serviceAccount", Severity::Dropped, OWN),
+            ("namespace", Severity::Dropped, OWN),
+            ("policyMigration", Severity::Dropped, OWN),
+        ],
+        Severity::Dropped,
+    );
+    f.finish(
+        doc,
+        &[
+            ("logSeverityScreen", Severity::Dropped, PROCESS),
+            ("healthChecks", Severity::Dropped, PROCESS),
+            ("etcdV3CompactionPeriod", Severity::Dropped, PROCESS),
+            ("prometheusMetricsPort", Severity::Dropped, PROCESS),
+            ("debugProfilePort", Severity::Dropped, PROCESS),
+        ],
+        Severity::Dropped,
+    );
+    (!out.is_empty()).then_some(out)
 }
 
 fn ip_reservation(mut f: Fields, doc: &mut Doc) -> Map<String, Value> {

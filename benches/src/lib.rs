@@ -7,6 +7,8 @@
 //! - [`events`]: the one-line reports both print, which the race reads.
 //! - [`monitor`]: the monitor's prefix set.
 //! - [`race`]: `bgp-race`, serval against BIRD, GoBGP and FRR in fresh namespaces.
+//! - [`rr`]: `rr-race`, one route reflector and 1,000 clients: serval, the node agent as
+//!   a reflector node, BIRD, FRR and GoBGP.
 //!
 //! Criterion benches: `cargo bench -p serval-benches` (codec and RIB, in prefixes/s).
 
@@ -16,3 +18,4 @@ pub mod feeder;
 pub mod monitor;
 pub mod peer;
 pub mod race;
+pub mod rr;

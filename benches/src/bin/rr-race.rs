@@ -6,7 +6,9 @@
 //! sudo target/release/rr-race --clients 1000 --runs 3
 //! ```
 //!
-//! Each round runs every reflector once, in turn, each in fresh namespaces (see
+//! First the clients run alone against a stand-in reflector that costs nothing
+//! (`serval_benches::rr::selftest`): their own cold start, the floor under every figure.
+//! Then each round runs every reflector once, in turn, each in fresh namespaces (see
 //! `serval_benches::rr`). Prints the medians and spreads, serval's ratios against each
 //! other reflector and the targets, with the load average. Needs root and bird2, frr
 //! and gobgpd installed.
@@ -76,6 +78,11 @@ fn main() -> anyhow::Result<()> {
     };
     let nofile = rr::raise_nofile();
     let load_before = rr::load();
+    let alone = rr::selftest::run(opts.clients, opts.timeout)?;
+    eprintln!(
+        "the clients alone against a stand-in reflector: {:.3} s, {:.0} UPDATEs/s, {:.2} CPU s",
+        alone.secs, alone.updates_per_sec, alone.cpu_secs
+    );
     let mut results: Vec<(Reflector, Vec<Sample>)> =
         reflectors.iter().map(|&r| (r, Vec::new())).collect();
     for round in 1..=cli.runs {
@@ -89,10 +96,12 @@ fn main() -> anyhow::Result<()> {
             match rr::run_once(*r, &opts) {
                 Ok(s) => {
                     eprintln!(
-                        "cold start {:.3} s (reflector {:.2} CPU s, clients {:.2}), churn {}, withdraw max {:.1} ms, peak RSS {:.1} MiB",
+                        "cold start {:.3} s (reflector {:.2} CPU s, clients {:.2}, {} UPDATEs, {} listen drops), churn {}, withdraw max {:.1} ms, peak RSS {:.1} MiB",
                         s.cold_secs,
                         s.cold_cpu_secs,
                         s.clients_cpu_secs,
+                        s.cold_updates,
+                        s.listen_drops,
                         s.churn_secs.map_or("-".into(), |c| format!("{c:.3} s")),
                         s.withdraw_ms.iter().copied().fold(0.0, f64::max),
                         s.peak_rss_kib as f64 / 1024.0
@@ -109,6 +118,10 @@ fn main() -> anyhow::Result<()> {
         opts.clients, cli.runs, opts.churn, opts.withdrawals
     );
     println!("load average (1/5/15 min): {load_before} before, {load_after} after; 2 cores");
+    println!(
+        "the clients alone (a stand-in reflector that sends every block at once): cold start {:.3} s, {:.0} UPDATEs/s taken in, {:.2} CPU s",
+        alone.secs, alone.updates_per_sec, alone.cpu_secs
+    );
     println!(
         "cold start: first connection until every client holds the other {} blocks; CPU s: the reflector's during it (cli CPU: the clients' process); churn: {} clients close without NOTIFICATION and reconnect, until everyone is whole again; wd: a withdrawal until no other client holds the block (percentiles over all rounds); k-routes: blocks the reflector node programmed into its kernel",
         opts.clients - 1,

@@ -29,6 +29,7 @@
 pub mod clients;
 pub mod reflectors;
 pub mod report;
+pub mod selftest;
 
 use crate::race::{cpu_secs, load_average, vm_hwm_kib};
 use clients::{client_addr, Clients, ClientsSpec, Cmd, REFLECTOR, SUBNET_LEN};
@@ -101,6 +102,9 @@ pub struct Sample {
     pub cold_updates: u64,
     /// Kernel routes the node agent programmed in its namespace (serval-node only).
     pub kernel_routes: Option<usize>,
+    /// Connections the reflector's kernel dropped because its listen queue was full
+    /// (`TcpExtListenDrops`) during the cold start: a backlog too short for the burst.
+    pub listen_drops: u64,
 }
 
 /// A named namespace of this bench, removed (with everything in it) on drop.
@@ -368,6 +372,21 @@ fn progress(c: &Clients) -> String {
     )
 }
 
+/// `TcpExtListenDrops` of a namespace: SYNs and handshakes dropped at a full listen queue.
+fn listen_drops(ns: &NsHandle) -> u64 {
+    let text = ns.exec(&["cat", "/proc/net/netstat"]).unwrap_or_default();
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "ListenDrops")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// The clients that drop or withdraw: spread over the range.
 pub fn spread(n: usize, k: usize) -> Vec<usize> {
     let k = k.min(n);
@@ -464,6 +483,7 @@ fn run_in(reflector: Reflector, opts: &RrOpts, dir: &Path) -> Result<Sample, RrE
         connect_timeout: opts.timeout,
     };
     let c = Clients::start(&link.clients.handle, spec).map_err(setup("the clients"))?;
+    let rr_ns = link.rr.handle.clone();
     let done = wait(
         "every client to hold every other block",
         opts.timeout,
@@ -476,7 +496,21 @@ fn run_in(reflector: Reflector, opts: &RrOpts, dir: &Path) -> Result<Sample, RrE
                 Err(progress(&c))
             })
         },
-    )?;
+    )
+    .map_err(|e| match e {
+        // Why it is slow, when it is: the reflector's CPU and its kernel's listen queue.
+        RrError::Timeout { what, secs, last } => RrError::Timeout {
+            what,
+            secs,
+            last: format!(
+                "{last}; reflector {:.1} CPU s, {} listen drops",
+                cpu_secs(pid).unwrap_or(0.0) - cpu0,
+                listen_drops(&rr_ns)
+            ),
+        },
+        e => e,
+    })?;
+    let listen_drops = listen_drops(&rr_ns);
     let cold_secs = done.saturating_sub(c.board().first_connect_ns()) as f64 / 1e9;
     let cold_cpu_secs = cpu_secs(pid).unwrap_or(0.0) - cpu0;
     let clients_cpu_secs = own_cpu_secs() - own0;
@@ -584,6 +618,7 @@ fn run_in(reflector: Reflector, opts: &RrOpts, dir: &Path) -> Result<Sample, RrE
         withdraw_ms,
         cold_updates,
         kernel_routes,
+        listen_drops,
     })
 }
 

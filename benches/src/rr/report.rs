@@ -197,6 +197,7 @@ mod tests {
             withdraw_ms: vec![1.0, 2.0, 3.0],
             cold_updates: 0,
             kernel_routes: None,
+            listen_drops: 0,
         }
     }
 

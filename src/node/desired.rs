@@ -470,6 +470,7 @@ fn peers(snap: &Snapshot, me: &NodeInfo, d: &mut Desired) {
             cfg.source_address = Some(mine);
             cfg.password = mesh_pw.clone();
             cfg.passive = node_pair_passive(Some(mine), theirs);
+            cfg.connect_retry = Some(NODE_PAIR_CONNECT_RETRY_SECS);
             cfg.ttl_security = node_pair_gtsm(me, other, v4);
             cfg.graceful_on_hold_expiry = false;
             cfg.restart_time = snap
@@ -511,6 +512,7 @@ fn node_peer(
         cfg.families = vec![family_of(theirs)];
         cfg.route_reflector_client = client;
         cfg.passive = node_pair_passive(mine_of(me, v4), theirs);
+        cfg.connect_retry = Some(NODE_PAIR_CONNECT_RETRY_SECS);
         cfg.graceful_on_hold_expiry = false;
         apply_peer_spec(snap, p, pw.clone(), policies, &mut cfg);
         if cfg.ttl_security.is_none() {
@@ -570,6 +572,13 @@ fn reverse_peers(snap: &Snapshot, me: &NodeInfo, d: &mut Desired) {
 fn mine_of(me: &NodeInfo, v4: bool) -> Option<IpAddr> {
     me.address(v4)
 }
+
+/// How soon the connecting side of a node pair dials again after a failed attempt. Agents
+/// start together (a new cluster, a DaemonSet rollout), the lower address often dials
+/// before the other agent listens, and it is the only one that dials
+/// ([`node_pair_passive`]): with the speaker's default ConnectRetry (5 s) a refused
+/// connection held the pair down 4–5 s, which was a whole cluster's start-up time.
+const NODE_PAIR_CONNECT_RETRY_SECS: u16 = 1;
 
 /// Between two serval nodes only the one with the lower address connects; the other
 /// waits for it. Each pair then has one TCP connection from the start: no RFC 4271

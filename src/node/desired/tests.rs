@@ -1163,10 +1163,24 @@ fn one_side_of_each_node_pair_connects() {
         "n2 waits for n1 over IPv6"
     );
     assert!(!d.peers[&ip("198.51.100.3")].passive, "n2 connects to n3");
-    // Explicit BGPPeers (a ToR) are always dialled.
+    // The dialling side tries again a second after a refused connection (agents start
+    // together), on mesh and peerSelector sessions alike.
+    assert_eq!(d.peers[&ip("198.51.100.3")].connect_retry, Some(1));
+    // Explicit BGPPeers (a ToR) are always dialled, at the speaker's ConnectRetry.
     s.peers.insert("tor".into(), peer_ip("10.0.0.1", 65000));
     let d = desired(&s);
     assert!(!d.peers[&ip("10.0.0.1")].passive);
+    assert_eq!(d.peers[&ip("10.0.0.1")].connect_retry, None);
+    s.config.node_to_node_mesh_enabled = Some(false);
+    s.peers.insert(
+        "nodes".into(),
+        BGPPeerSpec {
+            peer_selector: sel("all()"),
+            ..BGPPeerSpec::default()
+        },
+    );
+    let d = desired(&s);
+    assert_eq!(d.peers[&ip("198.51.100.3")].connect_retry, Some(1));
 }
 
 /// A selection of paths, each (learned from, next hop).

@@ -35,7 +35,7 @@ pub fn http_get(path: &str) -> anyhow::Result<String> {
 }
 
 /// One scrape of the counters this harness reports.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Scrape {
     pub at: Instant,
     /// Unary gRPC requests handled.
@@ -46,6 +46,8 @@ pub struct Scrape {
     pub watch_events: f64,
     /// Watchers open.
     pub watchers: f64,
+    /// Unary requests per gRPC method (Range, Txn, …).
+    pub methods: std::collections::BTreeMap<String, f64>,
 }
 
 pub fn scrape() -> anyhow::Result<Scrape> {
@@ -56,6 +58,7 @@ pub fn scrape() -> anyhow::Result<Scrape> {
         watch_msgs: 0.0,
         watch_events: 0.0,
         watchers: 0.0,
+        methods: Default::default(),
     };
     for line in body.lines().filter(|l| !l.starts_with('#')) {
         let Some((key, value)) = line.rsplit_once(' ') else {
@@ -67,7 +70,14 @@ pub fn scrape() -> anyhow::Result<Scrape> {
         let (name, labels) = key.split_once('{').unwrap_or((key, ""));
         match name {
             "grpc_server_handled_total" if labels.contains("grpc_type=\"unary\"") => {
-                s.requests += v
+                s.requests += v;
+                if let Some(m) = labels
+                    .split("grpc_method=\"")
+                    .nth(1)
+                    .and_then(|r| r.split('"').next())
+                {
+                    *s.methods.entry(m.to_owned()).or_default() += v;
+                }
             }
             "grpc_server_msg_sent_total" if labels.contains("grpc_method=\"Watch\"") => {
                 s.watch_msgs += v
@@ -81,7 +91,7 @@ pub fn scrape() -> anyhow::Result<Scrape> {
 }
 
 /// Rates between two scrapes.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Load {
     pub requests_per_s: f64,
     pub watch_msgs_per_s: f64,
@@ -89,6 +99,8 @@ pub struct Load {
     pub requests: f64,
     pub watch_events: f64,
     pub watchers: f64,
+    /// Unary requests per method between the scrapes.
+    pub methods: std::collections::BTreeMap<String, f64>,
 }
 
 pub fn load(a: &Scrape, b: &Scrape) -> Load {
@@ -100,6 +112,12 @@ pub fn load(a: &Scrape, b: &Scrape) -> Load {
         requests: b.requests - a.requests,
         watch_events: b.watch_events - a.watch_events,
         watchers: b.watchers,
+        methods: b
+            .methods
+            .iter()
+            .map(|(m, v)| (m.clone(), v - a.methods.get(m).copied().unwrap_or(0.0)))
+            .filter(|(_, v)| *v > 0.0)
+            .collect(),
     }
 }
 
@@ -112,6 +130,7 @@ impl Load {
             "requests": self.requests,
             "watch_events": self.watch_events,
             "watchers": self.watchers,
+            "requests_by_method": self.methods,
         })
     }
 }

@@ -309,33 +309,13 @@ pub fn run(c: &mut Cluster, plan: &Plan, rng: &mut Rng) -> anyhow::Result<serde_
     let e0 = etcd::scrape()?;
     let u = Usage::start(c);
     let t0 = Instant::now();
-    let period = Duration::from_secs_f64(1.0 / plan.churn_rate);
     let total = (plan.churn_rate * plan.churn_secs as f64).round() as usize;
-    let mut live: std::collections::VecDeque<HandleId> = Default::default();
-    let (mut created, mut released) = (0usize, 0usize);
-    for k in 0..total {
-        let next = t0 + period * k as u32;
-        if let Some(wait) = next.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
-        }
-        let node = c.node_info(rng.below(n))?;
-        let handle = HandleId::new(format!("sim-pod-{k}")).map_err(|e| anyhow!("{e}"))?;
-        c.rt.block_on(
-            c.ipam
-                .auto_assign(AutoAssignRequest::new(handle.clone(), node, 1, 0)),
-        )
-        .map_err(|e| anyhow!("pod {k}: {e}"))?;
-        created += 1;
-        live.push_back(handle);
-        // About as many pods go as come, once a few dozen run.
-        if live.len() > 40 {
-            if let Some(h) = live.pop_front() {
-                c.rt.block_on(c.ipam.release_handle(h))
-                    .map_err(|e| anyhow!("releasing a pod: {e}"))?;
-                released += 1;
-            }
-        }
-    }
+    let nodes: Vec<_> = (0..total)
+        .map(|_| c.node_info(rng.below(n)))
+        .collect::<anyhow::Result<_>>()?;
+    let (ops, created, released) = c.rt.block_on(churn(&c.ipam, nodes, plan.churn_rate));
+    let mut ops = ops?;
+    ops.sort();
     let churn_secs = t0.elapsed().as_secs_f64();
     c.check_alive()?;
     let mut churn = u.finish();
@@ -343,6 +323,8 @@ pub fn run(c: &mut Cluster, plan: &Plan, rng: &mut Rng) -> anyhow::Result<serde_
     churn["pods_created"] = json!(created);
     churn["pods_released"] = json!(released);
     churn["rate_per_s"] = json!(round(created as f64 / churn_secs));
+    churn["pod_create_p50_ms"] = json!(ms(pct(&ops, 50)));
+    churn["pod_create_p99_ms"] = json!(ms(pct(&ops, 99)));
     out.insert("churn".into(), churn);
 
     // (3) A node killed (SIGKILL): its peers keep its routes for the restart time it
@@ -412,6 +394,69 @@ pub fn run(c: &mut Cluster, plan: &Plan, rng: &mut Rng) -> anyhow::Result<serde_
     }
     out.insert("route_watch_overflows".into(), json!(c.watch.overflows()));
     Ok(serde_json::Value::Object(out))
+}
+
+/// Pods created at `rate` on `nodes` (one each, in order), each in its own task so that a
+/// slow store does not slow the rate; once 40 run, each new pod releases the oldest.
+/// Returns each creation's time, and how many were created and released.
+async fn churn(
+    ipam: &ipam::Ipam,
+    nodes: Vec<ipam::allocator::NodeInfo>,
+    rate: f64,
+) -> (anyhow::Result<Vec<Duration>>, usize, usize) {
+    let period = Duration::from_secs_f64(1.0 / rate);
+    let start = tokio::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut live: std::collections::VecDeque<HandleId> = Default::default();
+    let mut released = 0;
+    for (k, node) in nodes.into_iter().enumerate() {
+        tokio::time::sleep_until(start + period * k as u32).await;
+        let Ok(handle) = HandleId::new(format!("sim-pod-{k}")) else {
+            continue;
+        };
+        let old = if live.len() >= 40 {
+            live.pop_front()
+        } else {
+            None
+        };
+        live.push_back(handle.clone());
+        let ipam = ipam.clone();
+        released += usize::from(old.is_some());
+        tasks.spawn(async move {
+            let t0 = Instant::now();
+            ipam.auto_assign(AutoAssignRequest::new(handle, node, 1, 0))
+                .await
+                .map_err(|e| anyhow!("creating a pod: {e}"))?;
+            let took = t0.elapsed();
+            if let Some(h) = old {
+                ipam.release_handle(h)
+                    .await
+                    .map_err(|e| anyhow!("releasing a pod: {e}"))?;
+            }
+            Ok::<Duration, anyhow::Error>(took)
+        });
+    }
+    let mut took = Vec::new();
+    let mut created = 0;
+    let mut first_err = None;
+    while let Some(r) = tasks.join_next().await {
+        match r {
+            Ok(Ok(d)) => {
+                created += 1;
+                took.push(d);
+            }
+            Ok(Err(e)) => {
+                first_err.get_or_insert(e);
+            }
+            Err(e) => {
+                first_err.get_or_insert(anyhow!("a churn task: {e}"));
+            }
+        }
+    }
+    match first_err {
+        Some(e) => (Err(e), created, released),
+        None => (Ok(took), created, released),
+    }
 }
 
 fn c_shape(c: &Cluster) -> &'static str {

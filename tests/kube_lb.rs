@@ -3,19 +3,26 @@
 //! agents and a BIRD top-of-rack router (the shape of `kube_services.rs`).
 //!
 //! An IPPool `lb` (198.51.100.0/24, `allowedUses: [LoadBalancer]`) inside
-//! `serviceLoadBalancerIPs`, aggregation `Disabled`:
+//! `serviceLoadBalancerIPs`, aggregation `Disabled`, and an IPv6 one `lb6`; the API server
+//! is dual-stack:
 //!
 //! 1. a LoadBalancer Service gets an address of `lb`, its status shows it and the ToR
 //!    has it as a /32 from every node; a Service of another `loadBalancerClass` gets
 //!    nothing;
 //! 2. an address asked for with `serval.dev/loadBalancerIPs` is the one given;
 //! 3. deleting the Service releases its address (its IPAM handle goes) and the ToR
-//!    withdraws the /32;
+//!    withdraws the /32; a Service changed to `ClusterIP` loses its address and its
+//!    status stops showing it; so does one that stops asking (its pool annotation, a
+//!    CIDR, removed) under `loadBalancerAssignIPs: RequestedServicesOnly`; a Service asking for an address outside every
+//!    LoadBalancer pool is a problem in the Lease holder's `serval node status` (JSON and
+//!    text) until it is deleted; a `RequireDualStack` Service gets one address of `lb`
+//!    and one of `lb6`, both in its status, and deleting it frees both;
 //! 4. Services are created while the allocator's node (the collector's Lease holder) is
-//!    killed and another takes the Lease, and one is deleted meanwhile: every Service
-//!    ends with an address, earlier ones keep theirs, the deleted one's is released by
-//!    the new allocator (it adopts what the IPAM holds), no address is given twice, and
-//!    each status matches the IPAM;
+//!    killed and another takes the Lease, one is deleted and one deleted and created
+//!    again under its name meanwhile: every Service ends with an address, earlier ones
+//!    keep theirs, the deleted one's is released by the new allocator (it adopts what the
+//!    IPAM holds), the recreated one's handle carries its new UID (the old object's
+//!    handle is released), no address is given twice, and each status matches the IPAM;
 //! 5. a node that does not hold the Lease may not write a Service's status (the chart's
 //!    admission policy).
 
@@ -23,7 +30,7 @@ mod kube_support;
 mod node_support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
@@ -41,6 +48,9 @@ const TOR_AS: u32 = 65000;
 const NODE_AS: u32 = 64512;
 const LOG_LEVEL: &str = "info,serval=debug";
 const LB_POOL: &str = "198.51.100.0/24";
+const LB6_POOL: &str = "2001:db8:5::/120";
+/// Outside every LoadBalancer pool.
+const OUTSIDE: &str = "10.0.0.5";
 const REQUESTED: &str = "198.51.100.200";
 const LEASE: &str = "serval-node-gc";
 /// Services created before and after the allocator's node is killed.
@@ -82,6 +92,11 @@ apiVersion: serval.dev/v1
 kind: IPPool
 metadata: {{name: lb}}
 spec: {{cidr: {LB_POOL}, blockSize: 28, allowedUses: [LoadBalancer]}}
+---
+apiVersion: serval.dev/v1
+kind: IPPool
+metadata: {{name: lb6}}
+spec: {{cidr: '{LB6_POOL}', blockSize: 124, allowedUses: [LoadBalancer]}}
 ---
 apiVersion: serval.dev/v1
 kind: BGPConfiguration
@@ -171,12 +186,64 @@ fn ipam_lb(api: &ApiServer) -> Result<BTreeMap<IpAddr, String>> {
             if !handle.starts_with("serval-lb.") {
                 continue;
             }
-            let IpNet::V4(n) = cidr else { continue };
-            let ip = Ipv4Addr::from(u32::from(n.network()) + i as u32);
-            m.insert(IpAddr::V4(ip), handle);
+            let ip = match cidr {
+                IpNet::V4(n) => IpAddr::V4(Ipv4Addr::from(u32::from(n.network()) + i as u32)),
+                IpNet::V6(n) => IpAddr::V6(Ipv6Addr::from(u128::from(n.network()) + i as u128)),
+            };
+            m.insert(ip, handle);
         }
     }
     Ok(m)
+}
+
+/// Every Service's `metadata.uid`, by name.
+fn uids(api: &ApiServer) -> Result<BTreeMap<String, String>> {
+    let out = api.kubectl(&["get", "services", "-n", "default", "-o", "json"])?;
+    let v: serde_json::Value =
+        serde_json::from_str(&out).map_err(|e| Error::Check(format!("services JSON: {e}")))?;
+    Ok(v["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|s| {
+            (
+                s["metadata"]["name"].as_str().unwrap_or("").to_owned(),
+                s["metadata"]["uid"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect())
+}
+
+/// The IPAM handle of Service `name` with UID `uid`.
+fn handle(name: &str, uid: &str) -> String {
+    format!("serval-lb.default.{name}.{uid}")
+}
+
+/// Service `name`'s `status.loadBalancer.ingress` addresses, whatever its type.
+fn ingress_of(api: &ApiServer, name: &str) -> Result<Vec<String>> {
+    let out = api.kubectl(&[
+        "get",
+        "service",
+        name,
+        "-n",
+        "default",
+        "-o",
+        "jsonpath={.status.loadBalancer.ingress[*].ip}",
+    ])?;
+    Ok(out.split_whitespace().map(str::to_owned).collect())
+}
+
+/// `serval node status` as text.
+fn status_text(n: &node_support::Node) -> Result<String> {
+    node_support::run(
+        std::process::Command::new(node_support::serval_bin()).args([
+            "node",
+            "status",
+            "--socket",
+            &n.socket().display().to_string(),
+        ]),
+    )
 }
 
 fn holder(api: &ApiServer) -> Result<String> {
@@ -374,10 +441,149 @@ fn load_balancer_addresses_from_the_pool_survive_a_new_allocator() {
             Duration::from_secs(30),
             "web's address released in the IPAM",
             || ipam_lb(&api),
-            |m| !m.values().any(|h| h == "serval-lb.default.web"),
+            |m| !m.values().any(|h| h.starts_with("serval-lb.default.web.")),
         )?;
         wait_tor(&bird, &web_host, &[], Duration::from_secs(30))?;
         eprintln!("phase 3: web deleted, {web} released and withdrawn");
+
+        // 3b. A type change to ClusterIP releases the address and clears the status.
+        api.kubectl_stdin(&["apply", "-f", "-"], &service("typed", "", ""))?;
+        let typed = wait_address(&api, "typed", Duration::from_secs(30))?;
+        let typed_uid = uids(&api)?.get("typed").cloned().unwrap_or_default();
+        api.kubectl(&[
+            "patch",
+            "service",
+            "typed",
+            "-n",
+            "default",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"type":"ClusterIP"}}"#,
+        ])?;
+        wait_for(
+            Duration::from_secs(30),
+            "typed (now ClusterIP): no address in its status",
+            || ingress_of(&api, "typed"),
+            |v| v.is_empty(),
+        )?;
+        wait_for(
+            Duration::from_secs(30),
+            "typed's address released in the IPAM",
+            || ipam_lb(&api),
+            |m| !m.values().any(|h| *h == handle("typed", &typed_uid)),
+        )?;
+        api.kubectl(&["delete", "service", "typed", "-n", "default"])?;
+        eprintln!("phase 3b: typed changed to ClusterIP: {typed} released, status cleared");
+
+        // 3c. Under RequestedServicesOnly a Service that stops asking (its pool annotation,
+        // a CIDR as Calico takes it, removed) is still a LoadBalancer: serval takes its
+        // address back out of the status before releasing it.
+        let assign_ips = |mode: &str| {
+            api.kubectl(&[
+                "patch",
+                "bgpconfiguration",
+                "default",
+                "--type=merge",
+                "-p",
+                &format!(r#"{{"spec":{{"loadBalancerAssignIPs":{mode}}}}}"#),
+            ])
+        };
+        assign_ips(r#""RequestedServicesOnly""#)?;
+        let ann = format!("  annotations: {{projectcalico.org/ipv4pools: '[\"{LB_POOL}\"]'}}\n");
+        api.kubectl_stdin(&["apply", "-f", "-"], &service("asking", &ann, ""))?;
+        let asking = wait_address(&api, "asking", Duration::from_secs(30))?;
+        assert!(pool.contains(&addr(&asking)?), "{asking} inside {LB_POOL}");
+        let asking_uid = uids(&api)?.get("asking").cloned().unwrap_or_default();
+        api.kubectl(&[
+            "annotate",
+            "service",
+            "asking",
+            "-n",
+            "default",
+            "projectcalico.org/ipv4pools-",
+        ])?;
+        wait_for(
+            Duration::from_secs(30),
+            "asking (no longer asking): no address in its status",
+            || ingress_of(&api, "asking"),
+            |v| v.is_empty(),
+        )?;
+        wait_for(
+            Duration::from_secs(30),
+            "asking's address released in the IPAM",
+            || ipam_lb(&api),
+            |m| !m.values().any(|h| *h == handle("asking", &asking_uid)),
+        )?;
+        assign_ips("null")?;
+        api.kubectl(&["delete", "service", "asking", "-n", "default"])?;
+        eprintln!(
+            "phase 3c: asking got {asking} from its pool named by CIDR; once it stopped asking, \
+             released and out of its status"
+        );
+
+        // 3d. A request serval cannot meet shows in the Lease holder's node status.
+        let leader = holder(&api)?;
+        let leader_node = [&n1, &n2, &n3]
+            .into_iter()
+            .find(|n| n.name == leader)
+            .ok_or_else(|| Error::Check(format!("Lease holder {leader:?}")))?;
+        let ann = format!("  annotations: {{serval.dev/loadBalancerIPs: '[\"{OUTSIDE}\"]'}}\n");
+        api.kubectl_stdin(&["apply", "-f", "-"], &service("outside", &ann, ""))?;
+        let problem =
+            format!("LoadBalancer Service default/outside: {OUTSIDE} is in no LoadBalancer IPPool");
+        wait_for(
+            Duration::from_secs(30),
+            "the Lease holder's status names the Service it cannot serve",
+            || leader_node.status(),
+            |s| node_support::has_problem(s, &problem),
+        )?;
+        let text = status_text(leader_node)?;
+        assert!(text.contains(&problem), "{text}");
+        api.kubectl(&["delete", "service", "outside", "-n", "default"])?;
+        wait_for(
+            Duration::from_secs(30),
+            "the problem gone with the Service",
+            || leader_node.status(),
+            |s| !node_support::has_problem(s, "default/outside"),
+        )?;
+        eprintln!("phase 3d: {OUTSIDE} refused, shown in {leader}'s node status until deleted");
+
+        // 3e. Dual-stack: one address of each LoadBalancer pool, both shown, both freed.
+        api.kubectl_stdin(
+            &["apply", "-f", "-"],
+            &service("dual", "", "  ipFamilyPolicy: RequireDualStack\n"),
+        )?;
+        let dual = wait_for(
+            Duration::from_secs(30),
+            "dual: an IPv4 and an IPv6 address in its status",
+            || ingress_of(&api, "dual"),
+            |v| v.len() == 2,
+        )?;
+        let pool6: IpNet = LB6_POOL
+            .parse()
+            .map_err(|_| Error::InvalidSpec(LB6_POOL.into()))?;
+        let dual_ips: Vec<IpAddr> = dual.iter().map(|s| addr(s)).collect::<Result<_>>()?;
+        assert!(
+            dual_ips.iter().any(|ip| pool.contains(ip))
+                && dual_ips.iter().any(|ip| pool6.contains(ip)),
+            "dual: one of {LB_POOL} and one of {LB6_POOL}: {dual:?}"
+        );
+        let dual_handle = handle(
+            "dual",
+            &uids(&api)?.get("dual").cloned().unwrap_or_default(),
+        );
+        let held = ipam_lb(&api)?;
+        for ip in &dual_ips {
+            assert_eq!(held.get(ip), Some(&dual_handle), "{ip} in the IPAM");
+        }
+        api.kubectl(&["delete", "service", "dual", "-n", "default"])?;
+        wait_for(
+            Duration::from_secs(30),
+            "both of dual's addresses released",
+            || ipam_lb(&api),
+            |m| dual_ips.iter().all(|ip| !m.contains_key(ip)),
+        )?;
+        eprintln!("phase 3e: dual got {dual:?}, freed both on delete");
 
         // 4. Services created while the allocator's node is killed and another takes over.
         let before_names: Vec<String> = (0..BATCH).map(|i| format!("before-{i}")).collect();
@@ -398,6 +604,11 @@ fn load_balancer_addresses_from_the_pool_survive_a_new_allocator() {
         }
         // Deleted while no allocator leads: the next one finds the address in the IPAM.
         api.kubectl(&["delete", "service", "before-0", "-n", "default"])?;
+        // Deleted and created again under its name: a new object, which must not inherit
+        // the old one's allocation.
+        let old_uid = uids(&api)?.get("before-1").cloned().unwrap_or_default();
+        api.kubectl(&["delete", "service", "before-1", "-n", "default"])?;
+        api.kubectl_stdin(&["apply", "-f", "-"], &service("before-1", "", ""))?;
         let after_names: Vec<String> = (0..BATCH).map(|i| format!("after-{i}")).collect();
         for n in &after_names {
             api.kubectl_stdin(&["apply", "-f", "-"], &service(n, "", ""))?;
@@ -422,10 +633,29 @@ fn load_balancer_addresses_from_the_pool_survive_a_new_allocator() {
             Duration::from_secs(30),
             "before-0's address released by the new allocator",
             || ipam_lb(&api),
-            |m| !m.values().any(|h| h == "serval-lb.default.before-0"),
+            |m| {
+                !m.values()
+                    .any(|h| h.starts_with("serval-lb.default.before-0."))
+            },
+        )?;
+        let now_uids = uids(&api)?;
+        let new_uid = now_uids.get("before-1").cloned().unwrap_or_default();
+        assert_ne!(old_uid, new_uid, "before-1 is a new object");
+        wait_address(&api, "before-1", Duration::from_secs(30))?;
+        wait_for(
+            Duration::from_secs(30),
+            "before-1's address under its new UID, the old object's released",
+            || ipam_lb(&api),
+            |m| {
+                m.values().any(|h| *h == handle("before-1", &new_uid))
+                    && !m.values().any(|h| *h == handle("before-1", &old_uid))
+            },
         )?;
         let all = ingress(&api)?;
-        for (name, ips) in kept.iter().filter(|(n, _)| *n != "before-0") {
+        for (name, ips) in kept
+            .iter()
+            .filter(|(n, _)| *n != "before-0" && *n != "before-1")
+        {
             assert_eq!(all.get(name), Some(ips), "{name} kept its address");
         }
         let mut seen: BTreeMap<String, String> = BTreeMap::new();
@@ -439,9 +669,10 @@ fn load_balancer_addresses_from_the_pool_survive_a_new_allocator() {
         let held = ipam_lb(&api)?;
         for (name, ips) in &all {
             for ip in ips {
+                let uid = now_uids.get(name).cloned().unwrap_or_default();
                 assert_eq!(
-                    held.get(&addr(ip)?).map(String::as_str),
-                    Some(format!("serval-lb.default.{name}").as_str()),
+                    held.get(&addr(ip)?),
+                    Some(&handle(name, &uid)),
                     "{name}'s {ip} in the IPAM"
                 );
             }

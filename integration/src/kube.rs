@@ -186,8 +186,10 @@ impl ApiServer {
                 "--service-account-signing-key-file={}",
                 pki.sa_key.display()
             ),
-            // Only the API server's own bookkeeping: nothing routes to this range.
-            "--service-cluster-ip-range=10.254.0.0/24".into(),
+            // Only the API server's own bookkeeping: nothing routes to these ranges. Both
+            // families, so dual-stack Services (`ipFamilyPolicy: RequireDualStack`) exist;
+            // IPv4 first, so a Service that names no family stays IPv4-only.
+            "--service-cluster-ip-range=10.254.0.0/24,fd00:10:254::/112".into(),
             "--allow-privileged=true".into(),
             "--profiling=false".into(),
             "--v=1".into(),

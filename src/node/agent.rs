@@ -202,6 +202,7 @@ pub async fn run(
                 k.env.client.clone(),
                 agent.ipam.clone(),
                 leading,
+                agent.shared.clone(),
                 stop.clone(),
             ));
             tasks.spawn(on_kube::run_status(

@@ -3,11 +3,11 @@
 //! [`crate::node::kube::lb`]).
 //!
 //! ```text
-//!   Service ──LbService::from_k8s──▶ ours? which addresses, pools, families ─┐
-//!   IPAM allocations under serval-lb.<namespace>.<name> ──────────────────────┤ plan()
-//!   BGPConfiguration loadBalancerAssignIPs, pools (name → CIDR) ───────────────┤
-//!                                                                              ▼
-//!                               Release / Allocate / Status / Problem, per Service
+//!   Service ──Seen::from_k8s──▶ UID, status; ours? which addresses, pools, families ─┐
+//!   IPAM allocations under serval-lb.<namespace>.<name>.<uid> ────────────────────────┤ plan()
+//!   BGPConfiguration loadBalancerAssignIPs, pools (name → CIDR) ───────────────────────┤
+//!                                                                                      ▼
+//!                                       Release / Allocate / Status / Problem, per Service
 //! ```
 //!
 //! * A Service is ours when its type is `LoadBalancer` and it has no
@@ -16,7 +16,8 @@
 //!   (or Calico's `projectcalico.org/loadBalancerIPs`), a JSON list, else with
 //!   `spec.loadBalancerIP`; for pools by name with `serval.dev/ipv4pools` and
 //!   `serval.dev/ipv6pools` (or Calico's `projectcalico.org/…`), JSON lists of IPPool
-//!   names. The serval.dev annotation wins when both are set.
+//!   names or CIDRs (as Calico: an entry that parses as a CIDR names the LoadBalancer
+//!   pool of exactly that CIDR). The serval.dev annotation wins when both are set.
 //! * Without specific addresses it gets one address of each family in `spec.ipFamilies`
 //!   (the API server fills it from `ipFamilyPolicy`), from the named pools or else from
 //!   the `Automatic` LoadBalancer pools.
@@ -25,10 +26,15 @@
 //! * An allocation is kept while it still answers what its Service asks for; it is
 //!   released when the Service goes, stops being ours (type or class changed), stops
 //!   asking under `RequestedServicesOnly`, or asks for something else (then allocated
-//!   anew). `status.loadBalancer.ingress` is written to the allocation.
+//!   anew). `status.loadBalancer.ingress` is written to the allocation; a Service that
+//!   is still there but loses its allocation first has serval's addresses taken out of
+//!   its status (before the release, so a failure in between leaves something to retry).
+//! * An allocation belongs to one Service object: its handle carries the Service's UID,
+//!   so a Service deleted and created again under the same name while no allocator ran
+//!   does not inherit the old address (the old handle is released, a new one allocated).
 //!
 //! The addresses themselves come from the block IPAM: a Service's handle
-//! ([`handle_of`]) is idempotent, and an address has one owner, so one address never
+//! ([`Owner::handle`]) is idempotent, and an address has one owner, so one address never
 //! goes to two Services, whichever allocator wrote it.
 
 use std::collections::BTreeMap;
@@ -43,7 +49,8 @@ pub use crate::resources::bgp_configuration::AssignIps;
 
 /// The `loadBalancerClass` serval answers to (besides none).
 pub const LB_CLASS: &str = "serval.dev/lb";
-/// The prefix of the IPAM handles of Services' addresses: `serval-lb.<namespace>.<name>`.
+/// The prefix of the IPAM handles of Services' addresses:
+/// `serval-lb.<namespace>.<name>.<uid>`.
 pub const HANDLE_PREFIX: &str = ipam::model::LOAD_BALANCER_HANDLE_PREFIX;
 /// The node the IPAM records LoadBalancer addresses under: no real node, so collecting a
 /// deleted node never takes them.
@@ -56,18 +63,67 @@ const ANNOTATION_IPS: [&str; 2] = [
 const ANNOTATION_V4_POOLS: [&str; 2] = ["serval.dev/ipv4pools", "projectcalico.org/ipv4pools"];
 const ANNOTATION_V6_POOLS: [&str; 2] = ["serval.dev/ipv6pools", "projectcalico.org/ipv6pools"];
 
+/// A Service's `metadata.uid`.
+pub type Uid = String;
+
+/// A Service as the allocator keeps it: which object it is, what its status shows, and
+/// what it asks for if it is ours.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seen {
+    pub uid: Uid,
+    /// `status.loadBalancer.ingress[].ip`, sorted.
+    pub status_ips: Vec<IpAddr>,
+    /// `None`: not a Service serval allocates for (not `LoadBalancer`, or another class).
+    pub ours: Option<Result<LbService, Invalid>>,
+}
+
+impl Seen {
+    pub fn from_k8s(svc: &K8sService) -> Seen {
+        let status_ips = svc
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|l| l.ingress.as_ref())
+            .map(|i| {
+                let mut v: Vec<IpAddr> = i
+                    .iter()
+                    .filter_map(|i| i.ip.as_deref().and_then(|s| s.parse().ok()))
+                    .collect();
+                v.sort();
+                v
+            })
+            .unwrap_or_default();
+        Seen {
+            uid: svc.metadata.uid.clone().unwrap_or_default(),
+            status_ips,
+            ours: LbService::from_k8s(svc),
+        }
+    }
+
+    /// Whether the allocator needs to keep it: ours, or showing addresses it may have to
+    /// take back out of the status.
+    pub fn relevant(&self) -> bool {
+        self.ours.is_some() || !self.status_ips.is_empty()
+    }
+}
+
+/// A pool named in an annotation: by name, or (as Calico takes them) by CIDR.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PoolRef {
+    Name(PoolName),
+    Cidr(IpNet),
+}
+
 /// What a LoadBalancer Service of ours asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LbService {
     /// Specific addresses (annotation or `spec.loadBalancerIP`), sorted.
     pub requested_ips: Vec<IpAddr>,
-    pub v4_pools: Vec<PoolName>,
-    pub v6_pools: Vec<PoolName>,
+    pub v4_pools: Vec<PoolRef>,
+    pub v6_pools: Vec<PoolRef>,
     /// `spec.ipFamilies` (IPv4 when unset).
     pub v4: bool,
     pub v6: bool,
-    /// `status.loadBalancer.ingress[].ip`, sorted.
-    pub status_ips: Vec<IpAddr>,
 }
 
 /// A Service of ours whose request cannot be read.
@@ -89,25 +145,10 @@ impl LbService {
         }
         let empty = BTreeMap::new();
         let ann = svc.metadata.annotations.as_ref().unwrap_or(&empty);
-        let status_ips = svc
-            .status
-            .as_ref()
-            .and_then(|s| s.load_balancer.as_ref())
-            .and_then(|l| l.ingress.as_ref())
-            .map(|i| {
-                let mut v: Vec<IpAddr> = i
-                    .iter()
-                    .filter_map(|i| i.ip.as_deref().and_then(|s| s.parse().ok()))
-                    .collect();
-                v.sort();
-                v
-            })
-            .unwrap_or_default();
         Some(Self::parse(
             ann,
             spec.load_balancer_ip.as_deref(),
             spec.ip_families.as_deref().unwrap_or_default(),
-            status_ips,
         ))
     }
 
@@ -115,7 +156,6 @@ impl LbService {
         ann: &BTreeMap<String, String>,
         load_balancer_ip: Option<&str>,
         ip_families: &[String],
-        status_ips: Vec<IpAddr>,
     ) -> Result<LbService, Invalid> {
         let first = |names: [&str; 2]| names.into_iter().find_map(|n| ann.get_key_value(n));
         let list = |names: [&str; 2]| -> Result<Vec<String>, Invalid> {
@@ -159,14 +199,27 @@ impl LbService {
                 return Err(format!("{what}: more than one {fam} address"));
             }
         }
-        let pools = |names: [&str; 2]| -> Result<Vec<PoolName>, Invalid> {
+        // As Calico: an entry that parses as a CIDR is one, else it is a pool's name.
+        let pools = |names: [&str; 2], fam: Family| -> Result<Vec<PoolRef>, Invalid> {
+            let k = first(names).map_or(names[0], |(k, _)| k.as_str());
             list(names)?
                 .into_iter()
-                .map(|n| PoolName::new(n.trim()).map_err(|e| format!("{}: {e}", names[0])))
+                .map(|n| {
+                    let n = n.trim();
+                    match n.parse::<IpNet>() {
+                        Ok(c) if Family::of_addr(&c.addr()) != fam => {
+                            Err(format!("annotation {k}: {n} is not an {fam} CIDR"))
+                        }
+                        Ok(c) => Ok(PoolRef::Cidr(c.trunc())),
+                        Err(_) => PoolName::new(n)
+                            .map(PoolRef::Name)
+                            .map_err(|e| format!("annotation {k}: {e}")),
+                    }
+                })
                 .collect()
         };
-        let v4_pools = pools(ANNOTATION_V4_POOLS)?;
-        let v6_pools = pools(ANNOTATION_V6_POOLS)?;
+        let v4_pools = pools(ANNOTATION_V4_POOLS, Family::V4)?;
+        let v6_pools = pools(ANNOTATION_V6_POOLS, Family::V6)?;
         let has = |f: &str| ip_families.iter().any(|x| x == f);
         let (v4, v6) = if ip_families.is_empty() {
             (true, false)
@@ -179,7 +232,6 @@ impl LbService {
             v6_pools,
             v4,
             v6,
-            status_ips,
         })
     }
 
@@ -188,18 +240,30 @@ impl LbService {
         !(self.requested_ips.is_empty() && self.v4_pools.is_empty() && self.v6_pools.is_empty())
     }
 
-    /// What to allocate for it.
-    pub fn want(&self) -> Want {
-        if self.requested_ips.is_empty() {
-            Want::Auto {
-                v4: self.v4,
-                v6: self.v6,
-                v4_pools: self.v4_pools.clone(),
-                v6_pools: self.v6_pools.clone(),
-            }
-        } else {
-            Want::Addresses(self.requested_ips.clone())
+    /// What to allocate for it; a pool named by a CIDR that is no LoadBalancer pool's is a
+    /// problem.
+    pub fn want(&self, pools: &BTreeMap<PoolName, IpNet>) -> Result<Want, Invalid> {
+        if !self.requested_ips.is_empty() {
+            return Ok(Want::Addresses(self.requested_ips.clone()));
         }
+        let resolve = |refs: &[PoolRef]| -> Result<Vec<PoolName>, Invalid> {
+            refs.iter()
+                .map(|r| match r {
+                    PoolRef::Name(n) => Ok(n.clone()),
+                    PoolRef::Cidr(c) => pools
+                        .iter()
+                        .find(|(_, p)| p.trunc() == *c)
+                        .map(|(n, _)| n.clone())
+                        .ok_or_else(|| format!("no LoadBalancer IPPool has the CIDR {c}")),
+                })
+                .collect()
+        };
+        Ok(Want::Auto {
+            v4: self.v4,
+            v6: self.v6,
+            v4_pools: resolve(&self.v4_pools)?,
+            v6_pools: resolve(&self.v6_pools)?,
+        })
     }
 }
 
@@ -218,49 +282,111 @@ pub enum Want {
     },
 }
 
+/// Whose an allocation is: one Service object, its name and UID (the IPAM handle).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Owner {
+    pub key: ObjectKey,
+    /// Empty for a handle without one (written before serval recorded the UID): it
+    /// matches no Service, so it is released and the Service allocated anew.
+    pub uid: Uid,
+}
+
+impl Owner {
+    pub fn new(key: ObjectKey, uid: impl Into<Uid>) -> Owner {
+        Owner {
+            key,
+            uid: uid.into(),
+        }
+    }
+
+    /// The IPAM handle: `serval-lb.<namespace>.<name>.<uid>` (namespaces and Service
+    /// names are DNS labels, UIDs lowercase hex and dashes, so it names one Service).
+    pub fn handle(&self) -> Result<HandleId, ipam::ModelError> {
+        let base = format!("{HANDLE_PREFIX}{}.{}", self.key.namespace, self.key.name);
+        HandleId::new(if self.uid.is_empty() {
+            base
+        } else {
+            format!("{base}.{}", self.uid)
+        })
+    }
+
+    /// The owner of a handle; `None` for other handles.
+    pub fn of_handle(handle: &HandleId) -> Option<Owner> {
+        let rest = handle.as_str().strip_prefix(HANDLE_PREFIX)?;
+        let mut parts = rest.splitn(3, '.');
+        let (ns, name) = (parts.next()?, parts.next()?);
+        let uid = parts.next().unwrap_or_default();
+        (!ns.is_empty() && !name.is_empty() && !uid.contains('.'))
+            .then(|| Owner::new(ObjectKey::new(ns, name), uid))
+    }
+}
+
 /// One step for the IO to carry out, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Release the Service's handle (every address under it).
-    Release(ObjectKey),
-    /// Allocate under the Service's handle (idempotent: tops up what it holds), then write
-    /// its status.
-    Allocate(ObjectKey, Want),
+    /// Release the handle (every address under it).
+    Release(Owner),
+    /// Allocate under the handle (idempotent: tops up what it holds), then write the
+    /// Service's status.
+    Allocate(Owner, Want),
     /// Write `status.loadBalancer.ingress` to these addresses.
     Status(ObjectKey, Vec<IpAddr>),
-    /// The Service's request cannot be read; its allocation, if any, is kept.
+    /// The Service's request cannot be met as it stands (unreadable, or asking for what
+    /// no LoadBalancer pool has); its allocation, if any, is kept.
     Problem(ObjectKey, Invalid),
 }
 
-/// The decision. `services`: every Service of ours (see [`LbService::from_k8s`]);
+/// The decision. `services`: every Service the allocator keeps (see [`Seen::relevant`]);
 /// `allocations`: the addresses under each Service handle in the IPAM, sorted; `pools`:
-/// the CIDR of each IPPool whose `allowedUses` is `LoadBalancer`, by name. A requested
-/// address outside those pools is a problem, never allocated.
+/// the CIDR of each IPPool whose `allowedUses` is `LoadBalancer`, by name (none: serval
+/// gives no Service an address). A requested address outside those pools is a problem,
+/// never allocated.
 pub fn plan(
-    services: &BTreeMap<ObjectKey, Result<LbService, Invalid>>,
-    allocations: &BTreeMap<ObjectKey, Vec<IpAddr>>,
+    services: &BTreeMap<ObjectKey, Seen>,
+    allocations: &BTreeMap<Owner, Vec<IpAddr>>,
     pools: &BTreeMap<PoolName, IpNet>,
     mode: AssignIps,
 ) -> Vec<Action> {
     let mut out = Vec::new();
-    for key in allocations.keys() {
-        let wanted = match services.get(key) {
-            None => false,
-            Some(Err(_)) => true,
-            Some(Ok(s)) => mode == AssignIps::AllServices || s.requests(),
+    for (owner, ips) in allocations {
+        let seen = services.get(&owner.key);
+        let wanted = match seen {
+            Some(s) if s.uid == owner.uid => match &s.ours {
+                None => false,
+                Some(Err(_)) => true,
+                Some(Ok(l)) => mode == AssignIps::AllServices || l.requests(),
+            },
+            _ => false,
         };
-        if !wanted {
-            out.push(Action::Release(key.clone()));
+        if wanted {
+            continue;
         }
+        // Still there but losing the allocation: the status stops showing it first.
+        if let Some(s) = seen.filter(|s| s.status_ips.iter().any(|ip| ips.contains(ip))) {
+            let rest = s
+                .status_ips
+                .iter()
+                .filter(|ip| !ips.contains(ip))
+                .copied()
+                .collect();
+            out.push(Action::Status(owner.key.clone(), rest));
+        }
+        out.push(Action::Release(owner.clone()));
     }
-    for (key, svc) in services {
-        let svc = match svc {
-            Err(e) => {
+    // No LoadBalancer pool: the addresses are not serval's to give (another
+    // implementation may serve these Services), so nothing is allocated or reported.
+    if pools.is_empty() {
+        return out;
+    }
+    for (key, seen) in services {
+        let svc = match &seen.ours {
+            None => continue,
+            Some(Err(e)) => {
                 out.push(Action::Problem(key.clone(), e.clone()));
                 continue;
             }
-            Ok(s) if mode == AssignIps::RequestedServicesOnly && !s.requests() => continue,
-            Ok(s) => s,
+            Some(Ok(s)) if mode == AssignIps::RequestedServicesOnly && !s.requests() => continue,
+            Some(Ok(s)) => s,
         };
         if let Some(ip) = svc
             .requested_ips
@@ -273,18 +399,28 @@ pub fn plan(
             ));
             continue;
         }
-        let want = svc.want();
-        let held = allocations.get(key).map(Vec::as_slice).unwrap_or_default();
+        let want = match svc.want(pools) {
+            Ok(w) => w,
+            Err(e) => {
+                out.push(Action::Problem(key.clone(), e));
+                continue;
+            }
+        };
+        let owner = Owner::new(key.clone(), seen.uid.clone());
+        let held = allocations
+            .get(&owner)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         match fit(held, &want, pools) {
             Fit::Done => {
-                if svc.status_ips != held {
+                if seen.status_ips != held {
                     out.push(Action::Status(key.clone(), held.to_vec()));
                 }
             }
-            Fit::Missing => out.push(Action::Allocate(key.clone(), want)),
+            Fit::Missing => out.push(Action::Allocate(owner, want)),
             Fit::Wrong => {
-                out.push(Action::Release(key.clone()));
-                out.push(Action::Allocate(key.clone(), want));
+                out.push(Action::Release(owner.clone()));
+                out.push(Action::Allocate(owner, want));
             }
         }
     }
@@ -344,19 +480,6 @@ fn fit(held: &[IpAddr], want: &Want, pools: &BTreeMap<PoolName, IpNet>) -> Fit {
             }
         }
     }
-}
-
-/// The IPAM handle of a Service's addresses: `serval-lb.<namespace>.<name>` (namespaces
-/// and Service names are DNS labels, so the handle names one Service).
-pub fn handle_of(key: &ObjectKey) -> Result<HandleId, ipam::ModelError> {
-    HandleId::new(format!("{HANDLE_PREFIX}{}.{}", key.namespace, key.name))
-}
-
-/// The Service a handle belongs to; `None` for other handles.
-pub fn key_of(handle: &HandleId) -> Option<ObjectKey> {
-    let rest = handle.as_str().strip_prefix(HANDLE_PREFIX)?;
-    let (ns, name) = rest.split_once('.')?;
-    (!ns.is_empty() && !name.is_empty() && !name.contains('.')).then(|| ObjectKey::new(ns, name))
 }
 
 #[cfg(test)]

@@ -36,6 +36,8 @@ pub struct Published {
     pub health: HealthInput,
     /// When the agent loop last turned.
     pub last_turn: Option<Instant>,
+    /// What the LoadBalancer allocator could not do, while this node runs it.
+    pub load_balancer_problems: Vec<String>,
 }
 
 /// Shared between the agent loop and its servers.
@@ -102,6 +104,7 @@ impl Shared {
         let mut s = p.status.clone();
         s.ready = readiness(&p.health).is_ok();
         s.datastore_ok = p.health.datastore_ok;
+        s.problems.extend(p.load_balancer_problems.iter().cloned());
         if let Err(why) = readiness(&p.health) {
             for w in why {
                 if !s.problems.contains(&w) {

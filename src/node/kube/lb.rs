@@ -4,20 +4,24 @@
 //! IPAM blocks of the LoadBalancer pools, whose addresses belong to no node.
 //!
 //! ```text
-//!   Service watch ──LbService::from_k8s──▶ table ─┐
+//!   Service watch ──Seen::from_k8s──▶ table ──────┐
 //!   IPAM blocks (on becoming leader) ──────────────┤ lb::plan ──▶ Ipam::release_handle
 //!   IPPools (LoadBalancer), BGPConfiguration ──────┘           ──▶ Ipam::auto_assign / assign_ip
 //!                                                              ──▶ Service status (merge patch)
 //! ```
 //!
 //! On becoming leader it adopts what the IPAM holds under the Service handles before it
-//! decides anything, so a restart or a new leader keeps every Service's address. An
+//! decides anything, so a restart or a new leader keeps every Service's address. What it
+//! cannot do for a Service (a pool full, an address taken or outside every LoadBalancer
+//! pool, an annotation it cannot read) is logged once and shown in `serval node status`
+//! of this node while it leads. An
 //! address has one owner in its block and a Service's handle is idempotent, so even two
 //! allocators at once (a leader that has not noticed its term ending) cannot give one
 //! address to two Services.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -33,21 +37,24 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::node::lb::{self, Action, AssignIps, Invalid, LbService, ObjectKey, Want};
+use crate::node::lb::{self, Action, AssignIps, ObjectKey, Owner, Seen, Want};
+use crate::node::shared::Shared;
 use crate::resources::{BGPConfigurationSpec, ResourceKind};
 
 /// A pass this often while leading, besides Service events: retries what failed (a pool
 /// full, the IPAM unreachable) and follows pool and setting changes.
 pub const RETRY: Duration = Duration::from_secs(10);
 
-type Table = BTreeMap<ObjectKey, Result<LbService, Invalid>>;
-type Allocations = BTreeMap<ObjectKey, Vec<IpAddr>>;
+type Table = BTreeMap<ObjectKey, Seen>;
+type Allocations = BTreeMap<Owner, Vec<IpAddr>>;
 
-/// Runs the allocator until `stop`; acts while `leading` says so.
+/// Runs the allocator until `stop`; acts while `leading` says so. Its problems go to
+/// `shared` for the node status.
 pub async fn run(
     client: kube::Client,
     ipam: ipam::Ipam,
     mut leading: watch::Receiver<bool>,
+    shared: Arc<Shared>,
     stop: CancellationToken,
 ) {
     let api: Api<K8sService> = Api::all(client);
@@ -70,13 +77,17 @@ pub async fn run(
                 }
                 held = None;
                 pass = true;
+                if !*leading.borrow() {
+                    report(BTreeMap::new(), &mut reported, &shared);
+                }
             }
             _ = tick.tick() => pass = true,
             ev = services.next() => match ev {
                 Some(Ok(watcher::Event::Init)) => listing = Some(Table::new()),
                 Some(Ok(watcher::Event::InitApply(s))) => {
-                    if let (Some(l), Some(v)) = (listing.as_mut(), LbService::from_k8s(&s)) {
-                        l.insert(key_of(&s), v);
+                    let seen = Seen::from_k8s(&s);
+                    if let Some(l) = listing.as_mut().filter(|_| seen.relevant()) {
+                        l.insert(key_of(&s), seen);
                     }
                 }
                 Some(Ok(watcher::Event::InitDone)) => {
@@ -85,10 +96,12 @@ pub async fn run(
                     pass = true;
                 }
                 Some(Ok(watcher::Event::Apply(s))) => {
-                    match LbService::from_k8s(&s) {
-                        Some(v) => table.insert(key_of(&s), v),
-                        None => table.remove(&key_of(&s)),
-                    };
+                    let seen = Seen::from_k8s(&s);
+                    if seen.relevant() {
+                        table.insert(key_of(&s), seen);
+                    } else {
+                        table.remove(&key_of(&s));
+                    }
                     pass = true;
                 }
                 Some(Ok(watcher::Event::Delete(s))) => {
@@ -118,7 +131,7 @@ pub async fn run(
             }
         }
         if let Some(h) = held.as_mut() {
-            match turn(&api, &ipam, &mut table, h, &mut reported).await {
+            match turn(&api, &ipam, &mut table, h, &mut reported, &shared).await {
                 Ok(false) => {}
                 Ok(true) => held = None,
                 Err(e) => {
@@ -139,7 +152,7 @@ pub async fn adopt(ipam: &ipam::Ipam) -> Result<Allocations, ipam::StoreError> {
     let mut out = Allocations::new();
     for b in ipam.store().list_blocks().await? {
         for (ip, attr) in b.value.allocated() {
-            if let Some(k) = lb::key_of(&attr.handle_id) {
+            if let Some(k) = Owner::of_handle(&attr.handle_id) {
                 out.entry(k).or_default().push(ip);
             }
         }
@@ -184,6 +197,7 @@ async fn turn(
     table: &mut Table,
     held: &mut Allocations,
     reported: &mut BTreeMap<ObjectKey, String>,
+    shared: &Shared,
 ) -> anyhow::Result<bool> {
     let (pools, mode) = inputs(ipam).await?;
     let mut problems: BTreeMap<ObjectKey, String> = BTreeMap::new();
@@ -196,27 +210,30 @@ async fn turn(
                 Action::Problem(k, p) => {
                     problems.insert(k, p);
                 }
-                Action::Release(k) => {
-                    let released = ipam.release_handle(lb::handle_of(&k)?).await?;
-                    info!(service = %k, ?released, "released LoadBalancer addresses");
-                    held.remove(&k);
+                Action::Release(o) => {
+                    let released = ipam.release_handle(o.handle()?).await?;
+                    info!(service = %o.key, uid = %o.uid, ?released, "released LoadBalancer addresses");
+                    held.remove(&o);
                     changed = true;
                 }
-                Action::Allocate(k, want) => match allocate(ipam, &k, &want).await {
+                Action::Allocate(o, want) => match allocate(ipam, &o, &want).await {
                     Ok(ips) => {
-                        info!(service = %k, ?ips, "allocated LoadBalancer addresses");
-                        held.insert(k, ips);
+                        info!(service = %o.key, uid = %o.uid, ?ips, "allocated LoadBalancer addresses");
+                        held.insert(o, ips);
                         changed = true;
                     }
                     Err(e) => {
-                        problems.insert(k, format!("{e:#}"));
+                        problems.insert(o.key, format!("{e:#}"));
                         stale = true;
                     }
                 },
                 Action::Status(k, ips) => {
                     write_status(api, &k, &ips).await?;
-                    if let Some(Ok(s)) = table.get_mut(&k) {
+                    if let Some(s) = table.get_mut(&k) {
                         s.status_ips = ips;
+                        if !s.relevant() {
+                            table.remove(&k);
+                        }
                     }
                 }
             }
@@ -225,12 +242,17 @@ async fn turn(
             break;
         }
     }
-    report(problems, reported);
+    report(problems, reported, shared);
     Ok(stale)
 }
 
-/// Logs each Service's problem once, and when it clears.
-fn report(now: BTreeMap<ObjectKey, String>, reported: &mut BTreeMap<ObjectKey, String>) {
+/// Logs each Service's problem once, and when it clears, and shows the current ones in
+/// the node status.
+fn report(
+    now: BTreeMap<ObjectKey, String>,
+    reported: &mut BTreeMap<ObjectKey, String>,
+    shared: &Shared,
+) {
     for (k, p) in &now {
         if reported.get(k) != Some(p) {
             warn!(service = %k, problem = %p, "LoadBalancer address");
@@ -241,11 +263,16 @@ fn report(now: BTreeMap<ObjectKey, String>, reported: &mut BTreeMap<ObjectKey, S
             info!(service = %k, "LoadBalancer address: problem cleared");
         }
     }
+    shared.lock().load_balancer_problems = now
+        .iter()
+        .map(|(k, p)| format!("LoadBalancer Service {k}: {p}"))
+        .collect();
     *reported = now;
 }
 
-async fn allocate(ipam: &ipam::Ipam, k: &ObjectKey, want: &Want) -> anyhow::Result<Vec<IpAddr>> {
-    let handle = lb::handle_of(k)?;
+async fn allocate(ipam: &ipam::Ipam, o: &Owner, want: &Want) -> anyhow::Result<Vec<IpAddr>> {
+    let k = &o.key;
+    let handle = o.handle()?;
     let node = NodeInfo::new(NodeName::new(lb::LB_NODE)?);
     let mut out = Vec::new();
     match want {

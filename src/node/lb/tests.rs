@@ -48,8 +48,15 @@ fn plain() -> LbService {
         v6_pools: vec![],
         v4: true,
         v6: false,
-        status_ips: vec![],
     }
+}
+
+fn name(s: &str) -> PoolRef {
+    PoolRef::Name(pool(s))
+}
+
+fn cidr(s: &str) -> PoolRef {
+    PoolRef::Cidr(s.parse().unwrap())
 }
 
 #[test]
@@ -169,22 +176,34 @@ fn which_services_are_ours_and_what_they_ask_for() {
                 json!({"projectcalico.org/ipv4pools": "[\"lb-b\"]", "serval.dev/ipv6pools": "[\"lb6\"]"}),
             ),
             Some(Ok(LbService {
-                v4_pools: vec![pool("lb-b")],
-                v6_pools: vec![pool("lb6")],
+                v4_pools: vec![name("lb-b")],
+                v6_pools: vec![name("lb6")],
                 v6: true,
                 ..plain()
             })),
         ),
         (
-            "the status is read",
-            svc(
-                json!({"metadata": {"name": "web"}, "spec": {"type": "LoadBalancer"},
-                       "status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.3"}, {"hostname": "x"}]}}}),
+            "pools by CIDR, as Calico takes them (the host bits dropped)",
+            lb(
+                json!({"type": "LoadBalancer", "ipFamilies": ["IPv4", "IPv6"]}),
+                json!({"projectcalico.org/ipv4pools": "[\"203.0.113.0/24\", \"lb\"]", "projectcalico.org/ipv6pools": "[\"2001:db8::1/120\"]"}),
             ),
             Some(Ok(LbService {
-                status_ips: ips(&["198.51.100.3"]),
+                v4_pools: vec![cidr("203.0.113.0/24"), name("lb")],
+                v6_pools: vec![cidr("2001:db8::/120")],
+                v6: true,
                 ..plain()
             })),
+        ),
+        (
+            "an IPv6 CIDR among the IPv4 pools",
+            lb(
+                json!({"type": "LoadBalancer"}),
+                json!({"projectcalico.org/ipv4pools": "[\"2001:db8::/120\"]"}),
+            ),
+            Some(Err(
+                "projectcalico.org/ipv4pools: 2001:db8::/120 is not an IPv4 CIDR",
+            )),
         ),
         (
             "not JSON",
@@ -230,6 +249,48 @@ fn which_services_are_ours_and_what_they_ask_for() {
 }
 
 #[test]
+fn what_is_seen_of_a_service() {
+    use serde_json::json;
+    let s = svc(json!({
+        "metadata": {"name": "web", "uid": "0b1c"},
+        "spec": {"type": "LoadBalancer"},
+        "status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.3"}, {"hostname": "x"}]}}
+    }));
+    let seen = Seen::from_k8s(&s);
+    assert_eq!(
+        seen,
+        Seen {
+            uid: "0b1c".into(),
+            status_ips: ips(&["198.51.100.3"]),
+            ours: Some(Ok(plain())),
+        }
+    );
+    assert!(seen.relevant());
+    // No longer ours but still showing an address: kept, to take it out of the status.
+    let s = svc(json!({
+        "metadata": {"name": "web", "uid": "0b1c"},
+        "spec": {"type": "ClusterIP"},
+        "status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.3"}]}}
+    }));
+    assert!(Seen::from_k8s(&s).relevant());
+    let s = svc(json!({"metadata": {"name": "db"}, "spec": {"type": "ClusterIP"}}));
+    assert!(!Seen::from_k8s(&s).relevant());
+}
+
+/// A Service of ours with UID `u1`, showing `status` in its status.
+fn ours(s: LbService, status: &[&str]) -> Seen {
+    Seen {
+        uid: "u1".into(),
+        status_ips: ips(status),
+        ours: Some(Ok(s)),
+    }
+}
+
+fn owner(name: &str, uid: &str) -> Owner {
+    Owner::new(key(name), uid)
+}
+
+#[test]
 fn plan_table() {
     use AssignIps::*;
     let auto = |v4: bool, v6: bool| Want::Auto {
@@ -243,118 +304,244 @@ fn plan_table() {
         ..plain()
     };
     let in_b = LbService {
-        v4_pools: vec![pool("lb-b")],
+        v4_pools: vec![name("lb-b")],
+        ..plain()
+    };
+    let in_b_by_cidr = LbService {
+        v4_pools: vec![cidr("203.0.113.0/24")],
         ..plain()
     };
     let dual = LbService {
         v6: true,
         ..plain()
     };
-    let shown = |s: LbService, v: &[&str]| LbService {
-        status_ips: ips(v),
-        ..s
+    let want_b = Want::Auto {
+        v4: true,
+        v6: false,
+        v4_pools: vec![pool("lb-b")],
+        v6_pools: vec![],
     };
     type Case = (
         &'static str,
         AssignIps,
-        Vec<(&'static str, Result<LbService, String>)>,
-        Vec<(&'static str, &'static [&'static str])>,
+        Vec<(&'static str, Seen)>,
+        Vec<(&'static str, &'static str, &'static [&'static str])>,
         Vec<Action>,
     );
-    // (what, setting, Services of ours, allocations, actions)
+    // (what, setting, Services seen, allocations (name, uid, addresses), actions)
     let cases: Vec<Case> = vec![
         ("nothing", AllServices, vec![], vec![], vec![]),
         (
-            "a new Service: allocate",
+            "a new Service: allocate under its UID",
             AllServices,
-            vec![("web", Ok(plain()))],
+            vec![("web", ours(plain(), &[]))],
             vec![],
-            vec![Action::Allocate(key("web"), auto(true, false))],
+            vec![Action::Allocate(owner("web", "u1"), auto(true, false))],
         ),
         (
             "allocated, status not written yet",
             AllServices,
-            vec![("web", Ok(plain()))],
-            vec![("web", &["198.51.100.0"])],
+            vec![("web", ours(plain(), &[]))],
+            vec![("web", "u1", &["198.51.100.0"])],
             vec![Action::Status(key("web"), ips(&["198.51.100.0"]))],
         ),
         (
             "allocated and shown: nothing to do",
             AllServices,
-            vec![("web", Ok(shown(plain(), &["198.51.100.0"])))],
-            vec![("web", &["198.51.100.0"])],
+            vec![("web", ours(plain(), &["198.51.100.0"]))],
+            vec![("web", "u1", &["198.51.100.0"])],
             vec![],
         ),
         (
             "a status someone else wrote is corrected",
             AllServices,
-            vec![("web", Ok(shown(plain(), &["192.0.2.1"])))],
-            vec![("web", &["198.51.100.0"])],
+            vec![("web", ours(plain(), &["192.0.2.1"]))],
+            vec![("web", "u1", &["198.51.100.0"])],
             vec![Action::Status(key("web"), ips(&["198.51.100.0"]))],
         ),
         (
-            "Service gone (or type or class changed): release",
+            "Service gone: release",
             AllServices,
             vec![],
-            vec![("web", &["198.51.100.0"])],
-            vec![Action::Release(key("web"))],
+            vec![("web", "u1", &["198.51.100.0"])],
+            vec![Action::Release(owner("web", "u1"))],
+        ),
+        (
+            "deleted and created again under the name: the old UID's address released, a new one allocated",
+            AllServices,
+            vec![(
+                "web",
+                Seen {
+                    uid: "u2".into(),
+                    ..ours(plain(), &[])
+                },
+            )],
+            vec![("web", "u1", &["198.51.100.0"])],
+            vec![
+                Action::Release(owner("web", "u1")),
+                Action::Allocate(owner("web", "u2"), auto(true, false)),
+            ],
+        ),
+        (
+            "recreated asking for the old address: released first, then given to the new one",
+            AllServices,
+            vec![(
+                "web",
+                Seen {
+                    uid: "u2".into(),
+                    ..ours(requested.clone(), &[])
+                },
+            )],
+            vec![("web", "u1", &["198.51.100.7"])],
+            vec![
+                Action::Release(owner("web", "u1")),
+                Action::Allocate(
+                    owner("web", "u2"),
+                    Want::Addresses(ips(&["198.51.100.7"])),
+                ),
+            ],
+        ),
+        (
+            "a handle without a UID (written before serval recorded it): out of the status, released, allocated anew",
+            AllServices,
+            vec![("web", ours(plain(), &["198.51.100.0"]))],
+            vec![("web", "", &["198.51.100.0"])],
+            vec![
+                Action::Status(key("web"), vec![]),
+                Action::Release(owner("web", "")),
+                Action::Allocate(owner("web", "u1"), auto(true, false)),
+            ],
+        ),
+        (
+            "type changed (no longer ours): serval's address out of the status, then released",
+            AllServices,
+            vec![(
+                "web",
+                Seen {
+                    uid: "u1".into(),
+                    status_ips: ips(&["198.51.100.0", "192.0.2.9"]),
+                    ours: None,
+                },
+            )],
+            vec![("web", "u1", &["198.51.100.0"])],
+            vec![
+                Action::Status(key("web"), ips(&["192.0.2.9"])),
+                Action::Release(owner("web", "u1")),
+            ],
+        ),
+        (
+            "no longer ours and its status already clear: released",
+            AllServices,
+            vec![(
+                "web",
+                Seen {
+                    uid: "u1".into(),
+                    status_ips: ips(&["192.0.2.9"]),
+                    ours: None,
+                },
+            )],
+            vec![("web", "u1", &["198.51.100.0"])],
+            vec![Action::Release(owner("web", "u1"))],
+        ),
+        (
+            "another controller's status on a Service not ours: left alone",
+            AllServices,
+            vec![(
+                "web",
+                Seen {
+                    uid: "u1".into(),
+                    status_ips: ips(&["192.0.2.9"]),
+                    ours: None,
+                },
+            )],
+            vec![],
+            vec![],
         ),
         (
             "a requested address",
             AllServices,
-            vec![("web", Ok(requested.clone()))],
+            vec![("web", ours(requested.clone(), &[]))],
             vec![],
             vec![Action::Allocate(
-                key("web"),
+                owner("web", "u1"),
                 Want::Addresses(ips(&["198.51.100.7"])),
             )],
         ),
         (
             "the requested address changed: release, allocate",
             AllServices,
-            vec![("web", Ok(requested.clone()))],
-            vec![("web", &["198.51.100.0"])],
+            vec![("web", ours(requested.clone(), &["198.51.100.0"]))],
+            vec![("web", "u1", &["198.51.100.0"])],
             vec![
-                Action::Release(key("web")),
-                Action::Allocate(key("web"), Want::Addresses(ips(&["198.51.100.7"]))),
+                Action::Release(owner("web", "u1")),
+                Action::Allocate(
+                    owner("web", "u1"),
+                    Want::Addresses(ips(&["198.51.100.7"])),
+                ),
             ],
         ),
         (
             "the request dropped: the held address still fits",
             AllServices,
-            vec![("web", Ok(shown(plain(), &["198.51.100.7"])))],
-            vec![("web", &["198.51.100.7"])],
+            vec![("web", ours(plain(), &["198.51.100.7"]))],
+            vec![("web", "u1", &["198.51.100.7"])],
             vec![],
         ),
         (
             "a named pool it is in",
             AllServices,
-            vec![("web", Ok(shown(in_b.clone(), &["203.0.113.0"])))],
-            vec![("web", &["203.0.113.0"])],
+            vec![("web", ours(in_b.clone(), &["203.0.113.0"]))],
+            vec![("web", "u1", &["203.0.113.0"])],
             vec![],
         ),
         (
             "a named pool it is not in: release, allocate",
             AllServices,
-            vec![("web", Ok(in_b.clone()))],
-            vec![("web", &["198.51.100.0"])],
+            vec![("web", ours(in_b.clone(), &[]))],
+            vec![("web", "u1", &["198.51.100.0"])],
             vec![
-                Action::Release(key("web")),
-                Action::Allocate(key("web"), in_b.want()),
+                Action::Release(owner("web", "u1")),
+                Action::Allocate(owner("web", "u1"), want_b.clone()),
             ],
+        ),
+        (
+            "a pool named by its CIDR is the pool of that CIDR",
+            AllServices,
+            vec![("web", ours(in_b_by_cidr.clone(), &[]))],
+            vec![],
+            vec![Action::Allocate(owner("web", "u1"), want_b.clone())],
+        ),
+        (
+            "a CIDR that is no LoadBalancer pool's: reported, the address kept",
+            AllServices,
+            vec![(
+                "web",
+                ours(
+                    LbService {
+                        v4_pools: vec![cidr("203.0.113.0/25")],
+                        ..plain()
+                    },
+                    &["198.51.100.0"],
+                ),
+            )],
+            vec![("web", "u1", &["198.51.100.0"])],
+            vec![Action::Problem(
+                key("web"),
+                "no LoadBalancer IPPool has the CIDR 203.0.113.0/25".into(),
+            )],
         ),
         (
             "became dual-stack: top up",
             AllServices,
-            vec![("web", Ok(dual.clone()))],
-            vec![("web", &["198.51.100.0"])],
-            vec![Action::Allocate(key("web"), auto(true, true))],
+            vec![("web", ours(dual.clone(), &[]))],
+            vec![("web", "u1", &["198.51.100.0"])],
+            vec![Action::Allocate(owner("web", "u1"), auto(true, true))],
         ),
         (
             "dual-stack, both held",
             AllServices,
-            vec![("web", Ok(dual.clone()))],
-            vec![("web", &["198.51.100.0", "2001:db8::"])],
+            vec![("web", ours(dual.clone(), &[]))],
+            vec![("web", "u1", &["198.51.100.0", "2001:db8::"])],
             vec![Action::Status(
                 key("web"),
                 ips(&["198.51.100.0", "2001:db8::"]),
@@ -363,38 +550,45 @@ fn plan_table() {
         (
             "back to single-stack: release, allocate",
             AllServices,
-            vec![("web", Ok(plain()))],
-            vec![("web", &["198.51.100.0", "2001:db8::"])],
+            vec![("web", ours(plain(), &[]))],
+            vec![("web", "u1", &["198.51.100.0", "2001:db8::"])],
             vec![
-                Action::Release(key("web")),
-                Action::Allocate(key("web"), auto(true, false)),
+                Action::Release(owner("web", "u1")),
+                Action::Allocate(owner("web", "u1"), auto(true, false)),
             ],
         ),
         (
             "RequestedServicesOnly: a Service that asks for nothing gets nothing",
             RequestedServicesOnly,
-            vec![("web", Ok(plain())), ("db", Ok(requested.clone()))],
+            vec![("web", ours(plain(), &[])), ("db", ours(requested.clone(), &[]))],
             vec![],
             vec![Action::Allocate(
-                key("db"),
+                owner("db", "u1"),
                 Want::Addresses(ips(&["198.51.100.7"])),
             )],
         ),
         (
-            "RequestedServicesOnly: one that stopped asking loses its address",
+            "RequestedServicesOnly: one that stopped asking loses its address, status first",
             RequestedServicesOnly,
-            vec![("web", Ok(plain()))],
-            vec![("web", &["198.51.100.0"])],
-            vec![Action::Release(key("web"))],
+            vec![("web", ours(plain(), &["198.51.100.0"]))],
+            vec![("web", "u1", &["198.51.100.0"])],
+            vec![
+                Action::Status(key("web"), vec![]),
+                Action::Release(owner("web", "u1")),
+            ],
         ),
         (
             "an unreadable request: reported, the address kept",
             AllServices,
             vec![(
                 "web",
-                Err("annotation serval.dev/loadBalancerIPs: bad".into()),
+                Seen {
+                    uid: "u1".into(),
+                    status_ips: vec![],
+                    ours: Some(Err("annotation serval.dev/loadBalancerIPs: bad".into())),
+                },
             )],
-            vec![("web", &["198.51.100.0"])],
+            vec![("web", "u1", &["198.51.100.0"])],
             vec![Action::Problem(
                 key("web"),
                 "annotation serval.dev/loadBalancerIPs: bad".into(),
@@ -405,10 +599,13 @@ fn plan_table() {
             AllServices,
             vec![(
                 "web",
-                Ok(LbService {
-                    requested_ips: ips(&["10.0.0.5"]),
-                    ..plain()
-                }),
+                ours(
+                    LbService {
+                        requested_ips: ips(&["10.0.0.5"]),
+                        ..plain()
+                    },
+                    &[],
+                ),
             )],
             vec![],
             vec![Action::Problem(
@@ -420,36 +617,82 @@ fn plan_table() {
             "each Service on its own",
             AllServices,
             vec![
-                ("a", Ok(shown(plain(), &["198.51.100.0"]))),
-                ("b", Ok(plain())),
+                ("a", ours(plain(), &["198.51.100.0"])),
+                ("b", ours(plain(), &[])),
             ],
-            vec![("a", &["198.51.100.0"]), ("gone", &["198.51.100.1"])],
             vec![
-                Action::Release(key("gone")),
-                Action::Allocate(key("b"), auto(true, false)),
+                ("a", "u1", &["198.51.100.0"]),
+                ("gone", "u1", &["198.51.100.1"]),
+            ],
+            vec![
+                Action::Release(owner("gone", "u1")),
+                Action::Allocate(owner("b", "u1"), auto(true, false)),
             ],
         ),
     ];
     let pools = pools();
     for (what, mode, services, allocs, want) in cases {
         let services = services.into_iter().map(|(n, s)| (key(n), s)).collect();
-        let allocs = allocs.into_iter().map(|(n, a)| (key(n), ips(a))).collect();
+        let allocs = allocs
+            .into_iter()
+            .map(|(n, u, a)| (owner(n, u), ips(a)))
+            .collect();
         assert_eq!(plan(&services, &allocs, &pools, mode), want, "{what}");
     }
 }
 
 #[test]
-fn handles_name_one_service() {
-    let k = ObjectKey::new("shop", "web");
-    let h = handle_of(&k).unwrap();
-    assert_eq!(h.as_str(), "serval-lb.shop.web");
-    assert_eq!(key_of(&h), Some(k));
+fn without_load_balancer_pools_nothing_is_given_or_reported() {
+    let services = [
+        (key("web"), ours(plain(), &[])),
+        (
+            key("bad"),
+            Seen {
+                uid: "u1".into(),
+                status_ips: vec![],
+                ours: Some(Err("annotation serval.dev/loadBalancerIPs: bad".into())),
+            },
+        ),
+    ]
+    .into_iter()
+    .collect();
+    let gone = [(owner("gone", "u1"), ips(&["198.51.100.1"]))]
+        .into_iter()
+        .collect();
+    assert_eq!(
+        plan(&services, &gone, &BTreeMap::new(), AssignIps::AllServices),
+        vec![Action::Release(owner("gone", "u1"))],
+        "what the IPAM holds for a deleted Service still goes"
+    );
+}
+
+#[test]
+fn handles_name_one_service_object() {
+    let o = Owner::new(
+        ObjectKey::new("shop", "web"),
+        "5b0d3c1e-7a52-4c55-9b1e-2f0c4f3a9d11",
+    );
+    let h = o.handle().unwrap();
+    assert_eq!(
+        h.as_str(),
+        "serval-lb.shop.web.5b0d3c1e-7a52-4c55-9b1e-2f0c4f3a9d11"
+    );
+    assert_eq!(Owner::of_handle(&h), Some(o));
+    // Written before the UID was recorded: no UID, so it matches no Service.
+    assert_eq!(
+        Owner::of_handle(&HandleId::new("serval-lb.shop.web").unwrap()),
+        Some(Owner::new(ObjectKey::new("shop", "web"), ""))
+    );
     for other in [
         "k8s-pod-network.abc.eth0",
         "serval-lb.x",
-        "serval-lb.a.b.c",
+        "serval-lb.a.b.c.d",
         "ipip-tunnel-addr-n1",
     ] {
-        assert_eq!(key_of(&HandleId::new(other).unwrap()), None, "{other}");
+        assert_eq!(
+            Owner::of_handle(&HandleId::new(other).unwrap()),
+            None,
+            "{other}"
+        );
     }
 }

@@ -153,7 +153,7 @@ pub enum EncapMode {
 }
 
 /// The prefix of the handles of Services' LoadBalancer addresses:
-/// `serval-lb.<namespace>.<name>`. Their allocator releases them itself, as a node does
+/// `serval-lb.<namespace>.<name>.<uid>`. Their allocator releases them itself, as a node does
 /// its tunnel addresses.
 pub const LOAD_BALANCER_HANDLE_PREFIX: &str = "serval-lb.";
 

@@ -286,8 +286,9 @@ pub enum Want {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Owner {
     pub key: ObjectKey,
-    /// Empty for a handle without one (written before serval recorded the UID): it
-    /// matches no Service, so it is released and the Service allocated anew.
+    /// Empty for a handle without one (written before serval recorded the UID): it is
+    /// carried over to the Service of that name whose status shows its addresses, and
+    /// released otherwise.
     pub uid: Uid,
 }
 
@@ -348,17 +349,32 @@ pub fn plan(
     mode: AssignIps,
 ) -> Vec<Action> {
     let mut out = Vec::new();
+    let keeps = |s: &Seen| match &s.ours {
+        None => false,
+        Some(Err(_)) => true,
+        Some(Ok(l)) => mode == AssignIps::AllServices || l.requests(),
+    };
+    // A handle written before serval recorded the UID is the Service's of that name
+    // whose status shows its addresses (only the allocator writes them there): it is
+    // carried over to the handle with the UID, addresses unchanged, so an upgrade moves
+    // no Service to another address.
+    let adopted: BTreeMap<&ObjectKey, &Vec<IpAddr>> = allocations
+        .iter()
+        .filter(|(owner, ips)| {
+            owner.uid.is_empty()
+                && services.get(&owner.key).is_some_and(|s| {
+                    !s.uid.is_empty()
+                        && keeps(s)
+                        && !allocations.contains_key(&Owner::new(owner.key.clone(), s.uid.clone()))
+                        && ips.iter().all(|ip| s.status_ips.contains(ip))
+                })
+        })
+        .map(|(owner, ips)| (&owner.key, ips))
+        .collect();
     for (owner, ips) in allocations {
         let seen = services.get(&owner.key);
-        let wanted = match seen {
-            Some(s) if s.uid == owner.uid => match &s.ours {
-                None => false,
-                Some(Err(_)) => true,
-                Some(Ok(l)) => mode == AssignIps::AllServices || l.requests(),
-            },
-            _ => false,
-        };
-        if wanted {
+        let wanted = seen.is_some_and(|s| s.uid == owner.uid && keeps(s));
+        if wanted || (owner.uid.is_empty() && adopted.contains_key(&owner.key)) {
             continue;
         }
         // Still there but losing the allocation: the status stops showing it first.
@@ -407,10 +423,20 @@ pub fn plan(
             }
         };
         let owner = Owner::new(key.clone(), seen.uid.clone());
-        let held = allocations
-            .get(&owner)
-            .map(Vec::as_slice)
-            .unwrap_or_default();
+        let held = match (allocations.get(&owner), adopted.get(key)) {
+            (Some(h), _) => h.as_slice(),
+            // The old handle's addresses move to the new one first; the fit below then
+            // tops up, or replaces them if they are no longer what the Service wants.
+            (None, Some(old)) => {
+                out.push(Action::Release(Owner::new(key.clone(), "")));
+                out.push(Action::Allocate(
+                    owner.clone(),
+                    Want::Addresses(old.to_vec()),
+                ));
+                old.as_slice()
+            }
+            (None, None) => &[],
+        };
         match fit(held, &want, pools) {
             Fit::Done => {
                 if seen.status_ips != held {

@@ -402,14 +402,57 @@ fn plan_table() {
             ],
         ),
         (
-            "a handle without a UID (written before serval recorded it): out of the status, released, allocated anew",
+            "a handle without a UID (written before serval recorded it), its address in the Service's status: carried over to the UID's handle, same address",
             AllServices,
             vec![("web", ours(plain(), &["198.51.100.0"]))],
             vec![("web", "", &["198.51.100.0"])],
             vec![
-                Action::Status(key("web"), vec![]),
+                Action::Release(owner("web", "")),
+                Action::Allocate(
+                    owner("web", "u1"),
+                    Want::Addresses(ips(&["198.51.100.0"])),
+                ),
+            ],
+        ),
+        (
+            "a handle without a UID, carried over, then topped up (the Service now wants IPv6 too)",
+            AllServices,
+            vec![("web", ours(dual.clone(), &["198.51.100.0"]))],
+            vec![("web", "", &["198.51.100.0"])],
+            vec![
+                Action::Release(owner("web", "")),
+                Action::Allocate(
+                    owner("web", "u1"),
+                    Want::Addresses(ips(&["198.51.100.0"])),
+                ),
+                Action::Allocate(owner("web", "u1"), auto(true, true)),
+            ],
+        ),
+        (
+            "a handle without a UID whose address the Service's status does not show: released, allocated anew",
+            AllServices,
+            vec![("web", ours(plain(), &[]))],
+            vec![("web", "", &["198.51.100.0"])],
+            vec![
                 Action::Release(owner("web", "")),
                 Action::Allocate(owner("web", "u1"), auto(true, false)),
+            ],
+        ),
+        (
+            "a handle without a UID for a Service no longer served: released",
+            AllServices,
+            vec![(
+                "web",
+                Seen {
+                    uid: "u1".into(),
+                    status_ips: ips(&["198.51.100.0"]),
+                    ours: None,
+                },
+            )],
+            vec![("web", "", &["198.51.100.0"])],
+            vec![
+                Action::Status(key("web"), vec![]),
+                Action::Release(owner("web", "")),
             ],
         ),
         (

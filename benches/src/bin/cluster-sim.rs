@@ -62,6 +62,9 @@ struct Args {
     no_hang: bool,
     #[arg(long)]
     no_plots: bool,
+    /// Run nothing: the table, the fits and the plots of the points already in `--out`.
+    #[arg(long)]
+    report_only: bool,
     /// The JSON of all points; a point run again replaces its earlier figures.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -94,7 +97,9 @@ fn main() -> anyhow::Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| plots_dir.join("cluster-sim.json"));
-    let points: Vec<(Shape, usize)> = if args.sweep || !args.points.is_empty() {
+    let points: Vec<(Shape, usize)> = if args.report_only {
+        Vec::new()
+    } else if args.sweep || !args.points.is_empty() {
         let list: Vec<String> = if args.points.is_empty() {
             SWEEP.split(',').map(str::to_owned).collect()
         } else {

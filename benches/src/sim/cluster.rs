@@ -107,6 +107,8 @@ pub struct Cluster {
     etcd: NsChild,
     _etcd_ns: SimNs,
     _bridge: SimNs,
+    /// The kernel's ARP table limits as they were, put back last.
+    _neigh: NeighLimits,
 }
 
 /// Node `i`'s address: 10.70.1.10, 10.70.1.11, … 200 per /24.
@@ -148,6 +150,13 @@ impl Cluster {
         if n > 1000 {
             bail!("--nodes: at most 1000 (addresses 10.70.1.10 … 10.70.5.209)");
         }
+        // Every mesh node resolves every other: N² ARP entries in one table that all
+        // namespaces share.
+        let entries = match shape {
+            Shape::Mesh => (n + 4) * (n + 4),
+            Shape::Rr => 8 * (n + 4),
+        };
+        let neigh = NeighLimits::raise(entries)?;
         let bridge = SimNs::new("br")?;
         ip_batch(bridge.name(), "link add br0 type bridge\nlink set br0 up\n")?;
         let mut ports = String::new();
@@ -246,6 +255,7 @@ impl Cluster {
             etcd,
             _etcd_ns: etcd_ns,
             _bridge: bridge,
+            _neigh: neigh,
         };
         for i in 0..n {
             c.claim_block(i)?;
@@ -352,6 +362,55 @@ impl Cluster {
 
     pub fn etcd_pid(&self) -> u32 {
         self.etcd.pid()
+    }
+}
+
+const NEIGH: &str = "/proc/sys/net/ipv4/neigh/default/gc_thresh";
+
+/// The kernel's IPv4 neighbour table is one for all namespaces, and its hard limit
+/// (`net.ipv4.neigh.default.gc_thresh3`, 1024 by default) is machine-wide: past it a
+/// node cannot resolve a new neighbour (`ENOBUFS`), and its BGP connections to the
+/// nodes it cannot resolve go unanswered. Raised for the run when too low, and put
+/// back afterwards.
+struct NeighLimits {
+    old: Option<(String, String)>,
+}
+
+impl NeighLimits {
+    fn raise(entries: usize) -> anyhow::Result<NeighLimits> {
+        let read = |k: u8| -> anyhow::Result<String> {
+            Ok(std::fs::read_to_string(format!("{NEIGH}{k}"))
+                .with_context(|| format!("reading {NEIGH}{k}"))?
+                .trim()
+                .to_owned())
+        };
+        let (t2, t3) = (read(2)?, read(3)?);
+        let have: usize = t3.parse().unwrap_or(0);
+        if have >= entries {
+            return Ok(NeighLimits { old: None });
+        }
+        let new3 = entries.next_power_of_two().max(1024);
+        eprintln!(
+            "cluster-sim: net.ipv4.neigh.default.gc_thresh3 {have} -> {new3} (gc_thresh2 -> {}) \
+             for {entries} ARP entries; put back at the end",
+            new3 / 2
+        );
+        std::fs::write(format!("{NEIGH}3"), new3.to_string())
+            .with_context(|| format!("writing {NEIGH}3"))?;
+        std::fs::write(format!("{NEIGH}2"), (new3 / 2).to_string())
+            .with_context(|| format!("writing {NEIGH}2"))?;
+        Ok(NeighLimits {
+            old: Some((t2, t3)),
+        })
+    }
+}
+
+impl Drop for NeighLimits {
+    fn drop(&mut self) {
+        if let Some((t2, t3)) = &self.old {
+            let _ = std::fs::write(format!("{NEIGH}2"), t2);
+            let _ = std::fs::write(format!("{NEIGH}3"), t3);
+        }
     }
 }
 

@@ -106,6 +106,12 @@ fn main() -> anyhow::Result<()> {
                         s.withdraw_ms.iter().copied().fold(0.0, f64::max),
                         s.peak_rss_kib as f64 / 1024.0
                     );
+                    if s.sessions_lost > 0 {
+                        eprintln!(
+                            "  the reflector ended {} Established sessions (the clients connected again); the last: {}",
+                            s.sessions_lost, s.last_loss
+                        );
+                    }
                     samples.push(s);
                 }
                 Err(e) => eprintln!("FAILED: {e}"),
@@ -123,7 +129,7 @@ fn main() -> anyhow::Result<()> {
         alone.secs, alone.updates_per_sec, alone.cpu_secs
     );
     println!(
-        "cold start: first connection until every client holds the other {} blocks; CPU s: the reflector's during it (cli CPU: the clients' process); churn: {} clients close without NOTIFICATION and reconnect, until everyone is whole again; wd: a withdrawal until no other client holds the block (percentiles over all rounds); k-routes: blocks the reflector node programmed into its kernel",
+        "cold start: first connection until every client holds the other {} blocks; CPU s: the reflector's during it (cli CPU: the clients' process); churn: {} clients close without NOTIFICATION and reconnect, until everyone is whole again; wd: a withdrawal until no other client holds the block (percentiles over all rounds); k-routes: blocks the reflector node programmed into its kernel; lost: Established sessions the reflector ended, over all rounds (the clients connect again)",
         opts.clients - 1,
         opts.churn
     );

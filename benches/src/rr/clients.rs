@@ -97,6 +97,9 @@ pub struct Board {
     drops: AtomicUsize,
     /// UPDATEs received, by every client.
     updates: AtomicU64,
+    /// Sessions the reflector closed (or sent a NOTIFICATION on) once Established.
+    lost: AtomicUsize,
+    last_loss: Mutex<String>,
     failures: Mutex<Vec<String>>,
 }
 
@@ -110,6 +113,8 @@ impl Board {
             first_connect_ns: AtomicU64::new(0),
             drops: AtomicUsize::new(0),
             updates: AtomicU64::new(0),
+            lost: AtomicUsize::new(0),
+            last_loss: Mutex::new(String::new()),
             failures: Mutex::new(Vec::new()),
         }
     }
@@ -138,6 +143,16 @@ impl Board {
 
     pub fn updates(&self) -> u64 {
         self.updates.load(Ordering::Relaxed)
+    }
+
+    /// Sessions the reflector ended after they were Established.
+    pub fn lost(&self) -> usize {
+        self.lost.load(Ordering::Acquire)
+    }
+
+    /// Why the last of them ended.
+    pub fn last_loss(&self) -> String {
+        self.last_loss.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
     /// Every client has every other client's block and its session is up.
@@ -227,7 +242,15 @@ pub enum ClientError {
     Unexpected(&'static str),
     #[error("encoding: {0}")]
     Encode(#[from] bgp::wire::EncodeError),
+    #[error("no OPEN and KEEPALIVE from the reflector within {HANDSHAKE_TIMEOUT:?}")]
+    HandshakeTimeout,
 }
+
+/// A connection attempt whose handshake (TCP, OPEN, KEEPALIVE) is not through by then is
+/// closed and made again, as a speaker's ConnectRetry timer does. Short, so that a
+/// handshake the reflector's kernel dropped at a full listen queue costs a second, not
+/// TCP's retransmission back-off (which grows to minutes).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The parameters every session shares.
 #[derive(Clone, Debug)]
@@ -303,6 +326,9 @@ impl Drop for Clients {
 enum Ended {
     Dropped,
     Shutdown,
+    /// The reflector closed it or sent a NOTIFICATION once it was Established: the
+    /// client connects again, as a BGP speaker would, and the loss is counted.
+    Lost(ClientError),
 }
 
 async fn client(
@@ -319,6 +345,13 @@ async fn client(
         match r {
             Ok(Ended::Dropped) => restarted = true,
             Ok(Ended::Shutdown) => return,
+            Ok(Ended::Lost(e)) => {
+                board.lost.fetch_add(1, Ordering::AcqRel);
+                if let Ok(mut l) = board.last_loss.lock() {
+                    *l = format!("client {}: {e}", client_addr(i));
+                }
+                restarted = false;
+            }
             Err(e) => {
                 board.fail(format!("client {}: {e}", client_addr(i)));
                 return;
@@ -490,7 +523,12 @@ async fn session(
     // configuration refuses or closes): try again until the deadline.
     let deadline = tokio::time::Instant::now() + spec.connect_timeout;
     let (mut s, mut buf, params) = loop {
-        match establish(i, spec, board, restarted).await {
+        let attempt = tokio::time::timeout(HANDSHAKE_TIMEOUT, establish(i, spec, board, restarted));
+        let r = match attempt.await {
+            Ok(r) => r,
+            Err(_) => Err(ClientError::HandshakeTimeout),
+        };
+        match r {
             Ok(x) => break x,
             Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
             Err(_) => tokio::time::sleep(Duration::from_millis(50 + (i % 50) as u64)).await,
@@ -509,11 +547,17 @@ async fn session(
     )
     .await;
     board.established.fetch_sub(1, Ordering::AcqRel);
-    if matches!(r, Ok(Ended::Dropped)) {
-        held.clear();
-        board.drops.fetch_add(1, Ordering::AcqRel);
+    held.clear();
+    match r {
+        Ok(Ended::Dropped) => {
+            board.drops.fetch_add(1, Ordering::AcqRel);
+            Ok(Ended::Dropped)
+        }
+        Ok(e) => Ok(e),
+        // Encoding our own messages cannot fail for the peer's doing: that is a bug here.
+        Err(e @ ClientError::Encode(_)) => Err(e),
+        Err(e) => Ok(Ended::Lost(e)),
     }
-    r
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -102,6 +102,10 @@ pub struct Sample {
     pub cold_updates: u64,
     /// Kernel routes the node agent programmed in its namespace (serval-node only).
     pub kernel_routes: Option<usize>,
+    /// Sessions the reflector ended after they were Established (each client then
+    /// connected again), over the whole run, and why the last one ended.
+    pub sessions_lost: usize,
+    pub last_loss: String,
     /// Connections the reflector's kernel dropped because its listen queue was full
     /// (`TcpExtListenDrops`) during the cold start: a backlog too short for the burst.
     pub listen_drops: u64,
@@ -348,7 +352,8 @@ fn own_cpu_secs() -> f64 {
     cpu_secs(std::process::id()).unwrap_or(0.0)
 }
 
-/// Fails when the reflector died or a client reported a failure.
+/// Fails when the reflector died or a client failed for good (it could not establish
+/// before the deadline).
 fn check(running: &mut Running, c: &Clients) -> Result<(), RrError> {
     running.check()?;
     let f = c.board().failures();
@@ -364,11 +369,13 @@ fn check(running: &mut Running, c: &Clients) -> Result<(), RrError> {
 fn progress(c: &Clients) -> String {
     let b = c.board();
     format!(
-        "{} of {} established, {} complete, {} UPDATEs received",
+        "{} of {} established, {} complete, {} UPDATEs received, {} sessions lost {}",
         b.established(),
         b.n,
         b.complete(),
-        b.updates()
+        b.updates(),
+        b.lost(),
+        b.last_loss()
     )
 }
 
@@ -604,6 +611,8 @@ fn run_in(reflector: Reflector, opts: &RrOpts, dir: &Path) -> Result<Sample, RrE
     }
     let peak_rss_kib = vm_hwm_kib(pid).unwrap_or(0);
     let cpu_secs = cpu_secs(pid).unwrap_or(0.0) - cpu0;
+    let sessions_lost = c.board().lost();
+    let last_loss = c.board().last_loss();
     drop(c);
     drop(running);
     drop(link);
@@ -619,6 +628,8 @@ fn run_in(reflector: Reflector, opts: &RrOpts, dir: &Path) -> Result<Sample, RrE
         cold_updates,
         kernel_routes,
         listen_drops,
+        sessions_lost,
+        last_loss,
     })
 }
 

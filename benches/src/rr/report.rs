@@ -53,7 +53,7 @@ pub fn table(clients: usize, results: &[(Reflector, Vec<Sample>)]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<11} {:>7} {:>20} {:>7} {:>9} {:>6} {:>7} {:>7} {:>8} {:>8} {:>8}",
+        "{:<11} {:>7} {:>20} {:>7} {:>9} {:>6} {:>7} {:>7} {:>8} {:>8} {:>8} {:>5}",
         "reflector",
         "cold s",
         "[min-max] spread",
@@ -64,7 +64,8 @@ pub fn table(clients: usize, results: &[(Reflector, Vec<Sample>)]) -> String {
         "churn s",
         "wd p50ms",
         "wd p99ms",
-        "k-routes"
+        "k-routes",
+        "lost"
     );
     let mut rows: Vec<(Reflector, Row)> = Vec::new();
     for (r, samples) in results {
@@ -92,7 +93,7 @@ pub fn table(clients: usize, results: &[(Reflector, Vec<Sample>)]) -> String {
             .map_or("-".to_string(), |k| k.to_string());
         let _ = writeln!(
             out,
-            "{:<11} {:>7.3} {:>20} {:>7.1} {:>9} {:>6.2} {:>7.2} {:>7} {:>8} {:>8} {:>8}",
+            "{:<11} {:>7.3} {:>20} {:>7.1} {:>9} {:>6.2} {:>7.2} {:>7} {:>8} {:>8} {:>8} {:>5}",
             r.name(),
             c.median,
             format!("[{:.3}-{:.3}] {:.0}%", c.min, c.max, c.spread() * 100.0),
@@ -104,6 +105,7 @@ pub fn table(clients: usize, results: &[(Reflector, Vec<Sample>)]) -> String {
             opt(p50, 1),
             opt(p99, 1),
             routes,
+            samples.iter().map(|s| s.sessions_lost).sum::<usize>(),
         );
         rows.push((
             *r,
@@ -198,6 +200,8 @@ mod tests {
             cold_updates: 0,
             kernel_routes: None,
             listen_drops: 0,
+            sessions_lost: 0,
+            last_loss: String::new(),
         }
     }
 

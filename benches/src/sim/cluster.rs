@@ -122,6 +122,26 @@ pub fn block(k: u32) -> Ipv4Net {
     Ipv4Net::new(Ipv4Addr::from(base), 26).unwrap_or_default()
 }
 
+/// The namespace the harness started in: each cluster is built from there (the kernel's
+/// settings under /proc/sys/net are those of the caller's namespace).
+static HOME: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
+
+fn go_home() -> anyhow::Result<()> {
+    let home = match HOME.get() {
+        Some(f) => f,
+        None => {
+            let f = std::fs::File::open("/proc/thread-self/ns/net")
+                .context("opening /proc/thread-self/ns/net")?;
+            HOME.get_or_init(|| f)
+        }
+    };
+    // SAFETY: setns on a namespace descriptor we hold; it moves only this thread.
+    if unsafe { libc::setns(home.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        bail!("setns back: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Moves the calling thread into namespace `ns`: the harness's own sockets (the etcd
 /// client, the metrics scrapes) then live beside etcd.
 fn enter(ns: &str) -> anyhow::Result<()> {
@@ -150,6 +170,7 @@ impl Cluster {
         if n > 1000 {
             bail!("--nodes: at most 1000 (addresses 10.70.1.10 … 10.70.5.209)");
         }
+        go_home()?;
         // Every mesh node resolves every other: N² ARP entries in one table that all
         // namespaces share.
         let entries = match shape {
@@ -408,6 +429,7 @@ impl NeighLimits {
 impl Drop for NeighLimits {
     fn drop(&mut self) {
         if let Some((t2, t3)) = &self.old {
+            let _ = go_home();
             let _ = std::fs::write(format!("{NEIGH}2"), t2);
             let _ = std::fs::write(format!("{NEIGH}3"), t3);
         }

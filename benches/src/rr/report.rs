@@ -178,6 +178,9 @@ pub fn table(clients: usize, results: &[(Reflector, Vec<Sample>)]) -> String {
                 verdict(srow.cold.median < 10.0)
             );
         }
+        if t.ends_with(':') {
+            continue;
+        }
         let _ = writeln!(out, "{}", t.trim_end_matches(';'));
     }
     out

@@ -133,7 +133,6 @@ struct Established {
     enhanced_route_refresh: bool,
     /// Encoded, not yet accepted by the writer's queue.
     backlog: VecDeque<Bytes>,
-    buf: BytesMut,
 }
 
 pub(crate) struct Core {
@@ -149,6 +148,9 @@ pub(crate) struct Core {
     drained: Arc<Notify>,
     subscribers: Vec<mpsc::Sender<Vec<BestChange>>>,
     effects: Vec<Effect>,
+    /// The one buffer UPDATEs are encoded into, for one peer at a time (see
+    /// [`Established::seal`]).
+    scratch: BytesMut,
     /// The BFD task, once a peer has BFD.
     bfd: Option<BfdHandle>,
     bfd_tx: mpsc::Sender<Change>,
@@ -211,6 +213,7 @@ impl Core {
             drained: Arc::new(Notify::new()),
             subscribers: Vec::new(),
             effects: Vec::new(),
+            scratch: BytesMut::with_capacity(CHUNK + 4096),
             bfd: None,
             bfd_tx,
             bfd_rx,
@@ -357,7 +360,6 @@ impl Core {
                         codec: negotiated.codec.clone(),
                         enhanced_route_refresh: negotiated.enhanced_route_refresh,
                         backlog: VecDeque::new(),
-                        buf: BytesMut::with_capacity(CHUNK + 4096),
                     },
                 );
                 Event::Established {
@@ -422,9 +424,10 @@ impl Core {
             Effect::Md5 { peer, key } => self.set_md5(peer, key.as_deref()),
             Effect::Send(peer, m) => {
                 if let Some(w) = self.writers.get_mut(&peer) {
-                    if let Err(e) = w.encode_message(&m) {
+                    if let Err(e) = w.encode_message(&m, &mut self.scratch) {
                         warn!(%peer, error = %e, "cannot encode a message");
                     }
+                    w.seal(&mut self.scratch);
                 }
             }
             Effect::HandOver(peer) => {
@@ -557,7 +560,7 @@ impl Core {
             'families: for f in self.state.export_families(*addr) {
                 while self.state.export_pending(*addr, f) {
                     for u in self.state.drain_export(*addr, f, EXPORT_BUDGET) {
-                        if let Err(e) = est.encode(&u) {
+                        if let Err(e) = est.encode(&u, &mut self.scratch) {
                             warn!(peer = %addr, error = %e, "cannot encode an UPDATE; skipped");
                         }
                     }
@@ -566,7 +569,7 @@ impl Core {
                     }
                 }
             }
-            est.seal();
+            est.seal(&mut self.scratch);
             est.flush_backlog();
         }
     }
@@ -615,14 +618,19 @@ impl Core {
 }
 
 impl Established {
-    /// Encode one RIB output into the current chunk.
-    fn encode(&mut self, u: &crate::rib::OutUpdate) -> Result<(), wire::error::EncodeError> {
+    /// Encode one RIB output into the current chunk, in the core's one encoding buffer
+    /// (`buf`), which holds this peer's chunk until [`Established::seal`].
+    fn encode(
+        &mut self,
+        u: &crate::rib::OutUpdate,
+        buf: &mut BytesMut,
+    ) -> Result<(), wire::error::EncodeError> {
         match &u.body {
             OutBody::Announce { attrs, nlri } => {
-                wire::pack_announce(u.family, attrs, nlri, &self.codec, &mut self.buf)?;
+                wire::pack_announce(u.family, attrs, nlri, &self.codec, buf)?;
             }
             OutBody::Withdraw { nlri } => {
-                wire::pack_withdraw(u.family, nlri, &self.codec, &mut self.buf)?;
+                wire::pack_withdraw(u.family, nlri, &self.codec, buf)?;
             }
             // RFC 7313 §4: the re-sent table ends with End of Route Refresh; a plain
             // refresh (RFC 2918) has no end marker.
@@ -631,27 +639,30 @@ impl Established {
                     afi_safi: u.family.afi_safi(),
                     subtype: RefreshSubtype::End,
                 };
-                wire::encode_message(&Message::RouteRefresh(eorr), &self.codec, &mut self.buf)?;
+                wire::encode_message(&Message::RouteRefresh(eorr), &self.codec, buf)?;
             }
             OutBody::EndOfRefresh => {}
             OutBody::EndOfRib => {
                 wire::encode_message(
                     &Message::Update(Update::end_of_rib(u.family)),
                     &self.codec,
-                    &mut self.buf,
+                    buf,
                 )?;
             }
         }
-        if self.buf.len() >= CHUNK {
-            self.seal();
+        if buf.len() >= CHUNK {
+            self.seal(buf);
         }
         Ok(())
     }
 
-    /// End the current chunk.
-    fn seal(&mut self) {
-        if !self.buf.is_empty() {
-            self.backlog.push_back(self.buf.split().freeze());
+    /// End the current chunk: an exact-size copy goes to the backlog and `buf` is free for
+    /// the next peer. No peer keeps an encoding buffer of its own, so a reflector's
+    /// thousand clients cost one buffer, not a thousand.
+    fn seal(&mut self, buf: &mut BytesMut) {
+        if !buf.is_empty() {
+            self.backlog.push_back(Bytes::copy_from_slice(buf));
+            buf.clear();
         }
     }
 
@@ -673,8 +684,12 @@ impl Established {
         true
     }
 
-    fn encode_message(&mut self, m: &Message) -> Result<(), wire::error::EncodeError> {
-        wire::encode_message(m, &self.codec, &mut self.buf)
+    fn encode_message(
+        &mut self,
+        m: &Message,
+        buf: &mut BytesMut,
+    ) -> Result<(), wire::error::EncodeError> {
+        wire::encode_message(m, &self.codec, buf)
     }
 }
 

@@ -42,8 +42,13 @@ pub(crate) const DATA_QUEUE: usize = 32;
 /// Control messages (OPEN, KEEPALIVE, NOTIFICATION, ROUTE-REFRESH) waiting to be written;
 /// a peer that lets this many pile up is not reading and its hold timer will say so.
 const CTL_QUEUE: usize = 64;
-/// Frames cut from one read are handed over together.
-const READ_BUF: usize = 256 * 1024;
+/// Frames cut from one read are handed over together. A connection reads into a buffer
+/// of `READ_MIN` octets while its peer sends little (keepalives, a few UPDATEs) and doubles
+/// it, up to `READ_MAX`, while each read fills what it offered (a table load); it goes
+/// back to the small one once the load is over. A reflector's thousand quiet clients so
+/// hold a few KiB each instead of a bulk buffer each.
+const READ_MIN: usize = 4 * 1024;
+const READ_MAX: usize = 256 * 1024;
 /// UPDATEs handed to the core in one event (~5,000 prefixes of a table load).
 const UPDATE_BATCH: usize = 256;
 
@@ -872,12 +877,14 @@ async fn read_frames(id: ConnId, mut rd: OwnedReadHalf, tx: mpsc::Sender<ConnEve
         extended_message: true,
         ..CodecParams::default()
     };
-    let mut buf = BytesMut::with_capacity(READ_BUF);
+    let mut size = READ_MIN;
+    let mut buf = BytesMut::with_capacity(size);
     loop {
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(READ_BUF);
+        if buf.capacity() - buf.len() < READ_MIN {
+            buf.reserve(size);
         }
-        match rd.read_buf(&mut buf).await {
+        let offered = buf.capacity() - buf.len();
+        let n = match rd.read_buf(&mut buf).await {
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                 let _ = tx.send(ConnEvent::TimedOut(id)).await;
                 return;
@@ -886,8 +893,9 @@ async fn read_frames(id: ConnId, mut rd: OwnedReadHalf, tx: mpsc::Sender<ConnEve
                 let _ = tx.send(ConnEvent::Closed(id, None)).await;
                 return;
             }
-            Ok(_) => {}
-        }
+            Ok(n) => n,
+        };
+        size = next_read_size(size, n, offered);
         let mut frames = Vec::new();
         loop {
             match header::frame(&buf, &framing) {
@@ -911,6 +919,22 @@ async fn read_frames(id: ConnId, mut rd: OwnedReadHalf, tx: mpsc::Sender<ConnEve
         if !frames.is_empty() && tx.send(ConnEvent::Frames(id, frames)).await.is_err() {
             return;
         }
+        // The load is over and nothing is left over: let go of the big buffer (the
+        // frames handed over keep their part of it until decoded).
+        if size == READ_MIN && buf.is_empty() && buf.capacity() > 2 * READ_MIN {
+            buf = BytesMut::with_capacity(READ_MIN);
+        }
+    }
+}
+
+/// The next read buffer size, from the last read: `n` octets where `offered` were free.
+fn next_read_size(size: usize, n: usize, offered: usize) -> usize {
+    if n >= offered {
+        (size * 2).min(READ_MAX)
+    } else if n < size / 4 {
+        (size / 2).max(READ_MIN)
+    } else {
+        size
     }
 }
 
@@ -961,6 +985,25 @@ async fn write_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_buffer_grows_with_a_load_and_shrinks_after_it() {
+        // Keepalives: stays small.
+        assert_eq!(next_read_size(READ_MIN, 19, READ_MIN), READ_MIN);
+        // Each read fills what was offered: doubles, up to the ceiling.
+        let mut size = READ_MIN;
+        for _ in 0..20 {
+            size = next_read_size(size, size, size);
+        }
+        assert_eq!(size, READ_MAX);
+        // A read that fills most of it keeps the size.
+        assert_eq!(next_read_size(READ_MAX, READ_MAX / 2, READ_MAX), READ_MAX);
+        // The load is over: halves back down to the floor.
+        for _ in 0..20 {
+            size = next_read_size(size, 19, size);
+        }
+        assert_eq!(size, READ_MIN);
+    }
 
     fn msg(kind: u8, body_len: usize) -> Vec<u8> {
         let mut m = vec![0xff; 16];

@@ -129,7 +129,7 @@ fn main() -> anyhow::Result<()> {
         alone.secs, alone.updates_per_sec, alone.cpu_secs
     );
     println!(
-        "cold start: first connection until every client holds the other {} blocks; CPU s: the reflector's during it (cli CPU: the clients' process); churn: {} clients close without NOTIFICATION and reconnect, until everyone is whole again; wd: a withdrawal until no other client holds the block (percentiles over all rounds); k-routes: blocks the reflector node programmed into its kernel; lost: Established sessions the reflector ended, over all rounds (the clients connect again)",
+        "start s: the reflector's start until its client answered (serval-node: until it had every client as a peer); cold start: first connection until every client holds the other {} blocks; CPU s: the reflector's during it (cli CPU: the clients' process); churn: {} clients close without NOTIFICATION and reconnect, until everyone is whole again; wd: a withdrawal until no other client holds the block (percentiles over all rounds); k-routes: blocks the reflector node programmed into its kernel; lost: Established sessions the reflector ended, over all rounds (the clients connect again)",
         opts.clients - 1,
         opts.churn
     );

@@ -9,8 +9,9 @@
 //!
 //! One run of one reflector, in fresh namespaces:
 //!
-//! 1. The reflector starts with its configuration ([`reflectors`]) and is polled until
-//!    its client answers (the node agent: until it lists every client as a peer).
+//! 1. The reflector starts with its configuration ([`reflectors`]) and is polled every
+//!    50 ms until its client answers (the node agent: until it lists every client as a
+//!    peer); that is its start-up time.
 //! 2. **Cold start**: every client connects at once; t0 is the first connection
 //!    attempt; done when every client holds the other `n - 1` blocks ([`clients`]).
 //!    The reflector's CPU seconds (utime + stime) over that phase, and the clients' own.
@@ -83,6 +84,9 @@ pub struct RrOpts {
 /// One run's measurements.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sample {
+    /// From the reflector's start until it answered its client (the node agent: until
+    /// it had a session configured for every client).
+    pub start_secs: f64,
     /// From the first connection attempt until every client holds every other block.
     pub cold_secs: f64,
     /// Reflector CPU seconds during the cold start.
@@ -448,6 +452,7 @@ fn run_in(reflector: Reflector, opts: &RrOpts, dir: &Path) -> Result<Sample, RrE
     }
     let argv: Vec<&str> = launch.argv.iter().map(String::as_str).collect();
     let log = dir.join("reflector.log");
+    let started = Instant::now();
     let mut running = Running {
         reflector,
         child: link.rr.handle.spawn(&argv, Some(&log))?,
@@ -477,6 +482,7 @@ fn run_in(reflector: Reflector, opts: &RrOpts, dir: &Path) -> Result<Sample, RrE
             })
         },
     )?;
+    let start_secs = started.elapsed().as_secs_f64();
     let pid = running.child.pid();
     let idle_rss_kib = vm_hwm_kib(pid).unwrap_or(0);
     let cpu0 = cpu_secs(pid).unwrap_or(0.0);
@@ -617,6 +623,7 @@ fn run_in(reflector: Reflector, opts: &RrOpts, dir: &Path) -> Result<Sample, RrE
     drop(running);
     drop(link);
     Ok(Sample {
+        start_secs,
         cold_secs,
         cold_cpu_secs,
         clients_cpu_secs,

@@ -53,8 +53,9 @@ pub fn table(clients: usize, results: &[(Reflector, Vec<Sample>)]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<11} {:>7} {:>20} {:>7} {:>9} {:>6} {:>7} {:>7} {:>8} {:>8} {:>8} {:>5}",
+        "{:<11} {:>7} {:>7} {:>20} {:>7} {:>9} {:>6} {:>7} {:>7} {:>8} {:>8} {:>8} {:>5}",
         "reflector",
+        "start s",
         "cold s",
         "[min-max] spread",
         "RSS MiB",
@@ -93,8 +94,9 @@ pub fn table(clients: usize, results: &[(Reflector, Vec<Sample>)]) -> String {
             .map_or("-".to_string(), |k| k.to_string());
         let _ = writeln!(
             out,
-            "{:<11} {:>7.3} {:>20} {:>7.1} {:>9} {:>6.2} {:>7.2} {:>7} {:>8} {:>8} {:>8} {:>5}",
+            "{:<11} {:>7.2} {:>7.3} {:>20} {:>7.1} {:>9} {:>6.2} {:>7.2} {:>7} {:>8} {:>8} {:>8} {:>5}",
             r.name(),
+            med(&|s| s.start_secs),
             c.median,
             format!("[{:.3}-{:.3}] {:.0}%", c.min, c.max, c.spread() * 100.0),
             mib(m.median),
@@ -192,6 +194,7 @@ mod tests {
 
     fn sample(cold: f64, rss_mib: u64, churn: f64) -> Sample {
         Sample {
+            start_secs: 0.1,
             cold_secs: cold,
             cold_cpu_secs: cold / 2.0,
             clients_cpu_secs: 0.1,

@@ -97,6 +97,9 @@ pub async fn connect(peer: SocketAddr, opts: &TransportOptions) -> io::Result<Tc
     socket.connect(peer).await
 }
 
+/// Connections completed by the kernel and not yet accepted.
+const LISTEN_BACKLOG: i32 = 4096;
+
 /// Bind a listening socket. IPv6 wildcard sockets are IPv6-only, so that IPv4 peers are
 /// seen with IPv4 addresses (MD5 keys are matched per address family).
 pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -116,7 +119,10 @@ pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     setsockopt_int(socket.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_SAVE_SYN, 1)?;
     socket.set_nonblocking(true)?;
     socket.bind(&SockAddr::from(addr))?;
-    socket.listen(128)?;
+    // A reflector's clients all connect at once when it starts: a SYN the queue has no
+    // room for is retried by the client only a second later (the kernel caps this at
+    // net.core.somaxconn).
+    socket.listen(LISTEN_BACKLOG)?;
     TcpListener::from_std(socket.into())
 }
 

@@ -148,7 +148,8 @@ fn main() -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&p)?);
         merge(&out, p)?;
     }
-    let all = read_points(&out)?;
+    let mut all = read_points(&out)?;
+    sim::report::derive(&mut all);
     println!("\n{}", sim::report::table(&all));
     let fits = sim::report::fits_text(&all);
     println!("fitted curves (least squares; chosen: smallest residual standard error)\n{fits}");

@@ -353,6 +353,23 @@ impl Cluster {
         Ok(())
     }
 
+    /// Starts again every agent that has exited, as the kubelet restarts a DaemonSet's
+    /// pod; returns the nodes restarted. Their logs keep the exit's message.
+    pub fn restart_exited(&mut self, log_level: &str) -> anyhow::Result<Vec<usize>> {
+        let mut exited = Vec::new();
+        for (i, n) in self.nodes.iter_mut().enumerate() {
+            if let Some(a) = &mut n.agent {
+                if let Ok(Some(_)) = a.try_wait() {
+                    exited.push(i);
+                }
+            }
+        }
+        for &i in &exited {
+            self.start_agent(i, log_level)?;
+        }
+        Ok(exited)
+    }
+
     /// Every node's blocks as (owner, block).
     pub fn all_blocks(&self) -> Vec<(usize, Ipv4Net)> {
         self.nodes

@@ -158,7 +158,12 @@ pub fn fit(model: Model, pts: &[(f64, f64)]) -> Option<Fit> {
 
 /// Every model that fits, best (smallest residual standard error) first.
 pub fn all(pts: &[(f64, f64)]) -> Vec<Fit> {
-    let mut v: Vec<Fit> = MODELS.iter().filter_map(|m| fit(*m, pts)).collect();
+    // A parabola that bends down is no growth law: past the points it falls, below zero.
+    let mut v: Vec<Fit> = MODELS
+        .iter()
+        .filter_map(|m| fit(*m, pts))
+        .filter(|f| f.model != Model::Quadratic || f.coef[2] >= 0.0)
+        .collect();
     // Equal residuals (an exact fit of several models): the simpler model.
     let scale = pts.iter().map(|p| p.1.abs()).fold(0.0, f64::max).max(1e-12);
     v.sort_by(|a, b| {

@@ -213,13 +213,47 @@ pub fn run(c: &mut Cluster, plan: &Plan, rng: &mut Rng) -> anyhow::Result<serde_
     let spawned = t0.elapsed();
     let blocks = c.all_blocks();
     let timeout = Duration::from_secs(120 + 2 * n as u64);
-    let done = wait_checked(
-        c,
-        timeout,
-        "every node routes every other node's block",
-        |s| routed_everywhere(s, &blocks),
-        |s| missing(s, &blocks),
-    )?;
+    // An agent that gives up at start-up (its first datastore read timing out, say) is
+    // started again, as the kubelet would, and counted.
+    let mut restarts: Vec<usize> = Vec::new();
+    let deadline = Instant::now() + timeout;
+    let done = loop {
+        let step = deadline
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_secs(1));
+        match c.watch.wait(
+            step,
+            "every node routes every other node's block",
+            |s| routed_everywhere(s, &blocks),
+            |s| missing(s, &blocks),
+        ) {
+            Ok(at) => break at,
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => {
+                let again = c.restart_exited(&plan.log_level)?;
+                if !again.is_empty() {
+                    say(&format!(
+                        "{} agents exited and were started again",
+                        again.len()
+                    ));
+                }
+                restarts.extend(again);
+                if let Some(i) = (0..n).find(|i| restarts.iter().filter(|r| *r == i).count() > 5) {
+                    anyhow::bail!(
+                        "the agent of n{i} exited six times:\n{}",
+                        super::cluster::log_tail(&c.nodes[i].dir.join("agent.log"))
+                    );
+                }
+            }
+        }
+    };
+    let first_exit = restarts.first().map(|&i| {
+        let log = std::fs::read_to_string(c.nodes[i].dir.join("agent.log")).unwrap_or_default();
+        log.lines()
+            .find(|l| l.contains("Error") || l.contains("unavailable"))
+            .map(|l| l.chars().filter(|c| !c.is_control()).collect::<String>())
+            .unwrap_or_default()
+    });
     let converge = done.saturating_duration_since(t0);
     let mut per_node: Vec<Duration> = {
         let s = c.watch.lock();
@@ -243,6 +277,9 @@ pub fn run(c: &mut Cluster, plan: &Plan, rng: &mut Rng) -> anyhow::Result<serde_
             "node_p50_s": secs(pct(&per_node, 50)),
             "first_node_s": secs(per_node.first().copied().unwrap_or_default()),
             "spawn_s": secs(spawned),
+            "agent_restarts": restarts.len(),
+            "agents_restarted": restarts.iter().collect::<std::collections::BTreeSet<_>>().len(),
+            "first_exit": first_exit,
             "etcd": etcd::load(&e0, &e1).json(),
         }),
     );

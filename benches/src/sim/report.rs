@@ -92,7 +92,35 @@ pub const FIGURES: &[Figure] = &[
         label: "etcd watch events/s during churn",
         unit: "1/s",
     },
+    Figure {
+        path: &["churn", "etcd", "requests_per_pod"],
+        label: "etcd requests per pod (created and released)",
+        unit: "requests",
+    },
+    Figure {
+        path: &["churn", "etcd", "watch_events_per_pod"],
+        label: "etcd watch events per pod (created and released)",
+        unit: "events",
+    },
 ];
+
+/// Per-pod figures of the churn: etcd's requests and watch events divided by the pods
+/// created (each also released once the churn is under way).
+pub fn derive(points: &mut [Value]) {
+    for p in points {
+        let Some(pods) = num(p, &["churn", "pods_created"]).filter(|v| *v > 0.0) else {
+            continue;
+        };
+        for (from, to) in [
+            ("requests", "requests_per_pod"),
+            ("watch_events", "watch_events_per_pod"),
+        ] {
+            if let Some(v) = num(p, &["churn", "etcd", from]) {
+                p["churn"]["etcd"][to] = serde_json::json!(super::etcd::round(v / pods));
+            }
+        }
+    }
+}
 
 pub fn get<'a>(p: &'a Value, path: &[&str]) -> Option<&'a Value> {
     path.iter().try_fold(p, |v, k| v.get(*k))
@@ -127,14 +155,19 @@ pub fn fits_text(points: &[Value]) -> String {
     for shape in ["mesh", "rr"] {
         for f in FIGURES {
             let s = series(points, shape, f.path);
-            if s.is_empty() {
+            if s.is_empty() || s.iter().all(|p| p.1 == 0.0) {
                 continue;
             }
             let fits = fit::all(&s);
             let _ = write!(t, "{shape:<4} {} [{}]: ", f.label, f.unit);
             match fits.first() {
                 Some(best) => {
-                    let _ = writeln!(t, "{best}");
+                    let _ = writeln!(
+                        t,
+                        "{best}; at N = 1000: {:.4}, N = 5000: {:.4}",
+                        best.eval(1000.0),
+                        best.eval(5000.0)
+                    );
                     for other in &fits[1..] {
                         let _ = writeln!(t, "       or {other}");
                     }

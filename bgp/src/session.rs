@@ -411,9 +411,16 @@ impl Session {
                 }
             }
             ConnEvent::Frames(id, frames) => {
-                for frame in frames {
+                // Room for this read's UPDATEs at once: growing push by push would copy
+                // each (several hundred octets) again and again; a quiet session keeps no
+                // batch capacity between reads.
+                let n = frames.len();
+                for (i, frame) in frames.into_iter().enumerate() {
                     if !self.conns.contains_key(&id) {
                         break;
+                    }
+                    if self.batch.capacity() == 0 {
+                        self.batch.reserve((n - i).min(UPDATE_BATCH));
                     }
                     self.frame(id, &frame).await;
                 }
@@ -490,9 +497,7 @@ impl Session {
         if self.batch.is_empty() {
             return;
         }
-        // Sized for a whole batch: growing it push by push would copy every UPDATE
-        // (several hundred octets each) eight more times.
-        let updates = std::mem::replace(&mut self.batch, Vec::with_capacity(UPDATE_BATCH));
+        let updates = std::mem::take(&mut self.batch);
         let _ = self
             .events
             .send(SessionEvent::Report(SessionReport::Updates {

@@ -39,8 +39,11 @@
 //!
 //! ## Watch
 //! [`Store::watch`] lists the watched kinds, sends a [`WatchEvent::Resync`], then watches
-//! `P/` from the next revision. After a compaction, a cancelled watch or a lost connection it
-//! lists again and sends a new `Resync`, so the agent never misses a change silently.
+//! each kind's key range from the next revision, all on one gRPC stream: etcd sends a
+//! watcher only the kinds it watches. The stream has no deadline (requests do): an idle
+//! watch stays open for as long as the connection does. After a compaction, a cancelled
+//! watch or a lost connection it lists again and sends a new `Resync`, so the agent never
+//! misses a change silently.
 
 use std::time::Duration;
 
@@ -85,11 +88,16 @@ impl EtcdStore {
     /// Connects to etcd. Fails with [`StoreError::Unavailable`] if no member answers.
     pub async fn connect(config: EtcdConfig) -> Result<Self, StoreError> {
         config.validate()?;
+        // No per-request timeout on the connection: gRPC would send it as the deadline of
+        // the watch stream too, and etcd would end an idle watch after that long. Each
+        // request gets its deadline from `deadline` instead. Keepalive pings only while a
+        // stream is open (the watch) and no more often than etcd's enforcement allows
+        // (`--grpc-keepalive-min-time`, 5 s): a client pinging faster, or pinging with no
+        // stream open, is sent a GOAWAY and loses its watch.
         let mut opts = ConnectOptions::new()
-            .with_timeout(config.timeout)
             .with_connect_timeout(config.timeout)
-            .with_keep_alive(Duration::from_secs(2), config.timeout)
-            .with_keep_alive_while_idle(true);
+            .with_keep_alive(KEEPALIVE_INTERVAL, config.timeout)
+            .with_keep_alive_while_idle(false);
         if let (Some(u), Some(p)) = (&config.username, &config.password) {
             opts = opts.with_user(u.clone(), p.clone());
         }
@@ -191,8 +199,8 @@ impl EtcdStore {
         &self,
         fut: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
     ) -> Result<T, StoreError> {
-        // tonic's own timeout covers the request; this one also covers a stuck connect.
-        match tokio::time::timeout(self.config.timeout + Duration::from_millis(500), fut).await {
+        // The request's deadline; it also covers a stuck connect.
+        match tokio::time::timeout(self.config.timeout, fut).await {
             Ok(r) => r.map_err(|e| map_err(&self.config, e)),
             Err(_) => Err(StoreError::Unavailable {
                 store: self.describe(),
@@ -474,17 +482,38 @@ impl Drop for AbortOnDrop {
 impl EtcdStore {
     /// Forwards changes from `from` on. `Ok(None)`: the receiver is gone; `Ok(Some(()))`:
     /// the watch ended (compaction, cancel) and the caller must list again.
+    ///
+    /// One gRPC stream carries one etcd watch per kind, each on that kind's key range, so
+    /// etcd sends this watcher only the kinds it asked for: an agent watching pools and
+    /// blocks is not sent every handle written for every pod in the cluster.
     async fn watch_from(
         &self,
         kinds: &[Kind],
         from: i64,
         tx: &mpsc::Sender<Result<WatchEvent, StoreError>>,
     ) -> Result<Option<()>, StoreError> {
+        let Some((first, rest)) = kinds.split_first() else {
+            // Nothing to watch: wait for the receiver to go.
+            tx.closed().await;
+            return Ok(None);
+        };
         let mut client = self.client.clone();
-        let opts = WatchOptions::new().with_prefix().with_start_revision(from);
+        let opts = |kind: Kind| {
+            let o = WatchOptions::new().with_start_revision(from);
+            // The configuration is one key; every other kind is a prefix.
+            if kind == Kind::Config {
+                o
+            } else {
+                o.with_prefix()
+            }
+        };
         let mut stream = self
-            .deadline(client.watch(format!("{}/", self.config.prefix), Some(opts)))
+            .deadline(client.watch(self.kind_prefix(*first), Some(opts(*first))))
             .await?;
+        for k in rest {
+            self.deadline(stream.watch(self.kind_prefix(*k), Some(opts(*k))))
+                .await?;
+        }
         while let Some(msg) = stream.next().await {
             let msg = msg.map_err(|e| map_err(&self.config, e))?;
             if msg.canceled() || msg.compact_revision() != 0 {
@@ -511,6 +540,10 @@ impl EtcdStore {
         Ok(Some(()))
     }
 }
+
+/// How often gRPC pings etcd while the watch stream is open; a ping unanswered within the
+/// request timeout ends the connection, and the watch lists again once etcd is back.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 
 #[cfg(test)]
 mod tests {

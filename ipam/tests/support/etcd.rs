@@ -273,6 +273,40 @@ impl Etcd {
         }
     }
 
+    /// The sum of the samples of metric `name` in etcd's `/metrics` whose labels contain
+    /// every one of `labels` (e.g. `grpc_method="Watch"`). Panics if etcd does not answer
+    /// or exposes no such sample: a test counting on it would prove nothing.
+    pub fn metric(&self, name: &str, labels: &[&str]) -> f64 {
+        assert!(self.tls.is_none(), "metrics are read over plain HTTP only");
+        let text = scrape(self.client_port)
+            .unwrap_or_else(|| panic!("etcd's /metrics did not answer:\n{}", self.log_tail()));
+        let mut found = false;
+        let mut sum = 0.0;
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let Some(rest) = line.strip_prefix(name) else {
+                continue;
+            };
+            let (labels_part, value) = match rest.strip_prefix('{') {
+                Some(r) => match r.split_once("} ") {
+                    Some((l, v)) => (l, v),
+                    None => continue,
+                },
+                None => match rest.strip_prefix(' ') {
+                    Some(v) => ("", v),
+                    None => continue,
+                },
+            };
+            if labels.iter().all(|want| labels_part.contains(want)) {
+                if let Ok(v) = value.trim().parse::<f64>() {
+                    found = true;
+                    sum += v;
+                }
+            }
+        }
+        assert!(found, "etcd exposes no metric {name} with {labels:?}");
+        sum
+    }
+
     pub fn log_tail(&self) -> String {
         let log = std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
@@ -379,14 +413,7 @@ fn all_threads_stopped(pid: u32) -> bool {
 
 /// WAL fsyncs and backend commits, counted and timed, from etcd's `/metrics`.
 fn disk_report(port: u16) -> Option<String> {
-    let mut s =
-        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500))
-            .ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        .ok()?;
-    let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
+    let text = scrape(port)?;
     let value = |name: &str| -> Option<f64> {
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
@@ -407,4 +434,17 @@ fn disk_report(port: u16) -> Option<String> {
         ));
     }
     Some(format!("etcd since its start: {}", parts.join(", ")))
+}
+
+/// etcd's `/metrics` text.
+fn scrape(port: u16) -> Option<String> {
+    let mut s =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500))
+            .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.contains("\r\n\r\n").then_some(text)
 }

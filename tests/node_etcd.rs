@@ -206,3 +206,110 @@ fn agents_on_etcd_mesh_and_route_new_blocks() {
         Ok(())
     });
 }
+
+/// Agents started before their etcd (a cluster booting, etcd restarting with it): they
+/// stay up — live, not ready, saying what they wait for — and carry on once etcd answers,
+/// instead of exiting and leaving their restart to a supervisor.
+#[test]
+fn agents_started_before_etcd_wait_for_it() {
+    scenario("node-etcd-late", |test| {
+        tools::require_all(&["ip", "etcd", "curl"])?;
+        let mut nodes = vec![Node::new("n1", test)?, Node::new("n2", test)?];
+        let db = Netns::new()?;
+        let mut br = Bridge::new()?;
+        br.connect(&nodes[0].ns, "eth0")?;
+        br.connect(&nodes[1].ns, "eth0")?;
+        br.connect(&db, "eth0")?;
+        let net = |s: &str| s.parse().map_err(|_| Error::InvalidSpec(s.into()));
+        nodes[0].ns.add_addr("eth0", net("192.0.2.11/24")?)?;
+        nodes[1].ns.add_addr("eth0", net("192.0.2.12/24")?)?;
+        db.add_addr("eth0", net("192.0.2.2/24")?)?;
+        let ds = "etcd:http://192.0.2.2:2379";
+        for n in nodes.iter_mut() {
+            n.start(ds)?;
+        }
+        for n in &nodes {
+            let s = wait_for(
+                Duration::from_secs(20),
+                &format!("{}: waiting for etcd in its status", n.name),
+                || n.status(),
+                |s| has_problem(s, "waiting for datastore etcd:http://192.0.2.2:2379"),
+            )?;
+            assert_eq!(
+                s["ready"], false,
+                "{}: ready without a datastore: {s}",
+                n.name
+            );
+        }
+        // Long enough for several tries (0.5 s, 1 s, 2 s, 4 s pauses).
+        std::thread::sleep(Duration::from_secs(6));
+        for n in nodes.iter_mut() {
+            let agent = n.agent.as_mut().expect("started");
+            assert!(
+                agent.try_wait()?.is_none(),
+                "{}: the agent exited while etcd was not there:\n{}",
+                n.name,
+                std::fs::read_to_string(n.dir.join("agent.log")).unwrap_or_default()
+            );
+            let (live, body) = node_support::http(&n.ns, "/healthz")?;
+            assert_eq!(live, 200, "{}: not live while waiting: {body}", n.name);
+            let (ready, body) = node_support::http(&n.ns, "/readyz")?;
+            assert_ne!(ready, 200, "{}: ready while waiting: {body}", n.name);
+            assert!(
+                body.contains("datastore"),
+                "{}: /readyz says {body}",
+                n.name
+            );
+            let s = n.status()?;
+            assert!(
+                has_problem(&s, "try ") && has_problem(&s, "next in"),
+                "{}: the status names the try and the next: {s}",
+                n.name
+            );
+        }
+
+        let data = test.subdir("etcd-data")?;
+        let data = data.display().to_string();
+        let _etcd = db.spawn(
+            &[
+                "etcd",
+                "--data-dir",
+                &data,
+                "--listen-client-urls",
+                "http://192.0.2.2:2379",
+                "--advertise-client-urls",
+                "http://192.0.2.2:2379",
+                "--listen-peer-urls",
+                "http://127.0.0.1:2380",
+            ],
+            Some(&test.path().join("etcd.log")),
+        )?;
+        wait_until(Duration::from_secs(30), "etcd answers", || match serval_in(
+            &nodes[0].ns,
+            ds,
+            &["pool", "add", "10.65.0.0/16", "--name", "pods"],
+        ) {
+            Ok(_) => Poll::Ready(()),
+            Err(e) => Poll::Pending(e.to_string()),
+        })?;
+        // The longest pause before a try is 30 s; these tried within the first 10 s,
+        // so the next try comes within 8 s of etcd starting.
+        for n in &nodes {
+            wait_for(
+                Duration::from_secs(40),
+                &format!("{}: ready and meshed once etcd answers", n.name),
+                || n.status(),
+                |s| {
+                    s["ready"] == true
+                        && !has_problem(s, "waiting")
+                        && s["peers"]
+                            .as_array()
+                            .is_some_and(|p| p.len() == 1 && p[0]["state"] == "Established")
+                },
+            )?;
+        }
+        let (ready, body) = node_support::http(&nodes[0].ns, "/readyz")?;
+        assert_eq!(ready, 200, "n1 /readyz once etcd answers: {body}");
+        Ok(())
+    });
+}

@@ -66,6 +66,7 @@ use super::kube::{self as on_kube, node_settings, secrets::SecretCache, KubeEnv}
 use super::register::{self, Detected};
 use super::services::{ServiceChange, ServiceTable};
 use super::shared::Shared;
+use super::startup;
 
 /// How often the file store is looked at: one `stat` per look, so a block claimed on
 /// another node is routed here within a few tens of milliseconds.
@@ -187,7 +188,10 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let span = info_span!("node", node = %cfg.node_name);
     async move {
-        let (mut agent, mut inputs) = Agent::start(cfg, shared).await?;
+        let Some((mut agent, mut inputs)) = Agent::start(cfg, shared, &stop).await? else {
+            info!("stopped while waiting for the datastore");
+            return Ok(());
+        };
         let mut tasks = tokio::task::JoinSet::new();
         if let Some(k) = &agent.kube {
             let (leader, leading) = tokio::sync::watch::channel(false);
@@ -264,34 +268,115 @@ async fn next_best(best: &mut Option<BestPathStream>) -> Option<Vec<bgp::rib::Be
     }
 }
 
-/// Opens the datastore the configuration names; the file store is watched often.
-/// On the kubernetes datastore, also the API client and namespace; the store there
-/// covers serval's resource kinds (BGPPeer, …) as well as the IPAM's.
-async fn open_store(
+/// The datastore the configuration names, opened and watched, with its first snapshot.
+struct Opened {
+    store: Arc<dyn Store>,
+    name: String,
+    kube: Option<KubeEnv>,
+    watch: WatchStream,
+    first: WatchEvent,
+}
+
+/// Opens the datastore the configuration names (the file store is watched often), starts
+/// its watch and reads the first snapshot. On the kubernetes datastore, also the API
+/// client and namespace; the store there covers serval's resource kinds (BGPPeer, …) as
+/// well as the IPAM's. A datastore that does not answer is tried again, with the pauses
+/// of [`startup::pause`], until it does or `stop` is cancelled (`Ok(None)`); meanwhile
+/// the status and readiness say what is awaited. A datastore named or configured wrongly
+/// is an error at once.
+async fn open_datastore(
     datastore: Option<&str>,
-) -> anyhow::Result<(Arc<dyn Store>, String, Option<KubeEnv>)> {
+    node: &str,
+    shared: &Shared,
+    stop: &CancellationToken,
+) -> anyhow::Result<Option<Opened>> {
     let ds = Datastore::resolve(datastore).context("datastore")?;
     let name = ds.to_string();
-    let (store, env): (Arc<dyn Store>, _) = match &ds {
-        Datastore::File(p) => (
-            Arc::new(FileStore::new(p).with_watch_interval(FILE_WATCH_INTERVAL)),
-            None,
-        ),
-        Datastore::Kubernetes => {
-            let env = KubeEnv::from_environment().await?;
-            let kinds = crate::resources::ResourceKind::ALL.map(|k| k.as_str().to_owned());
-            let store =
-                ipam::store::kube::KubeStore::new(env.client.clone()).with_resource_kinds(kinds);
-            (Arc::new(store), Some(env))
-        }
-        other => (
-            select::open(other)
-                .await
-                .with_context(|| format!("datastore: opening {name}"))?,
-            None,
-        ),
+    let kube = match ds {
+        Datastore::Kubernetes => Some(KubeEnv::from_environment().await?),
+        _ => None,
     };
-    Ok((store, name, env))
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let e = match try_open(&ds, &name, kube.as_ref()).await {
+            Ok((store, mut watch)) => {
+                match tokio::time::timeout(FIRST_READ_WITHIN, watch.next()).await {
+                    Ok(Some(Ok(first))) => {
+                        if attempt > 1 {
+                            info!(datastore = %name, tries = attempt, "the datastore answers");
+                        }
+                        return Ok(Some(Opened {
+                            store,
+                            name,
+                            kube,
+                            watch,
+                            first,
+                        }));
+                    }
+                    Ok(Some(Err(e))) => anyhow::Error::new(e).context("first read"),
+                    Ok(None) => anyhow!("the watch ended at once"),
+                    Err(_) => anyhow!(
+                        "first read: no answer within {} s",
+                        FIRST_READ_WITHIN.as_secs()
+                    ),
+                }
+            }
+            Err(e) => e,
+        };
+        if !startup::worth_waiting(&e) {
+            return Err(e.context(format!("datastore {name}")));
+        }
+        let next = startup::pause(attempt, node);
+        let problem = startup::problem(&name, attempt, &e, next);
+        warn!(datastore = %name, tries = attempt, next_in = ?next, error = %format!("{e:#}"), "datastore not answering, waiting");
+        {
+            let mut p = shared.lock();
+            p.status.node = node.to_owned();
+            p.status.datastore = name.clone();
+            p.status.problems = vec![problem];
+            p.health.datastore_ok = false;
+            // Waiting is what the agent is meant to do now: it is alive.
+            p.last_turn = Some(Instant::now());
+        }
+        let until = Instant::now() + next;
+        // Keep liveness fresh through a long pause.
+        while Instant::now() < until {
+            let step = until.saturating_duration_since(Instant::now()).min(TICK);
+            tokio::select! {
+                () = stop.cancelled() => return Ok(None),
+                () = tokio::time::sleep(step) => {}
+            }
+            shared.lock().last_turn = Some(Instant::now());
+        }
+    }
+}
+
+/// The first read after a watch opened must come within this.
+const FIRST_READ_WITHIN: Duration = Duration::from_secs(30);
+
+/// One try at opening the store and its watch.
+async fn try_open(
+    ds: &Datastore,
+    name: &str,
+    kube: Option<&KubeEnv>,
+) -> anyhow::Result<(Arc<dyn Store>, WatchStream)> {
+    let store: Arc<dyn Store> = match (ds, kube) {
+        (Datastore::File(p), _) => {
+            Arc::new(FileStore::new(p).with_watch_interval(FILE_WATCH_INTERVAL))
+        }
+        (Datastore::Kubernetes, Some(env)) => {
+            let kinds = crate::resources::ResourceKind::ALL.map(|k| k.as_str().to_owned());
+            Arc::new(
+                ipam::store::kube::KubeStore::new(env.client.clone()).with_resource_kinds(kinds),
+            )
+        }
+        (other, _) => select::open(other)
+            .await
+            .with_context(|| format!("opening {name}"))?,
+    };
+    let watch = store.watch(&WATCHED).await.context("watching")?;
+    Ok((store, watch))
 }
 
 /// Detects the node's address of one family from its configuration.
@@ -385,9 +470,23 @@ pub fn converged(
 impl Agent {
     /// Everything that can fail on bad configuration happens here, before anything is
     /// changed: datastore, addresses, router id. Then the first datastore read.
-    async fn start(mut cfg: NodeConfig, shared: Arc<Shared>) -> anyhow::Result<(Agent, Inputs)> {
+    /// `Ok(None)`: stopped while waiting for the datastore.
+    async fn start(
+        mut cfg: NodeConfig,
+        shared: Arc<Shared>,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<Option<(Agent, Inputs)>> {
         let node = cfg.node_name.clone();
-        let (store, datastore, kube_env) = open_store(cfg.datastore.as_deref()).await?;
+        let Some(Opened {
+            store,
+            name: datastore,
+            kube: kube_env,
+            watch,
+            first,
+        }) = open_datastore(cfg.datastore.as_deref(), node.as_str(), &shared, stop).await?
+        else {
+            return Ok(None);
+        };
         let mut node_problems = Vec::new();
         if let Some(env) = &kube_env {
             // The Kubernetes Node's addresses, AS and labels, under what was given.
@@ -434,17 +533,8 @@ impl Agent {
         };
         let detected = Detected { v4, v6 };
         info!(ipv4 = ?v4, ipv6 = ?v6, %router_id, %datastore, "starting");
-        let mut watch = store
-            .watch(&WATCHED)
-            .await
-            .with_context(|| format!("datastore {datastore}: watching"))?;
         let mut index = Index::default();
-        match tokio::time::timeout(Duration::from_secs(30), watch.next()).await {
-            Ok(Some(Ok(ev))) => index.apply(ev),
-            Ok(Some(Err(e))) => bail!("datastore {datastore}: first read: {e}"),
-            Ok(None) => bail!("datastore {datastore}: the watch ended at once"),
-            Err(_) => bail!("datastore {datastore}: no answer within 30 s"),
-        }
+        index.apply(first);
         // From here on the agent changes things.
         write_file(&cfg.nodename_file, node.as_str())
             .with_context(|| format!("nodename-file {}", cfg.nodename_file.display()))?;
@@ -521,7 +611,7 @@ impl Agent {
             }),
             shared,
         };
-        Ok((
+        Ok(Some((
             agent,
             Inputs {
                 watch,
@@ -529,7 +619,7 @@ impl Agent {
                 best: None,
                 services: None,
             },
-        ))
+        )))
     }
 
     async fn on_watch(

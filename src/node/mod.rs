@@ -18,6 +18,8 @@
 //! - `dataplane/`: the kernel side those appliers drive over rtnetlink and nftables
 //!   (routes, tunnels, NAT and the BGP guard, MTU), its input types in `dataplane/spec.rs`;
 //! - `register.rs`: this node's ServalNode and tunnel addresses;
+//! - `startup.rs`: which datastore failures at start are waited out, and the pauses
+//!   between tries (the agent stays up, live and not ready, meanwhile);
 //! - `gc.rs`: what a node that leaves for good held, released;
 //! - `kube/`: on the kubernetes datastore, the Node's settings, password Secrets, the
 //!   node collector (Lease) and the ServalNodeStatus status.
@@ -47,6 +49,7 @@ pub mod register;
 pub mod requests;
 pub mod services;
 pub mod shared;
+pub mod startup;
 pub mod status;
 
 pub use agent::run;

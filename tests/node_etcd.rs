@@ -9,25 +9,39 @@ mod node_support;
 use std::time::Duration;
 
 use node_support::{block_of, has_problem, ping, serval_in, Node};
-use serval_integration::{scenario, tools, wait_for, wait_until, Bridge, Error, Netns, Poll};
+use serval_integration::{
+    scenario, tools, wait_for, wait_until, Bridge, Error, Netns, NsChild, Poll, TestDir,
+};
 
-#[test]
-fn agents_on_etcd_mesh_and_route_new_blocks() {
-    scenario("node-etcd", |test| {
-        tools::require_all(&["ip", "ping", "etcd"])?;
-        let mut nodes = vec![Node::new("n1", test)?, Node::new("n2", test)?];
-        let db = Netns::new()?;
-        let mut br = Bridge::new()?;
-        br.connect(&nodes[0].ns, "eth0")?;
-        br.connect(&nodes[1].ns, "eth0")?;
-        br.connect(&db, "eth0")?;
-        let net = |s: &str| s.parse().map_err(|_| Error::InvalidSpec(s.into()));
-        nodes[0].ns.add_addr("eth0", net("192.0.2.11/24")?)?;
-        nodes[1].ns.add_addr("eth0", net("192.0.2.12/24")?)?;
-        db.add_addr("eth0", net("192.0.2.2/24")?)?;
-        let data = test.subdir("etcd-data")?;
-        let data = data.display().to_string();
-        let etcd_argv = [
+/// Two nodes and a namespace for etcd on one segment, 192.0.2.0/24: n1 .11, n2 .12,
+/// etcd .2 (not started).
+struct Segment {
+    nodes: Vec<Node>,
+    db: Netns,
+    _br: Bridge,
+}
+
+const DS: &str = "etcd:http://192.0.2.2:2379";
+
+fn segment(test: &TestDir) -> Result<Segment, Error> {
+    let nodes = vec![Node::new("n1", test)?, Node::new("n2", test)?];
+    let db = Netns::new()?;
+    let mut br = Bridge::new()?;
+    br.connect(&nodes[0].ns, "eth0")?;
+    br.connect(&nodes[1].ns, "eth0")?;
+    br.connect(&db, "eth0")?;
+    let net = |s: &str| s.parse().map_err(|_| Error::InvalidSpec(s.into()));
+    nodes[0].ns.add_addr("eth0", net("192.0.2.11/24")?)?;
+    nodes[1].ns.add_addr("eth0", net("192.0.2.12/24")?)?;
+    db.add_addr("eth0", net("192.0.2.2/24")?)?;
+    Ok(Segment { nodes, db, _br: br })
+}
+
+/// Starts etcd in `db` with its data under the test's directory (`log`: its log's name).
+fn start_etcd(test: &TestDir, db: &Netns, log: &str) -> Result<NsChild, Error> {
+    let data = test.subdir("etcd-data")?.display().to_string();
+    db.spawn(
+        &[
             "etcd",
             "--data-dir",
             &data,
@@ -37,9 +51,18 @@ fn agents_on_etcd_mesh_and_route_new_blocks() {
             "http://192.0.2.2:2379",
             "--listen-peer-urls",
             "http://127.0.0.1:2380",
-        ];
-        let mut etcd = db.spawn(&etcd_argv, Some(&test.path().join("etcd.log")))?;
-        let ds = "etcd:http://192.0.2.2:2379";
+        ],
+        Some(&test.path().join(log)),
+    )
+}
+
+#[test]
+fn agents_on_etcd_mesh_and_route_new_blocks() {
+    scenario("node-etcd", |test| {
+        tools::require_all(&["ip", "ping", "etcd"])?;
+        let Segment { mut nodes, db, _br } = segment(test)?;
+        let mut etcd = start_etcd(test, &db, "etcd.log")?;
+        let ds = DS;
         wait_until(Duration::from_secs(30), "etcd answers", || match serval_in(
             &nodes[0].ns,
             ds,
@@ -157,7 +180,7 @@ fn agents_on_etcd_mesh_and_route_new_blocks() {
             "n1 → n2 with etcd away: {out}"
         );
 
-        let _etcd = db.spawn(&etcd_argv, Some(&test.path().join("etcd-2.log")))?;
+        let _etcd = start_etcd(test, &db, "etcd-2.log")?;
         // A block claimed on n2 once etcd is back reaches n1 through the resumed watch.
         wait_until(
             Duration::from_secs(30),
@@ -214,17 +237,8 @@ fn agents_on_etcd_mesh_and_route_new_blocks() {
 fn agents_started_before_etcd_wait_for_it() {
     scenario("node-etcd-late", |test| {
         tools::require_all(&["ip", "etcd", "curl"])?;
-        let mut nodes = vec![Node::new("n1", test)?, Node::new("n2", test)?];
-        let db = Netns::new()?;
-        let mut br = Bridge::new()?;
-        br.connect(&nodes[0].ns, "eth0")?;
-        br.connect(&nodes[1].ns, "eth0")?;
-        br.connect(&db, "eth0")?;
-        let net = |s: &str| s.parse().map_err(|_| Error::InvalidSpec(s.into()));
-        nodes[0].ns.add_addr("eth0", net("192.0.2.11/24")?)?;
-        nodes[1].ns.add_addr("eth0", net("192.0.2.12/24")?)?;
-        db.add_addr("eth0", net("192.0.2.2/24")?)?;
-        let ds = "etcd:http://192.0.2.2:2379";
+        let Segment { mut nodes, db, _br } = segment(test)?;
+        let ds = DS;
         for n in nodes.iter_mut() {
             n.start(ds)?;
         }
@@ -268,22 +282,7 @@ fn agents_started_before_etcd_wait_for_it() {
             );
         }
 
-        let data = test.subdir("etcd-data")?;
-        let data = data.display().to_string();
-        let _etcd = db.spawn(
-            &[
-                "etcd",
-                "--data-dir",
-                &data,
-                "--listen-client-urls",
-                "http://192.0.2.2:2379",
-                "--advertise-client-urls",
-                "http://192.0.2.2:2379",
-                "--listen-peer-urls",
-                "http://127.0.0.1:2380",
-            ],
-            Some(&test.path().join("etcd.log")),
-        )?;
+        let _etcd = start_etcd(test, &db, "etcd.log")?;
         wait_until(Duration::from_secs(30), "etcd answers", || match serval_in(
             &nodes[0].ns,
             ds,

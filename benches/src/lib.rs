@@ -6,6 +6,7 @@
 //!   (counts the distinct prefixes a daemon exports to it), run by `bgp-feeder`.
 //! - [`events`]: the one-line reports both print, which the race reads.
 //! - [`monitor`]: the monitor's prefix set.
+//! - [`poll`]: waiting until something holds, with a timeout that says what it last saw.
 //! - [`race`]: `bgp-race`, serval against BIRD, GoBGP and FRR in fresh namespaces.
 //! - [`rr`]: `rr-race`, one route reflector and 1,000 clients: serval, the node agent as
 //!   a reflector node, BIRD, FRR and GoBGP.
@@ -17,5 +18,6 @@ pub mod feed;
 pub mod feeder;
 pub mod monitor;
 pub mod peer;
+pub mod poll;
 pub mod race;
 pub mod rr;

@@ -240,23 +240,13 @@ fn wait<T>(
     what: &str,
     timeout: Duration,
     every: Duration,
-    mut f: impl FnMut() -> Result<Result<T, String>, RaceError>,
+    f: impl FnMut() -> Result<Result<T, String>, RaceError>,
 ) -> Result<T, RaceError> {
-    let start = Instant::now();
-    loop {
-        let last = match f()? {
-            Ok(v) => return Ok(v),
-            Err(last) => last,
-        };
-        if start.elapsed() >= timeout {
-            return Err(RaceError::Timeout {
-                what: what.to_string(),
-                secs: start.elapsed().as_secs_f64(),
-                last,
-            });
-        }
-        std::thread::sleep(every);
-    }
+    crate::poll::until(what, timeout, every, f, |t| RaceError::Timeout {
+        what: t.what,
+        secs: t.secs,
+        last: t.last,
+    })
 }
 
 /// Runs `daemon` once in `shape`.

@@ -332,23 +332,13 @@ fn wait<T>(
     what: &str,
     timeout: Duration,
     every: Duration,
-    mut f: impl FnMut() -> Result<Result<T, String>, RrError>,
+    f: impl FnMut() -> Result<Result<T, String>, RrError>,
 ) -> Result<T, RrError> {
-    let start = Instant::now();
-    loop {
-        let last = match f()? {
-            Ok(v) => return Ok(v),
-            Err(last) => last,
-        };
-        if start.elapsed() >= timeout {
-            return Err(RrError::Timeout {
-                what: what.to_string(),
-                secs: start.elapsed().as_secs_f64(),
-                last,
-            });
-        }
-        std::thread::sleep(every);
-    }
+    crate::poll::until(what, timeout, every, f, |t| RrError::Timeout {
+        what: t.what,
+        secs: t.secs,
+        last: t.last,
+    })
 }
 
 /// CPU seconds this process (the clients) has used.

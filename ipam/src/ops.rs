@@ -58,12 +58,19 @@ impl RetryPolicy {
     /// The backoff before attempt `attempt + 1`: exponential, capped, with jitter in
     /// [half, full] so that nodes that collided do not collide again in lockstep.
     pub fn backoff(&self, attempt: u32, rng: &mut impl Rng) -> Duration {
+        self.backoff_at(attempt, rng.random::<f64>())
+    }
+
+    /// [`RetryPolicy::backoff`] with its jitter given: `fraction`, in [0, 1), is where in
+    /// [half, full] the pause falls (a caller that wants the same spread every time it
+    /// runs derives it from something of its own, such as a node name).
+    pub fn backoff_at(&self, attempt: u32, fraction: f64) -> Duration {
         let exp = self
             .initial_backoff
             .saturating_mul(1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX))
             .min(self.max_backoff);
         let half = exp / 2;
-        half + exp.saturating_sub(half).mul_f64(rng.random::<f64>())
+        half + exp.saturating_sub(half).mul_f64(fraction)
     }
 }
 

@@ -14,6 +14,7 @@
 use std::hash::{Hash as _, Hasher as _};
 use std::time::Duration;
 
+use ipam::ops::RetryPolicy;
 use ipam::StoreError;
 
 /// The first pause after a failed try.
@@ -34,17 +35,20 @@ pub fn worth_waiting(e: &anyhow::Error) -> bool {
 }
 
 /// The pause before try `attempt + 1` (the first retry has `attempt` 1) on node `node`:
-/// doubling from [`FIRST_PAUSE`] up to [`MAX_PAUSE`], then scaled into 50–100 % by a
-/// fraction fixed by the node's name and the attempt, so that nodes started together
-/// do not try again together.
+/// the IPAM's back-off ([`RetryPolicy::backoff_at`]), doubling from [`FIRST_PAUSE`] up to
+/// [`MAX_PAUSE`] and scaled into 50–100 % by a fraction fixed by the node's name and the
+/// attempt, so that nodes started together do not try again together.
 pub fn pause(attempt: u32, node: &str) -> Duration {
-    let doubled = FIRST_PAUSE.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
-    let base = doubled.min(MAX_PAUSE);
+    let policy = RetryPolicy {
+        initial_backoff: FIRST_PAUSE,
+        max_backoff: MAX_PAUSE,
+        ..RetryPolicy::default()
+    };
     let mut h = std::collections::hash_map::DefaultHasher::new();
     node.hash(&mut h);
     attempt.hash(&mut h);
     let fraction = (h.finish() % 1000) as f64 / 1000.0;
-    base.mul_f64(0.5 + fraction / 2.0)
+    policy.backoff_at(attempt.saturating_sub(1), fraction)
 }
 
 /// What the status shows while waiting.

@@ -139,6 +139,9 @@ pub(crate) struct Core {
     state: SpeakerState,
     sessions: HashMap<IpAddr, SessionHandle>,
     writers: HashMap<IpAddr, Established>,
+    /// Writers left with encoded chunks their queue could not take, or with UPDATEs
+    /// still pending in the RIB because of that: looked at again on every turn.
+    unflushed: Vec<IpAddr>,
     cmd_rx: mpsc::Receiver<Command>,
     events_tx: mpsc::Sender<SessionEvent>,
     events_rx: mpsc::Receiver<SessionEvent>,
@@ -204,6 +207,7 @@ impl Core {
             },
             sessions: HashMap::new(),
             writers: HashMap::new(),
+            unflushed: Vec::new(),
             cmd_rx,
             events_tx,
             events_rx,
@@ -428,6 +432,7 @@ impl Core {
                         warn!(%peer, error = %e, "cannot encode a message");
                     }
                     w.seal(&mut self.scratch);
+                    self.unflushed.push(peer);
                 }
             }
             Effect::HandOver(peer) => {
@@ -548,29 +553,45 @@ impl Core {
 
     /// Move each established peer's pending Adj-RIB-Out into its socket, as much as the
     /// writer's queue takes; the rest stays pending (coalesced) in the RIB.
+    /// Encode what the RIB queued and hand it to the writers. Only the peers the RIB
+    /// queued something for and those whose writer could not take everything last time
+    /// are looked at: with a thousand clients, a change for one of them costs one peer's
+    /// work, not a thousand lookups.
     fn pump_exports(&mut self) {
         let deferring = self.state.deferring();
-        for (addr, est) in self.writers.iter_mut() {
+        let mut todo = std::mem::take(&mut self.unflushed);
+        todo.extend(self.state.take_export_queued());
+        todo.sort_unstable();
+        todo.dedup();
+        for addr in todo {
+            let Some(est) = self.writers.get_mut(&addr) else {
+                continue;
+            };
             if !est.flush_backlog() {
+                self.unflushed.push(addr);
                 continue;
             }
             if deferring {
                 continue;
             }
-            'families: for f in self.state.export_families(*addr) {
-                while self.state.export_pending(*addr, f) {
-                    for u in self.state.drain_export(*addr, f, EXPORT_BUDGET) {
+            let mut blocked = false;
+            'families: for f in self.state.export_families(addr) {
+                while self.state.export_pending(addr, f) {
+                    for u in self.state.drain_export(addr, f, EXPORT_BUDGET) {
                         if let Err(e) = est.encode(&u, &mut self.scratch) {
                             warn!(peer = %addr, error = %e, "cannot encode an UPDATE; skipped");
                         }
                     }
                     if !est.flush_backlog() {
+                        blocked = true;
                         break 'families;
                     }
                 }
             }
             est.seal(&mut self.scratch);
-            est.flush_backlog();
+            if !est.flush_backlog() || blocked {
+                self.unflushed.push(addr);
+            }
         }
     }
 

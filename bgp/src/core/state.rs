@@ -406,6 +406,16 @@ impl SpeakerState {
         self.rib.deferring()
     }
 
+    /// The peers the RIB queued UPDATEs for since the last call (see
+    /// [`Rib::take_export_queued`]).
+    pub(crate) fn take_export_queued(&mut self) -> Vec<IpAddr> {
+        self.rib
+            .take_export_queued()
+            .into_iter()
+            .filter_map(|id| self.by_id.get(&id).copied())
+            .collect()
+    }
+
     /// The families the peer's session exchanges; empty when it is not established.
     pub(crate) fn export_families(&self, peer: IpAddr) -> Vec<Family> {
         self.peers

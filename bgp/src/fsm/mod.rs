@@ -587,6 +587,13 @@ impl PeerFsm {
         }
     }
 
+    /// One more connection, the vector grown by exactly one: a session has one or two,
+    /// and a reflector's thousand sessions would otherwise hold room for four each.
+    fn add_conn(&mut self, c: Conn) {
+        self.conns.reserve_exact(1);
+        self.conns.push(c);
+    }
+
     fn send(&mut self, id: ConnId, msg: Message, out: &mut Vec<Action>) {
         self.stats.sent.count(&msg);
         out.push(Action::Send(id, msg));
@@ -615,7 +622,7 @@ impl PeerFsm {
             seq: self.next_seq,
         };
         self.next_seq = self.next_seq.wrapping_add(1);
-        self.conns.push(Conn::new(id, Phase::Connecting));
+        self.add_conn(Conn::new(id, Phase::Connecting));
         out.push(Action::Connect(id));
         self.connect_retry_at = Some(now + self.jitter.scale(self.cfg.connect_retry));
     }
@@ -703,13 +710,13 @@ impl PeerFsm {
             self.replace_incoming(id, out);
             let mut c = Conn::new(id, Phase::DelayOpen);
             c.probe_until = Some(now + RESTART_PROBE_TIME);
-            self.conns.push(c);
+            self.add_conn(c);
             return;
         }
         self.replace_incoming(id, out);
         let mut c = Conn::new(id, Phase::Connecting);
         c.accepted_in_idle_hold = in_idle_hold.is_some();
-        self.conns.push(c);
+        self.add_conn(c);
         let i = self.conns.len() - 1;
         self.tcp_up(now, i, out);
     }

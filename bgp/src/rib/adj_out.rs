@@ -379,6 +379,7 @@ pub(crate) fn exports_nothing(p: &crate::policy::Policy) -> bool {
 /// under way keeps its End-of-RIB).
 fn requeue_all<K: PrefixKey>(fam: &mut FamilyRib<K>, peer: PeerId, marker: EndMarker) {
     let ids: Vec<u32> = fam.table.ids().collect();
+    fam.export_queued.insert(peer.0);
     let Some(adj) = fam.adj_out_mut(peer) else {
         return;
     };
@@ -445,6 +446,24 @@ impl Rib {
         with_family!(self, family, |fam, shared| drain_in(
             fam, shared, peer, budget
         ))
+    }
+
+    /// The peers that had something queued for them, either family, since the last call
+    /// (a superset of those with something pending now: a peer drained since, or gone,
+    /// may be among them). Empty while deferring: what accumulates is taken after.
+    pub fn take_export_queued(&mut self) -> Vec<PeerId> {
+        if self.shared.deferring {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for set in [&mut self.v4.export_queued, &mut self.v6.export_queued] {
+            while let Some(i) = set.pop_next() {
+                out.push(PeerId(i));
+            }
+        }
+        out.sort_unstable_by_key(|p| p.0);
+        out.dedup();
+        out
     }
 
     /// Whether anything is queued for `peer` in `family`.

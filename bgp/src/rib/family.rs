@@ -20,6 +20,10 @@ pub(crate) struct FamilyRib<K> {
     /// Destinations whose best path or multipath set changed since the last
     /// `drain_best_changes`.
     pub best_dirty: BitSet,
+    /// Peers (by `PeerId`) whose Adj-RIB-Out had something queued since the last
+    /// [`Rib::take_export_queued`](super::Rib::take_export_queued): the speaker looks at
+    /// these instead of at every peer after each change.
+    pub export_queued: BitSet,
 }
 
 impl<K: PrefixKey> Default for FamilyRib<K> {
@@ -28,6 +32,7 @@ impl<K: PrefixKey> Default for FamilyRib<K> {
             table: Table::default(),
             adj_out: Vec::new(),
             best_dirty: BitSet::default(),
+            export_queued: BitSet::default(),
         }
     }
 }
@@ -184,6 +189,7 @@ impl<K: PrefixKey> FamilyRib<K> {
                 if let Some(adj) = adj {
                     if adj.concerned(me, id, source) {
                         adj.pending.insert(id);
+                        self.export_queued.insert(me as u32);
                     }
                 }
             }
@@ -297,9 +303,10 @@ impl<K: PrefixKey> FamilyRib<K> {
     /// A path changed without changing the selection: only add-path peers, which may be
     /// sent more than the best path, need to look again.
     fn queue_add_path(&mut self, id: u32) {
-        for adj in self.adj_out.iter_mut().flatten() {
-            if adj.add_path > 1 {
+        for (me, adj) in self.adj_out.iter_mut().enumerate() {
+            if let Some(adj) = adj.as_mut().filter(|a| a.add_path > 1) {
                 adj.pending.insert(id);
+                self.export_queued.insert(me as u32);
             }
         }
     }
@@ -327,6 +334,7 @@ impl<K: PrefixKey> FamilyRib<K> {
                 if let Some(adj) = adj {
                     if (best_changed && adj.concerned(me, id, source)) || adj.add_path > 1 {
                         adj.pending.insert(id);
+                        self.export_queued.insert(me as u32);
                     }
                 }
             }

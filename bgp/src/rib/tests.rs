@@ -1262,3 +1262,48 @@ fn a_peer_whose_export_rejects_everything_is_queued_nothing() {
     announce(&mut rib, a, &["10.0.2.0/24"], attrs(&[65001], 1));
     assert!(!rib.export_pending(quiet, Family::Ipv4Unicast));
 }
+
+#[test]
+fn export_queued_names_exactly_the_peers_something_was_queued_for() {
+    let mut rib = new_rib();
+    let a = peer(&mut rib, 1, 65001);
+    let b = peer(&mut rib, 2, 65002);
+    let c = add(&mut rib, 3, 64512, |i| i.rr_client = true);
+    // Each peer came up: its table dump (End-of-RIB) is queued.
+    assert_eq!(rib.take_export_queued(), vec![a, b, c]);
+    assert!(rib.take_export_queued().is_empty(), "taken once");
+    for p in [a, b, c] {
+        drain(&mut rib, p);
+    }
+    // A route from `a` is queued for the others, never back to `a`.
+    announce(&mut rib, a, &["10.0.0.0/24"], attrs(&[65001], 1));
+    assert_eq!(rib.take_export_queued(), vec![b, c]);
+    assert!(!rib.export_pending(a, Family::Ipv4Unicast));
+    // Nothing changes the selection: nothing is queued.
+    for p in [b, c] {
+        drain(&mut rib, p);
+    }
+    announce(
+        &mut rib,
+        b,
+        &["10.0.0.0/24"],
+        attrs(&[65002, 65003, 65004], 2),
+    );
+    assert!(rib.take_export_queued().is_empty());
+    // A refresh queues the whole table for that one peer, IPv6 as well.
+    rib.refresh_out(b, Family::Ipv6Unicast).unwrap();
+    assert_eq!(rib.take_export_queued(), vec![b]);
+}
+
+#[test]
+fn export_queued_waits_for_the_end_of_a_deferral() {
+    let mut cfg = RibConfig::new(US, RouterId(Ipv4Addr::new(10, 0, 0, 1)));
+    cfg.defer_until_released = true;
+    let mut rib = Rib::new(cfg);
+    let a = peer(&mut rib, 1, 65001);
+    let b = peer(&mut rib, 2, 65002);
+    announce(&mut rib, a, &["10.0.0.0/24"], attrs(&[65001], 1));
+    assert!(rib.take_export_queued().is_empty(), "held while deferring");
+    rib.release_deferral();
+    assert_eq!(rib.take_export_queued(), vec![a, b]);
+}

@@ -128,11 +128,16 @@ enum ReplyTo {
 
 /// An established connection's writer.
 struct Established {
-    data: mpsc::Sender<Bytes>,
+    data: session::BoxTx<Bytes>,
     codec: CodecParams,
     enhanced_route_refresh: bool,
     /// Encoded, not yet accepted by the writer's queue.
     backlog: VecDeque<Bytes>,
+    /// Small sealed chunks gathered while the writer is busy with earlier ones: handed
+    /// over as one once its queue is empty or this reaches [`CHUNK`]. A reflector
+    /// passing routes on one by one would otherwise queue a chunk (an allocation, a
+    /// queue slot, a write) per UPDATE per client.
+    tail: BytesMut,
 }
 
 pub(crate) struct Core {
@@ -364,6 +369,7 @@ impl Core {
                         codec: negotiated.codec.clone(),
                         enhanced_route_refresh: negotiated.enhanced_route_refresh,
                         backlog: VecDeque::new(),
+                        tail: BytesMut::new(),
                     },
                 );
                 Event::Established {
@@ -552,11 +558,10 @@ impl Core {
     // ---- output ----
 
     /// Move each established peer's pending Adj-RIB-Out into its socket, as much as the
-    /// writer's queue takes; the rest stays pending (coalesced) in the RIB.
-    /// Encode what the RIB queued and hand it to the writers. Only the peers the RIB
-    /// queued something for and those whose writer could not take everything last time
-    /// are looked at: with a thousand clients, a change for one of them costs one peer's
-    /// work, not a thousand lookups.
+    /// writer's queue takes; the rest stays pending (coalesced) in the RIB. Only the peers
+    /// the RIB queued something for and those whose writer could not take everything last
+    /// time are looked at: with a thousand clients, a change for one of them costs one
+    /// peer's work, not a thousand lookups.
     fn pump_exports(&mut self) {
         let deferring = self.state.deferring();
         let mut todo = std::mem::take(&mut self.unflushed);
@@ -567,7 +572,10 @@ impl Core {
             let Some(est) = self.writers.get_mut(&addr) else {
                 continue;
             };
-            if !est.flush_backlog() {
+            // A writer still busy with our last small chunk: what changes meanwhile stays
+            // pending in the RIB, where changes to one destination coalesce, and goes in
+            // one chunk once the writer is idle.
+            if !est.flush_backlog() || est.holding() {
                 self.unflushed.push(addr);
                 continue;
             }
@@ -589,7 +597,7 @@ impl Core {
                 }
             }
             est.seal(&mut self.scratch);
-            if !est.flush_backlog() || blocked {
+            if !est.flush_backlog() || blocked || est.holding() {
                 self.unflushed.push(addr);
             }
         }
@@ -677,19 +685,47 @@ impl Established {
         Ok(())
     }
 
-    /// End the current chunk: an exact-size copy goes to the backlog and `buf` is free for
-    /// the next peer. No peer keeps an encoding buffer of its own, so a reflector's
-    /// thousand clients cost one buffer, not a thousand.
+    /// End the current chunk: `buf` is free for the next peer. No peer keeps an encoding
+    /// buffer of its own, so a reflector's thousand clients cost one buffer, not a
+    /// thousand. A full chunk goes to the backlog as an exact-size copy; a small one joins
+    /// the [`Established::tail`].
     fn seal(&mut self, buf: &mut BytesMut) {
-        if !buf.is_empty() {
+        if buf.is_empty() {
+            return;
+        }
+        if self.tail.is_empty() && buf.len() >= CHUNK {
             self.backlog.push_back(Bytes::copy_from_slice(buf));
-            buf.clear();
+        } else {
+            self.tail.extend_from_slice(buf);
+            if self.tail.len() >= CHUNK {
+                self.cut_tail();
+            }
+        }
+        buf.clear();
+    }
+
+    fn cut_tail(&mut self) {
+        if !self.tail.is_empty() {
+            self.backlog.push_back(Bytes::copy_from_slice(&self.tail));
+            self.tail = BytesMut::new();
         }
     }
 
-    /// Hand chunks to the writer; false when its queue is full (more must wait).
+    /// Whether small chunks wait for the writer to be idle.
+    fn holding(&self) -> bool {
+        !self.tail.is_empty()
+    }
+
+    /// Hand chunks to the writer, and the tail once its queue is empty; false when its
+    /// queue is full (more must wait).
     fn flush_backlog(&mut self) -> bool {
-        while let Some(b) = self.backlog.pop_front() {
+        loop {
+            if self.backlog.is_empty() && self.holding() && self.data.queued() == 0 {
+                self.cut_tail();
+            }
+            let Some(b) = self.backlog.pop_front() else {
+                return true;
+            };
             match self.data.try_send(b) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(b)) => {
@@ -698,11 +734,11 @@ impl Established {
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => {
                     self.backlog.clear();
+                    self.tail = BytesMut::new();
                     return false;
                 }
             }
         }
-        true
     }
 
     fn encode_message(
@@ -728,5 +764,62 @@ async fn accept_loop(listener: Arc<TcpListener>, tx: mpsc::Sender<(TcpStream, So
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn established() -> (Established, session::BoxRx<Bytes>) {
+        let (data, rx) = session::boxed_channel(session::DATA_QUEUE);
+        let est = Established {
+            data,
+            codec: CodecParams::default(),
+            enhanced_route_refresh: false,
+            backlog: VecDeque::new(),
+            tail: BytesMut::new(),
+        };
+        (est, rx)
+    }
+
+    fn seal(est: &mut Established, octets: &[u8]) {
+        let mut buf = BytesMut::from(octets);
+        est.seal(&mut buf);
+        assert!(buf.is_empty(), "the shared buffer is free again");
+    }
+
+    #[tokio::test]
+    async fn an_idle_writer_gets_a_chunk_at_once_and_a_busy_one_gets_them_joined() {
+        let (mut est, mut rx) = established();
+        // Idle writer: a lone UPDATE is not held back.
+        seal(&mut est, b"one");
+        assert!(est.flush_backlog());
+        assert!(!est.holding());
+        // The writer has not taken it yet: what follows waits, joined.
+        seal(&mut est, b"two");
+        seal(&mut est, b"three");
+        assert!(est.flush_backlog());
+        assert!(est.holding(), "held while the writer is busy");
+        assert_eq!(rx.recv().await.as_deref(), Some(&b"one"[..]));
+        // The writer took its chunk: the two held ones go as one.
+        assert!(est.flush_backlog());
+        assert!(!est.holding());
+        assert_eq!(rx.recv().await.as_deref(), Some(&b"twothree"[..]));
+        assert_eq!(rx.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_tail_that_reaches_a_chunk_goes_without_waiting() {
+        let (mut est, mut rx) = established();
+        seal(&mut est, b"busy");
+        assert!(est.flush_backlog());
+        let half = vec![7u8; CHUNK / 2];
+        seal(&mut est, &half);
+        seal(&mut est, &half);
+        assert!(est.flush_backlog());
+        assert!(!est.holding());
+        assert_eq!(rx.recv().await.as_deref(), Some(&b"busy"[..]));
+        assert_eq!(rx.recv().await.map(|b| b.len()), Some(CHUNK));
     }
 }

@@ -83,7 +83,7 @@ pub(crate) enum SessionEvent {
         local: SocketAddr,
         remote: SocketAddr,
         /// Encoded UPDATEs for the peer go here.
-        data: mpsc::Sender<Bytes>,
+        data: BoxTx<Bytes>,
     },
     /// Everything else, as the speaker's state takes it.
     Report(SessionReport),
@@ -137,8 +137,67 @@ pub(crate) struct SessionConfig {
 
 /// The handle the core keeps.
 pub(crate) struct SessionHandle {
-    pub cmd: mpsc::Sender<SessionCmd>,
+    pub cmd: BoxTx<SessionCmd>,
     pub task: JoinHandle<()>,
+}
+
+/// The sending end of a channel whose messages travel boxed. Tokio's channel allocates a
+/// block of 32 slots when it is made, so each of a session's four channels would cost 32
+/// times its message size (1–1.6 KiB) before anything is sent; boxed, a slot is one
+/// pointer. A reflector holds a thousand sessions, and their messages are few.
+pub(crate) struct BoxTx<T>(mpsc::Sender<Box<T>>);
+
+impl<T> Clone for BoxTx<T> {
+    fn clone(&self) -> Self {
+        BoxTx(self.0.clone())
+    }
+}
+
+impl<T> std::fmt::Debug for BoxTx<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BoxTx")
+    }
+}
+
+impl<T> BoxTx<T> {
+    pub(crate) fn try_send(&self, v: T) -> Result<(), mpsc::error::TrySendError<T>> {
+        use mpsc::error::TrySendError::{Closed, Full};
+        self.0.try_send(Box::new(v)).map_err(|e| match e {
+            Full(b) => Full(*b),
+            Closed(b) => Closed(*b),
+        })
+    }
+
+    /// Messages sent and not yet received.
+    pub(crate) fn queued(&self) -> usize {
+        self.0.max_capacity() - self.0.capacity()
+    }
+
+    pub(crate) async fn send(&self, v: T) -> Result<(), mpsc::error::SendError<T>> {
+        self.0
+            .send(Box::new(v))
+            .await
+            .map_err(|e| mpsc::error::SendError(*e.0))
+    }
+}
+
+/// The receiving end of a [`BoxTx`].
+pub(crate) struct BoxRx<T>(mpsc::Receiver<Box<T>>);
+
+impl<T> BoxRx<T> {
+    /// As [`mpsc::Receiver::recv`] (cancel safe).
+    pub(crate) async fn recv(&mut self) -> Option<T> {
+        self.0.recv().await.map(|b| *b)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+pub(crate) fn boxed_channel<T>(capacity: usize) -> (BoxTx<T>, BoxRx<T>) {
+    let (tx, rx) = mpsc::channel(capacity);
+    (BoxTx(tx), BoxRx(rx))
 }
 
 /// Start a peer's task. It stays Idle until `SessionCmd::Start`.
@@ -159,9 +218,9 @@ impl Session {
         fsm: PeerFsm,
         events: mpsc::Sender<SessionEvent>,
         drained: Arc<Notify>,
-    ) -> (Session, mpsc::Sender<SessionCmd>) {
-        let (cmd_tx, cmd_rx) = mpsc::channel(16);
-        let (conn_tx, conn_rx) = mpsc::channel(64);
+    ) -> (Session, BoxTx<SessionCmd>) {
+        let (cmd_tx, cmd_rx) = boxed_channel(16);
+        let (conn_tx, conn_rx) = boxed_channel(64);
         let session = Session {
             peer: config.remote.ip(),
             config,
@@ -244,8 +303,8 @@ enum WriterMsg {
 enum ConnIo {
     Connecting(AbortHandle),
     Open {
-        ctl: mpsc::Sender<WriterMsg>,
-        data_tx: mpsc::Sender<Bytes>,
+        ctl: BoxTx<WriterMsg>,
+        data_tx: BoxTx<Bytes>,
         reader: AbortHandle,
         local: SocketAddr,
         remote: SocketAddr,
@@ -256,10 +315,10 @@ struct Session {
     peer: IpAddr,
     config: SessionConfig,
     fsm: PeerFsm,
-    cmd_rx: mpsc::Receiver<SessionCmd>,
+    cmd_rx: BoxRx<SessionCmd>,
     events: mpsc::Sender<SessionEvent>,
-    conn_tx: mpsc::Sender<ConnEvent>,
-    conn_rx: mpsc::Receiver<ConnEvent>,
+    conn_tx: BoxTx<ConnEvent>,
+    conn_rx: BoxRx<ConnEvent>,
     conns: HashMap<ConnId, ConnIo>,
     next_incoming: u32,
     /// The established connection and the parameters its messages are read with.
@@ -698,8 +757,8 @@ impl Session {
             }
         };
         let (rd, wr) = stream.into_split();
-        let (ctl_tx, ctl_rx) = mpsc::channel(CTL_QUEUE);
-        let (data_tx, data_rx) = mpsc::channel(DATA_QUEUE);
+        let (ctl_tx, ctl_rx) = boxed_channel(CTL_QUEUE);
+        let (data_tx, data_rx) = boxed_channel(DATA_QUEUE);
         let reader = tokio::spawn(read_frames(id, rd, self.conn_tx.clone()));
         tokio::spawn(write_loop(
             id,
@@ -933,7 +992,7 @@ fn unacked_text(remote: SocketAddr, gtsm_hops: Option<u8>) -> String {
 }
 
 /// Cut the stream into frames; the session decodes them.
-async fn read_frames(id: ConnId, rd: OwnedReadHalf, tx: mpsc::Sender<ConnEvent>) {
+async fn read_frames(id: ConnId, rd: OwnedReadHalf, tx: BoxTx<ConnEvent>) {
     // Frames are cut with the largest length any session may negotiate (RFC 8654); the
     // session's decode checks each against what this one negotiated.
     let framing = CodecParams {
@@ -1063,9 +1122,9 @@ fn next_read_size(size: usize, n: usize, offered: usize) -> usize {
 async fn write_loop(
     id: ConnId,
     mut wr: OwnedWriteHalf,
-    mut ctl: mpsc::Receiver<WriterMsg>,
-    mut data: mpsc::Receiver<Bytes>,
-    events: mpsc::Sender<ConnEvent>,
+    mut ctl: BoxRx<WriterMsg>,
+    mut data: BoxRx<Bytes>,
+    events: BoxTx<ConnEvent>,
     drained: Arc<Notify>,
 ) {
     loop {

@@ -49,6 +49,9 @@ const CTL_QUEUE: usize = 64;
 /// boundary it holds no buffer at all (see [`ReadBuf`]).
 const READ_MIN: usize = 4 * 1024;
 const READ_MAX: usize = 256 * 1024;
+/// A writer busy with a load reports what it wrote after this many UPDATEs (and
+/// whenever its queue runs empty).
+const REPORT_WRITTEN_EVERY: u64 = 1024;
 /// UPDATEs handed to the core in one event (~5,000 prefixes of a table load).
 const UPDATE_BATCH: usize = 256;
 
@@ -1127,6 +1130,9 @@ async fn write_loop(
     events: BoxTx<ConnEvent>,
     drained: Arc<Notify>,
 ) {
+    // What was written and not yet reported: reported once the queue is empty (or after
+    // many), not per chunk, so that a load does not queue an event per chunk.
+    let mut unreported = MessageTally::default();
     loop {
         let (msg, from_core) = tokio::select! {
             biased;
@@ -1141,9 +1147,14 @@ async fn write_loop(
                 }
                 if from_core {
                     let t = tally(&b);
-                    if t != MessageTally::default() {
-                        let _ = events.send(ConnEvent::Written(id, t)).await;
-                    }
+                    unreported.updates += t.updates;
+                    unreported.route_refreshes += t.route_refreshes;
+                }
+                if unreported != MessageTally::default()
+                    && (data.len() == 0 || unreported.updates >= REPORT_WRITTEN_EVERY)
+                {
+                    let t = std::mem::take(&mut unreported);
+                    let _ = events.send(ConnEvent::Written(id, t)).await;
                 }
                 if data.len() < DATA_QUEUE / 2 {
                     drained.notify_one();

@@ -144,8 +144,9 @@ pub(crate) struct Core {
     state: SpeakerState,
     sessions: HashMap<IpAddr, SessionHandle>,
     writers: HashMap<IpAddr, Established>,
-    /// Writers left with encoded chunks their queue could not take, or with UPDATEs
-    /// still pending in the RIB because of that: looked at again on every turn.
+    /// Writers left with encoded chunks their queue could not take, with UPDATEs still
+    /// pending in the RIB because of that, or holding a small chunk until the writer is
+    /// idle: looked at again on every turn.
     unflushed: Vec<IpAddr>,
     cmd_rx: mpsc::Receiver<Command>,
     events_tx: mpsc::Sender<SessionEvent>,

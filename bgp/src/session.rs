@@ -49,6 +49,9 @@ const CTL_QUEUE: usize = 64;
 /// boundary it holds no buffer at all (see [`ReadBuf`]).
 const READ_MIN: usize = 4 * 1024;
 const READ_MAX: usize = 256 * 1024;
+/// How long a stopping session waits for its writers to put the last messages on the
+/// wire.
+const WRITER_DRAIN: Duration = Duration::from_secs(1);
 /// A writer busy with a load reports what it wrote after this many UPDATEs (and
 /// whenever its queue runs empty).
 const REPORT_WRITTEN_EVERY: u64 = 1024;
@@ -309,6 +312,9 @@ enum ConnIo {
         ctl: BoxTx<WriterMsg>,
         data_tx: BoxTx<Bytes>,
         reader: AbortHandle,
+        /// Waited for when the speaker stops, so that the NOTIFICATION is on the wire
+        /// before the process exits.
+        writer: Option<JoinHandle<()>>,
         local: SocketAddr,
         remote: SocketAddr,
     },
@@ -373,6 +379,14 @@ impl Session {
                     return;
                 }
                 Wake::Command(Some(SessionCmd::Shutdown { silent })) => {
+                    let writers: Vec<JoinHandle<()>> = self
+                        .conns
+                        .values_mut()
+                        .filter_map(|c| match c {
+                            ConnIo::Open { writer, .. } => writer.take(),
+                            ConnIo::Connecting(_) => None,
+                        })
+                        .collect();
                     if !silent {
                         let now = Instant::now();
                         self.fsm
@@ -381,12 +395,15 @@ impl Session {
                         self.deliver().await;
                     }
                     self.close_all();
+                    // The writers write what is queued (the NOTIFICATION) and close; the
+                    // process may exit as soon as this task ends.
+                    let deadline = tokio::time::Instant::now() + WRITER_DRAIN;
+                    for w in writers {
+                        let _ = tokio::time::timeout_at(deadline, w).await;
+                    }
                     return;
                 }
                 Wake::Command(Some(cmd)) => self.command(cmd),
-                Wake::Conn(ConnEvent::Frames(id, frames)) => {
-                    self.reading = Some((id, frames.into_iter()));
-                }
                 Wake::Conn(ev) => self.conn_event(ev),
                 Wake::Timer => self.fsm.on_timer(Instant::now(), &mut self.actions),
             }
@@ -572,7 +589,8 @@ impl Session {
                         .handle(now, Input::RouteRefreshSent(id), &mut self.actions);
                 }
             }
-            ConnEvent::Frames(..) => unreachable!("decoded frame by frame in run"),
+            // Decoded one at a time by `run`.
+            ConnEvent::Frames(id, frames) => self.reading = Some((id, frames.into_iter())),
         }
     }
 
@@ -763,7 +781,7 @@ impl Session {
         let (ctl_tx, ctl_rx) = boxed_channel(CTL_QUEUE);
         let (data_tx, data_rx) = boxed_channel(DATA_QUEUE);
         let reader = tokio::spawn(read_frames(id, rd, self.conn_tx.clone()));
-        tokio::spawn(write_loop(
+        let writer = tokio::spawn(write_loop(
             id,
             wr,
             ctl_rx,
@@ -777,6 +795,7 @@ impl Session {
                 ctl: ctl_tx,
                 data_tx,
                 reader: reader.abort_handle(),
+                writer: Some(writer),
                 local,
                 remote,
             },

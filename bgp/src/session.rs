@@ -1085,7 +1085,6 @@ impl ReadBuf {
     /// The read put `n` octets in.
     fn read(&mut self, n: usize) {
         self.size = next_read_size(self.size, n, self.offered);
-        self.release_if_empty();
     }
 
     /// Cut the complete frames off the front. During a load they keep their part of the

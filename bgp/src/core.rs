@@ -128,7 +128,7 @@ enum ReplyTo {
 
 /// An established connection's writer.
 struct Established {
-    data: session::BoxTx<Bytes>,
+    data: crate::mailbox::Tx<Bytes>,
     codec: CodecParams,
     enhanced_route_refresh: bool,
     /// Encoded, not yet accepted by the writer's queue.
@@ -772,8 +772,8 @@ async fn accept_loop(listener: Arc<TcpListener>, tx: mpsc::Sender<(TcpStream, So
 mod tests {
     use super::*;
 
-    fn established() -> (Established, session::BoxRx<Bytes>) {
-        let (data, rx) = session::boxed_channel(session::DATA_QUEUE);
+    fn established() -> (Established, crate::mailbox::Rx<Bytes>) {
+        let (data, rx) = crate::mailbox::channel(session::DATA_QUEUE);
         let est = Established {
             data,
             codec: CodecParams::default(),

@@ -10,6 +10,7 @@ pub mod config;
 mod core;
 pub mod fsm;
 mod jitter;
+mod mailbox;
 pub mod negotiate;
 pub mod policy;
 pub mod rib;

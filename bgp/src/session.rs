@@ -19,6 +19,7 @@
 //! establishes the session and the first UPDATE, whatever the reads looked like.
 
 use crate::fsm::{Action, ConnId, DownReason, FsmStats, Input, PeerFsm, State};
+use crate::mailbox;
 use crate::negotiate::Negotiated;
 use crate::transport::{self, TransportOptions};
 use crate::types::Family;
@@ -26,7 +27,7 @@ use crate::wire::header::{self, Frame};
 use crate::wire::route_refresh::{RefreshSubtype, RouteRefresh};
 use crate::wire::{self, CodecParams, Message, Notification, Update};
 use bytes::{Buf, Bytes, BytesMut};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -89,7 +90,7 @@ pub(crate) enum SessionEvent {
         local: SocketAddr,
         remote: SocketAddr,
         /// Encoded UPDATEs for the peer go here.
-        data: BoxTx<Bytes>,
+        data: mailbox::Tx<Bytes>,
     },
     /// Everything else, as the speaker's state takes it.
     Report(SessionReport),
@@ -143,67 +144,8 @@ pub(crate) struct SessionConfig {
 
 /// The handle the core keeps.
 pub(crate) struct SessionHandle {
-    pub cmd: BoxTx<SessionCmd>,
+    pub cmd: mailbox::Tx<SessionCmd>,
     pub task: JoinHandle<()>,
-}
-
-/// The sending end of a channel whose messages travel boxed. Tokio's channel allocates a
-/// block of 32 slots when it is made, so each of a session's four channels would cost 32
-/// times its message size (1–1.6 KiB) before anything is sent; boxed, a slot is one
-/// pointer. A reflector holds a thousand sessions, and their messages are few.
-pub(crate) struct BoxTx<T>(mpsc::Sender<Box<T>>);
-
-impl<T> Clone for BoxTx<T> {
-    fn clone(&self) -> Self {
-        BoxTx(self.0.clone())
-    }
-}
-
-impl<T> std::fmt::Debug for BoxTx<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("BoxTx")
-    }
-}
-
-impl<T> BoxTx<T> {
-    pub(crate) fn try_send(&self, v: T) -> Result<(), mpsc::error::TrySendError<T>> {
-        use mpsc::error::TrySendError::{Closed, Full};
-        self.0.try_send(Box::new(v)).map_err(|e| match e {
-            Full(b) => Full(*b),
-            Closed(b) => Closed(*b),
-        })
-    }
-
-    /// Messages sent and not yet received.
-    pub(crate) fn queued(&self) -> usize {
-        self.0.max_capacity() - self.0.capacity()
-    }
-
-    pub(crate) async fn send(&self, v: T) -> Result<(), mpsc::error::SendError<T>> {
-        self.0
-            .send(Box::new(v))
-            .await
-            .map_err(|e| mpsc::error::SendError(*e.0))
-    }
-}
-
-/// The receiving end of a [`BoxTx`].
-pub(crate) struct BoxRx<T>(mpsc::Receiver<Box<T>>);
-
-impl<T> BoxRx<T> {
-    /// As [`mpsc::Receiver::recv`] (cancel safe).
-    pub(crate) async fn recv(&mut self) -> Option<T> {
-        self.0.recv().await.map(|b| *b)
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.0.len()
-    }
-}
-
-pub(crate) fn boxed_channel<T>(capacity: usize) -> (BoxTx<T>, BoxRx<T>) {
-    let (tx, rx) = mpsc::channel(capacity);
-    (BoxTx(tx), BoxRx(rx))
 }
 
 /// Start a peer's task. It stays Idle until `SessionCmd::Start`.
@@ -214,7 +156,7 @@ pub(crate) fn spawn(
     drained: Arc<Notify>,
 ) -> SessionHandle {
     let (session, cmd_tx) = Session::new(config, fsm, events, drained);
-    let task = tokio::spawn(session.run());
+    let task = tokio::spawn(Box::new(session).run());
     SessionHandle { cmd: cmd_tx, task }
 }
 
@@ -224,9 +166,9 @@ impl Session {
         fsm: PeerFsm,
         events: mpsc::Sender<SessionEvent>,
         drained: Arc<Notify>,
-    ) -> (Session, BoxTx<SessionCmd>) {
-        let (cmd_tx, cmd_rx) = boxed_channel(16);
-        let (conn_tx, conn_rx) = boxed_channel(64);
+    ) -> (Session, mailbox::Tx<SessionCmd>) {
+        let (cmd_tx, cmd_rx) = mailbox::channel(16);
+        let (conn_tx, conn_rx) = mailbox::channel(64);
         let session = Session {
             peer: config.remote.ip(),
             config,
@@ -235,7 +177,7 @@ impl Session {
             events,
             conn_tx,
             conn_rx,
-            conns: HashMap::new(),
+            conns: Conns::default(),
             next_incoming: 0,
             established: None,
             drained,
@@ -309,8 +251,8 @@ enum WriterMsg {
 enum ConnIo {
     Connecting(AbortHandle),
     Open {
-        ctl: BoxTx<WriterMsg>,
-        data_tx: BoxTx<Bytes>,
+        ctl: mailbox::Tx<WriterMsg>,
+        data_tx: mailbox::Tx<Bytes>,
         reader: AbortHandle,
         /// Waited for when the speaker stops, so that the NOTIFICATION is on the wire
         /// before the process exits.
@@ -320,15 +262,54 @@ enum ConnIo {
     },
 }
 
+/// A session's connections: one, or two while a collision is resolved (RFC 4271 §6.8),
+/// so a short list rather than a hash table, which starts at four slots.
+#[derive(Default)]
+struct Conns(Vec<(ConnId, ConnIo)>);
+
+impl Conns {
+    fn get(&self, id: &ConnId) -> Option<&ConnIo> {
+        self.0.iter().find(|(k, _)| k == id).map(|(_, c)| c)
+    }
+
+    fn contains_key(&self, id: &ConnId) -> bool {
+        self.get(id).is_some()
+    }
+
+    fn insert(&mut self, id: ConnId, conn: ConnIo) {
+        match self.0.iter_mut().find(|(k, _)| *k == id) {
+            Some(slot) => slot.1 = conn,
+            None => self.0.push((id, conn)),
+        }
+    }
+
+    fn remove(&mut self, id: &ConnId) -> Option<ConnIo> {
+        let i = self.0.iter().position(|(k, _)| k == id)?;
+        let (_, conn) = self.0.swap_remove(i);
+        if self.0.is_empty() {
+            self.0 = Vec::new();
+        }
+        Some(conn)
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &ConnId> {
+        self.0.iter().map(|(k, _)| k)
+    }
+
+    fn values_mut(&mut self) -> impl Iterator<Item = &mut ConnIo> {
+        self.0.iter_mut().map(|(_, c)| c)
+    }
+}
+
 struct Session {
     peer: IpAddr,
     config: SessionConfig,
     fsm: PeerFsm,
-    cmd_rx: BoxRx<SessionCmd>,
+    cmd_rx: mailbox::Rx<SessionCmd>,
     events: mpsc::Sender<SessionEvent>,
-    conn_tx: BoxTx<ConnEvent>,
-    conn_rx: BoxRx<ConnEvent>,
-    conns: HashMap<ConnId, ConnIo>,
+    conn_tx: mailbox::Tx<ConnEvent>,
+    conn_rx: mailbox::Rx<ConnEvent>,
+    conns: Conns,
     next_incoming: u32,
     /// The established connection and the parameters its messages are read with.
     established: Option<(ConnId, CodecParams)>,
@@ -347,7 +328,10 @@ struct Session {
 }
 
 impl Session {
-    async fn run(mut self) {
+    /// The session's task. Boxed: a future that owns a large argument keeps room for it
+    /// twice (as the argument and as the running state), and the session is most of a
+    /// task's memory.
+    async fn run(mut self: Box<Self>) {
         loop {
             // The frames of a read are decoded one at a time, and what each produces goes
             // to the core before the next, so a table load is passed on as it arrives.
@@ -379,28 +363,9 @@ impl Session {
                     return;
                 }
                 Wake::Command(Some(SessionCmd::Shutdown { silent })) => {
-                    let writers: Vec<JoinHandle<()>> = self
-                        .conns
-                        .values_mut()
-                        .filter_map(|c| match c {
-                            ConnIo::Open { writer, .. } => writer.take(),
-                            ConnIo::Connecting(_) => None,
-                        })
-                        .collect();
-                    if !silent {
-                        let now = Instant::now();
-                        self.fsm
-                            .handle(now, Input::ManualStop(None), &mut self.actions);
-                        self.perform();
-                        self.deliver().await;
-                    }
-                    self.close_all();
-                    // The writers write what is queued (the NOTIFICATION) and close; the
-                    // process may exit as soon as this task ends.
-                    let deadline = tokio::time::Instant::now() + WRITER_DRAIN;
-                    for w in writers {
-                        let _ = tokio::time::timeout_at(deadline, w).await;
-                    }
+                    // Once in a session's life: its wait lives on the heap, not in every
+                    // task's state.
+                    Box::pin(self.shutdown(silent)).await;
                     return;
                 }
                 Wake::Command(Some(cmd)) => self.command(cmd),
@@ -414,15 +379,54 @@ impl Session {
 
     /// Hand the queued events to the core, waiting while its queue is full.
     async fn deliver(&mut self) {
-        while !self.outbox.is_empty() {
-            // The event stays queued while waiting for room: the wait holds no copy of it.
-            let Ok(permit) = self.events.reserve().await else {
-                self.outbox.clear();
-                return;
-            };
-            if let Some(ev) = self.outbox.pop_front() {
-                permit.send(ev);
+        while let Some(ev) = self.outbox.pop_front() {
+            match self.events.try_reserve() {
+                Ok(permit) => permit.send(ev),
+                Err(mpsc::error::TrySendError::Full(())) => {
+                    // The event stays queued while waiting for room: the wait holds no
+                    // copy of it. Waiting is the exception (the core is behind), so its
+                    // future is on the heap while it lasts, not part of every task.
+                    self.outbox.push_front(ev);
+                    let Ok(permit) = Box::pin(self.events.reserve()).await else {
+                        self.outbox.clear();
+                        break;
+                    };
+                    if let Some(ev) = self.outbox.pop_front() {
+                        permit.send(ev);
+                    }
+                }
+                Err(mpsc::error::TrySendError::Closed(())) => self.outbox.clear(),
             }
+        }
+        // Most steps queue nothing; a quiet session keeps no slots.
+        if self.outbox.capacity() > 0 {
+            self.outbox = VecDeque::new();
+        }
+    }
+
+    /// Stop: tell the peer (unless `silent`), close every connection, and give the
+    /// writers a moment to put what is queued (the NOTIFICATION) on the wire, since the
+    /// process may exit as soon as this task ends.
+    async fn shutdown(&mut self, silent: bool) {
+        let writers: Vec<JoinHandle<()>> = self
+            .conns
+            .values_mut()
+            .filter_map(|c| match c {
+                ConnIo::Open { writer, .. } => writer.take(),
+                ConnIo::Connecting(_) => None,
+            })
+            .collect();
+        if !silent {
+            let now = Instant::now();
+            self.fsm
+                .handle(now, Input::ManualStop(None), &mut self.actions);
+            self.perform();
+            self.deliver().await;
+        }
+        self.close_all();
+        let deadline = tokio::time::Instant::now() + WRITER_DRAIN;
+        for w in writers {
+            let _ = tokio::time::timeout_at(deadline, w).await;
         }
     }
 
@@ -778,8 +782,8 @@ impl Session {
             }
         };
         let (rd, wr) = stream.into_split();
-        let (ctl_tx, ctl_rx) = boxed_channel(CTL_QUEUE);
-        let (data_tx, data_rx) = boxed_channel(DATA_QUEUE);
+        let (ctl_tx, ctl_rx) = mailbox::channel(CTL_QUEUE);
+        let (data_tx, data_rx) = mailbox::channel(DATA_QUEUE);
         let reader = tokio::spawn(read_frames(id, rd, self.conn_tx.clone()));
         let writer = tokio::spawn(write_loop(
             id,
@@ -1014,7 +1018,7 @@ fn unacked_text(remote: SocketAddr, gtsm_hops: Option<u8>) -> String {
 }
 
 /// Cut the stream into frames; the session decodes them.
-async fn read_frames(id: ConnId, rd: OwnedReadHalf, tx: BoxTx<ConnEvent>) {
+async fn read_frames(id: ConnId, rd: OwnedReadHalf, tx: mailbox::Tx<ConnEvent>) {
     // Frames are cut with the largest length any session may negotiate (RFC 8654); the
     // session's decode checks each against what this one negotiated.
     let framing = CodecParams {
@@ -1143,9 +1147,9 @@ fn next_read_size(size: usize, n: usize, offered: usize) -> usize {
 async fn write_loop(
     id: ConnId,
     mut wr: OwnedWriteHalf,
-    mut ctl: BoxRx<WriterMsg>,
-    mut data: BoxRx<Bytes>,
-    events: BoxTx<ConnEvent>,
+    mut ctl: mailbox::Rx<WriterMsg>,
+    mut data: mailbox::Rx<Bytes>,
+    events: mailbox::Tx<ConnEvent>,
     drained: Arc<Notify>,
 ) {
     // What was written and not yet reported: reported once the queue is empty (or after
@@ -1233,16 +1237,13 @@ mod tests {
         };
         let (events, _rx) = mpsc::channel(1);
         let (session, _cmd) = Session::new(config, fsm, events, Arc::new(Notify::new()));
-        let state = std::mem::size_of_val(&session);
-        let task = session.run();
-        // What the task holds beyond the session's own state: the futures it awaits (about
-        // 1.1 KiB; 3.8 KiB when each step awaited its own sends). A reflector runs one per
-        // client, so every KiB here is a MiB per thousand.
-        let overhead = std::mem::size_of_val(&task) - state;
-        assert!(
-            overhead < 1536,
-            "the session future holds {overhead} octets beyond its state"
-        );
+        let task = Box::new(session).run();
+        // What the task holds besides the boxed session: the futures it awaits (about 450
+        // octets). Unboxed, the session was in the task twice, as the argument and as the
+        // running state: 2 KiB. A reflector runs one per client, so every KiB here is a
+        // MiB per thousand.
+        let size = std::mem::size_of_val(&task);
+        assert!(size < 640, "the session future is {size} octets");
     }
 
     #[test]

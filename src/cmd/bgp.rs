@@ -227,6 +227,7 @@ fn run_speaker(a: RunArgs) -> anyhow::Result<()> {
     crate::cmd::init_logging(&a.log)?;
     let cfg = speaker_config(&a)?;
     runtime()?.block_on(async move {
+        crate::cmd::spawn_heap_trim();
         let listener = control_socket::bind(&a.socket).await?;
         let graceful = cfg.graceful_restart.enabled;
         let mut start_cfg = cfg.clone();

@@ -185,6 +185,7 @@ fn run_agent(a: RunArgs) -> anyhow::Result<()> {
         log_level: cfg.log_level.clone(),
     })?;
     runtime()?.block_on(async move {
+        crate::cmd::spawn_heap_trim();
         let shared = Shared::new();
         // Sockets first: a second agent with the same sockets stops here, before it
         // changes anything.
